@@ -1,0 +1,199 @@
+"""Counter-based random numbers: Philox4x32-10 and the label permutations built on it.
+
+Permutation ``k`` of a run is a pure function of ``(seed, k)``: it never depends on the
+batch it falls in, on the number of threads, on the device or on the number of workers.
+That is what makes results reproducible across batch sizes and backends.
+
+The scalar functions below are written in the subset of Python that Numba compiles both
+for the CPU (``numba.njit``) and for CUDA (``numba.cuda.jit(device=True)``); all integer
+arithmetic is done on ``np.uint64`` so that NumPy, Numba and CUDA give identical bits
+(mixing ``uint64`` with ``int64`` in Numba silently yields ``float64``).
+
+References
+----------
+Salmon, Moraes, Dror & Shaw (2011), "Parallel random numbers: as easy as 1, 2, 3", SC'11.
+Lemire (2019), "Fast random integer generation in an interval", ACM TOMACS 29(1).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ._compile import jit_family
+
+_MASK32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+_PHILOX_M0 = np.uint64(0xD2511F53)
+_PHILOX_M1 = np.uint64(0xCD9E8D57)
+_PHILOX_W0 = np.uint64(0x9E3779B9)
+_PHILOX_W1 = np.uint64(0xBB67AE85)
+
+#: Fourth counter word of every permutation draw; other streams (e.g. bootstrap) get
+#: other tags so that they never overlap with permutation draws.
+STREAM_PERMUTATION = 0x5045524D  # "PERM"
+
+
+def _philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32 with 10 rounds on one 128-bit counter; all arguments ``np.uint64``
+    holding 32-bit values. Returns the four 32-bit output words (as ``np.uint64``)."""
+    for round_index in range(10):
+        if round_index > 0:
+            k0 = (k0 + _PHILOX_W0) & _MASK32
+            k1 = (k1 + _PHILOX_W1) & _MASK32
+        product0 = _PHILOX_M0 * c0  # < 2**64: both factors are 32-bit
+        product1 = _PHILOX_M1 * c2
+        hi0 = product0 >> _SHIFT32
+        lo0 = product0 & _MASK32
+        hi1 = product1 >> _SHIFT32
+        lo1 = product1 & _MASK32
+        c0 = hi1 ^ c1 ^ k0
+        c1 = lo1
+        c2 = hi0 ^ c3 ^ k1
+        c3 = lo0
+    return c0, c1, c2, c3
+
+
+def _permutation_word(seed, perm_index, word_index):
+    """32-bit word ``word_index`` of permutation ``perm_index``'s private stream.
+
+    Counter = (k low, k high, block, stream tag); key = the 64-bit seed.
+    """
+    k = np.uint64(perm_index)
+    block = np.uint64(word_index) >> np.uint64(2)
+    lane = np.uint64(word_index) & np.uint64(3)
+    s = np.uint64(seed)
+    r0, r1, r2, r3 = _philox4x32_10(
+        k & _MASK32, k >> _SHIFT32, block & _MASK32, np.uint64(STREAM_PERMUTATION),
+        s & _MASK32, s >> _SHIFT32,
+    )
+    if lane == np.uint64(0):
+        return r0
+    if lane == np.uint64(1):
+        return r1
+    if lane == np.uint64(2):
+        return r2
+    return r3
+
+
+def _bounded_index(seed, perm_index, word_cursor, bound):
+    """An exactly uniform integer in ``[0, bound)`` by Lemire's multiply-shift with
+    rejection, reading words from ``word_cursor`` on. Returns (value, next cursor).
+
+    Integer-only: a float-derived index could round up to ``bound``.
+    """
+    s = np.uint64(bound)
+    threshold = ((np.uint64(1) << _SHIFT32) - s) % s  # 2**32 mod bound
+    while True:
+        x = _permutation_word(seed, perm_index, word_cursor)
+        word_cursor += 1
+        m = x * s
+        if (m & _MASK32) >= threshold:
+            return np.int64(m >> _SHIFT32), word_cursor
+
+
+def _draw_subset(seed, perm_index, n_total, n_drawn, pool, out):
+    """Random ``n_drawn``-subset of ``range(n_total)`` for permutation ``perm_index``,
+    written sorted ascending into ``out``. ``pool`` is scratch of length ``n_total``.
+
+    Partial Fisher–Yates: only the first ``n_drawn`` positions are shuffled.
+    """
+    for i in range(n_total):
+        pool[i] = i
+    cursor = 0
+    for i in range(n_drawn):
+        offset, cursor = _bounded_index(seed, perm_index, cursor, n_total - i)
+        j = i + offset
+        tmp = pool[i]
+        pool[i] = pool[j]
+        pool[j] = tmp
+    # Insertion sort: n_drawn is small (a class), and sorted indices make the class
+    # sums run in one canonical order on every backend.
+    for i in range(n_drawn):
+        value = pool[i]
+        j = i - 1
+        while j >= 0 and out[j] > value:
+            out[j + 1] = out[j]
+            j -= 1
+        out[j + 1] = value
+
+
+def _unrank_subset(rank, n_total, n_drawn, binom, out):
+    """The ``rank``-th ``n_drawn``-subset of ``range(n_total)`` in lexicographic order
+    (exact enumeration). ``binom[n, r]`` must hold C(n, r)."""
+    remaining = rank
+    start = 0
+    for slot in range(n_drawn):
+        left = n_drawn - slot - 1
+        candidate = start
+        while True:
+            count = binom[n_total - candidate - 1, left]
+            if remaining < count:
+                break
+            remaining -= count
+            candidate += 1
+        out[slot] = candidate
+        start = candidate + 1
+
+
+#: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
+SCALAR_FUNCTIONS = (_philox4x32_10, _permutation_word, _bounded_index, _draw_subset, _unrank_subset)
+_cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True))
+philox4x32_10 = _cpu._philox4x32_10
+permutation_word = _cpu._permutation_word
+bounded_index = _cpu._bounded_index
+draw_subset = _cpu._draw_subset
+unrank_subset = _cpu._unrank_subset
+
+
+@numba.njit(cache=True, parallel=True)
+def fill_subsets(seed, perm_start, n_total, n_drawn, exact, binom, out):
+    """Fill ``out[b]`` (shape ``(n_batch, n_drawn)``) with the drawn subset of
+    permutation ``perm_start + b``: random (Philox) or, when ``exact``, the
+    lexicographic enumeration."""
+    n_batch = out.shape[0]
+    for b in numba.prange(n_batch):
+        if exact:
+            unrank_subset(perm_start + b, n_total, n_drawn, binom, out[b])
+        else:
+            pool = np.empty(n_total, dtype=np.int64)
+            draw_subset(seed, perm_start + b, n_total, n_drawn, pool, out[b])
+
+
+def philox4x32_10_numpy(counter: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Vectorised NumPy Philox4x32-10, the reference for the compiled versions.
+
+    Parameters
+    ----------
+    counter : ndarray of shape (n, 4), unsigned 32-bit values
+    key : ndarray of shape (n, 2) or (2,), unsigned 32-bit values
+
+    Returns
+    -------
+    ndarray of shape (n, 4), dtype uint32
+    """
+    c = np.asarray(counter, dtype=np.uint64).reshape(-1, 4).T.copy()
+    k = np.broadcast_to(np.asarray(key, dtype=np.uint64).reshape(-1, 2), (c.shape[1], 2)).T.copy()
+    c0, c1, c2, c3 = c
+    k0, k1 = k
+    for round_index in range(10):
+        if round_index > 0:
+            k0 = (k0 + _PHILOX_W0) & _MASK32
+            k1 = (k1 + _PHILOX_W1) & _MASK32
+        p0 = _PHILOX_M0 * c0
+        p1 = _PHILOX_M1 * c2
+        c0, c1, c2, c3 = (p1 >> _SHIFT32) ^ c1 ^ k0, p1 & _MASK32, (p0 >> _SHIFT32) ^ c3 ^ k1, p0 & _MASK32
+    return np.stack([c0, c1, c2, c3], axis=1).astype(np.uint32)
+
+
+def binomial_table(n_total: int, n_drawn: int) -> np.ndarray:
+    """``table[n, r] = C(n, r)`` for ``n <= n_total``, ``r <= n_drawn`` (int64, capped at
+    2**62 so that it never overflows; only values up to the number of permutations
+    matter for unranking)."""
+    cap = 1 << 62
+    table = np.zeros((n_total + 1, n_drawn + 1), dtype=np.int64)
+    table[:, 0] = 1
+    for n in range(1, n_total + 1):
+        for r in range(1, min(n, n_drawn) + 1):
+            table[n, r] = min(int(table[n - 1, r - 1]) + int(table[n - 1, r]), cap)
+    return table
