@@ -1,0 +1,208 @@
+"""Null accumulators for GSEA: counts and sums, never the whole null matrix.
+
+Everything here reads one batch of null enrichment scores at a time (shape
+``(n_batch, n_sets)``, on the backend's array module ``xp``) and keeps O(n_sets) state, so
+memory does not grow with the number of permutations and batches can come in any order
+or split (the accumulators add associatively).
+
+Definitions (GSEA, Subramanian et al. 2005, with empirical p-values (b+1)/(m+1)):
+
+* nominal p (sign-specific): for ES >= 0, b = #{null ES >= ES}, m = #{null ES >= 0};
+  for ES < 0, b = #{null ES <= ES}, m = #{null ES < 0}; p = (b+1)/(m+1).
+* NES = ES / mean(null ES of the same sign), in absolute value, per set.
+* FDR q (for NES* >= 0; mirrored for negatives): the fraction of all sets' null NES
+  >= NES* among null NES >= 0, divided by the fraction of observed NES >= NES* among
+  observed NES >= 0; capped at 1.
+* FWER p: the fraction of permutations whose largest null NES over all sets (smallest,
+  for negative NES*) reaches NES*, as (b+1)/(m+1).
+
+Under exact enumeration the observed labelling is one of the enumerated ones, so
+p = b/m with no +1 (the observed score is already counted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def empirical_p(exceed: np.ndarray, total: np.ndarray, exact: bool) -> np.ndarray:
+    """(b+1)/(m+1) for random permutations, b/m under exact enumeration (NaN if m = 0)."""
+    exceed = np.asarray(exceed, dtype=np.float64)
+    total = np.asarray(total, dtype=np.float64)
+    if exact:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, exceed / np.maximum(total, 1), np.nan)
+    return (exceed + 1.0) / (total + 1.0)
+
+
+def bh_adjust(pvalues: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (NaN entries are left out and stay NaN)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    if valid.size == 0:
+        return out
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = order.size
+    scaled = p[order] * m / np.arange(1, m + 1)
+    out[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    return out
+
+
+@dataclass
+class _TailCounter:
+    """Counts, for each threshold, how many values are >= it (one sign of FDR/FWER)."""
+
+    thresholds: Any  # sorted ascending, xp array
+    histogram: Any
+
+    @classmethod
+    def create(cls, thresholds: np.ndarray, xp: Any) -> _TailCounter:
+        t = xp.asarray(np.sort(thresholds))
+        return cls(t, xp.zeros(t.size + 1, dtype=xp.int64))
+
+    def add(self, values: Any, xp: Any) -> None:
+        # searchsorted(right) = number of thresholds <= value: the value counts for those.
+        slots = xp.searchsorted(self.thresholds, values, side="right")
+        self.histogram += xp.bincount(slots, minlength=self.thresholds.size + 1)
+
+    def counts_at_least(self, xp: Any) -> np.ndarray:
+        """count[i] = #values >= thresholds[i]."""
+        h = np.asarray(_to_host(self.histogram, xp))
+        return np.cumsum(h[::-1])[::-1][1:]
+
+    def lookup(self, queries: np.ndarray, xp: Any) -> np.ndarray:
+        """#values >= q for each q among the thresholds."""
+        counts = self.counts_at_least(xp)
+        t = np.asarray(_to_host(self.thresholds, xp))
+        return counts[np.searchsorted(t, queries, side="left")]
+
+
+def _to_host(a: Any, xp: Any) -> np.ndarray:
+    return a.get() if hasattr(a, "get") and xp is not np else np.asarray(a)
+
+
+class GseaNullAccumulator:
+    """Two-pass accumulator of GSEA's null statistics.
+
+    Pass 1 (:meth:`add_first_pass`) gives nominal p-values and the per-set null means
+    that define NES; pass 2 (:meth:`add_second_pass`, over the *same* permutations,
+    regenerated or cached) gives FDR and FWER, which need every set's NES scale first.
+
+    Parameters
+    ----------
+    observed_es : ndarray, shape (n_sets,)
+    n_perm : int
+    exact : bool
+        Whether the permutations are an exact enumeration that includes the observed
+        labelling.
+    xp : module
+        NumPy or CuPy: the array module of the batches.
+    """
+
+    def __init__(self, observed_es: np.ndarray, n_perm: int, exact: bool, xp: Any = np) -> None:
+        self.xp = xp
+        self.observed_es = np.asarray(observed_es, dtype=np.float64)
+        self.n_perm = int(n_perm)
+        self.exact = bool(exact)
+        n_sets = self.observed_es.size
+        self._es_dev = xp.asarray(self.observed_es)
+        self._positive_obs = xp.asarray(self.observed_es >= 0)
+        self.n_positive = xp.zeros(n_sets, dtype=xp.int64)
+        self.n_negative = xp.zeros(n_sets, dtype=xp.int64)
+        self.sum_positive = xp.zeros(n_sets)
+        self.sum_negative = xp.zeros(n_sets)
+        self.n_exceed = xp.zeros(n_sets, dtype=xp.int64)
+        self.seen_first = 0
+        self.seen_second = 0
+
+    # ---- pass 1 -------------------------------------------------------------------
+    def add_first_pass(self, null_es: Any) -> None:
+        """Accumulate counts and sums from a batch of null ES, shape (n_batch, n_sets)."""
+        xp = self.xp
+        positive = null_es >= 0
+        self.n_positive += positive.sum(axis=0)
+        self.n_negative += (~positive).sum(axis=0)
+        self.sum_positive += xp.where(positive, null_es, 0.0).sum(axis=0)
+        self.sum_negative += xp.where(positive, 0.0, null_es).sum(axis=0)
+        exceed = xp.where(self._positive_obs, null_es >= self._es_dev, null_es <= self._es_dev)
+        self.n_exceed += exceed.sum(axis=0)
+        self.seen_first += int(null_es.shape[0])
+
+    def finish_first_pass(self) -> None:
+        """Compute NES, nominal p and the thresholds the second pass counts against."""
+        host = lambda a: _to_host(a, self.xp)  # noqa: E731
+        self.n_pos_h, self.n_neg_h = host(self.n_positive), host(self.n_negative)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.mean_positive = host(self.sum_positive) / self.n_pos_h
+            self.mean_negative_abs = -host(self.sum_negative) / self.n_neg_h
+        es = self.observed_es
+        positive = es >= 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.nes = np.where(positive, es / self.mean_positive, es / self.mean_negative_abs)
+        total = np.where(positive, self.n_pos_h, self.n_neg_h)
+        self.pval = empirical_p(host(self.n_exceed), total, self.exact)
+        finite = np.isfinite(self.nes)
+        self._pos_thresholds = np.sort(self.nes[finite & (self.nes >= 0)])
+        self._neg_thresholds = np.sort(-self.nes[finite & (self.nes < 0)])  # as magnitudes
+        xp = self.xp
+        self._fdr_pos = _TailCounter.create(self._pos_thresholds, xp)
+        self._fdr_neg = _TailCounter.create(self._neg_thresholds, xp)
+        self._fwer_pos = _TailCounter.create(self._pos_thresholds, xp)
+        self._fwer_neg = _TailCounter.create(self._neg_thresholds, xp)
+        self._scale_pos = xp.asarray(np.where(np.isfinite(self.mean_positive), self.mean_positive, np.nan))
+        self._scale_neg = xp.asarray(np.where(np.isfinite(self.mean_negative_abs), self.mean_negative_abs, np.nan))
+        self._null_nes_pos_total = 0
+        self._null_nes_neg_total = 0
+
+    # ---- pass 2 -------------------------------------------------------------------
+    def add_second_pass(self, null_es: Any) -> None:
+        """Accumulate FDR/FWER tail counts from a batch of null ES (same permutations)."""
+        xp = self.xp
+        positive = null_es >= 0
+        null_nes = xp.where(positive, null_es / self._scale_pos, null_es / self._scale_neg)
+        valid = ~xp.isnan(null_nes)
+        pos_values = null_nes[valid & positive]
+        neg_values = -null_nes[valid & ~positive]
+        self._null_nes_pos_total += int(pos_values.size)
+        self._null_nes_neg_total += int(neg_values.size)
+        self._fdr_pos.add(pos_values, xp)
+        self._fdr_neg.add(neg_values, xp)
+        # Per permutation: the most extreme null NES of each sign over all sets.
+        max_pos = xp.where(valid & positive, null_nes, -xp.inf).max(axis=1)
+        max_neg = xp.where(valid & ~positive, -null_nes, -xp.inf).max(axis=1)
+        self._fwer_pos.add(max_pos[max_pos >= 0], xp)
+        self._fwer_neg.add(max_neg[max_neg > 0], xp)
+        self.seen_second += int(null_es.shape[0])
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """Per-set ``nes``, ``pval``, ``fdr``, ``fwer`` (host NumPy arrays)."""
+        if self.seen_first != self.n_perm or self.seen_second != self.n_perm:
+            raise RuntimeError(
+                f"accumulator saw {self.seen_first}/{self.seen_second} of {self.n_perm} permutations"
+            )
+        xp = self.xp
+        nes = self.nes
+        fdr = np.full(nes.shape, np.nan)
+        fwer = np.full(nes.shape, np.nan)
+        for sign, thresholds, fdr_counter, fwer_counter, null_total in (
+            (1.0, self._pos_thresholds, self._fdr_pos, self._fwer_pos, self._null_nes_pos_total),
+            (-1.0, self._neg_thresholds, self._fdr_neg, self._fwer_neg, self._null_nes_neg_total),
+        ):
+            finite = np.isfinite(nes)
+            which = finite & ((nes >= 0) if sign > 0 else (nes < 0))
+            if not which.any():
+                continue
+            magnitude = sign * nes[which]
+            null_at_least = fdr_counter.lookup(magnitude, xp)
+            # observed NES of this sign that are >= each query (thresholds are the observed values)
+            obs_at_least = thresholds.size - np.searchsorted(thresholds, magnitude, side="left")
+            with np.errstate(invalid="ignore", divide="ignore"):
+                null_fraction = null_at_least / null_total if null_total else np.zeros_like(magnitude)
+                obs_fraction = obs_at_least / thresholds.size
+                fdr[which] = np.minimum(1.0, null_fraction / obs_fraction)
+            fwer[which] = empirical_p(fwer_counter.lookup(magnitude, xp), np.full(magnitude.shape, self.n_perm), self.exact)
+        return {"nes": nes, "pval": self.pval, "fdr": fdr, "fwer": fwer}

@@ -1,0 +1,113 @@
+"""Enrichment scores against independent references: the literal dense definition,
+fgsea's C++ (calcGseaStat*) and GSEA Java's own preranked run."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from permenrich.backends.cpu import CpuBackend
+from permenrich.enrich.running_sum import running_sum, running_sum_dense
+
+
+def _es_dense(in_set, ranked_stat, weight):
+    curve = running_sum_dense(in_set, ranked_stat, weight)
+    return curve[np.argmax(np.abs(curve))]
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0, 1.5, 2.0])
+def test_closed_form_equals_dense_walk(weight):
+    rng = np.random.default_rng(0)
+    n = 400
+    ranked = np.sort(rng.normal(size=n))[::-1]
+    for k in [1, 5, 40, 399]:
+        for _ in range(5):
+            members = rng.choice(n, size=k, replace=False)
+            in_set = np.zeros(n, dtype=bool)
+            in_set[members] = True
+            result = running_sum(members, np.abs(ranked) ** weight)
+            assert result.es == pytest.approx(_es_dense(in_set, ranked, weight), abs=1e-12)
+
+
+def test_leading_edge_positive_and_negative():
+    ranked = np.linspace(1, -1, 10)
+    top = running_sum(np.array([0, 1, 2]), np.abs(ranked))
+    assert top.es > 0 and list(top.leading_edge_positions) == [0, 1, 2]
+    assert top.peak_position == 2 and top.list_fraction == pytest.approx(0.3)
+    assert top.tags_fraction == 1.0
+    assert top.signal_fraction == pytest.approx(1.0 * (1 - 0.3) * 10 / 7)
+    bottom = running_sum(np.array([7, 8, 9]), np.abs(ranked))
+    assert bottom.es < 0 and list(bottom.leading_edge_positions) == [7, 8, 9]
+    assert bottom.peak_position == 6 and bottom.list_fraction == pytest.approx(0.4)
+
+
+def test_walk_kernel_equals_closed_form_for_many_sets():
+    rng = np.random.default_rng(4)
+    n_genes, n_samples = 300, 10
+    values = rng.normal(size=(n_genes, n_samples))
+    is_case = np.arange(n_samples) < 4
+    sets = [np.sort(rng.choice(n_genes, size=k, replace=False)) for k in [3, 10, 50, 120, 299]]
+    members = np.concatenate(sets)
+    offsets = np.r_[0, np.cumsum([s.size for s in sets])]
+    set_of = np.repeat(np.arange(len(sets)), np.diff(offsets))
+    by_gene = np.argsort(members, kind="stable")
+    gene_offsets = np.r_[0, np.cumsum(np.bincount(members, minlength=n_genes))]
+    for weight in [0.0, 1.0, 2.0]:
+        backend = CpuBackend(threads=2)
+        backend.prepare(values, True, 0, weight, members, offsets, gene_offsets, set_of[by_gene])
+        es, stat = backend.score(np.array([[0, 1, 2, 3], [1, 4, 6, 9]]), keep_stat=True)
+        for row in range(2):
+            order = np.lexsort((np.arange(n_genes), -stat[row]))
+            position = np.empty(n_genes, dtype=int)
+            position[order] = np.arange(n_genes)
+            weights = np.abs(stat[row][order]) ** weight
+            for s, m in enumerate(sets):
+                assert es[row, s] == pytest.approx(running_sum(position[m], weights).es, abs=1e-12)
+
+
+def test_fgsea_calc_gsea_stat_batch(shared_data):
+    base = shared_data / "reference" / "fgsea_cpp"
+    stats_abs = pd.read_csv(base / "inputs" / "batchcpp_stats.tsv", sep="\t")["statsAbs"].to_numpy()
+    ref = pd.read_csv(base / "refs" / "ref_calcGseaStatBatchCpp.tsv", sep="\t")
+    pathways = [np.array(line.split("\t"), dtype=int) - 1
+                for line in (base / "inputs" / "pathways.tsv").read_text().splitlines() if line.strip()]
+    assert len(pathways) == len(ref) == 20
+    for row, members in zip(ref.itertuples(), pathways):
+        assert running_sum(members, stats_abs).es == pytest.approx(row.ES, abs=1e-12)
+
+
+def test_fgsea_calc_gsea_stat_cumulative_prefixes(shared_data):
+    base = shared_data / "reference" / "fgsea_cpp"
+    stats = pd.read_csv(base / "inputs" / "stats.tsv", sep="\t")["stats"].to_numpy()
+    selected = pd.read_csv(base / "inputs" / "cumulative_selectedStats.tsv", header=None)[0].to_numpy() - 1
+    ref = pd.read_csv(base / "refs" / "ref_calcGseaStatCumulative.tsv", sep="\t")
+    ref = ref[ref.scoreType == "std"].sort_values("prefix_index0")
+    weights = np.abs(stats)
+    got = [running_sum(selected[: j + 1], weights).es for j in ref.prefix_index0]
+    np.testing.assert_allclose(got, ref.value.to_numpy(), atol=1e-12)
+
+
+def _edb_records(path):
+    text = path.read_text()
+    out = {}
+    for match in re.finditer(r'<DTG [^>]*GENESET="[^"#]*#([^"]+)" ES="([^"]+)" NES="([^"]+)" NP="([^"]+)" '
+                             r'FDR="([^"]+)" FWER="([^"]+)"', text):
+        out[match.group(1)] = tuple(float(v) for v in match.groups()[1:])
+    return out
+
+
+def test_gsea_java_preranked_es(shared_data):
+    base = shared_data / "reference" / "gsea_java_preranked"
+    rnk = pd.read_csv(base / "gsea_data.gsea_data.rnk", sep="\t", header=None, names=["gene", "score"])
+    rnk = rnk.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    position = {g: i for i, g in enumerate(rnk.gene)}
+    weights = np.abs(rnk.score.to_numpy())
+    records = _edb_records(base / "results.edb")
+    assert len(records) == 7
+    for line in (base / "gene_sets.gmt").read_text().splitlines():
+        fields = line.split("\t")
+        members = np.array(sorted({position[g] for g in fields[2:] if g in position}))
+        es = running_sum(members, weights).es
+        # GSEA writes ES with 4 decimals
+        assert es == pytest.approx(records[fields[0]][0], abs=5.01e-5), fields[0]
