@@ -1,0 +1,37 @@
+"""Readers for expression, phenotype, gene-set and CHIP files, and atomic writers.
+
+Formats and the bad-input policy follow ``shared/FORMATS.md``: every user mistake raises
+:class:`~permenrich.errors.InputError` with one line naming the file, the place and the fix.
+"""
+
+from permenrich.io.chip import apply_chip, read_chip
+from permenrich.io.expression import ExpressionData, collapse_duplicates, read_expression
+from permenrich.io.genesets import GeneSet, read_gene_sets, read_gmt, read_gmx
+from permenrich.io.output import atomic_write_table, atomic_write_text, check_output_dir
+from permenrich.io.phenotype import (
+    TwoGroupDesign,
+    design_from_phenotype,
+    read_cls,
+    read_sample_sheet,
+    two_group_design,
+)
+
+__all__ = [
+    "ExpressionData",
+    "read_expression",
+    "collapse_duplicates",
+    "read_chip",
+    "apply_chip",
+    "TwoGroupDesign",
+    "read_cls",
+    "read_sample_sheet",
+    "two_group_design",
+    "design_from_phenotype",
+    "GeneSet",
+    "read_gmt",
+    "read_gmx",
+    "read_gene_sets",
+    "check_output_dir",
+    "atomic_write_text",
+    "atomic_write_table",
+]

@@ -1,0 +1,842 @@
+"""Expression matrices: GCT, delimited text, h5ad, plain HDF5, DataFrame and AnnData.
+
+Every reader returns an :class:`ExpressionData` holding a float64 matrix of shape
+``(n_genes, n_samples)``. The rules for each format, and what counts as bad input, are
+those of ``shared/FORMATS.md``: accept what GSEA desktop accepts, fail early on the rest
+with one line naming the file, line and column and what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import logging
+import posixpath
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Sequence, TextIO
+
+import numpy as np
+import pandas as pd
+
+from permenrich.errors import InputError, OptionError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ExpressionData", "read_expression", "collapse_duplicates"]
+
+# Text that means "missing" in a value cell (FORMATS.md: empty or NA). Python's float()
+# also takes "nan"/"NaN"/"inf", so those parse without being listed here.
+_MISSING_TOKENS = ("", "NA", "na", "N/A")
+_TEXT_SUFFIXES = {".gct", ".tsv", ".txt", ".csv", ".tab"}
+_H5AD_SUFFIXES = {".h5ad"}
+_HDF5_SUFFIXES = {".h5", ".hdf5", ".he5"}
+_COLLAPSE_METHODS = ("mean", "max", "median")
+
+
+@dataclass
+class ExpressionData:
+    """A gene-by-sample expression matrix with its names.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        float64, shape ``(n_genes, n_samples)``, C-contiguous.
+    gene_ids : numpy.ndarray
+        dtype object (str), length ``n_genes``. May hold duplicates until
+        :func:`collapse_duplicates` is applied.
+    sample_ids : numpy.ndarray
+        dtype object (str), length ``n_samples``, unique.
+    source : str
+        The path as given, or ``"<DataFrame>"`` / ``"<AnnData>"``; used in messages.
+    obs : pandas.DataFrame or None
+        Per-sample annotations (h5ad/AnnData ``obs``, index = sample ids), else None.
+    """
+
+    values: np.ndarray
+    gene_ids: np.ndarray
+    sample_ids: np.ndarray
+    source: str
+    obs: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        # Shapes are the contract every backend relies on; a mismatch here is a bug in
+        # whoever built the object, not a user mistake, hence ValueError.
+        if self.values.ndim != 2:
+            raise ValueError(f"values must be 2-D (n_genes, n_samples), got shape {self.values.shape}")
+        if self.values.shape != (len(self.gene_ids), len(self.sample_ids)):
+            raise ValueError(
+                f"values shape {self.values.shape} does not match {len(self.gene_ids)} gene ids "
+                f"x {len(self.sample_ids)} sample ids"
+            )
+
+    @property
+    def n_genes(self) -> int:
+        """Number of rows (genes or probes)."""
+        return int(self.values.shape[0])
+
+    @property
+    def n_samples(self) -> int:
+        """Number of columns (samples)."""
+        return int(self.values.shape[1])
+
+
+# --------------------------------------------------------------------------------------
+# Shared file helpers (also used by the phenotype, gene-set and CHIP readers)
+# --------------------------------------------------------------------------------------
+
+
+def _existing_file(path: str | Path, what: str) -> Path:
+    """Return ``path`` as a Path, or raise InputError if it is not a readable file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"{path}: {what} file not found; check the path")
+    if p.is_dir():
+        raise InputError(f"{path}: expected a {what} file, found a directory; give the file inside it")
+    return p
+
+
+def _format_suffix(path: Path) -> str:
+    """Lower-case extension, looking through a trailing ``.gz``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _read_text(path: Path) -> str:
+    """Whole file as text (gzip if it ends in .gz; UTF-8 with a Latin-1 fallback)."""
+    try:
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as handle:
+                raw = handle.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read the file ({exc}); check that it is complete and readable") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        # Old GSEA files are often Latin-1; names only need to round-trip, not be pretty.
+        return raw.decode("latin-1")
+
+
+def _preview(items: Sequence[Any], limit: int = 5) -> str:
+    """``'a', 'b', 'c', ... (12 in all)`` for messages."""
+    items = list(items)
+    shown = ", ".join(repr(str(x)) for x in items[:limit])
+    return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"
+
+
+def _split_lines(text: str) -> list[str]:
+    """Split on ``\\n`` / ``\\r\\n`` only (``str.splitlines`` also splits on form feeds etc.)."""
+    return text.replace("\r\n", "\n").split("\n")
+
+
+# --------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------
+
+
+def read_expression(
+    source: str | Path | pd.DataFrame | Any,
+    *,
+    layer: str | None = None,
+    h5_dataset: str = "X",
+    nan_policy: Literal["error", "drop"] = "error",
+) -> ExpressionData:
+    """Read an expression matrix into genes x samples float64.
+
+    Parameters
+    ----------
+    source : str, Path, pandas.DataFrame or anndata.AnnData
+        - ``.gct`` (1.2 or 1.3; also any text file whose first line is ``#1.2``/``#1.3``).
+        - ``.tsv``/``.txt``/``.tab`` (tab) or ``.csv`` (comma): a header row, then one row
+          per gene; first column gene ids; leading columns after it whose values are all
+          non-numeric (e.g. ``NAME``, ``Description``) are descriptive and dropped; the
+          rest are samples. A header one field shorter than the rows (R's
+          ``write.table``) is accepted. ``.gz`` compressed text is read too.
+        - ``.h5ad``: samples x genes (obs x var), dense or sparse ``X``; genes from
+          ``var_names``, samples from ``obs_names``; ``obs`` is kept.
+        - ``.h5``/``.hdf5``: plain HDF5 laid out as::
+
+              <group>/X           2-D float dataset, shape (n_genes, n_samples)
+              <group>/gene_ids    1-D string dataset, length n_genes
+              <group>/sample_ids  1-D string dataset, length n_samples
+
+          where ``X`` is ``h5_dataset`` (default ``"X"``, may be a path such as
+          ``"expr/X"``) and the two name datasets sit in the same group. Files in the 10x
+          ``filtered_feature_bc_matrix.h5`` layout (group ``matrix``) and h5ad files saved
+          as ``.h5`` are recognised as well.
+        - a DataFrame: genes x samples, index = gene ids, numeric columns = samples.
+        - an AnnData: samples x genes, as for ``.h5ad``.
+    layer : str, optional
+        h5ad/AnnData only: read ``layers[layer]`` instead of ``X``; ``"raw"`` reads
+        ``raw.X`` when no layer of that name exists.
+    h5_dataset : str, default "X"
+        Plain HDF5 only: path of the 2-D dataset.
+    nan_policy : {"error", "drop"}, default "error"
+        What to do with genes that have some non-finite values (NaN, ±inf). Genes with
+        no finite value at all are always dropped with a warning.
+
+    Returns
+    -------
+    ExpressionData
+        Duplicated gene ids are kept as they are; see :func:`collapse_duplicates`.
+
+    Raises
+    ------
+    InputError
+        A missing or malformed file, non-numeric values, duplicated sample names,
+        partially missing genes under ``nan_policy="error"``, or no gene left.
+    OptionError
+        An unknown ``nan_policy``, or ``layer`` given for a format without layers.
+
+    Notes
+    -----
+    The caller's DataFrame/AnnData is never modified; values are always copied.
+    """
+    if nan_policy not in ("error", "drop"):
+        raise OptionError(f"nan_policy must be 'error' or 'drop', got {nan_policy!r}")
+    expr = _dispatch(source, layer=layer, h5_dataset=h5_dataset)
+    return _finalize(expr, nan_policy=nan_policy)
+
+
+def collapse_duplicates(
+    expr: ExpressionData, method: Literal["mean", "max", "median"] = "mean"
+) -> ExpressionData:
+    """Merge rows that share a gene id.
+
+    Parameters
+    ----------
+    expr : ExpressionData
+        Possibly with duplicated gene ids (probes mapped to symbols, ...).
+    method : {"mean", "max", "median"}, default "mean"
+        Per sample, the mean / maximum / median over the rows of a gene. ``"max"`` is
+        GSEA's ``Max_probe`` collapsing mode.
+
+    Returns
+    -------
+    ExpressionData
+        Genes in order of first occurrence. ``expr`` itself when no id is duplicated.
+
+    Raises
+    ------
+    OptionError
+        An unknown ``method``.
+    """
+    if method not in _COLLAPSE_METHODS:
+        raise OptionError(f"collapse method must be one of {_COLLAPSE_METHODS}, got {method!r}")
+    ids = pd.Index(expr.gene_ids)
+    duplicated = ids.duplicated(keep=False)
+    if not duplicated.any():
+        return expr
+    n_rows = int(duplicated.sum())
+    n_groups = int(ids[duplicated].nunique())
+    frame = pd.DataFrame(expr.values)
+    grouped = getattr(frame.groupby(np.asarray(expr.gene_ids), sort=False), method)()
+    logger.warning(
+        "%s: collapsed %d duplicated gene ids into %d genes (%s); %d genes remain",
+        expr.source, n_rows, n_groups, method, len(grouped),
+    )
+    return ExpressionData(
+        values=np.ascontiguousarray(grouped.to_numpy(dtype=np.float64)),
+        gene_ids=np.asarray(grouped.index.to_numpy(), dtype=object),
+        sample_ids=expr.sample_ids.copy(),
+        source=expr.source,
+        obs=None if expr.obs is None else expr.obs.copy(),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Dispatch and common post-processing
+# --------------------------------------------------------------------------------------
+
+
+def _is_anndata(obj: Any) -> bool:
+    # An AnnData can only exist if anndata is imported; avoid importing it (slow) here.
+    module = sys.modules.get("anndata")
+    return module is not None and isinstance(obj, module.AnnData)
+
+
+def _dispatch(source: Any, *, layer: str | None, h5_dataset: str) -> ExpressionData:
+    if isinstance(source, pd.DataFrame):
+        _no_layer(layer, "a DataFrame")
+        return _from_dataframe(source)
+    if _is_anndata(source):
+        return _from_anndata(source, layer=layer, source="<AnnData>")
+    if not isinstance(source, (str, Path)):
+        raise InputError(
+            f"expression input must be a file path, a pandas DataFrame or an AnnData, "
+            f"got {type(source).__name__}"
+        )
+    path = _existing_file(source, "expression")
+    suffix = _format_suffix(path)
+    if suffix in _H5AD_SUFFIXES:
+        return _read_h5ad(path, str(source), layer=layer)
+    if suffix in _HDF5_SUFFIXES:
+        return _read_hdf5(path, str(source), h5_dataset=h5_dataset, layer=layer)
+    _no_layer(layer, f"text file {source}")
+    if suffix == ".gct" or _first_line(path).startswith(("#1.2", "#1.3")):
+        return _with_encoding(_parse_gct, path, str(source))
+    if suffix not in _TEXT_SUFFIXES:
+        logger.warning("%s: unknown extension %r, reading it as tab-separated text", source, suffix)
+    return _with_encoding(_parse_table, path, str(source), sep="," if suffix == ".csv" else "\t")
+
+
+def _no_layer(layer: str | None, what: str) -> None:
+    if layer is not None:
+        raise OptionError(f"layer={layer!r} applies only to h5ad/AnnData input, not to {what}; drop the layer option")
+
+
+def _finalize(expr: ExpressionData, *, nan_policy: str) -> ExpressionData:
+    """Checks shared by all sources: names, non-finite values, something left."""
+    where = expr.source
+    if expr.n_samples == 0:
+        raise InputError(f"{where}: no sample columns found; expected genes in rows and samples in columns")
+    if expr.n_genes == 0:
+        raise InputError(f"{where}: no gene rows found; expected genes in rows and samples in columns")
+    samples = pd.Index(expr.sample_ids)
+    if samples.has_duplicates:
+        dup = samples[samples.duplicated()][0]
+        cols = np.flatnonzero(samples == dup) + 1
+        raise InputError(
+            f"{where}: sample name {dup!r} appears more than once (sample columns {cols[0]} and {cols[1]}); "
+            "sample names must be unique, rename one of them"
+        )
+    empty_gene = np.flatnonzero(pd.Series(expr.gene_ids, dtype=object).str.strip().fillna("").eq("").to_numpy())
+    if empty_gene.size:
+        raise InputError(f"{where}: gene id of row {empty_gene[0] + 1} is empty; every row needs a gene id")
+
+    finite = np.isfinite(expr.values)
+    any_finite = finite.any(axis=1)
+    keep = finite.all(axis=1)
+    n_all_missing = int((~any_finite).sum())
+    partial = np.flatnonzero(any_finite & ~keep)
+    if n_all_missing:
+        logger.warning("%s: dropped %d genes with no finite value (all NaN/inf)", where, n_all_missing)
+    if partial.size:
+        if nan_policy == "error":
+            first = partial[0]
+            n_bad = int((~finite[first]).sum())
+            raise InputError(
+                f"{where}: gene {expr.gene_ids[first]!r} has {n_bad} missing or non-finite values "
+                f"({partial.size} genes in all have some); use --nan-policy drop "
+                "(nan_policy='drop') to drop such genes, or fill them before reading"
+            )
+        logger.warning("%s: dropped %d genes with some NaN/inf values (nan_policy='drop')", where, partial.size)
+    if not keep.all():
+        if not keep.any():
+            raise InputError(
+                f"{where}: no gene left after dropping genes with missing or non-finite values; "
+                "check that the value columns hold numbers"
+            )
+        expr = ExpressionData(
+            values=expr.values[keep],
+            gene_ids=expr.gene_ids[keep],
+            sample_ids=expr.sample_ids,
+            source=expr.source,
+            obs=expr.obs,
+        )
+    values = np.ascontiguousarray(expr.values, dtype=np.float64)
+    if values is not expr.values:
+        expr.values = values
+    return expr
+
+
+# --------------------------------------------------------------------------------------
+# Delimited text: GCT and tables
+# --------------------------------------------------------------------------------------
+
+
+def _fix_field_counts(rows: list[list[str]], n_fields: int, line_numbers: np.ndarray, where: str) -> None:
+    """Check every row has ``n_fields``; trim trailing empty fields in place.
+
+    GSEA splits lines with Java's ``String.split``, which drops trailing empty fields, so
+    files with a stray tab at the end of lines load there; accept those too.
+    """
+    for i, row in enumerate(rows):
+        if len(row) == n_fields:
+            continue
+        if len(row) > n_fields and not any(field.strip() for field in row[n_fields:]):
+            del row[n_fields:]
+            continue
+        raise InputError(
+            f"{where}: line {line_numbers[i]} has {len(row)} fields, expected {n_fields}; "
+            "check for missing or extra separators on that line"
+        )
+
+
+def _parse_numeric_block(
+    raw: np.ndarray, line_numbers: np.ndarray, first_column: int, where: str
+) -> np.ndarray:
+    """Convert an object array of strings to float64; missing tokens become NaN.
+
+    ``first_column`` is the 1-based file column of ``raw[:, 0]``, for messages.
+    """
+    try:
+        return np.asarray(raw, dtype=np.float64)
+    except ValueError:
+        pass
+    missing = pd.DataFrame(raw).isin(_MISSING_TOKENS).to_numpy()
+    cleaned = np.where(missing, "nan", raw)
+    try:
+        return np.asarray(cleaned, dtype=np.float64)
+    except ValueError:
+        pass
+    # Error path only: find the first bad cell in file order. pandas' parser rejects a
+    # few strings that float() takes ("1_0"), so confirm each candidate with float().
+    parsed = pd.to_numeric(pd.Series(cleaned.ravel()), errors="coerce").to_numpy()
+    for flat_index in np.flatnonzero(np.isnan(parsed)):
+        value = cleaned.flat[flat_index]
+        try:
+            float(value)
+        except ValueError:
+            row, col = divmod(int(flat_index), raw.shape[1])
+            raise InputError(
+                f"{where}: line {line_numbers[row]}, column {first_column + col}: expected a number, "
+                f"found {value!r}; use an empty field or NA for missing values"
+            ) from None
+    raise AssertionError("unreachable: float conversion failed but no bad cell was found")  # pragma: no cover
+
+
+def _open_text(path: Path, encoding: str) -> TextIO:
+    """Text handle without newline translation (the csv module needs ``newline=""``)."""
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding=encoding, newline="")
+    return open(path, encoding=encoding, newline="")
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with _open_text(path, "latin-1") as handle:
+            return handle.readline().lstrip("\ufeff\xef\xbb\xbf")
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read the file ({exc}); check that it is complete and readable") from exc
+
+
+def _with_encoding(parse: Callable[..., ExpressionData], path: Path, where: str, **kwargs: Any) -> ExpressionData:
+    """Run a streaming parser as UTF-8, again as Latin-1 if the bytes are not UTF-8."""
+    try:
+        try:
+            return parse(path, where, encoding="utf-8-sig", **kwargs)
+        except UnicodeDecodeError:
+            # Old GSEA files are often Latin-1; names only need to round-trip.
+            return parse(path, where, encoding="latin-1", **kwargs)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{where}: cannot read the file ({exc}); check that it is complete and readable") from exc
+
+
+def _chunk_rows(n_fields: int) -> int:
+    # Parsed cells are Python strings (~60 bytes each): bound them to ~1e6 at a time.
+    return max(1, 1_000_000 // max(n_fields, 1))
+
+
+class _Blocks:
+    """Collects parsed row blocks and joins them once at the end."""
+
+    def __init__(self) -> None:
+        self.gene_ids: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+
+    def add(self, gene_ids: np.ndarray, values: np.ndarray) -> None:
+        self.gene_ids.append(gene_ids)
+        self.values.append(values)
+
+    def result(self, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.values:
+            return np.empty(0, dtype=object), np.empty((0, n_cols), dtype=np.float64)
+        if len(self.values) == 1:
+            return self.gene_ids[0], self.values[0]
+        return np.concatenate(self.gene_ids), np.concatenate(self.values)
+
+
+def _parse_rows(
+    rows: list[list[str]], line_numbers: np.ndarray, n_lead: int, where: str, id_label: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A block of rows (field counts already checked) -> gene ids and float64 values."""
+    grid = np.array(rows, dtype=object)
+    gene_ids = np.array([g.strip() for g in grid[:, 0]], dtype=object)
+    empty = np.flatnonzero(gene_ids == "")
+    if empty.size:
+        raise InputError(f"{where}: line {line_numbers[empty[0]]}, column 1: {id_label} is empty; every row needs one")
+    values = _parse_numeric_block(grid[:, n_lead:], line_numbers, n_lead + 1, where)
+    return gene_ids, values
+
+
+def _parse_gct(path: Path, where: str, *, encoding: str) -> ExpressionData:
+    """GCT 1.2 / 1.3 (FORMATS.md), streamed in blocks of rows."""
+    with _open_text(path, encoding) as handle:
+        head = [handle.readline().rstrip("\r\n") for _ in range(3)]
+        version = head[0].strip()
+        if version not in ("#1.2", "#1.3"):
+            raise InputError(
+                f"{where}: line 1: expected the GCT version '#1.2' or '#1.3', found {head[0][:40]!r}; "
+                "GCT files start with the version line"
+            )
+        n_dims = 2 if version == "#1.2" else 4
+        try:
+            dims = [int(x) for x in head[1].split()]
+        except ValueError:
+            dims = []
+        if len(dims) != n_dims or min(dims) < 0:
+            expected = (
+                "rows and sample columns" if n_dims == 2
+                else "rows, sample columns, row-metadata columns and column-metadata rows"
+            )
+            raise InputError(
+                f"{where}: line 2: expected {n_dims} non-negative integers ({expected}) for GCT {version[1:]}, "
+                f"found {head[1][:60]!r}"
+            )
+        n_rows, n_cols = dims[0], dims[1]
+        n_row_meta, n_col_meta = (dims[2], dims[3]) if n_dims == 4 else (1, 0)
+        n_lead = 1 + n_row_meta  # id column + description/metadata columns
+        n_fields = n_lead + n_cols
+        if n_rows == 0 or n_cols == 0:
+            raise InputError(f"{where}: line 2 declares {n_rows} rows and {n_cols} samples; the file holds no data")
+
+        header = head[2].split("\t")
+        while len(header) > n_fields and not header[-1].strip():
+            header.pop()  # trailing tabs
+        if len(header) != n_fields:
+            raise InputError(
+                f"{where}: line 3: header has {len(header) - n_lead} sample names after {n_lead} leading columns "
+                f"but line 2 declares {n_cols} samples; make the header and the dimensions agree"
+            )
+        if version == "#1.2" and [h.strip().lower() for h in header[:2]] != ["name", "description"]:
+            raise InputError(
+                f"{where}: line 3: expected the header to start with 'NAME<tab>Description', "
+                f"found {header[0][:30]!r}, {header[1][:30]!r}"
+            )
+        sample_ids = np.array([h.strip() for h in header[n_lead:]], dtype=object)
+        empty = np.flatnonzero(sample_ids == "")
+        if empty.size:
+            raise InputError(
+                f"{where}: line 3, column {n_lead + empty[0] + 1}: sample name is empty; name every sample column"
+            )
+
+        # Column-metadata rows (GCT 1.3) follow the header; check their shape and skip them.
+        meta_rows = [handle.readline().rstrip("\r\n").split("\t") for _ in range(n_col_meta)]
+        _fix_field_counts(meta_rows, n_fields, np.arange(4, 4 + n_col_meta), where)
+
+        blocks = _Blocks()
+        chunk = _chunk_rows(n_fields)
+        rows: list[list[str]] = []
+        numbers: list[int] = []
+        n_seen = 0
+        for line_number, line in enumerate(handle, start=4 + n_col_meta):
+            if not line.strip():
+                continue  # blank lines: GSEA skips them, and a final newline makes one
+            n_seen += 1
+            if n_seen > n_rows:
+                raise InputError(
+                    f"{where}: line {line_number}: more data rows than the {n_rows} declared on line 2; "
+                    "fix the row count on line 2 or the data"
+                )
+            rows.append(line.rstrip("\r\n").split("\t"))
+            numbers.append(line_number)
+            if len(rows) == chunk:
+                _flush_rows(blocks, rows, numbers, n_fields, n_lead, where, "row name")
+                rows, numbers = [], []
+        if rows:
+            _flush_rows(blocks, rows, numbers, n_fields, n_lead, where, "row name")
+    if n_seen != n_rows:
+        raise InputError(
+            f"{where}: line 2 declares {n_rows} rows but the file has {n_seen} data rows; "
+            "fix the row count on line 2 or the data"
+        )
+    gene_ids, values = blocks.result(n_cols)
+    logger.debug("%s: read GCT %s, %d rows x %d samples", where, version[1:], n_rows, n_cols)
+    return ExpressionData(values=values, gene_ids=gene_ids, sample_ids=sample_ids, source=where)
+
+
+def _flush_rows(
+    blocks: _Blocks, rows: list[list[str]], numbers: list[int], n_fields: int, n_lead: int, where: str, id_label: str
+) -> None:
+    line_numbers = np.asarray(numbers, dtype=np.int64)
+    _fix_field_counts(rows, n_fields, line_numbers, where)
+    blocks.add(*_parse_rows(rows, line_numbers, n_lead, where, id_label))
+
+
+def _parse_table(path: Path, where: str, *, encoding: str, sep: str) -> ExpressionData:
+    """Delimited genes x samples table with a header row (quotes allowed), streamed."""
+    with _open_text(path, encoding) as handle:
+        reader = csv.reader(handle, delimiter=sep)
+
+        def nonblank() -> Iterator[tuple[int, list[str]]]:
+            try:
+                for row in reader:
+                    if row and any(field.strip() for field in row):
+                        yield reader.line_num, row
+            except csv.Error as exc:
+                raise InputError(f"{where}: line {reader.line_num}: {exc}; check the quoting on that line") from exc
+
+        rows_iter = nonblank()
+        first = list(itertools.islice(rows_iter, 2))
+        if len(first) < 2:
+            raise InputError(
+                f"{where}: expected a header row and at least one gene row, found {len(first)} non-blank rows"
+            )
+        (header_line, header), (_, first_row) = first
+        n_fields = len(header)
+        while n_fields > 1 and not header[n_fields - 1].strip():
+            n_fields -= 1  # trailing separators on the header line
+        trimmed = n_fields < len(header)
+        header = header[:n_fields]
+        # R's write.table omits the row-name header cell: rows are one field longer.
+        if not trimmed and len(first_row) == n_fields + 1 and first_row[-1].strip():
+            header = [""] + header
+            n_fields += 1
+        if n_fields < 2:
+            raise InputError(
+                f"{where}: line {header_line} has 1 field; expected gene ids then sample columns "
+                f"separated by {'commas' if sep == ',' else 'tabs'}"
+            )
+
+        chunk = _chunk_rows(n_fields)
+        rows: list[list[str]] = [first_row]
+        numbers: list[int] = [first[1][0]]
+        for line_number, row in itertools.islice(rows_iter, chunk - 1):
+            rows.append(row)
+            numbers.append(line_number)
+        # Leading non-numeric columns after the ids (NAME, Description, ...) are descriptive;
+        # decided on the first block of rows.
+        _fix_field_counts(rows, n_fields, np.asarray(numbers), where)
+        n_lead = _descriptive_columns(np.array(rows, dtype=object), n_fields)
+        if n_lead == n_fields:
+            raise InputError(
+                f"{where}: no numeric sample column found (all {n_fields - 1} columns after the gene ids hold text); "
+                "expected gene ids in column 1 and numeric samples after"
+            )
+        if n_lead > 1:
+            logger.debug("%s: ignoring descriptive columns %s", where, header[1:n_lead])
+        sample_ids = np.array([h.strip() for h in header[n_lead:]], dtype=object)
+        empty = np.flatnonzero(sample_ids == "")
+        if empty.size:
+            raise InputError(
+                f"{where}: line {header_line}, column {n_lead + empty[0] + 1}: sample name is empty; "
+                "name every sample column"
+            )
+        blocks = _Blocks()
+        while rows:
+            _flush_rows(blocks, rows, numbers, n_fields, n_lead, where, "gene id")
+            rows, numbers = [], []
+            for line_number, row in itertools.islice(rows_iter, chunk):
+                rows.append(row)
+                numbers.append(line_number)
+    gene_ids, values = blocks.result(len(sample_ids))
+    return ExpressionData(values=values, gene_ids=gene_ids, sample_ids=sample_ids, source=where)
+
+
+def _descriptive_columns(grid: np.ndarray, n_fields: int) -> int:
+    """Index of the first value column: columns 1.. with text only are descriptive."""
+    first_value = 1
+    while first_value < n_fields:
+        column = pd.Series(grid[:, first_value])
+        present = ~column.isin(_MISSING_TOKENS)
+        numeric = pd.to_numeric(column[present], errors="coerce").notna()
+        if numeric.any() or not present.any():
+            break
+        first_value += 1
+    return first_value
+
+
+# --------------------------------------------------------------------------------------
+# In-memory objects
+# --------------------------------------------------------------------------------------
+
+
+def _from_dataframe(df: pd.DataFrame, where: str = "<DataFrame>") -> ExpressionData:
+    non_numeric = [
+        (column, dtype)
+        for column, dtype in zip(df.columns, df.dtypes)
+        if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+    ]
+    if non_numeric:
+        column, dtype = non_numeric[0]
+        raise InputError(
+            f"{where}: column {str(column)!r} is not numeric ({dtype}); expected "
+            "genes x samples with gene ids as the index: move id/annotation columns out, e.g. df.set_index('gene')"
+        )
+    values = df.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    gene_ids = np.array([str(g) for g in df.index], dtype=object)
+    sample_ids = np.array([str(s) for s in df.columns], dtype=object)
+    return ExpressionData(values=np.ascontiguousarray(values), gene_ids=gene_ids, sample_ids=sample_ids, source=where)
+
+
+def _dense_genes_by_samples(matrix: Any) -> np.ndarray:
+    """(n_samples, n_genes) dense or sparse -> C-contiguous float64 (n_genes, n_samples) copy."""
+    if hasattr(matrix, "toarray"):  # scipy.sparse matrix or array
+        dense = matrix.T.toarray(order="C")
+        return np.ascontiguousarray(dense, dtype=np.float64)
+    return np.array(np.asarray(matrix).T, dtype=np.float64, order="C", copy=True)
+
+
+def _from_anndata(adata: Any, *, layer: str | None, source: str) -> ExpressionData:
+    var_names = adata.var_names
+    if layer is None:
+        matrix = adata.X
+        if matrix is None:
+            raise InputError(
+                f"{source}: X is empty; pass layer= to read one of the layers {_preview(adata.layers.keys())}"
+            )
+    elif layer in adata.layers:
+        matrix = adata.layers[layer]
+    elif layer == "raw" and adata.raw is not None:
+        matrix, var_names = adata.raw.X, adata.raw.var_names
+    else:
+        raise InputError(
+            f"{source}: layer {layer!r} not found; available layers: {_preview(adata.layers.keys()) or 'none'}"
+        )
+    values = _dense_genes_by_samples(matrix)
+    return ExpressionData(
+        values=values,
+        gene_ids=np.array([str(g) for g in var_names], dtype=object),
+        sample_ids=np.array([str(s) for s in adata.obs_names], dtype=object),
+        source=source,
+        obs=adata.obs.copy(),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# HDF5 family
+# --------------------------------------------------------------------------------------
+
+
+def _h5_open(path: Path, where: str) -> Any:
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{where}: cannot open as HDF5 ({exc}); the file may be truncated or not HDF5") from exc
+
+
+def _read_elem(node: Any) -> Any:
+    try:
+        from anndata.io import read_elem
+    except ImportError:  # anndata < 0.11
+        from anndata.experimental import read_elem
+    return read_elem(node)
+
+
+def _read_h5ad(path: Path, where: str, *, layer: str | None) -> ExpressionData:
+    """Read only obs, var and the requested matrix (not every layer) from an h5ad."""
+    with _h5_open(path, where) as f:
+        try:
+            obs = _read_elem(f["obs"]) if "obs" in f else None
+            matrix_key, var_key = "X", "var"
+            if layer is not None:
+                if "layers" in f and layer in f["layers"]:
+                    matrix_key = f"layers/{layer}"
+                elif layer == "raw" and "raw" in f:
+                    matrix_key, var_key = "raw/X", "raw/var"
+                else:
+                    available = list(f["layers"].keys()) if "layers" in f else []
+                    raise InputError(
+                        f"{where}: layer {layer!r} not found (no dataset layers/{layer}); "
+                        f"available layers: {_preview(available) or 'none'}"
+                    )
+            for key in (matrix_key, var_key):
+                if key not in f:
+                    raise InputError(f"{where}: dataset {key!r} missing; the file is not a complete h5ad")
+            if obs is None:
+                raise InputError(f"{where}: dataset 'obs' missing; the file is not a complete h5ad")
+            var = _read_elem(f[var_key])
+            matrix = _read_elem(f[matrix_key])
+        except InputError:
+            raise
+        except Exception as exc:  # anndata/h5py raise many types for damaged files
+            raise InputError(
+                f"{where}: cannot read h5ad ({type(exc).__name__}: {exc}); the file may be damaged"
+            ) from exc
+    shape = getattr(matrix, "shape", None)
+    if shape is None or len(shape) != 2 or shape != (len(obs), len(var)):
+        raise InputError(
+            f"{where}: dataset {matrix_key!r} has shape {shape}, expected (n_obs, n_var) = ({len(obs)}, {len(var)})"
+        )
+    obs = obs.copy()
+    obs.index = obs.index.astype(str)
+    return ExpressionData(
+        values=_dense_genes_by_samples(matrix),
+        gene_ids=np.array([str(g) for g in var.index], dtype=object),
+        sample_ids=np.array(obs.index.to_list(), dtype=object),
+        source=where,
+        obs=obs,
+    )
+
+
+def _h5_strings(dataset: Any) -> np.ndarray:
+    data = dataset[()]
+    if data.dtype.kind in ("S", "O"):
+        return np.array([x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in data], dtype=object)
+    return np.array([str(x) for x in data], dtype=object)
+
+
+def _read_hdf5(path: Path, where: str, *, h5_dataset: str, layer: str | None) -> ExpressionData:
+    import h5py
+
+    with _h5_open(path, where) as f:
+        is_h5ad = f.attrs.get("encoding-type") == "anndata"
+    if is_h5ad:
+        return _read_h5ad(path, where, layer=layer)
+    with _h5_open(path, where) as f:
+        _no_layer(layer, f"plain HDF5 file {where}")
+        if h5_dataset not in f and h5_dataset == "X" and "matrix" in f:
+            return _read_10x(f, where)
+        node = f.get(h5_dataset)
+        if not isinstance(node, h5py.Dataset) or node.ndim != 2:
+            found = "missing" if node is None else ("a group" if isinstance(node, h5py.Group) else f"{node.ndim}-D")
+            raise InputError(
+                f"{where}: dataset {h5_dataset!r} is {found}; expected a 2-D (n_genes, n_samples) dataset "
+                "(pass h5_dataset= / --h5-dataset to name it)"
+            )
+        group = posixpath.dirname(h5_dataset.strip("/"))
+        names = {}
+        for key in ("gene_ids", "sample_ids"):
+            name_path = posixpath.join(group, key) if group else key
+            name_node = f.get(name_path)
+            if not isinstance(name_node, h5py.Dataset) or name_node.ndim != 1:
+                raise InputError(
+                    f"{where}: dataset {name_path!r} is missing or not 1-D; expected 1-D string datasets "
+                    f"'gene_ids' and 'sample_ids' beside {h5_dataset!r}"
+                )
+            names[key] = _h5_strings(name_node)
+        shape = node.shape
+        if shape != (len(names["gene_ids"]), len(names["sample_ids"])):
+            raise InputError(
+                f"{where}: dataset {h5_dataset!r} has shape {shape} but gene_ids has {len(names['gene_ids'])} and "
+                f"sample_ids {len(names['sample_ids'])} entries; expected shape (n_genes, n_samples)"
+            )
+        try:
+            values = np.array(node[()], dtype=np.float64, order="C")
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(f"{where}: cannot read dataset {h5_dataset!r} as numbers ({exc})") from exc
+    return ExpressionData(values=values, gene_ids=names["gene_ids"], sample_ids=names["sample_ids"], source=where)
+
+
+def _read_10x(f: Any, where: str) -> ExpressionData:
+    """10x ``filtered_feature_bc_matrix.h5``: CSC genes x barcodes; gene symbols as ids."""
+    import scipy.sparse as sp
+
+    required = [
+        "matrix/data", "matrix/indices", "matrix/indptr", "matrix/shape", "matrix/barcodes", "matrix/features/name",
+    ]
+    for key in required:
+        if key not in f:
+            raise InputError(f"{where}: dataset {key!r} missing; expected the 10x filtered_feature_bc_matrix layout")
+    shape = tuple(int(x) for x in f["matrix/shape"][()])
+    genes = _h5_strings(f["matrix/features/name"])
+    barcodes = _h5_strings(f["matrix/barcodes"])
+    if shape != (len(genes), len(barcodes)):
+        raise InputError(
+            f"{where}: matrix/shape is {shape} but there are {len(genes)} features and {len(barcodes)} barcodes"
+        )
+    try:
+        matrix = sp.csc_matrix((f["matrix/data"][()], f["matrix/indices"][()], f["matrix/indptr"][()]), shape=shape)
+    except ValueError as exc:
+        raise InputError(f"{where}: matrix/data, indices and indptr are inconsistent ({exc})") from exc
+    values = np.ascontiguousarray(matrix.toarray(), dtype=np.float64)
+    return ExpressionData(values=values, gene_ids=genes, sample_ids=barcodes, source=where)
