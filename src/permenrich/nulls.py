@@ -18,6 +18,11 @@ Definitions (GSEA, Subramanian et al. 2005, with empirical p-values (b+1)/(m+1))
 
 Under exact enumeration the observed labelling is one of the enumerated ones, so
 p = b/m with no +1 (the observed score is already counted).
+
+Ties: scores are O(1) and computed along different arithmetic paths for different
+labellings, so values equal in exact arithmetic (frequent with weight 0, small sets or
+few samples) can differ in the last bits. Every comparison therefore treats values within
+:data:`TIE_TOLERANCE` as equal, and ties count as exceedances (conservative).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+#: Scores closer than this are tied in every comparison (see module docs).
+TIE_TOLERANCE = 1e-12
 
 
 def empirical_p(exceed: np.ndarray, total: np.ndarray, exact: bool) -> np.ndarray:
@@ -61,7 +69,8 @@ class _TailCounter:
 
     @classmethod
     def create(cls, thresholds: np.ndarray, xp: Any) -> _TailCounter:
-        t = xp.asarray(np.sort(thresholds))
+        # Values within the tolerance below a threshold count as reaching it.
+        t = xp.asarray(np.sort(thresholds) - TIE_TOLERANCE)
         return cls(t, xp.zeros(t.size + 1, dtype=xp.int64))
 
     def add(self, values: Any, xp: Any) -> None:
@@ -78,7 +87,7 @@ class _TailCounter:
         """#values >= q for each q among the thresholds."""
         counts = self.counts_at_least(xp)
         t = np.asarray(_to_host(self.thresholds, xp))
-        return counts[np.searchsorted(t, queries, side="left")]
+        return counts[np.searchsorted(t, np.asarray(queries) - TIE_TOLERANCE, side="left")]
 
 
 def _to_host(a: Any, xp: Any) -> np.ndarray:
@@ -128,7 +137,8 @@ class GseaNullAccumulator:
         self.n_negative += (~positive).sum(axis=0)
         self.sum_positive += xp.where(positive, null_es, 0.0).sum(axis=0)
         self.sum_negative += xp.where(positive, 0.0, null_es).sum(axis=0)
-        exceed = xp.where(self._positive_obs, null_es >= self._es_dev, null_es <= self._es_dev)
+        exceed = xp.where(self._positive_obs, null_es >= self._es_dev - TIE_TOLERANCE,
+                          null_es <= self._es_dev + TIE_TOLERANCE)
         self.n_exceed += exceed.sum(axis=0)
         self.seen_first += int(null_es.shape[0])
 
@@ -199,7 +209,7 @@ class GseaNullAccumulator:
             magnitude = sign * nes[which]
             null_at_least = fdr_counter.lookup(magnitude, xp)
             # observed NES of this sign that are >= each query (thresholds are the observed values)
-            obs_at_least = thresholds.size - np.searchsorted(thresholds, magnitude, side="left")
+            obs_at_least = thresholds.size - np.searchsorted(thresholds, magnitude - TIE_TOLERANCE, side="left")
             with np.errstate(invalid="ignore", divide="ignore"):
                 null_fraction = null_at_least / null_total if null_total else np.zeros_like(magnitude)
                 obs_fraction = obs_at_least / thresholds.size

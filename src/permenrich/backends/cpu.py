@@ -18,6 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..enrich.running_sum import ES_TIE_TOLERANCE
 from ..stats.metrics import metric_from_moments
 from ..stats.ranking import _RADIX_PASSES, _RADIX_SIZE, rank_descending
 
@@ -56,7 +57,8 @@ def _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, tot
 
 @numba.njit(cache=True)
 def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_offsets,
-                       gene_set_ids, gene_weight, norm, miss_step, hits, cumulative, max_top, min_before, out):
+                       gene_set_ids, gene_weight, norm, miss_step, hits, cumulative, max_top, min_before,
+                       max_position, min_position, out):
     """ES of every set for one ranking, in one walk over the ranked genes."""
     n_genes = stat.shape[0]
     n_sets = set_offsets.shape[0] - 1
@@ -80,6 +82,8 @@ def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_o
         cumulative[s] = 0.0
         max_top[s] = 0.0
         min_before[s] = 0.0
+        max_position[s] = n_genes
+        min_position[s] = n_genes
     for position in range(n_genes):
         g = order[position]
         w = gene_weight[g]
@@ -87,15 +91,23 @@ def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_o
             s = gene_set_ids[t]
             miss_part = (position - hits[s]) * miss_step[s]
             before = cumulative[s] * norm[s] - miss_part
-            if before < min_before[s]:
+            # Extremes move only beyond the tie tolerance: the first of tied extremes counts.
+            if before < min_before[s] - ES_TIE_TOLERANCE:
                 min_before[s] = before
+                min_position[s] = position - 1
             cumulative[s] += w
             top = cumulative[s] * norm[s] - miss_part
-            if top > max_top[s]:
+            if top > max_top[s] + ES_TIE_TOLERANCE:
                 max_top[s] = top
+                max_position[s] = position
             hits[s] += 1
     for s in range(n_sets):
-        out[s] = max_top[s] if max_top[s] >= -min_before[s] else min_before[s]
+        # Larger magnitude wins; on a tie (within rounding), the extreme reached first.
+        margin = max_top[s] + min_before[s]
+        if margin > ES_TIE_TOLERANCE or (margin >= -ES_TIE_TOLERANCE and max_position[s] < min_position[s]):
+            out[s] = max_top[s]
+        else:
+            out[s] = min_before[s]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -128,6 +140,8 @@ def score_labellings(samples_by_gene, squares_by_gene, gene_mean, total_sum, tot
         cumulative = np.empty(n_sets)
         max_top = np.empty(n_sets)
         min_before = np.empty(n_sets)
+        max_position = np.empty(n_sets, dtype=np.int64)
+        min_position = np.empty(n_sets, dtype=np.int64)
         for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
             _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
                              n_samples, drawn_positions[b], drawn_is_case, metric,
@@ -137,7 +151,7 @@ def score_labellings(samples_by_gene, squares_by_gene, gene_mean, total_sum, tot
             rank_descending(stat, order, keys, keys_tmp, order_tmp, histogram)
             _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_offsets,
                                gene_set_ids, gene_weight, norm, miss_step, hits, cumulative,
-                               max_top, min_before, out_es[b])
+                               max_top, min_before, max_position, min_position, out_es[b])
 
 
 class CpuBackend:

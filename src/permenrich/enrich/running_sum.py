@@ -8,8 +8,11 @@ misses ``1 / (N - k)``. With ``N_R = sum_j w_j`` the running sum right after hit
 
 and right before it ``top_j - w_j / N_R``; between hits it only decreases. The ES is
 whichever of ``max(0, max_j top_j)`` and ``min(0, min_j before_j)`` is larger in absolute
-value (the positive one on an exact tie); the zeros stand for the start and the end of
-the walk, where the running sum is 0. ``p = 0`` is the classic Kolmogorov–Smirnov
+value; on a tie, the one reached first along the ranked list (as ``argmax |RES|`` does
+in the literal definition). Magnitudes within ``ES_TIE_TOLERANCE`` (1e-12) count as tied:
+ties are common for small sets (e.g. the maximum at the last hit, ``1 - m_k/(N-k)``,
+against the minimum at the first, ``-m_1/(N-k)``) and rounding must not decide them. The zeros stand for the start and the end of the walk,
+where the running sum is 0. ``p = 0`` is the classic Kolmogorov–Smirnov
 statistic, ``p = 1`` GSEA's default. When every member has weight 0 (``N_R = 0``) the ES is
 defined as 0.
 
@@ -27,6 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+#: Positive and negative extremes whose magnitudes differ by at most this are tied.
+ES_TIE_TOLERANCE = 1e-12
 
 
 @dataclass
@@ -75,11 +81,14 @@ def running_sum(member_positions: np.ndarray, ranked_weights: np.ndarray) -> Run
     misses_before = positions - np.arange(k)
     top = np.cumsum(weights) / norm - misses_before / n_miss
     before = top - weights / norm
-    j_max = int(np.argmax(top))
-    j_min = int(np.argmin(before))
-    max_top = max(top[j_max], 0.0)
-    min_before = min(before[j_min], 0.0)
-    if max_top >= -min_before:
+    # First of the (tied within tolerance) extremes, as the walk kernels do.
+    j_max = int(np.flatnonzero(top > top.max() - ES_TIE_TOLERANCE)[0]) if top.max() > ES_TIE_TOLERANCE else 0
+    j_min = int(np.flatnonzero(before < before.min() + ES_TIE_TOLERANCE)[0]) if before.min() < -ES_TIE_TOLERANCE else 0
+    max_top = top[j_max] if top.max() > ES_TIE_TOLERANCE else 0.0
+    min_before = before[j_min] if before.min() < -ES_TIE_TOLERANCE else 0.0
+    first_is_max = positions[j_max] < positions[j_min] - 1
+    margin = max_top + min_before
+    if margin > ES_TIE_TOLERANCE or (margin >= -ES_TIE_TOLERANCE and first_is_max):
         es = float(max_top)
         peak = int(positions[j_max])
         leading = positions[: j_max + 1]
