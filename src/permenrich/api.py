@@ -266,8 +266,10 @@ def gsea(
     n_sets = index.n_sets
     # A batch holds its null ES and a few same-sized temporaries in the accumulators.
     bytes_per_perm = 8 * n_sets * 6 + 8 * labels.n_drawn
+    # Batches past a few hundred permutations gain nothing on the CPU; ~20 batches a run
+    # keep the progress bar moving.
     chosen_batch = int(batch_size) if batch_size is not None else int(
-        np.clip(budget // 4 // bytes_per_perm, 64, 8192))
+        max(64, min(budget // 4 // bytes_per_perm, 8192, max(256, -(-plan.n_perm // 20)))))
     chosen_batch = min(chosen_batch, plan.n_perm)
     cache_null = plan.n_perm * n_sets * 8 <= budget // 2
     total_work = plan.n_perm * (1 if cache_null else 2)

@@ -7,10 +7,12 @@ nothing is written to the output directory unless the run completes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from . import __version__
@@ -55,8 +57,9 @@ class ProgressBar:
         self.stream.flush()
 
 
-def _add_common_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--permutations", type=int, default=1000, help="label permutations (default 1000)")
+def _add_common_run_options(parser: argparse.ArgumentParser, permutations: int) -> None:
+    parser.add_argument("--permutations", type=int, default=permutations,
+                        help=f"label permutations (default {permutations})")
     parser.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
@@ -90,24 +93,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--memory", default="1GB", help="memory budget for permutation batches (default 1GB)")
     g.add_argument("--device", default="cpu", help="cpu")
     g.add_argument("--out", required=True, help="output directory")
-    _add_common_run_options(g)
+    _add_common_run_options(g, permutations=1000)
 
     d = sub.add_parser("demo", help="GSEA on the embedded SIMULATED VTE-like cohort",
                        description="Generates (once) a SIMULATED cohort shaped like public VTE whole-blood "
                                    "studies and runs GSEA with JAK-STAT gene sets.")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    _add_common_run_options(d)
-    d.set_defaults(permutations=10000)
+    _add_common_run_options(d, permutations=10000)
     return parser
 
 
-def _configure_logging(quiet: bool) -> None:
+@contextlib.contextmanager
+def _cli_logging(quiet: bool) -> Iterator[None]:
+    """Warnings as ``permenrich: WARNING: ...`` lines on stderr while the command runs;
+    the package logger is restored afterwards (``main`` may be called from Python)."""
+    package_logger = logging.getLogger("permenrich")
+    saved = (package_logger.handlers[:], package_logger.level, package_logger.propagate)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("permenrich: %(levelname)s: %(message)s"))
-    root = logging.getLogger("permenrich")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.ERROR if quiet else logging.WARNING)
-    root.propagate = False
+    package_logger.handlers[:] = [handler]
+    package_logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+    package_logger.propagate = False
+    try:
+        yield
+    finally:
+        package_logger.handlers[:], package_logger.level, package_logger.propagate = saved
 
 
 def _run_gsea(args: argparse.Namespace) -> int:
@@ -119,7 +129,7 @@ def _run_gsea(args: argparse.Namespace) -> int:
     if not (args.cls or args.sample_sheet or args.groupby):
         raise PermenrichError("give the phenotype: --cls FILE, --sample-sheet FILE --groupby COL, "
                               "or --groupby COL for an h5ad")
-    check_output_dir(args.out)  # fail before any compute
+    check_output_dir(args.out, create=False)  # fail before any compute, create nothing yet
     table = gsea(
         args.expr, args.cls or args.sample_sheet, args.gene_sets, groupby=args.groupby,
         case=args.case, control=args.control, metric=args.metric, weight=args.weight,
@@ -141,8 +151,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .demo import format_demo_summary, run_demo
 
     table = run_demo(args.out, permutations=args.permutations, seed=args.seed, threads=args.threads,
-                     quiet=args.quiet)
+                     quiet=args.quiet, progress=None if args.quiet else ProgressBar())
     print(format_demo_summary(table))
+    print(f"\nwrote {Path(args.out) / 'results.tsv'} and {Path(args.out) / 'run.json'}")
     return 0
 
 
@@ -150,11 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``permenrich`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.quiet)
     try:
-        if args.command == "gsea":
-            return _run_gsea(args)
-        return _run_demo(args)
+        with _cli_logging(args.quiet):
+            if args.command == "gsea":
+                return _run_gsea(args)
+            return _run_demo(args)
     except PermenrichError as error:
         print(f"permenrich: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -17,13 +17,17 @@ from permenrich.errors import OptionError
 __all__ = ["check_output_dir", "atomic_write_text", "atomic_write_table"]
 
 
-def check_output_dir(path: str | Path) -> Path:
+def check_output_dir(path: str | Path, *, create: bool = True) -> Path:
     """Make sure results can be written to ``path``, before any computing starts.
 
     Parameters
     ----------
     path : str or Path
-        Output directory; created with its parents if missing.
+        Output directory.
+    create : bool
+        Create it (with its parents) if missing. With ``create=False`` nothing is
+        created: the directory, or its nearest existing parent, is only checked, so that
+        a run that fails later leaves no trace.
 
     Returns
     -------
@@ -39,21 +43,29 @@ def check_output_dir(path: str | Path) -> Path:
     directory = Path(path).expanduser()
     if directory.exists() and not directory.is_dir():
         raise OptionError(
-            f"output directory {str(path)!r} exists and is a file; choose another --outdir or remove the file"
+            f"output directory {str(path)!r} exists and is a file; choose another --out or remove the file"
         )
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OptionError(
-            f"cannot create output directory {str(path)!r} ({exc.strerror or exc}); choose another --outdir"
-        ) from exc
+    probe = directory
+    if create:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OptionError(
+                f"cannot create output directory {str(path)!r} ({exc.strerror or exc}); choose another --out"
+            ) from exc
+    else:
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise OptionError(f"cannot create output directory {str(path)!r}: {str(probe)!r} is a file; "
+                              "choose another --out")
     # os.access is unreliable (root, ACLs, network file systems): try a real file.
     try:
-        with tempfile.TemporaryFile(dir=directory):
+        with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
         raise OptionError(
-            f"output directory {str(path)!r} is not writable ({exc.strerror or exc}); choose another --outdir "
+            f"output directory {str(path)!r} is not writable ({exc.strerror or exc}); choose another --out "
             "or fix its permissions"
         ) from exc
     return directory.resolve()
