@@ -138,7 +138,7 @@ def _unrank_subset(rank, n_total, n_drawn, binom, out):
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_philox4x32_10, _permutation_word, _bounded_index, _draw_subset, _unrank_subset)
-_cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True))
+_cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
 philox4x32_10 = _cpu._philox4x32_10
 permutation_word = _cpu._permutation_word
 bounded_index = _cpu._bounded_index
@@ -146,7 +146,7 @@ draw_subset = _cpu._draw_subset
 unrank_subset = _cpu._unrank_subset
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, error_model="numpy")
 def fill_subsets(seed, perm_start, n_total, n_drawn, exact, binom, out):
     """Fill ``out[b]`` (shape ``(n_batch, n_drawn)``) with the drawn subset of
     permutation ``perm_start + b``: random (Philox) or, when ``exact``, the

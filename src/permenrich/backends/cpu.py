@@ -23,7 +23,7 @@ from ..stats.metrics import metric_from_moments
 from ..stats.ranking import _RADIX_PASSES, _RADIX_SIZE, rank_descending
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
                      n_samples, drawn, drawn_is_case, metric, sum_drawn, sumsq_drawn, stat):
     """Metric of every gene for one labelling given by the drawn class's positions."""
@@ -55,10 +55,16 @@ def _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, tot
             stat[g] = metric_from_moments(metric, mean_o, var_o, n_other, mean_d, var_d, n_drawn)
 
 
-@numba.njit(cache=True)
+# Per-set walk state, one row of a (n_sets, 8) array so that a set's state is one cache
+# line: reciprocal of N_R, reciprocal of N - k, hits so far, cumulative hit weight,
+# running maximum and minimum, and the positions where they were first reached.
+_INV_NORM, _MISS_STEP, _HITS, _CUMULATIVE, _MAX, _MIN, _MAX_AT, _MIN_AT = range(8)
+WALK_STATE_WIDTH = 8
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_offsets,
-                       gene_set_ids, gene_weight, norm, miss_step, hits, cumulative, max_top, min_before,
-                       max_position, min_position, out):
+                       gene_set_ids, gene_weight, state, out):
     """ES of every set for one ranking, in one walk over the ranked genes."""
     n_genes = stat.shape[0]
     n_sets = set_offsets.shape[0] - 1
@@ -75,42 +81,48 @@ def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_o
         for t in range(set_offsets[s], set_offsets[s + 1]):
             total += gene_weight[set_members[t]]
         # Reciprocals turn the walk's divisions into multiplications; a set whose members
-        # all weigh 0 gets ES 0 (its walk is skipped).
-        norm[s] = 1.0 / total if total > 0.0 else 0.0
-        miss_step[s] = 1.0 / (n_genes - (set_offsets[s + 1] - set_offsets[s]))
-        hits[s] = 0
-        cumulative[s] = 0.0
-        max_top[s] = 0.0
-        min_before[s] = 0.0
-        max_position[s] = n_genes
-        min_position[s] = n_genes
+        # all weigh 0 keeps its running sum <= 0 and is reported as ES 0 below.
+        state[s, _INV_NORM] = 1.0 / total if total > 0.0 else 0.0
+        state[s, _MISS_STEP] = 1.0 / (n_genes - (set_offsets[s + 1] - set_offsets[s]))
+        state[s, _HITS] = 0.0
+        state[s, _CUMULATIVE] = 0.0
+        state[s, _MAX] = 0.0
+        state[s, _MIN] = 0.0
+        state[s, _MAX_AT] = n_genes
+        state[s, _MIN_AT] = n_genes
     for position in range(n_genes):
         g = order[position]
         w = gene_weight[g]
         for t in range(gene_set_offsets[g], gene_set_offsets[g + 1]):
-            s = gene_set_ids[t]
-            miss_part = (position - hits[s]) * miss_step[s]
-            before = cumulative[s] * norm[s] - miss_part
-            # Extremes move only beyond the tie tolerance: the first of tied extremes counts.
-            if before < min_before[s] - ES_TIE_TOLERANCE:
-                min_before[s] = before
-                min_position[s] = position - 1
-            cumulative[s] += w
-            top = cumulative[s] * norm[s] - miss_part
-            if top > max_top[s] + ES_TIE_TOLERANCE:
-                max_top[s] = top
-                max_position[s] = position
-            hits[s] += 1
+            row = state[gene_set_ids[t]]
+            miss_part = (position - row[_HITS]) * row[_MISS_STEP]
+            cumulative = row[_CUMULATIVE]
+            before = cumulative * row[_INV_NORM] - miss_part
+            # Extremes move only beyond the tie tolerance: the first of tied extremes
+            # counts. Selects rather than branches: these comparisons are unpredictable.
+            lower = before < row[_MIN] - ES_TIE_TOLERANCE
+            row[_MIN] = before if lower else row[_MIN]
+            row[_MIN_AT] = position - 1.0 if lower else row[_MIN_AT]
+            cumulative += w
+            row[_CUMULATIVE] = cumulative
+            top = cumulative * row[_INV_NORM] - miss_part
+            higher = top > row[_MAX] + ES_TIE_TOLERANCE
+            row[_MAX] = top if higher else row[_MAX]
+            row[_MAX_AT] = position if higher else row[_MAX_AT]
+            row[_HITS] += 1.0
     for s in range(n_sets):
+        if state[s, _INV_NORM] == 0.0:
+            out[s] = 0.0
+            continue
         # Larger magnitude wins; on a tie (within rounding), the extreme reached first.
-        margin = max_top[s] + min_before[s]
-        if margin > ES_TIE_TOLERANCE or (margin >= -ES_TIE_TOLERANCE and max_position[s] < min_position[s]):
-            out[s] = max_top[s]
+        margin = state[s, _MAX] + state[s, _MIN]
+        if margin > ES_TIE_TOLERANCE or (margin >= -ES_TIE_TOLERANCE and state[s, _MAX_AT] < state[s, _MIN_AT]):
+            out[s] = state[s, _MAX]
         else:
-            out[s] = min_before[s]
+            out[s] = state[s, _MIN]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, error_model="numpy")
 def score_labellings(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
                      drawn_positions, drawn_is_case, metric, weight, set_members, set_offsets,
                      gene_set_offsets, gene_set_ids, n_chunks, out_es, out_stat):
@@ -134,14 +146,7 @@ def score_labellings(samples_by_gene, squares_by_gene, gene_mean, total_sum, tot
         order_tmp = np.empty(n_genes, dtype=np.int64)
         histogram = np.empty((_RADIX_PASSES, _RADIX_SIZE), dtype=np.int64)
         gene_weight = np.empty(n_genes)
-        norm = np.empty(n_sets)
-        miss_step = np.empty(n_sets)
-        hits = np.empty(n_sets, dtype=np.int64)
-        cumulative = np.empty(n_sets)
-        max_top = np.empty(n_sets)
-        min_before = np.empty(n_sets)
-        max_position = np.empty(n_sets, dtype=np.int64)
-        min_position = np.empty(n_sets, dtype=np.int64)
+        state = np.empty((n_sets, WALK_STATE_WIDTH))
         for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
             _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
                              n_samples, drawn_positions[b], drawn_is_case, metric,
@@ -150,8 +155,7 @@ def score_labellings(samples_by_gene, squares_by_gene, gene_mean, total_sum, tot
                 out_stat[b, :] = stat
             rank_descending(stat, order, keys, keys_tmp, order_tmp, histogram)
             _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_offsets,
-                               gene_set_ids, gene_weight, norm, miss_step, hits, cumulative,
-                               max_top, min_before, max_position, min_position, out_es[b])
+                               gene_set_ids, gene_weight, state, out_es[b])
 
 
 class CpuBackend:

@@ -83,7 +83,7 @@ def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b):
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_floored_sd, _metric_from_moments)
-_cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True))
+_cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
 metric_from_moments = _cpu._metric_from_moments
 
 

@@ -22,7 +22,7 @@ _RADIX_PASSES = 3  # the high 33 bits; the low 31 are settled by an insertion pa
 _LOW_BITS = 64 - _RADIX_PASSES * _RADIX_BITS
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, inline="always", error_model="numpy")
 def descending_key(value, bits):
     """Unsigned key whose ascending order is the descending order of ``value``;
     ``bits`` is the IEEE-754 bit pattern of ``value``."""
@@ -35,7 +35,7 @@ def descending_key(value, bits):
     return ~ascending
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def rank_descending(stat, order, keys, keys_tmp, order_tmp, histogram):
     """Write into ``order`` the gene indices sorted by decreasing ``stat`` (ties: lower
     index first).
