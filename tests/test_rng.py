@@ -11,7 +11,8 @@ from permenrich.errors import OptionError
 from permenrich.rng import (
     STREAM_PERMUTATION,
     bounded_index,
-    fill_subsets,
+    MODE_SUBSET,
+    fill_labellings,
     philox4x32_10,
     philox4x32_10_numpy,
     permutation_word,
@@ -58,20 +59,20 @@ def _labels(n_case, n_control):
 
 def test_permutation_is_pure_function_of_seed_and_index():
     plan = PermutationPlan(_labels(20, 28), 500, seed=0)
-    whole = plan.drawn_positions(0, 500)
-    pieces = np.vstack([plan.drawn_positions(s, min(500, s + 33)) for s in range(0, 500, 33)])
+    whole = plan.labellings(0, 500)
+    pieces = np.vstack([plan.labellings(s, min(500, s + 33)) for s in range(0, 500, 33)])
     assert np.array_equal(whole, pieces)
-    assert np.array_equal(plan.drawn_positions(123, 124)[0], whole[123])
+    assert np.array_equal(plan.labellings(123, 124)[0], whole[123])
     assert (np.diff(whole, axis=1) > 0).all()  # sorted, distinct
     assert whole.min() >= 0 and whole.max() < 48
-    other = PermutationPlan(_labels(20, 28), 500, seed=1).drawn_positions(0, 500)
+    other = PermutationPlan(_labels(20, 28), 500, seed=1).labellings(0, 500)
     assert not np.array_equal(whole, other)
 
 
 def test_seed_zero_shuffles():
     plan = PermutationPlan(_labels(5, 5), 100, seed=0)
-    observed = plan.labels.observed_drawn_positions()[0]
-    drawn = plan.drawn_positions(0, 100)
+    observed = plan.observed()[0]
+    drawn = plan.labellings(0, 100)
     assert not (drawn == observed).all(axis=1).all()
 
 
@@ -79,7 +80,9 @@ def test_random_subsets_are_uniform():
     # 5 of 8 samples, smaller class = 3 controls: 56 subsets, each ~ 20000/56 times
     # (a plan would enumerate these exactly, so call the random generator itself)
     drawn = np.empty((20000, 3), dtype=np.int64)
-    fill_subsets(np.uint64(11), 0, 8, 3, False, np.zeros((1, 1), dtype=np.int64), drawn)
+    one = np.ones(1, dtype=np.int64)
+    fill_labellings(np.uint64(11), 0, MODE_SUBSET, False, np.array([0, 8]), np.arange(8), np.array([3]),
+                    one, np.zeros((1, 1), dtype=np.int64), one, drawn)
     codes = (1 << drawn).sum(axis=1)
     _, counts = np.unique(codes, return_counts=True)
     assert counts.size == 56
@@ -91,7 +94,7 @@ def test_random_subsets_are_uniform():
 def test_exact_enumeration_lists_every_labelling_once():
     plan = PermutationPlan(_labels(3, 4), 1000, seed=5)
     assert plan.exact and plan.n_perm == math.comb(7, 3)
-    drawn = plan.drawn_positions(0, plan.n_perm)
+    drawn = plan.labellings(0, plan.n_perm)
     assert [tuple(r) for r in drawn] == list(combinations(range(7), 3))
 
 
@@ -100,3 +103,58 @@ def test_invalid_plan_options():
         PermutationPlan(_labels(3, 3), 0, seed=1)
     with pytest.raises(OptionError, match="seed"):
         PermutationPlan(_labels(3, 3), 10, seed=-1)
+
+
+def test_stratified_draws_keep_each_stratum_class_counts():
+    is_case = np.array([True, False, False, True, True, False, True, False, False, False])
+    strata = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    plan = PermutationPlan(TwoGroupLabels(is_case, strata), 200, seed=4)
+    # drawn class = case (4 of 10); per stratum 1, 3, 0 drawn: C(3,1)*C(4,3)*C(3,0) = 12 labellings
+    assert plan.exact and plan.n_perm == 12
+    drawn = plan.labellings(0, plan.n_perm)
+    rows = {tuple(r) for r in drawn}
+    assert len(rows) == 12
+    for r in drawn:
+        assert np.bincount(strata[r], minlength=3).tolist() == [1, 3, 0]
+    random_plan = PermutationPlan(TwoGroupLabels(is_case, strata), 5, seed=4)
+    assert not random_plan.exact
+    for r in random_plan.labellings(0, 5):
+        assert np.bincount(strata[r], minlength=3).tolist() == [1, 3, 0]
+
+
+def test_pairs_enumerate_all_swaps():
+    from permenrich.design import pair_codes
+
+    is_case = np.array([True, False, False, True, True, False, False, True])
+    pairs = np.array(["a", "a", "b", "b", "c", "c", "d", "d"])
+    codes = pair_codes(pairs, is_case, source="sheet")
+    plan = PermutationPlan(TwoGroupLabels(is_case, codes), 1000, seed=0)
+    assert plan.exact and plan.n_perm == 16
+    drawn = plan.labellings(0, 16)
+    assert len({tuple(r) for r in drawn}) == 16
+    assert all(np.bincount(codes[r], minlength=4).tolist() == [1, 1, 1, 1] for r in drawn)
+
+
+def test_bad_strata_and_pairs():
+    from permenrich.design import pair_codes, strata_codes
+    from permenrich.errors import InputError
+
+    with pytest.raises(InputError, match="stratum 'x' has a single sample"):
+        strata_codes(np.array(["x", "y", "y"]), source="sheet.tsv")
+    with pytest.raises(InputError, match="pair 'a' has 2 samples with 2 case"):
+        pair_codes(np.array(["a", "a"]), np.array([True, True]), source="sheet.tsv")
+
+
+def test_continuous_shuffles_are_permutations_within_strata():
+    from permenrich.design import ContinuousPhenotype
+
+    values = np.arange(8, dtype=float)
+    strata = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    plan = PermutationPlan(ContinuousPhenotype(values, strata), 100, seed=2)
+    assert not plan.exact  # 4! * 4! = 576 > 100
+    shuffles = plan.labellings(0, 100)
+    for row in shuffles:
+        assert sorted(row[:4]) == [0, 1, 2, 3] and sorted(row[4:]) == [4, 5, 6, 7]
+    exact = PermutationPlan(ContinuousPhenotype(np.arange(4.0)), 100, seed=2)
+    assert exact.exact and exact.n_perm == 24
+    assert len({tuple(r) for r in exact.labellings(0, 24)}) == 24

@@ -259,7 +259,7 @@ def gsea(
     gene_set_offsets, gene_set_ids = index.gene_to_sets(n_genes)
     backend.prepare(values, labels.drawn_is_case, code, float(weight), index.members,
                     index.offsets, gene_set_offsets, gene_set_ids)
-    observed_es, observed_stat = backend.score(labels.observed_drawn_positions(), keep_stat=True)
+    observed_es, observed_stat = backend.score(plan.observed(), keep_stat=True)
     observed_es = np.asarray(backend.to_host(observed_es))[0]
     observed_stat = np.asarray(backend.to_host(observed_stat))[0]
 
@@ -279,7 +279,7 @@ def gsea(
     cached: list[Any] = []
     t0 = time.perf_counter()
     for start, stop in _batches(plan.n_perm, chosen_batch):
-        null_es, _ = backend.score(plan.drawn_positions(start, stop))
+        null_es, _ = backend.score(plan.labellings(start, stop))
         accumulator.add_first_pass(null_es)
         if cache_null:
             cached.append(null_es)
@@ -296,7 +296,7 @@ def gsea(
     else:
         # Regenerating permutation k from (seed, k) makes the second pass exact.
         for start, stop in _batches(plan.n_perm, chosen_batch):
-            null_es, _ = backend.score(plan.drawn_positions(start, stop))
+            null_es, _ = backend.score(plan.labellings(start, stop))
             accumulator.add_second_pass(null_es)
             done += stop - start
             if progress is not None:

@@ -1,10 +1,23 @@
-"""The permutation plan: which labellings a run scores, as a pure function of (seed, k).
+"""Designs and the permutation plan: which labellings a run scores, as a pure function of
+(seed, k).
 
-A two-group design with ``n_case`` cases among ``n_samples`` is described by the sample
-positions of its *drawn class*: the smaller class (the case class on a tie), because a
-partial Fisher–Yates over the smaller class needs the fewest random draws and its column
-sums are the cheapest to gather. The other class's sums are the total minus the drawn
-class's.
+Two kinds of phenotype:
+
+* :class:`TwoGroupLabels` (case/control). A labelling is described by the sample positions
+  of its *drawn class*: the smaller class (the case class on a tie), because a partial
+  Fisher–Yates over the smaller class needs the fewest random draws and its column sums
+  are the cheapest to gather; the other class's sums are the total minus the drawn
+  class's.
+* :class:`ContinuousPhenotype` (e.g. for correlation statistics). A labelling is a
+  shuffle: for each sample, the sample whose phenotype value it receives.
+
+Restricted permutations: with ``strata`` (batches, sites, donors) labels move only within
+a stratum, which keeps each stratum's class counts; this is the valid null when the
+strata may differ in level but the label is exchangeable within each. ``pairs`` are
+strata of two samples, one of each class: a permutation swaps labels within pairs (for
+paired differences, a sign flip); valid for paired designs such as before/after
+samples of one subject. Restricted designs need enough strata to have many distinct
+labellings: the plan counts them and enumerates all when they are few.
 """
 
 from __future__ import annotations
@@ -14,20 +27,33 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import OptionError
-from .rng import binomial_table, fill_subsets
+from .errors import InputError, OptionError
+from .rng import MODE_SHUFFLE, MODE_SUBSET, binomial_table, fill_labellings
+
+
+def _stratum_layout(strata: np.ndarray | None, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, members): sample positions grouped by stratum code, in sample order."""
+    if strata is None:
+        return np.array([0, n_samples], dtype=np.int64), np.arange(n_samples, dtype=np.int64)
+    codes = np.asarray(strata)
+    order = np.argsort(codes, kind="stable").astype(np.int64)
+    _, counts = np.unique(codes[order], return_counts=True)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order
 
 
 @dataclass(frozen=True)
 class TwoGroupLabels:
-    """Case/control labels of the samples kept for the analysis.
+    """Case/control labels of the analysed samples.
 
     Parameters
     ----------
     is_case : ndarray of bool, shape (n_samples,)
+    strata : ndarray of int, shape (n_samples,), optional
+        Stratum code of each sample; labels are permuted within strata only.
     """
 
     is_case: np.ndarray
+    strata: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:
@@ -50,10 +76,61 @@ class TwoGroupLabels:
     def n_drawn(self) -> int:
         return min(self.n_case, self.n_control)
 
+    @property
+    def drawn_mask(self) -> np.ndarray:
+        return self.is_case if self.drawn_is_case else ~self.is_case
+
     def observed_drawn_positions(self) -> np.ndarray:
         """Sample positions of the drawn class in the observed labelling, shape (1, n_drawn)."""
-        drawn_mask = self.is_case if self.drawn_is_case else ~self.is_case
-        return np.flatnonzero(drawn_mask).astype(np.int64)[None, :]
+        return np.flatnonzero(self.drawn_mask).astype(np.int64)[None, :]
+
+
+@dataclass(frozen=True)
+class ContinuousPhenotype:
+    """A numeric phenotype per analysed sample (for correlation statistics).
+
+    Parameters
+    ----------
+    values : ndarray of float, shape (n_samples,)
+    strata : ndarray of int, shape (n_samples,), optional
+    """
+
+    values: np.ndarray
+    strata: np.ndarray | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.values.size)
+
+    def observed_shuffle(self) -> np.ndarray:
+        """The identity labelling, shape (1, n_samples)."""
+        return np.arange(self.n_samples, dtype=np.int64)[None, :]
+
+
+def strata_codes(labels: np.ndarray, *, source: str, what: str = "stratum") -> np.ndarray:
+    """Integer codes of stratum labels; a stratum with a single sample is an error."""
+    labels = np.asarray(labels, dtype=object)
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == "" for v in labels):
+        raise InputError(f"{source}: a sample has no {what}; give every analysed sample one")
+    names, codes = np.unique(labels.astype(str), return_inverse=True)
+    counts = np.bincount(codes)
+    if (counts < 2).any():
+        single = str(names[np.flatnonzero(counts < 2)[0]])
+        raise InputError(f"{source}: {what} {single!r} has a single sample, so its label cannot move; "
+                         f"merge it with another {what} or leave the restriction out")
+    return codes.astype(np.int64)
+
+
+def pair_codes(pairs: np.ndarray, is_case: np.ndarray, *, source: str) -> np.ndarray:
+    """Stratum codes for a paired design: every pair must hold one case and one control."""
+    codes = strata_codes(pairs, source=source, what="pair")
+    names = np.unique(np.asarray(pairs).astype(str))
+    for code in range(codes.max() + 1):
+        members = np.flatnonzero(codes == code)
+        if members.size != 2 or is_case[members].sum() != 1:
+            raise InputError(f"{source}: pair {str(names[code])!r} has {members.size} samples with "
+                             f"{int(is_case[members].sum())} case(s); a pair needs one case and one control")
+    return codes
 
 
 @dataclass
@@ -64,61 +141,96 @@ class PermutationPlan:
 
     Parameters
     ----------
-    labels
-        The observed two-group labels.
+    design
+        :class:`TwoGroupLabels` or :class:`ContinuousPhenotype`.
     n_perm_requested
         Number of permutations asked for.
     seed
         Any integer in ``[0, 2**64)``; 0 is a seed like any other.
     """
 
-    labels: TwoGroupLabels
+    design: TwoGroupLabels | ContinuousPhenotype
     n_perm_requested: int
     seed: int
     exact: bool = field(init=False)
     n_perm: int = field(init=False)
     n_distinct: int = field(init=False)
-    _binom: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.n_perm_requested, bool) or int(self.n_perm_requested) < 1:
-            raise OptionError(
-                f"permutations must be a positive integer, got {self.n_perm_requested!r}"
-            )
+            raise OptionError(f"permutations must be a positive integer, got {self.n_perm_requested!r}")
         if not 0 <= int(self.seed) < 2**64:
             raise OptionError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
         self.seed = int(self.seed)
-        n, r = self.labels.n_samples, self.labels.n_drawn
-        self.n_distinct = math.comb(n, r)
+        design = self.design
+        self._offsets, self._members = _stratum_layout(design.strata, design.n_samples)
+        sizes = np.diff(self._offsets)
+        if isinstance(design, TwoGroupLabels):
+            self.mode = MODE_SUBSET
+            drawn = design.drawn_mask[self._members]
+            self._drawn = np.add.reduceat(drawn.astype(np.int64), self._offsets[:-1]) if sizes.size else sizes
+            radix = [math.comb(int(n), int(d)) for n, d in zip(sizes, self._drawn)]
+            self.width = design.n_drawn
+        else:
+            self.mode = MODE_SHUFFLE
+            self._drawn = sizes.copy()
+            radix = [math.factorial(int(n)) for n in sizes]
+            self.width = design.n_samples
+        self.n_distinct = math.prod(radix)
         self.exact = self.n_distinct <= int(self.n_perm_requested)
         self.n_perm = self.n_distinct if self.exact else int(self.n_perm_requested)
-        self._binom = binomial_table(n, r) if self.exact else np.zeros((1, 1), dtype=np.int64)
+        largest = int(sizes.max())
+        if self.exact:
+            self._radix = np.array(radix, dtype=np.int64)
+            self._binom = binomial_table(largest, largest)
+            self._factorial = np.array([math.factorial(i) for i in range(min(largest, 20) + 1)], dtype=np.int64)
+        else:
+            self._radix = np.ones(sizes.size, dtype=np.int64)
+            self._binom = np.zeros((1, 1), dtype=np.int64)
+            self._factorial = np.ones(1, dtype=np.int64)
 
-    def drawn_positions(self, perm_start: int, perm_stop: int) -> np.ndarray:
-        """Sample positions of the drawn class for permutations ``[perm_start, perm_stop)``.
+    @property
+    def fixed_strata(self) -> int:
+        """Strata whose labels cannot move (all samples in one class)."""
+        if self.mode != MODE_SUBSET:
+            return 0
+        sizes = np.diff(self._offsets)
+        return int(((self._drawn == 0) | (self._drawn == sizes)).sum()) if sizes.size > 1 else 0
+
+    def labellings(self, perm_start: int, perm_stop: int) -> np.ndarray:
+        """Labellings ``[perm_start, perm_stop)``.
 
         Returns
         -------
-        ndarray of int64, shape (perm_stop - perm_start, n_drawn), each row sorted.
+        ndarray of int64: shape (n, n_drawn) sorted drawn-class positions for a two-group
+        design; shape (n, n_samples) source samples for a continuous phenotype.
         """
         if not 0 <= perm_start <= perm_stop <= self.n_perm:
             raise ValueError(f"permutation range [{perm_start}, {perm_stop}) outside [0, {self.n_perm})")
-        out = np.empty((perm_stop - perm_start, self.labels.n_drawn), dtype=np.int64)
-        fill_subsets(
-            np.uint64(self.seed), perm_start, self.labels.n_samples, self.labels.n_drawn,
-            self.exact, self._binom, out,
-        )
+        out = np.empty((perm_stop - perm_start, self.width), dtype=np.int64)
+        fill_labellings(np.uint64(self.seed), perm_start, self.mode, self.exact, self._offsets,
+                        self._members, self._drawn, self._radix, self._binom, self._factorial, out)
         return out
+
+    def observed(self) -> np.ndarray:
+        """The observed labelling in the same encoding, shape (1, width)."""
+        if isinstance(self.design, TwoGroupLabels):
+            return self.design.observed_drawn_positions()
+        return self.design.observed_shuffle()
 
     def describe(self) -> dict:
         """Provenance for run.json."""
-        return {
+        info = {
             "seed": self.seed,
             "permutations_requested": int(self.n_perm_requested),
             "permutations": self.n_perm,
             "exact_enumeration": self.exact,
             "distinct_labellings": self.n_distinct if self.n_distinct < 2**63 else "> 2**63",
             "generator": "Philox4x32-10, counter=(k_lo, k_hi, block, 0x5045524D), key=seed; "
-            "partial Fisher-Yates over the smaller class with Lemire bounded integers",
-            "drawn_class": "case" if self.labels.drawn_is_case else "control",
+            "Fisher-Yates (partial over the smaller class for two groups) with Lemire bounded integers",
+            "strata": int(self._offsets.size - 1),
         }
+        if isinstance(self.design, TwoGroupLabels):
+            info["drawn_class"] = "case" if self.design.drawn_is_case else "control"
+            info["strata_with_fixed_labels"] = self.fixed_strata
+        return info

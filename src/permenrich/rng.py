@@ -92,30 +92,61 @@ def _bounded_index(seed, perm_index, word_cursor, bound):
             return np.int64(m >> _SHIFT32), word_cursor
 
 
-def _draw_subset(seed, perm_index, n_total, n_drawn, pool, out):
-    """Random ``n_drawn``-subset of ``range(n_total)`` for permutation ``perm_index``,
-    written sorted ascending into ``out``. ``pool`` is scratch of length ``n_total``.
+def _draw_stratified(seed, perm_index, stratum_offsets, stratum_members, stratum_drawn, pool, out):
+    """Random labelling ``perm_index`` of a two-group design, as the sorted sample
+    positions of the drawn class, written into ``out``.
 
-    Partial Fisher–Yates: only the first ``n_drawn`` positions are shuffled.
+    Stratum ``h`` holds the sample positions
+    ``stratum_members[stratum_offsets[h]:stratum_offsets[h + 1]]`` and keeps
+    ``stratum_drawn[h]`` members of the drawn class; each stratum gets a partial
+    Fisher–Yates shuffle (only the drawn slots), strata in order, all reading one
+    Philox stream. One stratum holding every sample is the unrestricted design.
+    ``pool`` is scratch as long as the largest stratum.
     """
-    for i in range(n_total):
-        pool[i] = i
     cursor = 0
-    for i in range(n_drawn):
-        offset, cursor = _bounded_index(seed, perm_index, cursor, n_total - i)
-        j = i + offset
-        tmp = pool[i]
-        pool[i] = pool[j]
-        pool[j] = tmp
-    # Insertion sort: n_drawn is small (a class), and sorted indices make the class
-    # sums run in one canonical order on every backend.
-    for i in range(n_drawn):
-        value = pool[i]
+    filled = 0
+    for h in range(stratum_offsets.shape[0] - 1):
+        start = stratum_offsets[h]
+        size = stratum_offsets[h + 1] - start
+        for i in range(size):
+            pool[i] = stratum_members[start + i]
+        for i in range(stratum_drawn[h]):
+            offset, cursor = _bounded_index(seed, perm_index, cursor, size - i)
+            j = i + offset
+            tmp = pool[i]
+            pool[i] = pool[j]
+            pool[j] = tmp
+        for i in range(stratum_drawn[h]):
+            out[filled + i] = pool[i]
+        filled += stratum_drawn[h]
+    # Sorted positions make the class sums run in one canonical order on every backend.
+    for i in range(1, filled):
+        value = out[i]
         j = i - 1
         while j >= 0 and out[j] > value:
             out[j + 1] = out[j]
             j -= 1
         out[j + 1] = value
+
+
+def _shuffle_stratified(seed, perm_index, stratum_offsets, stratum_members, pool, out):
+    """Random permutation ``perm_index`` of the samples within strata: sample
+    ``out``-position ``i`` takes the phenotype of sample ``out[i]`` (full Fisher–Yates
+    per stratum, one Philox stream)."""
+    cursor = 0
+    for h in range(stratum_offsets.shape[0] - 1):
+        start = stratum_offsets[h]
+        size = stratum_offsets[h + 1] - start
+        for i in range(size):
+            pool[i] = stratum_members[start + i]
+        for i in range(size - 1):
+            offset, cursor = _bounded_index(seed, perm_index, cursor, size - i)
+            j = i + offset
+            tmp = pool[i]
+            pool[i] = pool[j]
+            pool[j] = tmp
+        for i in range(size):
+            out[stratum_members[start + i]] = pool[i]
 
 
 def _unrank_subset(rank, n_total, n_drawn, binom, out):
@@ -136,28 +167,95 @@ def _unrank_subset(rank, n_total, n_drawn, binom, out):
         start = candidate + 1
 
 
+def _unrank_stratified(rank, stratum_offsets, stratum_members, stratum_drawn, stratum_radix,
+                       binom, scratch, out):
+    """Labelling ``rank`` of the exact enumeration of a stratified two-group design:
+    ``rank`` in mixed radix (stratum 0 least significant, radix C(n_h, d_h)), each
+    digit a lexicographic subset within its stratum. Sorted positions into ``out``."""
+    remaining = rank
+    filled = 0
+    for h in range(stratum_offsets.shape[0] - 1):
+        start = stratum_offsets[h]
+        size = stratum_offsets[h + 1] - start
+        digit = remaining % stratum_radix[h]
+        remaining = remaining // stratum_radix[h]
+        _unrank_subset(digit, size, stratum_drawn[h], binom, scratch)
+        for i in range(stratum_drawn[h]):
+            out[filled + i] = stratum_members[start + scratch[i]]
+        filled += stratum_drawn[h]
+    for i in range(1, filled):
+        value = out[i]
+        j = i - 1
+        while j >= 0 and out[j] > value:
+            out[j + 1] = out[j]
+            j -= 1
+        out[j + 1] = value
+
+
+def _unrank_shuffle(rank, stratum_offsets, stratum_members, stratum_radix, factorial, pool, out):
+    """Permutation ``rank`` of the exact enumeration of within-strata shuffles: mixed
+    radix over strata (radix n_h!), each digit a Lehmer code."""
+    remaining = rank
+    for h in range(stratum_offsets.shape[0] - 1):
+        start = stratum_offsets[h]
+        size = stratum_offsets[h + 1] - start
+        digit = remaining % stratum_radix[h]
+        remaining = remaining // stratum_radix[h]
+        for i in range(size):
+            pool[i] = stratum_members[start + i]
+        left = size
+        for i in range(size):
+            block = factorial[size - 1 - i]
+            index = digit // block
+            digit = digit % block
+            out[stratum_members[start + i]] = pool[index]
+            for j in range(index, left - 1):
+                pool[j] = pool[j + 1]
+            left -= 1
+
+
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
-SCALAR_FUNCTIONS = (_philox4x32_10, _permutation_word, _bounded_index, _draw_subset, _unrank_subset)
+SCALAR_FUNCTIONS = (_philox4x32_10, _permutation_word, _bounded_index, _draw_stratified,
+                    _shuffle_stratified, _unrank_subset, _unrank_stratified, _unrank_shuffle)
 _cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
 philox4x32_10 = _cpu._philox4x32_10
 permutation_word = _cpu._permutation_word
 bounded_index = _cpu._bounded_index
-draw_subset = _cpu._draw_subset
-unrank_subset = _cpu._unrank_subset
+draw_stratified = _cpu._draw_stratified
+shuffle_stratified = _cpu._shuffle_stratified
+unrank_stratified = _cpu._unrank_stratified
+unrank_shuffle = _cpu._unrank_shuffle
+
+#: How a plan encodes its labellings (see :func:`fill_labellings`).
+MODE_SUBSET = 0
+MODE_SHUFFLE = 1
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def fill_subsets(seed, perm_start, n_total, n_drawn, exact, binom, out):
-    """Fill ``out[b]`` (shape ``(n_batch, n_drawn)``) with the drawn subset of
-    permutation ``perm_start + b``: random (Philox) or, when ``exact``, the
-    lexicographic enumeration."""
+def fill_labellings(seed, perm_start, mode, exact, stratum_offsets, stratum_members, stratum_drawn,
+                    stratum_radix, binom, factorial, out):
+    """Fill ``out[b]`` with labelling ``perm_start + b``: random (Philox) or, when
+    ``exact``, the enumeration's. ``MODE_SUBSET``: sorted drawn-class positions,
+    shape (n_batch, n_drawn). ``MODE_SHUFFLE``: source sample of each sample, shape
+    (n_batch, n_samples)."""
     n_batch = out.shape[0]
+    largest = 0
+    for h in range(stratum_offsets.shape[0] - 1):
+        largest = max(largest, stratum_offsets[h + 1] - stratum_offsets[h])
     for b in numba.prange(n_batch):
-        if exact:
-            unrank_subset(perm_start + b, n_total, n_drawn, binom, out[b])
+        pool = np.empty(largest, dtype=np.int64)
+        k = perm_start + b
+        if mode == MODE_SUBSET:
+            if exact:
+                unrank_stratified(k, stratum_offsets, stratum_members, stratum_drawn, stratum_radix,
+                                  binom, pool, out[b])
+            else:
+                draw_stratified(seed, k, stratum_offsets, stratum_members, stratum_drawn, pool, out[b])
         else:
-            pool = np.empty(n_total, dtype=np.int64)
-            draw_subset(seed, perm_start + b, n_total, n_drawn, pool, out[b])
+            if exact:
+                unrank_shuffle(k, stratum_offsets, stratum_members, stratum_radix, factorial, pool, out[b])
+            else:
+                shuffle_stratified(seed, k, stratum_offsets, stratum_members, pool, out[b])
 
 
 def philox4x32_10_numpy(counter: np.ndarray, key: np.ndarray) -> np.ndarray:
