@@ -9,6 +9,7 @@ import pytest
 
 from permenrich.backends.cpu import CpuBackend
 from permenrich.enrich.running_sum import running_sum, running_sum_dense
+from permenrich.stats.metrics import get_metric
 
 
 def _es_dense(in_set, ranked_stat, weight):
@@ -55,7 +56,8 @@ def test_walk_kernel_equals_closed_form_for_many_sets():
     gene_offsets = np.r_[0, np.cumsum(np.bincount(members, minlength=n_genes))]
     for weight in [0.0, 1.0, 2.0]:
         backend = CpuBackend(threads=2)
-        backend.prepare(values, True, 0, weight, members, offsets, gene_offsets, set_of[by_gene])
+        backend.prepare_statistic(values, get_metric("signal_to_noise"), drawn_is_case=True)
+        backend.prepare_sets("ks", members, offsets, gene_offsets, set_of[by_gene], weight, n_genes)
         es, stat = backend.score(np.array([[0, 1, 2, 3], [1, 4, 6, 9]]), keep_stat=True)
         for row in range(2):
             order = np.lexsort((np.arange(n_genes), -stat[row]))

@@ -1,141 +1,137 @@
-"""Public API: validate, plan, run the pipeline, wrap the results.
+"""Public API: ``gsea``, ``prerank``, ``genes`` and ``ora``.
 
-The pipeline is the same for every backend::
+Each mode is a path through one pipeline (:mod:`permenrich._pipeline`)::
 
     read -> design (labels, permutation plan) -> per-gene statistic -> ranking
          -> set statistic -> null accumulators -> p-values -> results
 
-Backends only supply the kernel that turns a batch of labellings into enrichment scores
-(``backend.score``); everything else here runs once, whatever the device.
+Backends supply only kernels (a batch of labellings -> gene statistics -> set scores);
+planning, batching, accumulation and the result tables exist once, whatever the device.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import math
 import os
-import platform
-import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from ._pipeline import (
+    TIE_RULE,
+    ProgressCallback,
+    Study,
+    check_choice,
+    check_run_options,
+    choose_batch_size,
+    digests,
+    file_digest,
+    load_gene_sets,
+    load_study,
+    parse_memory,
+    run_two_pass,
+    versions,
+)
 from .backends import get_backend
 from .design import PermutationPlan, TwoGroupLabels
+from .enrich.linear import SET_STATISTICS, SetStatisticName
 from .enrich.running_sum import running_sum
-from .errors import InputError, OptionError
-from .genesets import GeneSetIndex, build_gene_set_index
-from .io import (
-    ExpressionData,
-    apply_chip,
-    atomic_write_table,
-    atomic_write_text,
-    check_output_dir,
-    collapse_duplicates,
-    design_from_phenotype,
-    read_expression,
-    read_gene_sets,
-)
-from .nulls import GseaNullAccumulator, bh_adjust
-from .stats.metrics import RATIO_METRICS, MetricName, metric_code
-
-logger = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, int], None]
+from .errors import InputError
+from .genesets import GeneSetIndex
+from .io import atomic_write_table, atomic_write_text, check_output_dir
+from .io.rnk import read_rnk
+from .nulls import ExceedanceAccumulator, GseaNullAccumulator, bh_adjust
+from .stats.metrics import Alternative, MetricName, get_metric
+from .stats.ranking import rank_genes
 
 RESULT_COLUMNS = [
     "gene_set", "size", "size_original", "es", "nes", "pval", "fdr", "fwer", "padj_bh",
     "leading_edge", "tags_pct", "list_pct", "signal_pct",
 ]
-
-TIE_RULE = ("genes ranked by decreasing statistic; ties ordered by row index after collapsing "
-            "(lower index first); -0.0 == 0.0")
-
-_MEMORY_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+GENE_COLUMNS = ["gene", "statistic", "pval_parametric", "pval", "qval_bh", "pval_maxt"]
 
 
-def parse_memory(memory: str | int) -> int:
-    """Bytes from ``"1GB"``, ``"512MiB"``, ``"2e9"`` or an int."""
-    if isinstance(memory, (int, np.integer)) and not isinstance(memory, bool):
-        value = int(memory)
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(memory))
-        if not match or match.group(2).upper() not in _MEMORY_UNITS:
-            raise OptionError(f"memory must look like 512MB, 2GB or 1GiB, got {memory!r}")
-        value = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])
-    if value < 10**6:
-        raise OptionError(f"memory budget {memory!r} is below 1 MB; give at least 1MB")
-    return value
+def _common_setup(metric_name: str, set_statistic: str | None, weight: float | None, permutations: int,
+                  seed: int, batch_size: int | None, threads: int | None, memory: str | int,
+                  device: str) -> tuple[Any, int, Any]:
+    """Validate what every mode shares before reading any file."""
+    metric = get_metric(metric_name)
+    if set_statistic is not None:
+        check_choice("set_statistic", set_statistic, SET_STATISTICS)
+    check_run_options(permutations=permutations, seed=seed, batch_size=batch_size, threads=threads, weight=weight)
+    budget = parse_memory(memory)
+    backend = get_backend(device, threads=threads)
+    return metric, budget, backend
 
 
-def _check_options(metric: str, weight: float, permutations: int, seed: int, min_size: int,
-                   max_size: int, collapse: str, nan_policy: str, zero_variance: str,
-                   batch_size: int | None, threads: int | None) -> int:
-    code = metric_code(metric)
-    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
-        raise OptionError(f"weight must be a finite number >= 0 (GSEA uses 0, 1, 1.5 or 2), got {weight!r}")
-    if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 1:
-        raise OptionError(f"permutations must be a positive integer, got {permutations!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        raise OptionError(f"seed must be an integer in [0, 2**64), got {seed!r}")
-    if collapse not in ("mean", "max", "median"):
-        raise OptionError(f"collapse must be one of mean, max, median, got {collapse!r}")
-    if nan_policy not in ("error", "drop"):
-        raise OptionError(f"nan_policy must be 'error' or 'drop', got {nan_policy!r}")
-    if zero_variance not in ("error", "drop"):
-        raise OptionError(f"zero_variance must be 'error' or 'drop', got {zero_variance!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-        raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
-        raise OptionError(f"threads must be a positive integer, got {threads!r}")
-    return code
+def _gsea_table(index: GeneSetIndex, stats: dict[str, np.ndarray], observed: np.ndarray,
+                edges: list[tuple[str, float, float, float]]) -> pd.DataFrame:
+    table = pd.DataFrame({
+        "gene_set": index.names.astype(str),
+        "size": index.sizes.astype(int),
+        "size_original": index.sizes_original.astype(int),
+        "es": observed,
+        "nes": stats["nes"],
+        "pval": stats["pval"],
+        "fdr": stats["fdr"],
+        "fwer": stats["fwer"],
+        "padj_bh": bh_adjust(stats["pval"]),
+        "leading_edge": [e[0] for e in edges],
+        "tags_pct": [e[1] for e in edges],
+        "list_pct": [e[2] for e in edges],
+        "signal_pct": [e[3] for e in edges],
+    })
+    order = np.lexsort((table.gene_set.to_numpy(), -np.abs(table.nes.to_numpy()), table.pval.to_numpy()))
+    return table.iloc[order].reset_index(drop=True)
 
 
-def _file_digest(source: Any) -> dict[str, str] | None:
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
-        digest = hashlib.sha256()
-        with open(source, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return {"path": str(Path(source).resolve()), "sha256": digest.hexdigest()}
-    return None
+def _leading_edges(index: GeneSetIndex, gene_ids: np.ndarray, stat: np.ndarray, weight: float,
+                   set_statistic: str) -> list[tuple[str, float, float, float]]:
+    """GSEA's leading edge per set (running-sum statistic only; empty otherwise)."""
+    if set_statistic != "ks":
+        return [("", np.nan, np.nan, np.nan)] * index.n_sets
+    order = rank_genes(stat)
+    position_of_gene = np.empty_like(order)
+    position_of_gene[order] = np.arange(order.size)
+    ranked_weights = np.abs(stat[order]) ** weight
+    edges = []
+    for s in range(index.n_sets):
+        members = index.members[index.offsets[s]:index.offsets[s + 1]]
+        result = running_sum(position_of_gene[members], ranked_weights)
+        edges.append((",".join(str(gene_ids[order[p]]) for p in result.leading_edge_positions),
+                      100.0 * result.tags_fraction, 100.0 * result.list_fraction, 100.0 * result.signal_fraction))
+    return edges
 
 
-def _load_expression(expr: Any, *, chip: Any, collapse: str, nan_policy: str) -> ExpressionData:
-    data = read_expression(expr, nan_policy=nan_policy)
-    if chip is not None:
-        return apply_chip(data, chip, method=collapse)
-    return collapse_duplicates(data, method=collapse)
+def _gsea_null(score_batch: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: int, exact: bool,
+               xp: Any, n_sets: int, batch_size: int | None, budget: int, extra_bytes: int,
+               progress: ProgressCallback | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Two-pass GSEA null over the permutations of ``score_batch``."""
+    chosen = choose_batch_size(batch_size, budget, 8 * n_sets * 6 + extra_bytes, n_perm)
+    cache = n_perm * n_sets * 8 <= budget // 2
+    accumulator = GseaNullAccumulator(observed, n_perm, exact, xp=xp)
+    timings = run_two_pass(score_batch, accumulator.add_first_pass, accumulator.add_second_pass,
+                           accumulator.finish_first_pass, n_perm=n_perm, batch_size=chosen, cache=cache,
+                           progress=progress)
+    info = {"batch_size": chosen,
+            "null_storage": "cached in memory" if cache else "recomputed from (seed, k) in a second pass",
+            "timings": timings}
+    return accumulator.finish(), info
 
 
-def _drop_constant_genes(values: np.ndarray, gene_ids: np.ndarray, policy: str,
-                         source: str) -> tuple[np.ndarray, np.ndarray]:
-    constant = np.ptp(values, axis=1) == 0
-    if not constant.any():
-        return values, gene_ids
-    if constant.all():
-        raise InputError(f"{source}: every gene has the same value in all analysed samples; "
-                         "nothing can be ranked")
-    if policy == "error":
-        first = gene_ids[np.flatnonzero(constant)[0]]
-        raise InputError(f"{source}: gene {first!r} has zero variance across the analysed samples "
-                         f"({int(constant.sum())} such genes); remove them or pass "
-                         "--zero-variance drop (zero_variance='drop')")
-    logger.warning("dropped %d zero-variance genes (constant across the analysed samples)", int(constant.sum()))
-    return values[~constant], gene_ids[~constant]
-
-
-def _batches(n_perm: int, batch_size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n_perm, batch_size):
-        yield start, min(n_perm, start + batch_size)
+def _provenance(command: str, parameters: dict, started: float, **sections: Any) -> dict:
+    run = {"command": command, "parameters": parameters, **sections, "tie_rule": TIE_RULE,
+           "versions": versions()}
+    timings = run.setdefault("timings", {})
+    timings["total_seconds"] = time.perf_counter() - started
+    scored = timings.get("permutations_scored", 0)
+    if scored:
+        run["per_permutation_ms"] = 1000 * (timings["first_pass_seconds"] + timings["second_pass_seconds"]) / scored
+    return run
 
 
 def gsea(
@@ -146,7 +142,11 @@ def gsea(
     groupby: str | None = None,
     case: str | None = None,
     control: str | None = None,
+    phenotype_column: str | None = None,
+    strata: str | None = None,
+    pairs: str | None = None,
     metric: MetricName = "signal_to_noise",
+    set_statistic: SetStatisticName = "ks",
     weight: float = 1.0,
     permutations: int = 1000,
     seed: int = 0,
@@ -170,16 +170,24 @@ def gsea(
         Expression data: a path (GCT, TSV/CSV/TXT, h5ad, HDF5), a DataFrame (genes x
         samples) or an AnnData (samples x genes).
     phenotype
-        A CLS file, a sample sheet (TSV/CSV with sample ids and a group column named by
-        ``groupby``), a sequence of labels (one per sample), or None with ``groupby``
-        naming an ``obs`` column of an h5ad/AnnData.
+        A CLS file (categorical, or ``#numeric`` for a correlation metric), a sample sheet
+        (TSV/CSV with sample ids and the ``groupby``/``strata``/``pairs`` columns), a
+        sequence of labels (one per sample), or None with ``groupby`` naming an ``obs``
+        column of an h5ad/AnnData.
     gene_sets
         GMT/GMX path(s), or a mapping of set name to gene list.
     groupby, case, control
         Group column and the two classes compared (case is the "positive" class A; with
         exactly two classes the defaults follow the CLS order).
+    phenotype_column
+        Numeric phenotype column for ``metric="pearson"``/``"spearman"``.
+    strata, pairs
+        Column naming each sample's stratum (labels permuted within strata) or pair (one
+        case and one control; labels swapped within pairs). See :mod:`permenrich.design`.
     metric
-        Ranking metric, see :mod:`permenrich.stats.metrics`.
+        Per-gene statistic, see :mod:`permenrich.stats.metrics`.
+    set_statistic
+        ``"ks"`` (GSEA's weighted running sum, default), ``"mean"`` or ``"maxmean"``.
     weight
         Exponent p of the weighted running sum (0 = classic KS, 1 = GSEA default).
     permutations
@@ -200,7 +208,7 @@ def gsea(
         Genes constant across the analysed samples: ``"drop"`` (default, with a
         warning) or ``"error"``.
     batch_size
-        Permutations per kernel call; default chosen from ``memory``.
+        Permutations per batch; default chosen from ``memory``.
     memory
         Memory budget for permutation batches and the cached null (e.g. ``"1GB"``).
     threads
@@ -223,167 +231,261 @@ def gsea(
 
     Notes
     -----
-    See the module docs of :mod:`permenrich.enrich.running_sum` (ES, leading edge) and
-    :mod:`permenrich.nulls` (NES, p, FDR, FWER).
+    See :mod:`permenrich.enrich.running_sum` (ES, leading edge) and
+    :mod:`permenrich.nulls` (NES, p, FDR, FWER). The leading-edge columns are filled for
+    the running-sum statistic only.
     """
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-    code = _check_options(metric, weight, permutations, seed, min_size, max_size, collapse,
-                          nan_policy, zero_variance, batch_size, threads)
-    budget = parse_memory(memory)
-    if gene_sets is None:
-        raise OptionError("gene_sets is required: give GMT/GMX file(s) or a mapping of set name to genes")
-    backend = get_backend(device, threads=threads)
+    metric_record, budget, backend = _common_setup(metric, set_statistic, weight, permutations, seed,
+                                                   batch_size, threads, memory, device)
+    study = load_study(expr, phenotype, metric=metric_record, groupby=groupby, case=case, control=control,
+                       phenotype_column=phenotype_column, strata=strata, pairs=pairs, chip=chip,
+                       collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance)
+    n_sets_read, index = load_gene_sets(gene_sets, study.gene_ids, min_size=min_size, max_size=max_size)
+    plan = PermutationPlan(study.design, int(permutations), int(seed))
+    read_seconds = time.perf_counter() - started
 
-    data = _load_expression(expr, chip=chip, collapse=collapse, nan_policy=nan_policy)
-    design = design_from_phenotype(data, phenotype, groupby=groupby, case=case, control=control)
-    values = data.values[:, design.keep]
-    gene_ids = np.asarray(data.gene_ids, dtype=object)
-    if metric in RATIO_METRICS and (values <= 0).any():
-        row = int(np.flatnonzero((values <= 0).any(axis=1))[0])
-        raise InputError(f"{data.source}: metric {metric} divides class means and needs positive values, "
-                         f"but gene {gene_ids[row]!r} has a value <= 0; use signal_to_noise, t_test or "
-                         "diff_of_classes for log-scale or centred data")
-    values, gene_ids = _drop_constant_genes(values, gene_ids, zero_variance, data.source)
-    sets = read_gene_sets(gene_sets)
-    index = build_gene_set_index(sets, list(gene_ids), min_size=min_size, max_size=max_size)
-    n_genes = values.shape[0]
-    full = np.flatnonzero(index.sizes >= n_genes)
-    if full.size:
-        raise InputError(f"gene set {index.names[full[0]]!r} contains every analysed gene; "
-                         "an enrichment score needs genes outside the set")
-    labels = TwoGroupLabels(np.asarray(design.is_case, dtype=bool))
-    plan = PermutationPlan(labels, int(permutations), int(seed))
-    timings["read_seconds"] = time.perf_counter() - started
-
+    n_genes = study.values.shape[0]
     gene_set_offsets, gene_set_ids = index.gene_to_sets(n_genes)
-    backend.prepare(values, labels.drawn_is_case, code, float(weight), index.members,
-                    index.offsets, gene_set_offsets, gene_set_ids)
-    observed_es, observed_stat = backend.score(plan.observed(), keep_stat=True)
-    observed_es = np.asarray(backend.to_host(observed_es))[0]
+    backend.prepare_statistic(study.values, metric_record, phenotype=getattr(study.design, "values", None),
+                              drawn_is_case=getattr(study.design, "drawn_is_case", True))
+    backend.prepare_sets(set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
+                         float(weight), n_genes)
+    observed, observed_stat = backend.score(plan.observed(), keep_stat=True)
+    observed = np.asarray(backend.to_host(observed))[0]
     observed_stat = np.asarray(backend.to_host(observed_stat))[0]
 
-    n_sets = index.n_sets
-    # A batch holds its null ES and a few same-sized temporaries in the accumulators.
-    bytes_per_perm = 8 * n_sets * 6 + 8 * labels.n_drawn
-    # Batches past a few hundred permutations gain nothing on the CPU; ~20 batches a run
-    # keep the progress bar moving.
-    chosen_batch = int(batch_size) if batch_size is not None else int(
-        max(64, min(budget // 4 // bytes_per_perm, 8192, max(256, -(-plan.n_perm // 20)))))
-    chosen_batch = min(chosen_batch, plan.n_perm)
-    cache_null = plan.n_perm * n_sets * 8 <= budget // 2
-    total_work = plan.n_perm * (1 if cache_null else 2)
-    done = 0
-
-    accumulator = GseaNullAccumulator(observed_es, plan.n_perm, plan.exact, xp=backend.xp)
-    cached: list[Any] = []
-    t0 = time.perf_counter()
-    for start, stop in _batches(plan.n_perm, chosen_batch):
-        null_es, _ = backend.score(plan.labellings(start, stop))
-        accumulator.add_first_pass(null_es)
-        if cache_null:
-            cached.append(null_es)
-        done += stop - start
-        if progress is not None:
-            progress(done, total_work)
-    accumulator.finish_first_pass()
-    timings["first_pass_seconds"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if cache_null:
-        for null_es in cached:
-            accumulator.add_second_pass(null_es)
-        cached.clear()
-    else:
-        # Regenerating permutation k from (seed, k) makes the second pass exact.
-        for start, stop in _batches(plan.n_perm, chosen_batch):
-            null_es, _ = backend.score(plan.labellings(start, stop))
-            accumulator.add_second_pass(null_es)
-            done += stop - start
-            if progress is not None:
-                progress(done, total_work)
-    stats = accumulator.finish()
-    timings["second_pass_seconds"] = time.perf_counter() - t0
-
-    table = _result_table(index, gene_ids, observed_stat, float(weight), observed_es, stats)
-    timings["total_seconds"] = time.perf_counter() - started
-    table.attrs["run"] = {
-        "command": "gsea",
-        "permenrich_version": __version__,
-        "parameters": {
-            "metric": metric, "weight": float(weight), "permutations": int(permutations),
-            "seed": int(seed), "min_size": min_size, "max_size": max_size, "collapse": collapse,
-            "nan_policy": nan_policy, "zero_variance": zero_variance, "case": design.case,
-            "control": design.control, "memory_bytes": budget, "batch_size": chosen_batch,
-            "device": device,
-        },
-        "design": {"n_case": design.n_case, "n_control": design.n_control,
-                   "n_samples_excluded": int((~np.asarray(design.keep)).sum())},
-        "permutation_plan": plan.describe(),
-        "null_storage": "cached in memory" if cache_null else "recomputed from (seed, k) in a second pass",
-        "data": {"n_genes": n_genes, "n_gene_sets_read": len(sets), "n_gene_sets_used": n_sets,
-                 "expression": _file_digest(expr) or {"object": type(expr).__name__},
-                 "phenotype": _file_digest(phenotype) if phenotype is not None else None,
-                 "gene_sets": [d for d in (_file_digest(g) for g in _as_list(gene_sets)) if d],
-                 "chip": _file_digest(chip) if chip is not None else None},
-        "tie_rule": TIE_RULE,
-        "backend": backend.describe(),
-        "versions": _versions(),
-        "timings": timings,
-        "per_permutation_ms": 1000 * (timings["first_pass_seconds"] + timings["second_pass_seconds"]) / total_work,
-    }
+    stats, null_info = _gsea_null(lambda a, b: backend.score(plan.labellings(a, b))[0], observed,
+                                  n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp, n_sets=index.n_sets,
+                                  batch_size=batch_size, budget=budget, extra_bytes=8 * plan.width,
+                                  progress=progress)
+    table = _gsea_table(index, stats, observed,
+                        _leading_edges(index, study.gene_ids, observed_stat, float(weight), set_statistic))
+    null_info["timings"]["read_seconds"] = read_seconds
+    table.attrs["run"] = _provenance(
+        "gsea",
+        {"metric": metric, "set_statistic": set_statistic, "weight": float(weight),
+         "permutations": int(permutations), "seed": int(seed), "min_size": min_size, "max_size": max_size,
+         "collapse": collapse, "nan_policy": nan_policy, "zero_variance": zero_variance,
+         "case": study.info.get("case"), "control": study.info.get("control"),
+         "phenotype": study.info.get("phenotype"), "strata": strata, "pairs": pairs,
+         "memory_bytes": budget, "batch_size": null_info["batch_size"], "device": device},
+        started,
+        design={k: v for k, v in study.info.items() if k not in ("case", "control", "strata", "pairs")},
+        permutation_plan=plan.describe(),
+        permutation_type="phenotype (sample labels)",
+        null_storage=null_info["null_storage"],
+        data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
+              "expression": file_digest(expr) or {"object": type(expr).__name__},
+              "phenotype": file_digest(phenotype) if phenotype is not None else None,
+              "gene_sets": digests(gene_sets), "chip": file_digest(chip) if chip is not None else None},
+        backend=backend.describe(),
+        timings=null_info["timings"],
+    )
     return table
 
 
-def _as_list(gene_sets: Any) -> list[Any]:
-    if isinstance(gene_sets, (str, os.PathLike)):
-        return [gene_sets]
-    if isinstance(gene_sets, Mapping):
-        return []
-    return list(gene_sets)
+def prerank(
+    rnk: Any,
+    gene_sets: Any,
+    *,
+    set_statistic: SetStatisticName = "ks",
+    weight: float = 1.0,
+    permutations: int = 1000,
+    seed: int = 0,
+    min_size: int = 15,
+    max_size: int = 500,
+    duplicates: Literal["error", "mean", "max", "min", "first"] = "error",
+    batch_size: int | None = None,
+    memory: str | int = "1GB",
+    threads: int | None = None,
+    device: Literal["cpu"] = "cpu",
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """Preranked GSEA with the gene-set (gene-label) permutation null.
+
+    Parameters
+    ----------
+    rnk
+        A ranked list: RNK file (gene, score), a Series (gene -> score) or a two-column
+        DataFrame, e.g. a published differential-expression table or GWAS gene z-scores.
+    gene_sets
+        GMT/GMX path(s), or a mapping of set name to gene list.
+    set_statistic, weight, permutations, seed, min_size, max_size
+        As in :func:`gsea`.
+    duplicates
+        Duplicated genes in the list: ``"error"`` (default) or how to merge them.
+    batch_size, memory, threads, device, progress
+        As in :func:`gsea`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :data:`RESULT_COLUMNS`, as in :func:`gsea`.
+
+    Notes
+    -----
+    Genes are ranked by decreasing score (ties: file order). The null of a set of k genes
+    is the statistic of random sets of k genes drawn from the ranked list, as GSEA
+    preranked does; sets of equal size share their random draws within a permutation
+    (permutation k's set of size n is a pure function of (seed, k, n)). This null
+    ignores gene-gene correlation: prefer :func:`gsea` when the samples are at hand.
+    """
+    started = time.perf_counter()
+    _, budget, backend = _common_setup("signal_to_noise", set_statistic, weight, permutations, seed,
+                                       batch_size, threads, memory, device)
+    ranked = read_rnk(rnk, duplicates=duplicates)
+    order = rank_genes(ranked.scores)
+    gene_ids = np.asarray(ranked.gene_ids, dtype=object)[order]
+    ranked_stat = np.asarray(ranked.scores, dtype=np.float64)[order]
+    n_sets_read, index = load_gene_sets(gene_sets, gene_ids, min_size=min_size, max_size=max_size)
+    n_genes = gene_ids.size
+    read_seconds = time.perf_counter() - started
+
+    # Observed: the same kernel as the null, on the sets' own ranked positions.
+    gene_set_offsets, gene_set_ids = index.gene_to_sets(n_genes)
+    backend.prepare_sets(set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
+                         float(weight), n_genes)
+    observed = np.asarray(backend.to_host(backend.set_scores(backend.xp.asarray(ranked_stat[None, :]))))[0]
+    sizes, size_slot = np.unique(index.sizes, return_inverse=True)
+    n_perm = int(permutations)
+
+    def score_batch(start: int, stop: int) -> Any:
+        null_by_size = backend.random_set_null(int(seed), start, stop, ranked_stat, float(weight), set_statistic,
+                                               sizes)
+        return null_by_size[:, backend.xp.asarray(size_slot)]
+
+    stats, null_info = _gsea_null(score_batch, observed, n_perm=n_perm, exact=False, xp=backend.xp,
+                                  n_sets=index.n_sets, batch_size=batch_size, budget=budget, extra_bytes=0,
+                                  progress=progress)
+    table = _gsea_table(index, stats, observed,
+                        _leading_edges(index, gene_ids, ranked_stat, float(weight), set_statistic))
+    null_info["timings"]["read_seconds"] = read_seconds
+    table.attrs["run"] = _provenance(
+        "prerank",
+        {"set_statistic": set_statistic, "weight": float(weight), "permutations": n_perm, "seed": int(seed),
+         "min_size": min_size, "max_size": max_size, "duplicates": duplicates, "memory_bytes": budget,
+         "batch_size": null_info["batch_size"], "device": device},
+        started,
+        permutation_plan={"seed": int(seed), "permutations": n_perm, "exact_enumeration": False,
+                          "generator": "Philox4x32-10, counter=(k_lo, k_hi, block, 0x47530000 | set size), "
+                                       "key=seed; partial Fisher-Yates over ranked positions"},
+        permutation_type="gene set (gene labels)",
+        null_storage=null_info["null_storage"],
+        data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
+              "ranked_list": file_digest(rnk) or {"object": type(rnk).__name__},
+              "gene_sets": digests(gene_sets)},
+        backend=backend.describe(),
+        timings=null_info["timings"],
+    )
+    return table
 
 
-def _result_table(index: GeneSetIndex, gene_ids: np.ndarray, observed_stat: np.ndarray, weight: float,
-                  observed_es: np.ndarray, stats: dict[str, np.ndarray]) -> pd.DataFrame:
-    from .stats.ranking import rank_genes
+def genes(
+    expr: Any,
+    phenotype: Any = None,
+    *,
+    groupby: str | None = None,
+    case: str | None = None,
+    control: str | None = None,
+    phenotype_column: str | None = None,
+    strata: str | None = None,
+    pairs: str | None = None,
+    metric: MetricName = "welch_t",
+    alternative: Alternative = "two-sided",
+    permutations: int = 10000,
+    seed: int = 0,
+    collapse: Literal["mean", "max", "median"] = "mean",
+    chip: str | os.PathLike | None = None,
+    nan_policy: Literal["error", "drop"] = "error",
+    zero_variance: Literal["error", "drop"] = "drop",
+    batch_size: int | None = None,
+    memory: str | int = "1GB",
+    threads: int | None = None,
+    device: Literal["cpu"] = "cpu",
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """Per-gene permutation tests with Westfall–Young maxT adjustment.
 
-    order = rank_genes(observed_stat)
-    position_of_gene = np.empty_like(order)
-    position_of_gene[order] = np.arange(order.size)
-    ranked_weights = np.abs(observed_stat[order]) ** weight
-    leading, tags, lists, signals = [], [], [], []
-    for s in range(index.n_sets):
-        members = index.members[index.offsets[s]:index.offsets[s + 1]]
-        result = running_sum(position_of_gene[members], ranked_weights)
-        leading.append(",".join(str(gene_ids[order[p]]) for p in result.leading_edge_positions))
-        tags.append(100.0 * result.tags_fraction)
-        lists.append(100.0 * result.list_fraction)
-        signals.append(100.0 * result.signal_fraction)
-    table = pd.DataFrame({
-        "gene_set": index.names.astype(str),
-        "size": index.sizes.astype(int),
-        "size_original": index.sizes_original.astype(int),
-        "es": observed_es,
-        "nes": stats["nes"],
-        "pval": stats["pval"],
-        "fdr": stats["fdr"],
-        "fwer": stats["fwer"],
-        "padj_bh": bh_adjust(stats["pval"]),
-        "leading_edge": leading,
-        "tags_pct": tags,
-        "list_pct": lists,
-        "signal_pct": signals,
-    })
-    table["_abs_nes"] = -np.abs(table["nes"].to_numpy())
-    table = table.sort_values(["pval", "_abs_nes", "gene_set"], kind="mergesort").drop(columns="_abs_nes")
-    return table.reset_index(drop=True)
+    Parameters
+    ----------
+    expr, phenotype, groupby, case, control, phenotype_column, strata, pairs
+        As in :func:`gsea`.
+    metric
+        Any statistic of :mod:`permenrich.stats.metrics` (default Welch's t).
+    alternative
+        ``"two-sided"`` (default), ``"greater"`` (case > control, or positive
+        correlation) or ``"less"``.
+    permutations, seed, collapse, chip, nan_policy, zero_variance, batch_size, memory,
+    threads, device, progress
+        As in :func:`gsea`.
 
+    Returns
+    -------
+    pandas.DataFrame
+        One row per gene: ``gene``, ``statistic``, ``pval_parametric`` (SciPy's textbook
+        p-value where one exists), ``pval`` (permutation, (b+1)/(m+1)), ``qval_bh``
+        (Benjamini–Hochberg of ``pval``), ``pval_maxt`` (Westfall–Young step-down maxT,
+        FWER-adjusted); sorted by ``pval`` then decreasing |statistic|.
 
-def _versions() -> dict[str, str]:
-    import numba
-    import scipy
+    Notes
+    -----
+    Only exceedance counts are kept, never the null matrix: memory does not grow with
+    the number of permutations. Two-sided tests compare |T - c| with c the statistic's
+    value under no effect (0; 1 for ratio_of_classes; n_A n_B / 2 for Mann–Whitney U).
+    """
+    started = time.perf_counter()
+    check_choice("alternative", alternative, ("two-sided", "greater", "less"))
+    metric_record, budget, backend = _common_setup(metric, None, None, permutations, seed, batch_size,
+                                                   threads, memory, device)
+    study = load_study(expr, phenotype, metric=metric_record, groupby=groupby, case=case, control=control,
+                       phenotype_column=phenotype_column, strata=strata, pairs=pairs, chip=chip,
+                       collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance)
+    plan = PermutationPlan(study.design, int(permutations), int(seed))
+    n_genes = study.values.shape[0]
+    read_seconds = time.perf_counter() - started
 
-    return {"python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
-            "numba": numba.__version__, "scipy": scipy.__version__, "platform": platform.platform()}
+    design = study.design
+    backend.prepare_statistic(study.values, metric_record, phenotype=getattr(design, "values", None),
+                              drawn_is_case=getattr(design, "drawn_is_case", True))
+    observed = np.asarray(backend.to_host(backend.gene_statistics(plan.observed())))[0]
+    if isinstance(design, TwoGroupLabels):
+        centre = {"mann_whitney": design.n_case * design.n_control / 2, "ratio_of_classes": 1.0}.get(metric, 0.0)
+        parametric_phenotype = design.is_case
+    else:
+        centre = 0.0
+        parametric_phenotype = design.values
+    accumulator = ExceedanceAccumulator(observed, alternative=alternative, centre=centre, n_perm=plan.n_perm,
+                                        exact=plan.exact, xp=backend.xp)
+    chosen = choose_batch_size(batch_size, budget, 8 * n_genes * 4 + 8 * plan.width, plan.n_perm)
+    timings = run_two_pass(lambda a, b: backend.gene_statistics(plan.labellings(a, b)), accumulator.add,
+                           None, None, n_perm=plan.n_perm, batch_size=chosen, cache=False, progress=progress)
+    result = accumulator.finish()
+    parametric = (metric_record.parametric(study.values, parametric_phenotype, alternative)
+                  if metric_record.parametric is not None else np.full(n_genes, np.nan))
+    table = pd.DataFrame({"gene": study.gene_ids.astype(str), "statistic": observed,
+                          "pval_parametric": parametric, "pval": result["pval"],
+                          "qval_bh": bh_adjust(result["pval"]), "pval_maxt": result["p_maxt"]})
+    order = np.lexsort((table.gene.to_numpy(), -np.abs(table.statistic.to_numpy() - centre), table.pval.to_numpy()))
+    table = table.iloc[order].reset_index(drop=True)
+    timings["read_seconds"] = read_seconds
+    table.attrs["run"] = _provenance(
+        "genes",
+        {"metric": metric, "alternative": alternative, "permutations": int(permutations), "seed": int(seed),
+         "collapse": collapse, "nan_policy": nan_policy, "zero_variance": zero_variance,
+         "case": study.info.get("case"), "control": study.info.get("control"),
+         "phenotype": study.info.get("phenotype"), "strata": strata, "pairs": pairs, "null_centre": centre,
+         "memory_bytes": budget, "batch_size": chosen, "device": device},
+        started,
+        design={k: v for k, v in study.info.items() if k not in ("case", "control", "strata", "pairs")},
+        permutation_plan=plan.describe(),
+        permutation_type="phenotype (sample labels)",
+        data={"n_genes": n_genes, "expression": file_digest(expr) or {"object": type(expr).__name__},
+              "phenotype": file_digest(phenotype) if phenotype is not None else None},
+        backend=backend.describe(),
+        timings=timings,
+    )
+    return table
 
 
 def write_results(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -399,3 +501,6 @@ def write_results(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, 
     atomic_write_table(table, results_path)
     atomic_write_text(run_path, json.dumps(table.attrs.get("run", {}), indent=2, default=str) + "\n")
     return {"results": results_path, "run": run_path}
+
+
+__all__ = ["GENE_COLUMNS", "RESULT_COLUMNS", "genes", "gsea", "prerank", "write_results", "InputError", "Study"]

@@ -32,6 +32,9 @@ _PHILOX_W1 = np.uint64(0xBB67AE85)
 #: Fourth counter word of every permutation draw; other streams (e.g. bootstrap) get
 #: other tags so that they never overlap with permutation draws.
 STREAM_PERMUTATION = 0x5045524D  # "PERM"
+#: Gene-set (gene-label) permutation streams: this base OR'ed with the set size, so sets
+#: of one size share their random draws within a permutation (as fgsea does).
+STREAM_GENE_SET_BASE = 0x47530000  # "GS" + 16-bit size
 
 
 def _philox4x32_10(c0, c1, c2, c3, k0, k1):
@@ -54,17 +57,17 @@ def _philox4x32_10(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
-def _permutation_word(seed, perm_index, word_index):
-    """32-bit word ``word_index`` of permutation ``perm_index``'s private stream.
+def _stream_word(seed, perm_index, word_index, tag):
+    """32-bit word ``word_index`` of stream ``tag`` of permutation ``perm_index``.
 
-    Counter = (k low, k high, block, stream tag); key = the 64-bit seed.
+    Counter = (k low, k high, block, tag); key = the 64-bit seed.
     """
     k = np.uint64(perm_index)
     block = np.uint64(word_index) >> np.uint64(2)
     lane = np.uint64(word_index) & np.uint64(3)
     s = np.uint64(seed)
     r0, r1, r2, r3 = _philox4x32_10(
-        k & _MASK32, k >> _SHIFT32, block & _MASK32, np.uint64(STREAM_PERMUTATION),
+        k & _MASK32, k >> _SHIFT32, block & _MASK32, np.uint64(tag) & _MASK32,
         s & _MASK32, s >> _SHIFT32,
     )
     if lane == np.uint64(0):
@@ -76,16 +79,28 @@ def _permutation_word(seed, perm_index, word_index):
     return r3
 
 
+def _permutation_word(seed, perm_index, word_index):
+    """Word ``word_index`` of permutation ``perm_index``'s label-permutation stream."""
+    return _stream_word(seed, perm_index, word_index, STREAM_PERMUTATION)
+
+
 def _bounded_index(seed, perm_index, word_cursor, bound):
+    """An exactly uniform integer in ``[0, bound)`` from the label-permutation stream
+    (see :func:`_bounded_index_tagged`)."""
+    return _bounded_index_tagged(seed, perm_index, STREAM_PERMUTATION, word_cursor, bound)
+
+
+def _bounded_index_tagged(seed, perm_index, tag, word_cursor, bound):
     """An exactly uniform integer in ``[0, bound)`` by Lemire's multiply-shift with
-    rejection, reading words from ``word_cursor`` on. Returns (value, next cursor).
+    rejection, reading words of stream ``tag`` from ``word_cursor`` on. Returns
+    (value, next cursor).
 
     Integer-only: a float-derived index could round up to ``bound``.
     """
     s = np.uint64(bound)
     threshold = ((np.uint64(1) << _SHIFT32) - s) % s  # 2**32 mod bound
     while True:
-        x = _permutation_word(seed, perm_index, word_cursor)
+        x = _stream_word(seed, perm_index, word_cursor, tag)
         word_cursor += 1
         m = x * s
         if (m & _MASK32) >= threshold:
@@ -147,6 +162,34 @@ def _shuffle_stratified(seed, perm_index, stratum_offsets, stratum_members, pool
             pool[j] = tmp
         for i in range(size):
             out[stratum_members[start + i]] = pool[i]
+
+
+def _draw_positions(seed, perm_index, tag, n_drawn, pool, out):
+    """Random ``n_drawn``-subset of ``range(len(pool))`` (stream ``tag`` of permutation
+    ``perm_index``), sorted into ``out``. ``pool`` must hold the identity and is restored
+    afterwards (the swaps are undone), so a large pool is never re-initialised."""
+    cursor = 0
+    size = pool.shape[0]
+    for i in range(n_drawn):
+        offset, cursor = _bounded_index_tagged(seed, perm_index, tag, cursor, size - i)
+        j = i + offset
+        out[i] = j  # remember the swap partner to undo it
+        tmp = pool[i]
+        pool[i] = pool[j]
+        pool[j] = tmp
+    for i in range(n_drawn - 1, -1, -1):
+        j = out[i]
+        tmp = pool[i]
+        pool[i] = pool[j]
+        pool[j] = tmp
+        out[i] = tmp  # pool[j] held the drawn value before the undo
+    for i in range(1, n_drawn):
+        value = out[i]
+        j = i - 1
+        while j >= 0 and out[j] > value:
+            out[j + 1] = out[j]
+            j -= 1
+        out[j + 1] = value
 
 
 def _unrank_subset(rank, n_total, n_drawn, binom, out):
@@ -215,12 +258,14 @@ def _unrank_shuffle(rank, stratum_offsets, stratum_members, stratum_radix, facto
 
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
-SCALAR_FUNCTIONS = (_philox4x32_10, _permutation_word, _bounded_index, _draw_stratified,
-                    _shuffle_stratified, _unrank_subset, _unrank_stratified, _unrank_shuffle)
+SCALAR_FUNCTIONS = (_philox4x32_10, _stream_word, _permutation_word, _bounded_index,
+                    _bounded_index_tagged, _draw_stratified, _shuffle_stratified, _draw_positions,
+                    _unrank_subset, _unrank_stratified, _unrank_shuffle)
 _cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
 philox4x32_10 = _cpu._philox4x32_10
 permutation_word = _cpu._permutation_word
 bounded_index = _cpu._bounded_index
+draw_positions = _cpu._draw_positions
 draw_stratified = _cpu._draw_stratified
 shuffle_stratified = _cpu._shuffle_stratified
 unrank_stratified = _cpu._unrank_stratified

@@ -1,32 +1,45 @@
-"""CPU backend: one fused Numba kernel per batch of permutations.
+"""CPU backend: NumPy/SciPy for the regular maths, Numba kernels for the irregular parts.
 
-Per permutation, on one thread with its own scratch:
+Kernels, each parallel over the permutations of a batch (``numba.prange`` over
+contiguous chunks, per-thread scratch; a permutation's result never depends on which
+thread computed it):
 
-1. class sums: gather the drawn class's sample rows of the gene-centred matrix (and of its
-   squares) and add them, vectorised over genes; the other class is total minus drawn;
-2. the metric for every gene (:func:`permenrich.stats.metrics.metric_from_moments`);
-3. the ranking (:func:`permenrich.stats.ranking.rank_descending`, radix sort);
-4. the enrichment score of every set in one walk down the ranked genes through the
-   gene -> sets index, using the closed form of :mod:`permenrich.enrich.running_sum`.
+* :func:`two_group_statistics` — per-gene statistics of a two-group design: gather the
+  drawn class's sample rows of the gene-centred matrix (and of its squares), add them
+  vectorised over genes; the other class is total minus drawn; then
+  :func:`permenrich.stats.metrics.metric_from_moments`;
+* :func:`ks_scores` — rank (radix sort) and the running-sum ES of every set in one walk
+  down the ranked genes through the gene -> sets index (closed form of
+  :mod:`permenrich.enrich.running_sum`);
+* :func:`random_set_scores` — the gene-set (gene-label) permutation null of preranked
+  mode: random sets of each size drawn from the ranked list.
 
-Threads split the batch into contiguous chunks (``numba.prange``); a permutation's result
-does not depend on which thread computed it.
+Correlation statistics and the linear set statistics are matrix products shared with
+the GPU backend (:mod:`permenrich.stats.correlation`, :mod:`permenrich.enrich.linear`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
+import scipy.sparse
 
+from ..enrich.linear import LinearSetStatistic
 from ..enrich.running_sum import ES_TIE_TOLERANCE
-from ..stats.metrics import metric_from_moments
+from ..rng import STREAM_GENE_SET_BASE, draw_positions
+from ..stats.correlation import CorrelationStatistic
+from ..stats.metrics import Metric, metric_from_moments, mid_ranks
 from ..stats.ranking import _RADIX_PASSES, _RADIX_SIZE, rank_descending
+
+SET_STATISTIC_CODES = {"ks": 0, "mean": 1, "maxmean": 2}
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
                      n_samples, drawn, drawn_is_case, metric, sum_drawn, sumsq_drawn, stat):
-    """Metric of every gene for one labelling given by the drawn class's positions."""
+    """Statistic of every gene for one labelling given by the drawn class's positions."""
     n_genes = samples_by_gene.shape[1]
     n_drawn = drawn.shape[0]
     n_other = n_samples - n_drawn
@@ -55,11 +68,46 @@ def _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, tot
             stat[g] = metric_from_moments(metric, mean_o, var_o, n_other, mean_d, var_d, n_drawn)
 
 
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def two_group_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
+                         drawn_positions, drawn_is_case, metric, n_chunks, out):
+    """``out[b, g]``: statistic of gene g under labelling b (rows of ``drawn_positions``)."""
+    n_samples, n_genes = samples_by_gene.shape
+    n_batch = drawn_positions.shape[0]
+    chunk = (n_batch + n_chunks - 1) // n_chunks
+    for c in numba.prange(n_chunks):
+        sum_drawn = np.empty(n_genes)
+        sumsq_drawn = np.empty(n_genes)
+        for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
+            _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
+                             n_samples, drawn_positions[b], drawn_is_case, metric,
+                             sum_drawn, sumsq_drawn, out[b])
+
+
 # Per-set walk state, one row of a (n_sets, 8) array so that a set's state is one cache
 # line: reciprocal of N_R, reciprocal of N - k, hits so far, cumulative hit weight,
 # running maximum and minimum, and the positions where they were first reached.
 _INV_NORM, _MISS_STEP, _HITS, _CUMULATIVE, _MAX, _MIN, _MAX_AT, _MIN_AT = range(8)
 WALK_STATE_WIDTH = 8
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _hit_weight(value, weight):
+    a = abs(value)
+    if weight == 1.0:
+        return a
+    if weight == 0.0:
+        return 1.0
+    return a ** weight
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")
+def _pick_extreme(max_top, min_before, max_at, min_at):
+    """Larger magnitude wins; on a tie (within rounding), the extreme reached first."""
+    margin = max_top + min_before
+    if margin > ES_TIE_TOLERANCE or (margin >= -ES_TIE_TOLERANCE and max_at < min_at):
+        return max_top
+    return min_before
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -69,19 +117,13 @@ def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_o
     n_genes = stat.shape[0]
     n_sets = set_offsets.shape[0] - 1
     for g in range(n_genes):
-        a = abs(stat[g])
-        if weight == 1.0:
-            gene_weight[g] = a
-        elif weight == 0.0:
-            gene_weight[g] = 1.0
-        else:
-            gene_weight[g] = a ** weight
+        gene_weight[g] = _hit_weight(stat[g], weight)
     for s in range(n_sets):
         total = 0.0
         for t in range(set_offsets[s], set_offsets[s + 1]):
             total += gene_weight[set_members[t]]
         # Reciprocals turn the walk's divisions into multiplications; a set whose members
-        # all weigh 0 keeps its running sum <= 0 and is reported as ES 0 below.
+        # all weigh 0 is reported as ES 0 below.
         state[s, _INV_NORM] = 1.0 / total if total > 0.0 else 0.0
         state[s, _MISS_STEP] = 1.0 / (n_genes - (set_offsets[s + 1] - set_offsets[s]))
         state[s, _HITS] = 0.0
@@ -113,33 +155,17 @@ def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_o
     for s in range(n_sets):
         if state[s, _INV_NORM] == 0.0:
             out[s] = 0.0
-            continue
-        # Larger magnitude wins; on a tie (within rounding), the extreme reached first.
-        margin = state[s, _MAX] + state[s, _MIN]
-        if margin > ES_TIE_TOLERANCE or (margin >= -ES_TIE_TOLERANCE and state[s, _MAX_AT] < state[s, _MIN_AT]):
-            out[s] = state[s, _MAX]
         else:
-            out[s] = state[s, _MIN]
+            out[s] = _pick_extreme(state[s, _MAX], state[s, _MIN], state[s, _MAX_AT], state[s, _MIN_AT])
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def score_labellings(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
-                     drawn_positions, drawn_is_case, metric, weight, set_members, set_offsets,
-                     gene_set_offsets, gene_set_ids, n_chunks, out_es, out_stat):
-    """ES of every set (``out_es[b, s]``) for each labelling ``b`` of a batch.
-
-    ``out_stat`` has shape (n_batch, n_genes) to keep each labelling's gene statistics, or
-    (0, 0) to skip them.
-    """
-    n_samples, n_genes = samples_by_gene.shape
-    n_batch = drawn_positions.shape[0]
+def ks_scores(stats, weight, set_members, set_offsets, gene_set_offsets, gene_set_ids, n_chunks, out):
+    """``out[b, s]``: running-sum ES of set s when genes are ranked by ``stats[b]``."""
+    n_batch, n_genes = stats.shape
     n_sets = set_offsets.shape[0] - 1
-    keep_stat = out_stat.shape[0] == n_batch
     chunk = (n_batch + n_chunks - 1) // n_chunks
     for c in numba.prange(n_chunks):
-        sum_drawn = np.empty(n_genes)
-        sumsq_drawn = np.empty(n_genes)
-        stat = np.empty(n_genes)
         order = np.empty(n_genes, dtype=np.int64)
         keys = np.empty(n_genes, dtype=np.uint64)
         keys_tmp = np.empty(n_genes, dtype=np.uint64)
@@ -148,84 +174,217 @@ def score_labellings(samples_by_gene, squares_by_gene, gene_mean, total_sum, tot
         gene_weight = np.empty(n_genes)
         state = np.empty((n_sets, WALK_STATE_WIDTH))
         for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
-            _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
-                             n_samples, drawn_positions[b], drawn_is_case, metric,
-                             sum_drawn, sumsq_drawn, stat)
-            if keep_stat:
-                out_stat[b, :] = stat
-            rank_descending(stat, order, keys, keys_tmp, order_tmp, histogram)
-            _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_offsets,
-                               gene_set_ids, gene_weight, state, out_es[b])
+            rank_descending(stats[b], order, keys, keys_tmp, order_tmp, histogram)
+            _enrichment_scores(stats[b], order, weight, set_members, set_offsets, gene_set_offsets,
+                               gene_set_ids, gene_weight, state, out[b])
 
 
-class CpuBackend:
-    """NumPy + Numba kernels; the reference backend and the one CI runs.
+@numba.njit(cache=True, error_model="numpy")
+def _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes):
+    """Set statistic of a set given its members' sorted ranked positions (closed form)."""
+    k = positions.shape[0]
+    if statistic == 1 or statistic == 2:
+        positive = 0.0
+        negative = 0.0
+        for j in range(k):
+            z = ranked_stat[positions[j]]
+            if statistic == 1:
+                positive += z
+            elif z > 0.0:
+                positive += z
+            else:
+                negative -= z
+        if statistic == 1:
+            return positive / k
+        return positive / k if positive > negative else -negative / k
+    norm = 0.0
+    for j in range(k):
+        norm += _hit_weight(ranked_stat[positions[j]], weight)
+    if norm == 0.0:
+        return 0.0
+    inv_norm = 1.0 / norm
+    miss_step = 1.0 / (n_genes - k)
+    cumulative = 0.0
+    max_top = 0.0
+    min_before = 0.0
+    max_at = n_genes
+    min_at = n_genes
+    for j in range(k):
+        miss_part = (positions[j] - j) * miss_step
+        before = cumulative * inv_norm - miss_part
+        if before < min_before - ES_TIE_TOLERANCE:
+            min_before = before
+            min_at = positions[j] - 1
+        cumulative += _hit_weight(ranked_stat[positions[j]], weight)
+        top = cumulative * inv_norm - miss_part
+        if top > max_top + ES_TIE_TOLERANCE:
+            max_top = top
+            max_at = positions[j]
+    return _pick_extreme(max_top, min_before, max_at, min_at)
 
-    Parameters
-    ----------
-    threads
-        Numba threads for the batch kernel (``None``: Numba's default, all cores).
-    """
 
-    name = "cpu"
-    xp = np
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def random_set_scores(seed, perm_start, ranked_stat, weight, statistic, sizes, n_chunks, out):
+    """``out[b, i]``: statistic of a random set of ``sizes[i]`` genes under gene-set
+    permutation ``perm_start + b`` (stream tagged by the size, so sets of equal size share
+    a draw within a permutation)."""
+    n_batch = out.shape[0]
+    n_genes = ranked_stat.shape[0]
+    largest = 0
+    for i in range(sizes.shape[0]):
+        largest = max(largest, sizes[i])
+    chunk = (n_batch + n_chunks - 1) // n_chunks
+    for c in numba.prange(n_chunks):
+        pool = np.arange(n_genes)
+        positions = np.empty(largest, dtype=np.int64)
+        for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
+            for i in range(sizes.shape[0]):
+                k = sizes[i]
+                draw_positions(seed, perm_start + b, STREAM_GENE_SET_BASE | k, k, pool, positions[:k])
+                out[b, i] = _sorted_positions_score(positions[:k], ranked_stat, weight, statistic, n_genes)
 
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
 
-    def prepare(self, values: np.ndarray, drawn_is_case: bool, metric_code: int, weight: float,
-                set_members: np.ndarray, set_offsets: np.ndarray, gene_set_offsets: np.ndarray,
-                gene_set_ids: np.ndarray) -> None:
-        """Keep what every batch needs: gene-centred matrix (samples x genes), its squares
-        and the totals; centring keeps float64 sums of squares exact enough for
-        intensities in the thousands."""
-        values = np.asarray(values, dtype=np.float64)
+class _TwoGroupStatistic:
+    """Two-group statistics from class moments (gene-centred matrix kept samples x genes;
+    centring keeps float64 sums of squares exact enough for intensities in the thousands)."""
+
+    def __init__(self, values: np.ndarray, drawn_is_case: bool, metric: Metric, backend: CpuBackend) -> None:
+        if metric.rank_transform:
+            values = mid_ranks(values)
         self.gene_mean = values.mean(axis=1)
-        centred = values - self.gene_mean[:, None]
-        self.samples_by_gene = np.ascontiguousarray(centred.T)
+        self.samples_by_gene = np.ascontiguousarray((values - self.gene_mean[:, None]).T)
         self.squares_by_gene = self.samples_by_gene ** 2
         self.total_sum = self.samples_by_gene.sum(axis=0)
         self.total_sumsq = self.squares_by_gene.sum(axis=0)
         self.drawn_is_case = bool(drawn_is_case)
-        self.metric_code = int(metric_code)
-        self.weight = float(weight)
-        self.set_members = np.ascontiguousarray(set_members, dtype=np.int64)
-        self.set_offsets = np.ascontiguousarray(set_offsets, dtype=np.int64)
-        self.gene_set_offsets = np.ascontiguousarray(gene_set_offsets, dtype=np.int64)
-        self.gene_set_ids = np.ascontiguousarray(gene_set_ids, dtype=np.int64)
+        self.code = metric.code
+        self.backend = backend
 
-    def score(self, drawn_positions: np.ndarray, keep_stat: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """ES of every set for each labelling (rows of ``drawn_positions``).
-
-        Returns
-        -------
-        es : ndarray, shape (n_batch, n_sets)
-        stat : ndarray, shape (n_batch, n_genes), or None unless ``keep_stat``
-        """
+    def batch(self, drawn_positions: np.ndarray) -> np.ndarray:
         drawn_positions = np.ascontiguousarray(drawn_positions, dtype=np.int64)
-        n_batch = drawn_positions.shape[0]
-        n_sets = self.set_offsets.shape[0] - 1
-        n_genes = self.samples_by_gene.shape[1]
-        out_es = np.empty((n_batch, n_sets))
-        out_stat = np.empty((n_batch, n_genes)) if keep_stat else np.empty((0, 0))
-        previous_threads = numba.get_num_threads()
-        if self.threads is not None:
-            numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
-        try:
-            # A few chunks per thread evens out the load without per-permutation scratch.
-            n_chunks = max(1, min(n_batch, 4 * numba.get_num_threads()))
-            score_labellings(self.samples_by_gene, self.squares_by_gene, self.gene_mean,
-                             self.total_sum, self.total_sumsq, drawn_positions, self.drawn_is_case,
-                             self.metric_code, self.weight, self.set_members, self.set_offsets,
-                             self.gene_set_offsets, self.gene_set_ids, n_chunks, out_es, out_stat)
-        finally:
-            numba.set_num_threads(previous_threads)
-        return out_es, (out_stat if keep_stat else None)
+        out = np.empty((drawn_positions.shape[0], self.samples_by_gene.shape[1]))
+        two_group_statistics(self.samples_by_gene, self.squares_by_gene, self.gene_mean, self.total_sum,
+                             self.total_sumsq, drawn_positions, self.drawn_is_case, self.code,
+                             self.backend.chunks(out.shape[0]), out)
+        return out
+
+
+class _KsStatistic:
+    def __init__(self, set_members: np.ndarray, set_offsets: np.ndarray, gene_set_offsets: np.ndarray,
+                 gene_set_ids: np.ndarray, weight: float, backend: CpuBackend) -> None:
+        self.arrays = tuple(np.ascontiguousarray(a, dtype=np.int64)
+                            for a in (set_members, set_offsets, gene_set_offsets, gene_set_ids))
+        self.weight = float(weight)
+        self.backend = backend
+
+    def scores(self, stats: np.ndarray) -> np.ndarray:
+        stats = np.ascontiguousarray(stats, dtype=np.float64)
+        out = np.empty((stats.shape[0], self.arrays[1].size - 1))
+        ks_scores(stats, self.weight, *self.arrays, self.backend.chunks(stats.shape[0]), out)
+        return out
+
+
+class CpuBackend:
+    """NumPy + SciPy + Numba; the reference backend and the one CI runs.
+
+    Parameters
+    ----------
+    threads
+        Threads for the Numba kernels (``None``: Numba's default, all cores).
+    """
+
+    name = "cpu"
+    xp = np
+    sparse = scipy.sparse
+    #: Permutations per kernel call inside :meth:`score`: bounds the gene-statistic buffer.
+    chunk_rows = 256
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+        self._statistic: Any = None
+        self._set_statistic: Any = None
+
+    def chunks(self, n_rows: int) -> int:
+        """Work chunks for ``n_rows`` permutations: a few per thread evens out the load."""
+        return max(1, min(n_rows, 4 * numba.get_num_threads()))
+
+    # -- configuration ------------------------------------------------------------------
+    def prepare_statistic(self, values: np.ndarray, metric: Metric, *, drawn_is_case: bool = True,
+                          phenotype: np.ndarray | None = None) -> None:
+        """Per-gene statistic for labellings of ``values`` (n_genes, n_samples)."""
+        values = np.asarray(values, dtype=np.float64)
+        if metric.kind == "correlation":
+            self._statistic = CorrelationStatistic(values, phenotype, spearman=metric.rank_transform, xp=np)
+        else:
+            self._statistic = _TwoGroupStatistic(values, drawn_is_case, metric, self)
+
+    def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray,
+                     gene_set_offsets: np.ndarray, gene_set_ids: np.ndarray, weight: float, n_genes: int) -> None:
+        """Set statistic (``ks``, ``mean`` or ``maxmean``) over the flat set index."""
+        if set_statistic == "ks":
+            self._set_statistic = _KsStatistic(set_members, set_offsets, gene_set_offsets, gene_set_ids,
+                                               weight, self)
+        else:
+            self._set_statistic = LinearSetStatistic(set_statistic, set_members, set_offsets, n_genes,
+                                                     xp=np, sparse=scipy.sparse)
+
+    # -- kernels --------------------------------------------------------------------------
+    def gene_statistics(self, labellings: np.ndarray) -> np.ndarray:
+        """Per-gene statistics, shape (n_batch, n_genes)."""
+        with self._threads():
+            return self._statistic.batch(labellings)
+
+    def set_scores(self, stats: np.ndarray) -> np.ndarray:
+        """Set statistics, shape (n_batch, n_sets), of gene statistics (n_batch, n_genes)."""
+        with self._threads():
+            return self._set_statistic.scores(stats)
+
+    def score(self, labellings: np.ndarray, keep_stat: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Set statistics for each labelling, shape (n_batch, n_sets); with ``keep_stat``
+        also the gene statistics (n_batch, n_genes)."""
+        es_parts, stat_parts = [], []
+        with self._threads():
+            for start in range(0, labellings.shape[0], self.chunk_rows):
+                stats = self._statistic.batch(labellings[start:start + self.chunk_rows])
+                es_parts.append(self._set_statistic.scores(stats))
+                if keep_stat:
+                    stat_parts.append(stats)
+        es = np.concatenate(es_parts) if len(es_parts) > 1 else es_parts[0]
+        return es, (np.concatenate(stat_parts) if keep_stat else None)
+
+    def random_set_null(self, seed: int, perm_start: int, perm_stop: int, ranked_stat: np.ndarray,
+                        weight: float, set_statistic: str, sizes: np.ndarray) -> np.ndarray:
+        """Gene-set permutation null: statistic of random sets of each size, shape
+        (n_batch, n_sizes)."""
+        out = np.empty((perm_stop - perm_start, sizes.size))
+        with self._threads():
+            random_set_scores(np.uint64(seed), perm_start, np.ascontiguousarray(ranked_stat, dtype=np.float64),
+                              float(weight), SET_STATISTIC_CODES[set_statistic],
+                              np.ascontiguousarray(sizes, dtype=np.int64), self.chunks(out.shape[0]), out)
+        return out
 
     @staticmethod
     def to_host(array: np.ndarray) -> np.ndarray:
         return array
 
+    def _threads(self) -> Any:
+        return _NumbaThreads(self.threads)
+
     def describe(self) -> dict:
         return {"backend": "cpu", "threads": numba.get_num_threads() if self.threads is None else self.threads,
                 "numba_threading_layer": numba.config.THREADING_LAYER}
+
+
+class _NumbaThreads:
+    """Temporarily set Numba's thread count (restored on exit)."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+
+    def __enter__(self) -> None:
+        self.previous = numba.get_num_threads()
+        if self.threads is not None:
+            numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+
+    def __exit__(self, *exc: object) -> None:
+        numba.set_num_threads(self.previous)

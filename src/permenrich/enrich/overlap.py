@@ -89,7 +89,7 @@ def overlap_statistics(
     >>> import numpy as np
     >>> selected = np.array([True, True, False, False, False, False])
     >>> stats = overlap_statistics(selected, np.array([0, 1, 2, 3, 4]), np.array([0, 2, 5]), 6)
-    >>> stats["overlap"].tolist(), [round(p, 4) for p in stats["pval"]]
+    >>> stats["overlap"].tolist(), stats["pval"].round(4).tolist()
     ([2, 0], [0.0667, 1.0])
     """
     n_universe = _check_universe(n_universe)

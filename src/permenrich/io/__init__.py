@@ -7,14 +7,19 @@ Formats and the bad-input policy follow ``shared/FORMATS.md``: every user mistak
 from permenrich.io.chip import apply_chip, read_chip
 from permenrich.io.expression import ExpressionData, collapse_duplicates, read_expression
 from permenrich.io.genesets import GeneSet, read_gene_sets, read_gmt, read_gmx
+from permenrich.io.genelist import read_gene_list
 from permenrich.io.output import atomic_write_table, atomic_write_text, check_output_dir
 from permenrich.io.phenotype import (
     TwoGroupDesign,
+    continuous_phenotype,
     design_from_phenotype,
     read_cls,
+    read_numeric_cls,
     read_sample_sheet,
+    sample_annotation,
     two_group_design,
 )
+from permenrich.io.rnk import RankedList, read_rnk
 
 __all__ = [
     "ExpressionData",
@@ -27,6 +32,9 @@ __all__ = [
     "read_sample_sheet",
     "two_group_design",
     "design_from_phenotype",
+    "continuous_phenotype",
+    "read_numeric_cls",
+    "sample_annotation",
     "GeneSet",
     "read_gmt",
     "read_gmx",
@@ -34,4 +42,7 @@ __all__ = [
     "check_output_dir",
     "atomic_write_text",
     "atomic_write_table",
+    "RankedList",
+    "read_rnk",
+    "read_gene_list",
 ]

@@ -85,8 +85,8 @@ def read_cls(path: str | Path) -> tuple[list[str], list[str]]:
     numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
     if numbered and numbered[0][1].lower().startswith("#numeric"):
         raise InputError(
-            f"{where}: line {numbered[0][0]}: a #numeric (continuous) phenotype; gsea supports only categorical "
-            "phenotypes with two classes so far; give a categorical CLS or a sample sheet with group labels"
+            f"{where}: line {numbered[0][0]}: a #numeric (continuous) phenotype; use it with a correlation "
+            "metric (--metric pearson or spearman), or give a categorical CLS for two classes"
         )
     if len(numbered) < 3:
         raise InputError(
@@ -468,3 +468,113 @@ def _match_by_sample(expr: ExpressionData, labels: pd.Series, source: str) -> li
             "add them or check that the sample names match"
         )
     return [_label(v) for v in by_name.loc[list(expr.sample_ids)].to_numpy()]
+
+
+def read_numeric_cls(path: str | Path, name: str | None = None) -> tuple[str, np.ndarray]:
+    """Read a ``#numeric`` CLS (continuous phenotypes).
+
+    Parameters
+    ----------
+    path : str or Path
+        Line 1 ``#numeric``; then pairs of lines: ``#name`` and the values, one per sample.
+    name : str, optional
+        Which phenotype to take when the file holds several (default: the first).
+
+    Returns
+    -------
+    (name, values) : the phenotype's name and float64 values in column order.
+    """
+    where = str(path)
+    lines = _split_lines(_read_text(_existing_file(path, "CLS")))
+    numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+    if not numbered or not numbered[0][1].lower().startswith("#numeric"):
+        raise InputError(f"{where}: line 1: expected '#numeric' for a continuous phenotype")
+    body = numbered[1:]
+    if len(body) < 2 or len(body) % 2:
+        raise InputError(f"{where}: a #numeric CLS needs pairs of lines ('#name', then the values)")
+    found: dict[str, tuple[int, str]] = {}
+    for (name_line, label), (value_line, values) in zip(body[0::2], body[1::2]):
+        if not label.startswith("#"):
+            raise InputError(f"{where}: line {name_line}: expected '#name' of a phenotype, got {label[:30]!r}")
+        found[label[1:].strip()] = (value_line, values)
+    chosen = name if name is not None else next(iter(found))
+    if chosen not in found:
+        raise InputError(f"{where}: phenotype {chosen!r} not found; the file has {_preview(list(found), 10)}")
+    line, text = found[chosen]
+    fields = text.replace("\t", " ").split()
+    try:
+        values = np.array([float(f) for f in fields])
+    except ValueError:
+        bad = next(f for f in fields if not _is_float(f))
+        raise InputError(f"{where}: line {line}: value {bad!r} is not a number") from None
+    return chosen, values
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def sample_annotation(expr: ExpressionData, phenotype: Any, column: str, *, what: str) -> np.ndarray:
+    """One per-sample annotation column (strata, pairs, a numeric phenotype) in expression
+    column order, from the same sources as :func:`design_from_phenotype`: a sample sheet
+    path, a DataFrame indexed by sample id, or ``expr.obs``.
+
+    Returns
+    -------
+    ndarray of object (str), length n_samples; "" where missing.
+    """
+    if isinstance(phenotype, (str, Path)) and _format_suffix(Path(phenotype)) in _SHEET_SUFFIXES:
+        sheet = read_sample_sheet(phenotype, column=column)
+        return np.array(_match_by_sample(expr, sheet, str(phenotype)), dtype=object)
+    if isinstance(phenotype, pd.DataFrame):
+        if column not in phenotype.columns:
+            raise InputError(f"<DataFrame>: {what} column {column!r} not found; available columns: "
+                             f"{_preview([str(c) for c in phenotype.columns], 10)}")
+        return np.array(_match_by_sample(expr, phenotype[column], "<DataFrame>"), dtype=object)
+    if expr.obs is not None:
+        if column not in expr.obs.columns:
+            raise InputError(f"{expr.source}: {what} column {column!r} not in obs; available columns: "
+                             f"{_preview([str(c) for c in expr.obs.columns], 10)}")
+        return np.array([_label(v) for v in expr.obs[column].to_numpy()], dtype=object)
+    raise InputError(f"{what} column {column!r} needs a sample sheet (--sample-sheet) or an h5ad whose obs "
+                     "has that column")
+
+
+def continuous_phenotype(expr: ExpressionData, phenotype: Any, column: str | None) -> tuple[str, np.ndarray]:
+    """A numeric phenotype per sample: from a ``#numeric`` CLS, a sequence of numbers, or
+    ``column`` of a sample sheet / DataFrame / ``expr.obs``. Missing values are errors."""
+    if isinstance(phenotype, (str, Path)) and _format_suffix(Path(phenotype)) == ".cls":
+        name, values = read_numeric_cls(phenotype, column)
+        source = str(phenotype)
+        if values.size != expr.n_samples:
+            raise InputError(f"{source}: has {values.size} values but {expr.source} has {expr.n_samples} samples")
+    elif column is None:
+        if phenotype is None or isinstance(phenotype, (str, Path)):
+            raise InputError("a continuous phenotype needs --phenotype-column (a sample sheet or obs column) "
+                             "or a #numeric CLS")
+        name, source = "phenotype", "<phenotype>"
+        values = np.asarray(phenotype, dtype=object)
+        if values.size != expr.n_samples:
+            raise InputError(f"<phenotype>: has {values.size} values but {expr.source} has {expr.n_samples} samples")
+        values = np.array([_label(v) for v in values], dtype=object)
+    else:
+        name = column
+        source = str(phenotype) if isinstance(phenotype, (str, Path)) else expr.source
+        values = sample_annotation(expr, phenotype, column, what="phenotype")
+    numbers = np.empty(len(values))
+    for i, v in enumerate(values):
+        text = str(v).strip()
+        if text == "" or not _is_float(text):
+            raise InputError(f"{source}: phenotype {name!r} of sample {expr.sample_ids[i]!r} is {text!r}, "
+                             "not a number; give every sample a numeric value")
+        numbers[i] = float(text)
+    if not np.isfinite(numbers).all():
+        bad = int(np.flatnonzero(~np.isfinite(numbers))[0])
+        raise InputError(f"{source}: phenotype {name!r} of sample {expr.sample_ids[bad]!r} is not finite")
+    if np.ptp(numbers) == 0:
+        raise InputError(f"{source}: phenotype {name!r} is the same for every sample; nothing to correlate with")
+    return name, numbers

@@ -113,8 +113,8 @@ def read_rnk(
     -----
     GSEA's parser does not check for duplicated genes (too costly, it says) and ranks
     ``±Infinity`` scores as they come; both silently distort the enrichment scores, so
-    here they are errors unless a collapse method is asked for. The caller's Series or
-    DataFrame is never modified.
+    here duplicates are errors unless a collapse method is asked for, and infinite
+    scores always are. The caller's Series or DataFrame is never modified.
 
     Examples
     --------
@@ -221,8 +221,8 @@ def _parse_rnk_text(text: str, where: str, *, sep: str) -> tuple[np.ndarray, np.
     if not missing[0] and not _is_number(first_score):
         if len(rows) == 1:
             raise InputError(
-                f"{where}: the only line, {line_numbers[0]}, looks like a header (column 2 is {first_score!r}, "
-                "not a number); expected one 'gene<tab>score' per line"
+                f"{where}: line {line_numbers[0]} is the only data line and looks like a header (column 2 is "
+                f"{first_score!r}, not a number); expected one 'gene<tab>score' per line"
             )
         logger.info(
             "%s: line %d taken as a header (column 2 is %r, not a number) and skipped",

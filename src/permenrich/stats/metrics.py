@@ -1,64 +1,144 @@
-"""GSEA desktop's two-class ranking metrics.
+"""Per-gene statistics: GSEA desktop's ranking metrics, t tests, rank tests, correlation.
 
-Each metric is defined from the class means and sample standard deviations (ddof = 1,
-GSEA's default ``USE_BIASED=false``) of class A (case, the "positive" phenotype) and
-class B (control):
+Two-group statistics are defined from the class means, sample variances (ddof = 1,
+GSEA's default ``USE_BIASED=false``) and sizes of class A (case, the "positive"
+phenotype) and class B (control):
 
-========================  ===================================================
-``signal_to_noise``       (mu_A - mu_B) / (sigma_A + sigma_B)
-``t_test``                (mu_A - mu_B) / sqrt(sigma_A**2 / n_A + sigma_B**2 / n_B)
-``ratio_of_classes``      mu_A / mu_B
-``diff_of_classes``       mu_A - mu_B
-``log2_ratio_of_classes`` log2(mu_A / mu_B)
-========================  ===================================================
+=========================  ==============================================================
+``signal_to_noise``        (mu_A - mu_B) / (sigma_A + sigma_B)                     [GSEA]
+``t_test``                 (mu_A - mu_B) / sqrt(sigma_A^2/n_A + sigma_B^2/n_B)      [GSEA]
+``ratio_of_classes``       mu_A / mu_B                                             [GSEA]
+``diff_of_classes``        mu_A - mu_B                                             [GSEA]
+``log2_ratio_of_classes``  log2(mu_A / mu_B)                                       [GSEA]
+``student_t``              (mu_A - mu_B) / (s_p sqrt(1/n_A + 1/n_B)), pooled variance s_p^2
+``welch_t``                (mu_A - mu_B) / sqrt(s_A^2/n_A + s_B^2/n_B), no floor
+``mann_whitney``           U_A = R_A - n_A (n_A + 1) / 2, R_A the sum of the case class's
+                           mid-ranks of the gene across samples (Wilcoxon rank-sum)
+=========================  ==============================================================
 
-For ``signal_to_noise`` and ``t_test`` each sigma is floored as GSEA does (its default
-``FIX_LOW=true``): sigma >= 0.2 * |mu|, where a mean of exactly 0 counts as 1, so the
-floor is then 0.2. (GSEApy 1.3.1 applies the floor to signal-to-noise only, and sets
+For the GSEA ``signal_to_noise`` and ``t_test`` each sigma is floored as GSEA does (its
+default ``FIX_LOW=true``): sigma >= 0.2 * |mu|, where a mean of exactly 0 counts as 1, so
+the floor is then 0.2. (GSEApy 1.3.1 applies the floor to signal-to-noise only, and sets
 sigma to 0.2 only when the floored sigma is still 0; the two rules differ only for a
 class mean of exactly 0 with 0 < sigma < 0.2.)
 
-The scalar :func:`metric_from_moments` is the one definition used by every compiled
-kernel (CPU Numba and CUDA); :func:`metric_reference` is an independent vectorised NumPy
-version from the raw class matrices that the tests compare the kernels against.
+Continuous-phenotype statistics: ``pearson`` (Pearson's r between the gene and the
+phenotype) and ``spearman`` (Pearson's r between their mid-ranks).
+
+The scalar :func:`metric_from_moments` is the one definition of the two-group statistics
+used by every compiled kernel (CPU Numba and CUDA); :func:`metric_reference` is an
+independent vectorised NumPy version from the raw class matrices that the tests compare
+the kernels against.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numba
 import numpy as np
+from scipy import stats as scipy_stats
 
 from .._compile import jit_family
 from ..errors import OptionError
 
 MetricName = Literal[
-    "signal_to_noise", "t_test", "ratio_of_classes", "diff_of_classes", "log2_ratio_of_classes"
+    "signal_to_noise", "t_test", "ratio_of_classes", "diff_of_classes", "log2_ratio_of_classes",
+    "student_t", "welch_t", "mann_whitney", "pearson", "spearman",
 ]
+Alternative = Literal["two-sided", "greater", "less"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What the pipeline needs to know about a per-gene statistic.
+
+    Attributes
+    ----------
+    name, code
+        Public name; integer code for compiled kernels (two-group statistics).
+    kind
+        ``"two_group"`` (from class moments) or ``"correlation"`` (continuous phenotype).
+    rank_transform
+        Computed on each gene's mid-ranks across samples rather than its values.
+    positive_values
+        Divides by class means: needs strictly positive expression values.
+    gsea_desktop
+        One of GSEA desktop's ranking metrics.
+    parametric
+        ``parametric(values, phenotype, alternative) -> p-values``: the textbook p-value
+        (SciPy), reported beside the permutation p-value; None when there is none.
+    """
+
+    name: str
+    code: int
+    kind: Literal["two_group", "correlation"]
+    rank_transform: bool = False
+    positive_values: bool = False
+    gsea_desktop: bool = False
+    parametric: Callable[[np.ndarray, np.ndarray, str], np.ndarray] | None = None
+
+
+def _ttest_p(equal_var: bool) -> Callable[[np.ndarray, np.ndarray, str], np.ndarray]:
+    def pvalues(values: np.ndarray, is_case: np.ndarray, alternative: str) -> np.ndarray:
+        result = scipy_stats.ttest_ind(values[:, is_case], values[:, ~is_case], axis=1,
+                                       equal_var=equal_var, alternative=alternative)
+        return np.asarray(result.pvalue, dtype=np.float64)
+    return pvalues
+
+
+def _mann_whitney_p(values: np.ndarray, is_case: np.ndarray, alternative: str) -> np.ndarray:
+    result = scipy_stats.mannwhitneyu(values[:, is_case], values[:, ~is_case], axis=1,
+                                      alternative=alternative, method="asymptotic")
+    return np.asarray(result.pvalue, dtype=np.float64)
+
+
+def _correlation_p(spearman: bool) -> Callable[[np.ndarray, np.ndarray, str], np.ndarray]:
+    def pvalues(values: np.ndarray, phenotype: np.ndarray, alternative: str) -> np.ndarray:
+        r = correlation_reference(values, phenotype, spearman=spearman)
+        n = values.shape[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = r * np.sqrt((n - 2) / np.maximum(1.0 - r * r, 0.0))
+        dist = scipy_stats.t(n - 2)
+        if alternative == "greater":
+            return dist.sf(t)
+        if alternative == "less":
+            return dist.cdf(t)
+        return np.minimum(1.0, 2 * dist.sf(np.abs(t)))
+    return pvalues
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in [
+    Metric("signal_to_noise", 0, "two_group", gsea_desktop=True),
+    Metric("t_test", 1, "two_group", gsea_desktop=True),
+    Metric("ratio_of_classes", 2, "two_group", positive_values=True, gsea_desktop=True),
+    Metric("diff_of_classes", 3, "two_group", gsea_desktop=True),
+    Metric("log2_ratio_of_classes", 4, "two_group", positive_values=True, gsea_desktop=True),
+    Metric("student_t", 5, "two_group", parametric=_ttest_p(equal_var=True)),
+    Metric("welch_t", 6, "two_group", parametric=_ttest_p(equal_var=False)),
+    Metric("mann_whitney", 7, "two_group", rank_transform=True, parametric=_mann_whitney_p),
+    Metric("pearson", 8, "correlation", parametric=_correlation_p(spearman=False)),
+    Metric("spearman", 9, "correlation", rank_transform=True, parametric=_correlation_p(spearman=True)),
+]}
 
 #: Metric name -> integer code passed to compiled kernels.
-METRIC_CODES: dict[str, int] = {
-    "signal_to_noise": 0,
-    "t_test": 1,
-    "ratio_of_classes": 2,
-    "diff_of_classes": 3,
-    "log2_ratio_of_classes": 4,
-}
+METRIC_CODES: dict[str, int] = {name: m.code for name, m in METRICS.items()}
 
-#: Metrics that divide by a class mean: they need strictly positive expression values.
-RATIO_METRICS = frozenset({"ratio_of_classes", "log2_ratio_of_classes"})
+
+def get_metric(name: str) -> Metric:
+    """The :class:`Metric` record of ``name``, or an :class:`OptionError` listing the choices."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise OptionError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}") from None
 
 
 def metric_code(name: str) -> int:
     """Integer code of a metric name, or an :class:`OptionError` listing the choices."""
-    try:
-        return METRIC_CODES[name]
-    except KeyError:
-        raise OptionError(
-            f"unknown metric {name!r}; choose one of {', '.join(METRIC_CODES)}"
-        ) from None
+    return get_metric(name).code
 
 
 def _floored_sd(sd, mean):
@@ -67,15 +147,25 @@ def _floored_sd(sd, mean):
 
 
 def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b):
-    """One metric value from class means, sample variances (ddof=1) and sizes."""
+    """One two-group statistic from class means, sample variances (ddof=1) and sizes.
+    For ``mann_whitney`` the means are mean mid-ranks."""
     if code == 3:
         return mean_a - mean_b
     if code == 2:
         return mean_a / mean_b
     if code == 4:
         return math.log2(mean_a / mean_b)
-    sd_a = _floored_sd(math.sqrt(var_a if var_a > 0.0 else 0.0), mean_a)
-    sd_b = _floored_sd(math.sqrt(var_b if var_b > 0.0 else 0.0), mean_b)
+    var_a = var_a if var_a > 0.0 else 0.0
+    var_b = var_b if var_b > 0.0 else 0.0
+    if code == 5:
+        pooled = ((n_a - 1) * var_a + (n_b - 1) * var_b) / (n_a + n_b - 2)
+        return (mean_a - mean_b) / math.sqrt(pooled * (1.0 / n_a + 1.0 / n_b))
+    if code == 6:
+        return (mean_a - mean_b) / math.sqrt(var_a / n_a + var_b / n_b)
+    if code == 7:
+        return n_a * mean_a - n_a * (n_a + 1) * 0.5
+    sd_a = _floored_sd(math.sqrt(var_a), mean_a)
+    sd_b = _floored_sd(math.sqrt(var_b), mean_b)
     if code == 0:
         return (mean_a - mean_b) / (sd_a + sd_b)
     return (mean_a - mean_b) / math.sqrt(sd_a * sd_a / n_a + sd_b * sd_b / n_b)
@@ -87,22 +177,33 @@ _cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
 metric_from_moments = _cpu._metric_from_moments
 
 
+def mid_ranks(values: np.ndarray) -> np.ndarray:
+    """Each gene's mid-ranks (1-based, ties averaged) across samples, float64."""
+    return scipy_stats.rankdata(np.asarray(values, dtype=np.float64), axis=1, method="average")
+
+
 def metric_reference(values: np.ndarray, is_case: np.ndarray, metric: str) -> np.ndarray:
-    """Per-gene metric straight from the class sub-matrices (NumPy reference).
+    """Per-gene two-group statistic straight from the class sub-matrices (NumPy reference).
 
     Parameters
     ----------
     values : ndarray, shape (n_genes, n_samples)
     is_case : ndarray of bool, shape (n_samples,)
-    metric : one of :data:`METRIC_CODES`
+    metric : a two-group name of :data:`METRICS`
 
     Returns
     -------
     ndarray of float64, shape (n_genes,)
     """
-    metric_code(metric)
-    a = np.asarray(values, dtype=np.float64)[:, is_case]
-    b = np.asarray(values, dtype=np.float64)[:, ~is_case]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _metric_reference(np.asarray(values, dtype=np.float64), is_case, metric)
+
+
+def _metric_reference(values: np.ndarray, is_case: np.ndarray, metric: str) -> np.ndarray:
+    if get_metric(metric).rank_transform:
+        values = mid_ranks(values)
+    a = values[:, is_case]
+    b = values[:, ~is_case]
     mean_a, mean_b = a.mean(axis=1), b.mean(axis=1)
     if metric == "diff_of_classes":
         return mean_a - mean_b
@@ -110,12 +211,35 @@ def metric_reference(values: np.ndarray, is_case: np.ndarray, metric: str) -> np
         return mean_a / mean_b
     if metric == "log2_ratio_of_classes":
         return np.log2(mean_a / mean_b)
+    if metric == "mann_whitney":
+        n_a = a.shape[1]
+        return a.sum(axis=1) - n_a * (n_a + 1) / 2
+    var_a, var_b = a.var(axis=1, ddof=1), b.var(axis=1, ddof=1)
+    n_a, n_b = a.shape[1], b.shape[1]
+    if metric == "student_t":
+        pooled = ((n_a - 1) * var_a + (n_b - 1) * var_b) / (n_a + n_b - 2)
+        return (mean_a - mean_b) / np.sqrt(pooled * (1 / n_a + 1 / n_b))
+    if metric == "welch_t":
+        return (mean_a - mean_b) / np.sqrt(var_a / n_a + var_b / n_b)
 
     def floor(sd: np.ndarray, mean: np.ndarray) -> np.ndarray:
         return np.maximum(sd, np.where(mean == 0, 0.2, 0.2 * np.abs(mean)))
 
-    sd_a = floor(a.std(axis=1, ddof=1), mean_a)
-    sd_b = floor(b.std(axis=1, ddof=1), mean_b)
+    sd_a = floor(np.sqrt(var_a), mean_a)
+    sd_b = floor(np.sqrt(var_b), mean_b)
     if metric == "signal_to_noise":
         return (mean_a - mean_b) / (sd_a + sd_b)
-    return (mean_a - mean_b) / np.sqrt(sd_a**2 / a.shape[1] + sd_b**2 / b.shape[1])
+    return (mean_a - mean_b) / np.sqrt(sd_a**2 / n_a + sd_b**2 / n_b)
+
+
+def correlation_reference(values: np.ndarray, phenotype: np.ndarray, *, spearman: bool) -> np.ndarray:
+    """Per-gene Pearson (or Spearman) correlation with a numeric phenotype (NumPy reference)."""
+    x = np.asarray(values, dtype=np.float64)
+    y = np.asarray(phenotype, dtype=np.float64)
+    if spearman:
+        x = mid_ranks(x)
+        y = scipy_stats.rankdata(y)
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (x @ y) / np.sqrt((x * x).sum(axis=1) * (y @ y))

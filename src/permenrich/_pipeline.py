@@ -1,0 +1,264 @@
+"""The shared pipeline behind every mode: option checks, loading, planning, batching,
+provenance. Modes (:mod:`permenrich.api`) differ only in what a batch of permutations
+is turned into and in the accumulator that reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .design import ContinuousPhenotype, TwoGroupLabels, pair_codes, strata_codes
+from .errors import InputError, OptionError
+from .genesets import GeneSetIndex, build_gene_set_index
+from .io import (
+    ExpressionData,
+    apply_chip,
+    collapse_duplicates,
+    continuous_phenotype,
+    design_from_phenotype,
+    read_expression,
+    read_gene_sets,
+    sample_annotation,
+)
+from .stats.metrics import Metric
+
+logger = logging.getLogger("permenrich")
+
+ProgressCallback = Callable[[int, int], None]
+
+TIE_RULE = ("genes ranked by decreasing statistic; ties ordered by row index after collapsing "
+            "(lower index first); -0.0 == 0.0")
+
+_MEMORY_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+# ---- options ------------------------------------------------------------------------------
+def parse_memory(memory: str | int) -> int:
+    """Bytes from ``"1GB"``, ``"512MiB"``, ``"2e9"`` or an int."""
+    if isinstance(memory, (int, np.integer)) and not isinstance(memory, bool):
+        value = int(memory)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(memory))
+        if not match or match.group(2).upper() not in _MEMORY_UNITS:
+            raise OptionError(f"memory must look like 512MB, 2GB or 1GiB, got {memory!r}")
+        value = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])
+    if value < 10**6:
+        raise OptionError(f"memory budget {memory!r} is below 1 MB; give at least 1MB")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise OptionError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def check_run_options(*, permutations: int, seed: int, batch_size: int | None, threads: int | None,
+                      weight: float | None = None) -> None:
+    """Options every permutation mode shares; raises :class:`OptionError`."""
+    if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 1:
+        raise OptionError(f"permutations must be a positive integer, got {permutations!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise OptionError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+        raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise OptionError(f"threads must be a positive integer, got {threads!r}")
+    if weight is not None and (not isinstance(weight, (int, float)) or isinstance(weight, bool)
+                               or not math.isfinite(weight) or weight < 0):
+        raise OptionError(f"weight must be a finite number >= 0 (GSEA uses 0, 1, 1.5 or 2), got {weight!r}")
+
+
+# ---- loading ------------------------------------------------------------------------------
+@dataclass
+class Study:
+    """Expression values of the analysed samples and their design."""
+
+    values: np.ndarray
+    gene_ids: np.ndarray
+    design: TwoGroupLabels | ContinuousPhenotype
+    source: str
+    info: dict = field(default_factory=dict)
+
+
+def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
+               control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
+               chip: Any, collapse: str, nan_policy: str, zero_variance: str) -> Study:
+    """Read the expression data and the phenotype into a :class:`Study`."""
+    check_choice("collapse", collapse, ("mean", "max", "median"))
+    check_choice("nan_policy", nan_policy, ("error", "drop"))
+    check_choice("zero_variance", zero_variance, ("error", "drop"))
+    if strata is not None and pairs is not None:
+        raise OptionError("give either strata or pairs, not both")
+    data = read_expression(expr, nan_policy=nan_policy)
+    data = apply_chip(data, chip, method=collapse) if chip is not None else collapse_duplicates(data, method=collapse)
+    info: dict[str, Any] = {}
+    if metric.kind == "correlation":
+        if pairs is not None:
+            raise OptionError("pairs apply to two-group designs; use strata for a continuous phenotype")
+        name, numbers = continuous_phenotype(data, phenotype, phenotype_column)
+        keep = np.ones(data.n_samples, dtype=bool)
+        stratum = (strata_codes(sample_annotation(data, phenotype, strata, what="strata"), source=data.source)
+                   if strata is not None else None)
+        design: TwoGroupLabels | ContinuousPhenotype = ContinuousPhenotype(numbers, stratum)
+        info.update({"phenotype": name, "n_samples": int(numbers.size)})
+    else:
+        two = design_from_phenotype(data, phenotype, groupby=groupby, case=case, control=control)
+        keep = np.asarray(two.keep, dtype=bool)
+        is_case = np.asarray(two.is_case, dtype=bool)
+        stratum = None
+        if strata is not None:
+            stratum = strata_codes(sample_annotation(data, phenotype, strata, what="strata")[keep],
+                                   source=data.source)
+        elif pairs is not None:
+            stratum = pair_codes(sample_annotation(data, phenotype, pairs, what="pairs")[keep], is_case,
+                                 source=data.source)
+        design = TwoGroupLabels(is_case, stratum)
+        info.update({"case": two.case, "control": two.control, "n_case": two.n_case,
+                     "n_control": two.n_control, "n_samples_excluded": int((~keep).sum())})
+    values = data.values[:, keep]
+    gene_ids = np.asarray(data.gene_ids, dtype=object)
+    if metric.positive_values and (values <= 0).any():
+        row = int(np.flatnonzero((values <= 0).any(axis=1))[0])
+        raise InputError(f"{data.source}: metric {metric.name} divides class means and needs positive values, "
+                         f"but gene {gene_ids[row]!r} has a value <= 0; use signal_to_noise, t_test or "
+                         "diff_of_classes for log-scale or centred data")
+    values, gene_ids = _drop_constant_genes(values, gene_ids, zero_variance, data.source)
+    info["strata"] = strata
+    info["pairs"] = pairs
+    return Study(np.ascontiguousarray(values), gene_ids, design, data.source, info)
+
+
+def _drop_constant_genes(values: np.ndarray, gene_ids: np.ndarray, policy: str,
+                         source: str) -> tuple[np.ndarray, np.ndarray]:
+    constant = np.ptp(values, axis=1) == 0
+    if not constant.any():
+        return values, gene_ids
+    if constant.all():
+        raise InputError(f"{source}: every gene has the same value in all analysed samples; "
+                         "nothing can be ranked")
+    if policy == "error":
+        first = gene_ids[np.flatnonzero(constant)[0]]
+        raise InputError(f"{source}: gene {first!r} has zero variance across the analysed samples "
+                         f"({int(constant.sum())} such genes); remove them or pass "
+                         "--zero-variance drop (zero_variance='drop')")
+    logger.warning("dropped %d zero-variance genes (constant across the analysed samples)", int(constant.sum()))
+    return values[~constant], gene_ids[~constant]
+
+
+def load_gene_sets(gene_sets: Any, gene_ids: np.ndarray, *, min_size: int, max_size: int) -> tuple[int, GeneSetIndex]:
+    """Read gene sets and index them against ``gene_ids``; returns (sets read, index)."""
+    if gene_sets is None:
+        raise OptionError("gene_sets is required: give GMT/GMX file(s) or a mapping of set name to genes")
+    sets = read_gene_sets(gene_sets)
+    index = build_gene_set_index(sets, list(gene_ids), min_size=min_size, max_size=max_size)
+    full = np.flatnonzero(index.sizes >= len(gene_ids))
+    if full.size:
+        raise InputError(f"gene set {index.names[full[0]]!r} contains every analysed gene; "
+                         "an enrichment score needs genes outside the set")
+    return len(sets), index
+
+
+# ---- running permutations ------------------------------------------------------------------
+class Progress:
+    """Counts permutations done against the run's total and reports to a callback."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.done = 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def choose_batch_size(batch_size: int | None, budget: int, bytes_per_permutation: int, n_perm: int) -> int:
+    """Permutations per batch: explicit, or from the budget (a quarter of it for a batch's
+    buffers), capped so that a run reports progress about 20 times."""
+    if batch_size is not None:
+        return min(int(batch_size), n_perm)
+    fit = budget // 4 // max(1, bytes_per_permutation)
+    return int(min(n_perm, max(64, min(fit, 8192, max(256, -(-n_perm // 20))))))
+
+
+def batches(n_perm: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n_perm, batch_size):
+        yield start, min(n_perm, start + batch_size)
+
+
+def run_two_pass(score_batch: Callable[[int, int], Any], first: Callable[[Any], None],
+                 second: Callable[[Any], None] | None, finish_first: Callable[[], None] | None, *,
+                 n_perm: int, batch_size: int, cache: bool, progress: ProgressCallback | None) -> dict:
+    """Feed every batch of null scores to ``first``; then, if ``second`` is given, the same
+    batches again — cached when ``cache`` (they fit the budget), else regenerated from
+    (seed, k), which makes the second pass exact. Returns timings."""
+    timings = {}
+    tracker = Progress(progress, n_perm * (1 if cache or second is None else 2))
+    kept: list[Any] = []
+    start_time = time.perf_counter()
+    for start, stop in batches(n_perm, batch_size):
+        scores = score_batch(start, stop)
+        first(scores)
+        if cache and second is not None:
+            kept.append(scores)
+        tracker.advance(stop - start)
+    if finish_first is not None:
+        finish_first()
+    timings["first_pass_seconds"] = time.perf_counter() - start_time
+    start_time = time.perf_counter()
+    if second is not None:
+        if cache:
+            for scores in kept:
+                second(scores)
+            kept.clear()
+        else:
+            for start, stop in batches(n_perm, batch_size):
+                second(score_batch(start, stop))
+                tracker.advance(stop - start)
+    timings["second_pass_seconds"] = time.perf_counter() - start_time
+    timings["permutations_scored"] = tracker.total
+    return timings
+
+
+# ---- provenance -----------------------------------------------------------------------------
+def file_digest(source: Any) -> dict[str, str] | None:
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+        digest = hashlib.sha256()
+        with open(source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return {"path": str(Path(source).resolve()), "sha256": digest.hexdigest()}
+    return None
+
+
+def digests(sources: Any) -> list[dict[str, str]]:
+    if sources is None or isinstance(sources, Mapping):
+        return []
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    return [d for d in (file_digest(s) for s in sources) if d]
+
+
+def versions() -> dict[str, str]:
+    import numba
+    import scipy
+
+    return {"permenrich": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "pandas": pd.__version__, "numba": numba.__version__, "scipy": scipy.__version__,
+            "platform": platform.platform()}
