@@ -121,3 +121,53 @@ def test_nan_policy_drop_and_zero_variance_error(small_study, capsys):
     assert status == 2 and "G150" in err and "zero variance" in err
     status, _, err = _run(base + ["--out", small_study / "b"], capsys)
     assert status == 0, err
+
+
+def test_prerank_genes_ora_commands(small_study, capsys, tmp_path):
+    rnk = tmp_path / "list.rnk"
+    rng = np.random.default_rng(1)
+    rnk.write_text("".join(f"G{i}\t{s:.4f}\n" for i, s in enumerate(np.sort(rng.normal(size=200))[::-1])))
+    status, stdout, err = _run(["prerank", "--rnk", rnk, "--gene-sets", small_study / "sets.gmt",
+                                "--permutations", 100, "--out", tmp_path / "p", "--quiet"], capsys)
+    assert status == 0, err
+    assert list(pd.read_csv(tmp_path / "p" / "results.tsv", sep="\t").columns) == RESULT_COLUMNS
+    status, stdout, err = _run(["genes", "--expr", small_study / "expr.gct", "--cls", small_study / "pheno.cls",
+                                "--permutations", 200, "--out", tmp_path / "g", "--quiet"], capsys)
+    assert status == 0, err
+    table = pd.read_csv(tmp_path / "g" / "results.tsv", sep="\t")
+    planted = table.gene.isin([f"G{i}" for i in range(20)])
+    assert len(table) == 200 and table.pval[planted].median() < 0.05 and table.pval[~planted].median() > 0.3
+    gene_list = tmp_path / "list.txt"
+    gene_list.write_text("\n".join(f"G{i}" for i in range(25)) + "\n")
+    status, stdout, err = _run(["ora", "--gene-list", gene_list, "--expr", small_study / "expr.gct",
+                                "--gene-sets", small_study / "sets.gmt", "--out", tmp_path / "o", "--quiet"], capsys)
+    assert status == 0, err
+    status, stdout, err = _run(["ora", "--expr", small_study / "expr.gct", "--cls", small_study / "pheno.cls",
+                                "--top", 20, "--gene-sets", small_study / "sets.gmt", "--permutations", 100,
+                                "--out", tmp_path / "oe", "--quiet"], capsys)
+    assert status == 0, err
+    table = pd.read_csv(tmp_path / "oe" / "results.tsv", sep="\t")
+    assert table.gene_set.iloc[0] == "UP" and table.pval_perm.iloc[0] < 0.05
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["prerank", "--rnk", "{d}/dup.rnk"], "duplicates"),
+    (["genes", "--expr", "{d}/expr.gct", "--cls", "{d}/pheno.cls", "--alternative", "bigger"], "alternative"),
+    (["ora", "--gene-list", "{d}/none.txt", "--universe", "{d}/none.txt"], "none.txt"),
+    (["gsea", "--expr", "{d}/expr.gct", "--sample-sheet", "{d}/sheet.tsv", "--groupby", "group",
+      "--strata", "batch"], "single sample"),
+])
+def test_more_bad_inputs(small_study, capsys, args, expected):
+    (small_study / "dup.rnk").write_text("G1\t1.0\nG2\t0.5\nG1\t0.1\n")
+    (small_study / "none.txt").write_text("")
+    sheet = pd.DataFrame({"sample": [f"S{i}" for i in range(12)], "group": ["t"] * 6 + ["n"] * 6,
+                          "batch": ["b1"] * 11 + ["b2"]})
+    sheet.to_csv(small_study / "sheet.tsv", sep="\t", index=False)
+    full = [a.format(d=small_study) for a in args]
+    if "--gene-sets" not in full and args[0] != "genes":
+        full += ["--gene-sets", str(small_study / "sets.gmt")]
+    full += ["--out", str(small_study / "out"), "--quiet", "--permutations", "20"]
+    status, stdout, err = _run(full, capsys)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and expected in lines[0], err
+    assert not (small_study / "out").exists()

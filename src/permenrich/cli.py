@@ -1,4 +1,4 @@
-"""Command line: ``permenrich gsea`` and ``permenrich demo``, mirroring :mod:`permenrich.api`.
+"""Command line: ``permenrich gsea|prerank|genes|ora|demo``, mirroring :mod:`permenrich.api`.
 
 User mistakes (:class:`PermenrichError`) become one line on stderr and exit status 2;
 nothing is written to the output directory unless the run completes.
@@ -17,6 +17,7 @@ from typing import TextIO
 
 from . import __version__
 from .errors import PermenrichError
+from .io.output import check_output_dir
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -57,12 +58,39 @@ class ProgressBar:
         self.stream.flush()
 
 
-def _add_common_run_options(parser: argparse.ArgumentParser, permutations: int) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, permutations: int) -> None:
     parser.add_argument("--permutations", type=int, default=permutations,
-                        help=f"label permutations (default {permutations})")
+                        help=f"permutations (default {permutations}); all labellings are enumerated "
+                             "exactly when there are no more than this")
     parser.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--batch-size", type=int, default=None, help="permutations per batch (default: from --memory)")
+    parser.add_argument("--memory", default="1GB", help="memory budget for permutation batches (default 1GB)")
+    parser.add_argument("--device", default="cpu", help="cpu")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
+
+
+def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("--expr", required=required, help="expression: GCT, TSV/CSV/TXT, h5ad or HDF5")
+    pheno = parser.add_mutually_exclusive_group()
+    pheno.add_argument("--cls", help="CLS phenotype file (categorical; #numeric for correlation metrics)")
+    pheno.add_argument("--sample-sheet", help="TSV/CSV with sample ids and annotation columns")
+    parser.add_argument("--groupby", help="group column of the sample sheet or of the h5ad's obs")
+    parser.add_argument("--case", help="case class (GSEA's class A, the positive phenotype)")
+    parser.add_argument("--control", help="control class (class B)")
+    parser.add_argument("--phenotype-column", help="numeric phenotype column (metrics pearson, spearman)")
+    parser.add_argument("--strata", help="column of strata: labels are permuted within strata only")
+    parser.add_argument("--pairs", help="column of pair ids (one case + one control each): swaps within pairs")
+    parser.add_argument("--collapse", default="mean", help="merge duplicated genes/probes: mean, max, median")
+    parser.add_argument("--chip", help="GSEA CHIP file mapping probe ids to gene symbols")
+    parser.add_argument("--nan-policy", default="error", help="genes with missing values: error or drop")
+    parser.add_argument("--zero-variance", default="drop", help="constant genes: drop (with a warning) or error")
+
+
+def _add_set_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gene-sets", nargs="+", required=True, help="GMT/GMX files")
+    parser.add_argument("--min-size", type=int, default=15, help="smallest set size in the data (default 15)")
+    parser.add_argument("--max-size", type=int, default=500, help="largest set size in the data (default 500)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,34 +100,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gsea", help="phenotype-permutation GSEA on an expression matrix",
                        description="Phenotype-permutation GSEA. Writes OUT/results.tsv and OUT/run.json.")
-    g.add_argument("--expr", required=True, help="expression: GCT, TSV/CSV/TXT, h5ad or HDF5")
-    pheno = g.add_mutually_exclusive_group()
-    pheno.add_argument("--cls", help="CLS phenotype file")
-    pheno.add_argument("--sample-sheet", help="TSV/CSV with sample ids and a group column (--groupby)")
-    g.add_argument("--groupby", help="group column of the sample sheet or of the h5ad's obs")
-    g.add_argument("--case", help="case class (GSEA's class A, the positive phenotype)")
-    g.add_argument("--control", help="control class (class B)")
-    g.add_argument("--gene-sets", nargs="+", required=True, help="GMT/GMX files")
+    _add_expression_options(g)
+    _add_set_options(g)
     g.add_argument("--metric", default="signal_to_noise",
-                   help="signal_to_noise, t_test, ratio_of_classes, diff_of_classes, log2_ratio_of_classes")
+                   help="signal_to_noise (default), t_test, ratio_of_classes, diff_of_classes, log2_ratio_of_classes, "
+                        "student_t, welch_t, mann_whitney, pearson, spearman")
+    g.add_argument("--set-statistic", default="ks", help="ks (weighted running sum, default), mean, maxmean")
     g.add_argument("--weight", type=float, default=1.0, help="running-sum weight p: 0, 1, 1.5 or 2 (default 1)")
-    g.add_argument("--min-size", type=int, default=15)
-    g.add_argument("--max-size", type=int, default=500)
-    g.add_argument("--collapse", default="mean", help="merge duplicated genes/probes: mean, max, median")
-    g.add_argument("--chip", help="GSEA CHIP file mapping probe ids to gene symbols")
-    g.add_argument("--nan-policy", default="error", help="genes with missing values: error or drop")
-    g.add_argument("--zero-variance", default="drop", help="constant genes: drop (with a warning) or error")
-    g.add_argument("--batch-size", type=int, default=None, help="permutations per kernel call (default: from --memory)")
-    g.add_argument("--memory", default="1GB", help="memory budget for permutation batches (default 1GB)")
-    g.add_argument("--device", default="cpu", help="cpu")
     g.add_argument("--out", required=True, help="output directory")
-    _add_common_run_options(g, permutations=1000)
+    _add_run_options(g, permutations=1000)
+
+    p = sub.add_parser("prerank", help="preranked GSEA with the gene-set permutation null",
+                       description="Preranked GSEA on an RNK list (gene, score). Writes OUT/results.tsv and OUT/run.json.")
+    p.add_argument("--rnk", required=True, help="ranked list: two columns, gene and score")
+    p.add_argument("--duplicates", default="error", help="duplicated genes in the list: error, mean, max, min, first")
+    _add_set_options(p)
+    p.add_argument("--set-statistic", default="ks", help="ks (weighted running sum, default), mean, maxmean")
+    p.add_argument("--weight", type=float, default=1.0, help="running-sum weight p (default 1)")
+    p.add_argument("--out", required=True, help="output directory")
+    _add_run_options(p, permutations=1000)
+
+    n = sub.add_parser("genes", help="per-gene permutation tests with maxT (FWER) adjustment",
+                       description="Per-gene permutation p-values, BH q-values and Westfall-Young maxT. "
+                                   "Writes OUT/results.tsv and OUT/run.json.")
+    _add_expression_options(n)
+    n.add_argument("--metric", default="welch_t",
+                   help="welch_t (default), student_t, mann_whitney, pearson, spearman, or a GSEA metric")
+    n.add_argument("--alternative", default="two-sided", help="two-sided (default), greater, less")
+    n.add_argument("--out", required=True, help="output directory")
+    _add_run_options(n, permutations=10000)
+
+    o = sub.add_parser("ora", help="over-representation: gene list, or altered genes with a permutation null",
+                       description="Over-representation analysis. List mode: --gene-list (+ --universe). "
+                                   "Expression mode: --expr + phenotype + --top N or --fdr Q. "
+                                   "Writes OUT/results.tsv and OUT/run.json.")
+    o.add_argument("--gene-list", help="list mode: genes of interest, one per line")
+    o.add_argument("--universe", help="background genes, one per line (default: the expression data's genes)")
+    _add_expression_options(o, required=False)
+    _add_set_options(o)
+    o.add_argument("--metric", default="student_t", help="expression mode: per-gene statistic (default student_t)")
+    o.add_argument("--top", type=int, help="expression mode: the N most extreme genes are 'altered'")
+    o.add_argument("--fdr", type=float, help="expression mode: genes with BH q < FDR are 'altered'")
+    o.add_argument("--direction", default="both", help="up, down or both (default)")
+    o.add_argument("--out", required=True, help="output directory")
+    _add_run_options(o, permutations=1000)
 
     d = sub.add_parser("demo", help="GSEA on the embedded SIMULATED VTE-like cohort",
                        description="Generates (once) a SIMULATED cohort shaped like public VTE whole-blood "
                                    "studies and runs GSEA with JAK-STAT gene sets.")
     d.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
-    _add_common_run_options(d, permutations=10000)
+    d.add_argument("--permutations", type=int, default=10000, help="permutations (default 10000)")
+    d.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
+    d.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
     return parser
 
 
@@ -120,30 +173,83 @@ def _cli_logging(quiet: bool) -> Iterator[None]:
         package_logger.handlers[:], package_logger.level, package_logger.propagate = saved
 
 
-def _run_gsea(args: argparse.Namespace) -> int:
-    from .api import gsea, write_results
-    from .io import check_output_dir
-
-    if args.groupby and not (args.sample_sheet or args.expr.lower().endswith(".h5ad")):
+def _phenotype_source(args: argparse.Namespace) -> object:
+    if args.groupby and not (args.sample_sheet or args.cls or str(args.expr).lower().endswith(".h5ad")):
         raise PermenrichError("--groupby needs --sample-sheet, or an h5ad --expr whose obs has that column")
-    if not (args.cls or args.sample_sheet or args.groupby):
+    if not (args.cls or args.sample_sheet or args.groupby or args.phenotype_column):
         raise PermenrichError("give the phenotype: --cls FILE, --sample-sheet FILE --groupby COL, "
                               "or --groupby COL for an h5ad")
+    return args.cls or args.sample_sheet
+
+
+def _expression_kwargs(args: argparse.Namespace) -> dict:
+    return dict(groupby=args.groupby, case=args.case, control=args.control,
+                phenotype_column=args.phenotype_column, strata=args.strata, pairs=args.pairs,
+                collapse=args.collapse, chip=args.chip, nan_policy=args.nan_policy,
+                zero_variance=args.zero_variance)
+
+
+def _run_kwargs(args: argparse.Namespace) -> dict:
+    return dict(permutations=args.permutations, seed=args.seed, batch_size=args.batch_size, memory=args.memory,
+                threads=args.threads, device=args.device, progress=None if args.quiet else ProgressBar())
+
+
+def _report(table: object, out: str, what: str) -> None:
+    from .api import write_results
+
+    paths = write_results(table, out)
+    run = table.attrs["run"]  # type: ignore[attr-defined]
+    plan = run.get("permutation_plan") or {}
+    exact = " (exact enumeration of all labellings)" if plan.get("exact_enumeration") else ""
+    permutations = f", {plan['permutations']} permutations{exact}" if plan else ""
+    print(f"{len(table)} {what}{permutations}, {run['timings']['total_seconds']:.1f}s; "  # type: ignore[arg-type]
+          f"wrote {paths['results']} and {paths['run']}")
+
+
+def _run_gsea(args: argparse.Namespace) -> int:
+    from .api import gsea
+
+    phenotype = _phenotype_source(args)
     check_output_dir(args.out, create=False)  # fail before any compute, create nothing yet
-    table = gsea(
-        args.expr, args.cls or args.sample_sheet, args.gene_sets, groupby=args.groupby,
-        case=args.case, control=args.control, metric=args.metric, weight=args.weight,
-        permutations=args.permutations, seed=args.seed, min_size=args.min_size,
-        max_size=args.max_size, collapse=args.collapse, chip=args.chip, nan_policy=args.nan_policy,
-        zero_variance=args.zero_variance, batch_size=args.batch_size, memory=args.memory,
-        threads=args.threads, device=args.device, progress=None if args.quiet else ProgressBar(),
-    )
-    paths = write_results(table, args.out)
-    run = table.attrs["run"]
-    plan = run["permutation_plan"]
-    exact = " (exact enumeration of all labellings)" if plan["exact_enumeration"] else ""
-    print(f"{len(table)} gene sets, {run['data']['n_genes']} genes, {plan['permutations']} permutations{exact}, "
-          f"{run['timings']['total_seconds']:.1f}s; wrote {paths['results']} and {paths['run']}")
+    table = gsea(args.expr, phenotype, args.gene_sets, metric=args.metric, set_statistic=args.set_statistic,
+                 weight=args.weight, min_size=args.min_size, max_size=args.max_size, **_expression_kwargs(args),
+                 **_run_kwargs(args))
+    _report(table, args.out, f"gene sets, {table.attrs['run']['data']['n_genes']} genes")
+    return 0
+
+
+def _run_prerank(args: argparse.Namespace) -> int:
+    from .api import prerank
+
+    check_output_dir(args.out, create=False)
+    table = prerank(args.rnk, args.gene_sets, set_statistic=args.set_statistic, weight=args.weight,
+                    min_size=args.min_size, max_size=args.max_size, duplicates=args.duplicates,
+                    **_run_kwargs(args))
+    _report(table, args.out, f"gene sets, {table.attrs['run']['data']['n_genes']} ranked genes")
+    return 0
+
+
+def _run_genes(args: argparse.Namespace) -> int:
+    from .api import genes
+
+    phenotype = _phenotype_source(args)
+    check_output_dir(args.out, create=False)
+    table = genes(args.expr, phenotype, metric=args.metric, alternative=args.alternative,
+                  **_expression_kwargs(args), **_run_kwargs(args))
+    _report(table, args.out, "genes")
+    return 0
+
+
+def _run_ora(args: argparse.Namespace) -> int:
+    from .api import ora
+
+    expression_mode = args.gene_list is None
+    phenotype = _phenotype_source(args) if expression_mode else None
+    check_output_dir(args.out, create=False)
+    table = ora(args.gene_list, args.gene_sets, universe=args.universe, expr=args.expr, phenotype=phenotype,
+                metric=args.metric, top=args.top, fdr=args.fdr, direction=args.direction,
+                min_size=args.min_size, max_size=args.max_size, **_expression_kwargs(args), **_run_kwargs(args))
+    _report(table, args.out, "gene sets")
     return 0
 
 
@@ -157,15 +263,16 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_COMMANDS = {"gsea": _run_gsea, "prerank": _run_prerank, "genes": _run_genes, "ora": _run_ora, "demo": _run_demo}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``permenrich`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with _cli_logging(args.quiet):
-            if args.command == "gsea":
-                return _run_gsea(args)
-            return _run_demo(args)
+            return _COMMANDS[args.command](args)
     except PermenrichError as error:
         print(f"permenrich: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -71,6 +71,13 @@ class Metric:
     parametric
         ``parametric(values, phenotype, alternative) -> p-values``: the textbook p-value
         (SciPy), reported beside the permutation p-value; None when there is none.
+    pvalue_of_statistic
+        For statistics whose textbook null distribution is a fixed function of the
+        statistic for each gene (same df or variance under every relabelling):
+        ``pvalue_of_statistic(values, n_case, n_control, alternative)`` returns a
+        function mapping a (n_batch, n_genes) array of statistics to p-values, so that a
+        rule such as "BH q < 0.05" can be re-applied under each permutation. None for
+        statistics whose null changes with the labels (Welch's df, GSEA's floored sd).
     """
 
     name: str
@@ -80,6 +87,7 @@ class Metric:
     positive_values: bool = False
     gsea_desktop: bool = False
     parametric: Callable[[np.ndarray, np.ndarray, str], np.ndarray] | None = None
+    pvalue_of_statistic: Callable[..., Callable[[np.ndarray], np.ndarray]] | None = None
 
 
 def _ttest_p(equal_var: bool) -> Callable[[np.ndarray, np.ndarray, str], np.ndarray]:
@@ -111,17 +119,66 @@ def _correlation_p(spearman: bool) -> Callable[[np.ndarray, np.ndarray, str], np
     return pvalues
 
 
+def _t_tail(t: np.ndarray, df: float, alternative: str) -> np.ndarray:
+    dist = scipy_stats.t(df)
+    if alternative == "greater":
+        return dist.sf(t)
+    if alternative == "less":
+        return dist.cdf(t)
+    return np.minimum(1.0, 2 * dist.sf(np.abs(t)))
+
+
+def _student_p_of_t(values: np.ndarray, n_case: int, n_control: int, alternative: str) -> Callable:
+    return lambda t: _t_tail(t, n_case + n_control - 2, alternative)
+
+
+def _correlation_p_of_r(values: np.ndarray, n_case: int, n_control: int, alternative: str) -> Callable:
+    n = values.shape[1]
+
+    def pvalues(r: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = r * np.sqrt((n - 2) / np.maximum(1.0 - r * r, 0.0))
+        return _t_tail(t, n - 2, alternative)
+    return pvalues
+
+
+def _mann_whitney_p_of_u(values: np.ndarray, n_case: int, n_control: int, alternative: str) -> Callable:
+    """SciPy's asymptotic Mann–Whitney p-value (tie-corrected, continuity-corrected) as a
+    function of U of the case class; ties are a property of each gene, fixed under
+    relabelling."""
+    n = n_case + n_control
+    ranks = mid_ranks(values)
+    tie_term = np.array([((c ** 3) - c).sum() for c in
+                         (np.unique(row, return_counts=True)[1].astype(np.float64) for row in ranks)])
+    mean = n_case * n_control / 2
+    sd = np.sqrt(n_case * n_control / 12 * ((n + 1) - tie_term / (n * (n - 1))))
+
+    def pvalues(u: np.ndarray) -> np.ndarray:
+        if alternative == "greater":
+            z = (u - mean - 0.5) / sd
+            return scipy_stats.norm.sf(z)
+        if alternative == "less":
+            z = (n_case * n_control - u - mean - 0.5) / sd
+            return scipy_stats.norm.sf(z)
+        z = (np.maximum(u, n_case * n_control - u) - mean - 0.5) / sd
+        return np.minimum(1.0, 2 * scipy_stats.norm.sf(z))
+    return pvalues
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("signal_to_noise", 0, "two_group", gsea_desktop=True),
     Metric("t_test", 1, "two_group", gsea_desktop=True),
     Metric("ratio_of_classes", 2, "two_group", positive_values=True, gsea_desktop=True),
     Metric("diff_of_classes", 3, "two_group", gsea_desktop=True),
     Metric("log2_ratio_of_classes", 4, "two_group", positive_values=True, gsea_desktop=True),
-    Metric("student_t", 5, "two_group", parametric=_ttest_p(equal_var=True)),
+    Metric("student_t", 5, "two_group", parametric=_ttest_p(equal_var=True), pvalue_of_statistic=_student_p_of_t),
     Metric("welch_t", 6, "two_group", parametric=_ttest_p(equal_var=False)),
-    Metric("mann_whitney", 7, "two_group", rank_transform=True, parametric=_mann_whitney_p),
-    Metric("pearson", 8, "correlation", parametric=_correlation_p(spearman=False)),
-    Metric("spearman", 9, "correlation", rank_transform=True, parametric=_correlation_p(spearman=True)),
+    Metric("mann_whitney", 7, "two_group", rank_transform=True, parametric=_mann_whitney_p,
+           pvalue_of_statistic=_mann_whitney_p_of_u),
+    Metric("pearson", 8, "correlation", parametric=_correlation_p(spearman=False),
+           pvalue_of_statistic=_correlation_p_of_r),
+    Metric("spearman", 9, "correlation", rank_transform=True, parametric=_correlation_p(spearman=True),
+           pvalue_of_statistic=_correlation_p_of_r),
 ]}
 
 #: Metric name -> integer code passed to compiled kernels.

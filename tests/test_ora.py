@@ -1,0 +1,90 @@
+"""Over-representation: list mode vs Fisher's exact test; expression mode's permutation
+p-values vs a brute-force Python loop over the same permutations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+import permenrich
+from permenrich.design import PermutationPlan, TwoGroupLabels
+from permenrich.stats.metrics import metric_reference
+
+
+def _expression(seed=0, n_genes=120, n_case=6, n_control=6):
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(n_genes, n_case + n_control))
+    factor = rng.normal(size=n_case + n_control)
+    values[:30] += 0.8 * factor  # a correlated module
+    values[:15, :n_case] += 1.2  # part of it shifted in cases
+    genes = [f"g{i}" for i in range(n_genes)]
+    expr = pd.DataFrame(values, index=genes, columns=[f"s{i}" for i in range(n_case + n_control)])
+    sets = {"MODULE_UP": genes[:20], "MODULE_REST": genes[15:30], "OTHER": genes[40:70], "MIXED": genes[10:50]}
+    return expr, ["A"] * n_case + ["B"] * n_control, sets
+
+
+def test_list_mode_matches_fisher_exact():
+    expr, _, sets = _expression()
+    universe = list(expr.index)
+    gene_list = universe[:25] + universe[60:65]
+    result = permenrich.ora(gene_list, sets, universe=universe, min_size=5).set_index("gene_set")
+    for name, members in sets.items():
+        a = len(set(members) & set(gene_list))
+        b = len(gene_list) - a
+        c = len(members) - a
+        d = len(universe) - a - b - c
+        odds, p = sps.fisher_exact([[a, b], [c, d]], alternative="greater")
+        row = result.loc[name]
+        assert row.overlap == a and row.pval_hypergeom == pytest.approx(p, rel=1e-10)
+        assert row.odds_ratio == pytest.approx(odds, rel=1e-12)
+        assert row.expected == pytest.approx(len(members) * len(gene_list) / len(universe))
+    assert np.isnan(result.pval_perm).all()
+
+
+@pytest.mark.parametrize("rule", [{"top": 20, "direction": "both"}, {"top": 12, "direction": "up"},
+                                  {"fdr": 0.2, "direction": "both"}])
+def test_expression_mode_equals_brute_force_loop(rule):
+    expr, labels, sets = _expression()
+    n_perm = 200
+    result = permenrich.ora(expr=expr, phenotype=labels, gene_sets=sets, case="A", control="B", metric="student_t",
+                            permutations=n_perm, seed=3, min_size=5, threads=2, **rule).set_index("gene_set")
+    values = expr.to_numpy()
+    is_case = np.array(labels) == "A"
+    plan = PermutationPlan(TwoGroupLabels(is_case), n_perm, 3)
+    names = list(sets)
+
+    def altered(case_mask):
+        t = metric_reference(values, case_mask, "student_t")
+        if "top" in rule:
+            score = t if rule["direction"] == "up" else np.abs(t)
+            order = sorted(range(t.size), key=lambda g: (-score[g], g))
+            return set(expr.index[order[: rule["top"]]])
+        p = sps.ttest_ind(values[:, case_mask], values[:, ~case_mask], axis=1).pvalue
+        q = sps.false_discovery_control(p)
+        return set(expr.index[q < rule["fdr"]])
+
+    def overlaps(chosen):
+        return np.array([len(chosen & set(sets[n])) for n in names])
+
+    observed = overlaps(altered(is_case))
+    exceed = np.zeros(len(names))
+    for drawn in plan.labellings(0, n_perm):
+        mask = np.zeros(is_case.size, dtype=bool)
+        mask[drawn] = True  # drawn class is the case class here (6 vs 6)
+        exceed += overlaps(altered(mask)) >= observed
+    expected = (exceed + 1) / (n_perm + 1)
+    got = result.loc[names]
+    assert (got.overlap.to_numpy() == observed).all()
+    np.testing.assert_allclose(got.pval_perm.to_numpy(), expected, rtol=0, atol=0)
+
+
+def test_expression_mode_errors():
+    expr, labels, sets = _expression()
+    with pytest.raises(permenrich.InputError, match="exactly one selection rule"):
+        permenrich.ora(expr=expr, phenotype=labels, gene_sets=sets, case="A", control="B")
+    with pytest.raises(permenrich.InputError, match="use --top N"):
+        permenrich.ora(expr=expr, phenotype=labels, gene_sets=sets, case="A", control="B", metric="welch_t", fdr=0.1)
+    with pytest.raises(permenrich.InputError, match="none of the 2 listed genes"):
+        permenrich.ora(["X1", "X2"], sets, universe=list(expr.index), min_size=5)
+    with pytest.raises(permenrich.InputError, match="needs a universe"):
+        permenrich.ora(["g1"], sets)
