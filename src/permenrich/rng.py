@@ -107,6 +107,17 @@ def _bounded_index_tagged(seed, perm_index, tag, word_cursor, bound):
             return np.int64(m >> _SHIFT32), word_cursor
 
 
+def _insertion_sort(values, n):
+    """Sort ``values[:n]`` ascending in place (n is a class or set size: small)."""
+    for i in range(1, n):
+        value = values[i]
+        j = i - 1
+        while j >= 0 and values[j] > value:
+            values[j + 1] = values[j]
+            j -= 1
+        values[j + 1] = value
+
+
 def _draw_stratified(seed, perm_index, stratum_offsets, stratum_members, stratum_drawn, pool, out):
     """Random labelling ``perm_index`` of a two-group design, as the sorted sample
     positions of the drawn class, written into ``out``.
@@ -135,13 +146,7 @@ def _draw_stratified(seed, perm_index, stratum_offsets, stratum_members, stratum
             out[filled + i] = pool[i]
         filled += stratum_drawn[h]
     # Sorted positions make the class sums run in one canonical order on every backend.
-    for i in range(1, filled):
-        value = out[i]
-        j = i - 1
-        while j >= 0 and out[j] > value:
-            out[j + 1] = out[j]
-            j -= 1
-        out[j + 1] = value
+    _insertion_sort(out, filled)
 
 
 def _shuffle_stratified(seed, perm_index, stratum_offsets, stratum_members, pool, out):
@@ -183,13 +188,7 @@ def _draw_positions(seed, perm_index, tag, n_drawn, pool, out):
         pool[i] = pool[j]
         pool[j] = tmp
         out[i] = tmp  # pool[j] held the drawn value before the undo
-    for i in range(1, n_drawn):
-        value = out[i]
-        j = i - 1
-        while j >= 0 and out[j] > value:
-            out[j + 1] = out[j]
-            j -= 1
-        out[j + 1] = value
+    _insertion_sort(out, n_drawn)
 
 
 def _unrank_subset(rank, n_total, n_drawn, binom, out):
@@ -226,13 +225,7 @@ def _unrank_stratified(rank, stratum_offsets, stratum_members, stratum_drawn, st
         for i in range(stratum_drawn[h]):
             out[filled + i] = stratum_members[start + scratch[i]]
         filled += stratum_drawn[h]
-    for i in range(1, filled):
-        value = out[i]
-        j = i - 1
-        while j >= 0 and out[j] > value:
-            out[j + 1] = out[j]
-            j -= 1
-        out[j + 1] = value
+    _insertion_sort(out, filled)
 
 
 def _unrank_shuffle(rank, stratum_offsets, stratum_members, stratum_radix, factorial, pool, out):
@@ -259,7 +252,7 @@ def _unrank_shuffle(rank, stratum_offsets, stratum_members, stratum_radix, facto
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_philox4x32_10, _stream_word, _permutation_word, _bounded_index,
-                    _bounded_index_tagged, _draw_stratified, _shuffle_stratified, _draw_positions,
+                    _bounded_index_tagged, _insertion_sort, _draw_stratified, _shuffle_stratified, _draw_positions,
                     _unrank_subset, _unrank_stratified, _unrank_shuffle)
 _cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
 philox4x32_10 = _cpu._philox4x32_10

@@ -290,13 +290,12 @@ def _metric_reference(values: np.ndarray, is_case: np.ndarray, metric: str) -> n
 
 
 def correlation_reference(values: np.ndarray, phenotype: np.ndarray, *, spearman: bool) -> np.ndarray:
-    """Per-gene Pearson (or Spearman) correlation with a numeric phenotype (NumPy reference)."""
+    """Per-gene Pearson (or Spearman) correlation with a numeric phenotype (NumPy
+    reference, via ``np.corrcoef``)."""
     x = np.asarray(values, dtype=np.float64)
     y = np.asarray(phenotype, dtype=np.float64)
     if spearman:
         x = mid_ranks(x)
         y = scipy_stats.rankdata(y)
-    x = x - x.mean(axis=1, keepdims=True)
-    y = y - y.mean()
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (x @ y) / np.sqrt((x * x).sum(axis=1) * (y @ y))
+        return np.corrcoef(np.vstack([x, y[None, :]]))[-1, :-1]
