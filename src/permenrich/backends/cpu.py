@@ -4,15 +4,15 @@ Kernels, each parallel over the permutations of a batch (``numba.prange`` over
 contiguous chunks, per-thread scratch; a permutation's result never depends on which
 thread computed it):
 
-* :func:`two_group_statistics` — per-gene statistics of a two-group design: gather the
-  drawn class's sample rows of the gene-centred matrix (and of its squares), add them
-  vectorised over genes; the other class is total minus drawn; then
-  :func:`permenrich.stats.metrics.metric_from_moments`;
+* :func:`two_group_statistics` — per-gene statistics of a two-group design
+  (:mod:`permenrich.stats.two_group`);
 * :func:`ks_scores` — rank (radix sort) and the running-sum ES of every set in one walk
-  down the ranked genes through the gene -> sets index (closed form of
-  :mod:`permenrich.enrich.running_sum`);
+  down the ranked genes (:mod:`permenrich.enrich.running_sum`);
 * :func:`random_set_scores` — the gene-set (gene-label) permutation null of preranked
   mode: random sets of each size drawn from the ranked list.
+
+The per-permutation bodies are device-neutral functions compiled here for the CPU and in
+``kernels/`` for CUDA; these drivers only split a batch over threads.
 
 Correlation statistics and the linear set statistics are matrix products shared with
 the GPU backend (:mod:`permenrich.stats.correlation`, :mod:`permenrich.enrich.linear`).
@@ -26,46 +26,23 @@ import numba
 import numpy as np
 import scipy.sparse
 
+from .._compile import jit_family
 from ..enrich.linear import LinearSetStatistic
-from ..enrich.running_sum import ES_TIE_TOLERANCE
+from ..enrich.running_sum import SCALAR_FUNCTIONS as WALK_FUNCTIONS
+from ..enrich.running_sum import WALK_STATE_WIDTH
 from ..rng import STREAM_GENE_SET_BASE, draw_positions
+from ..stats import two_group
 from ..stats.correlation import CorrelationStatistic
-from ..stats.metrics import Metric, metric_from_moments, mid_ranks
-from ..stats.ranking import _RADIX_PASSES, _RADIX_SIZE, rank_descending
+from ..stats.metrics import Metric, mid_ranks
+from ..stats.ranking import CPU_PASSES, RADIX_SIZE
 
 SET_STATISTIC_CODES = {"ks": 0, "mean": 1, "maxmean": 2}
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
-                     n_samples, drawn, drawn_is_case, metric, sum_drawn, sumsq_drawn, stat):
-    """Statistic of every gene for one labelling given by the drawn class's positions."""
-    n_genes = samples_by_gene.shape[1]
-    n_drawn = drawn.shape[0]
-    n_other = n_samples - n_drawn
-    sum_drawn[:] = 0.0
-    sumsq_drawn[:] = 0.0
-    for j in range(n_drawn):
-        row = samples_by_gene[drawn[j]]
-        row_sq = squares_by_gene[drawn[j]]
-        for g in range(n_genes):
-            sum_drawn[g] += row[g]
-            sumsq_drawn[g] += row_sq[g]
-    inv_drawn = 1.0 / n_drawn
-    inv_other = 1.0 / n_other
-    for g in range(n_genes):
-        # Moments of the gene-centred data; the mean is added back for metrics that use it.
-        mean_d = sum_drawn[g] * inv_drawn
-        var_d = (sumsq_drawn[g] - n_drawn * mean_d * mean_d) / (n_drawn - 1)
-        sum_o = total_sum[g] - sum_drawn[g]
-        mean_o = sum_o * inv_other
-        var_o = (total_sumsq[g] - sumsq_drawn[g] - n_other * mean_o * mean_o) / (n_other - 1)
-        mean_d += gene_mean[g]
-        mean_o += gene_mean[g]
-        if drawn_is_case:
-            stat[g] = metric_from_moments(metric, mean_d, var_d, n_drawn, mean_o, var_o, n_other)
-        else:
-            stat[g] = metric_from_moments(metric, mean_o, var_o, n_other, mean_d, var_d, n_drawn)
+_cpu = jit_family(two_group.SCALAR_FUNCTIONS + WALK_FUNCTIONS,
+                  numba.njit(cache=True, error_model="numpy"))
+_gene_statistics = _cpu._gene_statistics
+_enrichment_scores = _cpu._enrichment_scores
+_sorted_positions_score = _cpu._sorted_positions_score
+_rank_descending = _cpu._rank_descending
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -84,81 +61,6 @@ def two_group_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum,
                              sum_drawn, sumsq_drawn, out[b])
 
 
-# Per-set walk state, one row of a (n_sets, 8) array so that a set's state is one cache
-# line: reciprocal of N_R, reciprocal of N - k, hits so far, cumulative hit weight,
-# running maximum and minimum, and the positions where they were first reached.
-_INV_NORM, _MISS_STEP, _HITS, _CUMULATIVE, _MAX, _MIN, _MAX_AT, _MIN_AT = range(8)
-WALK_STATE_WIDTH = 8
-
-
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def _hit_weight(value, weight):
-    a = abs(value)
-    if weight == 1.0:
-        return a
-    if weight == 0.0:
-        return 1.0
-    return a ** weight
-
-
-@numba.njit(cache=True, inline="always", error_model="numpy")
-def _pick_extreme(max_top, min_before, max_at, min_at):
-    """Larger magnitude wins; on a tie (within rounding), the extreme reached first."""
-    margin = max_top + min_before
-    if margin > ES_TIE_TOLERANCE or (margin >= -ES_TIE_TOLERANCE and max_at < min_at):
-        return max_top
-    return min_before
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_offsets,
-                       gene_set_ids, gene_weight, state, out):
-    """ES of every set for one ranking, in one walk over the ranked genes."""
-    n_genes = stat.shape[0]
-    n_sets = set_offsets.shape[0] - 1
-    for g in range(n_genes):
-        gene_weight[g] = _hit_weight(stat[g], weight)
-    for s in range(n_sets):
-        total = 0.0
-        for t in range(set_offsets[s], set_offsets[s + 1]):
-            total += gene_weight[set_members[t]]
-        # Reciprocals turn the walk's divisions into multiplications; a set whose members
-        # all weigh 0 is reported as ES 0 below.
-        state[s, _INV_NORM] = 1.0 / total if total > 0.0 else 0.0
-        state[s, _MISS_STEP] = 1.0 / (n_genes - (set_offsets[s + 1] - set_offsets[s]))
-        state[s, _HITS] = 0.0
-        state[s, _CUMULATIVE] = 0.0
-        state[s, _MAX] = 0.0
-        state[s, _MIN] = 0.0
-        state[s, _MAX_AT] = n_genes
-        state[s, _MIN_AT] = n_genes
-    for position in range(n_genes):
-        g = order[position]
-        w = gene_weight[g]
-        for t in range(gene_set_offsets[g], gene_set_offsets[g + 1]):
-            row = state[gene_set_ids[t]]
-            miss_part = (position - row[_HITS]) * row[_MISS_STEP]
-            cumulative = row[_CUMULATIVE]
-            before = cumulative * row[_INV_NORM] - miss_part
-            # Extremes move only beyond the tie tolerance: the first of tied extremes
-            # counts. Selects rather than branches: these comparisons are unpredictable.
-            lower = before < row[_MIN] - ES_TIE_TOLERANCE
-            row[_MIN] = before if lower else row[_MIN]
-            row[_MIN_AT] = position - 1.0 if lower else row[_MIN_AT]
-            cumulative += w
-            row[_CUMULATIVE] = cumulative
-            top = cumulative * row[_INV_NORM] - miss_part
-            higher = top > row[_MAX] + ES_TIE_TOLERANCE
-            row[_MAX] = top if higher else row[_MAX]
-            row[_MAX_AT] = position if higher else row[_MAX_AT]
-            row[_HITS] += 1.0
-    for s in range(n_sets):
-        if state[s, _INV_NORM] == 0.0:
-            out[s] = 0.0
-        else:
-            out[s] = _pick_extreme(state[s, _MAX], state[s, _MIN], state[s, _MAX_AT], state[s, _MIN_AT])
-
-
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def ks_scores(stats, weight, set_members, set_offsets, gene_set_offsets, gene_set_ids, n_chunks, out):
     """``out[b, s]``: running-sum ES of set s when genes are ranked by ``stats[b]``."""
@@ -170,57 +72,14 @@ def ks_scores(stats, weight, set_members, set_offsets, gene_set_offsets, gene_se
         keys = np.empty(n_genes, dtype=np.uint64)
         keys_tmp = np.empty(n_genes, dtype=np.uint64)
         order_tmp = np.empty(n_genes, dtype=np.int64)
-        histogram = np.empty((_RADIX_PASSES, _RADIX_SIZE), dtype=np.int64)
+        histogram = np.empty((CPU_PASSES, RADIX_SIZE), dtype=np.int64)
         gene_weight = np.empty(n_genes)
         state = np.empty((n_sets, WALK_STATE_WIDTH))
+        stats_bits = stats.view(np.uint64)
         for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
-            rank_descending(stats[b], order, keys, keys_tmp, order_tmp, histogram)
+            _rank_descending(stats[b], stats_bits[b], CPU_PASSES, order, keys, keys_tmp, order_tmp, histogram)
             _enrichment_scores(stats[b], order, weight, set_members, set_offsets, gene_set_offsets,
                                gene_set_ids, gene_weight, state, out[b])
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes):
-    """Set statistic of a set given its members' sorted ranked positions (closed form)."""
-    k = positions.shape[0]
-    if statistic == 1 or statistic == 2:
-        positive = 0.0
-        negative = 0.0
-        for j in range(k):
-            z = ranked_stat[positions[j]]
-            if statistic == 1:
-                positive += z
-            elif z > 0.0:
-                positive += z
-            else:
-                negative -= z
-        if statistic == 1:
-            return positive / k
-        return positive / k if positive > negative else -negative / k
-    norm = 0.0
-    for j in range(k):
-        norm += _hit_weight(ranked_stat[positions[j]], weight)
-    if norm == 0.0:
-        return 0.0
-    inv_norm = 1.0 / norm
-    miss_step = 1.0 / (n_genes - k)
-    cumulative = 0.0
-    max_top = 0.0
-    min_before = 0.0
-    max_at = n_genes
-    min_at = n_genes
-    for j in range(k):
-        miss_part = (positions[j] - j) * miss_step
-        before = cumulative * inv_norm - miss_part
-        if before < min_before - ES_TIE_TOLERANCE:
-            min_before = before
-            min_at = positions[j] - 1
-        cumulative += _hit_weight(ranked_stat[positions[j]], weight)
-        top = cumulative * inv_norm - miss_part
-        if top > max_top + ES_TIE_TOLERANCE:
-            max_top = top
-            max_at = positions[j]
-    return _pick_extreme(max_top, min_before, max_at, min_at)
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")

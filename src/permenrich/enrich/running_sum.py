@@ -31,6 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..stats.ranking import SCALAR_FUNCTIONS as RANKING_FUNCTIONS
+from ..stats.ranking import _rank_descending  # noqa: F401  (bound by jit_family)
+
 #: Positive and negative extremes whose magnitudes differ by at most this are tied.
 ES_TIE_TOLERANCE = 1e-12
 
@@ -122,3 +125,125 @@ def running_sum_dense(in_set: np.ndarray, ranked_stat: np.ndarray, weight: float
     p_hit = np.cumsum(hit_weight) / hit_weight.sum()
     p_miss = np.cumsum(~in_set) / (~in_set).sum()
     return p_hit - p_miss
+
+
+# ---- device-neutral kernels' bodies (compiled for the CPU and CUDA by jit_family) ----------
+
+# Per-set walk state, one row of a (n_sets, 8) array so that a set's state is one cache
+# line: reciprocal of N_R, reciprocal of N - k, hits so far, cumulative hit weight,
+# running maximum and minimum, and the positions where they were first reached.
+_INV_NORM, _MISS_STEP, _HITS, _CUMULATIVE, _MAX, _MIN, _MAX_AT, _MIN_AT = range(8)
+WALK_STATE_WIDTH = 8
+
+
+def _hit_weight(value, weight):
+    """|value| ** weight, with the common weights 1 and 0 exact and cheap."""
+    a = abs(value)
+    if weight == 1.0:
+        return a
+    if weight == 0.0:
+        return 1.0
+    return a ** weight
+
+
+def _pick_extreme(max_top, min_before, max_at, min_at):
+    """Larger magnitude wins; on a tie (within rounding), the extreme reached first."""
+    margin = max_top + min_before
+    if margin > ES_TIE_TOLERANCE or (margin >= -ES_TIE_TOLERANCE and max_at < min_at):
+        return max_top
+    return min_before
+
+
+def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_offsets,
+                       gene_set_ids, gene_weight, state, out):
+    """ES of every set for one ranking, in one walk over the ranked genes."""
+    n_genes = stat.shape[0]
+    n_sets = set_offsets.shape[0] - 1
+    for g in range(n_genes):
+        gene_weight[g] = _hit_weight(stat[g], weight)
+    for s in range(n_sets):
+        total = 0.0
+        for t in range(set_offsets[s], set_offsets[s + 1]):
+            total += gene_weight[set_members[t]]
+        # Reciprocals turn the walk's divisions into multiplications; a set whose members
+        # all weigh 0 is reported as ES 0 below.
+        state[s, _INV_NORM] = 1.0 / total if total > 0.0 else 0.0
+        state[s, _MISS_STEP] = 1.0 / (n_genes - (set_offsets[s + 1] - set_offsets[s]))
+        state[s, _HITS] = 0.0
+        state[s, _CUMULATIVE] = 0.0
+        state[s, _MAX] = 0.0
+        state[s, _MIN] = 0.0
+        state[s, _MAX_AT] = n_genes
+        state[s, _MIN_AT] = n_genes
+    for position in range(n_genes):
+        g = order[position]
+        w = gene_weight[g]
+        for t in range(gene_set_offsets[g], gene_set_offsets[g + 1]):
+            row = state[gene_set_ids[t]]
+            miss_part = (position - row[_HITS]) * row[_MISS_STEP]
+            cumulative = row[_CUMULATIVE]
+            before = cumulative * row[_INV_NORM] - miss_part
+            # Extremes move only beyond the tie tolerance: the first of tied extremes
+            # counts. Selects rather than branches: these comparisons are unpredictable.
+            lower = before < row[_MIN] - ES_TIE_TOLERANCE
+            row[_MIN] = before if lower else row[_MIN]
+            row[_MIN_AT] = position - 1.0 if lower else row[_MIN_AT]
+            cumulative += w
+            row[_CUMULATIVE] = cumulative
+            top = cumulative * row[_INV_NORM] - miss_part
+            higher = top > row[_MAX] + ES_TIE_TOLERANCE
+            row[_MAX] = top if higher else row[_MAX]
+            row[_MAX_AT] = position if higher else row[_MAX_AT]
+            row[_HITS] += 1.0
+    for s in range(n_sets):
+        if state[s, _INV_NORM] == 0.0:
+            out[s] = 0.0
+        else:
+            out[s] = _pick_extreme(state[s, _MAX], state[s, _MIN], state[s, _MAX_AT], state[s, _MIN_AT])
+
+
+def _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes):
+    """Set statistic of a set given its members' sorted ranked positions (closed form)."""
+    k = positions.shape[0]
+    if statistic == 1 or statistic == 2:
+        positive = 0.0
+        negative = 0.0
+        for j in range(k):
+            z = ranked_stat[positions[j]]
+            if statistic == 1:
+                positive += z
+            elif z > 0.0:
+                positive += z
+            else:
+                negative -= z
+        if statistic == 1:
+            return positive / k
+        return positive / k if positive > negative else -negative / k
+    norm = 0.0
+    for j in range(k):
+        norm += _hit_weight(ranked_stat[positions[j]], weight)
+    if norm == 0.0:
+        return 0.0
+    inv_norm = 1.0 / norm
+    miss_step = 1.0 / (n_genes - k)
+    cumulative = 0.0
+    max_top = 0.0
+    min_before = 0.0
+    max_at = n_genes
+    min_at = n_genes
+    for j in range(k):
+        miss_part = (positions[j] - j) * miss_step
+        before = cumulative * inv_norm - miss_part
+        if before < min_before - ES_TIE_TOLERANCE:
+            min_before = before
+            min_at = positions[j] - 1
+        cumulative += _hit_weight(ranked_stat[positions[j]], weight)
+        top = cumulative * inv_norm - miss_part
+        if top > max_top + ES_TIE_TOLERANCE:
+            max_top = top
+            max_at = positions[j]
+    return _pick_extreme(max_top, min_before, max_at, min_at)
+
+
+#: Walk and random-set scoring with the ranking they use; compile together.
+SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, _hit_weight, _pick_extreme, _enrichment_scores, _sorted_positions_score)
