@@ -1,8 +1,16 @@
-"""Shared fixtures."""
+"""Shared fixtures.
+
+Without a CUDA GPU, Numba-CUDA kernels run in Numba's CUDA simulator so that CI
+exercises their logic; the variable must be set before Numba is imported.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 import pytest
 

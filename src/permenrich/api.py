@@ -159,7 +159,7 @@ def gsea(
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
-    device: Literal["cpu"] = "cpu",
+    device: Literal["cpu", "gpu", "auto"] = "cpu",
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Phenotype-permutation GSEA.
@@ -255,7 +255,7 @@ def gsea(
     observed = np.asarray(backend.to_host(observed))[0]
     observed_stat = np.asarray(backend.to_host(observed_stat))[0]
 
-    stats, null_info = _gsea_null(lambda a, b: backend.score(plan.labellings(a, b))[0], observed,
+    stats, null_info = _gsea_null(lambda a, b: backend.score(backend.labellings(plan, a, b))[0], observed,
                                   n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp, n_sets=index.n_sets,
                                   batch_size=batch_size, budget=budget, extra_bytes=8 * plan.width,
                                   progress=progress)
@@ -299,7 +299,7 @@ def prerank(
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
-    device: Literal["cpu"] = "cpu",
+    device: Literal["cpu", "gpu", "auto"] = "cpu",
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Preranked GSEA with the gene-set (gene-label) permutation null.
@@ -402,7 +402,7 @@ def genes(
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
-    device: Literal["cpu"] = "cpu",
+    device: Literal["cpu", "gpu", "auto"] = "cpu",
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Per-gene permutation tests with Westfall–Young maxT adjustment.
@@ -458,7 +458,7 @@ def genes(
     accumulator = ExceedanceAccumulator(observed, alternative=alternative, centre=centre, n_perm=plan.n_perm,
                                         exact=plan.exact, xp=backend.xp)
     chosen = choose_batch_size(batch_size, budget, 8 * n_genes * 4 + 8 * plan.width, plan.n_perm)
-    timings = run_two_pass(lambda a, b: backend.gene_statistics(plan.labellings(a, b)), accumulator.add,
+    timings = run_two_pass(lambda a, b: backend.gene_statistics(backend.labellings(plan, a, b)), accumulator.add,
                            None, None, n_perm=plan.n_perm, batch_size=chosen, cache=False, progress=progress)
     result = accumulator.finish()
     parametric = (metric_record.parametric(study.values, parametric_phenotype, alternative)
@@ -544,7 +544,7 @@ def ora(
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
-    device: Literal["cpu"] = "cpu",
+    device: Literal["cpu", "gpu", "auto"] = "cpu",
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Over-representation analysis, from a gene list or from expression data.
@@ -678,7 +678,7 @@ def ora(
         list_sizes: list[int] = []
 
         def score_batch(start: int, stop: int) -> np.ndarray:
-            chosen = select(backend.gene_statistics(plan.labellings(start, stop)))
+            chosen = select(backend.gene_statistics(backend.labellings(plan, start, stop)))
             list_sizes.extend(chosen.sum(axis=1).tolist())
             return counter.counts(chosen).astype(np.float64)
 

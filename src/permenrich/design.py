@@ -212,6 +212,13 @@ class PermutationPlan:
                         self._members, self._drawn, self._radix, self._binom, self._factorial, out)
         return out
 
+    def generator_arrays(self) -> tuple:
+        """What a device kernel needs to draw labellings itself (see
+        :func:`permenrich.rng.fill_labellings`): (mode, exact, stratum offsets, stratum
+        members, drawn per stratum, radix, binomial table, factorials, largest stratum)."""
+        return (self.mode, self.exact, self._offsets, self._members, self._drawn, self._radix, self._binom,
+                self._factorial, int(np.diff(self._offsets).max()))
+
     def observed(self) -> np.ndarray:
         """The observed labelling in the same encoding, shape (1, width)."""
         if isinstance(self.design, TwoGroupLabels):

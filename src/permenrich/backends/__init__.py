@@ -1,8 +1,10 @@
-"""Compute backends: each supplies the kernel that scores a batch of labellings.
+"""Compute backends: each supplies the kernels that turn a batch of labellings into gene
+statistics and set scores.
 
-A backend has ``name``, ``xp`` (its array module), ``prepare(...)``,
-``score(drawn_positions, keep_stat=False) -> (es, stat)``, ``to_host(array)`` and
-``describe()``. The pipeline in :mod:`permenrich.api` is shared by all of them.
+A backend has ``name``, ``xp`` (its array module), ``prepare_statistic``,
+``prepare_sets``, ``labellings(plan, start, stop)``, ``gene_statistics``, ``set_scores``,
+``score``, ``random_set_null``, ``to_host`` and ``describe``. The pipeline in
+:mod:`permenrich.api` is shared by all of them.
 """
 
 from __future__ import annotations
@@ -12,12 +14,19 @@ from typing import Any
 from ..errors import OptionError
 from .cpu import CpuBackend
 
-DEVICES = ("cpu",)
+DEVICES = ("cpu", "gpu", "auto")
 
 
 def get_backend(device: str, *, threads: int | None = None) -> Any:
-    """The backend for ``device``, or an :class:`OptionError` naming the choices."""
+    """The backend for ``device``: ``"cpu"``, ``"gpu"`` (CUDA; an error without one) or
+    ``"auto"`` (the GPU when Numba sees a real one, else the CPU)."""
     if device == "cpu":
+        return CpuBackend(threads=threads)
+    if device in ("gpu", "auto"):
+        from .gpu import GpuBackend, gpu_available
+
+        if device == "gpu" or gpu_available():
+            return GpuBackend(threads=threads)
         return CpuBackend(threads=threads)
     raise OptionError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
 

@@ -188,6 +188,10 @@ class CpuBackend:
                                                      xp=np, sparse=scipy.sparse)
 
     # -- kernels --------------------------------------------------------------------------
+    def labellings(self, plan: Any, start: int, stop: int) -> np.ndarray:
+        """Labellings ``[start, stop)`` of ``plan`` (drawn on the host)."""
+        return plan.labellings(start, stop)
+
     def gene_statistics(self, labellings: np.ndarray) -> np.ndarray:
         """Per-gene statistics, shape (n_batch, n_genes)."""
         with self._threads():

@@ -25,7 +25,7 @@ class mean of exactly 0 with 0 < sigma < 0.2.)
 Continuous-phenotype statistics: ``pearson`` (Pearson's r between the gene and the
 phenotype) and ``spearman`` (Pearson's r between their mid-ranks).
 
-The scalar :func:`metric_from_moments` is the one definition of the two-group statistics
+The scalar :func:`_metric_from_moments` is the one definition of the two-group statistics
 used by every compiled kernel (CPU Numba and CUDA); :func:`metric_reference` is an
 independent vectorised NumPy version from the raw class matrices that the tests compare
 the kernels against.

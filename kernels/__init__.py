@@ -1,0 +1,9 @@
+"""CUDA kernels (Numba-CUDA), installed as ``permenrich.kernels``.
+
+Each kernel is a thin driver around the device-neutral functions that the CPU backend
+also compiles (:func:`permenrich._compile.jit_family`): permutation draws, class-moment
+statistics, radix ranking, the running-sum walk and random-set scores. Nothing here is
+compiled at import; Numba compiles a kernel on its first launch. Importing this package
+needs ``numba.cuda`` but no GPU; under ``NUMBA_ENABLE_CUDASIM=1`` the kernels run in
+Numba's CUDA simulator, which is how CI exercises their logic.
+"""

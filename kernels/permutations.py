@@ -1,0 +1,52 @@
+"""Permutation draws on the device: one thread per permutation, the CPU's generator."""
+
+from __future__ import annotations
+
+from numba import cuda
+
+from permenrich.rng import MODE_SUBSET, STREAM_GENE_SET_BASE
+
+from .device import (
+    draw_positions,
+    draw_stratified,
+    shuffle_stratified,
+    sorted_positions_score,
+    unrank_shuffle,
+    unrank_stratified,
+)
+
+
+@cuda.jit
+def labellings_kernel(seed, perm_start, mode, exact, stratum_offsets, stratum_members, stratum_drawn,
+                      stratum_radix, binom, factorial, pool, out):
+    """``out[b]``: labelling ``perm_start + b`` (see :func:`permenrich.rng.fill_labellings`);
+    ``pool[b]`` is the thread's scratch (largest stratum)."""
+    b = cuda.grid(1)
+    if b >= out.shape[0]:
+        return
+    k = perm_start + b
+    if mode == MODE_SUBSET:
+        if exact:
+            unrank_stratified(k, stratum_offsets, stratum_members, stratum_drawn, stratum_radix, binom,
+                              pool[b], out[b])
+        else:
+            draw_stratified(seed, k, stratum_offsets, stratum_members, stratum_drawn, pool[b], out[b])
+    elif exact:
+        unrank_shuffle(k, stratum_offsets, stratum_members, stratum_radix, factorial, pool[b], out[b])
+    else:
+        shuffle_stratified(seed, k, stratum_offsets, stratum_members, pool[b], out[b])
+
+
+@cuda.jit
+def random_set_kernel(seed, perm_start, ranked_stat, weight, statistic, sizes, pool, positions, out):
+    """``out[b, i]``: statistic of a random set of ``sizes[i]`` ranked genes under gene-set
+    permutation ``perm_start + b``. ``pool[b]`` must hold the identity (restored after
+    each draw); ``positions[b]`` is scratch as long as the largest set."""
+    b = cuda.grid(1)
+    if b >= out.shape[0]:
+        return
+    n_genes = ranked_stat.shape[0]
+    for i in range(sizes.shape[0]):
+        k = sizes[i]
+        draw_positions(seed, perm_start + b, STREAM_GENE_SET_BASE | k, k, pool[b], positions[b, :k])
+        out[b, i] = sorted_positions_score(positions[b, :k], ranked_stat, weight, statistic, n_genes)

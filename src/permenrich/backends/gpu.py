@@ -1,0 +1,239 @@
+"""GPU backend: Numba-CUDA kernels from ``kernels/`` (installed as permenrich.kernels),
+CuPy for the regular maths and the null accumulators.
+
+Same protocol and same pipeline as :class:`permenrich.backends.cpu.CpuBackend`; only the
+kernels differ, and they are compiled from the same device-neutral functions:
+
+* labellings are drawn on the device by the CPU's Philox generator (bit-identical);
+* two-group statistics: one thread per (labelling, gene), same summation order;
+* ranking + running-sum ES: one thread per permutation (full 64-bit radix sort);
+* correlation and mean/maxmean set statistics: CuPy matrix products (cuBLAS/cuSPARSE);
+* gene-set permutation null: one thread per permutation.
+
+Batches of null scores stay on the device as CuPy arrays and feed the accumulators
+there (``xp = cupy``); only counts and per-set summaries come back. Without CuPy (e.g.
+under ``NUMBA_ENABLE_CUDASIM=1`` in CI, where the kernels run in Numba's simulator) the
+arrays are brought back and the accumulators use NumPy.
+
+Float64 throughout and no fused multiply-add (``fastmath`` off), so statistics and ES
+match the CPU's bit for bit in the simulator; on hardware, library reductions (cuBLAS for
+correlation, cuSPARSE for mean/maxmean) may differ in the last bits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import OptionError
+from ..stats.metrics import Metric, mid_ranks
+from ..stats.ranking import FULL_PASSES, RADIX_SIZE
+
+_THREADS = 128
+
+
+def _cuda() -> Any:
+    from numba import cuda
+
+    return cuda
+
+
+def gpu_available() -> bool:
+    """A real CUDA GPU is visible to Numba (the simulator does not count)."""
+    try:
+        from numba import config
+
+        cuda = _cuda()
+        return bool(cuda.is_available()) and not config.ENABLE_CUDASIM
+    except Exception:  # noqa: BLE001 - any driver/toolkit problem means "no GPU"
+        return False
+
+
+class GpuBackend:
+    """CUDA backend (Numba-CUDA kernels, CuPy arrays).
+
+    Parameters
+    ----------
+    threads
+        Ignored (host threads are not used for the kernels); kept for a uniform signature.
+    scratch_bytes
+        Device memory for one kernel launch's per-permutation scratch (ranking buffers,
+        walk state); sets how many permutations a launch handles.
+    """
+
+    name = "gpu"
+
+    def __init__(self, threads: int | None = None, scratch_bytes: int = 2 * 10**9) -> None:
+        cuda = _cuda()
+        if not cuda.is_available():
+            raise OptionError("device='gpu' but Numba sees no CUDA GPU; use device='cpu' (or 'auto')")
+        from numba import config
+
+        self.simulated = bool(config.ENABLE_CUDASIM)
+        self.cupy: Any = None
+        if not self.simulated:
+            try:
+                import cupy
+                import cupyx.scipy.sparse
+
+                self.cupy = cupy
+                self.xp = cupy
+                self.sparse = cupyx.scipy.sparse
+            except ImportError:
+                self.cupy = None
+        if self.cupy is None:
+            import scipy.sparse
+
+            self.xp = np
+            self.sparse = scipy.sparse
+        self.scratch_bytes = int(scratch_bytes)
+        self._statistic: Any = None
+        self._sets: Any = None
+
+    # -- moving arrays ----------------------------------------------------------------
+    def _to_device(self, array: np.ndarray) -> Any:
+        return _cuda().to_device(np.ascontiguousarray(array))
+
+    def _as_xp(self, device_array: Any) -> Any:
+        """A kernel's output as an ``xp`` array (zero-copy with CuPy)."""
+        if self.cupy is not None:
+            return self.cupy.asarray(device_array)
+        return device_array.copy_to_host()
+
+    def _as_device(self, array: Any) -> Any:
+        """An ``xp``/host array as a Numba device array (zero-copy with CuPy)."""
+        cuda = _cuda()
+        if self.cupy is not None and isinstance(array, self.cupy.ndarray):
+            return cuda.as_cuda_array(self.cupy.ascontiguousarray(array))
+        if hasattr(array, "copy_to_host"):
+            return array
+        return cuda.to_device(np.ascontiguousarray(array))
+
+    def to_host(self, array: Any) -> np.ndarray:
+        if self.cupy is not None and isinstance(array, self.cupy.ndarray):
+            return self.cupy.asnumpy(array)
+        return np.asarray(array)
+
+    # -- configuration ------------------------------------------------------------------
+    def prepare_statistic(self, values: np.ndarray, metric: Metric, *, drawn_is_case: bool = True,
+                          phenotype: np.ndarray | None = None) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        if metric.kind == "correlation":
+            from ..stats.correlation import CorrelationStatistic
+
+            self._statistic = ("correlation", CorrelationStatistic(values, phenotype, spearman=metric.rank_transform,
+                                                                   xp=self.xp))
+            return
+        if metric.rank_transform:
+            values = mid_ranks(values)
+        gene_mean = values.mean(axis=1)
+        samples_by_gene = np.ascontiguousarray((values - gene_mean[:, None]).T)
+        squares = samples_by_gene ** 2
+        self._statistic = ("two_group", tuple(self._to_device(a) for a in (
+            samples_by_gene, squares, gene_mean, samples_by_gene.sum(axis=0), squares.sum(axis=0))),
+            bool(drawn_is_case), int(metric.code))
+
+    def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray,
+                     gene_set_offsets: np.ndarray, gene_set_ids: np.ndarray, weight: float, n_genes: int) -> None:
+        if set_statistic == "ks":
+            arrays = tuple(self._to_device(np.asarray(a, dtype=np.int64))
+                           for a in (set_members, set_offsets, gene_set_offsets, gene_set_ids))
+            self._sets = ("ks", arrays, float(weight), int(np.asarray(set_offsets).size - 1))
+        else:
+            from ..enrich.linear import LinearSetStatistic
+
+            self._sets = ("linear", LinearSetStatistic(set_statistic, set_members, set_offsets, n_genes,
+                                                       xp=self.xp, sparse=self.sparse))
+
+    # -- kernels --------------------------------------------------------------------------
+    def labellings(self, plan: Any, start: int, stop: int) -> Any:
+        """Labellings ``[start, stop)`` drawn on the device (bit-identical to the CPU's)."""
+        from permenrich.kernels.permutations import labellings_kernel
+
+        mode, exact, offsets, members, drawn, radix, binom, factorial, largest = plan.generator_arrays()
+        n = stop - start
+        out = _cuda().device_array((n, plan.width), dtype=np.int64)
+        pool = _cuda().device_array((n, max(1, largest)), dtype=np.int64)
+        blocks = (n + _THREADS - 1) // _THREADS
+        labellings_kernel[blocks, _THREADS](np.uint64(plan.seed), start, mode, exact, *(
+            self._to_device(a) for a in (offsets, members, drawn, radix, binom, factorial)), pool, out)
+        return out
+
+    def gene_statistics(self, labellings: Any) -> Any:
+        """Per-gene statistics, shape (n_batch, n_genes), as an ``xp`` array."""
+        kind = self._statistic[0]
+        if kind == "correlation":
+            return self._statistic[1].batch(self._as_xp(self._as_device(labellings)))
+        from permenrich.kernels.statistics import two_group_kernel
+
+        arrays, drawn_is_case, code = self._statistic[1], self._statistic[2], self._statistic[3]
+        drawn = self._as_device(labellings)
+        n_batch, n_genes = drawn.shape[0], arrays[0].shape[1]
+        out = _cuda().device_array((n_batch, n_genes), dtype=np.float64)
+        threads = (_THREADS, 1)
+        blocks = ((n_genes + _THREADS - 1) // _THREADS, n_batch)
+        two_group_kernel[blocks, threads](*arrays, drawn, drawn_is_case, code, out)
+        return self._as_xp(out)
+
+    def set_scores(self, stats: Any) -> Any:
+        """Set statistics, shape (n_batch, n_sets), as an ``xp`` array."""
+        if self._sets[0] == "linear":
+            return self._sets[1].scores(self.xp.asarray(stats))
+        from permenrich.kernels.enrichment import ks_kernel
+
+        arrays, weight, n_sets = self._sets[1], self._sets[2], self._sets[3]
+        cuda = _cuda()
+        device_stats = self._as_device(stats)
+        n_batch, n_genes = device_stats.shape
+        out = cuda.device_array((n_batch, n_sets), dtype=np.float64)
+        per_perm = 8 * (5 * n_genes + FULL_PASSES * RADIX_SIZE + 8 * n_sets)
+        rows = max(1, min(n_batch, self.scratch_bytes // per_perm))
+        for start in range(0, n_batch, rows):
+            stop = min(n_batch, start + rows)
+            n = stop - start
+            chunk = device_stats[start:stop]
+            bits = chunk.view(np.uint64)
+            scratch = [cuda.device_array((n, n_genes), dtype=np.int64), cuda.device_array((n, n_genes), np.uint64),
+                       cuda.device_array((n, n_genes), np.uint64), cuda.device_array((n, n_genes), np.int64),
+                       cuda.device_array((n, FULL_PASSES, RADIX_SIZE), np.int64),
+                       cuda.device_array((n, n_genes), np.float64), cuda.device_array((n, n_sets, 8), np.float64)]
+            blocks = (n + _THREADS - 1) // _THREADS
+            ks_kernel[blocks, _THREADS](chunk, bits, weight, *arrays, *scratch, out[start:stop])
+        return self._as_xp(out)
+
+    def score(self, labellings: Any, keep_stat: bool = False) -> tuple[Any, Any]:
+        stats = self.gene_statistics(labellings)
+        return self.set_scores(stats), (stats if keep_stat else None)
+
+    def random_set_null(self, seed: int, perm_start: int, perm_stop: int, ranked_stat: np.ndarray,
+                        weight: float, set_statistic: str, sizes: np.ndarray) -> Any:
+        from permenrich.kernels.permutations import random_set_kernel
+
+        from .cpu import SET_STATISTIC_CODES
+
+        cuda = _cuda()
+        n = perm_stop - perm_start
+        n_genes = np.asarray(ranked_stat).size
+        pool = self._to_device(np.tile(np.arange(n_genes, dtype=np.int64), (n, 1)))
+        positions = cuda.device_array((n, int(np.max(sizes))), dtype=np.int64)
+        out = cuda.device_array((n, np.asarray(sizes).size), dtype=np.float64)
+        blocks = (n + _THREADS - 1) // _THREADS
+        random_set_kernel[blocks, _THREADS](np.uint64(seed), perm_start, self._to_device(
+            np.asarray(ranked_stat, dtype=np.float64)), float(weight), SET_STATISTIC_CODES[set_statistic],
+            self._to_device(np.asarray(sizes, dtype=np.int64)), pool, positions, out)
+        return self._as_xp(out)
+
+    def describe(self) -> dict:
+        cuda = _cuda()
+        info: dict[str, Any] = {"backend": "gpu", "simulated": self.simulated,
+                                "array_module": "cupy" if self.cupy is not None else "numpy"}
+        try:
+            device = cuda.get_current_device()
+            info["device"] = str(getattr(device, "name", b"")).strip("b'")
+            info["compute_capability"] = list(getattr(device, "compute_capability", ()))
+        except Exception:  # noqa: BLE001 - descriptive only
+            pass
+        if self.cupy is not None:
+            info["cupy"] = self.cupy.__version__
+        return info

@@ -1,0 +1,97 @@
+"""The GPU backend gives the CPU path's answers.
+
+Without a GPU the Numba-CUDA kernels run in Numba's CUDA simulator (tests/conftest.py
+sets NUMBA_ENABLE_CUDASIM=1), so every submission exercises their logic on tiny inputs;
+on a machine with a GPU the same tests run on the device, and the real-GPU tests at the
+end run too.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import permenrich
+from permenrich.backends.gpu import GpuBackend, gpu_available
+from permenrich.design import ContinuousPhenotype, PermutationPlan, TwoGroupLabels
+
+real_gpu = pytest.mark.skipif(not gpu_available(), reason="needs a CUDA GPU (and CuPy) for real-device checks")
+
+
+def _tiny(seed=0, n_genes=24, n_case=4, n_control=5):
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(n_genes, n_case + n_control))
+    values[:6, :n_case] += 1.0
+    genes = [f"g{i}" for i in range(n_genes)]
+    expr = pd.DataFrame(values, index=genes, columns=[f"s{i}" for i in range(n_case + n_control)])
+    sets = {"UP": genes[:6], "MID": genes[4:14], "REST": genes[12:22]}
+    return expr, ["a"] * n_case + ["b"] * n_control, sets
+
+
+@pytest.mark.parametrize("design", ["random", "exact", "strata", "continuous"])
+def test_device_labellings_bit_identical(design):
+    is_case = np.array([True] * 4 + [False] * 6)
+    if design == "continuous":
+        plan = PermutationPlan(ContinuousPhenotype(np.arange(10.0), np.array([0] * 5 + [1] * 5)), 12, seed=3)
+    elif design == "strata":
+        plan = PermutationPlan(TwoGroupLabels(is_case, np.array([0, 1] * 5)), 12, seed=3)
+    else:
+        plan = PermutationPlan(TwoGroupLabels(is_case), 300 if design == "exact" else 12, seed=3)
+    n = min(plan.n_perm, 40)
+    assert plan.exact == (design == "exact")
+    device = GpuBackend().labellings(plan, 0, n)
+    assert np.array_equal(device.copy_to_host(), plan.labellings(0, n))
+
+
+@pytest.mark.parametrize("options", [
+    {"metric": "signal_to_noise"},
+    {"metric": "welch_t", "set_statistic": "maxmean"},
+    {"metric": "mann_whitney", "weight": 0.0},
+])
+def test_gsea_gpu_equals_cpu(options):
+    expr, labels, sets = _tiny()
+    kwargs = dict(case="a", control="b", permutations=12, seed=1, min_size=5, **options)
+    cpu = permenrich.gsea(expr, labels, sets, device="cpu", **kwargs)
+    gpu = permenrich.gsea(expr, labels, sets, device="gpu", **kwargs)
+    pd.testing.assert_frame_equal(cpu, gpu)
+    assert gpu.attrs["run"]["backend"]["backend"] == "gpu"
+
+
+def test_genes_and_correlation_gpu_equal_cpu():
+    expr, labels, _ = _tiny()
+    kwargs = dict(case="a", control="b", permutations=15, seed=2)
+    pd.testing.assert_frame_equal(permenrich.genes(expr, labels, device="cpu", **kwargs),
+                                  permenrich.genes(expr, labels, device="gpu", **kwargs))
+    sheet = pd.DataFrame({"age": np.linspace(20, 60, expr.shape[1])}, index=expr.columns)
+    kwargs = dict(metric="spearman", phenotype_column="age", permutations=10, seed=2)
+    pd.testing.assert_frame_equal(permenrich.genes(expr, sheet, device="cpu", **kwargs),
+                                  permenrich.genes(expr, sheet, device="gpu", **kwargs))
+
+
+def test_prerank_gpu_equals_cpu():
+    rng = np.random.default_rng(4)
+    genes = [f"g{i}" for i in range(40)]
+    scores = pd.Series(rng.normal(size=40), index=genes)
+    sets = {"A": genes[:8], "B": genes[10:25], "C": genes[20:28]}
+    kwargs = dict(permutations=10, seed=5, min_size=5)
+    pd.testing.assert_frame_equal(permenrich.prerank(scores, sets, device="cpu", **kwargs),
+                                  permenrich.prerank(scores, sets, device="gpu", **kwargs))
+
+
+def test_auto_device_and_errors():
+    expr, labels, sets = _tiny()
+    result = permenrich.gsea(expr, labels, sets, case="a", control="b", permutations=5, min_size=5, device="auto")
+    assert result.attrs["run"]["backend"]["backend"] == ("gpu" if gpu_available() else "cpu")
+    with pytest.raises(permenrich.OptionError, match="device must be one of"):
+        permenrich.gsea(expr, labels, sets, device="tpu")
+
+
+@real_gpu
+def test_leukemia_gpu_matches_cpu_on_device(shared_data):
+    base = shared_data / "leukemia"
+    gmts = [shared_data / "genesets" / "h.all.v7.0.symbols.gmt", shared_data / "genesets" / "c2.cp.kegg.v7.5.1.symbols.gmt"]
+    kwargs = dict(chip=base / "Human_AFFY_HG_U95_MSigDB_7_0_final.chip", permutations=2000, seed=0)
+    cpu = permenrich.gsea(base / "Leukemia_hgu95av2.gct", base / "Leukemia.cls", gmts, device="cpu", **kwargs)
+    gpu = permenrich.gsea(base / "Leukemia_hgu95av2.gct", base / "Leukemia.cls", gmts, device="gpu", **kwargs)
+    assert gpu.attrs["run"]["backend"]["array_module"] == "cupy"
+    pd.testing.assert_frame_equal(cpu.set_index("gene_set").sort_index(), gpu.set_index("gene_set").sort_index(),
+                                  atol=1e-12, rtol=0)
