@@ -159,7 +159,7 @@ def gsea(
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
-    device: Literal["cpu", "gpu", "auto"] = "cpu",
+    device: Literal["cpu", "gpu", "auto"] = "auto",
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Phenotype-permutation GSEA.
@@ -214,7 +214,8 @@ def gsea(
     threads
         CPU threads (default: all cores).
     device
-        ``"cpu"`` (GPU backends plug in here).
+        ``"cpu"``, ``"gpu"`` (CUDA; see :mod:`permenrich.backends.gpu`) or ``"auto"``
+        (default: the GPU when Numba sees a CUDA device, else the CPU).
     progress
         ``progress(done, total)`` called after each batch.
 
@@ -299,7 +300,7 @@ def prerank(
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
-    device: Literal["cpu", "gpu", "auto"] = "cpu",
+    device: Literal["cpu", "gpu", "auto"] = "auto",
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Preranked GSEA with the gene-set (gene-label) permutation null.
@@ -402,7 +403,7 @@ def genes(
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
-    device: Literal["cpu", "gpu", "auto"] = "cpu",
+    device: Literal["cpu", "gpu", "auto"] = "auto",
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Per-gene permutation tests with Westfall–Young maxT adjustment.
@@ -544,7 +545,7 @@ def ora(
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
-    device: Literal["cpu", "gpu", "auto"] = "cpu",
+    device: Literal["cpu", "gpu", "auto"] = "auto",
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Over-representation analysis, from a gene list or from expression data.

@@ -66,7 +66,8 @@ def _add_run_options(parser: argparse.ArgumentParser, permutations: int) -> None
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=None, help="permutations per batch (default: from --memory)")
     parser.add_argument("--memory", default="1GB", help="memory budget for permutation batches (default 1GB)")
-    parser.add_argument("--device", default="cpu", help="cpu")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, gpu or auto (default: the GPU when Numba sees a CUDA device, else the CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
 
 
