@@ -86,27 +86,149 @@ def check_run_options(*, permutations: int, seed: int, batch_size: int | None, t
 # ---- loading ------------------------------------------------------------------------------
 @dataclass
 class Study:
-    """Expression values of the analysed samples and their design."""
+    """Expression values of the analysed samples and their design.
 
-    values: np.ndarray
+    ``values`` is a (n_genes, n_samples) array, or a
+    :class:`permenrich.streaming.StreamedMatrix` when the matrix is streamed from disk.
+    """
+
+    values: Any
     gene_ids: np.ndarray
     design: TwoGroupLabels | ContinuousPhenotype
     source: str
     info: dict = field(default_factory=dict)
 
+    @property
+    def n_genes(self) -> int:
+        return int(self.gene_ids.size)
 
-def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
-               control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
-               chip: Any, collapse: str, nan_policy: str, zero_variance: str) -> Study:
-    """Read the expression data and the phenotype into a :class:`Study`."""
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.values, np.ndarray)
+
+
+@dataclass
+class LoadedData:
+    """Expression data read once and shared by every contrast of a run.
+
+    ``data`` holds the values in memory, or only the sample ids and ``obs`` when
+    ``source`` (an open :class:`permenrich.io.chunked.MatrixSource`) is streamed.
+    """
+
+    data: ExpressionData
+    source: Any = None
+    info: dict = field(default_factory=dict)
+
+
+_HDF5_SUFFIXES = (".h5ad", ".h5", ".hdf5")
+
+
+def _is_hdf5_path(expr: Any) -> bool:
+    return isinstance(expr, (str, os.PathLike)) and str(expr).lower().endswith(_HDF5_SUFFIXES)
+
+
+class _InMemorySource:
+    """An in-memory ExpressionData seen as a one-block MatrixSource (for pseudobulk)."""
+
+    storage = "in memory"
+
+    def __init__(self, data: ExpressionData) -> None:
+        self.data = data
+        self.source = data.source
+        self.gene_ids = data.gene_ids
+        self.n_genes = data.n_genes
+
+    def blocks(self, max_block_bytes: int, samples: np.ndarray | None = None) -> Iterator[Any]:
+        from types import SimpleNamespace
+
+        values = np.ascontiguousarray(self.data.values.T)
+        yield SimpleNamespace(sample_start=0, sample_stop=values.shape[0], gene_start=0, gene_stop=self.n_genes,
+                              values=values)
+
+
+def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize: str, budget: int,
+              pseudobulk: str | None = None, pseudobulk_keys: tuple[str, ...] = (),
+              pseudobulk_method: str = "sum") -> LoadedData:
+    """Read (or open for streaming) the expression data, pseudobulk and normalise it.
+
+    A matrix stored in HDF5/h5ad/10x whose dense float64 size exceeds half the memory
+    budget is streamed from disk for every pass; otherwise it is read into memory once.
+    With ``pseudobulk``, cells are summed (or averaged) per combination of the
+    ``pseudobulk`` column and ``pseudobulk_keys`` (e.g. the group column), streaming.
+    """
+    from .streaming import NORMALISATIONS, log1p_cpm, pseudobulk_expression
+
     check_choice("collapse", collapse, ("mean", "max", "median"))
     check_choice("nan_policy", nan_policy, ("error", "drop"))
+    check_choice("normalize", normalize, NORMALISATIONS)
+    info: dict[str, Any] = {"normalize": normalize}
+    block_bytes = max(1 << 20, budget // 8)
+    source = None
+    if _is_hdf5_path(expr) and chip is None:
+        from .io.chunked import open_matrix
+
+        source = open_matrix(expr)
+        info["source_storage"] = source.storage
+        if pseudobulk is None and source.nbytes <= budget // 2:
+            source.close()
+            source = None
+    if pseudobulk is not None:
+        if source is None:
+            data = read_expression(expr, nan_policy=nan_policy)
+            if data.obs is None:
+                raise InputError(f"{data.source}: --pseudobulk needs per-cell annotations (an h5ad or AnnData obs)")
+            matrix_source: Any = _InMemorySource(data)
+            obs = data.obs
+        else:
+            matrix_source, obs = source, source.obs
+            if obs is None:
+                raise InputError(f"{source.source}: --pseudobulk needs per-cell annotations (an h5ad obs); "
+                                 "this file has none")
+        columns = list(dict.fromkeys([pseudobulk, *pseudobulk_keys]))
+        missing = [c for c in columns if c not in obs.columns]
+        if missing:
+            raise InputError(f"{matrix_source.source}: column {missing[0]!r} not in obs; available columns: "
+                             f"{', '.join(map(str, list(obs.columns)[:10]))}")
+        data = pseudobulk_expression(matrix_source, obs[columns].reset_index(drop=True), method=pseudobulk_method,
+                                     max_block_bytes=block_bytes)
+        if source is not None:
+            source.close()
+        info.update({"matrix_storage": "in memory (pseudobulk)", "pseudobulk": {
+            "by": columns, "method": pseudobulk_method, "samples": int(data.n_samples),
+            "cells_per_sample_min": int(data.obs["n_cells"].min()),
+            "cells_per_sample_max": int(data.obs["n_cells"].max())}})
+        source = None
+    elif source is not None:
+        if pd.Index(source.gene_ids).has_duplicates:
+            raise InputError(f"{source.source}: duplicated gene ids; a streamed matrix cannot be collapsed on the "
+                             "fly: deduplicate the features, or raise --memory so that it is read into memory")
+        header = ExpressionData(values=np.empty((0, source.n_samples)), gene_ids=np.empty(0, dtype=object),
+                                sample_ids=np.asarray(source.sample_ids, dtype=object), source=source.source,
+                                obs=source.obs)
+        info.update({"matrix_storage": "streamed from disk", "dense_bytes": int(source.nbytes),
+                     "max_block_bytes": block_bytes})
+        return LoadedData(header, source, info)
+    else:
+        data = read_expression(expr, nan_policy=nan_policy)
+        info["matrix_storage"] = "in memory"
+    data = apply_chip(data, chip, method=collapse) if chip is not None else collapse_duplicates(data, method=collapse)
+    if normalize == "log1p_cpm":
+        data = ExpressionData(values=log1p_cpm(data.values), gene_ids=data.gene_ids, sample_ids=data.sample_ids,
+                              source=data.source, obs=data.obs)
+    return LoadedData(data, None, info)
+
+
+def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
+               control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
+               zero_variance: str) -> Study:
+    """The analysed samples of ``loaded`` and their design (labels, strata)."""
+    from .streaming import StreamedMatrix
+
     check_choice("zero_variance", zero_variance, ("error", "drop"))
     if strata is not None and pairs is not None:
         raise OptionError("give either strata or pairs, not both")
-    data = read_expression(expr, nan_policy=nan_policy)
-    data = apply_chip(data, chip, method=collapse) if chip is not None else collapse_duplicates(data, method=collapse)
-    info: dict[str, Any] = {}
+    data = loaded.data
+    info: dict[str, Any] = dict(loaded.info)
     if metric.kind == "correlation":
         if pairs is not None:
             raise OptionError("pairs apply to two-group designs; use strata for a continuous phenotype")
@@ -130,6 +252,16 @@ def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None
         design = TwoGroupLabels(is_case, stratum)
         info.update({"case": two.case, "control": two.control, "n_case": two.n_case,
                      "n_control": two.n_control, "n_samples_excluded": int((~keep).sum())})
+    info["strata"] = strata
+    info["pairs"] = pairs
+    if loaded.source is not None:
+        if metric.kind != "two_group" or metric.rank_transform or metric.positive_values:
+            raise OptionError(f"metric {metric.name} needs the matrix in memory, but {data.source} is streamed "
+                              "(larger than half of --memory): raise --memory, use --pseudobulk, or choose "
+                              "signal_to_noise, t_test, diff_of_classes, student_t or welch_t")
+        matrix = StreamedMatrix(loaded.source, np.flatnonzero(keep), max_block_bytes=info["max_block_bytes"],
+                                normalise=info.get("normalize", "none"))
+        return Study(matrix, matrix.gene_ids, design, data.source, info)
     values = data.values[:, keep]
     gene_ids = np.asarray(data.gene_ids, dtype=object)
     if metric.positive_values and (values <= 0).any():
@@ -138,9 +270,20 @@ def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None
                          f"but gene {gene_ids[row]!r} has a value <= 0; use signal_to_noise, t_test or "
                          "diff_of_classes for log-scale or centred data")
     values, gene_ids = _drop_constant_genes(values, gene_ids, zero_variance, data.source)
-    info["strata"] = strata
-    info["pairs"] = pairs
     return Study(np.ascontiguousarray(values), gene_ids, design, data.source, info)
+
+
+def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
+               control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
+               chip: Any, collapse: str, nan_policy: str, zero_variance: str, normalize: str = "none",
+               budget: int = 10**9, pseudobulk: str | None = None, pseudobulk_method: str = "sum") -> Study:
+    """Read the expression data (unless ``expr`` is already :class:`LoadedData`) and the
+    phenotype into a :class:`Study`."""
+    keys = tuple(c for c in (groupby, strata, pairs, phenotype_column) if c is not None)
+    loaded = expr if isinstance(expr, LoadedData) else load_data(expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
+                       budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys, pseudobulk_method=pseudobulk_method)
+    return make_study(loaded, phenotype, metric=metric, groupby=groupby, case=case, control=control,
+                      phenotype_column=phenotype_column, strata=strata, pairs=pairs, zero_variance=zero_variance)
 
 
 def _drop_constant_genes(values: np.ndarray, gene_ids: np.ndarray, policy: str,

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ._pipeline import (
     TIE_RULE,
+    load_data,
     ProgressCallback,
     Study,
     check_choice,
@@ -42,7 +43,7 @@ from .enrich.linear import SET_STATISTICS, SetStatisticName
 from .enrich.running_sum import running_sum
 from .errors import InputError
 from .genesets import GeneSetIndex
-from .io import atomic_write_table, atomic_write_text, check_output_dir
+from .io import atomic_write_table, atomic_write_text, check_output_dir, sample_annotation
 from .io.rnk import read_rnk
 from .nulls import ExceedanceAccumulator, GseaNullAccumulator, bh_adjust
 from .stats.metrics import Alternative, MetricName, get_metric
@@ -156,6 +157,9 @@ def gsea(
     chip: str | os.PathLike | None = None,
     nan_policy: Literal["error", "drop"] = "error",
     zero_variance: Literal["error", "drop"] = "drop",
+    normalize: Literal["none", "log1p_cpm"] = "none",
+    pseudobulk: str | None = None,
+    pseudobulk_method: Literal["sum", "mean"] = "sum",
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
@@ -207,10 +211,24 @@ def gsea(
     zero_variance
         Genes constant across the analysed samples: ``"drop"`` (default, with a
         warning) or ``"error"``.
+    normalize
+        ``"log1p_cpm"``: log(1 + counts per million) of count data, applied after
+        pseudobulking (or per block when streaming); default ``"none"``.
+    pseudobulk, pseudobulk_method
+        Sum (``"sum"``, for counts) or average (``"mean"``) the cells of each value of
+        this obs column (and of ``groupby``/``strata``/``pairs``) before testing, reading
+        the matrix in blocks. Permuting cells across donors treats cells as independent
+        replicates (pseudoreplication): p-values come out far too small. Test donors (or
+        samples) instead; cell-level permutation is acceptable only when cells are the
+        experimental units (e.g. a perturbation screen where each cell is independently
+        assigned).
     batch_size
         Permutations per batch; default chosen from ``memory``.
     memory
-        Memory budget for permutation batches and the cached null (e.g. ``"1GB"``).
+        Memory budget (e.g. ``"1GB"``) for permutation batches, the cached null and the
+        matrix: an HDF5/h5ad/10x matrix whose dense float64 size exceeds half of it is
+        streamed from disk once per batch instead of being read into memory
+        (two-group moment statistics only); run.json says which.
     threads
         CPU threads (default: all cores).
     device
@@ -241,12 +259,14 @@ def gsea(
                                                    batch_size, threads, memory, device)
     study = load_study(expr, phenotype, metric=metric_record, groupby=groupby, case=case, control=control,
                        phenotype_column=phenotype_column, strata=strata, pairs=pairs, chip=chip,
-                       collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance)
+                       collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance,
+                       normalize=normalize, budget=budget, pseudobulk=pseudobulk,
+                       pseudobulk_method=pseudobulk_method)
     n_sets_read, index = load_gene_sets(gene_sets, study.gene_ids, min_size=min_size, max_size=max_size)
     plan = PermutationPlan(study.design, int(permutations), int(seed))
     read_seconds = time.perf_counter() - started
 
-    n_genes = study.values.shape[0]
+    n_genes = study.n_genes
     gene_set_offsets, gene_set_ids = index.gene_to_sets(n_genes)
     backend.prepare_statistic(study.values, metric_record, phenotype=getattr(study.design, "values", None),
                               drawn_is_case=getattr(study.design, "drawn_is_case", True))
@@ -263,6 +283,8 @@ def gsea(
     table = _gsea_table(index, stats, observed,
                         _leading_edges(index, study.gene_ids, observed_stat, float(weight), set_statistic))
     null_info["timings"]["read_seconds"] = read_seconds
+    if not study.in_memory:
+        study.info["streaming"] = study.values.describe()
     table.attrs["run"] = _provenance(
         "gsea",
         {"metric": metric, "set_statistic": set_statistic, "weight": float(weight),
@@ -400,6 +422,9 @@ def genes(
     chip: str | os.PathLike | None = None,
     nan_policy: Literal["error", "drop"] = "error",
     zero_variance: Literal["error", "drop"] = "drop",
+    normalize: Literal["none", "log1p_cpm"] = "none",
+    pseudobulk: str | None = None,
+    pseudobulk_method: Literal["sum", "mean"] = "sum",
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
@@ -417,8 +442,8 @@ def genes(
     alternative
         ``"two-sided"`` (default), ``"greater"`` (case > control, or positive
         correlation) or ``"less"``.
-    permutations, seed, collapse, chip, nan_policy, zero_variance, batch_size, memory,
-    threads, device, progress
+    permutations, seed, collapse, chip, nan_policy, zero_variance, normalize, pseudobulk,
+    pseudobulk_method, batch_size, memory, threads, device, progress
         As in :func:`gsea`.
 
     Returns
@@ -441,9 +466,11 @@ def genes(
                                                    threads, memory, device)
     study = load_study(expr, phenotype, metric=metric_record, groupby=groupby, case=case, control=control,
                        phenotype_column=phenotype_column, strata=strata, pairs=pairs, chip=chip,
-                       collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance)
+                       collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance,
+                       normalize=normalize, budget=budget, pseudobulk=pseudobulk,
+                       pseudobulk_method=pseudobulk_method)
     plan = PermutationPlan(study.design, int(permutations), int(seed))
-    n_genes = study.values.shape[0]
+    n_genes = study.n_genes
     read_seconds = time.perf_counter() - started
 
     design = study.design
@@ -462,14 +489,17 @@ def genes(
     timings = run_two_pass(lambda a, b: backend.gene_statistics(backend.labellings(plan, a, b)), accumulator.add,
                            None, None, n_perm=plan.n_perm, batch_size=chosen, cache=False, progress=progress)
     result = accumulator.finish()
+    # Textbook p-values need the values in memory (not for a streamed matrix).
     parametric = (metric_record.parametric(study.values, parametric_phenotype, alternative)
-                  if metric_record.parametric is not None else np.full(n_genes, np.nan))
+                  if metric_record.parametric is not None and study.in_memory else np.full(n_genes, np.nan))
     table = pd.DataFrame({"gene": study.gene_ids.astype(str), "statistic": observed,
                           "pval_parametric": parametric, "pval": result["pval"],
                           "qval_bh": bh_adjust(result["pval"]), "pval_maxt": result["p_maxt"]})
     order = np.lexsort((table.gene.to_numpy(), -np.abs(table.statistic.to_numpy() - centre), table.pval.to_numpy()))
     table = table.iloc[order].reset_index(drop=True)
     timings["read_seconds"] = read_seconds
+    if not study.in_memory:
+        study.info["streaming"] = study.values.describe()
     table.attrs["run"] = _provenance(
         "genes",
         {"metric": metric, "alternative": alternative, "permutations": int(permutations), "seed": int(seed),
@@ -542,6 +572,9 @@ def ora(
     chip: str | os.PathLike | None = None,
     nan_policy: Literal["error", "drop"] = "error",
     zero_variance: Literal["error", "drop"] = "drop",
+    normalize: Literal["none", "log1p_cpm"] = "none",
+    pseudobulk: str | None = None,
+    pseudobulk_method: Literal["sum", "mean"] = "sum",
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
@@ -568,8 +601,8 @@ def ora(
         textbook p-value (metrics whose null is a fixed function of the statistic:
         student_t, mann_whitney, pearson, spearman); ``direction`` up (case > control or
         positive correlation), down or both.
-    permutations, seed, collapse, chip, nan_policy, zero_variance, batch_size, memory,
-    threads, device, progress
+    permutations, seed, collapse, chip, nan_policy, zero_variance, normalize, pseudobulk,
+    pseudobulk_method, batch_size, memory, threads, device, progress
         As in :func:`gsea` (expression mode).
 
     Returns
@@ -609,8 +642,12 @@ def ora(
                              f"(student_t, mann_whitney, pearson, spearman); {metric} cannot: use --top N")
         study = load_study(expr, phenotype, metric=metric_record, groupby=groupby, case=case, control=control,
                            phenotype_column=phenotype_column, strata=strata, pairs=pairs, chip=chip,
-                           collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance)
+                           collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance,
+                       normalize=normalize, budget=budget, pseudobulk=pseudobulk,
+                       pseudobulk_method=pseudobulk_method)
         gene_ids = study.gene_ids
+        if universe is not None and not study.in_memory:
+            raise InputError("--universe cannot restrict a streamed matrix; raise --memory or use --pseudobulk")
         if universe is not None:
             keep_genes = np.isin(gene_ids, read_gene_list(universe, what="universe"))
             if not keep_genes.any():
@@ -630,7 +667,8 @@ def ora(
         else:
             centre = 0.0
         alternative = {"up": "greater", "down": "less", "both": "two-sided"}[direction]
-        p_of_stat = (metric_record.pvalue_of_statistic(study.values, n_case, n_control, alternative)
+        p_of_stat = (metric_record.pvalue_of_statistic(study.values if study.in_memory else None, n_case,
+                                                       n_control, alternative)
                      if fdr is not None else None)
 
         def select(stats: np.ndarray) -> np.ndarray:
@@ -717,6 +755,142 @@ def ora(
     return table
 
 
+def read_contrasts(spec: Any, *, one_vs_rest: str | None = None, levels: list[str] | None = None) -> pd.DataFrame:
+    """Contrasts as a table with columns ``name, groupby, case, control``.
+
+    ``spec``: a TSV/CSV file or a DataFrame with those columns (``control`` may be
+    ``rest``: every other level), or None with ``one_vs_rest`` naming a column whose
+    ``levels`` each become one contrast against the rest.
+    """
+    if spec is None:
+        if one_vs_rest is None:
+            raise InputError("give contrasts (a table of name, groupby, case, control) or a one-vs-rest column")
+        return pd.DataFrame({"name": [f"{level}_vs_rest" for level in levels], "groupby": one_vs_rest,
+                             "case": levels, "control": "rest"})
+    if isinstance(spec, pd.DataFrame):
+        table, where = spec.copy(), "<contrasts>"
+    else:
+        where = str(spec)
+        if not Path(spec).is_file():
+            raise InputError(f"{where}: contrasts file not found")
+        table = pd.read_csv(spec, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
+                            keep_default_na=False, comment="#")
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    missing = [c for c in ("name", "groupby", "case", "control") if c not in table.columns]
+    if missing:
+        raise InputError(f"{where}: contrasts need the columns name, groupby, case, control; missing {missing[0]!r}")
+    if table.empty:
+        raise InputError(f"{where}: no contrast listed")
+    if table.name.duplicated().any():
+        raise InputError(f"{where}: contrast name {table.name[table.name.duplicated()].iloc[0]!r} is used twice")
+    bad = table.name.str.contains(r"[^A-Za-z0-9_.-]", regex=True)
+    if bad.any():
+        raise InputError(f"{where}: contrast name {table.name[bad].iloc[0]!r} may hold only letters, digits, "
+                         "'_', '.' and '-' (it names an output file)")
+    return table[["name", "groupby", "case", "control"]].reset_index(drop=True)
+
+
+def contrasts(
+    expr: Any,
+    spec: Any = None,
+    gene_sets: Any = None,
+    *,
+    mode: Literal["gsea", "genes"] = "gsea",
+    one_vs_rest: str | None = None,
+    phenotype: Any = None,
+    chip: str | os.PathLike | None = None,
+    collapse: Literal["mean", "max", "median"] = "mean",
+    nan_policy: Literal["error", "drop"] = "error",
+    normalize: Literal["none", "log1p_cpm"] = "none",
+    pseudobulk: str | None = None,
+    pseudobulk_method: Literal["sum", "mean"] = "sum",
+    memory: str | int = "1GB",
+    **options: Any,
+) -> pd.DataFrame:
+    """Many contrasts over one data set: read (and pseudobulk) the matrix once, then run
+    ``mode`` (:func:`gsea` or :func:`genes`) for each contrast.
+
+    Parameters
+    ----------
+    expr
+        Expression data, as in :func:`gsea`.
+    spec
+        Contrast table (file or DataFrame: ``name, groupby, case, control``; ``control``
+        may be ``rest``), or None with ``one_vs_rest``.
+    gene_sets
+        For ``mode="gsea"``.
+    one_vs_rest
+        A group column: every level against all other samples.
+    phenotype
+        A sample sheet holding the group columns (default: the h5ad's obs).
+    chip, collapse, nan_policy, normalize, pseudobulk, pseudobulk_method, memory
+        As in :func:`gsea`; applied once for all contrasts.
+    **options
+        Passed to the mode's function for every contrast (metric, permutations, seed, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The mode's results of all contrasts, with a leading ``contrast`` column;
+        ``attrs["run"]["contrasts"]`` holds each contrast's run provenance and
+        ``attrs["per_contrast"]`` each contrast's own table.
+    """
+    started = time.perf_counter()
+    check_choice("mode", mode, ("gsea", "genes"))
+    budget = parse_memory(memory)
+    if spec is None and one_vs_rest is None:
+        raise InputError("give contrasts (a table of name, groupby, case, control) or a one-vs-rest column")
+    if spec is not None:
+        table = read_contrasts(spec)
+        columns = list(dict.fromkeys(table["groupby"]))
+    else:
+        table, columns = None, [one_vs_rest]
+    keys = tuple(dict.fromkeys([*columns, *(c for c in (options.get("strata"), options.get("pairs")) if c)]))
+    loaded = load_data(expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
+                       budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys,
+                       pseudobulk_method=pseudobulk_method)
+    annotations = {column: sample_annotation(loaded.data, phenotype, column, what="group") for column in columns}
+    if table is None:
+        levels = sorted({v for v in annotations[one_vs_rest] if v != ""})
+        table = read_contrasts(None, one_vs_rest=one_vs_rest, levels=levels)
+    run_one = gsea if mode == "gsea" else genes
+    parts, runs, per_contrast = [], {}, {}
+    for contrast in table.itertuples(index=False):
+        labels = annotations.get(contrast.groupby)
+        if labels is None:
+            raise InputError(f"contrast {contrast.name!r}: group column {contrast.groupby!r} is not available")
+        if contrast.case not in set(labels):
+            raise InputError(f"contrast {contrast.name!r}: level {contrast.case!r} of {contrast.groupby!r} has no "
+                             "samples; check the contrast table")
+        if contrast.control == "rest":
+            contrast_labels = np.where(labels == contrast.case, contrast.case,
+                                       np.where(labels == "", "", "rest")).astype(object)
+        else:
+            if contrast.control not in set(labels):
+                raise InputError(f"contrast {contrast.name!r}: level {contrast.control!r} of {contrast.groupby!r} "
+                                 "has no samples; check the contrast table")
+            contrast_labels = labels
+        kwargs = dict(options, case=contrast.case, control=contrast.control, memory=memory)
+        if mode == "gsea":
+            result = gsea(loaded, list(contrast_labels), gene_sets, **kwargs)
+        else:
+            result = genes(loaded, list(contrast_labels), **kwargs)
+        per_contrast[contrast.name] = result
+        runs[contrast.name] = result.attrs["run"]
+        part = result.copy()
+        part.insert(0, "contrast", contrast.name)
+        parts.append(part)
+    if loaded.source is not None:
+        loaded.source.close()
+    combined = pd.concat(parts, ignore_index=True)
+    combined.attrs["run"] = _provenance(f"{mode} (contrasts)", {"mode": mode, "contrasts": table.to_dict("records"),
+                                                               "memory_bytes": budget}, started,
+                                        data={"expression": file_digest(expr) or {"object": type(expr).__name__},
+                                              **loaded.info}, contrasts=runs)
+    combined.attrs["per_contrast"] = per_contrast
+    return combined
+
+
 def write_results(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``results.tsv`` and ``run.json`` into ``out_dir`` atomically.
 
@@ -727,9 +901,15 @@ def write_results(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, 
     out = check_output_dir(out_dir)
     results_path = out / "results.tsv"
     run_path = out / "run.json"
+    written = {}
+    # Per-contrast tables first: results.tsv and run.json, written last, mark a complete run.
+    for name, part in table.attrs.get("per_contrast", {}).items():
+        written[name] = out / f"{name}.tsv"
+        atomic_write_table(part, written[name])
     atomic_write_table(table, results_path)
     atomic_write_text(run_path, json.dumps(table.attrs.get("run", {}), indent=2, default=str) + "\n")
-    return {"results": results_path, "run": run_path}
+    return {"results": results_path, "run": run_path, **written}
 
 
-__all__ = ["GENE_COLUMNS", "ORA_COLUMNS", "RESULT_COLUMNS", "genes", "gsea", "ora", "prerank", "write_results"]
+__all__ = ["GENE_COLUMNS", "ORA_COLUMNS", "RESULT_COLUMNS", "contrasts", "genes", "gsea", "ora", "prerank",
+           "read_contrasts", "write_results"]

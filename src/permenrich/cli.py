@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -86,6 +87,9 @@ def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool =
     parser.add_argument("--chip", help="GSEA CHIP file mapping probe ids to gene symbols")
     parser.add_argument("--nan-policy", default="error", help="genes with missing values: error or drop")
     parser.add_argument("--zero-variance", default="drop", help="constant genes: drop (with a warning) or error")
+    parser.add_argument("--normalize", default="none", help="none (default) or log1p_cpm (for counts)")
+    parser.add_argument("--pseudobulk", help="obs column (e.g. donor): sum cells per value and group before testing")
+    parser.add_argument("--pseudobulk-method", default="sum", help="sum (counts, default) or mean (normalised data)")
 
 
 def _add_set_options(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "student_t, welch_t, mann_whitney, pearson, spearman")
     g.add_argument("--set-statistic", default="ks", help="ks (weighted running sum, default), mean, maxmean")
     g.add_argument("--weight", type=float, default=1.0, help="running-sum weight p: 0, 1, 1.5 or 2 (default 1)")
+    _add_contrast_options(g)
     g.add_argument("--out", required=True, help="output directory")
     _add_run_options(g, permutations=1000)
 
@@ -128,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--metric", default="welch_t",
                    help="welch_t (default), student_t, mann_whitney, pearson, spearman, or a GSEA metric")
     n.add_argument("--alternative", default="two-sided", help="two-sided (default), greater, less")
+    _add_contrast_options(n)
     n.add_argument("--out", required=True, help="output directory")
     _add_run_options(n, permutations=10000)
 
@@ -187,7 +193,32 @@ def _expression_kwargs(args: argparse.Namespace) -> dict:
     return dict(groupby=args.groupby, case=args.case, control=args.control,
                 phenotype_column=args.phenotype_column, strata=args.strata, pairs=args.pairs,
                 collapse=args.collapse, chip=args.chip, nan_policy=args.nan_policy,
-                zero_variance=args.zero_variance)
+                zero_variance=args.zero_variance, normalize=args.normalize, pseudobulk=args.pseudobulk,
+                pseudobulk_method=args.pseudobulk_method)
+
+
+def _add_contrast_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--contrasts", help="TSV of contrasts (name, groupby, case, control; control may be 'rest'): "
+                                           "all run over one read of the data; OUT/results.tsv has a contrast column "
+                                           "and OUT/<name>.tsv each contrast")
+    group.add_argument("--one-vs-rest", help="group column: every level against all other samples")
+
+
+def _run_contrasts(args: argparse.Namespace, mode: str, **mode_options: object) -> int:
+    from .api import contrasts
+
+    check_output_dir(args.out, create=False)
+    expression = _expression_kwargs(args)
+    for key in ("groupby", "case", "control"):
+        expression.pop(key)
+    run = _run_kwargs(args)
+    table = contrasts(args.expr, args.contrasts, getattr(args, "gene_sets", None), mode=mode,
+                      one_vs_rest=args.one_vs_rest, phenotype=args.sample_sheet or args.cls, **expression,
+                      **run, **mode_options)
+    n = len(table.attrs["run"]["contrasts"])
+    _report(table, args.out, f"rows from {n} contrasts")
+    return 0
 
 
 def _run_kwargs(args: argparse.Namespace) -> dict:
@@ -210,6 +241,9 @@ def _report(table: object, out: str, what: str) -> None:
 def _run_gsea(args: argparse.Namespace) -> int:
     from .api import gsea
 
+    if args.contrasts or args.one_vs_rest:
+        return _run_contrasts(args, "gsea", metric=args.metric, set_statistic=args.set_statistic, weight=args.weight,
+                              min_size=args.min_size, max_size=args.max_size)
     phenotype = _phenotype_source(args)
     check_output_dir(args.out, create=False)  # fail before any compute, create nothing yet
     table = gsea(args.expr, phenotype, args.gene_sets, metric=args.metric, set_statistic=args.set_statistic,
@@ -233,6 +267,8 @@ def _run_prerank(args: argparse.Namespace) -> int:
 def _run_genes(args: argparse.Namespace) -> int:
     from .api import genes
 
+    if args.contrasts or args.one_vs_rest:
+        return _run_contrasts(args, "genes", metric=args.metric, alternative=args.alternative)
     phenotype = _phenotype_source(args)
     check_output_dir(args.out, create=False)
     table = genes(args.expr, phenotype, metric=args.metric, alternative=args.alternative,
@@ -271,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``permenrich`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous_handler = _interrupt_on_sigterm()
     try:
         with _cli_logging(args.quiet):
             return _COMMANDS[args.command](args)
@@ -278,8 +315,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"permenrich: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        # Outputs are written atomically at the very end, so nothing partial is left.
         print("permenrich: interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _interrupt_on_sigterm() -> object:
+    """Treat SIGTERM (a batch scheduler's stop) like Ctrl-C; returns the previous handler."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not in the main thread (e.g. called from a worker): leave as is
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

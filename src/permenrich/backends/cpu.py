@@ -4,7 +4,8 @@ Kernels, each parallel over the permutations of a batch (``numba.prange`` over
 contiguous chunks, per-thread scratch; a permutation's result never depends on which
 thread computed it):
 
-* :func:`two_group_statistics` — per-gene statistics of a two-group design
+* :func:`accumulate_block` / :func:`finish_statistics` — class sums of a batch of
+  two-group labellings, block by block of the matrix, then the per-gene statistic
   (:mod:`permenrich.stats.two_group`);
 * :func:`ks_scores` — rank (radix sort) and the running-sum ES of every set in one walk
   down the ranked genes (:mod:`permenrich.enrich.running_sum`);
@@ -39,26 +40,60 @@ from ..stats.ranking import CPU_PASSES, RADIX_SIZE
 SET_STATISTIC_CODES = {"ks": 0, "mean": 1, "maxmean": 2}
 _cpu = jit_family(two_group.SCALAR_FUNCTIONS + WALK_FUNCTIONS,
                   numba.njit(cache=True, error_model="numpy"))
-_gene_statistics = _cpu._gene_statistics
+_accumulate_rows = _cpu._accumulate_rows
+_accumulate_totals = _cpu._accumulate_totals
+_statistic_from_sums = _cpu._statistic_from_sums
 _enrichment_scores = _cpu._enrichment_scores
 _sorted_positions_score = _cpu._sorted_positions_score
 _rank_descending = _cpu._rank_descending
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def two_group_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
-                         drawn_positions, drawn_is_case, metric, n_chunks, out):
-    """``out[b, g]``: statistic of gene g under labelling b (rows of ``drawn_positions``)."""
-    n_samples, n_genes = samples_by_gene.shape
+def accumulate_block(block, block_start, block_stop, gene_offset, drawn_positions, cursors, gene_mean, sums,
+                     sumsqs, n_chunks):
+    """Add a block of the matrix to the class sums of every labelling of a batch."""
     n_batch = drawn_positions.shape[0]
     chunk = (n_batch + n_chunks - 1) // n_chunks
     for c in numba.prange(n_chunks):
-        sum_drawn = np.empty(n_genes)
-        sumsq_drawn = np.empty(n_genes)
         for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
-            _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
-                             n_samples, drawn_positions[b], drawn_is_case, metric,
-                             sum_drawn, sumsq_drawn, out[b])
+            cursors[b] = _accumulate_rows(block, block_start, block_stop, gene_offset, drawn_positions[b],
+                                          cursors[b], gene_mean, sums[b], sumsqs[b])
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def finish_statistics(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case,
+                      metric, out):
+    """``out[b, g]``: statistic of gene g from labelling b's drawn-class sums."""
+    n_batch, n_genes = sums.shape
+    for b in numba.prange(n_batch):
+        for g in range(n_genes):
+            out[b, g] = _statistic_from_sums(sums[b, g], sumsqs[b, g], total_sum[g], total_sumsq[g], gene_mean[g],
+                                             n_samples, n_drawn, drawn_is_case, metric)
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def whole_matrix_statistics(samples_by_gene, drawn_positions, gene_mean, total_sum, total_sumsq, drawn_is_case,
+                            metric, n_chunks, out):
+    """:func:`accumulate_block` + :func:`finish_statistics` fused for a matrix held whole
+    in memory: each thread reuses one pair of sum buffers, which stay in cache."""
+    n_samples, n_genes = samples_by_gene.shape
+    n_batch, n_drawn = drawn_positions.shape
+    chunk = (n_batch + n_chunks - 1) // n_chunks
+    for c in numba.prange(n_chunks):
+        sums = np.empty(n_genes)
+        sumsqs = np.empty(n_genes)
+        for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
+            sums[:] = 0.0
+            sumsqs[:] = 0.0
+            _accumulate_rows(samples_by_gene, 0, n_samples, 0, drawn_positions[b], 0, gene_mean, sums, sumsqs)
+            for g in range(n_genes):
+                out[b, g] = _statistic_from_sums(sums[g], sumsqs[g], total_sum[g], total_sumsq[g], gene_mean[g],
+                                                 n_samples, n_drawn, drawn_is_case, metric)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def accumulate_totals(block, gene_offset, gene_mean, centre, sums, sumsqs):
+    _accumulate_totals(block, gene_offset, gene_mean, centre, sums, sumsqs)
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -103,28 +138,68 @@ def random_set_scores(seed, perm_start, ranked_stat, weight, statistic, sizes, n
                 out[b, i] = _sorted_positions_score(positions[:k], ranked_stat, weight, statistic, n_genes)
 
 
-class _TwoGroupStatistic:
-    """Two-group statistics from class moments (gene-centred matrix kept samples x genes;
-    centring keeps float64 sums of squares exact enough for intensities in the thousands)."""
+class InMemoryMatrix:
+    """A matrix held in memory, served as one block of all samples and genes."""
 
-    def __init__(self, values: np.ndarray, drawn_is_case: bool, metric: Metric, backend: CpuBackend) -> None:
-        if metric.rank_transform:
-            values = mid_ranks(values)
-        self.gene_mean = values.mean(axis=1)
-        self.samples_by_gene = np.ascontiguousarray((values - self.gene_mean[:, None]).T)
-        self.squares_by_gene = self.samples_by_gene ** 2
-        self.total_sum = self.samples_by_gene.sum(axis=0)
-        self.total_sumsq = self.squares_by_gene.sum(axis=0)
+    storage = "in memory"
+
+    def __init__(self, values: np.ndarray) -> None:
+        # samples x genes, C order: a sample's values are contiguous for the row gathers
+        self.samples_by_gene = np.ascontiguousarray(np.asarray(values, dtype=np.float64).T)
+        self.n_samples, self.n_genes = self.samples_by_gene.shape
+
+    def blocks(self) -> Any:
+        yield 0, self.n_samples, 0, self.n_genes, self.samples_by_gene
+
+
+class _TwoGroupStatistic:
+    """Two-group statistics from class moments of the gene-centred values (centring keeps
+    float64 sums of squares exact enough for intensities in the thousands).
+
+    ``matrix`` yields blocks ``(sample_start, sample_stop, gene_start, gene_stop,
+    values)`` covering every (sample, gene) once: one block in memory
+    (:class:`InMemoryMatrix`), or blocks read from disk for every batch
+    (:class:`permenrich.streaming.StreamedMatrix`). Means and totals are sequential sums
+    in sample order, so both give identical statistics.
+    """
+
+    def __init__(self, matrix: Any, drawn_is_case: bool, metric: Metric, backend: CpuBackend) -> None:
+        self.matrix = matrix
+        n_genes = matrix.n_genes
+        sums = np.zeros(n_genes)
+        unused = np.zeros(n_genes)
+        for _, _, gene_start, _, block in matrix.blocks():
+            accumulate_totals(block, gene_start, unused, False, sums, unused)
+        self.gene_mean = sums / matrix.n_samples
+        self.total_sum = np.zeros(n_genes)
+        self.total_sumsq = np.zeros(n_genes)
+        for _, _, gene_start, _, block in matrix.blocks():
+            accumulate_totals(block, gene_start, self.gene_mean, True, self.total_sum, self.total_sumsq)
         self.drawn_is_case = bool(drawn_is_case)
         self.code = metric.code
         self.backend = backend
 
     def batch(self, drawn_positions: np.ndarray) -> np.ndarray:
         drawn_positions = np.ascontiguousarray(drawn_positions, dtype=np.int64)
-        out = np.empty((drawn_positions.shape[0], self.samples_by_gene.shape[1]))
-        two_group_statistics(self.samples_by_gene, self.squares_by_gene, self.gene_mean, self.total_sum,
-                             self.total_sumsq, drawn_positions, self.drawn_is_case, self.code,
-                             self.backend.chunks(out.shape[0]), out)
+        n_batch, n_drawn = drawn_positions.shape
+        n_genes = self.matrix.n_genes
+        chunks = self.backend.chunks(n_batch)
+        if isinstance(self.matrix, InMemoryMatrix):
+            out = np.empty((n_batch, n_genes))
+            whole_matrix_statistics(self.matrix.samples_by_gene, drawn_positions, self.gene_mean, self.total_sum,
+                                    self.total_sumsq, self.drawn_is_case, self.code, chunks, out)
+            return out
+        sums = np.zeros((n_batch, n_genes))
+        sumsqs = np.zeros((n_batch, n_genes))
+        cursors = np.zeros(n_batch, dtype=np.int64)
+        for sample_start, sample_stop, gene_start, gene_stop, block in self.matrix.blocks():
+            if gene_stop - gene_start < n_genes:
+                cursors[:] = 0  # a gene block holds every sample: walk each labelling from its start
+            accumulate_block(block, sample_start, sample_stop, gene_start, drawn_positions, cursors, self.gene_mean,
+                             sums, sumsqs, chunks)
+        out = np.empty((n_batch, n_genes))
+        finish_statistics(sums, sumsqs, self.total_sum, self.total_sumsq, self.gene_mean, self.matrix.n_samples,
+                          n_drawn, self.drawn_is_case, self.code, out)
         return out
 
 
@@ -171,11 +246,16 @@ class CpuBackend:
     def prepare_statistic(self, values: np.ndarray, metric: Metric, *, drawn_is_case: bool = True,
                           phenotype: np.ndarray | None = None) -> None:
         """Per-gene statistic for labellings of ``values`` (n_genes, n_samples)."""
-        values = np.asarray(values, dtype=np.float64)
         if metric.kind == "correlation":
-            self._statistic = CorrelationStatistic(values, phenotype, spearman=metric.rank_transform, xp=np)
+            self._statistic = CorrelationStatistic(np.asarray(values, dtype=np.float64), phenotype,
+                                                   spearman=metric.rank_transform, xp=np)
+            return
+        if hasattr(values, "blocks"):  # a streamed matrix
+            matrix = values
         else:
-            self._statistic = _TwoGroupStatistic(values, drawn_is_case, metric, self)
+            values = np.asarray(values, dtype=np.float64)
+            matrix = InMemoryMatrix(mid_ranks(values) if metric.rank_transform else values)
+        self._statistic = _TwoGroupStatistic(matrix, drawn_is_case, metric, self)
 
     def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray,
                      gene_set_offsets: np.ndarray, gene_set_ids: np.ndarray, weight: float, n_genes: int) -> None:

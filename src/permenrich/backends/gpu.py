@@ -118,6 +118,9 @@ class GpuBackend:
     # -- configuration ------------------------------------------------------------------
     def prepare_statistic(self, values: np.ndarray, metric: Metric, *, drawn_is_case: bool = True,
                           phenotype: np.ndarray | None = None) -> None:
+        if hasattr(values, "blocks"):
+            raise OptionError("streaming a matrix from disk runs on the CPU backend so far; use device='cpu', "
+                              "--pseudobulk, or a larger --memory so that the matrix is held on the GPU")
         values = np.asarray(values, dtype=np.float64)
         if metric.kind == "correlation":
             from ..stats.correlation import CorrelationStatistic

@@ -5,6 +5,7 @@ Formats and the bad-input policy follow ``shared/FORMATS.md``: every user mistak
 """
 
 from permenrich.io.chip import apply_chip, read_chip
+from permenrich.io.chunked import Block, MatrixSource, open_matrix
 from permenrich.io.expression import ExpressionData, collapse_duplicates, read_expression
 from permenrich.io.genesets import GeneSet, read_gene_sets, read_gmt, read_gmx
 from permenrich.io.genelist import read_gene_list
@@ -45,4 +46,7 @@ __all__ = [
     "RankedList",
     "read_rnk",
     "read_gene_list",
+    "Block",
+    "MatrixSource",
+    "open_matrix",
 ]

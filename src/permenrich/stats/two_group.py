@@ -27,29 +27,42 @@ def _statistic_from_sums(sum_drawn, sumsq_drawn, total_sum, total_sumsq, gene_me
     return _metric_from_moments(metric, mean_o, var_o, n_other, mean_d, var_d, n_drawn)
 
 
-def _gene_statistics(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
-                     n_samples, drawn, drawn_is_case, metric, sum_drawn, sumsq_drawn, stat):
-    """Statistic of every gene for one labelling given by the drawn class's positions.
+def _accumulate_rows(block, block_start, block_stop, gene_offset, drawn, cursor, gene_mean, sums, sumsqs):
+    """Add one labelling's drawn samples that fall in ``[block_start, block_stop)`` to its
+    running class sums, from position ``cursor`` of the sorted ``drawn`` on; return the
+    new cursor.
 
-    Sums run over the drawn samples in their (sorted) order, vectorised over genes; a
-    GPU thread per (labelling, gene) adds the same values in the same order, so both
-    targets give identical float64 results.
+    ``block`` rows are samples ``block_start..``, its columns genes ``gene_offset..``:
+    a block of all genes (sample-major storage) or of all samples (gene-major storage,
+    ``cursor`` 0). Either way each gene adds its drawn samples' centred values in sample
+    order, so in-memory, streamed and GPU runs add the same numbers in the same order
+    and give identical float64 sums.
     """
-    n_genes = samples_by_gene.shape[1]
-    n_drawn = drawn.shape[0]
-    for g in range(n_genes):
-        sum_drawn[g] = 0.0
-        sumsq_drawn[g] = 0.0
-    for j in range(n_drawn):
-        row = samples_by_gene[drawn[j]]
-        row_sq = squares_by_gene[drawn[j]]
-        for g in range(n_genes):
-            sum_drawn[g] += row[g]
-            sumsq_drawn[g] += row_sq[g]
-    for g in range(n_genes):
-        stat[g] = _statistic_from_sums(sum_drawn[g], sumsq_drawn[g], total_sum[g], total_sumsq[g], gene_mean[g],
-                                       n_samples, n_drawn, drawn_is_case, metric)
+    n_columns = block.shape[1]
+    j = cursor
+    while j < drawn.shape[0] and drawn[j] < block_stop:
+        row = block[drawn[j] - block_start]
+        for c in range(n_columns):
+            centred = row[c] - gene_mean[gene_offset + c]
+            sums[gene_offset + c] += centred
+            sumsqs[gene_offset + c] += centred * centred
+        j += 1
+    return j
+
+
+def _accumulate_totals(block, gene_offset, gene_mean, centre, sums, sumsqs):
+    """Sequential per-gene sums over all rows of ``block`` (samples in order): of the raw
+    values when ``centre`` is False (for the means), else of the centred values and
+    their squares (the totals the other class is derived from)."""
+    n_rows, n_columns = block.shape
+    for r in range(n_rows):
+        for c in range(n_columns):
+            value = block[r, c]
+            if centre:
+                value -= gene_mean[gene_offset + c]
+                sumsqs[gene_offset + c] += value * value
+            sums[gene_offset + c] += value
 
 
 #: With the metric functions they call; compile together.
-SCALAR_FUNCTIONS = (*METRIC_FUNCTIONS, _statistic_from_sums, _gene_statistics)
+SCALAR_FUNCTIONS = (*METRIC_FUNCTIONS, _statistic_from_sums, _accumulate_rows, _accumulate_totals)

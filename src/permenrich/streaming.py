@@ -1,0 +1,249 @@
+"""Out-of-core matrices: stream HDF5/h5ad/10x data in blocks, pseudobulk, normalise.
+
+A :class:`StreamedMatrix` serves the analysed samples and genes of an on-disk matrix in
+blocks read along its storage layout (:func:`permenrich.io.chunked.open_matrix`), so the
+two-group statistics of a batch of permutations need one pass over the file and never
+more memory than a block plus the batch's class sums. Whether a run streams or caches the
+matrix in memory is decided by the memory budget and reported in run.json.
+
+Exactness: every per-gene sum (means, totals, class sums, library sizes) is a sequential
+sum in sample (or gene) order, whatever the blocks; a streamed run therefore gives the
+same statistics, bit for bit, as the same data held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numba
+import numpy as np
+import pandas as pd
+
+from .errors import InputError, OptionError
+from .io.expression import ExpressionData
+
+logger = logging.getLogger(__name__)
+
+NORMALISATIONS = ("none", "log1p_cpm")
+_CPM = 1e6
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _add_row_sums(block, row_offset, totals):
+    """totals[row_offset + r] += sum of block row r, adding columns in order."""
+    for r in range(block.shape[0]):
+        total = totals[row_offset + r]
+        for c in range(block.shape[1]):
+            total += block[r, c]
+        totals[row_offset + r] = total
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _log1p_cpm(block, library_sizes, row_offset, out):
+    for r in range(block.shape[0]):
+        scale = _CPM / library_sizes[row_offset + r]
+        for c in range(block.shape[1]):
+            out[r, c] = np.log1p(block[r, c] * scale)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _group_sums(block, row_offset, group_of_row, out):
+    """out[group_of_row[row_offset + r]] += block row r, rows in order."""
+    for r in range(block.shape[0]):
+        group = group_of_row[row_offset + r]
+        if group < 0:
+            continue
+        for c in range(block.shape[1]):
+            out[group, c] += block[r, c]
+
+
+def library_sizes(samples_by_gene: np.ndarray) -> np.ndarray:
+    """Per-sample totals over all genes, each a sequential sum in gene order."""
+    totals = np.zeros(samples_by_gene.shape[0])
+    _add_row_sums(np.ascontiguousarray(samples_by_gene, dtype=np.float64), 0, totals)
+    return totals
+
+
+def log1p_cpm(values: np.ndarray) -> np.ndarray:
+    """log(1 + counts per million) of a genes x samples matrix (library size = column sum)."""
+    samples_by_gene = np.ascontiguousarray(np.asarray(values, dtype=np.float64).T)
+    sizes = library_sizes(samples_by_gene)
+    _check_library_sizes(sizes, "<matrix>")
+    out = np.empty_like(samples_by_gene)
+    _log1p_cpm(samples_by_gene, sizes, 0, out)
+    return np.ascontiguousarray(out.T)
+
+
+def _check_library_sizes(sizes: np.ndarray, source: str) -> None:
+    if (sizes <= 0).any():
+        raise InputError(f"{source}: sample {int(np.flatnonzero(sizes <= 0)[0])} has no counts (library size "
+                         "<= 0); log1p_cpm needs counts; drop empty samples or use --normalize none")
+
+
+def _sample_blocks(source: Any, max_block_bytes: int, samples: np.ndarray | None) -> Iterator[Any]:
+    try:
+        yield from source.blocks(max_block_bytes, samples=samples)
+    except OSError as error:  # corruption discovered while reading
+        raise InputError(f"{source.source}: read failed ({error}); the file may be truncated or corrupt") from None
+
+
+class StreamedMatrix:
+    """The analysed part of an on-disk matrix, served in blocks for each pass.
+
+    Parameters
+    ----------
+    source
+        An open :class:`permenrich.io.chunked.MatrixSource`.
+    samples
+        Sorted positions of the analysed samples in the source.
+    max_block_bytes
+        Largest dense block read at once.
+    normalise
+        ``"none"`` or ``"log1p_cpm"`` (applied per block; library sizes from the raw
+        counts over all genes).
+    """
+
+    storage = "streamed"
+
+    def __init__(self, source: Any, samples: np.ndarray, *, max_block_bytes: int, normalise: str = "none") -> None:
+        if normalise not in NORMALISATIONS:
+            raise OptionError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}")
+        self.source = source
+        self.samples = np.asarray(samples, dtype=np.int64)
+        self.max_block_bytes = int(max_block_bytes)
+        self.normalise = normalise
+        self.n_samples = self.samples.size
+        self.passes = 0
+        self.bytes_read = 0
+        self._library_sizes: np.ndarray | None = None
+        self._keep = np.ones(source.n_genes, dtype=bool)
+        self._kept_before = np.arange(source.n_genes + 1)
+        self.gene_ids = np.asarray(source.gene_ids, dtype=object)
+        self.n_genes = source.n_genes
+        self._quality_pass()
+
+    def _quality_pass(self) -> None:
+        """One pass: library sizes (if normalising), non-finite values, constant genes."""
+        n_genes = self.source.n_genes
+        minimum = np.full(n_genes, np.inf)
+        maximum = np.full(n_genes, -np.inf)
+        sizes = np.zeros(self.n_samples)
+        for block in self._raw_blocks():
+            values = block.values
+            if not np.isfinite(values).all():
+                row, column = np.argwhere(~np.isfinite(values))[0]
+                gene = self.source.gene_ids[block.gene_start + column]
+                raise InputError(f"{self.source.source}: gene {gene!r} has a missing or non-finite value; "
+                                 "streamed matrices must be complete (fix the file, or load it in memory "
+                                 "with --nan-policy drop by raising --memory)")
+            if self.normalise == "log1p_cpm":
+                _add_row_sums(values, block.sample_start, sizes)
+            columns = slice(block.gene_start, block.gene_stop)
+            minimum[columns] = np.minimum(minimum[columns], values.min(axis=0))
+            maximum[columns] = np.maximum(maximum[columns], values.max(axis=0))
+        if self.normalise == "log1p_cpm":
+            _check_library_sizes(sizes, self.source.source)
+            self._library_sizes = sizes
+            # log1p(x * c) is monotone in x, so a constant raw gene may still vary after
+            # scaling by library size; only all-zero genes stay constant.
+            constant = maximum == 0
+        else:
+            constant = maximum == minimum
+        if constant.all():
+            raise InputError(f"{self.source.source}: every gene is constant in the analysed samples")
+        if constant.any():
+            logger.warning("dropped %d zero-variance genes (constant across the analysed samples)",
+                           int(constant.sum()))
+        self._keep = ~constant
+        self._kept_before = np.concatenate([[0], np.cumsum(self._keep)])
+        self.gene_ids = np.asarray(self.source.gene_ids, dtype=object)[self._keep]
+        self.n_genes = int(self._keep.sum())
+
+    def _raw_blocks(self) -> Iterator[Any]:
+        self.passes += 1
+        for block in _sample_blocks(self.source, self.max_block_bytes, self.samples):
+            self.bytes_read += block.values.nbytes
+            yield block
+
+    def blocks(self) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
+        """``(sample_start, sample_stop, gene_start, gene_stop, values)`` over the kept genes,
+        normalised; one read of the file."""
+        for block in self._raw_blocks():
+            values = block.values
+            if self._library_sizes is not None:
+                scaled = np.empty_like(values)
+                if block.gene_stop - block.gene_start == self.source.n_genes:
+                    _log1p_cpm(values, self._library_sizes, block.sample_start, scaled)
+                else:
+                    _log1p_cpm(values, self._library_sizes, 0, scaled)
+                values = scaled
+            keep = self._keep[block.gene_start:block.gene_stop]
+            if not keep.all():
+                values = np.ascontiguousarray(values[:, keep])
+            if values.shape[1] == 0:
+                continue
+            yield (block.sample_start, block.sample_stop, int(self._kept_before[block.gene_start]),
+                   int(self._kept_before[block.gene_stop]), values)
+
+    def describe(self) -> dict:
+        return {"matrix_storage": "streamed from disk", "source_storage": self.source.storage,
+                "max_block_bytes": self.max_block_bytes, "passes": self.passes,
+                "bytes_read_dense": self.bytes_read, "normalise": self.normalise}
+
+
+def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_block_bytes: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """Sum (or mean) the samples (cells) of each key combination, streaming the matrix.
+
+    Parameters
+    ----------
+    source
+        An open :class:`permenrich.io.chunked.MatrixSource`.
+    keys
+        One row per source sample (same order), the columns to group by (e.g. donor and
+        cell type); rows with a missing key are left out.
+    method
+        ``"sum"`` (for counts) or ``"mean"`` (for normalised data).
+
+    Returns
+    -------
+    values : ndarray, shape (n_genes, n_groups)
+        Each group's per-gene sum (mean), a sequential sum in cell order.
+    groups : DataFrame
+        One row per group: the key columns and ``n_cells``; index ``"key1|key2|..."``.
+    """
+    if method not in ("sum", "mean"):
+        raise OptionError(f"pseudobulk method must be 'sum' or 'mean', got {method!r}")
+    labels = keys.astype(str).where(keys.notna(), None)
+    complete = labels.notna().all(axis=1).to_numpy()
+    if not complete.any():
+        raise InputError(f"{source.source}: no cell has all of {', '.join(keys.columns)}; nothing to pseudobulk")
+    names = labels[complete].agg("|".join, axis=1)
+    codes_complete, uniques = pd.factorize(names, sort=True)
+    group_of_row = np.full(len(keys), -1, dtype=np.int64)
+    group_of_row[complete] = codes_complete
+    sums = np.zeros((uniques.size, source.n_genes))
+    for block in _sample_blocks(source, max_block_bytes, None):
+        if block.gene_stop - block.gene_start == source.n_genes:
+            _group_sums(block.values, block.sample_start, group_of_row, sums)
+        else:
+            part = np.zeros((uniques.size, block.gene_stop - block.gene_start))
+            _group_sums(block.values, 0, group_of_row, part)
+            sums[:, block.gene_start:block.gene_stop] += part
+    counts = np.bincount(codes_complete, minlength=uniques.size)
+    if method == "mean":
+        sums = sums / counts[:, None]
+    groups = labels[complete].groupby(codes_complete).first()
+    groups.index = pd.Index(np.asarray(uniques, dtype=object), name="pseudobulk_sample")
+    groups["n_cells"] = counts
+    return np.ascontiguousarray(sums.T), groups
+
+
+def pseudobulk_expression(source: Any, keys: pd.DataFrame, *, method: str, max_block_bytes: int) -> ExpressionData:
+    """:func:`pseudobulk` as an :class:`~permenrich.io.expression.ExpressionData` whose
+    ``obs`` holds the key columns and ``n_cells``."""
+    values, groups = pseudobulk(source, keys, method=method, max_block_bytes=max_block_bytes)
+    return ExpressionData(values=values, gene_ids=np.asarray(source.gene_ids, dtype=object),
+                          sample_ids=np.asarray(groups.index, dtype=object), source=f"{source.source} (pseudobulk)",
+                          obs=groups)

@@ -1,0 +1,146 @@
+"""Out-of-core runs: streamed h5ad (dense, CSR, CSC) equal in-memory runs exactly;
+pseudobulk equals a pandas groupby; contrasts equal single runs; faults are one line."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import permenrich
+
+N_CELLS, N_GENES = 240, 2600  # dense float64 ~5 MB: streamed with memory="1MB"
+
+
+def _counts(seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(0.6, 2.0, size=N_GENES)
+    counts = rng.poisson(base[None, :] * rng.uniform(0.5, 1.5, size=(N_CELLS, 1))).astype(np.float32)
+    group = np.array(["T", "B", "NK"] * (N_CELLS // 3))
+    counts[group == "T", :40] += rng.poisson(3.0, size=((group == "T").sum(), 40))
+    donor = np.repeat([f"d{i}" for i in range(12)], N_CELLS // 12)
+    obs = pd.DataFrame({"group": group, "donor": donor}, index=[f"c{i}" for i in range(N_CELLS)])
+    var = pd.DataFrame(index=[f"G{i}" for i in range(N_GENES)])
+    return counts, obs, var
+
+
+def _write(tmp_path, kind, counts, obs, var):
+    matrix = {"dense": counts, "csr": sp.csr_matrix(counts), "csc": sp.csc_matrix(counts)}[kind]
+    path = tmp_path / f"cells_{kind}.h5ad"
+    anndata.AnnData(X=matrix, obs=obs, var=var).write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    counts, obs, var = _counts()
+    folder = tmp_path_factory.mktemp("stream")
+    paths = {kind: _write(folder, kind, counts, obs, var) for kind in ("dense", "csr", "csc")}
+    sets = {"FIRST": [f"G{i}" for i in range(40)], "MIDDLE": [f"G{i}" for i in range(1000, 1100)],
+            "SPREAD": [f"G{i}" for i in range(0, 2600, 13)]}
+    return paths, sets, counts, obs
+
+
+def _drop_run(frame):
+    frame = frame.copy()
+    frame.attrs = {}
+    return frame
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr", "csc"])
+@pytest.mark.parametrize("normalize", ["none", "log1p_cpm"])
+def test_streamed_equals_in_memory(cohort, kind, normalize):
+    paths, sets, _, _ = cohort
+    kwargs = dict(groupby="group", case="T", control="B", permutations=40, seed=3, min_size=10,
+                  normalize=normalize, device="cpu", threads=2, batch_size=16)
+    in_memory = permenrich.gsea(paths[kind], None, sets, memory="1GB", **kwargs)
+    streamed = permenrich.gsea(paths[kind], None, sets, memory="1MB", **kwargs)
+    assert in_memory.attrs["run"]["design"]["matrix_storage"] == "in memory"
+    info = streamed.attrs["run"]["design"]
+    assert info["matrix_storage"] == "streamed from disk"
+    assert info["streaming"]["passes"] >= 3 and info["streaming"]["max_block_bytes"] < info["dense_bytes"]
+    pd.testing.assert_frame_equal(_drop_run(in_memory), _drop_run(streamed))
+    genes_memory = permenrich.genes(paths[kind], None, memory="1GB", **{k: v for k, v in kwargs.items()
+                                                                        if k not in ("min_size",)})
+    genes_stream = permenrich.genes(paths[kind], None, memory="1MB", **{k: v for k, v in kwargs.items()
+                                                                        if k not in ("min_size",)})
+    pd.testing.assert_frame_equal(_drop_run(genes_memory).drop(columns="pval_parametric"),
+                                  _drop_run(genes_stream).drop(columns="pval_parametric"))
+
+
+def test_pseudobulk_equals_pandas_groupby(cohort):
+    from permenrich.io.chunked import open_matrix
+    from permenrich.streaming import pseudobulk
+
+    paths, _, counts, obs = cohort
+    expected = pd.DataFrame(counts.astype(np.float64), index=obs.index).groupby([obs.donor, obs.group]).sum()
+    for kind, path in paths.items():
+        with open_matrix(path) as source:
+            values, groups = pseudobulk(source, obs[["donor", "group"]].reset_index(drop=True), method="sum",
+                                        max_block_bytes=1 << 20)
+        got = pd.DataFrame(values.T, index=pd.MultiIndex.from_frame(groups[["donor", "group"]]))
+        got = got.loc[expected.index]
+        np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy(), err_msg=kind)
+        assert groups.n_cells.sum() == N_CELLS
+
+
+def test_pseudobulk_gsea_and_contrasts_equal_single_runs(cohort, tmp_path):
+    paths, sets, _, _ = cohort
+    common = dict(pseudobulk="donor", normalize="log1p_cpm", permutations=60, seed=1, min_size=10, device="cpu",
+                  threads=2)
+    single = permenrich.gsea(paths["csr"], None, sets, groupby="group", case="T", control="B", **common)
+    assert single.attrs["run"]["design"]["pseudobulk"]["samples"] == 36  # 12 donors x 3 groups
+    assert single.attrs["run"]["design"]["n_case"] == 12
+    spec = pd.DataFrame({"name": ["T_vs_B", "NK_vs_rest"], "groupby": ["group", "group"], "case": ["T", "NK"],
+                         "control": ["B", "rest"]})
+    combined = permenrich.contrasts(paths["csr"], spec, sets, mode="gsea", **common)
+    assert list(combined.columns[:2]) == ["contrast", "gene_set"]
+    first = combined[combined.contrast == "T_vs_B"].drop(columns="contrast").reset_index(drop=True)
+    pd.testing.assert_frame_equal(_drop_run(first), _drop_run(single))
+    paths_written = permenrich.write_results(combined, tmp_path / "out")
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.tsv", "run.json", "T_vs_B.tsv",
+                                                              "NK_vs_rest.tsv"}
+    assert paths_written["NK_vs_rest"].exists()
+    one_vs_rest = permenrich.contrasts(paths["csr"], None, sets, one_vs_rest="group", mode="genes",
+                                       pseudobulk="donor", normalize="log1p_cpm", permutations=30, device="cpu")
+    assert sorted(set(one_vs_rest.contrast)) == ["B_vs_rest", "NK_vs_rest", "T_vs_rest"]
+
+
+def test_stream_faults_are_one_line(cohort, tmp_path):
+    paths, sets, _, _ = cohort
+    truncated = tmp_path / "truncated.h5ad"
+    data = paths["csr"].read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(permenrich.InputError, match="truncated.h5ad"):
+        permenrich.gsea(truncated, None, sets, groupby="group", case="T", control="B", memory="1MB")
+    with pytest.raises(permenrich.InputError, match="cell_type"):
+        permenrich.gsea(paths["csr"], None, sets, groupby="cell_type", case="T", control="B", memory="1MB")
+    spec = pd.DataFrame({"name": ["X"], "groupby": ["group"], "case": ["DC"], "control": ["rest"]})
+    with pytest.raises(permenrich.InputError, match="'DC' of 'group' has no samples"):
+        permenrich.contrasts(paths["csr"], spec, sets)
+    with pytest.raises(permenrich.OptionError, match="needs the matrix in memory"):
+        permenrich.gsea(paths["csr"], None, sets, groupby="group", case="T", control="B", memory="1MB",
+                        metric="mann_whitney")
+
+
+def test_sigterm_leaves_no_output(cohort, tmp_path):
+    paths, sets, _, _ = cohort
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text("".join(f"{name}\tx\t" + "\t".join(genes) + "\n" for name, genes in sets.items()))
+    out = tmp_path / "out"
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-m", "permenrich.cli", "gsea", "--expr", str(paths["csr"]),
+                                "--groupby", "group", "--case", "T", "--control", "B", "--gene-sets", str(gmt),
+                                "--permutations", "200000", "--memory", "1MB", "--device", "cpu", "--out", str(out)],
+                               stderr=subprocess.PIPE, env=env)
+    time.sleep(6)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err.decode()
+    assert b"interrupted" in err and not out.exists()
