@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import permenrich  # noqa: E402
+from _machine import cpu_model  # noqa: E402
 
 
 def cudagsea_workload(seed: int = 0) -> tuple[pd.DataFrame, list[str], dict[str, list[str]]]:
@@ -119,8 +120,7 @@ def main() -> int:
 
     today = dt.date.today().isoformat()
     out = args.out or ROOT / "benchmarks" / "results" / f"cudagsea_{'_'.join(args.devices)}_{today}.md"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_model()
     lines = [f"# cudaGSEA workload — {today}", "",
              f"Run by `benchmarks/bench_cudagsea.py`. GPU: {gpu_description()}. CPU: {cpu}. "
              f"python {platform.python_version()}, permenrich {permenrich.__version__}.", "",

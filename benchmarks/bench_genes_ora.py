@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import permenrich  # noqa: E402
+from _machine import cpu_model, peak_rss_mib  # noqa: E402
 
 
 def simulate(n_genes: int, n_case: int, n_control: int, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
@@ -47,10 +47,6 @@ def gene_sets(n_genes: int, n_sets: int, seed: int = 1) -> dict[str, list[str]]:
     rng = np.random.default_rng(seed)
     return {f"SET{s:03d}": [f"G{i:05d}" for i in rng.choice(n_genes, size=int(rng.integers(15, 300)), replace=False)]
             for s in range(n_sets)}
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> int:
@@ -89,8 +85,7 @@ def main() -> int:
 
     today = dt.date.today().isoformat()
     out = args.out or ROOT / "benchmarks" / "results" / f"genes_ora_{args.device}_{today}.md"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_model()
     import numba
     lines = [f"# Per-gene maxT and ORA expression mode, {args.device.upper()} — {today}", "",
              f"Run by `benchmarks/bench_genes_ora.py`; {cpu}, {args.threads} threads; python "

@@ -47,7 +47,6 @@ def test_walk_kernel_equals_closed_form_for_many_sets():
     rng = np.random.default_rng(4)
     n_genes, n_samples = 300, 10
     values = rng.normal(size=(n_genes, n_samples))
-    is_case = np.arange(n_samples) < 4
     sets = [np.sort(rng.choice(n_genes, size=k, replace=False)) for k in [3, 10, 50, 120, 299]]
     members = np.concatenate(sets)
     offsets = np.r_[0, np.cumsum([s.size for s in sets])]

@@ -262,7 +262,7 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         matrix = StreamedMatrix(loaded.source, np.flatnonzero(keep), max_block_bytes=info["max_block_bytes"],
                                 normalise=info.get("normalize", "none"))
         return Study(matrix, matrix.gene_ids, design, data.source, info)
-    values = data.values[:, keep]
+    values = data.values if keep.all() else data.values[:, keep]  # no copy when every sample is analysed
     gene_ids = np.asarray(data.gene_ids, dtype=object)
     if metric.positive_values and (values <= 0).any():
         row = int(np.flatnonzero((values <= 0).any(axis=1))[0])

@@ -489,9 +489,14 @@ def genes(
     timings = run_two_pass(lambda a, b: backend.gene_statistics(backend.labellings(plan, a, b)), accumulator.add,
                            None, None, n_perm=plan.n_perm, batch_size=chosen, cache=False, progress=progress)
     result = accumulator.finish()
-    # Textbook p-values need the values in memory (not for a streamed matrix).
-    parametric = (metric_record.parametric(study.values, parametric_phenotype, alternative)
-                  if metric_record.parametric is not None and study.in_memory else np.full(n_genes, np.nan))
+    # Textbook p-values need the values in memory (not for a streamed matrix); SciPy's
+    # temporaries are as large as its input, so genes go in slices of ~64 MB.
+    parametric = np.full(n_genes, np.nan)
+    if metric_record.parametric is not None and study.in_memory:
+        step = max(1, (64 << 20) // (8 * study.values.shape[1]))
+        for start in range(0, n_genes, step):
+            parametric[start:start + step] = metric_record.parametric(study.values[start:start + step],
+                                                                      parametric_phenotype, alternative)
     table = pd.DataFrame({"gene": study.gene_ids.astype(str), "statistic": observed,
                           "pval_parametric": parametric, "pval": result["pval"],
                           "qval_bh": bh_adjust(result["pval"]), "pval_maxt": result["p_maxt"]})
@@ -853,7 +858,6 @@ def contrasts(
     if table is None:
         levels = sorted({v for v in annotations[one_vs_rest] if v != ""})
         table = read_contrasts(None, one_vs_rest=one_vs_rest, levels=levels)
-    run_one = gsea if mode == "gsea" else genes
     parts, runs, per_contrast = [], {}, {}
     for contrast in table.itertuples(index=False):
         labels = annotations.get(contrast.groupby)

@@ -59,6 +59,32 @@ def _group_sums(block, row_offset, group_of_row, out):
             out[group, c] += block[r, c]
 
 
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _group_sums_sample_major(data, indices, indptr, row_offset, group_of_row, n_threads, out):
+    """CSR slice (rows = samples): out[group, gene] += stored values, rows in order.
+
+    Threads own disjoint groups (group % n_threads), so each (group, gene) sum still adds
+    its cells in order and no two threads write the same row of ``out``.
+    """
+    for t in numba.prange(n_threads):
+        for r in range(indptr.shape[0] - 1):
+            group = group_of_row[row_offset + r]
+            if group < 0 or group % n_threads != t:
+                continue
+            for k in range(indptr[r], indptr[r + 1]):
+                out[group, indices[k]] += data[k]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _group_sums_gene_major(data, indices, indptr, column_offset, group_of_row, out):
+    """CSC slice (columns = genes, indices = samples in order): the same sums."""
+    for c in range(indptr.shape[0] - 1):
+        for k in range(indptr[c], indptr[c + 1]):
+            group = group_of_row[indices[k]]
+            if group >= 0:
+                out[group, column_offset + c] += data[k]
+
+
 def library_sizes(samples_by_gene: np.ndarray) -> np.ndarray:
     """Per-sample totals over all genes, each a sequential sum in gene order."""
     totals = np.zeros(samples_by_gene.shape[0])
@@ -215,16 +241,38 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     """
     if method not in ("sum", "mean"):
         raise OptionError(f"pseudobulk method must be 'sum' or 'mean', got {method!r}")
-    labels = keys.astype(str).where(keys.notna(), None)
-    complete = labels.notna().all(axis=1).to_numpy()
+    # Group code per cell from the per-column codes (no per-cell string building).
+    column_codes, column_levels = [], []
+    for column in keys.columns:
+        codes, levels = pd.factorize(keys[column].astype("string"), sort=True)
+        column_codes.append(codes)
+        column_levels.append(np.asarray(levels, dtype=object))
+    codes_matrix = np.stack(column_codes, axis=1)
+    complete = (codes_matrix >= 0).all(axis=1)
     if not complete.any():
         raise InputError(f"{source.source}: no cell has all of {', '.join(keys.columns)}; nothing to pseudobulk")
-    names = labels[complete].agg("|".join, axis=1)
-    codes_complete, uniques = pd.factorize(names, sort=True)
+    combos, codes_complete = np.unique(codes_matrix[complete], axis=0, return_inverse=True)
+    codes_complete = codes_complete.ravel()
+    uniques = np.array(["|".join(str(column_levels[j][combo[j]]) for j in range(combos.shape[1]))
+                        for combo in combos], dtype=object)
+    labels = pd.DataFrame({column: column_levels[j][combos[:, j]] for j, column in enumerate(keys.columns)})
     group_of_row = np.full(len(keys), -1, dtype=np.int64)
     group_of_row[complete] = codes_complete
     sums = np.zeros((uniques.size, source.n_genes))
-    for block in _sample_blocks(source, max_block_bytes, None):
+    # Sparse storage is summed from its stored values (no dense fill): skipping zeros
+    # leaves every float sum unchanged, so the result equals the dense path's.
+    sparse = source.sparse_blocks(max_block_bytes) if hasattr(source, "sparse_blocks") else None
+    if sparse is not None:
+        try:
+            for start, _, data, indices, indptr in sparse:
+                if source.storage == "csr":
+                    _group_sums_sample_major(data, indices, indptr, start, group_of_row, numba.get_num_threads(),
+                                             sums)
+                else:
+                    _group_sums_gene_major(data, indices, indptr, start, group_of_row, sums)
+        except OSError as error:
+            raise InputError(f"{source.source}: read failed ({error}); the file may be truncated or corrupt") from None
+    for block in (() if sparse is not None else _sample_blocks(source, max_block_bytes, None)):
         if block.gene_stop - block.gene_start == source.n_genes:
             _group_sums(block.values, block.sample_start, group_of_row, sums)
         else:
@@ -234,8 +282,8 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     counts = np.bincount(codes_complete, minlength=uniques.size)
     if method == "mean":
         sums = sums / counts[:, None]
-    groups = labels[complete].groupby(codes_complete).first()
-    groups.index = pd.Index(np.asarray(uniques, dtype=object), name="pseudobulk_sample")
+    groups = labels
+    groups.index = pd.Index(uniques, name="pseudobulk_sample")
     groups["n_cells"] = counts
     return np.ascontiguousarray(sums.T), groups
 

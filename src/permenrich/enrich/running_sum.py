@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..stats.ranking import SCALAR_FUNCTIONS as RANKING_FUNCTIONS
-from ..stats.ranking import _rank_descending  # noqa: F401  (bound by jit_family)
 
 #: Positive and negative extremes whose magnitudes differ by at most this are tied.
 ES_TIE_TOLERANCE = 1e-12

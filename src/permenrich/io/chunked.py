@@ -279,11 +279,15 @@ class _CompressedReader:
         with _reading(self.where, path, "opening"):
             return _open_dataset(self.file, path, self.cache_bytes[name])
 
-    def _read_slice(self, datasets: tuple[Any, Any], start: int, stop: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-        """``data`` (as float64) and ``indices`` of major positions ``start:stop``, one slice each."""
+    def _read_slice(self, datasets: tuple[Any, Any], start: int, stop: int, what: str,
+                    as_stored: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``data`` (as float64, or as stored) and ``indices`` of major positions
+        ``start:stop``, one slice each."""
         lo, hi = int(self.indptr[start]), int(self.indptr[stop])
         with _reading(self.where, f"{self.group_path}/data", what):
-            data = np.asarray(datasets[0][lo:hi], dtype=np.float64)
+            data = datasets[0][lo:hi]
+            if not as_stored or data.dtype.kind not in "fiu":
+                data = np.asarray(data, dtype=np.float64)
         with _reading(self.where, f"{self.group_path}/indices", what):
             indices = datasets[1][lo:hi]
         if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= self.n_minor):
@@ -295,6 +299,24 @@ class _CompressedReader:
         if indices.dtype.kind == "u" or indices.dtype.itemsize > 8:
             indices = indices.astype(np.int64)
         return data, indices
+
+    def sparse_blocks(self, budget: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+        """``(major_start, major_stop, data, indices, indptr)`` slices as stored (values in
+        their stored numeric dtype), each about ``budget`` bytes of ``data`` + ``indices``
+        (at least one major line): for code that can use the sparse form directly (no
+        dense fill)."""
+        datasets = (self._open("data"), self._open("indices"))
+        n_major = len(self.indptr) - 1
+        per_block = max(1, budget // 16)  # float64 data + int64 indices per stored value
+        start = 0
+        while start < n_major:
+            stop = int(np.searchsorted(self.indptr, self.indptr[start] + per_block, side="right")) - 1
+            stop = min(n_major, max(stop, start + 1))
+            # As stored (e.g. float32): a consumer summing into float64 gets the same sums
+            # without a float64 copy of every block.
+            data, indices = self._read_slice(datasets, start, stop, f"lines {start}:{stop}", as_stored=True)
+            yield start, stop, data, indices, np.asarray(self.indptr[start:stop + 1] - self.indptr[start])
+            start = stop
 
     def blocks(self, budget: int, selected: np.ndarray | None) -> Iterator[Block]:
         import scipy.sparse as sp
@@ -452,6 +474,16 @@ class MatrixSource:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def sparse_blocks(self, max_block_bytes: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] | None:
+        """For sparse storage, the stored CSR (``storage == "csr"``: lines are samples) or
+        CSC (lines are genes) slices ``(line_start, line_stop, data, indices, indptr)`` of
+        about ``max_block_bytes``; None for dense storage."""
+        if self.closed:
+            raise ValueError(f"{self.source}: the matrix source is closed")
+        if not isinstance(self._reader, _CompressedReader):
+            return None
+        return self._reader.sparse_blocks(int(max_block_bytes))
 
     def blocks(self, max_block_bytes: int, samples: np.ndarray | None = None) -> Iterator[Block]:
         """Yield the matrix in dense float64 blocks along :attr:`block_axis`.
