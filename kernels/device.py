@@ -17,10 +17,7 @@ from permenrich.stats.two_group import SCALAR_FUNCTIONS as TWO_GROUP_FUNCTIONS
 _device = jit_family(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS, cuda.jit(device=True))
 
 permutation_word = _device._permutation_word
-draw_stratified = _device._draw_stratified
-shuffle_stratified = _device._shuffle_stratified
-unrank_stratified = _device._unrank_stratified
-unrank_shuffle = _device._unrank_shuffle
+fill_labelling = _device._fill_labelling
 draw_positions = _device._draw_positions
 statistic_from_sums = _device._statistic_from_sums
 rank_descending = _device._rank_descending

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from numba import cuda
 
-from permenrich.rng import MODE_SUBSET, STREAM_GENE_SET_BASE
+from permenrich.rng import STREAM_GENE_SET_BASE
 
-from .device import (
-    draw_positions,
-    draw_stratified,
-    shuffle_stratified,
-    sorted_positions_score,
-    unrank_shuffle,
-    unrank_stratified,
-)
+from .device import draw_positions, fill_labelling, sorted_positions_score
 
 
 @cuda.jit
@@ -24,17 +17,8 @@ def labellings_kernel(seed, perm_start, mode, exact, stratum_offsets, stratum_me
     b = cuda.grid(1)
     if b >= out.shape[0]:
         return
-    k = perm_start + b
-    if mode == MODE_SUBSET:
-        if exact:
-            unrank_stratified(k, stratum_offsets, stratum_members, stratum_drawn, stratum_radix, binom,
-                              pool[b], out[b])
-        else:
-            draw_stratified(seed, k, stratum_offsets, stratum_members, stratum_drawn, pool[b], out[b])
-    elif exact:
-        unrank_shuffle(k, stratum_offsets, stratum_members, stratum_radix, factorial, pool[b], out[b])
-    else:
-        shuffle_stratified(seed, k, stratum_offsets, stratum_members, pool[b], out[b])
+    fill_labelling(seed, perm_start + b, mode, exact, stratum_offsets, stratum_members, stratum_drawn,
+                   stratum_radix, binom, factorial, pool[b], out[b])
 
 
 @cuda.jit

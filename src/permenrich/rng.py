@@ -250,10 +250,31 @@ def _unrank_shuffle(rank, stratum_offsets, stratum_members, stratum_radix, facto
             left -= 1
 
 
+#: How a plan encodes its labellings (see :func:`fill_labellings`).
+MODE_SUBSET = 0
+MODE_SHUFFLE = 1
+
+
+def _fill_labelling(seed, perm_index, mode, exact, stratum_offsets, stratum_members, stratum_drawn,
+                    stratum_radix, binom, factorial, pool, out):
+    """Labelling ``perm_index`` into ``out``: drawn-class positions (``mode`` 0) or a
+    within-strata shuffle (``mode`` 1), random or, when ``exact``, the enumeration's."""
+    if mode == MODE_SUBSET:
+        if exact:
+            _unrank_stratified(perm_index, stratum_offsets, stratum_members, stratum_drawn, stratum_radix,
+                               binom, pool, out)
+        else:
+            _draw_stratified(seed, perm_index, stratum_offsets, stratum_members, stratum_drawn, pool, out)
+    elif exact:
+        _unrank_shuffle(perm_index, stratum_offsets, stratum_members, stratum_radix, factorial, pool, out)
+    else:
+        _shuffle_stratified(seed, perm_index, stratum_offsets, stratum_members, pool, out)
+
+
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_philox4x32_10, _stream_word, _permutation_word, _bounded_index,
                     _bounded_index_tagged, _insertion_sort, _draw_stratified, _shuffle_stratified, _draw_positions,
-                    _unrank_subset, _unrank_stratified, _unrank_shuffle)
+                    _unrank_subset, _unrank_stratified, _unrank_shuffle, _fill_labelling)
 _cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
 philox4x32_10 = _cpu._philox4x32_10
 permutation_word = _cpu._permutation_word
@@ -263,10 +284,7 @@ draw_stratified = _cpu._draw_stratified
 shuffle_stratified = _cpu._shuffle_stratified
 unrank_stratified = _cpu._unrank_stratified
 unrank_shuffle = _cpu._unrank_shuffle
-
-#: How a plan encodes its labellings (see :func:`fill_labellings`).
-MODE_SUBSET = 0
-MODE_SHUFFLE = 1
+fill_labelling = _cpu._fill_labelling
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -282,18 +300,8 @@ def fill_labellings(seed, perm_start, mode, exact, stratum_offsets, stratum_memb
         largest = max(largest, stratum_offsets[h + 1] - stratum_offsets[h])
     for b in numba.prange(n_batch):
         pool = np.empty(largest, dtype=np.int64)
-        k = perm_start + b
-        if mode == MODE_SUBSET:
-            if exact:
-                unrank_stratified(k, stratum_offsets, stratum_members, stratum_drawn, stratum_radix,
-                                  binom, pool, out[b])
-            else:
-                draw_stratified(seed, k, stratum_offsets, stratum_members, stratum_drawn, pool, out[b])
-        else:
-            if exact:
-                unrank_shuffle(k, stratum_offsets, stratum_members, stratum_radix, factorial, pool, out[b])
-            else:
-                shuffle_stratified(seed, k, stratum_offsets, stratum_members, pool, out[b])
+        fill_labelling(seed, perm_start + b, mode, exact, stratum_offsets, stratum_members, stratum_drawn,
+                       stratum_radix, binom, factorial, pool, out[b])
 
 
 def philox4x32_10_numpy(counter: np.ndarray, key: np.ndarray) -> np.ndarray:
