@@ -262,7 +262,9 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         matrix = StreamedMatrix(loaded.source, np.flatnonzero(keep), max_block_bytes=info["max_block_bytes"],
                                 normalise=info.get("normalize", "none"))
         return Study(matrix, matrix.gene_ids, design, data.source, info)
-    values = data.values if keep.all() else data.values[:, keep]  # no copy when every sample is analysed
+    # Kept samples-major (values.T C-ordered): the kernels read samples x genes, so the
+    # backends then need no copy; none at all when every sample is analysed.
+    values = data.values if keep.all() else np.ascontiguousarray(data.values.T[keep]).T
     gene_ids = np.asarray(data.gene_ids, dtype=object)
     if metric.positive_values and (values <= 0).any():
         row = int(np.flatnonzero((values <= 0).any(axis=1))[0])
@@ -270,7 +272,7 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
                          f"but gene {gene_ids[row]!r} has a value <= 0; use signal_to_noise, t_test or "
                          "diff_of_classes for log-scale or centred data")
     values, gene_ids = _drop_constant_genes(values, gene_ids, zero_variance, data.source)
-    return Study(np.ascontiguousarray(values), gene_ids, design, data.source, info)
+    return Study(values, gene_ids, design, data.source, info)
 
 
 def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
@@ -300,7 +302,7 @@ def _drop_constant_genes(values: np.ndarray, gene_ids: np.ndarray, policy: str,
                          f"({int(constant.sum())} such genes); remove them or pass "
                          "--zero-variance drop (zero_variance='drop')")
     logger.warning("dropped %d zero-variance genes (constant across the analysed samples)", int(constant.sum()))
-    return values[~constant], gene_ids[~constant]
+    return np.ascontiguousarray(values.T[:, ~constant]).T, gene_ids[~constant]  # samples-major, one copy
 
 
 def load_gene_sets(gene_sets: Any, gene_ids: np.ndarray, *, min_size: int, max_size: int) -> tuple[int, GeneSetIndex]:

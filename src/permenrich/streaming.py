@@ -94,12 +94,13 @@ def library_sizes(samples_by_gene: np.ndarray) -> np.ndarray:
 
 def log1p_cpm(values: np.ndarray) -> np.ndarray:
     """log(1 + counts per million) of a genes x samples matrix (library size = column sum)."""
+    # samples x genes; no copy when ``values`` is already a transposed samples x genes array
     samples_by_gene = np.ascontiguousarray(np.asarray(values, dtype=np.float64).T)
     sizes = library_sizes(samples_by_gene)
     _check_library_sizes(sizes, "<matrix>")
     out = np.empty_like(samples_by_gene)
     _log1p_cpm(samples_by_gene, sizes, 0, out)
-    return np.ascontiguousarray(out.T)
+    return out.T  # genes x samples view of the samples-major result: no second copy
 
 
 def _check_library_sizes(sizes: np.ndarray, source: str) -> None:
@@ -235,7 +236,8 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     Returns
     -------
     values : ndarray, shape (n_genes, n_groups)
-        Each group's per-gene sum (mean), a sequential sum in cell order.
+        Each group's per-gene sum (mean), a sequential sum in cell order (a transposed
+        view of a groups x genes array, so no copy is made).
     groups : DataFrame
         One row per group: the key columns and ``n_cells``; index ``"key1|key2|..."``.
     """
@@ -285,7 +287,7 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     groups = labels
     groups.index = pd.Index(uniques, name="pseudobulk_sample")
     groups["n_cells"] = counts
-    return np.ascontiguousarray(sums.T), groups
+    return sums.T, groups  # genes x groups, as a view of the groups-major sums
 
 
 def pseudobulk_expression(source: Any, keys: pd.DataFrame, *, method: str, max_block_bytes: int) -> ExpressionData:

@@ -43,7 +43,9 @@ class ExpressionData:
     Attributes
     ----------
     values : numpy.ndarray
-        float64, shape ``(n_genes, n_samples)``, C-contiguous.
+        float64, shape ``(n_genes, n_samples)``; C-ordered from the readers, possibly
+        F-ordered (a transposed samples x genes array) after pseudobulk/normalisation, which
+        saves a copy of the matrix.
     gene_ids : numpy.ndarray
         dtype object (str), length ``n_genes``. May hold duplicates until
         :func:`collapse_duplicates` is applied.
