@@ -102,3 +102,16 @@ def test_random_permutations_batch_invariant_and_never_zero():
     pd.testing.assert_frame_equal(a, b)
     assert a.pval.min() == pytest.approx(1 / 1000)
     assert (a.pval_maxt >= a.pval).all() and a.qval_bh.between(0, 1).all()
+
+
+def test_cumulative_max_scan_for_array_modules_without_accumulate():
+    """The log-step scan used with CuPy (no ufunc.accumulate for maximum) equals NumPy's."""
+    from permenrich.nulls import _cumulative_max
+
+    class NumpyWithoutIdentity:  # any module other than numpy itself takes the scan branch
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    for shape in [(1, 1), (3, 2), (7, 37), (4, 64)]:
+        a = np.random.default_rng(sum(shape)).normal(size=shape)
+        np.testing.assert_array_equal(_cumulative_max(a, NumpyWithoutIdentity()), np.maximum.accumulate(a, axis=1))

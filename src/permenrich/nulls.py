@@ -90,6 +90,19 @@ class _TailCounter:
         return counts[np.searchsorted(t, np.asarray(queries) - TIE_TOLERANCE, side="left")]
 
 
+def _cumulative_max(a: Any, xp: Any) -> Any:
+    """Running maximum along axis 1: NumPy's ufunc.accumulate, or a log-step scan for
+    array modules whose ufuncs lack ``accumulate`` (CuPy offers it for few ufuncs)."""
+    if xp is np:
+        return np.maximum.accumulate(a, axis=1)
+    out = xp.array(a, copy=True)
+    shift = 1
+    while shift < out.shape[1]:
+        out[:, shift:] = xp.maximum(out[:, shift:], out[:, :-shift].copy())
+        shift *= 2
+    return out
+
+
 def _to_host(a: Any, xp: Any) -> np.ndarray:
     return a.get() if hasattr(a, "get") and xp is not np else np.asarray(a)
 
@@ -279,7 +292,7 @@ class ExceedanceAccumulator:
         self.n_exceed += (u >= self._threshold).sum(axis=0)
         # successive maxima from the least extreme feature up: reverse cumulative max
         ordered = u[:, self._order_dev][:, ::-1]
-        running_max = xp.maximum.accumulate(ordered, axis=1)[:, ::-1]
+        running_max = _cumulative_max(ordered, xp)[:, ::-1]
         self.n_exceed_max += (running_max >= self._threshold_ordered).sum(axis=0)
         self.seen += int(null_statistics.shape[0])
 
