@@ -43,15 +43,15 @@ class LinearSetStatistic:
 
     def __init__(self, kind: str, set_members: np.ndarray, set_offsets: np.ndarray, n_genes: int,
                  xp: Any = np, sparse: Any = None) -> None:
-        if sparse is None:
-            import scipy.sparse as sparse
+        import scipy.sparse
+
         self.kind = kind
         sizes = np.diff(set_offsets)
         rows = np.repeat(np.arange(sizes.size), sizes)
         data = np.repeat(1.0 / sizes, sizes)
-        averaging = sparse.csr_matrix(
-            (xp.asarray(data), (xp.asarray(rows), xp.asarray(set_members))), shape=(sizes.size, n_genes))
-        self.averaging = averaging
+        averaging = scipy.sparse.csr_matrix((data, (rows, np.asarray(set_members))), shape=(sizes.size, n_genes))
+        # Built on the host; a device sparse module (cupyx) copies it over once.
+        self.averaging = averaging if sparse is None or sparse is scipy.sparse else sparse.csr_matrix(averaging)
         self.xp = xp
 
     def scores(self, gene_scores: Any) -> Any:
