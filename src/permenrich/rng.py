@@ -118,6 +118,22 @@ def _insertion_sort(values, n):
         values[j + 1] = value
 
 
+def _shuffle_prefix(seed, perm_index, cursor, members, n_slots, pool):
+    """Copy ``members`` into ``pool`` and Fisher–Yates-shuffle its first ``n_slots`` slots
+    (all of them, for a full shuffle, with ``n_slots = len - 1``), reading the label
+    stream from ``cursor`` on; return the next cursor."""
+    size = members.shape[0]
+    for i in range(size):
+        pool[i] = members[i]
+    for i in range(n_slots):
+        offset, cursor = _bounded_index(seed, perm_index, cursor, size - i)
+        j = i + offset
+        tmp = pool[i]
+        pool[i] = pool[j]
+        pool[j] = tmp
+    return cursor
+
+
 def _draw_stratified(seed, perm_index, stratum_offsets, stratum_members, stratum_drawn, pool, out):
     """Random labelling ``perm_index`` of a two-group design, as the sorted sample
     positions of the drawn class, written into ``out``.
@@ -134,14 +150,8 @@ def _draw_stratified(seed, perm_index, stratum_offsets, stratum_members, stratum
     for h in range(stratum_offsets.shape[0] - 1):
         start = stratum_offsets[h]
         size = stratum_offsets[h + 1] - start
-        for i in range(size):
-            pool[i] = stratum_members[start + i]
-        for i in range(stratum_drawn[h]):
-            offset, cursor = _bounded_index(seed, perm_index, cursor, size - i)
-            j = i + offset
-            tmp = pool[i]
-            pool[i] = pool[j]
-            pool[j] = tmp
+        cursor = _shuffle_prefix(seed, perm_index, cursor, stratum_members[start:start + size], stratum_drawn[h],
+                                 pool)
         for i in range(stratum_drawn[h]):
             out[filled + i] = pool[i]
         filled += stratum_drawn[h]
@@ -157,14 +167,7 @@ def _shuffle_stratified(seed, perm_index, stratum_offsets, stratum_members, pool
     for h in range(stratum_offsets.shape[0] - 1):
         start = stratum_offsets[h]
         size = stratum_offsets[h + 1] - start
-        for i in range(size):
-            pool[i] = stratum_members[start + i]
-        for i in range(size - 1):
-            offset, cursor = _bounded_index(seed, perm_index, cursor, size - i)
-            j = i + offset
-            tmp = pool[i]
-            pool[i] = pool[j]
-            pool[j] = tmp
+        cursor = _shuffle_prefix(seed, perm_index, cursor, stratum_members[start:start + size], size - 1, pool)
         for i in range(size):
             out[stratum_members[start + i]] = pool[i]
 
@@ -272,18 +275,14 @@ def _fill_labelling(seed, perm_index, mode, exact, stratum_offsets, stratum_memb
 
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
-SCALAR_FUNCTIONS = (_philox4x32_10, _stream_word, _permutation_word, _bounded_index,
-                    _bounded_index_tagged, _insertion_sort, _draw_stratified, _shuffle_stratified, _draw_positions,
+SCALAR_FUNCTIONS = (_philox4x32_10, _stream_word, _permutation_word, _bounded_index, _bounded_index_tagged,
+                    _insertion_sort, _shuffle_prefix, _draw_stratified, _shuffle_stratified, _draw_positions,
                     _unrank_subset, _unrank_stratified, _unrank_shuffle, _fill_labelling)
 _cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
 philox4x32_10 = _cpu._philox4x32_10
 permutation_word = _cpu._permutation_word
 bounded_index = _cpu._bounded_index
 draw_positions = _cpu._draw_positions
-draw_stratified = _cpu._draw_stratified
-shuffle_stratified = _cpu._shuffle_stratified
-unrank_stratified = _cpu._unrank_stratified
-unrank_shuffle = _cpu._unrank_shuffle
 fill_labelling = _cpu._fill_labelling
 
 
