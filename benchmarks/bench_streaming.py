@@ -37,13 +37,20 @@ from permenrich.streaming import pseudobulk  # noqa: E402
 
 
 def write_atlas(path: Path, n_cells: int, n_genes: int, n_types: int = 20, n_donors: int = 50,
-                density: float = 0.10, seed: int = 0) -> None:
-    """A SIMULATED sparse count matrix written as h5ad (CSR), block by block."""
-    from anndata.experimental import write_elem
+                density: float = 0.10, seed: int = 0, cell_order: str = "donor") -> None:
+    """A SIMULATED sparse count matrix written as h5ad (CSR), block by block.
+
+    ``cell_order="donor"`` stores the cells donor by donor (cell types mixed within a
+    donor), as an atlas built by concatenating per-sample matrices is; ``"random"``
+    shuffles all cells, the worst case for the pseudobulk sums' cache use.
+    """
+    from anndata.io import write_elem
 
     rng = np.random.default_rng(seed)
     cell_type = rng.integers(0, n_types, size=n_cells)
     donor = rng.integers(0, n_donors, size=n_cells)
+    if cell_order == "donor":
+        donor = np.sort(donor)
     is_marker = np.zeros((n_types, n_genes), dtype=bool)
     for t in range(n_types):
         is_marker[t, rng.choice(n_genes, size=50, replace=False)] = True
@@ -86,22 +93,26 @@ def main() -> int:
     parser.add_argument("--permutations", type=int, default=10_000)
     parser.add_argument("--memory", default="1GB")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--path", type=Path, default=Path("/tmp/permenrich_atlas.h5ad"))
+    parser.add_argument("--cell-order", choices=("donor", "random"), default="donor",
+                        help="cells stored donor by donor (as concatenated per-sample matrices are) or shuffled")
+    parser.add_argument("--path", type=Path, default=None,
+                        help="default: /tmp/permenrich_atlas_<cells>_<cell order>.h5ad")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
+    args.path = args.path or Path(f"/tmp/permenrich_atlas_{args.cells}_{args.cell_order}.h5ad")
     if not args.path.exists():
         start = time.perf_counter()
-        write_atlas(args.path, args.cells, args.genes)
+        write_atlas(args.path, args.cells, args.genes, cell_order=args.cell_order)
         print(f"wrote {args.path} ({args.path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - start:.0f} s",
               flush=True)
     size_gib = args.path.stat().st_size / 2**30
     rss_before = peak_rss_mib()
 
     # compile the pseudobulk kernel outside the timing (Numba caches it afterwards)
-    from permenrich.streaming import _group_sums_sample_major
-    _group_sums_sample_major(np.ones(1, np.float32), np.zeros(1, np.int32), np.array([0, 1]), 0,
-                             np.zeros(1, np.int64), 1, np.zeros((1, 1)))
+    from permenrich.streaming import _group_sums_sorted_rows
+    _group_sums_sorted_rows(np.ones(1, np.float32), np.zeros(1, np.int32), np.array([0, 1]), np.zeros(1, np.int64),
+                            np.zeros(1, np.int64), np.array([0, 1]), np.zeros((1, 1)))
     with open_matrix(args.path) as source:
         plain = plain_h5py_read_seconds(args.path, source.dataset_paths)
         keys = source.obs[["donor", "cell_type"]].reset_index(drop=True)

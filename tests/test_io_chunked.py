@@ -462,6 +462,14 @@ def test_corruption_found_while_streaming_sparse(tenx: Path) -> None:
             list(source.blocks(ROW))
 
 
+def test_corruption_found_by_the_read_ahead_thread(tenx: Path) -> None:
+    """sparse_blocks reads in a background thread: its error reaches the consumer."""
+    corrupt_first_chunk(tenx, "matrix/data")
+    with open_matrix(tenx) as source:
+        with pytest.raises(InputError, match=r"filtered_feature_bc_matrix.h5: cannot read dataset 'matrix/data'"):
+            list(source.sparse_blocks(ROW))
+
+
 def test_sparse_index_out_of_range_found_while_streaming(csr_h5ad: Path) -> None:
     with h5py.File(csr_h5ad, "r+") as f:
         f["X/indices"][3] = N_GENES + 5

@@ -59,30 +59,66 @@ def _group_sums(block, row_offset, group_of_row, out):
             out[group, c] += block[r, c]
 
 
-@numba.njit(cache=True, parallel=True, error_model="numpy")
-def _group_sums_sample_major(data, indices, indptr, row_offset, group_of_row, n_threads, out):
-    """CSR slice (rows = samples): out[group, gene] += stored values, rows in order.
+@numba.njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+def _group_sums_sorted_rows(data, indices, indptr, rows, row_groups, part_bounds, out):
+    """CSR slice (rows = samples): out[group, gene] += stored values; returns how many
+    indices fell outside ``0..n_genes-1`` (skipped: the caller reports the damaged file).
 
-    Threads own disjoint groups (group % n_threads), so each (group, gene) sum still adds
-    its cells in order and no two threads write the same row of ``out``.
+    ``rows`` are the slice's rows sorted by group, stably, so each (group, gene) sum still
+    adds its cells in order; part ``p`` (one thread) takes ``rows[part_bounds[p]:
+    part_bounds[p + 1]]``, whole groups only, so no two threads write the same row of
+    ``out``. Consecutive rows of one group keep that group's row of ``out`` in cache,
+    which an unsorted walk over randomly ordered cells would not (measured: 2-5x faster).
+    Releases the GIL, so the next slice is read meanwhile.
     """
-    for t in numba.prange(n_threads):
-        for r in range(indptr.shape[0] - 1):
-            group = group_of_row[row_offset + r]
-            if group < 0 or group % n_threads != t:
-                continue
+    n_genes = out.shape[1]
+    n_parts = part_bounds.shape[0] - 1
+    bad = np.zeros(max(n_parts, 1), dtype=np.int64)
+    for part in numba.prange(n_parts):
+        for j in range(part_bounds[part], part_bounds[part + 1]):
+            r = rows[j]
+            group_row = out[row_groups[j]]
             for k in range(indptr[r], indptr[r + 1]):
-                out[group, indices[k]] += data[k]
+                gene = indices[k]
+                if gene < 0 or gene >= n_genes:
+                    bad[part] += 1
+                else:
+                    group_row[gene] += data[k]
+    return bad.sum()
 
 
-@numba.njit(cache=True, error_model="numpy")
+def _rows_by_group(groups: np.ndarray, indptr: np.ndarray, n_parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with a group (>= 0), stably sorted by group, and ``n_parts`` (or fewer) cuts of
+    about equal stored values that never split a group."""
+    rows = np.flatnonzero(groups >= 0)
+    rows = rows[np.argsort(groups[rows], kind="stable")]
+    row_groups = groups[rows]
+    if rows.size == 0:
+        return rows, row_groups, np.zeros(1, dtype=np.int64)
+    work = np.cumsum(np.diff(indptr)[rows])
+    group_starts = np.flatnonzero(np.r_[True, row_groups[1:] != row_groups[:-1]])
+    wanted = np.searchsorted(work, work[-1] * np.arange(1, n_parts) / n_parts)
+    cuts = group_starts[np.minimum(np.searchsorted(group_starts, wanted), group_starts.size - 1)]
+    bounds = np.unique(np.r_[0, cuts, rows.size]).astype(np.int64)
+    return rows, row_groups, bounds
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _group_sums_gene_major(data, indices, indptr, column_offset, group_of_row, out):
-    """CSC slice (columns = genes, indices = samples in order): the same sums."""
+    """CSC slice (columns = genes, indices = samples in order): the same sums; returns the
+    count of sample indices outside ``0..n_samples-1`` (skipped)."""
+    bad = 0
+    n_samples = group_of_row.shape[0]
     for c in range(indptr.shape[0] - 1):
         for k in range(indptr[c], indptr[c + 1]):
-            group = group_of_row[indices[k]]
+            sample = indices[k]
+            if sample < 0 or sample >= n_samples:
+                bad += 1
+                continue
+            group = group_of_row[sample]
             if group >= 0:
                 out[group, column_offset + c] += data[k]
+    return bad
 
 
 def library_sizes(samples_by_gene: np.ndarray) -> np.ndarray:
@@ -263,17 +299,28 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     sums = np.zeros((uniques.size, source.n_genes))
     # Sparse storage is summed from its stored values (no dense fill): skipping zeros
     # leaves every float sum unchanged, so the result equals the dense path's.
-    sparse = source.sparse_blocks(max_block_bytes) if hasattr(source, "sparse_blocks") else None
+    # The kernels check the indices as they go (no separate pass over them).
+    sparse = (source.sparse_blocks(max_block_bytes, check_indices=False) if hasattr(source, "sparse_blocks")
+              else None)
+    threads = numba.get_num_threads()
     if sparse is not None:
+        # The read-ahead thread keeps a core busy copying the next slice: summing with
+        # every core as well oversubscribes them (measured 2 cores: 1.9 s vs 1.55 s).
+        numba.set_num_threads(max(1, threads - 1))
         try:
-            for start, _, data, indices, indptr in sparse:
+            for start, stop, data, indices, indptr in sparse:
                 if source.storage == "csr":
-                    _group_sums_sample_major(data, indices, indptr, start, group_of_row, numba.get_num_threads(),
-                                             sums)
+                    rows, row_groups, parts = _rows_by_group(group_of_row[start:stop], indptr,
+                                                             numba.get_num_threads())
+                    bad = _group_sums_sorted_rows(data, indices, indptr, rows, row_groups, parts, sums)
                 else:
-                    _group_sums_gene_major(data, indices, indptr, start, group_of_row, sums)
+                    bad = _group_sums_gene_major(data, indices, indptr, start, group_of_row, sums)
+                if bad:
+                    source.check_sparse_indices(indices, start, stop)
         except OSError as error:
             raise InputError(f"{source.source}: read failed ({error}); the file may be truncated or corrupt") from None
+        finally:
+            numba.set_num_threads(threads)
     for block in (() if sparse is not None else _sample_blocks(source, max_block_bytes, None)):
         if block.gene_stop - block.gene_start == source.n_genes:
             _group_sums(block.values, block.sample_start, group_of_row, sums)

@@ -176,6 +176,52 @@ def _lines_per_block(budget: int, line_bytes: int, chunk_extent: int | None) -> 
     return lines
 
 
+def _prefetched(fill: Any, new_buffers: Any, n_blocks: int, n_buffers: int = 2) -> Iterator[Any]:
+    """Yield ``fill(buffers, i)`` for ``i < n_blocks``, reading ahead in a background thread.
+
+    ``n_buffers`` buffer sets rotate: the thread fills the next set while the consumer
+    holds the current one, and a set is handed back when the consumer asks for the next
+    item, so a yielded item is valid until then. An exception raised by ``fill`` (e.g. the
+    InputError of a damaged file) is raised in the consumer; a consumer that stops early
+    stops the thread.
+    """
+    import queue
+    import threading
+
+    if n_blocks == 0:
+        return
+    free: queue.Queue = queue.Queue()
+    ready: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    for _ in range(min(n_buffers, n_blocks)):
+        free.put(new_buffers())
+
+    def produce() -> None:
+        for block in range(n_blocks):
+            buffers = free.get()
+            if stop.is_set():
+                return
+            try:
+                ready.put((buffers, fill(buffers, block), None))
+            except BaseException as error:  # noqa: BLE001 - handed to the consumer
+                ready.put((buffers, None, error))
+                return
+
+    thread = threading.Thread(target=produce, name="permenrich-prefetch", daemon=True)
+    thread.start()
+    try:
+        for _ in range(n_blocks):
+            buffers, item, error = ready.get()
+            if error is not None:
+                raise error
+            yield item
+            free.put(buffers)
+    finally:
+        stop.set()
+        free.put(None)  # wakes a producer waiting for a buffer
+        thread.join()
+
+
 # --------------------------------------------------------------------------------------
 # Readers: one per on-disk layout
 # --------------------------------------------------------------------------------------
@@ -290,33 +336,60 @@ class _CompressedReader:
                 data = np.asarray(data, dtype=np.float64)
         with _reading(self.where, f"{self.group_path}/indices", what):
             indices = datasets[1][lo:hi]
-        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= self.n_minor):
-            bad = int(indices.min()) if int(indices.min()) < 0 else int(indices.max())
-            raise InputError(
-                f"{self.where}: dataset {self.group_path + '/indices'!r} holds index {bad} outside "
-                f"0..{self.n_minor - 1} ({what}); the file is damaged or its shape does not match, re-create it"
-            )
+        self._check_indices(indices, what)
         if indices.dtype.kind == "u" or indices.dtype.itemsize > 8:
             indices = indices.astype(np.int64)
         return data, indices
 
-    def sparse_blocks(self, budget: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+    def sparse_blocks(self, budget: int, check_indices: bool = True
+                      ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
         """``(major_start, major_stop, data, indices, indptr)`` slices as stored (values in
-        their stored numeric dtype), each about ``budget`` bytes of ``data`` + ``indices``
-        (at least one major line): for code that can use the sparse form directly (no
-        dense fill)."""
-        datasets = (self._open("data"), self._open("indices"))
+        their stored numeric dtype), each at most about ``budget / 2`` bytes of ``data`` +
+        ``indices`` (at least one major line): for code that can use the sparse form
+        directly (no dense fill).
+
+        The slices are views of two reused buffer sets, filled by a background thread
+        while the consumer works on the previous slice (h5py releases the GIL while it
+        reads): a slice is valid until the consumer asks for the next one.
+        """
+        data_ds, indices_ds = self._open("data"), self._open("indices")
+        data_dtype = data_ds.dtype if data_ds.dtype.kind in "fiu" else np.dtype(np.float64)
+        indices_dtype = indices_ds.dtype if indices_ds.dtype.kind == "i" else np.dtype(np.int64)
+        per_block = max(1, budget // (2 * (data_dtype.itemsize + indices_dtype.itemsize)))  # two buffer sets
         n_major = len(self.indptr) - 1
-        per_block = max(1, budget // 16)  # float64 data + int64 indices per stored value
-        start = 0
-        while start < n_major:
+        bounds = [0]
+        while bounds[-1] < n_major:
+            start = bounds[-1]
             stop = int(np.searchsorted(self.indptr, self.indptr[start] + per_block, side="right")) - 1
-            stop = min(n_major, max(stop, start + 1))
-            # As stored (e.g. float32): a consumer summing into float64 gets the same sums
-            # without a float64 copy of every block.
-            data, indices = self._read_slice(datasets, start, stop, f"lines {start}:{stop}", as_stored=True)
-            yield start, stop, data, indices, np.asarray(self.indptr[start:stop + 1] - self.indptr[start])
-            start = stop
+            bounds.append(min(n_major, max(stop, start + 1)))
+        largest = int(np.diff(np.asarray(self.indptr)[bounds]).max()) if n_major else 0
+
+        def new_buffers() -> tuple[np.ndarray, np.ndarray]:
+            return np.empty(largest, dtype=data_dtype), np.empty(largest, dtype=indices_dtype)
+
+        def fill(buffers: tuple[np.ndarray, np.ndarray], block: int) -> tuple:
+            start, stop = bounds[block], bounds[block + 1]
+            lo, hi = int(self.indptr[start]), int(self.indptr[stop])
+            data, indices = buffers[0][: hi - lo], buffers[1][: hi - lo]
+            what = f"lines {start}:{stop}"
+            for name, dataset, out in (("data", data_ds, data), ("indices", indices_ds, indices)):
+                with _reading(self.where, f"{self.group_path}/{name}", what):
+                    if hi > lo:
+                        dataset.read_direct(out, source_sel=np.s_[lo:hi])
+            if check_indices:
+                self._check_indices(indices, what)
+            return start, stop, data, indices, np.asarray(self.indptr[start : stop + 1] - self.indptr[start])
+
+        return _prefetched(fill, new_buffers, len(bounds) - 1)
+
+    def _check_indices(self, indices: np.ndarray, what: str) -> None:
+        low, high = (int(indices.min()), int(indices.max())) if indices.size else (0, 0)
+        if low < 0 or high >= self.n_minor:
+            bad = low if low < 0 else high
+            raise InputError(
+                f"{self.where}: dataset {self.group_path + '/indices'!r} holds index {bad} outside "
+                f"0..{self.n_minor - 1} ({what}); the file is damaged or its shape does not match, re-create it"
+            )
 
     def blocks(self, budget: int, selected: np.ndarray | None) -> Iterator[Block]:
         import scipy.sparse as sp
@@ -475,15 +548,27 @@ class MatrixSource:
             self._file.close()
             self._file = None
 
-    def sparse_blocks(self, max_block_bytes: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] | None:
+    def sparse_blocks(self, max_block_bytes: int, *, check_indices: bool = True
+                      ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] | None:
         """For sparse storage, the stored CSR (``storage == "csr"``: lines are samples) or
-        CSC (lines are genes) slices ``(line_start, line_stop, data, indices, indptr)`` of
-        about ``max_block_bytes``; None for dense storage."""
+        CSC (lines are genes) slices ``(line_start, line_stop, data, indices, indptr)``,
+        two of them at most ``max_block_bytes`` together (the next is read ahead while the
+        caller holds the current one, which stays valid until the caller asks for the
+        next); None for dense storage.
+
+        With ``check_indices=False`` the caller promises to check every index against
+        ``0 <= index < n_minor`` itself (a kernel can do it on the fly) and to call
+        :meth:`check_sparse_indices` on a slice that fails.
+        """
         if self.closed:
             raise ValueError(f"{self.source}: the matrix source is closed")
         if not isinstance(self._reader, _CompressedReader):
             return None
-        return self._reader.sparse_blocks(int(max_block_bytes))
+        return self._reader.sparse_blocks(int(max_block_bytes), check_indices=check_indices)
+
+    def check_sparse_indices(self, indices: np.ndarray, line_start: int, line_stop: int) -> None:
+        """Raise the InputError of a damaged file if a slice's indices leave the matrix."""
+        self._reader._check_indices(indices, f"lines {line_start}:{line_stop}")
 
     def blocks(self, max_block_bytes: int, samples: np.ndarray | None = None) -> Iterator[Block]:
         """Yield the matrix in dense float64 blocks along :attr:`block_axis`.
