@@ -1,7 +1,9 @@
 """Per-gene two-group statistics on the device: one thread per (labelling, gene).
 
 Consecutive threads take consecutive genes, so the reads of a sample row are coalesced;
-each thread adds the drawn samples in their sorted order, as the CPU does.
+each thread adds the drawn samples in their sorted order, as the CPU does. A matrix
+streamed from disk goes through :func:`two_group_block_kernel` block by block (class sums
+carried between blocks) and :func:`finish_two_group_kernel`.
 """
 
 from __future__ import annotations
@@ -27,4 +29,50 @@ def two_group_kernel(samples_by_gene, squares_by_gene, gene_mean, total_sum, tot
         total += samples_by_gene[sample, g]
         total_sq += squares_by_gene[sample, g]
     out[b, g] = statistic_from_sums(total, total_sq, total_sum[g], total_sumsq[g], gene_mean[g], n_samples,
+                                    n_drawn, drawn_is_case, metric)
+
+
+@cuda.jit
+def two_group_block_kernel(block, block_start, block_stop, gene_offset, gene_mean, drawn_positions, sums, sumsqs):
+    """Add to ``sums[b, g]`` / ``sumsqs[b, g]`` the centred values (and squares) of the
+    samples labelling ``b`` draws among block rows ``block_start..block_stop-1``.
+
+    ``block`` columns are genes ``gene_offset..``. Blocks arrive in sample order (or hold
+    all samples), so every gene adds its drawn samples in sorted order, as the CPU's
+    ``accumulate_block`` does: identical float64 sums.
+    """
+    c, b = cuda.grid(2)
+    if c >= block.shape[1] or b >= drawn_positions.shape[0]:
+        return
+    n_drawn = drawn_positions.shape[1]
+    low = 0  # first drawn sample >= block_start (rows of drawn_positions are sorted)
+    high = n_drawn
+    while low < high:
+        middle = (low + high) // 2
+        if drawn_positions[b, middle] < block_start:
+            low = middle + 1
+        else:
+            high = middle
+    g = gene_offset + c
+    mean = gene_mean[g]
+    total = sums[b, g]
+    total_sq = sumsqs[b, g]
+    j = low
+    while j < n_drawn and drawn_positions[b, j] < block_stop:
+        centred = block[drawn_positions[b, j] - block_start, c] - mean
+        total += centred
+        total_sq += centred * centred
+        j += 1
+    sums[b, g] = total
+    sumsqs[b, g] = total_sq
+
+
+@cuda.jit
+def finish_two_group_kernel(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case,
+                            metric, out):
+    """``out[b, g]`` from the drawn class's sums accumulated over all blocks."""
+    g, b = cuda.grid(2)
+    if g >= sums.shape[1] or b >= sums.shape[0]:
+        return
+    out[b, g] = statistic_from_sums(sums[b, g], sumsqs[b, g], total_sum[g], total_sumsq[g], gene_mean[g], n_samples,
                                     n_drawn, drawn_is_case, metric)

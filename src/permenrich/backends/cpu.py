@@ -152,6 +152,26 @@ class InMemoryMatrix:
         yield 0, self.n_samples, 0, self.n_genes, self.samples_by_gene
 
 
+def class_moment_totals(matrix: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-gene mean, and sums of the centred values and of their squares over all
+    samples, of a matrix served in blocks (two passes, sequential sums in sample order).
+
+    Shared by the CPU and GPU backends: the other class's moments are these totals minus
+    the drawn class's.
+    """
+    n_genes = matrix.n_genes
+    sums = np.zeros(n_genes)
+    unused = np.zeros(n_genes)
+    for _, _, gene_start, _, block in matrix.blocks():
+        accumulate_totals(block, gene_start, unused, False, sums, unused)
+    gene_mean = sums / matrix.n_samples
+    total_sum = np.zeros(n_genes)
+    total_sumsq = np.zeros(n_genes)
+    for _, _, gene_start, _, block in matrix.blocks():
+        accumulate_totals(block, gene_start, gene_mean, True, total_sum, total_sumsq)
+    return gene_mean, total_sum, total_sumsq
+
+
 class _TwoGroupStatistic:
     """Two-group statistics from class moments of the gene-centred values (centring keeps
     float64 sums of squares exact enough for intensities in the thousands).
@@ -165,16 +185,7 @@ class _TwoGroupStatistic:
 
     def __init__(self, matrix: Any, drawn_is_case: bool, metric: Metric, backend: CpuBackend) -> None:
         self.matrix = matrix
-        n_genes = matrix.n_genes
-        sums = np.zeros(n_genes)
-        unused = np.zeros(n_genes)
-        for _, _, gene_start, _, block in matrix.blocks():
-            accumulate_totals(block, gene_start, unused, False, sums, unused)
-        self.gene_mean = sums / matrix.n_samples
-        self.total_sum = np.zeros(n_genes)
-        self.total_sumsq = np.zeros(n_genes)
-        for _, _, gene_start, _, block in matrix.blocks():
-            accumulate_totals(block, gene_start, self.gene_mean, True, self.total_sum, self.total_sumsq)
+        self.gene_mean, self.total_sum, self.total_sumsq = class_moment_totals(matrix)
         self.drawn_is_case = bool(drawn_is_case)
         self.code = metric.code
         self.backend = backend

@@ -5,7 +5,9 @@ Same protocol and same pipeline as :class:`permenrich.backends.cpu.CpuBackend`; 
 kernels differ, and they are compiled from the same device-neutral functions:
 
 * labellings are drawn on the device by the CPU's Philox generator (bit-identical);
-* two-group statistics: one thread per (labelling, gene), same summation order;
+* two-group statistics: one thread per (labelling, gene), same summation order; a
+  matrix streamed from disk is sent block by block (pinned double buffers, copies
+  overlapping the kernels) with the class sums kept on the device;
 * ranking + running-sum ES: one thread per permutation (full 64-bit radix sort);
 * correlation and mean/maxmean set statistics: CuPy matrix products (cuBLAS/cuSPARSE);
 * gene-set permutation null: one thread per permutation.
@@ -118,9 +120,12 @@ class GpuBackend:
     # -- configuration ------------------------------------------------------------------
     def prepare_statistic(self, values: np.ndarray, metric: Metric, *, drawn_is_case: bool = True,
                           phenotype: np.ndarray | None = None) -> None:
-        if hasattr(values, "blocks"):
-            raise OptionError("streaming a matrix from disk runs on the CPU backend so far; use device='cpu', "
-                              "--pseudobulk, or a larger --memory so that the matrix is held on the GPU")
+        if hasattr(values, "blocks"):  # a streamed matrix: two-group metrics only (checked by make_study)
+            from .cpu import class_moment_totals
+
+            totals = tuple(self._to_device(a) for a in class_moment_totals(values))
+            self._statistic = ("streamed", values, totals, bool(drawn_is_case), int(metric.code))
+            return
         values = np.asarray(values, dtype=np.float64)
         if metric.kind == "correlation":
             from ..stats.correlation import CorrelationStatistic
@@ -168,6 +173,8 @@ class GpuBackend:
         kind = self._statistic[0]
         if kind == "correlation":
             return self._statistic[1].batch(self._as_xp(self._as_device(labellings)))
+        if kind == "streamed":
+            return self._streamed_statistics(labellings)
         from permenrich.kernels.statistics import two_group_kernel
 
         arrays, drawn_is_case, code = self._statistic[1], self._statistic[2], self._statistic[3]
@@ -178,6 +185,79 @@ class GpuBackend:
         blocks = ((n_genes + _THREADS - 1) // _THREADS, n_batch)
         two_group_kernel[blocks, threads](*arrays, drawn, drawn_is_case, code, out)
         return self._as_xp(out)
+
+    def _streamed_statistics(self, labellings: Any) -> Any:
+        """Two-group statistics of a matrix streamed from disk: the blocks go to the device
+        one by one and the drawn class's sums are carried between them on the device."""
+        from permenrich.kernels.statistics import finish_two_group_kernel, two_group_block_kernel
+
+        cuda = _cuda()
+        _, matrix, (gene_mean, total_sum, total_sumsq), drawn_is_case, code = self._statistic
+        drawn = self._as_device(labellings)
+        n_batch, n_drawn = drawn.shape
+        n_genes = matrix.n_genes
+        sums = self._device_zeros((n_batch, n_genes))
+        sumsqs = self._device_zeros((n_batch, n_genes))
+
+        def launch(block: Any, sample_start: int, sample_stop: int, gene_start: int, stream: Any) -> None:
+            grid = ((block.shape[1] + _THREADS - 1) // _THREADS, n_batch)
+            two_group_block_kernel[grid, (_THREADS, 1), stream](block, sample_start, sample_stop, gene_start,
+                                                                gene_mean, drawn, sums, sumsqs)
+
+        self._upload_blocks(matrix.blocks(), launch)
+        out = cuda.device_array((n_batch, n_genes), dtype=np.float64)
+        grid = ((n_genes + _THREADS - 1) // _THREADS, n_batch)
+        finish_two_group_kernel[grid, (_THREADS, 1)](sums, sumsqs, total_sum, total_sumsq, gene_mean,
+                                                     matrix.n_samples, n_drawn, drawn_is_case, code, out)
+        return self._as_xp(out)
+
+    def _device_zeros(self, shape: tuple[int, ...]) -> Any:
+        if self.cupy is not None:
+            return _cuda().as_cuda_array(self.cupy.zeros(shape, dtype=np.float64))
+        return _cuda().to_device(np.zeros(shape))
+
+    def _upload_blocks(self, blocks: Any, launch: Any) -> None:
+        """Send host blocks ``(sample_start, sample_stop, gene_start, gene_stop, values)``
+        to the device and call ``launch(device_block, sample_start, sample_stop,
+        gene_start, stream)`` on each.
+
+        With CuPy: two pinned staging buffers and two device buffers alternate; block k+1
+        is read and normalised on the host, copied to pinned memory and sent on a copy
+        stream while the kernel of block k runs on a compute stream (an event per slot
+        keeps a buffer from being refilled before its kernel is done). In the simulator:
+        plain synchronous copies.
+        """
+        cuda = _cuda()
+        if self.cupy is None:
+            for sample_start, sample_stop, gene_start, _, values in blocks:
+                launch(cuda.to_device(np.ascontiguousarray(values, dtype=np.float64)), sample_start, sample_stop,
+                       gene_start, 0)
+            return
+        cp = self.cupy
+        # Non-blocking streams do not wait for the default stream, where the zeroed sums
+        # and the labellings were made: finish those first.
+        cuda.synchronize()
+        copy_stream, compute_stream = cp.cuda.Stream(non_blocking=True), cp.cuda.Stream(non_blocking=True)
+        numba_stream = cuda.external_stream(compute_stream.ptr)
+        pinned: list[Any] = [None, None]
+        device: list[Any] = [None, None]
+        kernel_done: list[Any] = [None, None]
+        for index, (sample_start, sample_stop, gene_start, _, values) in enumerate(blocks):
+            slot = index % 2
+            if kernel_done[slot] is not None:
+                kernel_done[slot].synchronize()  # the kernel reading this slot's buffers is finished
+            if pinned[slot] is None or pinned[slot].size < values.size:
+                memory = cp.cuda.alloc_pinned_memory(values.size * 8)
+                pinned[slot] = np.frombuffer(memory, dtype=np.float64, count=values.size)
+                device[slot] = cp.empty(values.size, dtype=np.float64)
+            host = pinned[slot][: values.size].reshape(values.shape)
+            np.copyto(host, values)
+            on_device = device[slot][: values.size].reshape(values.shape)
+            on_device.set(host, stream=copy_stream)
+            compute_stream.wait_event(copy_stream.record())
+            launch(cuda.as_cuda_array(on_device, sync=False), sample_start, sample_stop, gene_start, numba_stream)
+            kernel_done[slot] = compute_stream.record()
+        compute_stream.synchronize()
 
     def set_scores(self, stats: Any) -> Any:
         """Set statistics, shape (n_batch, n_sets), as an ``xp`` array."""
