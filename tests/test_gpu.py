@@ -77,36 +77,50 @@ def test_prerank_gpu_equals_cpu():
                                   permenrich.prerank(scores, sets, device="gpu", **kwargs))
 
 
-def _tiny_h5ad(path, storage, n_cells=14, n_genes=11, seed=6):
-    import anndata
+def _tiny_hdf5(path, layout, n_cells=14, n_genes=11, seed=6):
+    """Counts written with h5py alone (the device image has no anndata): a 10x file
+    (streamed in sample blocks) or a plain genes x samples dataset (gene blocks)."""
+    import h5py
     import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
     counts = rng.poisson(3.0, size=(n_cells, n_genes)).astype(np.float32)
     counts[: n_cells // 2, :3] += 4
-    matrix = {"dense": counts, "csr": sp.csr_matrix(counts), "csc": sp.csc_matrix(counts)}[storage]
-    obs = pd.DataFrame({"group": ["a"] * (n_cells // 2) + ["b"] * (n_cells - n_cells // 2)},
-                       index=[f"c{i}" for i in range(n_cells)])
-    anndata.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)])).write_h5ad(path)
-    return path
+    genes = np.array([f"g{i}" for i in range(n_genes)], dtype="S")
+    cells = np.array([f"c{i}" for i in range(n_cells)], dtype="S")
+    with h5py.File(path, "w") as f:
+        if layout == "10x":
+            genes_by_cells = sp.csc_matrix(counts.T)
+            m = f.create_group("matrix")
+            for name in ("data", "indices", "indptr"):
+                m.create_dataset(name, data=getattr(genes_by_cells, name))
+            m.create_dataset("shape", data=np.array(genes_by_cells.shape, dtype=np.int32))
+            m.create_dataset("barcodes", data=cells)
+            m.create_group("features").create_dataset("name", data=genes)
+        else:
+            f.create_dataset("X", data=counts.T.astype(np.float64), chunks=(1, n_cells))
+            f.create_dataset("gene_ids", data=genes)
+            f.create_dataset("sample_ids", data=cells)
+    labels = ["a"] * (n_cells // 2) + ["b"] * (n_cells - n_cells // 2)
+    return path, labels
 
 
-@pytest.mark.parametrize("storage", ["csr", "csc"])
-def test_streamed_statistics_gpu_equal_cpu(tmp_path, storage):
-    """A matrix streamed in several blocks (sample blocks for CSR, gene blocks for CSC):
-    the device carries the class sums between blocks and gives the CPU's statistics."""
+@pytest.mark.parametrize("layout", ["10x", "plain"])
+def test_streamed_statistics_gpu_equal_cpu(tmp_path, layout):
+    """A matrix streamed in several blocks (sample blocks from 10x, gene blocks from a
+    plain dataset): the device carries the class sums between blocks and gives the
+    CPU's statistics bit for bit."""
     from permenrich.backends.cpu import CpuBackend
     from permenrich.io.chunked import open_matrix
     from permenrich.stats.metrics import get_metric
     from permenrich.streaming import StreamedMatrix
 
-    path = _tiny_h5ad(tmp_path / f"cells_{storage}.h5ad", storage)
+    path, _ = _tiny_hdf5(tmp_path / f"cells_{layout}.h5", layout)
     plan = PermutationPlan(TwoGroupLabels(np.array([True] * 7 + [False] * 7)), 9, seed=4)
     labellings = plan.labellings(0, 9)
     with open_matrix(path) as source:
         matrix = StreamedMatrix(source, np.arange(14), max_block_bytes=3 * 8 * 11, normalise="log1p_cpm")
-        n_blocks = sum(1 for _ in matrix.blocks())
-        assert n_blocks >= 3
+        assert sum(1 for _ in matrix.blocks()) >= 3
         results = []
         for backend in (CpuBackend(threads=1), GpuBackend()):
             backend.prepare_statistic(matrix, get_metric("welch_t"))
@@ -116,10 +130,10 @@ def test_streamed_statistics_gpu_equal_cpu(tmp_path, storage):
 
 def test_streamed_genes_on_gpu_equals_in_memory_cpu(tmp_path):
     """End to end: a file over half of --memory is streamed to the device."""
-    path = _tiny_h5ad(tmp_path / "cells.h5ad", "csr", n_cells=8, n_genes=8200)  # 525 kB dense > 1MB / 2
-    kwargs = dict(groupby="group", case="a", control="b", permutations=3, seed=2)
-    cpu = permenrich.genes(path, None, device="cpu", memory="1GB", **kwargs)
-    gpu = permenrich.genes(path, None, device="gpu", memory="1MB", **kwargs)
+    path, labels = _tiny_hdf5(tmp_path / "filtered_feature_bc_matrix.h5", "10x", n_cells=8, n_genes=8200)
+    kwargs = dict(case="a", control="b", permutations=3, seed=2)  # 525 kB dense > 1MB / 2
+    cpu = permenrich.genes(path, labels, device="cpu", memory="1GB", **kwargs)
+    gpu = permenrich.genes(path, labels, device="gpu", memory="1MB", **kwargs)
     assert gpu.attrs["run"]["design"]["matrix_storage"] == "streamed from disk"
     assert gpu.attrs["run"]["backend"]["backend"] == "gpu"
     cpu.attrs, gpu.attrs = {}, {}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Everything a lent GPU machine should run, in one call (device time is short):
+#   1. the whole test suite with the GPU visible (the GPU tests run on the device, not in
+#      Numba's simulator; tests/test_gpu.py's real-GPU test compares leukemia CPU vs GPU);
+#   2. the cudaGSEA workload at 1e4, 1e5, 1e6 permutations on the GPU, plus leukemia
+#      GPU and CPU in the same run (benchmarks/bench_cudagsea.py);
+#   3. Nsight Compute on the main kernels (achieved bandwidth / FLOP rate), where ncu works.
+# Results go to $OUT (the device tool brings them back) or benchmarks/results/device_<date>/;
+# commit them to benchmarks/results/ with the machine.txt this writes.
+#
+# On the development machine first (see benchmarks/README.md, "On a GPU machine"):
+#   mkdir -p .device_data && cp -r ../shared/data/{leukemia,genesets,reference} .device_data/
+#   echo /.device_data/ >> .git/info/exclude
+# then run, carrying .device_data:   bash benchmarks/device_session.sh [quick]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-benchmarks/results/device_$(date -u +%F)}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+# permenrich itself, offline (the image has setuptools and wheel); kernels/ is mapped to
+# permenrich.kernels by the install, so a bare PYTHONPATH=src would not do.
+"$python" -m pip install -q --no-deps --no-build-isolation --no-index -e . > "$out/install.log" 2>&1 \
+  || { echo "install failed, see $out/install.log"; tail -5 "$out/install.log"; }
+data=../shared/data
+[ -d .device_data ] && data=$PWD/.device_data
+export PERMENRICH_SHARED_DATA=$data
+quick=${1:-}
+
+{
+  date -u +"%F %T UTC"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  "$python" - <<'PY'
+import platform
+import cupy, numba, numpy, scipy, pandas, h5py
+from numba import cuda
+print(f"python {platform.python_version()}, numpy {numpy.__version__}, scipy {scipy.__version__}, "
+      f"pandas {pandas.__version__}, h5py {h5py.__version__}, numba {numba.__version__}, cupy {cupy.__version__}, "
+      f"CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, driver {cupy.cuda.runtime.driverGetVersion()}")
+print("numba sees:", cuda.get_current_device().name)
+PY
+  git rev-parse HEAD 2>/dev/null || true
+} > "$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+
+# 1. tests (anndata-based tests are skipped or ignored where the image lacks anndata)
+ignore=()
+"$python" -c "import anndata" 2>/dev/null || ignore=(--ignore=tests/test_streaming.py --ignore=tests/test_demo.py)
+timeout 300 "$python" -m pytest -q -rs -p no:cacheprovider "${ignore[@]}" tests 2>&1 | tail -60 > "$out/pytest_gpu.log"
+tail -5 "$out/pytest_gpu.log"
+
+# 2. benchmarks
+perms=(10000 100000 1000000)
+[ "$quick" = quick ] && perms=(10000)
+timeout 420 "$python" benchmarks/bench_cudagsea.py --devices gpu cpu --cpu-max 10000 --permutations "${perms[@]}" \
+  --data-dir "$data" --out "$out/cudagsea_gpu_cpu_$(date -u +%F).md" 2>&1 | tail -20
+
+# 3. kernel counters (a short run; ncu replays each kernel, so keep it small)
+if command -v ncu >/dev/null && [ "$quick" != quick ]; then
+  timeout 240 ncu --target-processes all --kernel-name regex:"two_group|ks_kernel|labellings" --launch-count 6 \
+    --section SpeedOfLight --csv "$python" benchmarks/bench_cudagsea.py --devices gpu --permutations 2000 \
+    --data-dir "$data" --out /tmp/ncu_run.md > "$out/ncu_speed_of_light.csv" 2>&1 || true
+fi
+ls -la "$out"
