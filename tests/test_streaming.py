@@ -195,3 +195,72 @@ def test_sparse_slices_are_read_ahead_and_cover_the_matrix(cohort):
         next(slices)
         slices.close()
     assert not any(t.name == "permenrich-prefetch" for t in threading.enumerate())
+
+
+def test_sparse_quality_pass_equals_dense(tmp_path):
+    """The quality pass reads sparse storage's stored values only: library sizes, the
+    genes dropped as constant (implicit zeros included) and the normalised blocks equal
+    those of the same data stored dense, for a subset of samples; unsorted indices fall
+    back to dense blocks; a non-finite stored value names its gene."""
+    import h5py
+
+    from permenrich.io.chunked import open_matrix
+    from permenrich.streaming import StreamedMatrix
+
+    rng = np.random.default_rng(11)
+    counts = rng.poisson(0.7, size=(30, 12)).astype(np.float32)
+    counts[:, 0] = 0.0                      # all zero: dropped
+    counts[:, 1] = 3.0                      # constant, stored for every sample
+    counts[::2, 2] = 0.0                    # stored for some samples only
+    counts[:, 3] = 0.0
+    counts[5, 3] = 2.0                      # non-zero only in a sample left out below
+    var = pd.DataFrame(index=[f"G{i}" for i in range(12)])
+    obs = pd.DataFrame(index=[f"c{i}" for i in range(30)])
+    samples = np.setdiff1d(np.arange(30), [5, 17])
+
+    def streamed(kind, normalise):
+        path = tmp_path / f"{kind}_{normalise}.h5ad"
+        matrix = {"dense": counts, "csr": sp.csr_matrix(counts), "csc": sp.csc_matrix(counts)}[kind]
+        anndata.AnnData(X=matrix, obs=obs, var=var).write_h5ad(path)
+        source = open_matrix(path)
+        return source, StreamedMatrix(source, samples, max_block_bytes=200, normalise=normalise)
+
+    for normalise in ("none", "log1p_cpm"):
+        reference_source, reference = streamed("dense", normalise)
+        for kind in ("csr", "csc"):
+            source, matrix = streamed(kind, normalise)
+            np.testing.assert_array_equal(matrix._keep, reference._keep)
+            assert not matrix._keep[0] and not matrix._keep[3]
+            assert matrix._keep[1] == (normalise == "log1p_cpm")  # scaled by library size, it varies
+            if normalise == "log1p_cpm":
+                np.testing.assert_array_equal(matrix._library_sizes, reference._library_sizes)
+            dense = np.zeros((samples.size, matrix.n_genes))
+            for s0, s1, g0, g1, values in matrix.blocks():
+                dense[s0:s1, g0:g1] = values
+            expected = np.zeros_like(dense)
+            for s0, s1, g0, g1, values in reference.blocks():
+                expected[s0:s1, g0:g1] = values
+            np.testing.assert_array_equal(dense, expected)
+            source.close()
+        reference_source.close()
+
+    # unsorted indices within a row: the sparse pass gives up and dense blocks decide
+    path = tmp_path / "unsorted.h5ad"
+    anndata.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var).write_h5ad(path)
+    with h5py.File(path, "r+") as f:
+        start, stop = f["X/indptr"][1], f["X/indptr"][2]
+        assert stop - start >= 2
+        f["X/indices"][start:stop] = f["X/indices"][start:stop][::-1]
+        f["X/data"][start:stop] = f["X/data"][start:stop][::-1]
+    with open_matrix(path) as source:
+        matrix = StreamedMatrix(source, samples, max_block_bytes=200, normalise="log1p_cpm")
+        assert matrix.passes == 2
+        np.testing.assert_array_equal(matrix._library_sizes, reference._library_sizes)
+
+    with h5py.File(path, "r+") as f:
+        f["X/data"][f["X/indptr"][3]] = np.nan
+        gene = f["X/indices"][f["X/indptr"][3]]
+        f["X/indices"][start:stop] = np.sort(f["X/indices"][start:stop])
+    with open_matrix(path) as source:
+        with pytest.raises(permenrich.InputError, match=rf"gene 'G{gene}' has a missing or non-finite value"):
+            StreamedMatrix(source, samples, max_block_bytes=200)

@@ -49,6 +49,53 @@ def _log1p_cpm(block, library_sizes, row_offset, out):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _log1p_cpm_values(values, sample_of_value, library_sizes):
+    """Stored sparse values in place: the same arithmetic as :func:`_log1p_cpm` per value
+    (zeros stay zeros, so the dense block made afterwards is the same, bit for bit)."""
+    for k in range(values.shape[0]):
+        scale = _CPM / library_sizes[sample_of_value[k]]
+        values[k] = np.log1p(values[k] * scale)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sparse_quality(data, indices, indptr, line_start, lines_are_samples, position, sizes, minimum, maximum,
+                    stored):
+    """Library sizes, per-gene min/max and stored-value counts of the analysed samples
+    (``position[file sample]`` >= 0) from a CSR (lines = samples) or CSC slice.
+
+    Returns -1, or the offset of the first non-finite value, or -2 when a line's indices
+    are not strictly increasing (then the sums' order or duplicates would differ from the
+    dense path's: the caller reads dense blocks instead).
+    """
+    for line in range(indptr.shape[0] - 1):
+        previous = -1
+        for k in range(indptr[line], indptr[line + 1]):
+            index = indices[k]
+            if index <= previous:
+                return -2
+            previous = index
+            if lines_are_samples:
+                sample = line_start + line
+                gene = index
+            else:
+                sample = index
+                gene = line_start + line
+            row = position[sample]
+            if row < 0:
+                continue
+            value = np.float64(data[k])
+            if not np.isfinite(value):
+                return k
+            sizes[row] += value
+            if value < minimum[gene]:
+                minimum[gene] = value
+            if value > maximum[gene]:
+                maximum[gene] = value
+            stored[gene] += 1
+    return -1
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _group_sums(block, row_offset, group_of_row, out):
     """out[group_of_row[row_offset + r]] += block row r, rows in order."""
     for r in range(block.shape[0]):
@@ -145,9 +192,13 @@ def _check_library_sizes(sizes: np.ndarray, source: str) -> None:
                          "<= 0); log1p_cpm needs counts; drop empty samples or use --normalize none")
 
 
-def _sample_blocks(source: Any, max_block_bytes: int, samples: np.ndarray | None) -> Iterator[Any]:
+def _sample_blocks(source: Any, max_block_bytes: int, samples: np.ndarray | None,
+                   value_transform: Any = None) -> Iterator[Any]:
     try:
-        yield from source.blocks(max_block_bytes, samples=samples)
+        if value_transform is None:
+            yield from source.blocks(max_block_bytes, samples=samples)
+        else:
+            yield from source.blocks(max_block_bytes, samples=samples, value_transform=value_transform)
     except OSError as error:  # corruption discovered while reading
         raise InputError(f"{source.source}: read failed ({error}); the file may be truncated or corrupt") from None
 
@@ -187,20 +238,55 @@ class StreamedMatrix:
         self.n_genes = source.n_genes
         self._quality_pass()
 
+    def _non_finite_error(self, gene: int) -> InputError:
+        return InputError(f"{self.source.source}: gene {self.source.gene_ids[gene]!r} has a missing or non-finite "
+                          "value; streamed matrices must be complete (fix the file, or load it in memory with "
+                          "--nan-policy drop by raising --memory)")
+
+    def _sparse_quality(self, minimum: np.ndarray, maximum: np.ndarray, sizes: np.ndarray) -> bool:
+        """The quality pass over the stored values of sparse storage (no dense blocks);
+        False if a slice is not canonical (unsorted or repeated indices), when the caller
+        falls back to dense blocks."""
+        position = np.full(self.source.n_samples, -1, dtype=np.int64)
+        position[self.samples] = np.arange(self.n_samples)
+        stored = np.zeros(self.source.n_genes, dtype=np.int64)
+        lines_are_samples = self.source.storage == "csr"
+        self.passes += 1
+        try:
+            for start, _, data, indices, indptr in self.source.sparse_blocks(self.max_block_bytes):
+                status = _sparse_quality(data, indices, indptr, start, lines_are_samples, position, sizes, minimum,
+                                         maximum, stored)
+                if status == -2:
+                    return False
+                if status >= 0:
+                    gene = int(indices[status]) if lines_are_samples else start + int(
+                        np.searchsorted(indptr, status, side="right") - 1)
+                    raise self._non_finite_error(gene)
+        except OSError as error:
+            raise InputError(f"{self.source.source}: read failed ({error}); the file may be truncated or corrupt") from None
+        implicit_zero = stored < self.n_samples  # a gene not stored for every sample has zeros
+        np.minimum(minimum, 0.0, out=minimum, where=implicit_zero)
+        np.maximum(maximum, 0.0, out=maximum, where=implicit_zero)
+        return True
+
     def _quality_pass(self) -> None:
-        """One pass: library sizes (if normalising), non-finite values, constant genes."""
+        """One pass: library sizes (if normalising), non-finite values, constant genes.
+
+        Sparse storage is checked on its stored values (the implicit zeros only count
+        towards each gene's minimum and maximum); library sizes are then the same
+        sequential sums, since adding zeros changes no float sum."""
         n_genes = self.source.n_genes
         minimum = np.full(n_genes, np.inf)
         maximum = np.full(n_genes, -np.inf)
         sizes = np.zeros(self.n_samples)
-        for block in self._raw_blocks():
+        sparse_done = self.source.storage in ("csr", "csc") and self._sparse_quality(minimum, maximum, sizes)
+        if not sparse_done:
+            minimum[:], maximum[:], sizes[:] = np.inf, -np.inf, 0.0
+        for block in (() if sparse_done else self._raw_blocks()):
             values = block.values
             if not np.isfinite(values).all():
                 row, column = np.argwhere(~np.isfinite(values))[0]
-                gene = self.source.gene_ids[block.gene_start + column]
-                raise InputError(f"{self.source.source}: gene {gene!r} has a missing or non-finite value; "
-                                 "streamed matrices must be complete (fix the file, or load it in memory "
-                                 "with --nan-policy drop by raising --memory)")
+                raise self._non_finite_error(block.gene_start + column)
             if self.normalise == "log1p_cpm":
                 _add_row_sums(values, block.sample_start, sizes)
             columns = slice(block.gene_start, block.gene_stop)
@@ -209,6 +295,9 @@ class StreamedMatrix:
         if self.normalise == "log1p_cpm":
             _check_library_sizes(sizes, self.source.source)
             self._library_sizes = sizes
+            # indexed by file sample, for transforms of stored sparse values (others: unused)
+            self._file_library_sizes = np.ones(self.source.n_samples)
+            self._file_library_sizes[self.samples] = sizes
             # log1p(x * c) is monotone in x, so a constant raw gene may still vary after
             # scaling by library size; only all-zero genes stay constant.
             constant = maximum == 0
@@ -224,18 +313,25 @@ class StreamedMatrix:
         self.gene_ids = np.asarray(self.source.gene_ids, dtype=object)[self._keep]
         self.n_genes = int(self._keep.sum())
 
-    def _raw_blocks(self) -> Iterator[Any]:
+    def _raw_blocks(self, value_transform: Any = None) -> Iterator[Any]:
         self.passes += 1
-        for block in _sample_blocks(self.source, self.max_block_bytes, self.samples):
+        for block in _sample_blocks(self.source, self.max_block_bytes, self.samples, value_transform):
             self.bytes_read += block.values.nbytes
             yield block
 
+    def _normalise_stored_values(self, values: np.ndarray, sample_of_value: np.ndarray) -> None:
+        _log1p_cpm_values(values, sample_of_value, self._file_library_sizes)
+
     def blocks(self) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
         """``(sample_start, sample_stop, gene_start, gene_stop, values)`` over the kept genes,
-        normalised; one read of the file."""
-        for block in self._raw_blocks():
+        normalised; one read of the file.
+
+        Sparse storage is normalised on its stored values before the block is made dense
+        (about a tenth of the log1p calls for single-cell data; identical values)."""
+        sparse_normalise = self._library_sizes is not None and self.source.storage in ("csr", "csc")
+        for block in self._raw_blocks(self._normalise_stored_values if sparse_normalise else None):
             values = block.values
-            if self._library_sizes is not None:
+            if self._library_sizes is not None and not sparse_normalise:
                 scaled = np.empty_like(values)
                 if block.gene_stop - block.gene_start == self.source.n_genes:
                     _log1p_cpm(values, self._library_sizes, block.sample_start, scaled)

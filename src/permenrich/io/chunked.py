@@ -391,8 +391,18 @@ class _CompressedReader:
                 f"0..{self.n_minor - 1} ({what}); the file is damaged or its shape does not match, re-create it"
             )
 
-    def blocks(self, budget: int, selected: np.ndarray | None) -> Iterator[Block]:
+    def blocks(self, budget: int, selected: np.ndarray | None, value_transform: Any = None) -> Iterator[Block]:
         import scipy.sparse as sp
+
+        def densify(matrix: Any, sample_of_row: np.ndarray | None, sample_of_column: np.ndarray | None) -> np.ndarray:
+            if value_transform is not None:
+                matrix.sum_duplicates()  # the transform must see each (sample, gene) value once
+                if sample_of_row is not None:
+                    samples = np.repeat(sample_of_row, np.diff(matrix.indptr))
+                else:
+                    samples = sample_of_column[matrix.indices]
+                value_transform(matrix.data, samples)
+            return matrix.toarray()
 
         datasets = (self._open("data"), self._open("indices"))
         n_major = len(self.indptr) - 1
@@ -413,7 +423,8 @@ class _CompressedReader:
                     matrix = sp.csr_matrix((data, indices, local_indptr), shape=(last - first, self.n_minor))
                     if selected is not None and (last - first) != (hi - lo):
                         matrix = matrix[selected[lo:hi] - first]
-                    values = matrix.toarray()
+                    rows = np.arange(first, last) if selected is None else selected[lo:hi]
+                    values = densify(matrix, rows, None)
                 yield Block(int(lo), int(hi), 0, self.n_minor, np.ascontiguousarray(values, dtype=np.float64))
             else:
                 data, indices = self._read_slice(datasets, start, stop, f"{label} {start}:{stop}")
@@ -422,7 +433,7 @@ class _CompressedReader:
                     matrix = sp.csc_matrix((data, indices, local_indptr), shape=(self.n_minor, stop - start))
                     if selected is not None:
                         matrix = matrix[selected]
-                    values = matrix.toarray()
+                    values = densify(matrix, None, np.arange(self.n_minor) if selected is None else selected)
                 n_rows = self.n_minor if selected is None else len(selected)
                 yield Block(0, n_rows, start, stop, np.ascontiguousarray(values, dtype=np.float64))
 
@@ -570,7 +581,8 @@ class MatrixSource:
         """Raise the InputError of a damaged file if a slice's indices leave the matrix."""
         self._reader._check_indices(indices, f"lines {line_start}:{line_stop}")
 
-    def blocks(self, max_block_bytes: int, samples: np.ndarray | None = None) -> Iterator[Block]:
+    def blocks(self, max_block_bytes: int, samples: np.ndarray | None = None, *,
+               value_transform: Any = None) -> Iterator[Block]:
         """Yield the matrix in dense float64 blocks along :attr:`block_axis`.
 
         Parameters
@@ -586,6 +598,12 @@ class MatrixSource:
             ``sample_stop`` index into ``samples`` (the block holds file samples
             ``samples[block.sample_start:block.sample_stop]``). For sample blocks, parts of
             the file without any selected sample are skipped unread.
+        value_transform : callable, optional
+            Sparse storage only: ``value_transform(data, sample_of_value)`` rewrites the
+            stored values (float64, duplicates summed) in place before they are made dense,
+            ``sample_of_value`` holding each value's file sample position. For a transform
+            that keeps 0 at 0 (e.g. log1p of scaled counts) this equals transforming the
+            dense block, at the cost of the stored values only.
 
         Yields
         ------
@@ -619,7 +637,11 @@ class MatrixSource:
         if not is_integer or max_block_bytes < 1:
             raise OptionError(f"max_block_bytes must be a positive integer number of bytes, got {max_block_bytes!r}")
         selected = None if samples is None else _check_samples(samples, self.n_samples)
-        return self._reader.blocks(int(max_block_bytes), selected)
+        if value_transform is None:
+            return self._reader.blocks(int(max_block_bytes), selected)
+        if not isinstance(self._reader, _CompressedReader):
+            raise OptionError(f"{self.source}: value_transform applies to sparse storage only, this is {self.storage}")
+        return self._reader.blocks(int(max_block_bytes), selected, value_transform)
 
 
 def _check_samples(samples: Any, n_samples: int) -> np.ndarray:
