@@ -160,8 +160,11 @@ def main() -> int:
         lines.append(f"| one-vs-rest screen: {screen[0]} contrasts, genes mode, {args.permutations:,} permutations "
                      f"each, pseudobulk by donor, log1p CPM, strata donor | {screen[1]:.1f} | {screen[2]} "
                      "pseudobulk samples |")
+    budget_mib = permenrich._pipeline.parse_memory(args.memory) / 2**20
     lines += ["", f"Peak RSS of the whole run: {peak:.0f} MiB (after generating and importing: {rss_before:.0f} "
-              f"MiB); budget {args.memory}."]
+              f"MiB); budget {args.memory} = {budget_mib:.0f} MiB. Above the size after imports: "
+              f"{peak - rss_before:.0f} MiB ({'within' if peak - rss_before <= budget_mib else 'OVER'} the budget; "
+              "the interpreter and libraries are the constant on top)."]
     out.write_text("\n".join(lines) + "\n")
     print(f"report written to {out}")
     return 0
