@@ -139,11 +139,23 @@ def test_gmt_curation_rules() -> None:
         assert all(g and g == g.strip() and g.upper() == g for g in genes), name
 
 
+def test_installed_package_data_stands_in_for_the_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed from a wheel there is no checkout data/: the GMT comes from the package
+    data (pyproject maps data/ to permenrich.demo_data) and the cohort goes to the cache."""
+    checkout_gmt = demo._find_gmt()
+    monkeypatch.setattr(demo, "_repo_data_dir", lambda: tmp_path / "nowhere")
+    shipped = demo._shipped_gmt()
+    assert shipped is not None and shipped.read_bytes() == checkout_gmt.read_bytes()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert demo._default_cohort_dir() == tmp_path / "cache" / "permenrich"
+
+
 def test_missing_gene_sets_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "_repo_data_dir", lambda: tmp_path / "nowhere")
+    monkeypatch.setattr(demo, "_shipped_gmt", lambda: None)
     with pytest.raises(PermenrichError, match="jak_stat_gene_sets.gmt"):
         demo.demo_gene_sets(10)
-    with pytest.raises(PermenrichError, match="data/"):
+    with pytest.raises(PermenrichError, match="reinstall permenrich"):
         demo.make_demo_cohort(tmp_path / "x.h5ad", n_genes=SMALL_GENES)
     assert not (tmp_path / "x.h5ad").exists()
 

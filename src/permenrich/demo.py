@@ -128,15 +128,39 @@ def _repo_data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "data"
 
 
+def _default_cohort_dir() -> Path:
+    """The repository's ``data/`` in a source checkout; else (an installed wheel) the
+    user's cache folder, ``$XDG_CACHE_HOME/permenrich`` or ``~/.cache/permenrich``."""
+    repo = _repo_data_dir()
+    if (repo / GMT_FILENAME).is_file():
+        return repo
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "permenrich"
+
+
+def _shipped_gmt() -> Path | None:
+    """The GMT installed as package data (a wheel, or an editable install's mapping)."""
+    try:
+        from importlib.resources import files
+
+        shipped = files("permenrich.demo_data") / GMT_FILENAME
+        return Path(str(shipped)) if shipped.is_file() else None
+    except (ModuleNotFoundError, TypeError):  # installed without the package data
+        return None
+
+
 def _find_gmt() -> Path:
-    """The curated JAK-STAT GMT in the repository's ``data/`` folder."""
+    """The curated JAK-STAT GMT: the repository's ``data/`` folder, or the copy shipped in
+    the wheel as package data of ``permenrich.demo_data``."""
     path = _repo_data_dir() / GMT_FILENAME
-    if not path.is_file():
-        raise PermenrichError(
-            f"demo gene sets not found: {path} is missing; the demo needs the repository's data/ "
-            "folder (run it from a source checkout or an editable install)"
-        )
-    return path
+    if path.is_file():
+        return path
+    shipped = _shipped_gmt()
+    if shipped is not None:
+        return shipped
+    raise PermenrichError(
+        f"demo gene sets not found: neither {path} nor the installed package data hold {GMT_FILENAME}; "
+        "reinstall permenrich (pip install -e . from a checkout)"
+    )
 
 
 def _read_jak_stat_sets() -> dict[str, list[str]]:
@@ -538,7 +562,8 @@ def run_demo(
     quiet
         No progress reports.
     data_dir
-        Folder holding ``demo_cohort.h5ad`` (default: the repository's ``data/``). A
+        Folder holding ``demo_cohort.h5ad`` (default: the repository's ``data/`` in a
+        source checkout, else ``~/.cache/permenrich``). A
         missing cohort is generated there with the default seed and sizes; a cohort from
         an older generator is regenerated.
     progress
@@ -559,7 +584,7 @@ def run_demo(
     """
     from .api import gsea, write_results
 
-    folder = Path(data_dir) if data_dir is not None else _repo_data_dir()
+    folder = Path(data_dir) if data_dir is not None else _default_cohort_dir()
     cohort, cohort_seed, cohort_genes = _ensure_cohort(folder)
     gene_sets = demo_gene_sets(seed=cohort_seed, n_genes=cohort_genes)
     if quiet:
