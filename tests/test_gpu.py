@@ -105,10 +105,12 @@ def _tiny_hdf5(path, layout, n_cells=14, n_genes=11, seed=6):
     return path, labels
 
 
+@pytest.mark.parametrize("cache", [False, True])
 @pytest.mark.parametrize("layout", ["10x", "plain"])
-def test_streamed_statistics_gpu_equal_cpu(tmp_path, layout):
+def test_streamed_statistics_gpu_equal_cpu(tmp_path, layout, cache):
     """A matrix streamed in several blocks (sample blocks from 10x, gene blocks from a
-    plain dataset): the device carries the class sums between blocks and gives the
+    plain dataset): the device either carries the class sums between blocks, or (when
+    the matrix fits its cache budget) keeps the matrix after one pass; both give the
     CPU's statistics bit for bit."""
     from permenrich.backends.cpu import CpuBackend
     from permenrich.io.chunked import open_matrix
@@ -122,9 +124,11 @@ def test_streamed_statistics_gpu_equal_cpu(tmp_path, layout):
         matrix = StreamedMatrix(source, np.arange(14), max_block_bytes=3 * 8 * 11, normalise="log1p_cpm")
         assert sum(1 for _ in matrix.blocks()) >= 3
         results = []
-        for backend in (CpuBackend(threads=1), GpuBackend()):
+        gpu = GpuBackend(device_cache_bytes=10**9 if cache else 0)
+        for backend in (CpuBackend(threads=1), gpu):
             backend.prepare_statistic(matrix, get_metric("welch_t"))
             results.append(backend.to_host(backend.gene_statistics(labellings)))
+        assert ("cached on the device" in gpu.describe()["streamed_matrix"]) == cache
     np.testing.assert_array_equal(results[0], results[1])
 
 

@@ -62,11 +62,16 @@ class GpuBackend:
     scratch_bytes
         Device memory for one kernel launch's per-permutation scratch (ranking buffers,
         walk state); sets how many permutations a launch handles.
+    device_cache_bytes
+        Largest matrix (centred values and their squares, float64) kept on the device
+        when the host streams it from disk: it is then read once and reused by every
+        batch. ``None``: a third of the device memory free when the matrix is prepared.
     """
 
     name = "gpu"
 
-    def __init__(self, threads: int | None = None, scratch_bytes: int = 2 * 10**9) -> None:
+    def __init__(self, threads: int | None = None, scratch_bytes: int = 2 * 10**9,
+                 device_cache_bytes: int | None = None) -> None:
         cuda = _cuda()
         if not cuda.is_available():
             raise OptionError("device='gpu' but Numba sees no CUDA GPU; use device='cpu' (or 'auto')")
@@ -90,6 +95,8 @@ class GpuBackend:
             self.xp = np
             self.sparse = scipy.sparse
         self.scratch_bytes = int(scratch_bytes)
+        self.device_cache_bytes = device_cache_bytes
+        self.streamed_matrix: str | None = None
         self._statistic: Any = None
         self._sets: Any = None
 
@@ -123,8 +130,18 @@ class GpuBackend:
         if hasattr(values, "blocks"):  # a streamed matrix: two-group metrics only (checked by make_study)
             from .cpu import class_moment_totals
 
-            totals = tuple(self._to_device(a) for a in class_moment_totals(values))
-            self._statistic = ("streamed", values, totals, bool(drawn_is_case), int(metric.code))
+            totals = class_moment_totals(values)
+            device_totals = tuple(self._to_device(a) for a in totals)
+            if 2 * 8 * values.n_samples * values.n_genes <= self._device_cache_limit():
+                # Too large for the host budget but not for the device: one more pass
+                # puts it there, and every batch then runs the in-memory kernel.
+                self.streamed_matrix = "read once from disk, cached on the device"
+                centred, squares = self._upload_centred(values, totals[0])
+                self._statistic = ("two_group", (centred, squares, *device_totals), bool(drawn_is_case),
+                                   int(metric.code))
+                return
+            self.streamed_matrix = "streamed from disk for every batch"
+            self._statistic = ("streamed", values, device_totals, bool(drawn_is_case), int(metric.code))
             return
         values = np.asarray(values, dtype=np.float64)
         if metric.kind == "correlation":
@@ -210,6 +227,36 @@ class GpuBackend:
         finish_two_group_kernel[grid, (_THREADS, 1)](sums, sumsqs, total_sum, total_sumsq, gene_mean,
                                                      matrix.n_samples, n_drawn, drawn_is_case, code, out)
         return self._as_xp(out)
+
+    def _device_cache_limit(self) -> int:
+        if self.device_cache_bytes is not None:
+            return int(self.device_cache_bytes)
+        if self.simulated:  # the simulator reports no real memory figure
+            return 0
+        try:
+            free, _ = _cuda().current_context().get_memory_info()
+            return int(free) // 3
+        except Exception:  # noqa: BLE001 - no figure: do not cache
+            return 0
+
+    def _upload_centred(self, matrix: Any, gene_mean: np.ndarray) -> tuple[Any, Any]:
+        """The streamed matrix's gene-centred values and their squares (samples x genes)
+        as device arrays, block by block (the same float64 values as the in-memory path)."""
+        cuda = _cuda()
+        shape = (matrix.n_samples, matrix.n_genes)
+        if self.cupy is not None:
+            cp = self.cupy
+            centred, squares = cp.empty(shape), cp.empty(shape)
+            mean = cp.asarray(gene_mean)
+            for sample_start, sample_stop, gene_start, gene_stop, values in matrix.blocks():
+                block = cp.asarray(values) - mean[gene_start:gene_stop]
+                centred[sample_start:sample_stop, gene_start:gene_stop] = block
+                squares[sample_start:sample_stop, gene_start:gene_stop] = block * block
+            return cuda.as_cuda_array(centred), cuda.as_cuda_array(squares)
+        centred_host = np.empty(shape)
+        for sample_start, sample_stop, gene_start, gene_stop, values in matrix.blocks():
+            centred_host[sample_start:sample_stop, gene_start:gene_stop] = values - gene_mean[gene_start:gene_stop]
+        return cuda.to_device(centred_host), cuda.to_device(centred_host * centred_host)
 
     def _device_zeros(self, shape: tuple[int, ...]) -> Any:
         if self.cupy is not None:
@@ -311,6 +358,8 @@ class GpuBackend:
         cuda = _cuda()
         info: dict[str, Any] = {"backend": "gpu", "simulated": self.simulated,
                                 "array_module": "cupy" if self.cupy is not None else "numpy"}
+        if self.streamed_matrix is not None:
+            info["streamed_matrix"] = self.streamed_matrix
         try:
             device = cuda.get_current_device()
             info["device"] = str(getattr(device, "name", b"")).strip("b'")
