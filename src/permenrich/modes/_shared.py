@@ -1,0 +1,115 @@
+"""What the modes share: result columns, option checks, the GSEA null and table, provenance."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._pipeline import (
+    TIE_RULE,
+    ProgressCallback,
+    check_choice,
+    check_run_options,
+    choose_batch_size,
+    parse_memory,
+    run_two_pass,
+    versions,
+)
+from ..backends import get_backend
+from ..enrich.linear import SET_STATISTICS
+from ..enrich.running_sum import running_sum
+from ..genesets import GeneSetIndex
+from ..nulls import GseaNullAccumulator, bh_adjust
+from ..stats.metrics import get_metric
+from ..stats.ranking import rank_genes
+
+RESULT_COLUMNS = [
+    "gene_set", "size", "size_original", "es", "nes", "pval", "fdr", "fwer", "padj_bh",
+    "leading_edge", "tags_pct", "list_pct", "signal_pct",
+]
+GENE_COLUMNS = ["gene", "statistic", "pval_parametric", "pval", "qval_bh", "pval_maxt"]
+
+
+def common_setup(metric_name: str, set_statistic: str | None, weight: float | None, permutations: int,
+                  seed: int, batch_size: int | None, threads: int | None, memory: str | int,
+                  device: str) -> tuple[Any, int, Any]:
+    """Validate what every mode shares before reading any file."""
+    metric = get_metric(metric_name)
+    if set_statistic is not None:
+        check_choice("set_statistic", set_statistic, SET_STATISTICS)
+    check_run_options(permutations=permutations, seed=seed, batch_size=batch_size, threads=threads, weight=weight)
+    budget = parse_memory(memory)
+    backend = get_backend(device, threads=threads)
+    return metric, budget, backend
+
+
+def gsea_table(index: GeneSetIndex, stats: dict[str, np.ndarray], observed: np.ndarray,
+                edges: list[tuple[str, float, float, float]]) -> pd.DataFrame:
+    table = pd.DataFrame({
+        "gene_set": index.names.astype(str),
+        "size": index.sizes.astype(int),
+        "size_original": index.sizes_original.astype(int),
+        "es": observed,
+        "nes": stats["nes"],
+        "pval": stats["pval"],
+        "fdr": stats["fdr"],
+        "fwer": stats["fwer"],
+        "padj_bh": bh_adjust(stats["pval"]),
+        "leading_edge": [e[0] for e in edges],
+        "tags_pct": [e[1] for e in edges],
+        "list_pct": [e[2] for e in edges],
+        "signal_pct": [e[3] for e in edges],
+    })
+    order = np.lexsort((table.gene_set.to_numpy(), -np.abs(table.nes.to_numpy()), table.pval.to_numpy()))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def leading_edges(index: GeneSetIndex, gene_ids: np.ndarray, stat: np.ndarray, weight: float,
+                   set_statistic: str) -> list[tuple[str, float, float, float]]:
+    """GSEA's leading edge per set (running-sum statistic only; empty otherwise)."""
+    if set_statistic != "ks":
+        return [("", np.nan, np.nan, np.nan)] * index.n_sets
+    order = rank_genes(stat)
+    position_of_gene = np.empty_like(order)
+    position_of_gene[order] = np.arange(order.size)
+    ranked_weights = np.abs(stat[order]) ** weight
+    edges = []
+    for s in range(index.n_sets):
+        members = index.members[index.offsets[s]:index.offsets[s + 1]]
+        result = running_sum(position_of_gene[members], ranked_weights)
+        edges.append((",".join(str(gene_ids[order[p]]) for p in result.leading_edge_positions),
+                      100.0 * result.tags_fraction, 100.0 * result.list_fraction, 100.0 * result.signal_fraction))
+    return edges
+
+
+def gsea_null(score_batch: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: int, exact: bool,
+               xp: Any, n_sets: int, batch_size: int | None, budget: int, extra_bytes: int,
+               progress: ProgressCallback | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Two-pass GSEA null over the permutations of ``score_batch``."""
+    chosen = choose_batch_size(batch_size, budget, 8 * n_sets * 6 + extra_bytes, n_perm)
+    cache = n_perm * n_sets * 8 <= budget // 2
+    accumulator = GseaNullAccumulator(observed, n_perm, exact, xp=xp)
+    timings = run_two_pass(score_batch, accumulator.add_first_pass, accumulator.add_second_pass,
+                           accumulator.finish_first_pass, n_perm=n_perm, batch_size=chosen, cache=cache,
+                           progress=progress)
+    info = {"batch_size": chosen,
+            "null_storage": "cached in memory" if cache else "recomputed from (seed, k) in a second pass",
+            "timings": timings}
+    return accumulator.finish(), info
+
+
+def provenance(command: str, parameters: dict, started: float, **sections: Any) -> dict:
+    run = {"command": command, "parameters": parameters, **sections, "tie_rule": TIE_RULE,
+           "versions": versions()}
+    timings = run.setdefault("timings", {})
+    timings["total_seconds"] = time.perf_counter() - started
+    scored = timings.get("permutations_scored", 0)
+    if scored:
+        run["per_permutation_ms"] = 1000 * (timings["first_pass_seconds"] + timings["second_pass_seconds"]) / scored
+    return run
+
+

@@ -1,0 +1,301 @@
+"""Phenotype-permutation GSEA (:func:`gsea`) and preranked GSEA (:func:`prerank`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .._pipeline import (
+    ProgressCallback,
+    digests,
+    file_digest,
+    load_gene_sets,
+    load_study,
+)
+from ..design import PermutationPlan
+from ..enrich.linear import SetStatisticName
+from ..io.rnk import read_rnk
+from ..stats.metrics import MetricName
+from ..stats.ranking import rank_genes
+from ._shared import (
+    common_setup,
+    gsea_null,
+    gsea_table,
+    leading_edges,
+    provenance,
+)
+
+
+def gsea(
+    expr: Any,
+    phenotype: Any = None,
+    gene_sets: Any = None,
+    *,
+    groupby: str | None = None,
+    case: str | None = None,
+    control: str | None = None,
+    phenotype_column: str | None = None,
+    strata: str | None = None,
+    pairs: str | None = None,
+    metric: MetricName = "signal_to_noise",
+    set_statistic: SetStatisticName = "ks",
+    weight: float = 1.0,
+    permutations: int = 1000,
+    seed: int = 0,
+    min_size: int = 15,
+    max_size: int = 500,
+    collapse: Literal["mean", "max", "median"] = "mean",
+    chip: str | os.PathLike | None = None,
+    nan_policy: Literal["error", "drop"] = "error",
+    zero_variance: Literal["error", "drop"] = "drop",
+    normalize: Literal["none", "log1p_cpm"] = "none",
+    pseudobulk: str | None = None,
+    pseudobulk_method: Literal["sum", "mean"] = "sum",
+    batch_size: int | None = None,
+    memory: str | int = "1GB",
+    threads: int | None = None,
+    device: Literal["cpu", "gpu", "auto"] = "auto",
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """Phenotype-permutation GSEA.
+
+    Parameters
+    ----------
+    expr
+        Expression data: a path (GCT, TSV/CSV/TXT, h5ad, HDF5), a DataFrame (genes x
+        samples) or an AnnData (samples x genes).
+    phenotype
+        A CLS file (categorical, or ``#numeric`` for a correlation metric), a sample sheet
+        (TSV/CSV with sample ids and the ``groupby``/``strata``/``pairs`` columns), a
+        sequence of labels (one per sample), or None with ``groupby`` naming an ``obs``
+        column of an h5ad/AnnData.
+    gene_sets
+        GMT/GMX path(s), or a mapping of set name to gene list.
+    groupby, case, control
+        Group column and the two classes compared (case is the "positive" class A; with
+        exactly two classes the defaults follow the CLS order).
+    phenotype_column
+        Numeric phenotype column for ``metric="pearson"``/``"spearman"``.
+    strata, pairs
+        Column naming each sample's stratum (labels permuted within strata) or pair (one
+        case and one control; labels swapped within pairs). See :mod:`permenrich.design`.
+    metric
+        Per-gene statistic, see :mod:`permenrich.stats.metrics`.
+    set_statistic
+        ``"ks"`` (GSEA's weighted running sum, default), ``"mean"`` or ``"maxmean"``.
+    weight
+        Exponent p of the weighted running sum (0 = classic KS, 1 = GSEA default).
+    permutations
+        Number of sample-label permutations; when the number of distinct labellings is
+        at most this, all are enumerated exactly instead (``run["exact_enumeration"]``).
+    seed
+        Permutation k is a pure function of (seed, k).
+    min_size, max_size
+        Sets whose size after dropping absent genes falls outside are excluded.
+    collapse
+        How duplicated gene ids (or probes mapped by ``chip``) are merged.
+    chip
+        GSEA CHIP file mapping probe ids to gene symbols.
+    nan_policy
+        ``"error"`` (default) stops on the first gene with a missing/non-finite value;
+        ``"drop"`` removes such genes with a warning.
+    zero_variance
+        Genes constant across the analysed samples: ``"drop"`` (default, with a
+        warning) or ``"error"``.
+    normalize
+        ``"log1p_cpm"``: log(1 + counts per million) of count data, applied after
+        pseudobulking (or per block when streaming); default ``"none"``.
+    pseudobulk, pseudobulk_method
+        Sum (``"sum"``, for counts) or average (``"mean"``) the cells of each value of
+        this obs column (and of ``groupby``/``strata``/``pairs``) before testing, reading
+        the matrix in blocks. Permuting cells across donors treats cells as independent
+        replicates (pseudoreplication): p-values come out far too small. Test donors (or
+        samples) instead; cell-level permutation is acceptable only when cells are the
+        experimental units (e.g. a perturbation screen where each cell is independently
+        assigned).
+    batch_size
+        Permutations per batch; default chosen from ``memory``.
+    memory
+        Memory budget (e.g. ``"1GB"``) for permutation batches, the cached null and the
+        matrix: an HDF5/h5ad/10x matrix whose dense float64 size exceeds half of it is
+        streamed from disk once per batch instead of being read into memory
+        (two-group moment statistics only); run.json says which.
+    threads
+        CPU threads (default: all cores).
+    device
+        ``"cpu"``, ``"gpu"`` (CUDA; see :mod:`permenrich.backends.gpu`) or ``"auto"``
+        (default: the GPU when Numba sees a CUDA device, else the CPU).
+    progress
+        ``progress(done, total)`` called after each batch.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per set with the columns of :data:`RESULT_COLUMNS`, sorted by ``pval``
+        then decreasing ``|nes|``; ``attrs["run"]`` holds the run's provenance.
+
+    Raises
+    ------
+    PermenrichError
+        For bad input or options, with a one-line message.
+
+    Notes
+    -----
+    See :mod:`permenrich.enrich.running_sum` (ES, leading edge) and
+    :mod:`permenrich.nulls` (NES, p, FDR, FWER). The leading-edge columns are filled for
+    the running-sum statistic only.
+    """
+    started = time.perf_counter()
+    metric_record, budget, backend = common_setup(metric, set_statistic, weight, permutations, seed,
+                                                   batch_size, threads, memory, device)
+    study = load_study(expr, phenotype, metric=metric_record, groupby=groupby, case=case, control=control,
+                       phenotype_column=phenotype_column, strata=strata, pairs=pairs, chip=chip,
+                       collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance,
+                       normalize=normalize, budget=budget, pseudobulk=pseudobulk,
+                       pseudobulk_method=pseudobulk_method)
+    n_sets_read, index = load_gene_sets(gene_sets, study.gene_ids, min_size=min_size, max_size=max_size)
+    plan = PermutationPlan(study.design, int(permutations), int(seed))
+    read_seconds = time.perf_counter() - started
+
+    n_genes = study.n_genes
+    gene_set_offsets, gene_set_ids = index.gene_to_sets(n_genes)
+    backend.prepare_statistic(study.values, metric_record, phenotype=getattr(study.design, "values", None),
+                              drawn_is_case=getattr(study.design, "drawn_is_case", True))
+    backend.prepare_sets(set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
+                         float(weight), n_genes)
+    observed, observed_stat = backend.score(plan.observed(), keep_stat=True)
+    observed = np.asarray(backend.to_host(observed))[0]
+    observed_stat = np.asarray(backend.to_host(observed_stat))[0]
+
+    stats, null_info = gsea_null(lambda a, b: backend.score(backend.labellings(plan, a, b))[0], observed,
+                                  n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp, n_sets=index.n_sets,
+                                  batch_size=batch_size, budget=budget, extra_bytes=8 * plan.width,
+                                  progress=progress)
+    table = gsea_table(index, stats, observed,
+                        leading_edges(index, study.gene_ids, observed_stat, float(weight), set_statistic))
+    null_info["timings"]["read_seconds"] = read_seconds
+    if not study.in_memory:
+        study.info["streaming"] = study.values.describe()
+    table.attrs["run"] = provenance(
+        "gsea",
+        {"metric": metric, "set_statistic": set_statistic, "weight": float(weight),
+         "permutations": int(permutations), "seed": int(seed), "min_size": min_size, "max_size": max_size,
+         "collapse": collapse, "nan_policy": nan_policy, "zero_variance": zero_variance,
+         "case": study.info.get("case"), "control": study.info.get("control"),
+         "phenotype": study.info.get("phenotype"), "strata": strata, "pairs": pairs,
+         "memory_bytes": budget, "batch_size": null_info["batch_size"], "device": device},
+        started,
+        design={k: v for k, v in study.info.items() if k not in ("case", "control", "strata", "pairs")},
+        permutation_plan=plan.describe(),
+        permutation_type="phenotype (sample labels)",
+        null_storage=null_info["null_storage"],
+        data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
+              "expression": file_digest(expr) or {"object": type(expr).__name__},
+              "phenotype": file_digest(phenotype) if phenotype is not None else None,
+              "gene_sets": digests(gene_sets), "chip": file_digest(chip) if chip is not None else None},
+        backend=backend.describe(),
+        timings=null_info["timings"],
+    )
+    return table
+
+
+def prerank(
+    rnk: Any,
+    gene_sets: Any,
+    *,
+    set_statistic: SetStatisticName = "ks",
+    weight: float = 1.0,
+    permutations: int = 1000,
+    seed: int = 0,
+    min_size: int = 15,
+    max_size: int = 500,
+    duplicates: Literal["error", "mean", "max", "min", "first"] = "error",
+    batch_size: int | None = None,
+    memory: str | int = "1GB",
+    threads: int | None = None,
+    device: Literal["cpu", "gpu", "auto"] = "auto",
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """Preranked GSEA with the gene-set (gene-label) permutation null.
+
+    Parameters
+    ----------
+    rnk
+        A ranked list: RNK file (gene, score), a Series (gene -> score) or a two-column
+        DataFrame, e.g. a published differential-expression table or GWAS gene z-scores.
+    gene_sets
+        GMT/GMX path(s), or a mapping of set name to gene list.
+    set_statistic, weight, permutations, seed, min_size, max_size
+        As in :func:`gsea`.
+    duplicates
+        Duplicated genes in the list: ``"error"`` (default) or how to merge them.
+    batch_size, memory, threads, device, progress
+        As in :func:`gsea`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :data:`RESULT_COLUMNS`, as in :func:`gsea`.
+
+    Notes
+    -----
+    Genes are ranked by decreasing score (ties: file order). The null of a set of k genes
+    is the statistic of random sets of k genes drawn from the ranked list, as GSEA
+    preranked does; sets of equal size share their random draws within a permutation
+    (permutation k's set of size n is a pure function of (seed, k, n)). This null
+    ignores gene-gene correlation: prefer :func:`gsea` when the samples are at hand.
+    """
+    started = time.perf_counter()
+    _, budget, backend = common_setup("signal_to_noise", set_statistic, weight, permutations, seed,
+                                       batch_size, threads, memory, device)
+    ranked = read_rnk(rnk, duplicates=duplicates)
+    order = rank_genes(ranked.scores)
+    gene_ids = np.asarray(ranked.gene_ids, dtype=object)[order]
+    ranked_stat = np.asarray(ranked.scores, dtype=np.float64)[order]
+    n_sets_read, index = load_gene_sets(gene_sets, gene_ids, min_size=min_size, max_size=max_size)
+    n_genes = gene_ids.size
+    read_seconds = time.perf_counter() - started
+
+    # Observed: the same kernel as the null, on the sets' own ranked positions.
+    gene_set_offsets, gene_set_ids = index.gene_to_sets(n_genes)
+    backend.prepare_sets(set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
+                         float(weight), n_genes)
+    observed = np.asarray(backend.to_host(backend.set_scores(backend.xp.asarray(ranked_stat[None, :]))))[0]
+    sizes, size_slot = np.unique(index.sizes, return_inverse=True)
+    n_perm = int(permutations)
+
+    def score_batch(start: int, stop: int) -> Any:
+        null_by_size = backend.random_set_null(int(seed), start, stop, ranked_stat, float(weight), set_statistic,
+                                               sizes)
+        return null_by_size[:, backend.xp.asarray(size_slot)]
+
+    stats, null_info = gsea_null(score_batch, observed, n_perm=n_perm, exact=False, xp=backend.xp,
+                                  n_sets=index.n_sets, batch_size=batch_size, budget=budget, extra_bytes=0,
+                                  progress=progress)
+    table = gsea_table(index, stats, observed,
+                        leading_edges(index, gene_ids, ranked_stat, float(weight), set_statistic))
+    null_info["timings"]["read_seconds"] = read_seconds
+    table.attrs["run"] = provenance(
+        "prerank",
+        {"set_statistic": set_statistic, "weight": float(weight), "permutations": n_perm, "seed": int(seed),
+         "min_size": min_size, "max_size": max_size, "duplicates": duplicates, "memory_bytes": budget,
+         "batch_size": null_info["batch_size"], "device": device},
+        started,
+        permutation_plan={"seed": int(seed), "permutations": n_perm, "exact_enumeration": False,
+                          "generator": "Philox4x32-10, counter=(k_lo, k_hi, block, 0x47530000 | set size), "
+                                       "key=seed; partial Fisher-Yates over ranked positions"},
+        permutation_type="gene set (gene labels)",
+        null_storage=null_info["null_storage"],
+        data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
+              "ranked_list": file_digest(rnk) or {"object": type(rnk).__name__},
+              "gene_sets": digests(gene_sets)},
+        backend=backend.describe(),
+        timings=null_info["timings"],
+    )
+    return table
+
+
