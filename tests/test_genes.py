@@ -115,3 +115,39 @@ def test_cumulative_max_scan_for_array_modules_without_accumulate():
     for shape in [(1, 1), (3, 2), (7, 37), (4, 64)]:
         a = np.random.default_rng(sum(shape)).normal(size=shape)
         np.testing.assert_array_equal(_cumulative_max(a, NumpyWithoutIdentity()), np.maximum.accumulate(a, axis=1))
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+@pytest.mark.parametrize("array_centre", [False, True])
+def test_cpu_exceedance_kernel_equals_array_module_path(alternative, array_centre):
+    """The fused CPU kernel of ExceedanceAccumulator.add counts exactly what the
+    array-module path (the one CuPy runs) counts: NaN, infinite and tied statistics,
+    scalar or per-feature centre, batches of any size."""
+    from permenrich.nulls import ExceedanceAccumulator
+
+    class NumpyWithoutIdentity:  # any module other than numpy itself takes the array path
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    rng = np.random.default_rng(7)
+    n_features = 53
+    observed = rng.normal(size=n_features)
+    observed[[3, 9]] = np.nan
+    observed[5] = observed[6]  # tied observed values
+    centre = rng.normal(scale=0.1, size=n_features) if array_centre else 0.2
+    batches = [rng.normal(size=(n, n_features)) for n in (1, 17, 64)]
+    batches[1][:, 11] = np.nan
+    batches[2][0, 12] = np.inf
+    batches[2][:, 5] = observed[5]  # ties with the observed value count as exceedances
+    total = sum(b.shape[0] for b in batches)
+    results = []
+    for xp, threads in ((np, 1), (np, 2), (NumpyWithoutIdentity(), None)):
+        accumulator = ExceedanceAccumulator(observed, alternative=alternative, centre=centre, n_perm=total,
+                                            exact=False, xp=xp, threads=threads)
+        for batch in batches:
+            accumulator.add(batch)
+        results.append((np.asarray(accumulator.n_exceed), np.asarray(accumulator.n_exceed_max)))
+    for counts, counts_max in results[1:]:
+        np.testing.assert_array_equal(counts, results[0][0])
+        np.testing.assert_array_equal(counts_max, results[0][1])
+    assert results[0][0].sum() > 0 and results[0][1].sum() > 0

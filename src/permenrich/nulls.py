@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 #: Scores closer than this are tied in every comparison (see module docs).
@@ -101,6 +102,48 @@ def _cumulative_max(a: Any, xp: Any) -> Any:
         out[:, shift:] = xp.maximum(out[:, shift:], out[:, :-shift].copy())
         shift *= 2
     return out
+
+
+_ALTERNATIVE_CODES = {"two-sided": 0, "greater": 1, "less": 2}
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _exceedance_counts(null, centre, alternative, threshold, order, threshold_ordered, n_chunks, n_exceed,
+                       n_exceed_max):
+    """The CPU kernel of :meth:`ExceedanceAccumulator.add`: the same extremeness, the same
+    comparisons and the same running maxima, fused into two walks per permutation row
+    (rows split over threads; per-thread counts summed at the end)."""
+    n_batch, n_features = null.shape
+    exceed = np.zeros((n_chunks, n_features), dtype=np.int64)
+    exceed_max = np.zeros((n_chunks, n_features), dtype=np.int64)
+    for chunk in numba.prange(n_chunks):
+        for b in range(chunk * n_batch // n_chunks, (chunk + 1) * n_batch // n_chunks):
+            for g in range(n_features):
+                if alternative == 1:
+                    u = null[b, g] - centre[g]
+                elif alternative == 2:
+                    u = centre[g] - null[b, g]
+                else:
+                    u = abs(null[b, g] - centre[g])
+                if u >= threshold[g]:  # NaN never counts (as -inf would not)
+                    exceed[chunk, g] += 1
+            running = -np.inf
+            for j in range(n_features - 1, -1, -1):
+                g = order[j]
+                if alternative == 1:
+                    u = null[b, g] - centre[g]
+                elif alternative == 2:
+                    u = centre[g] - null[b, g]
+                else:
+                    u = abs(null[b, g] - centre[g])
+                if u > running:  # False for NaN: NaN counts as -inf
+                    running = u
+                if running >= threshold_ordered[j]:
+                    exceed_max[chunk, j] += 1
+    for chunk in range(n_chunks):
+        for g in range(n_features):
+            n_exceed[g] += exceed[chunk, g]
+            n_exceed_max[g] += exceed_max[chunk, g]
 
 
 def _to_host(a: Any, xp: Any) -> np.ndarray:
@@ -255,11 +298,14 @@ class ExceedanceAccumulator:
         Value of the statistic under no effect (0 for t and r; n_A n_B / 2 for U).
     n_perm, exact, xp
         As for :class:`GseaNullAccumulator`.
+    threads
+        Threads of the CPU kernel used when ``xp`` is NumPy (None: Numba's default).
     """
 
     def __init__(self, observed: np.ndarray, *, alternative: str, centre: Any, n_perm: int, exact: bool,
-                 xp: Any = np) -> None:
+                 xp: Any = np, threads: int | None = None) -> None:
         self.xp = xp
+        self.threads = threads
         self.alternative = alternative
         self.centre = centre
         self.n_perm = int(n_perm)
@@ -286,6 +332,24 @@ class ExceedanceAccumulator:
 
     def add(self, null_statistics: Any) -> None:
         """Accumulate a batch of null statistics, shape (n_batch, n_features)."""
+        if self.xp is np:
+            self._add_cpu(null_statistics)
+        else:
+            self._add_arrays(null_statistics)
+        self.seen += int(null_statistics.shape[0])
+
+    def _add_cpu(self, null_statistics: np.ndarray) -> None:
+        from .backends.cpu import _NumbaThreads
+
+        null = np.ascontiguousarray(null_statistics, dtype=np.float64)
+        centre = np.broadcast_to(np.asarray(self.centre, dtype=np.float64), (null.shape[1],)).copy()
+        with _NumbaThreads(self.threads):
+            n_chunks = max(1, min(null.shape[0], 4 * numba.get_num_threads()))
+            _exceedance_counts(null, centre, _ALTERNATIVE_CODES[self.alternative], self._threshold, self._order,
+                               self._threshold_ordered, n_chunks, self.n_exceed, self.n_exceed_max)
+
+    def _add_arrays(self, null_statistics: Any) -> None:
+        """Array-module version (CuPy on the GPU): the same counts as the CPU kernel."""
         xp = self.xp
         u = self.extremeness(null_statistics, xp)
         u = xp.where(xp.isnan(u), -xp.inf, u)
@@ -294,7 +358,6 @@ class ExceedanceAccumulator:
         ordered = u[:, self._order_dev][:, ::-1]
         running_max = _cumulative_max(ordered, xp)[:, ::-1]
         self.n_exceed_max += (running_max >= self._threshold_ordered).sum(axis=0)
-        self.seen += int(null_statistics.shape[0])
 
     def finish(self) -> dict[str, np.ndarray]:
         """``pval`` and ``p_maxt`` per feature (host NumPy arrays; NaN where undefined)."""

@@ -223,7 +223,7 @@ def ora(
     if expression_mode:
         counter = OverlapCounter(index.members, index.offsets, gene_ids.size)
         accumulator = ExceedanceAccumulator(observed["overlap"].astype(np.float64), alternative="greater",
-                                            centre=0.0, n_perm=plan.n_perm, exact=plan.exact)
+                                            centre=0.0, n_perm=plan.n_perm, exact=plan.exact, threads=threads)
         list_sizes: list[int] = []
 
         def score_batch(start: int, stop: int) -> np.ndarray:
