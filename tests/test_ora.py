@@ -88,3 +88,25 @@ def test_expression_mode_errors():
         permenrich.ora(["X1", "X2"], sets, universe=list(expr.index), min_size=5)
     with pytest.raises(permenrich.InputError, match="needs a universe"):
         permenrich.ora(["g1"], sets)
+
+
+@pytest.mark.parametrize("direction", ["up", "down", "both"])
+def test_top_selection_equals_a_stable_sort(direction):
+    """Choosing the top genes by partition equals taking the first ``top`` of a stable
+    sort by extremeness (ties in gene-index order), with ties, NaN and infinities."""
+    from permenrich.modes.ora import _select_genes
+
+    rng = np.random.default_rng(3)
+    stats = np.round(rng.normal(size=(40, 300)), 1)  # many ties
+    stats[0, :50] = np.nan
+    stats[1, 7] = np.inf
+    stats[2, 9] = -np.inf
+    stats[3] = 0.5  # all tied
+    for top in (1, 17, 120, 300):
+        got = _select_genes(stats, top=top, fdr=None, direction=direction, centre=0.1, pvalue_of_statistic=None)
+        signed = {"up": stats - 0.1, "down": 0.1 - stats, "both": np.abs(stats - 0.1)}[direction]
+        order = np.argsort(-np.where(np.isnan(signed), -np.inf, signed), axis=1, kind="stable")[:, :top]
+        expected = np.zeros_like(got)
+        np.put_along_axis(expected, order, True, axis=1)
+        np.testing.assert_array_equal(got, expected)
+        assert (got.sum(axis=1) == top).all()

@@ -22,7 +22,9 @@ from .._pipeline import (
     parse_memory,
     run_two_pass,
 )
+from ..backends.cpu import _NumbaThreads
 from ..design import PermutationPlan, TwoGroupLabels
+from ..enrich.overlap import DIRECTION_CODES, top_genes_mask
 from ..errors import InputError
 from ..nulls import ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import MetricName
@@ -43,15 +45,13 @@ def _select_genes(stats: np.ndarray, *, top: int | None, fdr: float | None, dire
     """
     stats = np.atleast_2d(stats)
     n_batch, n_genes = stats.shape
-    selected = np.zeros((n_batch, n_genes), dtype=bool)
     if top is not None:
-        signed = {"up": stats - centre, "down": centre - stats, "both": np.abs(stats - centre)}[direction]
-        signed = np.where(np.isnan(signed), -np.inf, signed)
-        # stable argsort of the negated extremeness: ties keep gene-index order
-        chosen = np.argsort(-signed, axis=1, kind="stable")[:, :top]
-        np.put_along_axis(selected, chosen, True, axis=1)
+        selected = np.empty((n_batch, n_genes), dtype=bool)
+        top_genes_mask(np.ascontiguousarray(stats, dtype=np.float64), min(int(top), n_genes),
+                       DIRECTION_CODES[direction], float(centre), selected)
         return selected
     pvalues = pvalue_of_statistic(stats)  # built for the direction's alternative
+    selected = np.zeros((n_batch, n_genes), dtype=bool)
     for row in range(n_batch):
         selected[row] = bh_adjust(pvalues[row]) < fdr
     return selected
@@ -182,8 +182,9 @@ def ora(
                      if fdr is not None else None)
 
         def select(stats: np.ndarray) -> np.ndarray:
-            return _select_genes(np.asarray(backend.to_host(stats)), top=None if top is None else int(top),
-                                 fdr=fdr, direction=direction, centre=centre, pvalue_of_statistic=p_of_stat)
+            with _NumbaThreads(threads):
+                return _select_genes(np.asarray(backend.to_host(stats)), top=None if top is None else int(top),
+                                     fdr=fdr, direction=direction, centre=centre, pvalue_of_statistic=p_of_stat)
 
         selected = select(backend.gene_statistics(plan.observed()))[0]
         if not selected.any():
