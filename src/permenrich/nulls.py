@@ -104,7 +104,19 @@ def _cumulative_max(a: Any, xp: Any) -> Any:
     return out
 
 
-_ALTERNATIVE_CODES = {"two-sided": 0, "greater": 1, "less": 2}
+#: Codes of the alternatives for compiled kernels.
+ALTERNATIVE_CODES = {"two-sided": 0, "greater": 1, "less": 2}
+
+
+@numba.njit(cache=True, error_model="numpy")
+def extremeness_of(value, centre, alternative):
+    """How extreme ``value`` is under an alternative code (larger = more extreme):
+    ``|value - centre|``, ``value - centre`` (greater) or ``centre - value`` (less)."""
+    if alternative == 1:
+        return value - centre
+    if alternative == 2:
+        return centre - value
+    return abs(value - centre)
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -119,23 +131,12 @@ def _exceedance_counts(null, centre, alternative, threshold, order, threshold_or
     for chunk in numba.prange(n_chunks):
         for b in range(chunk * n_batch // n_chunks, (chunk + 1) * n_batch // n_chunks):
             for g in range(n_features):
-                if alternative == 1:
-                    u = null[b, g] - centre[g]
-                elif alternative == 2:
-                    u = centre[g] - null[b, g]
-                else:
-                    u = abs(null[b, g] - centre[g])
-                if u >= threshold[g]:  # NaN never counts (as -inf would not)
+                if extremeness_of(null[b, g], centre[g], alternative) >= threshold[g]:  # never for NaN
                     exceed[chunk, g] += 1
             running = -np.inf
             for j in range(n_features - 1, -1, -1):
                 g = order[j]
-                if alternative == 1:
-                    u = null[b, g] - centre[g]
-                elif alternative == 2:
-                    u = centre[g] - null[b, g]
-                else:
-                    u = abs(null[b, g] - centre[g])
+                u = extremeness_of(null[b, g], centre[g], alternative)
                 if u > running:  # False for NaN: NaN counts as -inf
                     running = u
                 if running >= threshold_ordered[j]:
@@ -339,13 +340,13 @@ class ExceedanceAccumulator:
         self.seen += int(null_statistics.shape[0])
 
     def _add_cpu(self, null_statistics: np.ndarray) -> None:
-        from .backends.cpu import _NumbaThreads
+        from .backends.cpu import NumbaThreads
 
         null = np.ascontiguousarray(null_statistics, dtype=np.float64)
         centre = np.broadcast_to(np.asarray(self.centre, dtype=np.float64), (null.shape[1],)).copy()
-        with _NumbaThreads(self.threads):
+        with NumbaThreads(self.threads):
             n_chunks = max(1, min(null.shape[0], 4 * numba.get_num_threads()))
-            _exceedance_counts(null, centre, _ALTERNATIVE_CODES[self.alternative], self._threshold, self._order,
+            _exceedance_counts(null, centre, ALTERNATIVE_CODES[self.alternative], self._threshold, self._order,
                                self._threshold_ordered, n_chunks, self.n_exceed, self.n_exceed_max)
 
     def _add_arrays(self, null_statistics: Any) -> None:

@@ -322,14 +322,14 @@ class CpuBackend:
         return array
 
     def _threads(self) -> Any:
-        return _NumbaThreads(self.threads)
+        return NumbaThreads(self.threads)
 
     def describe(self) -> dict:
         return {"backend": "cpu", "threads": numba.get_num_threads() if self.threads is None else self.threads,
                 "numba_threading_layer": numba.config.THREADING_LAYER}
 
 
-class _NumbaThreads:
+class NumbaThreads:
     """Temporarily set Numba's thread count (restored on exit)."""
 
     def __init__(self, threads: int | None) -> None:

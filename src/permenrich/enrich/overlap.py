@@ -28,6 +28,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import hypergeom
 
+from ..nulls import extremeness_of
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["OverlapCounter", "overlap_counts", "overlap_statistics", "leading_overlap_genes"]
@@ -203,26 +205,18 @@ class OverlapCounter:
         return out
 
 
-DIRECTION_CODES = {"up": 0, "down": 1, "both": 2}
-
-
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def top_genes_mask(stats, top, direction, centre, out):
-    """``out[b]``: the ``top`` most extreme genes of row ``b`` of ``stats`` (direction
-    0 = up: ``s - centre``, 1 = down: ``centre - s``, 2 = both: ``|s - centre|``; NaN
-    least extreme), ties in gene-index order: exactly the first ``top`` of a stable sort
-    by decreasing extremeness, found by one partition per row instead of a sort."""
+def top_genes_mask(stats, top, alternative, centre, out):
+    """``out[b]``: the ``top`` most extreme genes of row ``b`` of ``stats`` (extremeness
+    as in :func:`permenrich.nulls.extremeness_of` for an alternative code; NaN least
+    extreme), ties in gene-index order: exactly the first ``top`` of a stable sort by
+    decreasing extremeness, found by one partition per row instead of a sort."""
     n_batch, n_genes = stats.shape
     for b in numba.prange(n_batch):
         key = np.empty(n_genes)  # smaller = more extreme
         for g in range(n_genes):
-            if direction == 0:
-                signed = stats[b, g] - centre
-            elif direction == 1:
-                signed = centre - stats[b, g]
-            else:
-                signed = abs(stats[b, g] - centre)
-            key[g] = np.inf if np.isnan(signed) else -signed
+            u = extremeness_of(stats[b, g], centre, alternative)
+            key[g] = np.inf if np.isnan(u) else -u
         kth = np.partition(key, top - 1)[top - 1]
         room = top
         for g in range(n_genes):

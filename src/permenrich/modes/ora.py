@@ -22,11 +22,11 @@ from .._pipeline import (
     parse_memory,
     run_two_pass,
 )
-from ..backends.cpu import _NumbaThreads
+from ..backends.cpu import NumbaThreads
 from ..design import PermutationPlan, TwoGroupLabels
-from ..enrich.overlap import DIRECTION_CODES, top_genes_mask
+from ..enrich.overlap import top_genes_mask
 from ..errors import InputError
-from ..nulls import ExceedanceAccumulator, bh_adjust
+from ..nulls import ALTERNATIVE_CODES, ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import MetricName
 from ._shared import common_setup, provenance
 
@@ -34,6 +34,10 @@ from ._shared import common_setup, provenance
 ORA_COLUMNS = ["gene_set", "size", "size_original", "list_size", "overlap", "expected", "odds_ratio",
                "pval_hypergeom", "padj_bh_hypergeom", "pval_perm", "padj_bh_perm", "pval_perm_maxt",
                "overlap_genes"]
+
+
+#: The test alternative that each ``direction`` of an altered-gene list stands for.
+DIRECTION_ALTERNATIVES = {"up": "greater", "down": "less", "both": "two-sided"}
 
 
 def _select_genes(stats: np.ndarray, *, top: int | None, fdr: float | None, direction: str, centre: float,
@@ -48,7 +52,7 @@ def _select_genes(stats: np.ndarray, *, top: int | None, fdr: float | None, dire
     if top is not None:
         selected = np.empty((n_batch, n_genes), dtype=bool)
         top_genes_mask(np.ascontiguousarray(stats, dtype=np.float64), min(int(top), n_genes),
-                       DIRECTION_CODES[direction], float(centre), selected)
+                       ALTERNATIVE_CODES[DIRECTION_ALTERNATIVES[direction]], float(centre), selected)
         return selected
     pvalues = pvalue_of_statistic(stats)  # built for the direction's alternative
     selected = np.zeros((n_batch, n_genes), dtype=bool)
@@ -176,13 +180,13 @@ def ora(
             centre = {"mann_whitney": n_case * n_control / 2, "ratio_of_classes": 1.0}.get(metric, 0.0)
         else:
             centre = 0.0
-        alternative = {"up": "greater", "down": "less", "both": "two-sided"}[direction]
+        alternative = DIRECTION_ALTERNATIVES[direction]
         p_of_stat = (metric_record.pvalue_of_statistic(study.values if study.in_memory else None, n_case,
                                                        n_control, alternative)
                      if fdr is not None else None)
 
         def select(stats: np.ndarray) -> np.ndarray:
-            with _NumbaThreads(threads):
+            with NumbaThreads(threads):
                 return _select_genes(np.asarray(backend.to_host(stats)), top=None if top is None else int(top),
                                      fdr=fdr, direction=direction, centre=centre, pvalue_of_statistic=p_of_stat)
 
