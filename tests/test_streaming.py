@@ -264,3 +264,21 @@ def test_sparse_quality_pass_equals_dense(tmp_path):
     with open_matrix(path) as source:
         with pytest.raises(permenrich.InputError, match=rf"gene 'G{gene}' has a missing or non-finite value"):
             StreamedMatrix(source, samples, max_block_bytes=200)
+
+
+def test_streamed_batches_read_the_file_once_each(cohort):
+    """A streamed matrix is read once per batch: a batch is not cut into the in-memory
+    path's slices, and without an explicit size batches take all the budget allows."""
+    from permenrich._pipeline import choose_batch_size
+
+    paths, sets, _, _ = cohort
+    kwargs = dict(groupby="group", case="T", control="B", permutations=300, seed=3, min_size=10, device="cpu",
+                  memory="1MB")
+    result = permenrich.gsea(paths["csr"], None, sets, batch_size=300, **kwargs)
+    # quality pass + two totals passes + the observed labelling + one batch
+    assert result.attrs["run"]["design"]["streaming"]["passes"] == 5
+    pd.testing.assert_frame_equal(_drop_run(result),
+                                  _drop_run(permenrich.gsea(paths["csr"], None, sets, batch_size=7, **kwargs)))
+    assert choose_batch_size(None, 4 * 10**9, 1000, 10**6) == 8192
+    assert choose_batch_size(None, 4 * 10**9, 1000, 10**6, streamed=True) == 10**6
+    assert choose_batch_size(None, 4 * 10**9, 10**7, 10**6, streamed=True) == 100

@@ -333,12 +333,19 @@ class Progress:
             self.callback(self.done, self.total)
 
 
-def choose_batch_size(batch_size: int | None, budget: int, bytes_per_permutation: int, n_perm: int) -> int:
+def choose_batch_size(batch_size: int | None, budget: int, bytes_per_permutation: int, n_perm: int,
+                      streamed: bool = False) -> int:
     """Permutations per batch: explicit, or from the budget (a quarter of it for a batch's
-    buffers), capped so that a run reports progress about 20 times."""
+    buffers), capped so that a run reports progress about 20 times.
+
+    A streamed matrix is read from disk once per batch, so its batches take all the
+    budget allows (no progress cap): the file is then read as few times as memory permits.
+    """
     if batch_size is not None:
         return min(int(batch_size), n_perm)
     fit = budget // 4 // max(1, bytes_per_permutation)
+    if streamed:
+        return int(min(n_perm, max(64, fit)))
     return int(min(n_perm, max(64, min(fit, 8192, max(256, -(-n_perm // 20))))))
 
 

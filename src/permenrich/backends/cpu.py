@@ -297,9 +297,11 @@ class CpuBackend:
         """Set statistics for each labelling, shape (n_batch, n_sets); with ``keep_stat``
         also the gene statistics (n_batch, n_genes)."""
         es_parts, stat_parts = [], []
+        # A streamed matrix is read once per call: take the whole batch (sized for it).
+        rows = self.chunk_rows if self._statistic_in_memory() else max(1, labellings.shape[0])
         with self._threads():
-            for start in range(0, labellings.shape[0], self.chunk_rows):
-                stats = self._statistic.batch(labellings[start:start + self.chunk_rows])
+            for start in range(0, labellings.shape[0], rows):
+                stats = self._statistic.batch(labellings[start:start + rows])
                 es_parts.append(self._set_statistic.scores(stats))
                 if keep_stat:
                     stat_parts.append(stats)
@@ -316,6 +318,10 @@ class CpuBackend:
                               float(weight), SET_STATISTIC_CODES[set_statistic],
                               np.ascontiguousarray(sizes, dtype=np.int64), self.chunks(out.shape[0]), out)
         return out
+
+    def _statistic_in_memory(self) -> bool:
+        return not (isinstance(self._statistic, _TwoGroupStatistic)
+                    and not isinstance(self._statistic.matrix, InMemoryMatrix))
 
     @staticmethod
     def to_host(array: np.ndarray) -> np.ndarray:

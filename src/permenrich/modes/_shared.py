@@ -88,9 +88,11 @@ def leading_edges(index: GeneSetIndex, gene_ids: np.ndarray, stat: np.ndarray, w
 
 def gsea_null(score_batch: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: int, exact: bool,
                xp: Any, n_sets: int, batch_size: int | None, budget: int, extra_bytes: int,
-               progress: ProgressCallback | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Two-pass GSEA null over the permutations of ``score_batch``."""
-    chosen = choose_batch_size(batch_size, budget, 8 * n_sets * 6 + extra_bytes, n_perm)
+               progress: ProgressCallback | None, streamed: bool = False
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Two-pass GSEA null over the permutations of ``score_batch`` (``streamed``: each
+    batch reads the matrix from disk once, see :func:`choose_batch_size`)."""
+    chosen = choose_batch_size(batch_size, budget, 8 * n_sets * 6 + extra_bytes, n_perm, streamed=streamed)
     cache = n_perm * n_sets * 8 <= budget // 2
     accumulator = GseaNullAccumulator(observed, n_perm, exact, xp=xp)
     timings = run_two_pass(score_batch, accumulator.add_first_pass, accumulator.add_second_pass,

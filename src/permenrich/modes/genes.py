@@ -104,7 +104,8 @@ def genes(
         parametric_phenotype = design.values
     accumulator = ExceedanceAccumulator(observed, alternative=alternative, centre=centre, n_perm=plan.n_perm,
                                         exact=plan.exact, xp=backend.xp, threads=threads)
-    chosen = choose_batch_size(batch_size, budget, 8 * n_genes * 4 + 8 * plan.width, plan.n_perm)
+    chosen = choose_batch_size(batch_size, budget, 8 * n_genes * 4 + 8 * plan.width, plan.n_perm,
+                               streamed=not study.in_memory)
     timings = run_two_pass(lambda a, b: backend.gene_statistics(backend.labellings(plan, a, b)), accumulator.add,
                            None, None, n_perm=plan.n_perm, batch_size=chosen, cache=False, progress=progress)
     result = accumulator.finish()

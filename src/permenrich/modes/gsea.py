@@ -171,10 +171,13 @@ def gsea(
     observed = np.asarray(backend.to_host(observed))[0]
     observed_stat = np.asarray(backend.to_host(observed_stat))[0]
 
+    # A streamed batch holds its class sums and statistics for all genes at once (one read
+    # of the file per batch); in memory they are made in slices of a few hundred rows.
+    per_gene_bytes = 0 if study.in_memory else 24 * n_genes
     stats, null_info = gsea_null(lambda a, b: backend.score(backend.labellings(plan, a, b))[0], observed,
                                   n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp, n_sets=index.n_sets,
-                                  batch_size=batch_size, budget=budget, extra_bytes=8 * plan.width,
-                                  progress=progress)
+                                  batch_size=batch_size, budget=budget, extra_bytes=8 * plan.width + per_gene_bytes,
+                                  progress=progress, streamed=not study.in_memory)
     table = gsea_table(index, stats, observed,
                         leading_edges(index, study.gene_ids, observed_stat, float(weight), set_statistic))
     null_info["timings"]["read_seconds"] = read_seconds
