@@ -127,6 +127,10 @@ def test_stream_faults_are_one_line(cohort, tmp_path):
     with pytest.raises(permenrich.OptionError, match="needs the matrix in memory"):
         permenrich.gsea(paths["csr"], None, sets, groupby="group", case="T", control="B", memory="1MB",
                         metric="mann_whitney")
+    # 36 donor x group samples x 2,600 genes = 0.75 MB of sums: over half of a 1 MB budget
+    with pytest.raises(permenrich.OptionError, match=r"pseudobulk by donor, group makes 36 samples x 2,600 genes"):
+        permenrich.gsea(paths["csr"], None, sets, groupby="group", case="T", control="B", memory="1MB",
+                        pseudobulk="donor")
 
 
 def test_sigterm_leaves_no_output(cohort, tmp_path):

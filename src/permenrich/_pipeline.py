@@ -190,7 +190,7 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
             raise InputError(f"{matrix_source.source}: column {missing[0]!r} not in obs; available columns: "
                              f"{', '.join(map(str, list(obs.columns)[:10]))}")
         data = pseudobulk_expression(matrix_source, obs[columns].reset_index(drop=True), method=pseudobulk_method,
-                                     max_block_bytes=block_bytes)
+                                     max_block_bytes=block_bytes, max_result_bytes=budget // 2)
         if source is not None:
             source.close()
         info.update({"matrix_storage": "in memory (pseudobulk)", "pseudobulk": {

@@ -352,7 +352,8 @@ class StreamedMatrix:
                 "bytes_read_dense": self.bytes_read, "normalise": self.normalise}
 
 
-def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_block_bytes: int) -> tuple[np.ndarray, pd.DataFrame]:
+def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_block_bytes: int,
+               max_result_bytes: int | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """Sum (or mean) the samples (cells) of each key combination, streaming the matrix.
 
     Parameters
@@ -364,6 +365,11 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
         cell type); rows with a missing key are left out.
     method
         ``"sum"`` (for counts) or ``"mean"`` (for normalised data).
+    max_block_bytes
+        Largest slice of the file read at once.
+    max_result_bytes
+        Refuse (OptionError, before reading the matrix) when the groups x genes sums
+        would be larger than this.
 
     Returns
     -------
@@ -392,6 +398,11 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     labels = pd.DataFrame({column: column_levels[j][combos[:, j]] for j, column in enumerate(keys.columns)})
     group_of_row = np.full(len(keys), -1, dtype=np.int64)
     group_of_row[complete] = codes_complete
+    result_bytes = 8 * uniques.size * source.n_genes
+    if max_result_bytes is not None and result_bytes > max_result_bytes:
+        raise OptionError(f"{source.source}: pseudobulk by {', '.join(keys.columns)} makes {uniques.size:,} samples x "
+                          f"{source.n_genes:,} genes = {result_bytes / 1e9:.2f} GB, over half of the memory budget "
+                          f"({2 * max_result_bytes / 1e9:.2f} GB); raise --memory or group by fewer columns")
     sums = np.zeros((uniques.size, source.n_genes))
     # Sparse storage is summed from its stored values (no dense fill): skipping zeros
     # leaves every float sum unchanged, so the result equals the dense path's.
@@ -433,10 +444,12 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     return sums.T, groups  # genes x groups, as a view of the groups-major sums
 
 
-def pseudobulk_expression(source: Any, keys: pd.DataFrame, *, method: str, max_block_bytes: int) -> ExpressionData:
+def pseudobulk_expression(source: Any, keys: pd.DataFrame, *, method: str, max_block_bytes: int,
+                          max_result_bytes: int | None = None) -> ExpressionData:
     """:func:`pseudobulk` as an :class:`~permenrich.io.expression.ExpressionData` whose
     ``obs`` holds the key columns and ``n_cells``."""
-    values, groups = pseudobulk(source, keys, method=method, max_block_bytes=max_block_bytes)
+    values, groups = pseudobulk(source, keys, method=method, max_block_bytes=max_block_bytes,
+                                max_result_bytes=max_result_bytes)
     return ExpressionData(values=values, gene_ids=np.asarray(source.gene_ids, dtype=object),
                           sample_ids=np.asarray(groups.index, dtype=object), source=f"{source.source} (pseudobulk)",
                           obs=groups)
