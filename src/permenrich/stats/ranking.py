@@ -25,6 +25,9 @@ RADIX_SIZE = 1 << RADIX_BITS
 #: high bits (statistics equal to ~2**-21 relative with 3 passes) to an insertion pass.
 FULL_PASSES = 6
 CPU_PASSES = 3
+#: Runs of equal high bits up to this long are finished by insertion sort (cheap when
+#: short); longer ones by heap sort, so a ranking is O(n log n) whatever the ties.
+INSERTION_RUN = 16
 
 
 def _descending_key(value, bits):
@@ -39,6 +42,46 @@ def _descending_key(value, bits):
     return ~ascending
 
 
+def _pair_less(keys, order, i, j):
+    """(key, gene) of slot i before that of slot j: gene indices are distinct, so this is
+    a total order and any sort of it equals the stable sort by key."""
+    return keys[i] < keys[j] or (keys[i] == keys[j] and order[i] < order[j])
+
+
+def _sift_down(keys, order, start, root, end):
+    """Restore the max-heap property below ``root`` in slots ``start..end-1``."""
+    while True:
+        child = start + 2 * (root - start) + 1
+        if child >= end:
+            return
+        if child + 1 < end and _pair_less(keys, order, child, child + 1):
+            child += 1
+        if not _pair_less(keys, order, root, child):
+            return
+        key = keys[root]
+        gene = order[root]
+        keys[root] = keys[child]
+        order[root] = order[child]
+        keys[child] = key
+        order[child] = gene
+        root = child
+
+
+def _heap_sort_run(keys, order, start, stop):
+    """Sort slots ``start..stop-1`` by (key, gene) in place: O(m log m) worst case, for
+    long runs of near-tied keys where insertion sort would be quadratic."""
+    for root in range(start + (stop - start) // 2 - 1, start - 1, -1):
+        _sift_down(keys, order, start, root, stop)
+    for end in range(stop - 1, start, -1):
+        key = keys[start]
+        gene = order[start]
+        keys[start] = keys[end]
+        order[start] = order[end]
+        keys[end] = key
+        order[end] = gene
+        _sift_down(keys, order, start, start, end)
+
+
 def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, histogram):
     """Write into ``order`` the gene indices sorted by decreasing ``stat`` (ties: lower
     index first); ``stat_bits`` is ``stat`` viewed as uint64.
@@ -47,6 +90,9 @@ def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, 
     (int64, (passes, 2048)). A stable LSD radix sort on the high ``passes * 11`` bits of
     the keys; then each run of equal high bits is put in full-key order by insertion
     (a no-op with 6 passes; rare and short runs with 3, which halves the CPU's work).
+    Runs longer than :data:`INSERTION_RUN` (thousands of near-tied statistics, as in
+    sparse pseudobulk data) are heap-sorted instead, bounding the worst case at
+    O(n log n).
     """
     n = stat.shape[0]
     low_bits = 64 - passes * RADIX_BITS
@@ -95,16 +141,27 @@ def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, 
         high = src_keys[start] & high_mask
         while stop < n and (src_keys[stop] & high_mask) == high:
             stop += 1
-        for i in range(start + 1, stop):
-            key = src_keys[i]
-            gene = src_order[i]
-            j = i - 1
-            while j >= start and src_keys[j] > key:
-                src_keys[j + 1] = src_keys[j]
-                src_order[j + 1] = src_order[j]
-                j -= 1
-            src_keys[j + 1] = key
-            src_order[j + 1] = gene
+        if stop - start > INSERTION_RUN:
+            # The radix passes were stable: keys already in order (e.g. exact ties) are
+            # in (key, gene) order and need nothing.
+            in_order = True
+            for i in range(start + 1, stop):
+                if src_keys[i] < src_keys[i - 1]:
+                    in_order = False
+                    break
+            if not in_order:
+                _heap_sort_run(src_keys, src_order, start, stop)
+        else:
+            for i in range(start + 1, stop):
+                key = src_keys[i]
+                gene = src_order[i]
+                j = i - 1
+                while j >= start and src_keys[j] > key:
+                    src_keys[j + 1] = src_keys[j]
+                    src_order[j + 1] = src_order[j]
+                    j -= 1
+                src_keys[j + 1] = key
+                src_order[j + 1] = gene
         start = stop
     if swapped:
         for i in range(n):
@@ -112,7 +169,7 @@ def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, 
 
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
-SCALAR_FUNCTIONS = (_descending_key, _rank_descending)
+SCALAR_FUNCTIONS = (_descending_key, _pair_less, _sift_down, _heap_sort_run, _rank_descending)
 _cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
 rank_descending = _cpu._rank_descending
 
