@@ -316,7 +316,11 @@ class ExceedanceAccumulator:
         valid = ~np.isnan(u)
         # Features whose statistic is undefined (NaN) never count as extreme.
         self._order = np.argsort(np.where(valid, -u, np.inf), kind="stable")
-        threshold = u - TIE_TOLERANCE * np.maximum(1.0, np.abs(u))
+        with np.errstate(invalid="ignore"):
+            threshold = u - TIE_TOLERANCE * np.maximum(1.0, np.abs(u))
+        # An infinite observed value (t of a gene constant within both classes) is reached
+        # only by a null value as infinite: its threshold is itself, not inf - inf = NaN.
+        threshold = np.where(np.isinf(u), u, threshold)
         self._threshold = xp.asarray(np.where(valid, threshold, np.inf))
         self._threshold_ordered = self._threshold[xp.asarray(self._order)]
         self._order_dev = xp.asarray(self._order)

@@ -6,6 +6,9 @@ For a set S of k genes with scores z:
 * ``maxmean`` (Efron & Tibshirani 2007, GSA): with s+ = (1/k) sum max(z_g, 0) and
   s- = (1/k) sum max(-z_g, 0), the statistic is s+ if s+ > s- else -s-.
 
+Both need finite gene scores: an infinite one (possible for Student's and Welch's t) is
+refused with an error rather than averaged.
+
 Both are sparse matrix products of the (n_sets x n_genes) membership matrix with a batch
 of score vectors, written once against the array module ``xp`` and its sparse module
 (SciPy or CuPy), so CPU and GPU share this code.
@@ -20,6 +23,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+
+from ..errors import InputError
 
 SetStatisticName = Literal["ks", "mean", "maxmean"]
 SET_STATISTICS = ("ks", "mean", "maxmean")
@@ -55,8 +60,20 @@ class LinearSetStatistic:
         self.xp = xp
 
     def scores(self, gene_scores: Any) -> Any:
-        """Set statistics, shape (n_batch, n_sets), from gene scores (n_batch, n_genes)."""
+        """Set statistics, shape (n_batch, n_sets), from gene scores (n_batch, n_genes).
+
+        Raises
+        ------
+        InputError
+            A gene score is infinite: a mean has no finite value then (and +inf with
+            -inf none at all), unlike the running sum, which has a limit.
+        """
         xp = self.xp
+        if not bool(xp.isfinite(gene_scores).all()):
+            raise InputError(f"set statistic {self.kind!r} needs finite gene statistics, but a permutation gave "
+                             "an infinite one (Student's or Welch's t of a gene constant within both classes); "
+                             "use the running-sum statistic ks, or a metric with a variance floor "
+                             "(signal_to_noise, t_test) or mann_whitney")
         if self.kind == "mean":
             return xp.ascontiguousarray((self.averaging @ gene_scores.T).T)
         positive = (self.averaging @ xp.maximum(gene_scores, 0.0).T).T

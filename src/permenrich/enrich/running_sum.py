@@ -16,6 +16,12 @@ where the running sum is 0. ``p = 0`` is the classic Kolmogorov–Smirnov
 statistic, ``p = 1`` GSEA's default. When every member has weight 0 (``N_R = 0``) the ES is
 defined as 0.
 
+Infinite statistics (Student's or Welch's t of a gene constant within both classes)
+rank first (+inf) or last (-inf). Their weight ``|s|**p`` is infinite, so in a set with
+such members the weighted running sum has a limit in which those members share the
+hits' weight equally and the finite members weigh nothing; that limit is the ES (the
+same rule when ``|s|**p`` overflows). With ``p = 0`` every member weighs 1 as usual.
+
 This module holds the exact O(k log k) NumPy version used for observed scores and the
 leading edge; the compiled kernels walk all sets at once through the ranking (same
 formula, one pass over the ranked genes).
@@ -27,6 +33,7 @@ Subramanian et al. (2005) PNAS 102:15545. Korotkevich et al. (2021) bioRxiv 0600
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +84,9 @@ def running_sum(member_positions: np.ndarray, ranked_weights: np.ndarray) -> Run
     k = positions.size
     n_miss = n_genes - k
     weights = ranked_weights[positions]
+    infinite = np.isinf(weights)
+    if infinite.any():  # infinite weights share the hits' weight equally (see _step_weight)
+        weights = infinite.astype(np.float64)
     norm = weights.sum()
     if norm == 0.0:
         return RunningSumResult(0.0, 0, positions[:0], 0.0, 0.0, 0.0)
@@ -145,6 +155,13 @@ def _hit_weight(value, weight):
     return a ** weight
 
 
+def _step_weight(w):
+    """A hit's weight in a set that has members of infinite weight |s|**p (an infinite
+    statistic, or an overflowing power): those members share the hits' weight equally
+    and finite ones weigh nothing, the limit of the weighted running sum."""
+    return 1.0 if w == math.inf else 0.0
+
+
 def _pick_extreme(max_top, min_before, max_at, min_at):
     """Larger magnitude wins; on a tie (within rounding), the extreme reached first."""
     margin = max_top + min_before
@@ -162,11 +179,20 @@ def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_o
         gene_weight[g] = _hit_weight(stat[g], weight)
     for s in range(n_sets):
         total = 0.0
+        n_infinite = 0
         for t in range(set_offsets[s], set_offsets[s + 1]):
-            total += gene_weight[set_members[t]]
+            w = gene_weight[set_members[t]]
+            if w == math.inf:
+                n_infinite += 1
+            else:
+                total += w
         # Reciprocals turn the walk's divisions into multiplications; a set whose members
-        # all weigh 0 is reported as ES 0 below.
-        state[s, _INV_NORM] = 1.0 / total if total > 0.0 else 0.0
+        # all weigh 0 is reported as ES 0 below. A negative reciprocal marks a set with
+        # infinite weights, which share the hits' weight equally (see _step_weight).
+        if n_infinite > 0:
+            state[s, _INV_NORM] = -1.0 / n_infinite
+        else:
+            state[s, _INV_NORM] = 1.0 / total if total > 0.0 else 0.0
         state[s, _MISS_STEP] = 1.0 / (n_genes - (set_offsets[s + 1] - set_offsets[s]))
         state[s, _HITS] = 0.0
         state[s, _CUMULATIVE] = 0.0
@@ -181,15 +207,20 @@ def _enrichment_scores(stat, order, weight, set_members, set_offsets, gene_set_o
             row = state[gene_set_ids[t]]
             miss_part = (position - row[_HITS]) * row[_MISS_STEP]
             cumulative = row[_CUMULATIVE]
-            before = cumulative * row[_INV_NORM] - miss_part
+            inv_norm = row[_INV_NORM]
+            step = w
+            if inv_norm < 0.0:
+                inv_norm = -inv_norm
+                step = _step_weight(w)
+            before = cumulative * inv_norm - miss_part
             # Extremes move only beyond the tie tolerance: the first of tied extremes
             # counts. Selects rather than branches: these comparisons are unpredictable.
             lower = before < row[_MIN] - ES_TIE_TOLERANCE
             row[_MIN] = before if lower else row[_MIN]
             row[_MIN_AT] = position - 1.0 if lower else row[_MIN_AT]
-            cumulative += w
+            cumulative += step
             row[_CUMULATIVE] = cumulative
-            top = cumulative * row[_INV_NORM] - miss_part
+            top = cumulative * inv_norm - miss_part
             higher = top > row[_MAX] + ES_TIE_TOLERANCE
             row[_MAX] = top if higher else row[_MAX]
             row[_MAX_AT] = position if higher else row[_MAX_AT]
@@ -219,8 +250,15 @@ def _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes):
             return positive / k
         return positive / k if positive > negative else -negative / k
     norm = 0.0
+    n_infinite = 0
     for j in range(k):
-        norm += _hit_weight(ranked_stat[positions[j]], weight)
+        w = _hit_weight(ranked_stat[positions[j]], weight)
+        if w == math.inf:
+            n_infinite += 1
+        else:
+            norm += w
+    if n_infinite > 0:
+        norm = float(n_infinite)
     if norm == 0.0:
         return 0.0
     inv_norm = 1.0 / norm
@@ -236,7 +274,8 @@ def _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes):
         if before < min_before - ES_TIE_TOLERANCE:
             min_before = before
             min_at = positions[j] - 1
-        cumulative += _hit_weight(ranked_stat[positions[j]], weight)
+        w = _hit_weight(ranked_stat[positions[j]], weight)
+        cumulative += _step_weight(w) if n_infinite > 0 else w
         top = cumulative * inv_norm - miss_part
         if top > max_top + ES_TIE_TOLERANCE:
             max_top = top
@@ -245,4 +284,4 @@ def _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes):
 
 
 #: Walk and random-set scoring with the ranking they use; compile together.
-SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, _hit_weight, _pick_extreme, _enrichment_scores, _sorted_positions_score)
+SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, _hit_weight, _step_weight, _pick_extreme, _enrichment_scores, _sorted_positions_score)

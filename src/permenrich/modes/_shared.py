@@ -20,6 +20,7 @@ from .._pipeline import (
     versions,
 )
 from ..backends import get_backend
+from ..errors import InputError
 from ..enrich.linear import SET_STATISTICS
 from ..enrich.running_sum import running_sum
 from ..genesets import GeneSetIndex
@@ -45,6 +46,23 @@ def common_setup(metric_name: str, set_statistic: str | None, weight: float | No
     budget = parse_memory(memory)
     backend = get_backend(device, threads=threads)
     return metric, budget, backend
+
+
+def check_observed_statistics(stat: np.ndarray, gene_ids: np.ndarray, metric: str, source: str,
+                              set_statistic: str | None = None) -> None:
+    """Refuse observed statistics that no rule can rank: NaN always; +-inf for the
+    linear set statistics (the running sum and the per-gene tests rank infinities at
+    the extremes, see :mod:`permenrich.enrich.running_sum` and :mod:`permenrich.nulls`)."""
+    undefined = np.isnan(stat)
+    if set_statistic in ("mean", "maxmean"):
+        undefined |= np.isinf(stat)
+    if undefined.any():
+        first = int(np.flatnonzero(undefined)[0])
+        why = ("is undefined (NaN)" if np.isnan(stat[first])
+               else f"is {stat[first]} (constant within both classes), which set statistic {set_statistic!r} "
+                    "cannot average; use set statistic ks or a metric with a variance floor (signal_to_noise, t_test)")
+        raise InputError(f"{source}: the {metric} statistic of gene {str(gene_ids[first])!r} {why}"
+                         f"{'; check its values' if np.isnan(stat[first]) else ''}")
 
 
 def gsea_table(index: GeneSetIndex, stats: dict[str, np.ndarray], observed: np.ndarray,

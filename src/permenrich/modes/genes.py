@@ -20,7 +20,7 @@ from .._pipeline import (
 from ..design import PermutationPlan, TwoGroupLabels
 from ..nulls import ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import Alternative, MetricName
-from ._shared import common_setup, provenance
+from ._shared import check_observed_statistics, common_setup, provenance
 
 
 def genes(
@@ -96,6 +96,7 @@ def genes(
     backend.prepare_statistic(study.values, metric_record, phenotype=getattr(design, "values", None),
                               drawn_is_case=getattr(design, "drawn_is_case", True))
     observed = np.asarray(backend.to_host(backend.gene_statistics(plan.observed())))[0]
+    check_observed_statistics(observed, study.gene_ids, metric, study.source)
     if isinstance(design, TwoGroupLabels):
         centre = {"mann_whitney": design.n_case * design.n_control / 2, "ratio_of_classes": 1.0}.get(metric, 0.0)
         parametric_phenotype = design.is_case

@@ -22,6 +22,7 @@ from ..io.rnk import read_rnk
 from ..stats.metrics import MetricName
 from ..stats.ranking import rank_genes
 from ._shared import (
+    check_observed_statistics,
     common_setup,
     gsea_null,
     gsea_table,
@@ -167,9 +168,10 @@ def gsea(
                               drawn_is_case=getattr(study.design, "drawn_is_case", True))
     backend.prepare_sets(set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
                          float(weight), n_genes)
-    observed, observed_stat = backend.score(plan.observed(), keep_stat=True)
-    observed = np.asarray(backend.to_host(observed))[0]
-    observed_stat = np.asarray(backend.to_host(observed_stat))[0]
+    observed_stat_xp = backend.gene_statistics(plan.observed())
+    observed_stat = np.asarray(backend.to_host(observed_stat_xp))[0]
+    check_observed_statistics(observed_stat, study.gene_ids, metric, study.source, set_statistic)
+    observed = np.asarray(backend.to_host(backend.set_scores(observed_stat_xp)))[0]
 
     # A streamed batch holds its class sums and statistics for all genes at once (one read
     # of the file per batch); in memory they are made in slices of a few hundred rows.
