@@ -1,10 +1,27 @@
-"""Errors raised for user mistakes.
+"""Errors raised for user mistakes, and options named in the words of the caller.
 
 The CLI turns every :class:`PermenrichError` into one line on stderr and exit status 2;
 anything else is a bug and keeps its traceback.
+
+A message that tells the user which option to change names it through :func:`option`,
+so that it reads ``zero_variance='drop'`` from Python and ``--zero-variance drop`` from
+the command line; the CLI runs inside :func:`cli_option_names`.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+__all__ = ["PermenrichError", "InputError", "OptionError", "option", "cli_option_names"]
+
+# A context variable, not a module flag: ``permenrich.cli.main`` may be called from Python
+# (tests, notebooks) while other code keeps using the Python names.
+_CLI_RUNNING: ContextVar[bool] = ContextVar("permenrich_cli_option_names", default=False)
+
+# Python keywords whose command-line flag is not the keyword with dashes.
+_CLI_FLAGS = {"phenotype": "--cls/--sample-sheet"}
 
 
 class PermenrichError(Exception):
@@ -21,3 +38,46 @@ class InputError(PermenrichError):
 
 class OptionError(PermenrichError):
     """An invalid option value (unknown metric, negative permutations, ...)."""
+
+
+def option(name: str, value: object = None) -> str:
+    """An option (and a value for it) as the interface in use spells it.
+
+    Parameters
+    ----------
+    name : str
+        The Python keyword, e.g. ``"zero_variance"``.
+    value : object, optional
+        A value to show with it.
+
+    Returns
+    -------
+    str
+        From Python: ``zero_variance=`` or ``zero_variance='drop'``; inside
+        :func:`cli_option_names`: ``--zero-variance`` or ``--zero-variance drop``.
+
+    Examples
+    --------
+    >>> option("zero_variance", "drop")
+    "zero_variance='drop'"
+    >>> with cli_option_names():
+    ...     option("zero_variance", "drop")
+    '--zero-variance drop'
+    """
+    if _CLI_RUNNING.get():
+        flag = _CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
+        return flag if value is None else f"{flag} {value}"
+    return f"{name}=" if value is None else f"{name}={value!r}"
+
+
+@contextlib.contextmanager
+def cli_option_names() -> Iterator[None]:
+    """Within this block, :func:`option` spells options as command-line flags.
+
+    The command line wraps each run in it; the previous spelling is restored on exit.
+    """
+    token = _CLI_RUNNING.set(True)
+    try:
+        yield
+    finally:
+        _CLI_RUNNING.reset(token)
