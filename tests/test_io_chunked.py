@@ -549,7 +549,7 @@ def test_non_numeric_matrix(dense_h5ad: Path) -> None:
         open_matrix(dense_h5ad)
 
 
-@pytest.mark.parametrize(("dataset", "named"), [("var", "'var' missing"), ("X", "'X' missing; pass layer=")])
+@pytest.mark.parametrize(("dataset", "named"), [("var", "'var' missing"), ("X", "'X' missing; the matrix to analyse must be X")])
 def test_h5ad_missing_parts(csr_h5ad: Path, dataset: str, named: str) -> None:
     with h5py.File(csr_h5ad, "r+") as f:
         del f[dataset]
@@ -601,12 +601,42 @@ def test_10x_shape_disagrees_with_features(tenx: Path) -> None:
 
 def test_plain_hdf5_missing_dataset_is_named(tmp_path: Path, counts: sp.csr_matrix) -> None:
     path = write_plain(tmp_path / "plain.h5", counts.toarray().T)
-    with pytest.raises(InputError, match="plain.h5: dataset 'expr/X' is missing; expected a 2-D"):
+    with pytest.raises(InputError, match="plain.h5: dataset 'expr/X' is missing; a plain HDF5 expression file holds "
+                                         "datasets 'expr/X' .2-D, n_genes x n_samples., 'expr/gene_ids'"):
         open_matrix(path, h5_dataset="expr/X")
     with h5py.File(path, "r+") as f:
         del f["sample_ids"]
     with pytest.raises(InputError, match="dataset 'sample_ids' is missing"):
         open_matrix(path)
+
+
+@pytest.mark.parametrize("reader", ["open_matrix", "read_expression"])
+def test_plain_hdf5_with_other_names_is_not_called_a_broken_10x_file(tmp_path: Path, reader: str) -> None:
+    """A plain HDF5 whose matrix is a dataset named 'matrix' was reported as a damaged 10x
+    file; both readers now name the datasets each layout needs and those the file has."""
+    from permenrich.io import read_expression
+
+    path = tmp_path / "other_names.h5"
+    with h5py.File(path, "w") as f:
+        f["matrix"] = np.ones((3, 2))
+        f["genes"] = np.array([b"a", b"b", b"c"])
+        f["samples"] = np.array([b"s1", b"s2"])
+    read = open_matrix if reader == "open_matrix" else read_expression
+    with pytest.raises(InputError) as info:
+        read(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: dataset 'X' is missing; a plain HDF5 expression file holds datasets 'X'")
+    assert "'gene_ids' and 'sample_ids' (1-D strings)" in message and "a 10x file holds a group 'matrix'" in message
+    assert "this file holds 'genes' (1-D), 'matrix' (2-D), 'samples' (1-D)" in message
+    assert "filtered_feature_bc_matrix layout" not in message and "h5-dataset" not in message
+
+    with h5py.File(path, "r+") as f:  # a group 'matrix' is the 10x layout: name what it lacks
+        del f["matrix"]
+        f["matrix/data"] = np.ones(2)
+    with pytest.raises(InputError, match=r"dataset 'matrix/indices' is missing; a 10x filtered_feature_bc_matrix.h5 "
+                                         r"\(a group 'matrix' but no 'X'\) holds datasets 'matrix/data', "
+                                         r"'matrix/indices'.*this file holds 'genes' \(1-D\), 'matrix/data'"):
+        read(path)
 
 
 def test_plain_hdf5_shape_mismatch(tmp_path: Path, counts: sp.csr_matrix) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from permenrich.errors import InputError, OptionError
+from permenrich.errors import InputError, OptionError, cli_option_names
 from permenrich.io import (
     ExpressionData,
     apply_chip,
@@ -139,7 +139,9 @@ def test_partial_nan_error_names_gene_and_fix(tmp_path: Path, caplog: pytest.Log
         with pytest.raises(InputError) as info:
             read_expression(path)
     message = str(info.value)
-    assert "nan.gct" in message and "'partial'" in message and "--nan-policy drop" in message
+    assert "nan.gct" in message and "'partial'" in message and "nan_policy='drop'" in message
+    with cli_option_names(), pytest.raises(InputError, match="use --nan-policy drop"):
+        read_expression(path)
     assert "2 genes" in message  # partial and withinf
     assert "1 genes with no finite value" in caplog.text
 
@@ -412,3 +414,61 @@ def test_real_leukemia_symbol_table(shared_data: Path) -> None:
     assert expr.n_samples == 48 and expr.sample_ids[0] == "ALL_1"  # NAME column skipped
     assert expr.gene_ids[0] == "MAPK3"
     assert not pd.Index(expr.gene_ids).is_unique
+
+
+# ------------------------------------------------------------------ the value range
+
+
+@pytest.mark.parametrize("kind", ["gct", "tsv", "dataframe", "anndata", "h5ad_layer", "hdf5"])
+def test_values_beyond_max_abs_value_are_refused(tmp_path: Path, kind: str) -> None:
+    """1e308 made the moment sums overflow (an inf statistic and a NumPy warning); every
+    reader refuses values beyond ±MAX_ABS_VALUE, naming the file (and dataset), gene and sample."""
+    from permenrich.io.expression import MAX_ABS_VALUE
+
+    assert MAX_ABS_VALUE == 1e100
+    frame = pd.DataFrame({"S1": [1.0, 2.0], "S2": [3.0, -1e308]}, index=["g1", "g2"])
+    if kind == "gct":
+        source: object = write(tmp_path / "big.gct", "#1.2\n2\t2\nNAME\tDescription\tS1\tS2\n"
+                                                     "g1\t\t1\t3\ng2\t\t2\t-1e308\n")
+        where = f"{source}"
+    elif kind == "tsv":
+        source = write(tmp_path / "big.tsv", "gene\tS1\tS2\ng1\t1\t3\ng2\t2\t-1e308\n")
+        where = f"{source}"
+    elif kind == "dataframe":
+        source, where = frame, "<DataFrame>"
+    else:
+        anndata = pytest.importorskip("anndata")
+        adata = anndata.AnnData(X=np.ones((2, 2)), obs=pd.DataFrame(index=["S1", "S2"]),
+                                var=pd.DataFrame(index=["g1", "g2"]))
+        adata.layers["counts"] = frame.to_numpy().T
+        if kind == "anndata":
+            adata.X = frame.to_numpy().T
+            source, where = adata, "<AnnData>, dataset 'X'"
+        elif kind == "h5ad_layer":
+            source = tmp_path / "big.h5ad"
+            adata.write_h5ad(source)
+            where = f"{source}, dataset 'layers/counts'"
+        else:
+            h5py = pytest.importorskip("h5py")
+            source = tmp_path / "big.h5"
+            with h5py.File(source, "w") as f:
+                f["X"], f["gene_ids"], f["sample_ids"] = frame.to_numpy(), [b"g1", b"g2"], [b"S1", b"S2"]
+            where = f"{source}, dataset 'X'"
+    with pytest.raises(InputError) as info:
+        read_expression(source, layer="counts" if kind == "h5ad_layer" else None)
+    assert str(info.value) == (f"{where}: gene 'g2', sample 'S2' has value -1e+308; values beyond ±1e100 overflow "
+                               "float64 moment sums; rescale (e.g. log-transform) the data")
+    frame.iloc[1, 1] = -1e100  # the bound itself is accepted
+    assert read_expression(frame).values[1, 1] == -1e100
+
+
+def test_empty_x_names_what_exists_not_a_layer_option() -> None:
+    """The high-level API and the CLI have no layer option: say how to make a layer X."""
+    anndata = pytest.importorskip("anndata")
+    adata = anndata.AnnData(obs=pd.DataFrame(index=["c1", "c2"]), var=pd.DataFrame(index=["g1", "g2"]))
+    adata.layers["counts"] = np.ones((2, 2))
+    with pytest.raises(InputError) as info:
+        read_expression(adata)
+    message = str(info.value)
+    assert "X is empty (layers: 'counts')" in message and "adata.X = adata.layers['counts']" in message
+    assert "layer=" not in message

@@ -36,7 +36,15 @@ import numpy as np
 import pandas as pd
 
 from permenrich.errors import InputError, OptionError
-from permenrich.io.expression import _existing_file, _h5_open, _h5_strings, _preview, _read_elem
+from permenrich.io.expression import (
+    _existing_file,
+    _h5_get as _get,
+    _h5_open,
+    _h5_strings,
+    _preview,
+    _read_elem,
+    hdf5_layout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +117,6 @@ def _attr_str(node: Any, name: str) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8")
     return str(value)
-
-
-def _get(f: Any, path: str) -> Any:
-    """``f[path]`` or None (also when the path runs through a dataset)."""
-    try:
-        return f.get(path)
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _dataset(f: Any, where: str, path: str, *, ndim: int, expected: str) -> Any:
@@ -242,6 +242,7 @@ class _DenseReader:
         self.block_axis: Axis = "samples" if self.stream_axis == sample_axis else "genes"
         self.storage: Storage = "dense-samples" if sample_axis == 0 else "dense-genes"
         self.dataset_paths = (path,)
+        self.matrix_path = path
 
     def blocks(self, budget: int, selected: np.ndarray | None) -> Iterator[Block]:
         axis, chunks = self.stream_axis, self.chunks
@@ -314,6 +315,7 @@ class _CompressedReader:
         self.block_axis: Axis = major_axis
         self.storage = storage
         self.dataset_paths = (f"{group_path}/data", f"{group_path}/indices", f"{group_path}/indptr")
+        self.matrix_path = group_path
         # Neighbouring blocks share the chunk that straddles their boundary: cache a few.
         self.cache_bytes = {
             name: 4 * int(np.prod(node.chunks)) * node.dtype.itemsize if node.chunks else 0
@@ -511,6 +513,9 @@ class MatrixSource:
         Bytes the whole matrix would take dense as float64 (``n_samples * n_genes * 8``).
     dataset_paths : tuple of str
         The HDF5 datasets :meth:`blocks` reads (for :func:`plain_h5py_read_seconds`).
+    dataset : str
+        The matrix's dataset or sparse group (``X``, ``layers/counts``, ``raw/X``,
+        ``matrix``); used in messages.
     """
 
     def __init__(
@@ -535,6 +540,7 @@ class MatrixSource:
         self.block_axis: Axis = reader.block_axis
         self.nbytes = self.n_samples * self.n_genes * 8
         self.dataset_paths: tuple[str, ...] = reader.dataset_paths
+        self.dataset: str = reader.matrix_path
 
     def __repr__(self) -> str:
         return (
@@ -746,7 +752,7 @@ def open_matrix(
                     raise OptionError(
                         f"{option} applies only to h5ad input, not to {where} (not an h5ad file); drop the option"
                     )
-                if _get(f, h5_dataset) is None and h5_dataset == "X" and "matrix" in f:
+                if hdf5_layout(f, where, h5_dataset) == "10x":
                     parts = _open_10x(f, where, gene_id_field=gene_id_field)
                 else:
                     parts = _open_plain(f, where, h5_dataset=h5_dataset)
@@ -793,7 +799,12 @@ def _open_h5ad(f: Any, where: str, *, layer: str | None, use_raw: bool) -> _Part
         matrix_path, var_path = "X", "var"
     for key in ("obs", var_path, matrix_path):
         if _get(f, key) is None:
-            hint = "pass layer= or use_raw=True to read another matrix" if key == "X" else "the h5ad is incomplete"
+            hint = "the h5ad is incomplete"
+            if key == "X":
+                layers = _get(f, "layers")
+                available = sorted(layers.keys()) if isinstance(layers, h5py.Group) else []
+                hint = (f"the matrix to analyse must be X (layers here: {_preview(available) or 'none'}): "
+                        "set adata.X = adata.layers[name] and save the h5ad again")
             raise InputError(f"{where}: {key!r} missing; {hint}")
     with _reading(where, "obs", "reading obs"):
         obs = _read_frame(f["obs"])
@@ -914,20 +925,11 @@ def _open_10x(f: Any, where: str, *, gene_id_field: str) -> _Parts:
 
 
 def _open_plain(f: Any, where: str, *, h5_dataset: str) -> _Parts:
-    node = _dataset(
-        f, where, h5_dataset, ndim=2,
-        expected="a 2-D (n_genes, n_samples) dataset (pass h5_dataset= / --h5-dataset to name it)",
-    )
+    """The plain layout, whose datasets :func:`hdf5_layout` found."""
+    node = f[h5_dataset]
     _check_numeric(node, where, h5_dataset)
     group = posixpath.dirname(h5_dataset.strip("/"))
-    names = {}
-    for key in ("gene_ids", "sample_ids"):
-        name_path = posixpath.join(group, key) if group else key
-        name_node = _dataset(
-            f, where, name_path, ndim=1,
-            expected=f"1-D string datasets 'gene_ids' and 'sample_ids' beside {h5_dataset!r}",
-        )
-        names[key] = _h5_strings(name_node)
+    names = {key: _h5_strings(f[posixpath.join(group, key) if group else key]) for key in ("gene_ids", "sample_ids")}
     if node.shape != (len(names["gene_ids"]), len(names["sample_ids"])):
         raise InputError(
             f"{where}: dataset {h5_dataset!r} has shape {node.shape} but gene_ids has {len(names['gene_ids'])} and "

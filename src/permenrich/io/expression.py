@@ -21,11 +21,18 @@ from typing import Any, Callable, Iterator, Literal, Sequence, TextIO
 import numpy as np
 import pandas as pd
 
-from permenrich.errors import InputError, OptionError
+from permenrich.errors import InputError, OptionError, option
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExpressionData", "read_expression", "collapse_duplicates"]
+__all__ = ["ExpressionData", "read_expression", "collapse_duplicates", "MAX_ABS_VALUE"]
+
+#: Largest magnitude accepted for an expression value (or a ranking score). The moment
+#: sums behind every statistic add squares: beyond about 1e154 one square overflows
+#: float64, and 1e100 leaves room for sums over 1e100 samples. Every reader, the streamed
+#: quality pass and the pseudobulk sums refuse larger values (:func:`check_value_range`).
+MAX_ABS_VALUE = 1e100
+_MAX_ABS_TEXT = f"±{MAX_ABS_VALUE:.0e}".replace("e+", "e")
 
 # Text that means "missing" in a value cell (FORMATS.md: empty or NA). Python's float()
 # also takes "nan"/"NaN"/"inf", so those parse without being listed here.
@@ -55,6 +62,9 @@ class ExpressionData:
         The path as given, or ``"<DataFrame>"`` / ``"<AnnData>"``; used in messages.
     obs : pandas.DataFrame or None
         Per-sample annotations (h5ad/AnnData ``obs``, index = sample ids), else None.
+    dataset : str or None
+        HDF5/h5ad only: the dataset or group the values came from (``X``,
+        ``layers/counts``, ``matrix``); used in messages.
     """
 
     values: np.ndarray
@@ -62,6 +72,7 @@ class ExpressionData:
     sample_ids: np.ndarray
     source: str
     obs: pd.DataFrame | None = None
+    dataset: str | None = None
 
     def __post_init__(self) -> None:
         # Shapes are the contract every backend relies on; a mismatch here is a bug in
@@ -137,6 +148,56 @@ def _split_lines(text: str) -> list[str]:
     return text.replace("\r\n", "\n").split("\n")
 
 
+def data_place(source: str, dataset: str | None) -> str:
+    """``cells.h5ad, dataset 'X'`` for HDF5 input, else just ``source``; for messages."""
+    return source if dataset is None else f"{source}, dataset {dataset!r}"
+
+
+# --------------------------------------------------------------------------------------
+# The value range (MAX_ABS_VALUE), shared by the readers, streaming and pseudobulk
+# --------------------------------------------------------------------------------------
+
+
+def first_out_of_range(values: np.ndarray) -> tuple[int, ...] | None:
+    """Index of the first value (C order) that is NaN, ±inf or beyond ±``MAX_ABS_VALUE``.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        float, any shape and memory layout.
+
+    Returns
+    -------
+    tuple of int or None
+        The index into ``values``; None when every value is within range.
+    """
+    if values.size == 0:
+        return None
+    # min and max make no temporary copy; a NaN propagates into both and fails the test.
+    if values.min() >= -MAX_ABS_VALUE and values.max() <= MAX_ABS_VALUE:
+        return None
+    flat = np.flatnonzero(~(np.abs(values) <= MAX_ABS_VALUE))
+    return tuple(int(i) for i in np.unravel_index(flat[0], values.shape))
+
+
+def value_error(where: str, gene: Any, sample: Any, value: float) -> InputError:
+    """The error for one value found by :func:`first_out_of_range`.
+
+    Non-finite values only reach this in data that is never read whole (streamed or
+    pseudobulk input); the in-memory readers apply the ``nan_policy`` first.
+    """
+    if not np.isfinite(value):
+        return InputError(
+            f"{where}: gene {str(gene)!r}, sample {str(sample)!r} has a missing or non-finite value ({value}); "
+            f"streamed and pseudobulk data must be complete: fix the file, or read it into memory (raise "
+            f"{option('memory')}) with {option('nan_policy', 'drop')}"
+        )
+    return InputError(
+        f"{where}: gene {str(gene)!r}, sample {str(sample)!r} has value {value:g}; values beyond {_MAX_ABS_TEXT} "
+        "overflow float64 moment sums; rescale (e.g. log-transform) the data"
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------------------
@@ -192,7 +253,8 @@ def read_expression(
     ------
     InputError
         A missing or malformed file, non-numeric values, duplicated sample names,
-        partially missing genes under ``nan_policy="error"``, or no gene left.
+        partially missing genes under ``nan_policy="error"``, a value beyond
+        ±:data:`MAX_ABS_VALUE`, or no gene left.
     OptionError
         An unknown ``nan_policy``, or ``layer`` given for a format without layers.
 
@@ -249,6 +311,7 @@ def collapse_duplicates(
         sample_ids=expr.sample_ids.copy(),
         source=expr.source,
         obs=None if expr.obs is None else expr.obs.copy(),
+        dataset=expr.dataset,
     )
 
 
@@ -294,7 +357,7 @@ def _no_layer(layer: str | None, what: str) -> None:
 
 
 def _finalize(expr: ExpressionData, *, nan_policy: str) -> ExpressionData:
-    """Checks shared by all sources: names, non-finite values, something left."""
+    """Checks shared by all sources: names, non-finite values, the value range, something left."""
     where = expr.source
     if expr.n_samples == 0:
         raise InputError(f"{where}: no sample columns found; expected genes in rows and samples in columns")
@@ -325,10 +388,11 @@ def _finalize(expr: ExpressionData, *, nan_policy: str) -> ExpressionData:
             n_bad = int((~finite[first]).sum())
             raise InputError(
                 f"{where}: gene {expr.gene_ids[first]!r} has {n_bad} missing or non-finite values "
-                f"({partial.size} genes in all have some); use --nan-policy drop "
-                "(nan_policy='drop') to drop such genes, or fill them before reading"
+                f"({partial.size} genes in all have some); use {option('nan_policy', 'drop')} "
+                "to drop such genes, or fill them before reading"
             )
-        logger.warning("%s: dropped %d genes with some NaN/inf values (nan_policy='drop')", where, partial.size)
+        logger.warning("%s: dropped %d genes with some NaN/inf values (%s)", where, partial.size,
+                       option("nan_policy", "drop"))
     if not keep.all():
         if not keep.any():
             raise InputError(
@@ -341,10 +405,16 @@ def _finalize(expr: ExpressionData, *, nan_policy: str) -> ExpressionData:
             sample_ids=expr.sample_ids,
             source=expr.source,
             obs=expr.obs,
+            dataset=expr.dataset,
         )
     values = np.ascontiguousarray(expr.values, dtype=np.float64)
     if values is not expr.values:
         expr.values = values
+    beyond = first_out_of_range(values)  # only finite values are left here
+    if beyond is not None:
+        gene, sample = beyond
+        raise value_error(data_place(where, expr.dataset), expr.gene_ids[gene], expr.sample_ids[sample],
+                          float(values[gene, sample]))
     return expr
 
 
@@ -678,16 +748,19 @@ def _dense_genes_by_samples(matrix: Any) -> np.ndarray:
 
 def _from_anndata(adata: Any, *, layer: str | None, source: str) -> ExpressionData:
     var_names = adata.var_names
+    dataset = "X"
     if layer is None:
         matrix = adata.X
         if matrix is None:
+            layers = list(adata.layers.keys())
             raise InputError(
-                f"{source}: X is empty; pass layer= to read one of the layers {_preview(adata.layers.keys())}"
+                f"{source}: X is empty (layers: {_preview(layers) or 'none'}); put the matrix to analyse in X, "
+                f"e.g. adata.X = adata.layers[{str(layers[0]) if layers else 'name'!r}]"
             )
     elif layer in adata.layers:
-        matrix = adata.layers[layer]
+        matrix, dataset = adata.layers[layer], f"layers/{layer}"
     elif layer == "raw" and adata.raw is not None:
-        matrix, var_names = adata.raw.X, adata.raw.var_names
+        matrix, var_names, dataset = adata.raw.X, adata.raw.var_names, "raw/X"
     else:
         raise InputError(
             f"{source}: layer {layer!r} not found; available layers: {_preview(adata.layers.keys()) or 'none'}"
@@ -699,6 +772,7 @@ def _from_anndata(adata: Any, *, layer: str | None, source: str) -> ExpressionDa
         sample_ids=np.array([str(s) for s in adata.obs_names], dtype=object),
         source=source,
         obs=adata.obs.copy(),
+        dataset=dataset,
     )
 
 
@@ -767,7 +841,88 @@ def _read_h5ad(path: Path, where: str, *, layer: str | None) -> ExpressionData:
         sample_ids=np.array(obs.index.to_list(), dtype=object),
         source=where,
         obs=obs,
+        dataset=matrix_key,
     )
+
+
+def _h5_get(f: Any, path: str) -> Any:
+    """``f[path]`` or None (also when the path runs through a dataset)."""
+    try:
+        return f.get(path)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+_10X_DATASETS = (
+    "matrix/data", "matrix/indices", "matrix/indptr", "matrix/shape", "matrix/barcodes", "matrix/features/name",
+)
+
+
+def hdf5_layout(f: Any, where: str, h5_dataset: str = "X") -> Literal["plain", "10x"]:
+    """The layout of an HDF5 file that is not an h5ad, checked for completeness.
+
+    Parameters
+    ----------
+    f : h5py.File
+        The open file.
+    where : str
+        The path as given, for messages.
+    h5_dataset : str, default "X"
+        Path of the 2-D matrix of the plain layout.
+
+    Returns
+    -------
+    {"plain", "10x"}
+        ``"10x"`` when there is no ``X`` but a group ``matrix`` (only with the default
+        ``h5_dataset``); then every dataset of that layout is present. ``"plain"``: the
+        2-D ``h5_dataset`` and 1-D ``gene_ids``/``sample_ids`` beside it are present.
+
+    Raises
+    ------
+    InputError
+        A dataset of the layout is missing or has the wrong number of dimensions; the
+        message names the datasets expected and those the file holds.
+    """
+    import h5py
+
+    if h5_dataset == "X" and _h5_get(f, "X") is None and isinstance(_h5_get(f, "matrix"), h5py.Group):
+        layout, expected = "10x", dict.fromkeys(_10X_DATASETS, 1)
+        what = ("a 10x filtered_feature_bc_matrix.h5 (a group 'matrix' but no 'X') holds datasets "
+                + ", ".join(repr(p) for p in _10X_DATASETS))
+    else:
+        group = posixpath.dirname(h5_dataset.strip("/"))
+        names = [posixpath.join(group, key) if group else key for key in ("gene_ids", "sample_ids")]
+        layout, expected = "plain", {h5_dataset: 2, names[0]: 1, names[1]: 1}
+        what = (f"a plain HDF5 expression file holds datasets {h5_dataset!r} (2-D, n_genes x n_samples), "
+                f"{names[0]!r} and {names[1]!r} (1-D strings)")
+        if h5_dataset == "X":
+            what += "; a 10x file holds a group 'matrix' instead"
+    for path, ndim in expected.items():
+        node = _h5_get(f, path)
+        if not isinstance(node, h5py.Dataset) or node.ndim != ndim:
+            state = "missing" if node is None else "a group" if isinstance(node, h5py.Group) else f"{node.ndim}-D"
+            raise InputError(
+                f"{where}: dataset {path!r} is {state}; {what}; this file holds {_hdf5_contents(f)}: "
+                "rename its datasets to one of these layouts"
+            )
+    return layout
+
+
+def _hdf5_contents(f: Any, limit: int = 8) -> str:
+    """``'counts' (2-D), 'genes' (1-D), ...``: the first datasets of a file, for messages."""
+    import h5py
+
+    found: list[str] = []
+
+    def visit(name: str, node: Any) -> bool | None:
+        if isinstance(node, h5py.Dataset):
+            found.append(f"{name!r} ({node.ndim}-D)")
+        return True if len(found) > limit else None  # a true value stops the walk
+
+    f.visititems(visit)
+    if not found:
+        return "no dataset"
+    return ", ".join(found[:limit]) + (", ..." if len(found) > limit else "")
 
 
 def _h5_strings(dataset: Any) -> np.ndarray:
@@ -778,34 +933,18 @@ def _h5_strings(dataset: Any) -> np.ndarray:
 
 
 def _read_hdf5(path: Path, where: str, *, h5_dataset: str, layer: str | None) -> ExpressionData:
-    import h5py
-
     with _h5_open(path, where) as f:
         is_h5ad = f.attrs.get("encoding-type") == "anndata"
     if is_h5ad:
         return _read_h5ad(path, where, layer=layer)
     with _h5_open(path, where) as f:
         _no_layer(layer, f"plain HDF5 file {where}")
-        if h5_dataset not in f and h5_dataset == "X" and "matrix" in f:
+        if hdf5_layout(f, where, h5_dataset) == "10x":
             return _read_10x(f, where)
-        node = f.get(h5_dataset)
-        if not isinstance(node, h5py.Dataset) or node.ndim != 2:
-            found = "missing" if node is None else ("a group" if isinstance(node, h5py.Group) else f"{node.ndim}-D")
-            raise InputError(
-                f"{where}: dataset {h5_dataset!r} is {found}; expected a 2-D (n_genes, n_samples) dataset "
-                "(pass h5_dataset= / --h5-dataset to name it)"
-            )
+        node = f[h5_dataset]
         group = posixpath.dirname(h5_dataset.strip("/"))
-        names = {}
-        for key in ("gene_ids", "sample_ids"):
-            name_path = posixpath.join(group, key) if group else key
-            name_node = f.get(name_path)
-            if not isinstance(name_node, h5py.Dataset) or name_node.ndim != 1:
-                raise InputError(
-                    f"{where}: dataset {name_path!r} is missing or not 1-D; expected 1-D string datasets "
-                    f"'gene_ids' and 'sample_ids' beside {h5_dataset!r}"
-                )
-            names[key] = _h5_strings(name_node)
+        names = {key: _h5_strings(f[posixpath.join(group, key) if group else key])
+                 for key in ("gene_ids", "sample_ids")}
         shape = node.shape
         if shape != (len(names["gene_ids"]), len(names["sample_ids"])):
             raise InputError(
@@ -816,19 +955,14 @@ def _read_hdf5(path: Path, where: str, *, h5_dataset: str, layer: str | None) ->
             values = np.array(node[()], dtype=np.float64, order="C")
         except (OSError, ValueError, TypeError) as exc:
             raise InputError(f"{where}: cannot read dataset {h5_dataset!r} as numbers ({exc})") from exc
-    return ExpressionData(values=values, gene_ids=names["gene_ids"], sample_ids=names["sample_ids"], source=where)
+    return ExpressionData(values=values, gene_ids=names["gene_ids"], sample_ids=names["sample_ids"], source=where,
+                          dataset=h5_dataset)
 
 
 def _read_10x(f: Any, where: str) -> ExpressionData:
     """10x ``filtered_feature_bc_matrix.h5``: CSC genes x barcodes; gene symbols as ids."""
     import scipy.sparse as sp
 
-    required = [
-        "matrix/data", "matrix/indices", "matrix/indptr", "matrix/shape", "matrix/barcodes", "matrix/features/name",
-    ]
-    for key in required:
-        if key not in f:
-            raise InputError(f"{where}: dataset {key!r} missing; expected the 10x filtered_feature_bc_matrix layout")
     shape = tuple(int(x) for x in f["matrix/shape"][()])
     genes = _h5_strings(f["matrix/features/name"])
     barcodes = _h5_strings(f["matrix/barcodes"])
@@ -841,4 +975,4 @@ def _read_10x(f: Any, where: str) -> ExpressionData:
     except ValueError as exc:
         raise InputError(f"{where}: matrix/data, indices and indptr are inconsistent ({exc})") from exc
     values = np.ascontiguousarray(matrix.toarray(), dtype=np.float64)
-    return ExpressionData(values=values, gene_ids=genes, sample_ids=barcodes, source=where)
+    return ExpressionData(values=values, gene_ids=genes, sample_ids=barcodes, source=where, dataset="matrix")
