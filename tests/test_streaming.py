@@ -65,13 +65,13 @@ def test_streamed_equals_in_memory(cohort, kind, normalize):
     info = streamed.attrs["run"]["design"]
     assert info["matrix_storage"] == "streamed from disk"
     assert info["streaming"]["passes"] >= 3 and info["streaming"]["max_block_bytes"] < info["dense_bytes"]
-    pd.testing.assert_frame_equal(_drop_run(in_memory), _drop_run(streamed))
+    pd.testing.assert_frame_equal(_drop_run(in_memory), _drop_run(streamed), check_exact=True)
     genes_memory = permenrich.genes(paths[kind], None, memory="1GB", **{k: v for k, v in kwargs.items()
                                                                         if k not in ("min_size",)})
     genes_stream = permenrich.genes(paths[kind], None, memory="1MB", **{k: v for k, v in kwargs.items()
                                                                         if k not in ("min_size",)})
     pd.testing.assert_frame_equal(_drop_run(genes_memory).drop(columns="pval_parametric"),
-                                  _drop_run(genes_stream).drop(columns="pval_parametric"))
+                                  _drop_run(genes_stream).drop(columns="pval_parametric"), check_exact=True)
 
 
 def test_pseudobulk_equals_pandas_groupby(cohort):
@@ -102,7 +102,7 @@ def test_pseudobulk_gsea_and_contrasts_equal_single_runs(cohort, tmp_path):
     combined = permenrich.contrasts(paths["csr"], spec, sets, mode="gsea", **common)
     assert list(combined.columns[:2]) == ["contrast", "gene_set"]
     first = combined[combined.contrast == "T_vs_B"].drop(columns="contrast").reset_index(drop=True)
-    pd.testing.assert_frame_equal(_drop_run(first), _drop_run(single))
+    pd.testing.assert_frame_equal(_drop_run(first), _drop_run(single), check_exact=True)
     paths_written = permenrich.write_results(combined, tmp_path / "out")
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.tsv", "run.json", "T_vs_B.tsv",
                                                               "NK_vs_rest.tsv"}
@@ -266,7 +266,8 @@ def test_sparse_quality_pass_equals_dense(tmp_path):
         gene = f["X/indices"][f["X/indptr"][3]]
         f["X/indices"][start:stop] = np.sort(f["X/indices"][start:stop])
     with open_matrix(path) as source:
-        with pytest.raises(permenrich.InputError, match=rf"gene 'G{gene}' has a missing or non-finite value"):
+        with pytest.raises(permenrich.InputError,
+                           match=rf"unsorted.h5ad, dataset 'X': gene 'G{gene}', sample 'c3' has a missing or non-finite"):
             StreamedMatrix(source, samples, max_block_bytes=200)
 
 
@@ -282,7 +283,82 @@ def test_streamed_batches_read_the_file_once_each(cohort):
     # quality pass + two totals passes + the observed labelling + one batch
     assert result.attrs["run"]["design"]["streaming"]["passes"] == 5
     pd.testing.assert_frame_equal(_drop_run(result),
-                                  _drop_run(permenrich.gsea(paths["csr"], None, sets, batch_size=7, **kwargs)))
+                                  _drop_run(permenrich.gsea(paths["csr"], None, sets, batch_size=7, **kwargs)),
+                                  check_exact=True)
     assert choose_batch_size(None, 4 * 10**9, 1000, 10**6) == 8192
     assert choose_batch_size(None, 4 * 10**9, 1000, 10**6, streamed=True) == 10**6
     assert choose_batch_size(None, 4 * 10**9, 10**7, 10**6, streamed=True) == 100
+
+
+def _cells_with(tmp_path, kind, edit):
+    """The cohort's counts as float64 (float32 cannot hold 1e200), edited, written as ``kind``."""
+    counts, obs, var = _counts()
+    counts = counts.astype(np.float64)
+    edit(counts)
+    return _write(tmp_path, kind, counts, obs, var)
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr", "csc"])
+@pytest.mark.parametrize("memory", ["1GB", "1MB"], ids=["in_memory", "streamed"])
+@pytest.mark.parametrize("mode", ["gsea", "genes"])
+def test_negative_counts_refused_by_log1p_cpm(tmp_path, kind, memory, mode):
+    """Negative counts under log1p_cpm gave blank statistic/p/q cells and exit 0; now one
+    line naming file, dataset, the first gene and sample, in memory and streamed."""
+    path = _cells_with(tmp_path, kind, lambda counts: counts.__setitem__((7, 5), -2.0))
+    run = getattr(permenrich, mode)
+    sets = ({"S": [f"G{i}" for i in range(40)]},) if mode == "gsea" else ()
+    kwargs = dict(groupby="group", case="T", control="B", permutations=10, device="cpu", memory=memory)
+    with pytest.raises(permenrich.InputError) as info:
+        run(path, None, *sets, normalize="log1p_cpm", **kwargs)
+    assert str(info.value) == (
+        f"{path}, dataset 'X': gene 'G5', sample 'c7' has a negative value (-2); log1p_cpm normalises counts, "
+        "which are never negative: give raw counts, or normalize='none' for data already normalised")
+    assert run(path, None, *sets, normalize="none", **kwargs).attrs["run"]  # not counts: fine unnormalised
+
+
+def test_pseudobulk_negative_sums_refused_by_log1p_cpm(tmp_path):
+    def edit(counts):
+        counts[:, 5] = 0.0
+        counts[7, 5] = -2.0  # cell 7: donor d0, group B
+    path = _cells_with(tmp_path, "csr", edit)
+    with pytest.raises(permenrich.InputError, match=rf"^{path} \(pseudobulk\), dataset 'X': gene 'G5', sample 'd0\|B' "
+                                                    r"has a negative value \(-2\); log1p_cpm"):
+        permenrich.gsea(path, None, {"S": [f"G{i}" for i in range(40)]}, groupby="group", case="T", control="B",
+                        pseudobulk="donor", normalize="log1p_cpm", device="cpu")
+
+
+def test_log1p_cpm_accepts_non_integer_counts_only():
+    from permenrich.io import ExpressionData
+    from permenrich.streaming import log1p_cpm
+
+    values = np.array([[0.5, 2.25], [1.5, 0.0]])
+    np.testing.assert_allclose(log1p_cpm(values), np.log1p(values / values.sum(axis=0) * 1e6))
+    data = ExpressionData(values=np.array([[1.0, 0.0], [1.0, 0.0]]), gene_ids=np.array(["a", "b"], dtype=object),
+                          sample_ids=np.array(["s1", "s2"], dtype=object), source="m.tsv")
+    with pytest.raises(permenrich.InputError, match=r"^m.tsv: sample 's2' has no counts \(all 0; 1 such samples\)"):
+        log1p_cpm(data.values, source=data)
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr", "csc"])
+def test_streamed_values_beyond_max_abs_value_are_refused(tmp_path, kind):
+    path = _cells_with(tmp_path, kind, lambda counts: counts.__setitem__((7, 5), 1e200))
+    expected = (f"{path}, dataset 'X': gene 'G5', sample 'c7' has value 1e+200; values beyond ±1e100 overflow "
+                "float64 moment sums; rescale (e.g. log-transform) the data")
+    sets = {"S": [f"G{i}" for i in range(40)]}
+    kwargs = dict(groupby="group", case="T", control="B", permutations=10, device="cpu")
+    for extra in ({"memory": "1MB"}, {"memory": "1MB", "normalize": "log1p_cpm"}, {"pseudobulk": "donor"}):
+        with pytest.raises(permenrich.InputError) as info:
+            permenrich.gsea(path, None, sets, **kwargs, **extra)
+        assert str(info.value) == expected, extra
+
+
+def test_pseudobulk_sums_beyond_max_abs_value_are_refused(tmp_path):
+    """Cells within range can add up beyond it: the sums are checked too."""
+    def edit(counts):
+        counts[:20, 5] = 5e99  # donor d0: 7 cells of group B sum to 3.5e100
+    path = _cells_with(tmp_path, "csr", edit)
+    with pytest.raises(permenrich.InputError) as info:
+        permenrich.gsea(path, None, {"S": [f"G{i}" for i in range(40)]}, groupby="group", case="T", control="B",
+                        pseudobulk="donor", device="cpu")
+    assert str(info.value) == (f"{path}, dataset 'X' (pseudobulk sums): gene 'G5', sample 'd0|B' has value 3.5e+100; "
+                               "values beyond ±1e100 overflow float64 moment sums; rescale (e.g. log-transform) the data")

@@ -213,8 +213,8 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
         info["matrix_storage"] = "in memory"
     data = apply_chip(data, chip, method=collapse) if chip is not None else collapse_duplicates(data, method=collapse)
     if normalize == "log1p_cpm":
-        data = ExpressionData(values=log1p_cpm(data.values), gene_ids=data.gene_ids, sample_ids=data.sample_ids,
-                              source=data.source, obs=data.obs)
+        data = ExpressionData(values=log1p_cpm(data.values, source=data), gene_ids=data.gene_ids,
+                              sample_ids=data.sample_ids, source=data.source, obs=data.obs)
     return LoadedData(data, None, info)
 
 

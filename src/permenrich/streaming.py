@@ -21,8 +21,8 @@ import numba
 import numpy as np
 import pandas as pd
 
-from .errors import InputError, OptionError
-from .io.expression import ExpressionData
+from .errors import InputError, OptionError, option
+from .io.expression import MAX_ABS_VALUE, ExpressionData, data_place, first_out_of_range, value_error
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,14 @@ def _log1p_cpm_values(values, sample_of_value, library_sizes):
 
 @numba.njit(cache=True, error_model="numpy")
 def _sparse_quality(data, indices, indptr, line_start, lines_are_samples, position, sizes, minimum, maximum,
-                    stored):
+                    stored, bound, refuse_negative):
     """Library sizes, per-gene min/max and stored-value counts of the analysed samples
     (``position[file sample]`` >= 0) from a CSR (lines = samples) or CSC slice.
 
-    Returns -1, or the offset of the first non-finite value, or -2 when a line's indices
-    are not strictly increasing (then the sums' order or duplicates would differ from the
-    dense path's: the caller reads dense blocks instead).
+    Returns -1; or the offset of the first value that is non-finite, beyond ``±bound`` or
+    (``refuse_negative``) negative; or -2 when a line's indices are not strictly
+    increasing (then the sums' order or duplicates would differ from the dense path's:
+    the caller reads dense blocks instead).
     """
     for line in range(indptr.shape[0] - 1):
         previous = -1
@@ -84,7 +85,7 @@ def _sparse_quality(data, indices, indptr, line_start, lines_are_samples, positi
             if row < 0:
                 continue
             value = np.float64(data[k])
-            if not np.isfinite(value):
+            if not abs(value) <= bound or (refuse_negative and value < 0):  # NaN fails the first test
                 return k
             sizes[row] += value
             if value < minimum[gene]:
@@ -175,21 +176,66 @@ def library_sizes(samples_by_gene: np.ndarray) -> np.ndarray:
     return totals
 
 
-def log1p_cpm(values: np.ndarray) -> np.ndarray:
-    """log(1 + counts per million) of a genes x samples matrix (library size = column sum)."""
+def log1p_cpm(values: np.ndarray, *, source: ExpressionData | None = None) -> np.ndarray:
+    """log(1 + counts per million) of a genes x samples matrix (library size = column sum).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Counts, shape ``(n_genes, n_samples)``. Non-integer values (expected counts,
+        pseudobulk means) are accepted; only negative values are refused, as no count is
+        negative.
+    source : ExpressionData, optional
+        The data ``values`` belong to, to name the file, dataset, gene and sample in
+        messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(n_genes, n_samples)``: ``log1p(value * 1e6 / library size)``.
+
+    Raises
+    ------
+    InputError
+        A negative value, or a sample whose counts are all 0.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    where = "<matrix>" if source is None else data_place(source.source, source.dataset)
+    if values.size and values.min() < 0:
+        gene, sample = np.argwhere(values < 0)[0]
+        raise _negative_count_error(where, gene if source is None else source.gene_ids[gene],
+                                    sample if source is None else source.sample_ids[sample], values[gene, sample])
     # samples x genes; no copy when ``values`` is already a transposed samples x genes array
-    samples_by_gene = np.ascontiguousarray(np.asarray(values, dtype=np.float64).T)
+    samples_by_gene = np.ascontiguousarray(values.T)
     sizes = library_sizes(samples_by_gene)
-    _check_library_sizes(sizes, "<matrix>")
+    _check_library_sizes(sizes, where, np.arange(sizes.size) if source is None else source.sample_ids)
     out = np.empty_like(samples_by_gene)
     _log1p_cpm(samples_by_gene, sizes, 0, out)
     return out.T  # genes x samples view of the samples-major result: no second copy
 
 
-def _check_library_sizes(sizes: np.ndarray, source: str) -> None:
-    if (sizes <= 0).any():
-        raise InputError(f"{source}: sample {int(np.flatnonzero(sizes <= 0)[0])} has no counts (library size "
-                         "<= 0); log1p_cpm needs counts; drop empty samples or use --normalize none")
+def _negative_count_error(where: str, gene: Any, sample: Any, value: float) -> InputError:
+    return InputError(
+        f"{where}: gene {str(gene)!r}, sample {str(sample)!r} has a negative value ({value:g}); log1p_cpm "
+        f"normalises counts, which are never negative: give raw counts, or {option('normalize', 'none')} for "
+        "data already normalised"
+    )
+
+
+def _check_library_sizes(sizes: np.ndarray, where: str, sample_ids: np.ndarray) -> None:
+    """Every library size must be positive (negative counts are refused before)."""
+    empty = np.flatnonzero(sizes <= 0)
+    if empty.size:
+        raise InputError(f"{where}: sample {str(sample_ids[empty[0]])!r} has no counts (all 0; {empty.size} such "
+                         f"samples); log1p_cpm needs counts: drop empty samples or use {option('normalize', 'none')}")
+
+
+def _sparse_position(k: int, line_start: int, indices: np.ndarray, indptr: np.ndarray,
+                     lines_are_samples: bool) -> tuple[int, int]:
+    """(file sample, gene) of stored value ``k`` of a CSR (lines = samples) or CSC slice."""
+    line = line_start + int(np.searchsorted(indptr, k, side="right") - 1)
+    index = int(indices[k])
+    return (line, index) if lines_are_samples else (index, line)
 
 
 def _sample_blocks(source: Any, max_block_bytes: int, samples: np.ndarray | None,
@@ -238,10 +284,13 @@ class StreamedMatrix:
         self.n_genes = source.n_genes
         self._quality_pass()
 
-    def _non_finite_error(self, gene: int) -> InputError:
-        return InputError(f"{self.source.source}: gene {self.source.gene_ids[gene]!r} has a missing or non-finite "
-                          "value; streamed matrices must be complete (fix the file, or load it in memory with "
-                          "--nan-policy drop by raising --memory)")
+    def _value_error(self, file_sample: int, gene: int, value: float) -> InputError:
+        """The error for a value the quality pass refuses (see :func:`_sparse_quality`)."""
+        where = data_place(self.source.source, self.source.dataset)
+        gene_id, sample_id = self.source.gene_ids[gene], self.source.sample_ids[file_sample]
+        if value < 0 and self.normalise == "log1p_cpm" and abs(value) <= MAX_ABS_VALUE:
+            return _negative_count_error(where, gene_id, sample_id, value)
+        return value_error(where, gene_id, sample_id, value)
 
     def _sparse_quality(self, minimum: np.ndarray, maximum: np.ndarray, sizes: np.ndarray) -> bool:
         """The quality pass over the stored values of sparse storage (no dense blocks);
@@ -255,13 +304,12 @@ class StreamedMatrix:
         try:
             for start, _, data, indices, indptr in self.source.sparse_blocks(self.max_block_bytes):
                 status = _sparse_quality(data, indices, indptr, start, lines_are_samples, position, sizes, minimum,
-                                         maximum, stored)
+                                         maximum, stored, MAX_ABS_VALUE, self.normalise == "log1p_cpm")
                 if status == -2:
                     return False
                 if status >= 0:
-                    gene = int(indices[status]) if lines_are_samples else start + int(
-                        np.searchsorted(indptr, status, side="right") - 1)
-                    raise self._non_finite_error(gene)
+                    raise self._value_error(*_sparse_position(status, start, indices, indptr, lines_are_samples),
+                                            float(data[status]))
         except OSError as error:
             raise InputError(f"{self.source.source}: read failed ({error}); the file may be truncated or corrupt") from None
         implicit_zero = stored < self.n_samples  # a gene not stored for every sample has zeros
@@ -270,7 +318,8 @@ class StreamedMatrix:
         return True
 
     def _quality_pass(self) -> None:
-        """One pass: library sizes (if normalising), non-finite values, constant genes.
+        """One pass: library sizes (if normalising), the value range (non-finite values,
+        values beyond ±``MAX_ABS_VALUE``, negative counts when normalising), constant genes.
 
         Sparse storage is checked on its stored values (the implicit zeros only count
         towards each gene's minimum and maximum); library sizes are then the same
@@ -284,16 +333,21 @@ class StreamedMatrix:
             minimum[:], maximum[:], sizes[:] = np.inf, -np.inf, 0.0
         for block in (() if sparse_done else self._raw_blocks()):
             values = block.values
-            if not np.isfinite(values).all():
-                row, column = np.argwhere(~np.isfinite(values))[0]
-                raise self._non_finite_error(block.gene_start + column)
+            bad = first_out_of_range(values)
+            if bad is None and self.normalise == "log1p_cpm" and values.min() < 0:
+                bad = tuple(np.argwhere(values < 0)[0])
+            if bad is not None:
+                row, column = bad
+                raise self._value_error(int(self.samples[block.sample_start + row]), block.gene_start + int(column),
+                                        float(values[row, column]))
             if self.normalise == "log1p_cpm":
                 _add_row_sums(values, block.sample_start, sizes)
             columns = slice(block.gene_start, block.gene_stop)
             minimum[columns] = np.minimum(minimum[columns], values.min(axis=0))
             maximum[columns] = np.maximum(maximum[columns], values.max(axis=0))
         if self.normalise == "log1p_cpm":
-            _check_library_sizes(sizes, self.source.source)
+            _check_library_sizes(sizes, data_place(self.source.source, self.source.dataset),
+                                 self.source.sample_ids[self.samples])
             self._library_sizes = sizes
             # indexed by file sample, for transforms of stored sparse values (others: unused)
             self._file_library_sizes = np.ones(self.source.n_samples)
@@ -378,6 +432,12 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
         view of a groups x genes array, so no copy is made).
     groups : DataFrame
         One row per group: the key columns and ``n_cells``; index ``"key1|key2|..."``.
+
+    Raises
+    ------
+    InputError
+        A cell value, or a sum, that is non-finite or beyond ±``MAX_ABS_VALUE`` (sums of
+        large values overflow); a damaged file.
     """
     if method not in ("sum", "mean"):
         raise OptionError(f"pseudobulk method must be 'sum' or 'mean', got {method!r}")
@@ -402,13 +462,21 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     if max_result_bytes is not None and result_bytes > max_result_bytes:
         raise OptionError(f"{source.source}: pseudobulk by {', '.join(keys.columns)} makes {uniques.size:,} samples x "
                           f"{source.n_genes:,} genes = {result_bytes / 1e9:.2f} GB, over half of the memory budget "
-                          f"({2 * max_result_bytes / 1e9:.2f} GB); raise --memory or group by fewer columns")
+                          f"({2 * max_result_bytes / 1e9:.2f} GB); raise {option('memory')} or group by fewer "
+                          "columns")
     sums = np.zeros((uniques.size, source.n_genes))
     # Sparse storage is summed from its stored values (no dense fill): skipping zeros
     # leaves every float sum unchanged, so the result equals the dense path's.
     # The kernels check the indices as they go (no separate pass over them).
     sparse = (source.sparse_blocks(max_block_bytes, check_indices=False) if hasattr(source, "sparse_blocks")
               else None)
+    place = data_place(source.source, getattr(source, "dataset", None))
+
+    def refuse(file_sample: int, gene: int, value: float) -> InputError:
+        sample_ids = getattr(source, "sample_ids", None)  # an in-memory source was checked when read
+        return value_error(place, source.gene_ids[gene], file_sample if sample_ids is None else sample_ids[file_sample],
+                           value)
+
     threads = numba.get_num_threads()
     if sparse is not None:
         # The read-ahead thread keeps a core busy copying the next slice: summing with
@@ -416,6 +484,10 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
         numba.set_num_threads(max(1, threads - 1))
         try:
             for start, stop, data, indices, indptr in sparse:
+                bad = first_out_of_range(data)
+                if bad is not None:
+                    raise refuse(*_sparse_position(bad[0], start, indices, indptr, source.storage == "csr"),
+                                 float(data[bad[0]]))
                 if source.storage == "csr":
                     rows, row_groups, parts = _rows_by_group(group_of_row[start:stop], indptr,
                                                              numba.get_num_threads())
@@ -429,12 +501,19 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
         finally:
             numba.set_num_threads(threads)
     for block in (() if sparse is not None else _sample_blocks(source, max_block_bytes, None)):
+        bad = first_out_of_range(block.values)
+        if bad is not None:
+            raise refuse(block.sample_start + bad[0], block.gene_start + bad[1], float(block.values[bad]))
         if block.gene_stop - block.gene_start == source.n_genes:
             _group_sums(block.values, block.sample_start, group_of_row, sums)
         else:
             part = np.zeros((uniques.size, block.gene_stop - block.gene_start))
             _group_sums(block.values, 0, group_of_row, part)
             sums[:, block.gene_start:block.gene_stop] += part
+    bad = first_out_of_range(sums)  # cells within range can still add up beyond it
+    if bad is not None:
+        group, gene = bad
+        raise value_error(f"{place} (pseudobulk sums)", source.gene_ids[gene], uniques[group], float(sums[group, gene]))
     counts = np.bincount(codes_complete, minlength=uniques.size)
     if method == "mean":
         sums = sums / counts[:, None]
@@ -452,4 +531,4 @@ def pseudobulk_expression(source: Any, keys: pd.DataFrame, *, method: str, max_b
                                 max_result_bytes=max_result_bytes)
     return ExpressionData(values=values, gene_ids=np.asarray(source.gene_ids, dtype=object),
                           sample_ids=np.asarray(groups.index, dtype=object), source=f"{source.source} (pseudobulk)",
-                          obs=groups)
+                          obs=groups, dataset=getattr(source, "dataset", None))

@@ -174,9 +174,10 @@ def first_out_of_range(values: np.ndarray) -> tuple[int, ...] | None:
     if values.size == 0:
         return None
     # min and max make no temporary copy; a NaN propagates into both and fails the test.
-    if values.min() >= -MAX_ABS_VALUE and values.max() <= MAX_ABS_VALUE:
+    # Compared as Python floats: 1e100 cast to a float32 array's dtype would overflow.
+    if float(values.min()) >= -MAX_ABS_VALUE and float(values.max()) <= MAX_ABS_VALUE:
         return None
-    flat = np.flatnonzero(~(np.abs(values) <= MAX_ABS_VALUE))
+    flat = np.flatnonzero(~(np.abs(values) <= np.float64(MAX_ABS_VALUE)))
     return tuple(int(i) for i in np.unravel_index(flat[0], values.shape))
 
 
@@ -189,8 +190,8 @@ def value_error(where: str, gene: Any, sample: Any, value: float) -> InputError:
     if not np.isfinite(value):
         return InputError(
             f"{where}: gene {str(gene)!r}, sample {str(sample)!r} has a missing or non-finite value ({value}); "
-            f"streamed and pseudobulk data must be complete: fix the file, or read it into memory (raise "
-            f"{option('memory')}) with {option('nan_policy', 'drop')}"
+            f"streamed and pseudobulk data must be complete: fix the file (data read into memory may drop such "
+            f"genes with {option('nan_policy', 'drop')})"
         )
     return InputError(
         f"{where}: gene {str(gene)!r}, sample {str(sample)!r} has value {value:g}; values beyond {_MAX_ABS_TEXT} "
