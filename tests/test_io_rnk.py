@@ -34,12 +34,17 @@ def test_read_rnk_plain(tmp_path: Path) -> None:
     assert ranked.n_genes == 3
 
 
-@pytest.mark.parametrize("header", ["Name\tRank", "gene\tscore", "GeneID\tlogFC"])
-def test_header_detected(tmp_path: Path, header: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="permenrich.io.rnk"):
-        ranked = read_rnk(write(tmp_path / "h.rnk", f"{header}\nA\t1\nB\t2\n"))
+@pytest.mark.parametrize("header", ["Name\tRank", "gene\tscore", "GeneID\tlogFC", "gene_symbol\tlogFC"])
+def test_header_skipped_with_a_warning(tmp_path: Path, header: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A skipped header used to be an INFO line, invisible by default: now a WARNING on
+    the package logger naming the file and the line."""
+    path = write(tmp_path / "h.rnk", f"# comment\n{header}\nA\t1\nB\t2\n")
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        ranked = read_rnk(path)
     assert ranked.gene_ids.tolist() == ["A", "B"]
-    assert any("header" in r.message and "line 1" in r.message for r in caplog.records)
+    (record,) = [r for r in caplog.records if "header" in r.message]
+    assert record.levelno == logging.WARNING and record.name.startswith("permenrich.")
+    assert record.getMessage().startswith(f"{path}: line 2 {header!r} taken as a header and skipped")
 
 
 def test_comments_blank_lines_crlf_trailing_tabs(tmp_path: Path) -> None:
@@ -132,10 +137,14 @@ def test_real_gsea_rnk(shared_data: Path) -> None:
         ("A\t1\nB,2\n", ["line 2", "comma"]),
         ("# c\nA\t1\nB\tabc\n", ["line 3", "column 2", "'abc'"]),
         ("A\t1\nB\t1,5\n", ["line 2", "column 2", "'1,5'", "decimal separator"]),
-        ("A\t1\nB\tinf\n", ["line 2", "'B'", "inf", "cap them"]),
-        ("A\t1\nB\t-Infinity\n", ["line 2", "-inf", "cap them"]),
+        ("A\t1\nB\tinf\n", ["line 2, column 2: score of gene 'B' is inf", "cap them"]),
+        ("A\t1\nB\t-Infinity\n", ["line 2, column 2", "-inf", "cap them"]),
+        ("A\t1\nB\t-1e200\nC\t1e300\n", ["bad.rnk: line 2, column 2: score of gene 'B' is -1e+200; values beyond "
+                                        "±1e100 overflow float64 moment sums; rescale (e.g. log-transform) the scores"]),
+        ("Name\tRank\nTP53\t2.5\n", ["bad.rnk: only gene 'TP53' has a score; a ranked list needs at least two genes"]),
+        ("A\t0\nB\t0\nC\t-0.0\n", ["bad.rnk: every gene has the same score (0); nothing can be ranked"]),
         ("A\t1\n\t2\n", ["line 2", "column 1", "gene id is empty"]),
-        ("A\t1\nB\t2\n# x\nA\t3\nB\t4\n", ["'A'", "lines 1 and 4", "2 repeated genes", "--duplicates mean"]),
+        ("A\t1\nB\t2\n# x\nA\t3\nB\t4\n", ["'A'", "lines 1 and 4", "2 repeated genes", "duplicates='mean'"]),
         ("# only comments\n\n", ["no genes"]),
         ("", ["no genes"]),
         ("Name\tRank\n", ["header", "line 1"]),
@@ -228,3 +237,15 @@ def test_gene_list_missing_file(tmp_path: Path) -> None:
         read_gene_list(tmp_path / "nope.txt", what="universe")
     with pytest.raises(InputError, match="universe must be"):
         read_gene_list(3, what="universe")  # type: ignore[arg-type]
+
+
+def test_one_gene_rnk_error_names_the_rnk_not_the_gmt(tmp_path: Path) -> None:
+    """A one-gene RNK used to fail later as 'gene set ... contains every analysed gene',
+    pointing at the gene sets; the RNK reader now refuses it."""
+    import permenrich
+
+    rnk = write(tmp_path / "one.rnk", "TP53\t2.5\n")
+    gmt = write(tmp_path / "sets.gmt", "S\tdesc\tTP53\tMYC\n")
+    with pytest.raises(InputError) as info:
+        permenrich.prerank(rnk, gmt, min_size=1, permutations=10, device="cpu")
+    assert str(info.value).startswith(f"{rnk}: only gene 'TP53' has a score") and "sets.gmt" not in str(info.value)

@@ -17,8 +17,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from permenrich.errors import InputError, OptionError
-from permenrich.io.expression import _existing_file, _format_suffix, _read_text, _split_lines
+from permenrich.errors import InputError, OptionError, option
+from permenrich.io.expression import (
+    _MAX_ABS_TEXT,
+    MAX_ABS_VALUE,
+    _existing_file,
+    _format_suffix,
+    _read_text,
+    _split_lines,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +87,8 @@ def read_rnk(
           one layer of double quotes around a field is removed, separators inside quotes
           are not supported), optionally ``.gz`` compressed: one ``gene<sep>score`` per
           line. Lines starting with ``#`` and blank lines are skipped; trailing empty
-          fields are ignored. The first data line is a header, and skipped with an INFO
-          log line, when its second column is not a number (e.g. ``Name<tab>Rank``).
+          fields are ignored. The first data line is a header, and skipped with a WARNING
+          naming it, when its second column is not a number (e.g. ``Name<tab>Rank``).
         - a Series: index = gene ids, values = scores.
         - a DataFrame with exactly two columns: gene ids, then scores (the index is
           ignored).
@@ -97,15 +104,17 @@ def read_rnk(
     Returns
     -------
     RankedList
-        Genes in file order, unique, with finite float64 scores. The list is not sorted.
+        Genes in file order, unique, with finite float64 scores within
+        ±:data:`~permenrich.io.expression.MAX_ABS_VALUE`, at least two of them different.
+        The list is not sorted.
 
     Raises
     ------
     InputError
         A missing or unreadable file; a line with other than two fields; an empty gene
-        id; a score that is not a number; an infinite score; a missing score under
-        ``nan_policy="error"``; a duplicated gene under ``duplicates="error"``; no gene
-        with a score left.
+        id; a score that is not a number; an infinite score or one beyond ±1e100; a
+        missing score under ``nan_policy="error"``; a duplicated gene under
+        ``duplicates="error"``; fewer than two genes with a score, or all scores equal.
     OptionError
         An unknown ``duplicates`` or ``nan_policy``.
 
@@ -161,6 +170,10 @@ def read_rnk(
 
     gene_ids, scores, places = _check_scores(gene_ids, scores, places, where, nan_policy=nan_policy)
     gene_ids, scores = _resolve_duplicates(gene_ids, scores, places, where, duplicates=duplicates)
+    if scores.size < 2:
+        raise InputError(f"{where}: only gene {gene_ids[0]!r} has a score; a ranked list needs at least two genes")
+    if scores.min() == scores.max():
+        raise InputError(f"{where}: every gene has the same score ({scores[0]:g}); nothing can be ranked")
     logger.debug("%s: read %d ranked genes", where, len(gene_ids))
     return RankedList(gene_ids=gene_ids, scores=scores, source=where)
 
@@ -175,8 +188,10 @@ class _Places:
     unit: str
     numbers: np.ndarray
 
-    def __call__(self, i: int) -> str:
-        return f"{self.unit} {int(self.numbers[i])}"
+    def __call__(self, i: int, column: int | None = None) -> str:
+        """``line 12`` (``line 12, column 2`` with a column, for files only)."""
+        place = f"{self.unit} {int(self.numbers[i])}"
+        return place if column is None or self.unit != "line" else f"{place}, column {column}"
 
     @property
     def plural(self) -> str:
@@ -224,9 +239,9 @@ def _parse_rnk_text(text: str, where: str, *, sep: str) -> tuple[np.ndarray, np.
                 f"{where}: line {line_numbers[0]} is the only data line and looks like a header (column 2 is "
                 f"{first_score!r}, not a number); expected one 'gene<tab>score' per line"
             )
-        logger.info(
-            "%s: line %d taken as a header (column 2 is %r, not a number) and skipped",
-            where, line_numbers[0], first_score,
+        logger.warning(
+            "%s: line %d %r taken as a header and skipped (column 2 is %r, not a number)",
+            where, line_numbers[0], lines[data_at[0]].strip(), first_score,
         )
         genes, score_text, missing, line_numbers = genes.iloc[1:], score_text.iloc[1:], missing[1:], line_numbers[1:]
 
@@ -326,14 +341,21 @@ def _scores_from_objects(values: np.ndarray, where: str) -> np.ndarray:
 def _check_scores(
     gene_ids: np.ndarray, scores: np.ndarray, places: _Places, where: str, *, nan_policy: str
 ) -> tuple[np.ndarray, np.ndarray, _Places]:
-    """Reject infinite scores; skip or reject missing ones; something must remain."""
-    infinite = np.flatnonzero(np.isinf(scores))
-    if infinite.size:
-        i = infinite[0]
+    """Reject infinite scores and scores beyond ±MAX_ABS_VALUE; skip or reject missing
+    ones; something must remain."""
+    beyond = np.flatnonzero(np.abs(scores) > MAX_ABS_VALUE)  # NaN compares False: missing, handled below
+    if beyond.size:
+        i = beyond[0]
+        if np.isinf(scores[i]):
+            n_inf = int(np.isinf(scores).sum())
+            raise InputError(
+                f"{where}: {places(i, column=2)}: score of gene {gene_ids[i]!r} is {scores[i]}"
+                f" ({n_inf} infinite score{'s' if n_inf > 1 else ''} in all); infinite scores cannot be "
+                "ranked meaningfully, cap them at a finite value (e.g. just beyond the largest finite score)"
+            )
         raise InputError(
-            f"{where}: {places(i)}: score of gene {gene_ids[i]!r} is {scores[i]}"
-            f" ({infinite.size} infinite score{'s' if infinite.size > 1 else ''} in all); infinite scores cannot be "
-            "ranked meaningfully, cap them at a finite value (e.g. just beyond the largest finite score)"
+            f"{where}: {places(i, column=2)}: score of gene {gene_ids[i]!r} is {scores[i]:g}; values beyond "
+            f"{_MAX_ABS_TEXT} overflow float64 moment sums; rescale (e.g. log-transform) the scores"
         )
     nan = np.isnan(scores)
     n_nan = int(nan.sum())
@@ -342,7 +364,7 @@ def _check_scores(
             i = int(np.flatnonzero(nan)[0])
             raise InputError(
                 f"{where}: {places(i)}: score of gene {gene_ids[i]!r} is missing (empty, NA or NaN; {n_nan} in all); "
-                "remove or fill such genes, or use nan_policy='skip' to drop them as GSEA does"
+                f"remove or fill such genes, or use {option('nan_policy', 'skip')} to drop them as GSEA does"
             )
         logger.warning("%s: skipped %d genes with a missing score (empty, NA or NaN), as GSEA does", where, n_nan)
         keep = ~nan
@@ -366,7 +388,7 @@ def _resolve_duplicates(
         raise InputError(
             f"{where}: gene {gene_ids[second]!r} appears more than once ({places.pair(first, second)}; "
             f"{n_repeated} repeated gene{'s' if n_repeated > 1 else ''} in all); remove the repeats, "
-            "or collapse them with --duplicates mean (duplicates='mean'; also max, min, first)"
+            f"or collapse them with {option('duplicates', 'mean')} (also max, min, first)"
         )
     grouped = pd.Series(scores).groupby(gene_ids, sort=False).agg(duplicates)
     n_genes = int(ids[repeated].nunique())
