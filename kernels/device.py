@@ -1,8 +1,10 @@
 """The device-neutral functions compiled as CUDA device functions.
 
 One family, so that calls between them (draws -> bounded integers -> Philox, walk ->
-ranking) bind to the CUDA versions. ``fastmath`` stays off: no fused multiply-add, so
-float64 results match the CPU's bit for bit where the operation order is the same.
+ranking) bind to the CUDA versions. ``fastmath`` stays off, and NVVM is told not to
+contract multiplies and adds into fused multiply-adds (``-fma=0``: NVVM contracts by
+default even without fastmath), so float64 results match the CPU's bit for bit where
+the operation order is the same.
 """
 
 from __future__ import annotations
@@ -12,9 +14,41 @@ from numba import cuda
 from permenrich._compile import jit_family
 from permenrich.enrich.running_sum import SCALAR_FUNCTIONS as WALK_FUNCTIONS
 from permenrich.rng import SCALAR_FUNCTIONS as RNG_FUNCTIONS
+from permenrich.stats.correlation import SCALAR_FUNCTIONS as CORRELATION_FUNCTIONS
 from permenrich.stats.two_group import SCALAR_FUNCTIONS as TWO_GROUP_FUNCTIONS
 
-_device = jit_family(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS, cuda.jit(device=True))
+def _compile_without_fma_contraction() -> bool:
+    """Make Numba-CUDA pass ``-fma=0`` to NVVM unless a kernel asks for fastmath.
+
+    Numba sets NVVM options only for fastmath; NVVM's default (``-fma=1``) fuses a*b+c,
+    which rounds once where the CPU rounds twice. Returns whether the option is in place
+    (False where this Numba has no such hook, e.g. the simulator or another layout).
+    """
+    try:
+        from numba.cuda.cudadrv import nvvm
+    except ImportError:  # pragma: no cover - depends on the Numba build
+        return False
+    compile_ir = getattr(nvvm, "compile_ir", None)
+    if compile_ir is None:  # pragma: no cover
+        return False
+    if getattr(compile_ir, "without_fma_contraction", False):
+        return True
+
+    def compile_ir_without_fma(llvmir, **options):  # noqa: ANN001, ANN003 - Numba's signature
+        if not options.get("fastmath", False):
+            options.setdefault("fma", False)
+        return compile_ir(llvmir, **options)
+
+    compile_ir_without_fma.without_fma_contraction = True  # type: ignore[attr-defined]
+    nvvm.compile_ir = compile_ir_without_fma
+    return True
+
+
+#: Whether kernels compile with ``-fma=0`` (reported in run.json's backend section).
+FMA_CONTRACTION_OFF = _compile_without_fma_contraction()
+
+_device = jit_family(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS + CORRELATION_FUNCTIONS,
+                     cuda.jit(device=True))
 
 permutation_word = _device._permutation_word
 fill_labelling = _device._fill_labelling
@@ -23,3 +57,4 @@ statistic_from_sums = _device._statistic_from_sums
 rank_descending = _device._rank_descending
 enrichment_scores = _device._enrichment_scores
 sorted_positions_score = _device._sorted_positions_score
+shuffled_correlation = _device._shuffled_correlation

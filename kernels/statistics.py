@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from numba import cuda
 
-from .device import statistic_from_sums
+from .device import shuffled_correlation, statistic_from_sums
 
 
 @cuda.jit
@@ -76,3 +76,13 @@ def finish_two_group_kernel(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_s
         return
     out[b, g] = statistic_from_sums(sums[b, g], sumsqs[b, g], total_sum[g], total_sumsq[g], gene_mean[g], n_samples,
                                     n_drawn, drawn_is_case, metric)
+
+
+@cuda.jit
+def correlation_kernel(genes_by_sample, phenotype, shuffles, out):
+    """``out[b, g]``: r of gene g with the phenotype shuffled by ``shuffles[b]`` (samples
+    summed in order, as on the CPU); consecutive threads take consecutive genes."""
+    g, b = cuda.grid(2)
+    if g >= genes_by_sample.shape[1] or b >= shuffles.shape[0]:
+        return
+    out[b, g] = shuffled_correlation(genes_by_sample, g, phenotype, shuffles[b])

@@ -19,14 +19,17 @@ Definitions (GSEA, Subramanian et al. 2005, with empirical p-values (b+1)/(m+1))
 Under exact enumeration the observed labelling is one of the enumerated ones, so
 p = b/m with no +1 (the observed score is already counted).
 
-Ties: scores are O(1) and computed along different arithmetic paths for different
-labellings, so values equal in exact arithmetic (frequent with weight 0, small sets or
-few samples) can differ in the last bits. Every comparison therefore treats values within
-:data:`TIE_TOLERANCE` as equal, and ties count as exceedances (conservative).
+Ties: scores are computed along different arithmetic paths for different labellings, so
+values equal in exact arithmetic (frequent with weight 0, small sets or few samples) can
+differ in the last bits. Every comparison therefore treats values within a relative
+:data:`TIE_TOLERANCE` of the scores' scale as equal (:func:`tie_tolerance`: 1e-12 for the
+running sum, whose ES lies in [-1, 1]; 1e-12 x the largest |gene score| for mean/maxmean;
+1e-12 for NES, a ratio), and ties count as exceedances (conservative).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,14 @@ import numpy as np
 
 #: Scores closer than this are tied in every comparison (see module docs).
 TIE_TOLERANCE = 1e-12
+
+
+def tie_tolerance(score_scale: float) -> float:
+    """Absolute tie tolerance for scores of magnitude up to ``score_scale``: relative
+    :data:`TIE_TOLERANCE` (the running sum's ES lies in [-1, 1], scale 1; a mean of
+    gene scores is bounded by the largest score)."""
+    scale = float(score_scale)
+    return TIE_TOLERANCE * (scale if math.isfinite(scale) and scale > 0 else 1.0)
 
 
 def empirical_p(exceed: np.ndarray, total: np.ndarray, exact: bool) -> np.ndarray:
@@ -59,6 +70,145 @@ def bh_adjust(pvalues: np.ndarray) -> np.ndarray:
     scaled = p[order] * m / np.arange(1, m + 1)
     out[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     return out
+
+
+#: Exact sums: float64 values are split into 32-bit integer digits of a fixed-point number
+#: whose lowest bit is 2**_LSB_EXPONENT (below the smallest subnormal's mantissa), with
+#: enough digits for the largest finite float64 and carries.
+_DIGIT_BITS = 32
+_LSB_EXPONENT = -1126
+_N_DIGITS = 70
+#: Rows added per bincount: each bin then sums fewer than 2**21 parts below 2**32, which
+#: float64 adds exactly (< 2**53) in any order, on the CPU and with GPU atomics alike.
+_ROWS_PER_BINCOUNT = 1 << 20
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _exact_add(bits, digits, n_chunks):
+    """CPU kernel of :meth:`ExactColumnSums.add` on the values' IEEE-754 bit patterns
+    (``bits``: float64 viewed as int64): the same exact integers as the array-module
+    version, columns split over threads (each column's digits have one owner), then
+    carries normalised. Returns False if a value is not finite."""
+    n_rows, n_columns = bits.shape
+    finite = np.ones(n_chunks, dtype=np.bool_)
+    for chunk in numba.prange(n_chunks):
+        first = chunk * n_columns // n_chunks
+        last = (chunk + 1) * n_columns // n_chunks
+        for r in range(n_rows):
+            for c in range(first, last):
+                pattern = bits[r, c]
+                biased = (pattern >> 52) & 0x7FF
+                fraction = pattern & 0xFFFFFFFFFFFFF
+                if biased == 0x7FF:
+                    finite[chunk] = False
+                    continue
+                if biased == 0:
+                    if fraction == 0:
+                        continue  # +-0
+                    biased = 1  # subnormal: no hidden bit
+                else:
+                    fraction |= np.int64(1) << 52
+                # value = fraction * 2**(biased - 1075), lowest digit bit 2**_LSB_EXPONENT
+                offset = biased - 1075 - _LSB_EXPONENT
+                digit = offset >> 5
+                shift = offset & (_DIGIT_BITS - 1)
+                low_width = _DIGIT_BITS - shift
+                rest = fraction >> low_width
+                low = (fraction & ((np.int64(1) << low_width) - 1)) << shift
+                if pattern >= 0:
+                    digits[c, digit] += low
+                    digits[c, digit + 1] += rest & 0xFFFFFFFF
+                    digits[c, digit + 2] += rest >> 32
+                else:
+                    digits[c, digit] -= low
+                    digits[c, digit + 1] -= rest & 0xFFFFFFFF
+                    digits[c, digit + 2] -= rest >> 32
+        for c in range(first, last):
+            for d in range(_N_DIGITS - 1):
+                carry = digits[c, d] >> _DIGIT_BITS
+                digits[c, d] -= carry << _DIGIT_BITS
+                digits[c, d + 1] += carry
+    return finite.all()
+
+
+class ExactColumnSums:
+    """Per-column sums of float64 values that are exact, hence independent of the order
+    and grouping in which the values arrive (any batch size, thread count, streaming or
+    split of the permutations into merged parts gives the same bits).
+
+    Each value ``m * 2**e`` (53-bit integer mantissa ``m``) is added as integers into a
+    fixed-point number of :data:`_N_DIGITS` 32-bit digits per column; :meth:`totals`
+    rounds the exact sum to float64 once (correctly rounded). Written against the array
+    module ``xp``, so CuPy batches are summed on the device.
+
+    Parameters
+    ----------
+    n_columns : int
+    xp : module
+        NumPy or CuPy.
+    """
+
+    def __init__(self, n_columns: int, xp: Any = np) -> None:
+        self.xp = xp
+        self.n_columns = int(n_columns)
+        self.digits = xp.zeros((self.n_columns, _N_DIGITS), dtype=xp.int64)
+
+    def add(self, values: Any) -> None:
+        """Add a batch, shape (n_rows, n_columns), of finite values."""
+        if self.xp is np:
+            values = np.ascontiguousarray(values, dtype=np.float64)
+            n_chunks = max(1, min(self.n_columns, 4 * numba.get_num_threads()))
+            if not _exact_add(values.view(np.int64), self.digits, n_chunks):
+                raise ValueError("exact sums need finite values")
+            return
+        for start in range(0, int(values.shape[0]), _ROWS_PER_BINCOUNT):
+            self._add_rows(values[start:start + _ROWS_PER_BINCOUNT])
+        self._normalise()
+
+    def _add_rows(self, values: Any) -> None:
+        xp = self.xp
+        if not bool(xp.isfinite(values).all()):
+            raise ValueError("exact sums need finite values")
+        mantissa, exponent = xp.frexp(values)
+        scaled = (mantissa * 2.0**53).astype(xp.int64)  # exact: |scaled| < 2**53
+        offset = exponent.astype(xp.int64) - 53 - _LSB_EXPONENT
+        digit = offset >> 5
+        shift = offset & (_DIGIT_BITS - 1)
+        magnitude = xp.abs(scaled)
+        sign = xp.where(scaled < 0, -1.0, 1.0)
+        low_width = _DIGIT_BITS - shift
+        rest = magnitude >> low_width
+        parts = ((magnitude & ((xp.int64(1) << low_width) - 1)) << shift, rest & 0xFFFFFFFF, rest >> 32)
+        bins = (xp.arange(self.n_columns, dtype=xp.int64) * _N_DIGITS)[None, :] + digit
+        size = self.n_columns * _N_DIGITS
+        for k, part in enumerate(parts):
+            summed = xp.bincount((bins + k).ravel(), weights=(sign * part).ravel(), minlength=size)
+            self.digits += summed.astype(xp.int64).reshape(self.n_columns, _N_DIGITS)
+
+    def _normalise(self) -> None:
+        """Carry so that every digit but the top one lies in [0, 2**32): a canonical form,
+        and room for the next batch without int64 overflow."""
+        digits = self.digits
+        for d in range(_N_DIGITS - 1):
+            carry = digits[:, d] >> _DIGIT_BITS  # floor division, also for negative digits
+            digits[:, d] -= carry << _DIGIT_BITS
+            digits[:, d + 1] += carry
+
+    def merge(self, other: ExactColumnSums) -> None:
+        """Add the sums of another part (of disjoint rows); exactly associative."""
+        self.digits += other.digits
+        self._normalise()
+
+    def totals(self) -> np.ndarray:
+        """The sums, each correctly rounded to float64 (host array)."""
+        digits = _to_host(self.digits, self.xp)
+        out = np.empty(self.n_columns)
+        for column, row in enumerate(digits.tolist()):
+            exact = 0
+            for d in range(_N_DIGITS - 1, -1, -1):
+                exact = (exact << _DIGIT_BITS) + row[d]
+            out[column] = exact / (1 << -_LSB_EXPONENT)  # int / int: correctly rounded
+        return out
 
 
 @dataclass
@@ -167,11 +317,17 @@ class GseaNullAccumulator:
         labelling.
     xp : module
         NumPy or CuPy: the array module of the batches.
+    tie_tolerance : float
+        Scores closer than this to an observed score tie with it (and count as
+        exceedances): :func:`tie_tolerance` of the scores' scale. NES comparisons (FDR,
+        FWER) use :data:`TIE_TOLERANCE`, NES being a ratio of scores.
     """
 
-    def __init__(self, observed_es: np.ndarray, n_perm: int, exact: bool, xp: Any = np) -> None:
+    def __init__(self, observed_es: np.ndarray, n_perm: int, exact: bool, xp: Any = np,
+                 tie_tolerance: float = TIE_TOLERANCE) -> None:
         self.xp = xp
-        self.observed_es = np.asarray(observed_es, dtype=np.float64)
+        self.tie_tolerance = float(tie_tolerance)
+        self.observed_es = self._snap_zero(np.asarray(observed_es, dtype=np.float64), np)
         self.n_perm = int(n_perm)
         self.exact = bool(exact)
         n_sets = self.observed_es.size
@@ -179,23 +335,30 @@ class GseaNullAccumulator:
         self._positive_obs = xp.asarray(self.observed_es >= 0)
         self.n_positive = xp.zeros(n_sets, dtype=xp.int64)
         self.n_negative = xp.zeros(n_sets, dtype=xp.int64)
-        self.sum_positive = xp.zeros(n_sets)
-        self.sum_negative = xp.zeros(n_sets)
+        # Exact sums: NES must not depend on how the permutations were batched.
+        self.sum_positive = ExactColumnSums(n_sets, xp)
+        self.sum_negative = ExactColumnSums(n_sets, xp)
         self.n_exceed = xp.zeros(n_sets, dtype=xp.int64)
         self.seen_first = 0
         self.seen_second = 0
+
+    def _snap_zero(self, scores: Any, xp: Any) -> Any:
+        """Scores within the tie tolerance of 0 are 0: their sign is rounding, and it
+        decides which null (positive or negative) a score belongs to."""
+        return xp.where(xp.abs(scores) <= self.tie_tolerance, 0.0, scores)
 
     # ---- pass 1 -------------------------------------------------------------------
     def add_first_pass(self, null_es: Any) -> None:
         """Accumulate counts and sums from a batch of null ES, shape (n_batch, n_sets)."""
         xp = self.xp
+        null_es = self._snap_zero(null_es, xp)
         positive = null_es >= 0
         self.n_positive += positive.sum(axis=0)
         self.n_negative += (~positive).sum(axis=0)
-        self.sum_positive += xp.where(positive, null_es, 0.0).sum(axis=0)
-        self.sum_negative += xp.where(positive, 0.0, null_es).sum(axis=0)
-        exceed = xp.where(self._positive_obs, null_es >= self._es_dev - TIE_TOLERANCE,
-                          null_es <= self._es_dev + TIE_TOLERANCE)
+        self.sum_positive.add(xp.where(positive, null_es, 0.0))
+        self.sum_negative.add(xp.where(positive, 0.0, null_es))
+        exceed = xp.where(self._positive_obs, null_es >= self._es_dev - self.tie_tolerance,
+                          null_es <= self._es_dev + self.tie_tolerance)
         self.n_exceed += exceed.sum(axis=0)
         self.seen_first += int(null_es.shape[0])
 
@@ -204,8 +367,8 @@ class GseaNullAccumulator:
         host = lambda a: _to_host(a, self.xp)  # noqa: E731
         self.n_pos_h, self.n_neg_h = host(self.n_positive), host(self.n_negative)
         with np.errstate(invalid="ignore", divide="ignore"):
-            self.mean_positive = host(self.sum_positive) / self.n_pos_h
-            self.mean_negative_abs = -host(self.sum_negative) / self.n_neg_h
+            self.mean_positive = self.sum_positive.totals() / self.n_pos_h
+            self.mean_negative_abs = -self.sum_negative.totals() / self.n_neg_h
         es = self.observed_es
         positive = es >= 0
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -229,6 +392,7 @@ class GseaNullAccumulator:
     def add_second_pass(self, null_es: Any) -> None:
         """Accumulate FDR/FWER tail counts from a batch of null ES (same permutations)."""
         xp = self.xp
+        null_es = self._snap_zero(null_es, xp)
         positive = null_es >= 0
         null_nes = xp.where(positive, null_es / self._scale_pos, null_es / self._scale_neg)
         valid = ~xp.isnan(null_nes)
@@ -246,7 +410,8 @@ class GseaNullAccumulator:
         self.seen_second += int(null_es.shape[0])
 
     def finish(self) -> dict[str, np.ndarray]:
-        """Per-set ``nes``, ``pval``, ``fdr``, ``fwer`` (host NumPy arrays)."""
+        """Per-set ``es`` (observed, with scores within the tie tolerance of 0 set to 0),
+        ``nes``, ``pval``, ``fdr``, ``fwer`` (host NumPy arrays)."""
         if self.seen_first != self.n_perm or self.seen_second != self.n_perm:
             raise RuntimeError(
                 f"accumulator saw {self.seen_first}/{self.seen_second} of {self.n_perm} permutations"
@@ -272,7 +437,7 @@ class GseaNullAccumulator:
                 obs_fraction = obs_at_least / thresholds.size
                 fdr[which] = np.minimum(1.0, null_fraction / obs_fraction)
             fwer[which] = empirical_p(fwer_counter.lookup(magnitude, xp), np.full(magnitude.shape, self.n_perm), self.exact)
-        return {"nes": nes, "pval": self.pval, "fdr": fdr, "fwer": fwer}
+        return {"es": self.observed_es, "nes": nes, "pval": self.pval, "fdr": fdr, "fwer": fwer}
 
 
 class ExceedanceAccumulator:
@@ -289,7 +454,8 @@ class ExceedanceAccumulator:
       p-values are then made monotone in that order.
 
     Memory is O(n_features) for any number of permutations: the null matrix is never
-    kept. Values within a relative 1e-12 count as ties, and ties count as exceedances.
+    kept. Values within 1e-12 relative to the larger of the observed value and the
+    largest finite observed extremeness count as ties, and ties count as exceedances.
 
     Parameters
     ----------
@@ -316,8 +482,13 @@ class ExceedanceAccumulator:
         valid = ~np.isnan(u)
         # Features whose statistic is undefined (NaN) never count as extreme.
         self._order = np.argsort(np.where(valid, -u, np.inf), kind="stable")
+        # Relative to the larger of the value and the statistics' scale (the largest finite
+        # observed extremeness): values near 0 get the scale's rounding, not a fixed 1e-12.
+        finite = np.abs(u[np.isfinite(u)])
+        scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        self.tie_tolerance = TIE_TOLERANCE * scale
         with np.errstate(invalid="ignore"):
-            threshold = u - TIE_TOLERANCE * np.maximum(1.0, np.abs(u))
+            threshold = u - TIE_TOLERANCE * np.maximum(scale, np.abs(u))
         # An infinite observed value (t of a gene constant within both classes) is reached
         # only by a null value as infinite: its threshold is itself, not inf - inf = NaN.
         threshold = np.where(np.isinf(u), u, threshold)

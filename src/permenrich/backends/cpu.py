@@ -15,8 +15,11 @@ thread computed it):
 The per-permutation bodies are device-neutral functions compiled here for the CPU and in
 ``kernels/`` for CUDA; these drivers only split a batch over threads.
 
-Correlation statistics and the linear set statistics are matrix products shared with
-the GPU backend (:mod:`permenrich.stats.correlation`, :mod:`permenrich.enrich.linear`).
+* :func:`correlation_batch` — correlation with shuffled phenotypes, summed in sample
+  order (:mod:`permenrich.stats.correlation`).
+
+The linear set statistics are sparse matrix products shared with the GPU backend
+(:mod:`permenrich.enrich.linear`).
 """
 
 from __future__ import annotations
@@ -91,6 +94,24 @@ def whole_matrix_statistics(samples_by_gene, drawn_positions, gene_mean, total_s
                                                  n_samples, n_drawn, drawn_is_case, metric)
 
 
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def correlation_batch(genes_by_sample, phenotype, shuffles, n_chunks, out):
+    """``out[b, g]``: r of gene g with shuffle b, the sums of
+    :func:`permenrich.stats.correlation._shuffled_correlation` (samples in order) with the
+    gene loop innermost, so that it runs over contiguous memory."""
+    n_batch, n_samples = shuffles.shape
+    n_genes = genes_by_sample.shape[1]
+    chunk = (n_batch + n_chunks - 1) // n_chunks
+    for c in numba.prange(n_chunks):
+        for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
+            for g in range(n_genes):
+                out[b, g] = 0.0
+            for j in range(n_samples):
+                y = phenotype[shuffles[b, j]]
+                for g in range(n_genes):
+                    out[b, g] += y * genes_by_sample[j, g]
+
+
 @numba.njit(cache=True, error_model="numpy")
 def accumulate_totals(block, gene_offset, gene_mean, centre, sums, sumsqs):
     _accumulate_totals(block, gene_offset, gene_mean, centre, sums, sumsqs)
@@ -136,6 +157,41 @@ def random_set_scores(seed, perm_start, ranked_stat, weight, statistic, sizes, n
                 k = sizes[i]
                 draw_positions(seed, perm_start + b, STREAM_GENE_SET_BASE | k, k, pool, positions[:k])
                 out[b, i] = _sorted_positions_score(positions[:k], ranked_stat, weight, statistic, n_genes)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _sorted_positions_scores(members, offsets, ranked_stat, weight, statistic, out):
+    n_genes = ranked_stat.shape[0]
+    for s in range(offsets.shape[0] - 1):
+        positions = np.sort(members[offsets[s]:offsets[s + 1]])
+        out[s] = _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes)
+
+
+def sorted_positions_scores(members: np.ndarray, offsets: np.ndarray, ranked_stat: np.ndarray, weight: float,
+                            set_statistic: str) -> np.ndarray:
+    """Set statistics of sets given by their members' positions in a ranked list, with the
+    closed form the gene-set permutation null uses (:func:`random_set_scores`, and the
+    same device function on the GPU): observed and null scores take one arithmetic path.
+
+    Parameters
+    ----------
+    members, offsets : ndarray of int64
+        Flat set index whose members are ranked positions (0 = top).
+    ranked_stat : ndarray of float64, shape (n_genes,)
+        Scores in ranked (decreasing) order.
+    weight : float
+    set_statistic : {"ks", "mean", "maxmean"}
+
+    Returns
+    -------
+    ndarray of float64, shape (n_sets,)
+    """
+    out = np.empty(np.asarray(offsets).size - 1)
+    _sorted_positions_scores(np.ascontiguousarray(members, dtype=np.int64),
+                             np.ascontiguousarray(offsets, dtype=np.int64),
+                             np.ascontiguousarray(ranked_stat, dtype=np.float64), float(weight),
+                             SET_STATISTIC_CODES[set_statistic], out)
+    return out
 
 
 class InMemoryMatrix:
@@ -214,6 +270,21 @@ class _TwoGroupStatistic:
         return out
 
 
+class _CorrelationKernel:
+    """Correlation statistics of shuffled phenotypes on the CPU (fixed summation order)."""
+
+    def __init__(self, statistic: CorrelationStatistic, backend: CpuBackend) -> None:
+        self.statistic = statistic
+        self.backend = backend
+
+    def batch(self, shuffles: np.ndarray) -> np.ndarray:
+        shuffles = np.ascontiguousarray(shuffles, dtype=np.int64)
+        out = np.empty((shuffles.shape[0], self.statistic.n_genes))
+        correlation_batch(self.statistic.genes_by_sample, self.statistic.phenotype, shuffles,
+                          self.backend.chunks(shuffles.shape[0]), out)
+        return out
+
+
 class _KsStatistic:
     def __init__(self, set_members: np.ndarray, set_offsets: np.ndarray, gene_set_offsets: np.ndarray,
                  gene_set_ids: np.ndarray, weight: float, backend: CpuBackend) -> None:
@@ -258,8 +329,8 @@ class CpuBackend:
                           phenotype: np.ndarray | None = None) -> None:
         """Per-gene statistic for labellings of ``values`` (n_genes, n_samples)."""
         if metric.kind == "correlation":
-            self._statistic = CorrelationStatistic(np.asarray(values, dtype=np.float64), phenotype,
-                                                   spearman=metric.rank_transform, xp=np)
+            self._statistic = _CorrelationKernel(CorrelationStatistic(values, phenotype,
+                                                                      spearman=metric.rank_transform), self)
             return
         if hasattr(values, "blocks"):  # a streamed matrix
             matrix = values

@@ -9,7 +9,8 @@ kernels differ, and they are compiled from the same device-neutral functions:
   matrix streamed from disk is sent block by block (pinned double buffers, copies
   overlapping the kernels) with the class sums kept on the device;
 * ranking + running-sum ES: one thread per permutation (full 64-bit radix sort);
-* correlation and mean/maxmean set statistics: CuPy matrix products (cuBLAS/cuSPARSE);
+* correlation: one thread per (shuffle, gene), samples summed in order as on the CPU;
+* mean/maxmean set statistics: CuPy sparse matrix products (cuSPARSE);
 * gene-set permutation null: one thread per permutation.
 
 Batches of null scores stay on the device as CuPy arrays and feed the accumulators
@@ -17,9 +18,10 @@ there (``xp = cupy``); only counts and per-set summaries come back. Without CuPy
 under ``NUMBA_ENABLE_CUDASIM=1`` in CI, where the kernels run in Numba's simulator) the
 arrays are brought back and the accumulators use NumPy.
 
-Float64 throughout and no fused multiply-add (``fastmath`` off), so statistics and ES
-match the CPU's bit for bit in the simulator; on hardware, library reductions (cuBLAS for
-correlation, cuSPARSE for mean/maxmean) may differ in the last bits.
+Float64 throughout and no fused multiply-add (``fastmath`` off, NVVM ``-fma=0``), so
+gene statistics, ES and the null summaries match the CPU's bit for bit (checked with
+exact equality under the simulator); on hardware, cuSPARSE's sums for mean/maxmean may
+differ in the last bits.
 """
 
 from __future__ import annotations
@@ -147,17 +149,19 @@ class GpuBackend:
         if metric.kind == "correlation":
             from ..stats.correlation import CorrelationStatistic
 
-            self._statistic = ("correlation", CorrelationStatistic(values, phenotype, spearman=metric.rank_transform,
-                                                                   xp=self.xp))
+            statistic = CorrelationStatistic(values, phenotype, spearman=metric.rank_transform)
+            self._statistic = ("correlation", self._to_device(statistic.genes_by_sample),
+                               self._to_device(statistic.phenotype))
             return
-        if metric.rank_transform:
-            values = mid_ranks(values)
-        gene_mean = values.mean(axis=1)
-        samples_by_gene = np.ascontiguousarray((values - gene_mean[:, None]).T)
-        squares = samples_by_gene ** 2
-        self._statistic = ("two_group", tuple(self._to_device(a) for a in (
-            samples_by_gene, squares, gene_mean, samples_by_gene.sum(axis=0), squares.sum(axis=0))),
-            bool(drawn_is_case), int(metric.code))
+        from .cpu import InMemoryMatrix, class_moment_totals
+
+        matrix = InMemoryMatrix(mid_ranks(values) if metric.rank_transform else values)
+        # The CPU's totals (sequential sums in sample order) and the CPU's centred values:
+        # the device then adds the same numbers in the same order.
+        totals = class_moment_totals(matrix)
+        centred = matrix.samples_by_gene - totals[0]
+        self._statistic = ("two_group", tuple(self._to_device(a) for a in (centred, centred * centred, *totals)),
+                           bool(drawn_is_case), int(metric.code))
 
     def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray,
                      gene_set_offsets: np.ndarray, gene_set_ids: np.ndarray, weight: float, n_genes: int) -> None:
@@ -189,7 +193,15 @@ class GpuBackend:
         """Per-gene statistics, shape (n_batch, n_genes), as an ``xp`` array."""
         kind = self._statistic[0]
         if kind == "correlation":
-            return self._statistic[1].batch(self._as_xp(self._as_device(labellings)))
+            from permenrich.kernels.statistics import correlation_kernel
+
+            genes_by_sample, phenotype = self._statistic[1], self._statistic[2]
+            shuffles = self._as_device(labellings)
+            n_batch, n_genes = shuffles.shape[0], genes_by_sample.shape[1]
+            out = _cuda().device_array((n_batch, n_genes), dtype=np.float64)
+            blocks = ((n_genes + _THREADS - 1) // _THREADS, n_batch)
+            correlation_kernel[blocks, (_THREADS, 1)](genes_by_sample, phenotype, shuffles, out)
+            return self._as_xp(out)
         if kind == "streamed":
             return self._streamed_statistics(labellings)
         from permenrich.kernels.statistics import two_group_kernel
@@ -356,8 +368,11 @@ class GpuBackend:
 
     def describe(self) -> dict:
         cuda = _cuda()
+        from permenrich.kernels.device import FMA_CONTRACTION_OFF
+
         info: dict[str, Any] = {"backend": "gpu", "simulated": self.simulated,
-                                "array_module": "cupy" if self.cupy is not None else "numpy"}
+                                "array_module": "cupy" if self.cupy is not None else "numpy",
+                                "fma_contraction": "off" if FMA_CONTRACTION_OFF else "NVVM default"}
         if self.streamed_matrix is not None:
             info["streamed_matrix"] = self.streamed_matrix
         try:

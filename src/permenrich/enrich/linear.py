@@ -4,7 +4,9 @@ For a set S of k genes with scores z:
 
 * ``mean``: (1/k) sum_{g in S} z_g;
 * ``maxmean`` (Efron & Tibshirani 2007, GSA): with s+ = (1/k) sum max(z_g, 0) and
-  s- = (1/k) sum max(-z_g, 0), the statistic is s+ if s+ > s- else -s-.
+  s- = (1/k) sum max(-z_g, 0), the statistic is s+ if s+ > s- else -s-. "s+ > s-" means
+  by more than a relative 1e-12 (:data:`~permenrich.enrich.running_sum.MAXMEAN_TIE`), so
+  that parts equal in exact arithmetic give -s- whatever the rounding of their sums.
 
 Both need finite gene scores: an infinite one (possible for Student's and Welch's t) is
 refused with an error rather than averaged.
@@ -25,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import InputError
+from .running_sum import MAXMEAN_TIE
 
 SetStatisticName = Literal["ks", "mean", "maxmean"]
 SET_STATISTICS = ("ks", "mean", "maxmean")
@@ -78,7 +81,8 @@ class LinearSetStatistic:
             return xp.ascontiguousarray((self.averaging @ gene_scores.T).T)
         positive = (self.averaging @ xp.maximum(gene_scores, 0.0).T).T
         negative = (self.averaging @ xp.maximum(-gene_scores, 0.0).T).T
-        return xp.ascontiguousarray(xp.where(positive > negative, positive, -negative))
+        wins = positive - negative > MAXMEAN_TIE * xp.maximum(positive, negative)
+        return xp.ascontiguousarray(xp.where(wins, positive, -negative))
 
 
 def linear_set_statistic_reference(kind: str, gene_scores: np.ndarray, members: np.ndarray) -> float:
@@ -87,4 +91,4 @@ def linear_set_statistic_reference(kind: str, gene_scores: np.ndarray, members: 
     if kind == "mean":
         return float(z.mean())
     positive, negative = np.maximum(z, 0).mean(), np.maximum(-z, 0).mean()
-    return float(positive if positive > negative else -negative)
+    return float(positive if positive - negative > MAXMEAN_TIE * max(positive, negative) else -negative)

@@ -42,6 +42,9 @@ from ..stats.ranking import SCALAR_FUNCTIONS as RANKING_FUNCTIONS
 
 #: Positive and negative extremes whose magnitudes differ by at most this are tied.
 ES_TIE_TOLERANCE = 1e-12
+#: maxmean's positive part wins only if it exceeds the negative part by more than this,
+#: relative (see :mod:`permenrich.enrich.linear`).
+MAXMEAN_TIE = 1e-12
 
 
 @dataclass
@@ -248,7 +251,8 @@ def _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes):
                 negative -= z
         if statistic == 1:
             return positive / k
-        return positive / k if positive > negative else -negative / k
+        # s+ wins only beyond a relative 1e-12: an exact tie gives -s- whatever the rounding
+        return positive / k if positive - negative > MAXMEAN_TIE * max(positive, negative) else -negative / k
     norm = 0.0
     n_infinite = 0
     for j in range(k):

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..enrich.linear import SET_STATISTICS
 from ..enrich.running_sum import running_sum
 from ..genesets import GeneSetIndex
-from ..nulls import GseaNullAccumulator, bh_adjust
+from ..nulls import GseaNullAccumulator, bh_adjust, tie_tolerance
 from ..stats.metrics import get_metric
 from ..stats.ranking import rank_genes
 
@@ -71,7 +71,7 @@ def gsea_table(index: GeneSetIndex, stats: dict[str, np.ndarray], observed: np.n
         "gene_set": index.names.astype(str),
         "size": index.sizes.astype(int),
         "size_original": index.sizes_original.astype(int),
-        "es": observed,
+        "es": stats["es"],
         "nes": stats["nes"],
         "pval": stats["pval"],
         "fdr": stats["fdr"],
@@ -104,19 +104,29 @@ def leading_edges(index: GeneSetIndex, gene_ids: np.ndarray, stat: np.ndarray, w
     return edges
 
 
+def score_scale(set_statistic: str, gene_scores: np.ndarray) -> float:
+    """Magnitude of a run's set scores, for the tie tolerance: 1 for the running sum (ES
+    lies in [-1, 1]); the largest finite |gene score| for mean/maxmean (a mean's bound)."""
+    if set_statistic == "ks":
+        return 1.0
+    finite = np.abs(gene_scores[np.isfinite(gene_scores)])
+    return float(finite.max()) if finite.size else 1.0
+
+
 def gsea_null(score_batch: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: int, exact: bool,
                xp: Any, n_sets: int, batch_size: int | None, budget: int, extra_bytes: int,
-               progress: ProgressCallback | None, streamed: bool = False
+               progress: ProgressCallback | None, scale: float, streamed: bool = False
                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Two-pass GSEA null over the permutations of ``score_batch`` (``streamed``: each
-    batch reads the matrix from disk once, see :func:`choose_batch_size`)."""
+    batch reads the matrix from disk once, see :func:`choose_batch_size`); ``scale`` is
+    the scores' magnitude (:func:`score_scale`), which sets the tie tolerance."""
     chosen = choose_batch_size(batch_size, budget, 8 * n_sets * 6 + extra_bytes, n_perm, streamed=streamed)
     cache = n_perm * n_sets * 8 <= budget // 2
-    accumulator = GseaNullAccumulator(observed, n_perm, exact, xp=xp)
+    accumulator = GseaNullAccumulator(observed, n_perm, exact, xp=xp, tie_tolerance=tie_tolerance(scale))
     timings = run_two_pass(score_batch, accumulator.add_first_pass, accumulator.add_second_pass,
                            accumulator.finish_first_pass, n_perm=n_perm, batch_size=chosen, cache=cache,
                            progress=progress)
-    info = {"batch_size": chosen,
+    info = {"batch_size": chosen, "tie_tolerance": accumulator.tie_tolerance,
             "null_storage": "cached in memory" if cache else "recomputed from (seed, k) in a second pass",
             "timings": timings}
     return accumulator.finish(), info

@@ -16,6 +16,7 @@ from .._pipeline import (
     load_gene_sets,
     load_study,
 )
+from ..backends.cpu import sorted_positions_scores
 from ..design import PermutationPlan
 from ..enrich.linear import SetStatisticName
 from ..io.rnk import read_rnk
@@ -28,6 +29,7 @@ from ._shared import (
     gsea_table,
     leading_edges,
     provenance,
+    score_scale,
 )
 
 
@@ -179,7 +181,8 @@ def gsea(
     stats, null_info = gsea_null(lambda a, b: backend.score(backend.labellings(plan, a, b))[0], observed,
                                   n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp, n_sets=index.n_sets,
                                   batch_size=batch_size, budget=budget, extra_bytes=8 * plan.width + per_gene_bytes,
-                                  progress=progress, streamed=not study.in_memory)
+                                  progress=progress, scale=score_scale(set_statistic, observed_stat),
+                                  streamed=not study.in_memory)
     table = gsea_table(index, stats, observed,
                         leading_edges(index, study.gene_ids, observed_stat, float(weight), set_statistic))
     null_info["timings"]["read_seconds"] = read_seconds
@@ -198,6 +201,7 @@ def gsea(
         permutation_plan=plan.describe(),
         permutation_type="phenotype (sample labels)",
         null_storage=null_info["null_storage"],
+        tie_tolerance=null_info["tie_tolerance"],
         data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
               "expression": file_digest(expr) or {"object": type(expr).__name__},
               "phenotype": file_digest(phenotype) if phenotype is not None else None,
@@ -265,11 +269,9 @@ def prerank(
     n_genes = gene_ids.size
     read_seconds = time.perf_counter() - started
 
-    # Observed: the same kernel as the null, on the sets' own ranked positions.
-    gene_set_offsets, gene_set_ids = index.gene_to_sets(n_genes)
-    backend.prepare_sets(set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
-                         float(weight), n_genes)
-    observed = np.asarray(backend.to_host(backend.set_scores(backend.xp.asarray(ranked_stat[None, :]))))[0]
+    # Observed: the null's own function (closed form from sorted ranked positions) on the
+    # sets' positions, so that a random set equal to a real one gets the same bits.
+    observed = sorted_positions_scores(index.members, index.offsets, ranked_stat, float(weight), set_statistic)
     sizes, size_slot = np.unique(index.sizes, return_inverse=True)
     n_perm = int(permutations)
 
@@ -280,7 +282,7 @@ def prerank(
 
     stats, null_info = gsea_null(score_batch, observed, n_perm=n_perm, exact=False, xp=backend.xp,
                                   n_sets=index.n_sets, batch_size=batch_size, budget=budget, extra_bytes=0,
-                                  progress=progress)
+                                  progress=progress, scale=score_scale(set_statistic, ranked_stat))
     table = gsea_table(index, stats, observed,
                         leading_edges(index, gene_ids, ranked_stat, float(weight), set_statistic))
     null_info["timings"]["read_seconds"] = read_seconds
@@ -295,6 +297,7 @@ def prerank(
                                        "key=seed; partial Fisher-Yates over ranked positions"},
         permutation_type="gene set (gene labels)",
         null_storage=null_info["null_storage"],
+        tie_tolerance=null_info["tie_tolerance"],
         data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
               "ranked_list": file_digest(rnk) or {"object": type(rnk).__name__},
               "gene_sets": digests(gene_sets)},

@@ -1,19 +1,31 @@
 """Correlation with a continuous phenotype for batches of shuffled phenotypes.
 
 Genes and phenotype are centred and scaled once (mid-ranks first for Spearman); the
-correlations of all genes with a batch of shuffled phenotypes are then one matrix
-product, written against the array module ``xp`` so that CPU (BLAS) and GPU (cuBLAS)
-share it.
+correlation of a gene with a shuffled phenotype is then a dot product, summed over the
+samples in their order by :func:`_shuffled_correlation` (compiled for the CPU and for
+CUDA). A fixed order makes r independent of the batch shape, threads and device, which
+a BLAS matrix product is not (its blocking follows the shapes).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
 
 from .metrics import mid_ranks
+
+
+def _shuffled_correlation(genes_by_sample, g, phenotype, shuffle):
+    """r of gene ``g`` with the phenotype shuffled by ``shuffle``: the dot product of unit
+    vectors, summed over samples in order (the CPU kernel runs the same sums)."""
+    total = 0.0
+    for j in range(shuffle.shape[0]):
+        total += phenotype[shuffle[j]] * genes_by_sample[j, g]
+    return total
+
+
+#: Device-neutral functions; the GPU kernels compile the same list for CUDA.
+SCALAR_FUNCTIONS = (_shuffled_correlation,)
 
 
 class CorrelationStatistic:
@@ -25,11 +37,9 @@ class CorrelationStatistic:
     phenotype : ndarray, shape (n_samples,)
     spearman : bool
         Correlate mid-ranks instead of values.
-    xp : module
-        NumPy or CuPy.
     """
 
-    def __init__(self, values: np.ndarray, phenotype: np.ndarray, *, spearman: bool, xp: Any = np) -> None:
+    def __init__(self, values: np.ndarray, phenotype: np.ndarray, *, spearman: bool) -> None:
         x = np.asarray(values, dtype=np.float64)
         y = np.asarray(phenotype, dtype=np.float64)
         if spearman:
@@ -38,14 +48,11 @@ class CorrelationStatistic:
         x = x - x.mean(axis=1, keepdims=True)
         norms = np.sqrt((x * x).sum(axis=1))
         y = y - y.mean()
-        # Unit-norm rows: r is then a plain dot product.
-        self.genes = xp.asarray(np.ascontiguousarray(x / norms[:, None]))
-        self.phenotype = xp.asarray(y / np.sqrt(y @ y))
-        self.xp = xp
+        # Unit-norm genes: r is then a plain dot product. Samples-major, so that a sample's
+        # values for consecutive genes are contiguous (CPU vector loads, coalesced on GPU).
+        self.genes_by_sample = np.ascontiguousarray((x / norms[:, None]).T)
+        self.phenotype = np.ascontiguousarray(y / np.sqrt(y @ y))
 
-    def batch(self, shuffles: Any) -> Any:
-        """r of every gene for each shuffle (row: source sample of each sample),
-        shape (n_batch, n_genes)."""
-        xp = self.xp
-        shuffled = self.phenotype[xp.asarray(shuffles)]
-        return shuffled @ self.genes.T
+    @property
+    def n_genes(self) -> int:
+        return int(self.genes_by_sample.shape[1])
