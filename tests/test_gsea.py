@@ -86,7 +86,7 @@ def test_result_columns_order_and_leading_edge(leukemia):
     expr, cls, gmts = leukemia
     result = permenrich.gsea(expr, cls, gmts, permutations=50, seed=3, threads=1)
     assert list(result.columns) == RESULT_COLUMNS
-    key = list(zip(result.pval, -result.nes.abs()))
+    key = list(zip(result.fdr, -result.nes.abs()))  # FDR first, then strength
     assert key == sorted(key)
     row = result.iloc[0]
     leading = row.leading_edge.split(",")

@@ -85,3 +85,34 @@ def test_duplicated_genes_in_ranked_list(tmp_path):
     path.write_text("A\t1.0\nB\t0.5\nA\t0.2\n")
     with pytest.raises(permenrich.InputError, match="duplicates"):
         permenrich.prerank(path, {"S": ["A", "B"]}, min_size=1)
+
+
+def test_p_floor_column_and_fdr_order():
+    """A strongly negative set in a list of mostly positive scores: few null scores are
+    negative, so its nominal p cannot be small. ``n_null_same_sign`` says how many stand
+    behind each p, and rows are ordered by FDR then |NES|, not by that p."""
+    from permenrich.backends.cpu import CpuBackend
+
+    rng = np.random.default_rng(12)
+    genes = [f"g{i}" for i in range(400)]
+    scores = pd.Series(np.abs(rng.normal(size=400)) + 0.3, index=genes)
+    scores.iloc[-20:] = -3.0 - rng.random(20)
+    sets = {"NEG": genes[-20:], "RANDOM1": list(rng.choice(genes[:380], 20, replace=False)),
+            "RANDOM2": list(rng.choice(genes[:380], 30, replace=False)), "TOP": genes[:25]}
+    result = permenrich.prerank(scores, sets, permutations=1000, seed=4, min_size=5, device="cpu")
+    assert list(result.columns).index("n_null_same_sign") == list(result.columns).index("pval") + 1
+    fdr, magnitude = result.fdr.to_numpy(), np.abs(result.nes.to_numpy())
+    assert all((fdr[i], -magnitude[i]) <= (fdr[i + 1], -magnitude[i + 1]) for i in range(len(result) - 1))
+    by_set = result.set_index("gene_set")
+    # Recount the null scores of each sign from the null kernel itself.
+    ranked = np.sort(scores.to_numpy())[::-1]
+    sizes = np.array(sorted({len(m) for m in sets.values()}))
+    null = CpuBackend(threads=1).random_set_null(4, 0, 1000, ranked, 1.0, "ks", sizes)
+    for name, members in sets.items():
+        column = null[:, int(np.searchsorted(sizes, len(members)))]
+        es = by_set.loc[name, "es"]
+        expected = int((column >= 0).sum()) if es >= 0 else int((column < 0).sum())
+        assert by_set.loc[name, "n_null_same_sign"] == expected
+        assert by_set.loc[name, "pval"] >= 1 / (expected + 1)
+    assert by_set.loc["NEG", "es"] < 0 and by_set.loc["NEG", "n_null_same_sign"] < 500  # a minority
+    assert result.gene_set.iloc[0] == "NEG"  # the strongest set leads, whatever its nominal p

@@ -374,6 +374,7 @@ class GseaNullAccumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             self.nes = np.where(positive, es / self.mean_positive, es / self.mean_negative_abs)
         total = np.where(positive, self.n_pos_h, self.n_neg_h)
+        self.n_same_sign = total
         self.pval = empirical_p(host(self.n_exceed), total, self.exact)
         finite = np.isfinite(self.nes)
         self._pos_thresholds = np.sort(self.nes[finite & (self.nes >= 0)])
@@ -411,7 +412,8 @@ class GseaNullAccumulator:
 
     def finish(self) -> dict[str, np.ndarray]:
         """Per-set ``es`` (observed, with scores within the tie tolerance of 0 set to 0),
-        ``nes``, ``pval``, ``fdr``, ``fwer`` (host NumPy arrays)."""
+        ``nes``, ``pval``, ``n_null_same_sign`` (the m of p = (b+1)/(m+1): the null scores
+        of the observed score's sign), ``fdr``, ``fwer`` (host NumPy arrays)."""
         if self.seen_first != self.n_perm or self.seen_second != self.n_perm:
             raise RuntimeError(
                 f"accumulator saw {self.seen_first}/{self.seen_second} of {self.n_perm} permutations"
@@ -437,7 +439,8 @@ class GseaNullAccumulator:
                 obs_fraction = obs_at_least / thresholds.size
                 fdr[which] = np.minimum(1.0, null_fraction / obs_fraction)
             fwer[which] = empirical_p(fwer_counter.lookup(magnitude, xp), np.full(magnitude.shape, self.n_perm), self.exact)
-        return {"es": self.observed_es, "nes": nes, "pval": self.pval, "fdr": fdr, "fwer": fwer}
+        return {"es": self.observed_es, "nes": nes, "pval": self.pval, "n_null_same_sign": self.n_same_sign,
+                "fdr": fdr, "fwer": fwer}
 
 
 class ExceedanceAccumulator:

@@ -29,7 +29,7 @@ from ..stats.metrics import get_metric
 from ..stats.ranking import rank_genes
 
 RESULT_COLUMNS = [
-    "gene_set", "size", "size_original", "es", "nes", "pval", "fdr", "fwer", "padj_bh",
+    "gene_set", "size", "size_original", "es", "nes", "pval", "n_null_same_sign", "fdr", "fwer", "padj_bh",
     "leading_edge", "tags_pct", "list_pct", "signal_pct",
 ]
 GENE_COLUMNS = ["gene", "statistic", "pval_parametric", "pval", "qval_bh", "pval_maxt"]
@@ -74,6 +74,7 @@ def gsea_table(index: GeneSetIndex, stats: dict[str, np.ndarray], observed: np.n
         "es": stats["es"],
         "nes": stats["nes"],
         "pval": stats["pval"],
+        "n_null_same_sign": stats["n_null_same_sign"].astype(np.int64),
         "fdr": stats["fdr"],
         "fwer": stats["fwer"],
         "padj_bh": bh_adjust(stats["pval"]),
@@ -82,7 +83,9 @@ def gsea_table(index: GeneSetIndex, stats: dict[str, np.ndarray], observed: np.n
         "list_pct": [e[2] for e in edges],
         "signal_pct": [e[3] for e in edges],
     })
-    order = np.lexsort((table.gene_set.to_numpy(), -np.abs(table.nes.to_numpy()), table.pval.to_numpy()))
+    # FDR first (it accounts for every set's null), then the strength of the enrichment:
+    # a nominal p can be large only because few null scores share the set's sign.
+    order = np.lexsort((table.gene_set.to_numpy(), -np.abs(table.nes.to_numpy()), table.fdr.to_numpy()))
     return table.iloc[order].reset_index(drop=True)
 
 

@@ -138,8 +138,10 @@ def gsea(
     Returns
     -------
     pandas.DataFrame
-        One row per set with the columns of :data:`RESULT_COLUMNS`, sorted by ``pval``
+        One row per set with the columns of :data:`RESULT_COLUMNS`, sorted by ``fdr``
         then decreasing ``|nes|``; ``attrs["run"]`` holds the run's provenance.
+        ``n_null_same_sign`` is the number of null scores of the observed score's sign
+        behind ``pval``: the smallest p it allows is 1/(n_null_same_sign + 1).
 
     Raises
     ------
