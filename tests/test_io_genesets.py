@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from permenrich.errors import InputError, OptionError
+from permenrich.errors import InputError, OptionError, cli_option_names
 from permenrich.genesets import GeneSetIndex, build_gene_set_index
-from permenrich.io import GeneSet, read_gene_sets, read_gmt, read_gmx
+from permenrich.io import GeneSet, iter_gene_sets, read_gene_sets, read_gmt, read_gmx
 
 
 def write(path: Path, text: str) -> Path:
@@ -154,13 +154,15 @@ def test_no_set_remains_message() -> None:
     with pytest.raises(InputError) as info:
         build_gene_set_index(small_sets(), GENES, min_size=4, max_size=5)
     message = str(info.value)
-    for fragment in ["t.gmt", "4 gene sets read", "1 to 10", "[4, 5]", "--min-size/--max-size", "--chip"]:
+    for fragment in ["t.gmt", "4 gene sets read", "1 to 10", "[4, 5]", "min_size=/max_size=", "chip="]:
         assert fragment in message
+    with cli_option_names(), pytest.raises(InputError, match="--chip maps probes.*change --min-size/--max-size"):
+        build_gene_set_index(small_sets(), GENES, min_size=4, max_size=5)
 
 
 def test_no_match_suggests_chip_or_case() -> None:
     sets = [GeneSet("S", "", ["TP53", "EGFR"], "h.gmt")]
-    with pytest.raises(InputError, match="probe ids vs symbols.*--chip"):
+    with pytest.raises(InputError, match="probe ids vs symbols; pass chip= to map"):
         build_gene_set_index(sets, ["1000_at", "1001_at"], min_size=1)
     with pytest.raises(InputError, match="2 set members would ignoring case"):
         build_gene_set_index(sets, ["tp53", "egfr"], min_size=1)
@@ -186,3 +188,55 @@ def test_real_index_after_chip(shared_data: Path) -> None:
     assert 40 <= index.n_sets <= 50
     assert np.all(index.sizes <= index.sizes_original)
     assert index.offsets[-1] == len(index.members) == index.sizes.sum()
+
+
+# ------------------------------------------------------------ streaming the collection
+
+
+def test_sets_outside_the_bounds_are_not_kept_in_memory() -> None:
+    """Sets are mapped as they arrive: the index holds the kept sets only and no GeneSet
+    object outlives its turn (a GMT of 1e6 sets took 6.9 GB when all were held)."""
+    import weakref
+
+    genes = [f"g{i}" for i in range(50)]
+    refs = []
+
+    def stream():
+        for k in range(200):
+            gene_set = GeneSet(f"S{k}", f"d{k}", genes[k % 7 : k % 7 + (8 if k % 4 == 0 else 3 if k % 4 < 3 else 30)],
+                               f"part{k % 2}.gmt")
+            refs.append(weakref.ref(gene_set))
+            yield gene_set
+
+    index = build_gene_set_index(stream(), genes, min_size=5, max_size=10)
+    assert (index.n_read, index.n_too_small, index.n_too_large, index.n_sets) == (200, 100, 50, 50)
+    assert list(index.names) == [f"S{k}" for k in range(0, 200, 4)]
+    assert list(index.sources[:2]) == ["part0.gmt", "part0.gmt"] and set(index.sizes) == {8}
+    assert index.offsets[-1] == index.members.size == 50 * 8
+    assert all(ref() is None for ref in refs)
+
+
+def test_gmt_is_read_lazily_and_load_gene_sets_reports_counts(tmp_path: Path) -> None:
+    from permenrich._pipeline import load_gene_sets
+
+    lines = [f"SET{k}\td\t" + "\t".join(f"G{(k + j) % 10}" for j in range(2 + k % 5)) for k in range(30)]
+    path = write(tmp_path / "many.gmt", "\n".join(lines) + "\nBROKEN_LINE_WITHOUT_TABS\n")
+    stream = iter_gene_sets(path)
+    assert next(stream).name == "SET0"  # read before the broken last line is reached
+    with pytest.raises(InputError, match="many.gmt: line 31 has 1 field"):
+        list(stream)
+    path.write_text("\n".join(lines) + "\n")
+    n_read, index = load_gene_sets(path, np.array(GENES, dtype=object), min_size=4, max_size=5)
+    assert n_read == index.n_read == 30
+    assert (index.n_too_small, index.n_too_large, index.n_sets) == (12, 6, 12)
+    assert list(index.sizes) == [4, 5] * 6
+
+
+def test_full_set_error_names_the_gene_set_file(tmp_path: Path) -> None:
+    from permenrich._pipeline import load_gene_sets
+
+    path = write(tmp_path / "all.gmt", "ALL\td\tG0\tG1\tG2\n")
+    with pytest.raises(InputError, match=r"^.*all.gmt: gene set 'ALL' contains all 3 analysed genes"):
+        load_gene_sets(path, np.array(["G0", "G1", "G2"], dtype=object), min_size=1, max_size=10)
+    assert load_gene_sets(path, np.array(["G0", "G1", "G2"], dtype=object), min_size=1, max_size=10,
+                          allow_full=True)[1].n_sets == 1

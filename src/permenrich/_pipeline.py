@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import __version__
 from .design import ContinuousPhenotype, TwoGroupLabels, pair_codes, strata_codes
-from .errors import InputError, OptionError
+from .errors import InputError, OptionError, option
 from .genesets import GeneSetIndex, build_gene_set_index
 from .io import (
     ExpressionData,
@@ -30,8 +30,8 @@ from .io import (
     collapse_duplicates,
     continuous_phenotype,
     design_from_phenotype,
+    iter_gene_sets,
     read_expression,
-    read_gene_sets,
     sample_annotation,
 )
 from .stats.metrics import Metric
@@ -305,17 +305,20 @@ def _drop_constant_genes(values: np.ndarray, gene_ids: np.ndarray, policy: str,
     return np.ascontiguousarray(values.T[:, ~constant]).T, gene_ids[~constant]  # samples-major, one copy
 
 
-def load_gene_sets(gene_sets: Any, gene_ids: np.ndarray, *, min_size: int, max_size: int) -> tuple[int, GeneSetIndex]:
-    """Read gene sets and index them against ``gene_ids``; returns (sets read, index)."""
+def load_gene_sets(gene_sets: Any, gene_ids: np.ndarray, *, min_size: int, max_size: int,
+                   allow_full: bool = False) -> tuple[int, GeneSetIndex]:
+    """Read gene sets and index them against ``gene_ids`` as they are read (only the sets
+    within the size bounds are kept); returns (sets read, index). A set holding every
+    gene is refused, unless ``allow_full`` (ORA gives it p = 1)."""
     if gene_sets is None:
-        raise OptionError("gene_sets is required: give GMT/GMX file(s) or a mapping of set name to genes")
-    sets = read_gene_sets(gene_sets)
-    index = build_gene_set_index(sets, list(gene_ids), min_size=min_size, max_size=max_size)
+        raise OptionError(f"{option('gene_sets')} is required: give GMT/GMX file(s) or a mapping of set name to genes")
+    index = build_gene_set_index(iter_gene_sets(gene_sets), gene_ids, min_size=min_size, max_size=max_size)
     full = np.flatnonzero(index.sizes >= len(gene_ids))
-    if full.size:
-        raise InputError(f"gene set {index.names[full[0]]!r} contains every analysed gene; "
-                         "an enrichment score needs genes outside the set")
-    return len(sets), index
+    if full.size and not allow_full:
+        raise InputError(f"{index.sources[full[0]]}: gene set {index.names[full[0]]!r} contains all "
+                         f"{len(gene_ids)} analysed genes; an enrichment score needs genes outside the set: "
+                         "check that the expression data or ranked list is complete")
+    return index.n_read, index
 
 
 # ---- running permutations ------------------------------------------------------------------

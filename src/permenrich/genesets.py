@@ -8,13 +8,14 @@ Python objects.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from permenrich.errors import InputError, OptionError
+from permenrich.errors import InputError, OptionError, option
 from permenrich.io.genesets import GeneSet
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,11 @@ class GeneSetIndex:
         int32, members found in the data (the size used by the statistics).
     sizes_original : numpy.ndarray
         int32, unique genes as read, before dropping those absent from the data.
+    sources : numpy.ndarray or None
+        dtype object: the file (or ``"<dict>"``) each set came from, for messages.
+    n_read, n_too_small, n_too_large : int
+        Sets read, and those dropped for having fewer than ``min_size`` or more than
+        ``max_size`` genes in the data (0 for an index built by hand).
     """
 
     names: np.ndarray
@@ -47,6 +53,10 @@ class GeneSetIndex:
     offsets: np.ndarray
     sizes: np.ndarray
     sizes_original: np.ndarray
+    sources: np.ndarray | None = None
+    n_read: int = 0
+    n_too_small: int = 0
+    n_too_large: int = 0
 
     @property
     def n_sets(self) -> int:
@@ -86,18 +96,20 @@ class GeneSetIndex:
 
 
 def build_gene_set_index(
-    gene_sets: list[GeneSet],
+    gene_sets: Iterable[GeneSet],
     gene_ids: Sequence[str] | np.ndarray,
     *,
     min_size: int = 15,
     max_size: int = 500,
 ) -> GeneSetIndex:
-    """Map gene sets onto the expression gene order and filter them by size.
+    """Map gene sets onto the expression gene order and keep those within the size bounds.
 
     Parameters
     ----------
-    gene_sets : list of GeneSet
-        As read by :func:`permenrich.io.read_gene_sets`.
+    gene_sets : iterable of GeneSet
+        As read by :func:`permenrich.io.read_gene_sets`, or streamed by
+        :func:`permenrich.io.iter_gene_sets`: each set is mapped as it arrives and only
+        kept sets are held, so memory follows the kept sets, not the collection.
     gene_ids : sequence of str
         Expression gene ids, unique (collapse duplicates first). Matching is exact and
         case-sensitive.
@@ -108,7 +120,8 @@ def build_gene_set_index(
     Returns
     -------
     GeneSetIndex
-        Kept sets, in input order.
+        Kept sets, in input order, with the counts read and dropped (``n_read``,
+        ``n_too_small``, ``n_too_large``).
 
     Raises
     ------
@@ -122,49 +135,114 @@ def build_gene_set_index(
     if genes.has_duplicates:
         raise InputError(
             f"gene ids must be unique to index gene sets, but {genes[genes.duplicated()][0]!r} repeats; "
-            "collapse duplicates first (collapse_duplicates)"
+            f"collapse duplicates first (collapse_duplicates)"
         )
-    n_read = len(gene_sets)
-    if n_read == 0:
+    row_of = {gene: row for row, gene in enumerate(genes)}
+    census = _Census()
+    names: list[str] = []
+    descriptions: list[str] = []
+    sources: list[str] = []
+    sizes: list[int] = []
+    sizes_original: list[int] = []
+    members = array("i")
+    for gene_set in gene_sets:
+        found = row_of.keys() & gene_set.genes  # walks the set's genes, not the data's
+        size = census.add(gene_set, len(found), row_of, min_size, max_size)
+        if min_size <= size <= max_size:
+            names.append(gene_set.name)
+            descriptions.append(gene_set.description)
+            sources.append(gene_set.source)
+            sizes.append(size)
+            sizes_original.append(len(set(gene_set.genes)))  # kept sets only: readers' sets are unique already
+            members.extend(sorted(map(row_of.__getitem__, found)))
+    if census.n_read == 0:
         raise InputError("no gene sets given")
-    unique_genes = [list(dict.fromkeys(gs.genes)) for gs in gene_sets]
-    sizes_original = np.fromiter((len(g) for g in unique_genes), dtype=np.int64, count=n_read)
-    flat = np.fromiter(
-        (g for genes_of_set in unique_genes for g in genes_of_set), dtype=object, count=int(sizes_original.sum())
-    )
-    owner = np.repeat(np.arange(n_read, dtype=np.int64), sizes_original)
-    rows = genes.get_indexer(flat)
-    found = rows >= 0
-    # One sort of (set, row) keys orders every set's members and drops repeats at once.
-    keys = np.unique(owner[found] * max(len(genes), 1) + rows[found])
-    key_set, key_row = np.divmod(keys, max(len(genes), 1))
-    sizes_all = np.bincount(key_set, minlength=n_read)
-
-    keep = (sizes_all >= min_size) & (sizes_all <= max_size)
-    n_kept = int(keep.sum())
-    if n_kept == 0:
-        raise InputError(_no_set_message(gene_sets, genes, flat, sizes_all, min_size, max_size))
-    if n_kept < n_read:
-        n_small = int((sizes_all < min_size).sum())
-        n_large = int((sizes_all > max_size).sum())
+    if not names:
+        raise InputError(census.no_set_message(genes, min_size, max_size))
+    if len(names) < census.n_read:
         logger.info(
             "kept %d of %d gene sets; excluded %d with fewer than %d and %d with more than %d genes in the data",
-            n_kept, n_read, n_small, min_size, n_large, max_size,
+            len(names), census.n_read, census.n_too_small, min_size, census.n_too_large, max_size,
         )
-    in_kept = keep[key_set]
-    members = np.ascontiguousarray(key_row[in_kept], dtype=np.int32)
-    sizes = sizes_all[keep].astype(np.int32)
-    offsets = np.zeros(n_kept + 1, dtype=np.int64)
+    offsets = np.zeros(len(names) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
-    kept_sets = [gs for gs, k in zip(gene_sets, keep) if k]
     return GeneSetIndex(
-        names=np.array([gs.name for gs in kept_sets], dtype=object),
-        descriptions=np.array([gs.description for gs in kept_sets], dtype=object),
-        members=members,
+        names=np.array(names, dtype=object),
+        descriptions=np.array(descriptions, dtype=object),
+        members=np.frombuffer(members, dtype=np.int32).copy() if members else np.zeros(0, dtype=np.int32),
         offsets=offsets,
-        sizes=sizes,
-        sizes_original=sizes_original[keep].astype(np.int32),
+        sizes=np.array(sizes, dtype=np.int32),
+        sizes_original=np.array(sizes_original, dtype=np.int32),
+        sources=np.array(sources, dtype=object),
+        n_read=census.n_read,
+        n_too_small=census.n_too_small,
+        n_too_large=census.n_too_large,
     )
+
+
+@dataclass
+class _Census:
+    """What the size filter saw of every set read, in constant memory (a few example
+    genes, one entry per source file): the counts for run.json and the facts the "no
+    gene set left" message needs."""
+
+    n_read: int = 0
+    n_too_small: int = 0
+    n_too_large: int = 0
+    size_min: int = 0
+    size_max: int = 0
+    n_members: int = 0
+    sources: dict[str, None] = field(default_factory=dict)
+    example_genes: list[str] = field(default_factory=list)
+    case_matches: int = 0
+    _upper_ids: set[str] | None = None
+
+    def add(self, gene_set: GeneSet, size: int, row_of: dict[str, int], min_size: int, max_size: int) -> int:
+        """Count one set with ``size`` genes in the data; returns ``size``."""
+        self.size_min = size if self.n_read == 0 else min(self.size_min, size)
+        self.size_max = max(self.size_max, size)
+        self.n_read += 1
+        self.n_too_small += size < min_size
+        self.n_too_large += size > max_size
+        self.n_members += len(gene_set.genes)
+        self.sources.setdefault(gene_set.source)
+        if len(self.example_genes) < 3:
+            self.example_genes.extend(g for g in gene_set.genes[: 3 - len(self.example_genes)])
+        if self.size_max == 0:
+            # While no gene has matched exactly, count matches ignoring case for the hint;
+            # once one matches, that hint is never given, so stop paying for it.
+            if self._upper_ids is None:
+                self._upper_ids = {str(g).upper() for g in row_of}
+            self.case_matches += sum(g.upper() in self._upper_ids for g in set(gene_set.genes))
+        return size
+
+    def no_set_message(self, genes: pd.Index, min_size: int, max_size: int) -> str:
+        sources = list(self.sources)
+        where = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
+        message = (
+            f"{where}: no gene set left: {self.n_read} gene sets read, with {self.size_min} to "
+            f"{self.size_max} genes found in the data, but sizes must lie in [{min_size}, {max_size}]"
+        )
+        if self.n_members == 0:
+            return message + "; every set is empty: check the gene-set files"
+        if self.size_max == 0:
+            example = (
+                f" (data ids look like {', '.join(repr(str(g)) for g in genes[:3])}; "
+                f"set genes like {', '.join(repr(str(g)) for g in self.example_genes)})"
+            )
+            if self.case_matches:
+                return message + (
+                    f"; no gene matches exactly, but {self.case_matches} set members would ignoring case{example}: "
+                    "make the case of gene ids agree (e.g. human symbols are upper case)"
+                )
+            return message + (
+                f"; no gene id of the data is in any set{example}: check the gene id type (e.g. probe ids vs "
+                f"symbols; pass {option('chip')} to map probes to symbols)"
+            )
+        return message + (
+            f"; check the gene id type (e.g. probe ids vs symbols; {option('chip')} maps probes) or change "
+            f"{option('min_size')}/{option('max_size')}"
+        )
 
 
 def _check_sizes(min_size: int, max_size: int) -> None:
@@ -172,42 +250,6 @@ def _check_sizes(min_size: int, max_size: int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise OptionError(f"{name} must be an integer, got {value!r}")
     if min_size < 1:
-        raise OptionError(f"min_size (--min-size) must be at least 1, got {min_size}")
+        raise OptionError(f"{option('min_size')} must be at least 1, got {min_size}")
     if max_size < min_size:
-        raise OptionError(f"max_size (--max-size) must be >= min_size ({min_size}), got {max_size}")
-
-
-def _no_set_message(
-    gene_sets: list[GeneSet],
-    genes: pd.Index,
-    flat: np.ndarray,
-    sizes_all: np.ndarray,
-    min_size: int,
-    max_size: int,
-) -> str:
-    sources = list(dict.fromkeys(gs.source for gs in gene_sets))
-    where = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
-    message = (
-        f"{where}: no gene set left: {len(gene_sets)} gene sets read, with {int(sizes_all.min())} to "
-        f"{int(sizes_all.max())} genes found in the data, but sizes must lie in [{min_size}, {max_size}]"
-    )
-    if flat.size == 0:
-        return message + "; every set is empty: check the gene-set files"
-    if sizes_all.max() == 0:
-        example = (
-            f" (data ids look like {', '.join(repr(str(g)) for g in genes[:3])}; "
-            f"set genes like {', '.join(repr(str(g)) for g in flat[:3])})"
-        )
-        upper_hits = pd.Index(genes.astype(str).str.upper()).get_indexer(pd.Index(flat.astype(str)).str.upper()) >= 0
-        if upper_hits.any():
-            return message + (
-                f"; no gene matches exactly, but {int(upper_hits.sum())} set members would ignoring case{example}: "
-                "make the case of gene ids agree (e.g. human symbols are upper case)"
-            )
-        return message + (
-            f"; no gene id of the data is in any set{example}: check the gene id type (e.g. probe ids vs "
-            "symbols; pass --chip to map probes to symbols)"
-        )
-    return message + (
-        "; check the gene id type (e.g. probe ids vs symbols; --chip maps probes) or change --min-size/--max-size"
-    )
+        raise OptionError(f"{option('max_size')} must be >= {option('min_size')} ({min_size}), got {max_size}")

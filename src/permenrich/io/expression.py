@@ -136,6 +136,27 @@ def _read_text(path: Path) -> str:
         return raw.decode("latin-1")
 
 
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text without the line ending)`` of each line, one at a time.
+
+    The streaming form of ``_split_lines(_read_text(path))``: gzip if the name ends in
+    .gz; lines end at ``\\n`` or ``\\r\\n`` only; each line is UTF-8 or, failing that,
+    Latin-1 (decided per line, since earlier lines may already have been used).
+    """
+    try:
+        with gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                raw = raw[:-1] if raw.endswith(b"\n") else raw
+                raw = raw[:-1] if raw.endswith(b"\r") else raw
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    line = raw.decode("latin-1")
+                yield number, line.removeprefix("\ufeff") if number == 1 else line
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read the file ({exc}); check that it is complete and readable") from exc
+
+
 def _preview(items: Sequence[Any], limit: int = 5) -> str:
     """``'a', 'b', 'c', ... (12 in all)`` for messages."""
     items = list(items)

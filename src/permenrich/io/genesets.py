@@ -1,18 +1,23 @@
-"""Gene-set collections: GMT, GMX, and in-memory dicts."""
+"""Gene-set collections: GMT, GMX, and in-memory dicts.
+
+:func:`iter_gene_sets` yields sets one at a time (a GMT is read line by line), so that
+:func:`permenrich.genesets.build_gene_set_index` keeps only the sets within the size
+bounds: a collection of a million sets is never held in memory.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from permenrich.errors import InputError
-from permenrich.io.expression import _existing_file, _format_suffix, _read_text, _split_lines
+from permenrich.io.expression import _existing_file, _format_suffix, _read_text, _split_lines, _text_lines
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GeneSet", "read_gmt", "read_gmx", "read_gene_sets"]
+__all__ = ["GeneSet", "iter_gene_sets", "read_gmt", "read_gmx", "read_gene_sets"]
 
 
 @dataclass
@@ -37,8 +42,9 @@ class GeneSet:
     source: str
 
 
-# (set, "file line N" / "file column N") pairs: places are kept for duplicate-name messages.
-_Located = list[tuple[GeneSet, str]]
+# (set, "file line N" / "file column N"): the place is for duplicate-name messages.
+_Located = Iterator[tuple[GeneSet, str]]
+GeneSetSources = str | Path | Sequence[str | Path] | Mapping[str, Iterable[str]] | Sequence[GeneSet]
 
 
 def read_gmt(path: str | Path) -> list[GeneSet]:
@@ -60,9 +66,7 @@ def read_gmt(path: str | Path) -> list[GeneSet]:
         A line with fewer than two fields or an empty name, a set name used twice
         (compared case-insensitively, as GSEA does), or no set at all.
     """
-    located = _read_gmt_located(path)
-    _check_unique_names(located)
-    return [gene_set for gene_set, _ in located]
+    return list(_unique_names(lambda: _gmt_sets(path)))
 
 
 def read_gmx(path: str | Path) -> list[GeneSet]:
@@ -85,14 +89,10 @@ def read_gmx(path: str | Path) -> list[GeneSet]:
         Fewer than two rows, a column with genes but no name, a repeated set name, or no
         set at all.
     """
-    located = _read_gmx_located(path)
-    _check_unique_names(located)
-    return [gene_set for gene_set, _ in located]
+    return list(_unique_names(lambda: _gmx_sets(path)))
 
 
-def read_gene_sets(
-    sources: str | Path | Sequence[str | Path] | Mapping[str, Iterable[str]] | Sequence[GeneSet],
-) -> list[GeneSet]:
+def read_gene_sets(sources: GeneSetSources) -> list[GeneSet]:
     """Read gene sets from one or more files, or take them from a dict.
 
     Parameters
@@ -111,39 +111,88 @@ def read_gene_sets(
     InputError
         Any file error (see :func:`read_gmt`, :func:`read_gmx`), a set name that appears
         twice anywhere (case-insensitive), or no set at all.
+
+    See Also
+    --------
+    iter_gene_sets : the same sets one at a time, without holding them all.
+    """
+    return list(iter_gene_sets(sources))
+
+
+def iter_gene_sets(sources: GeneSetSources) -> Iterator[GeneSet]:
+    """The sets of :func:`read_gene_sets`, one at a time.
+
+    Parameters
+    ----------
+    sources : path, list of paths, dict or list of GeneSet
+        As for :func:`read_gene_sets`.
+
+    Yields
+    ------
+    GeneSet
+        In the order of :func:`read_gene_sets`. A GMT is read line by line; only the
+        names seen so far are kept (to refuse duplicates), so memory does not grow with
+        the sets' genes.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_gene_sets`, when the offending set is reached (no source at all:
+        at once).
     """
     if isinstance(sources, Mapping):
-        located = _from_mapping(sources)
+        items: Mapping[str, Iterable[str]] | list = sources
     else:
         items = [sources] if isinstance(sources, (str, Path, GeneSet)) else list(sources)
         if not items:
             raise InputError("no gene-set source given; pass at least one GMT/GMX file")
-        located = []
-        for item in items:
-            if isinstance(item, GeneSet):
-                located.append((item, item.source))
-            elif isinstance(item, (str, Path)):
-                reader = _read_gmx_located if _format_suffix(Path(item)) == ".gmx" else _read_gmt_located
-                located.extend(reader(item))
-            else:
-                raise InputError(
-                    "gene-set sources must be paths, a dict of name -> genes, or GeneSet objects; "
-                    f"got {type(item).__name__}"
-                )
-    _check_unique_names(located)
-    return [gene_set for gene_set, _ in located]
+    return _unique_names(lambda: _located(items))
+
+
+def _located(items: Mapping[str, Iterable[str]] | list) -> _Located:
+    if isinstance(items, Mapping):
+        yield from _from_mapping(items)
+        return
+    for item in items:
+        if isinstance(item, GeneSet):
+            yield item, item.source
+        elif isinstance(item, (str, Path)):
+            yield from (_gmx_sets if _format_suffix(Path(item)) == ".gmx" else _gmt_sets)(item)
+        else:
+            raise InputError(
+                "gene-set sources must be paths, a dict of name -> genes, or GeneSet objects; "
+                f"got {type(item).__name__}"
+            )
+
+
+def _unique_names(located: Callable[[], _Located]) -> Iterator[GeneSet]:
+    """The sets of ``located()``, refusing a name seen before (case-insensitively, as
+    GSEA does). Only the names are kept; the first place of a repeated name is found by
+    reading the sources again, on that error path only."""
+    seen: set[str] = set()
+    for gene_set, place in located():
+        key = gene_set.name.upper()
+        if key in seen:
+            first, first_place = next((s, p) for s, p in located() if s.name.upper() == key)
+            raise InputError(
+                f"gene-set name {gene_set.name!r} ({place}) duplicates {first.name!r} ({first_place}); "
+                "names are compared case-insensitively, rename or remove one"
+            )
+        seen.add(key)
+        yield gene_set
 
 
 def _unique(genes: Iterable[str]) -> list[str]:
     """Strip, drop empties, keep the first of repeats, in order."""
-    return list(dict.fromkeys(g for g in (str(x).strip() for x in genes) if g))
+    unique = dict.fromkeys(map(str.strip, map(str, genes)))  # C-level loops: a GMT may hold 1e8 genes
+    unique.pop("", None)
+    return list(unique)
 
 
-def _read_gmt_located(path: str | Path) -> _Located:
+def _gmt_sets(path: str | Path) -> _Located:
     where = str(path)
-    lines = _split_lines(_read_text(_existing_file(path, "GMT")))
-    located: _Located = []
-    for line_number, line in enumerate(lines, start=1):
+    n_sets = 0
+    for line_number, line in _text_lines(_existing_file(path, "GMT")):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split("\t")
@@ -155,14 +204,16 @@ def _read_gmt_located(path: str | Path) -> _Located:
         name = fields[0].strip()
         if not name:
             raise InputError(f"{where}: line {line_number}, column 1: gene-set name is empty")
-        gene_set = GeneSet(name=name, description=fields[1].strip(), genes=_unique(fields[2:]), source=where)
-        located.append((gene_set, f"{where} line {line_number}"))
-    if not located:
+        n_sets += 1
+        yield GeneSet(name=name, description=fields[1].strip(), genes=_unique(fields[2:]), source=where), (
+            f"{where} line {line_number}"
+        )
+    if not n_sets:
         raise InputError(f"{where}: no gene sets found; expected one 'name<tab>description<tab>genes...' per line")
-    return located
 
 
-def _read_gmx_located(path: str | Path) -> _Located:
+def _gmx_sets(path: str | Path) -> _Located:
+    # Sets are columns: the whole file is needed before the first set is complete.
     where = str(path)
     lines = _split_lines(_read_text(_existing_file(path, "GMX")))
     while lines and not lines[-1].strip():
@@ -174,7 +225,7 @@ def _read_gmx_located(path: str | Path) -> _Located:
         )
     rows = [line.split("\t") for line in lines]
     n_columns = max(len(row) for row in rows)
-    located: _Located = []
+    n_sets = 0
     for column in range(n_columns):
         cells = [row[column].strip() if column < len(row) else "" for row in rows]
         name, genes = cells[0], cells[2:]
@@ -184,15 +235,15 @@ def _read_gmx_located(path: str | Path) -> _Located:
                     f"{where}: line 1, column {column + 1}: gene-set name is empty but the column has content"
                 )
             continue  # a wholly empty column (trailing tabs)
-        gene_set = GeneSet(name=name, description=cells[1], genes=_unique(genes), source=where)
-        located.append((gene_set, f"{where} column {column + 1}"))
-    if not located:
+        n_sets += 1
+        yield GeneSet(name=name, description=cells[1], genes=_unique(genes), source=where), (
+            f"{where} column {column + 1}"
+        )
+    if not n_sets:
         raise InputError(f"{where}: no gene sets found; expected set names on line 1")
-    return located
 
 
 def _from_mapping(sources: Mapping[str, Iterable[str]]) -> _Located:
-    located: _Located = []
     for name, genes in sources.items():
         if isinstance(genes, (str, bytes)) or not isinstance(genes, Iterable):
             raise InputError(
@@ -200,22 +251,6 @@ def _from_mapping(sources: Mapping[str, Iterable[str]]) -> _Located:
             )
         if not str(name).strip():
             raise InputError("<dict>: a gene-set name is empty")
-        gene_set = GeneSet(name=str(name).strip(), description="", genes=_unique(genes), source="<dict>")
-        located.append((gene_set, "<dict>"))
-    if not located:
+        yield GeneSet(name=str(name).strip(), description="", genes=_unique(genes), source="<dict>"), "<dict>"
+    if not sources:
         raise InputError("<dict>: no gene sets given")
-    return located
-
-
-def _check_unique_names(located: _Located) -> None:
-    """Set names must be unique, case-insensitively (GSEA rejects such duplicates too)."""
-    first_place: dict[str, tuple[str, str]] = {}
-    for gene_set, place in located:
-        key = gene_set.name.upper()
-        if key in first_place:
-            other_name, other_place = first_place[key]
-            raise InputError(
-                f"gene-set name {gene_set.name!r} ({place}) duplicates {other_name!r} ({other_place}); "
-                "names are compared case-insensitively, rename or remove one"
-            )
-        first_place[key] = (gene_set.name, place)
