@@ -1,14 +1,41 @@
 """permenrich: permutation-heavy gene-set enrichment on CPU and GPU.
 
-The public entry points are re-exported here; see :func:`permenrich.gsea`.
+The public entry points are re-exported here; see :func:`permenrich.gsea`. They are
+imported on first use (PEP 562), so that ``import permenrich.cli`` stays light: the
+command line then imports NumPy, pandas and Numba inside ``main()``, where Ctrl-C is
+one line instead of a traceback.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
+from .errors import InputError, OptionError, PermenrichError
+
 __version__ = "0.1.0"
 
-from .api import contrasts, genes, gsea, ora, prerank, write_results  # noqa: E402
-from .errors import InputError, OptionError, PermenrichError  # noqa: E402
+_LAZY = {name: ".api" for name in ("contrasts", "genes", "gsea", "ora", "prerank", "write_results")}
 
 __all__ = ["InputError", "OptionError", "PermenrichError", "__version__", "contrasts", "genes", "gsea", "ora", "prerank",
            "write_results"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public function, or a submodule (``permenrich.api``, ``permenrich.io``, ...),
+    on first access."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
