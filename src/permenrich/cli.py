@@ -1,7 +1,12 @@
 """Command line: ``permenrich gsea|prerank|genes|ora|demo``, mirroring :mod:`permenrich.api`.
 
 User mistakes (:class:`PermenrichError`) become one line on stderr and exit status 2;
-nothing is written to the output directory unless the run completes.
+Ctrl-C or SIGTERM one line and exit status 130. The output folder appears whole when the
+run completes, or not at all (:mod:`permenrich.io.output`); the run holds its lock from
+start to end, so a second run on the same ``--out`` is refused.
+
+This module imports only the standard library at import time: NumPy, pandas and Numba
+are imported inside :func:`main`, where an interrupt is handled.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -18,7 +24,6 @@ from typing import TextIO
 
 from . import __version__
 from .errors import PermenrichError
-from .io.output import check_output_dir
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -98,6 +103,10 @@ def _add_set_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-size", type=int, default=500, help="largest set size in the data (default 500)")
 
 
+OUT_HELP = ("output folder: new, empty, or an earlier permenrich output, which is replaced as a whole "
+            "when the run completes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="permenrich", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"permenrich {__version__}")
@@ -113,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--set-statistic", default="ks", help="ks (weighted running sum, default), mean, maxmean")
     g.add_argument("--weight", type=float, default=1.0, help="running-sum weight p: 0, 1, 1.5 or 2 (default 1)")
     _add_contrast_options(g)
-    g.add_argument("--out", required=True, help="output directory")
+    g.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(g, permutations=1000)
 
     p = sub.add_parser("prerank", help="preranked GSEA with the gene-set permutation null",
@@ -123,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_options(p)
     p.add_argument("--set-statistic", default="ks", help="ks (weighted running sum, default), mean, maxmean")
     p.add_argument("--weight", type=float, default=1.0, help="running-sum weight p (default 1)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(p, permutations=1000)
 
     n = sub.add_parser("genes", help="per-gene permutation tests with maxT (FWER) adjustment",
@@ -134,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="welch_t (default), student_t, mann_whitney, pearson, spearman, or a GSEA metric")
     n.add_argument("--alternative", default="two-sided", help="two-sided (default), greater, less")
     _add_contrast_options(n)
-    n.add_argument("--out", required=True, help="output directory")
+    n.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(n, permutations=10000)
 
     o = sub.add_parser("ora", help="over-representation: gene list, or altered genes with a permutation null",
@@ -149,13 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--top", type=int, help="expression mode: the N most extreme genes are 'altered'")
     o.add_argument("--fdr", type=float, help="expression mode: genes with BH q < FDR are 'altered'")
     o.add_argument("--direction", default="both", help="up, down or both (default)")
-    o.add_argument("--out", required=True, help="output directory")
+    o.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(o, permutations=1000)
 
     d = sub.add_parser("demo", help="GSEA on the embedded SIMULATED VTE-like cohort",
                        description="Generates (once) a SIMULATED cohort shaped like public VTE whole-blood "
                                    "studies and runs GSEA with JAK-STAT gene sets.")
-    d.add_argument("--out", default="demo_out", help="output directory (default demo_out)")
+    d.add_argument("--out", default="demo_out", help=OUT_HELP + " (default demo_out)")
     d.add_argument("--permutations", type=int, default=10000, help="permutations (default 10000)")
     d.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
@@ -201,14 +210,14 @@ def _add_contrast_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--contrasts", help="TSV of contrasts (name, groupby, case, control; control may be 'rest'): "
                                            "all run over one read of the data; OUT/results.tsv has a contrast column "
-                                           "and OUT/<name>.tsv each contrast")
+                                           "and OUT/<file>.tsv each contrast (run.json's contrast_files maps names "
+                                           "to files)")
     group.add_argument("--one-vs-rest", help="group column: every level against all other samples")
 
 
 def _run_contrasts(args: argparse.Namespace, mode: str, **mode_options: object) -> int:
     from .api import contrasts
 
-    check_output_dir(args.out, create=False)
     expression = _expression_kwargs(args)
     for key in ("groupby", "case", "control"):
         expression.pop(key)
@@ -231,11 +240,13 @@ def _report(table: object, out: str, what: str) -> None:
 
     paths = write_results(table, out)
     run = table.attrs["run"]  # type: ignore[attr-defined]
+    contrast_tables = len(table.attrs.get("per_contrast") or {})  # type: ignore[attr-defined]
+    written = (f"wrote {Path(paths['results']).parent} (results.tsv, run.json and {contrast_tables} contrast tables)"
+               if contrast_tables else f"wrote {paths['results']} and {paths['run']}")
     plan = run.get("permutation_plan") or {}
     exact = " (exact enumeration of all labellings)" if plan.get("exact_enumeration") else ""
     permutations = f", {plan['permutations']} permutations{exact}" if plan else ""
-    print(f"{len(table)} {what}{permutations}, {run['timings']['total_seconds']:.1f}s; "  # type: ignore[arg-type]
-          f"wrote {paths['results']} and {paths['run']}")
+    print(f"{len(table)} {what}{permutations}, {run['timings']['total_seconds']:.1f}s; {written}")
 
 
 def _run_gsea(args: argparse.Namespace) -> int:
@@ -245,7 +256,6 @@ def _run_gsea(args: argparse.Namespace) -> int:
         return _run_contrasts(args, "gsea", metric=args.metric, set_statistic=args.set_statistic, weight=args.weight,
                               min_size=args.min_size, max_size=args.max_size)
     phenotype = _phenotype_source(args)
-    check_output_dir(args.out, create=False)  # fail before any compute, create nothing yet
     table = gsea(args.expr, phenotype, args.gene_sets, metric=args.metric, set_statistic=args.set_statistic,
                  weight=args.weight, min_size=args.min_size, max_size=args.max_size, **_expression_kwargs(args),
                  **_run_kwargs(args))
@@ -256,7 +266,6 @@ def _run_gsea(args: argparse.Namespace) -> int:
 def _run_prerank(args: argparse.Namespace) -> int:
     from .api import prerank
 
-    check_output_dir(args.out, create=False)
     table = prerank(args.rnk, args.gene_sets, set_statistic=args.set_statistic, weight=args.weight,
                     min_size=args.min_size, max_size=args.max_size, duplicates=args.duplicates,
                     **_run_kwargs(args))
@@ -270,7 +279,6 @@ def _run_genes(args: argparse.Namespace) -> int:
     if args.contrasts or args.one_vs_rest:
         return _run_contrasts(args, "genes", metric=args.metric, alternative=args.alternative)
     phenotype = _phenotype_source(args)
-    check_output_dir(args.out, create=False)
     table = genes(args.expr, phenotype, metric=args.metric, alternative=args.alternative,
                   **_expression_kwargs(args), **_run_kwargs(args))
     _report(table, args.out, "genes")
@@ -282,7 +290,6 @@ def _run_ora(args: argparse.Namespace) -> int:
 
     expression_mode = args.gene_list is None
     phenotype = _phenotype_source(args) if expression_mode else None
-    check_output_dir(args.out, create=False)
     table = ora(args.gene_list, args.gene_sets, universe=args.universe, expr=args.expr, phenotype=phenotype,
                 metric=args.metric, top=args.top, fdr=args.fdr, direction=args.direction,
                 min_size=args.min_size, max_size=args.max_size, **_expression_kwargs(args), **_run_kwargs(args))
@@ -304,23 +311,52 @@ _COMMANDS = {"gsea": _run_gsea, "prerank": _run_prerank, "genes": _run_genes, "o
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``permenrich`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``permenrich`` command; returns the exit status.
+
+    Everything runs inside one ``try``, the imports of the numerical stack included, so
+    that Ctrl-C (or SIGTERM) at any moment is one line and status 130, and every user
+    mistake one line and status 2.
+    """
     previous_handler = _interrupt_on_sigterm()
+    out, before = None, None
     try:
-        with _cli_logging(args.quiet):
+        args = build_parser().parse_args(argv)
+        from .io.output import check_output_dir, output_lock
+
+        # Fail before any computing: an unusable --out, or one another run is writing to.
+        out = check_output_dir(args.out, create=False)
+        before = _folder_identity(out)
+        with output_lock(out), _cli_logging(args.quiet):
             return _COMMANDS[args.command](args)
     except PermenrichError as error:
         print(f"permenrich: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        # Outputs are written atomically at the very end, so nothing partial is left.
-        print("permenrich: interrupted; no output was written", file=sys.stderr)
+        print(f"permenrich: {_interrupted(out, before)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _folder_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _interrupted(out: Path | None, before: tuple[int, int] | None) -> str:
+    """What an interrupted run left, said truthfully. An output is published by renaming a
+    new folder into place, and this run held the folder's lock throughout: the folder is
+    ours exactly when its identity changed."""
+    after = None if out is None else _folder_identity(out)
+    if after is not None and after != before:
+        return f"interrupted after the output was complete; wrote {out}"
+    if before is not None:
+        return f"interrupted; no output was written; {out} is untouched"
+    return "interrupted; no output was written"
 
 
 def _interrupt_on_sigterm() -> object:

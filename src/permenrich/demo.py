@@ -556,7 +556,9 @@ def run_demo(
     Parameters
     ----------
     out_dir
-        Where ``results.tsv`` and ``run.json`` are written.
+        Where ``results.tsv`` and ``run.json`` are written, both at once
+        (:func:`permenrich.write_results`): a missing or empty folder, or an earlier
+        permenrich output, which is replaced as a whole.
     permutations, seed, threads
         Passed to :func:`permenrich.api.gsea` (metric ``signal_to_noise``).
     quiet
@@ -583,7 +585,9 @@ def run_demo(
         Missing gene-set file, an unrelated file in the cohort's place, bad options.
     """
     from .api import gsea, write_results
+    from .io.output import check_output_dir
 
+    check_output_dir(out_dir, create=False)  # an unusable out_dir fails now, not after the run
     folder = Path(data_dir) if data_dir is not None else _default_cohort_dir()
     cohort, cohort_seed, cohort_genes = _ensure_cohort(folder)
     gene_sets = demo_gene_sets(seed=cohort_seed, n_genes=cohort_genes)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,15 +19,50 @@ from .._pipeline import (
     parse_memory,
 )
 from ..errors import InputError
-from ..io import (
-    atomic_write_table,
-    atomic_write_text,
-    check_output_dir,
-    sample_annotation,
-)
+from ..io import sample_annotation
+from ..io.output import write_output_dir
 from ._shared import provenance
 from .genes import genes
 from .gsea import gsea
+
+
+# Names of the files beside the per-contrast tables, compared in lower case: macOS and
+# Windows file systems ignore case, so "A" and "a" must not share a file there either.
+_RESERVED_STEMS = ("results", "run")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_MAX_STEM = 100  # file names are limited to 255 bytes; leave room for suffixes
+
+
+def contrast_file_names(names: Iterable[str]) -> dict[str, str]:
+    """The file (``<stem>.tsv`` in the output folder) that holds each contrast's table.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Contrast names, distinct, in output order.
+
+    Returns
+    -------
+    dict of str to str
+        Contrast name -> file name. Runs of characters other than letters, digits, ``_``,
+        ``.`` and ``-`` become one ``_`` (``"CD4+/CD25 T Reg_vs_rest"`` ->
+        ``"CD4_CD25_T_Reg_vs_rest.tsv"``); leading and trailing ``.``, ``_`` and ``-``
+        are dropped (no hidden files); stems are cut to 100 characters; a stem that is
+        empty becomes ``contrast``. A stem already taken, ignoring case, by an earlier
+        contrast or by ``results`` / ``run`` (the run's own files) gets ``-2``, ``-3``,
+        ...: distinct names always get distinct files.
+    """
+    taken = set(_RESERVED_STEMS)
+    files = {}
+    for name in names:
+        stem = _UNSAFE.sub("_", name).strip("._-")[:_MAX_STEM].rstrip("._-") or "contrast"
+        candidate, number = stem, 1
+        while candidate.lower() in taken:
+            number += 1
+            candidate = f"{stem}-{number}"
+        taken.add(candidate.lower())
+        files[name] = f"{candidate}.tsv"
+    return files
 
 
 def read_contrasts(spec: Any, *, one_vs_rest: str | None = None, levels: list[str] | None = None) -> pd.DataFrame:
@@ -34,7 +70,8 @@ def read_contrasts(spec: Any, *, one_vs_rest: str | None = None, levels: list[st
 
     ``spec``: a TSV/CSV file or a DataFrame with those columns (``control`` may be
     ``rest``: every other level), or None with ``one_vs_rest`` naming a column whose
-    ``levels`` each become one contrast against the rest.
+    ``levels`` each become one contrast against the rest. Names may be any non-empty
+    text, distinct; :func:`contrast_file_names` maps them to file names.
     """
     if spec is None:
         if one_vs_rest is None:
@@ -45,22 +82,28 @@ def read_contrasts(spec: Any, *, one_vs_rest: str | None = None, levels: list[st
         table, where = spec.copy(), "<contrasts>"
     else:
         where = str(spec)
+        if Path(spec).is_dir():
+            raise InputError(f"{where}: expected a contrasts file, found a directory; give the file inside it")
         if not Path(spec).is_file():
             raise InputError(f"{where}: contrasts file not found")
-        table = pd.read_csv(spec, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
-                            keep_default_na=False, comment="#")
+        try:
+            table = pd.read_csv(spec, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
+                                keep_default_na=False, comment="#")
+        except (ValueError, OSError) as exc:  # ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
+            reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else (str(exc).splitlines() or [type(exc).__name__])[-1]
+            raise InputError(f"{where}: cannot read the contrasts table ({reason}); give a UTF-8 TSV (CSV for .csv) "
+                             "with the columns name, groupby, case, control") from exc
     table.columns = [str(c).strip().lower() for c in table.columns]
     missing = [c for c in ("name", "groupby", "case", "control") if c not in table.columns]
     if missing:
         raise InputError(f"{where}: contrasts need the columns name, groupby, case, control; missing {missing[0]!r}")
     if table.empty:
         raise InputError(f"{where}: no contrast listed")
+    for row, name in enumerate(table["name"], start=1):
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"{where}: contrast {row} has no name (got {name!r}); give every contrast a name")
     if table.name.duplicated().any():
         raise InputError(f"{where}: contrast name {table.name[table.name.duplicated()].iloc[0]!r} is used twice")
-    bad = table.name.str.contains(r"[^A-Za-z0-9_.-]", regex=True)
-    if bad.any():
-        raise InputError(f"{where}: contrast name {table.name[bad].iloc[0]!r} may hold only letters, digits, "
-                         "'_', '.' and '-' (it names an output file)")
     return table[["name", "groupby", "case", "control"]].reset_index(drop=True)
 
 
@@ -106,8 +149,10 @@ def contrasts(
     -------
     pandas.DataFrame
         The mode's results of all contrasts, with a leading ``contrast`` column;
-        ``attrs["run"]["contrasts"]`` holds each contrast's run provenance and
-        ``attrs["per_contrast"]`` each contrast's own table.
+        ``attrs["run"]["contrasts"]`` holds each contrast's run provenance,
+        ``attrs["run"]["contrast_files"]`` the file that :func:`write_results` gives each
+        contrast's table (:func:`contrast_file_names`) and ``attrs["per_contrast"]`` each
+        contrast's own table.
     """
     started = time.perf_counter()
     check_choice("mode", mode, ("gsea", "genes"))
@@ -127,6 +172,8 @@ def contrasts(
     if table is None:
         levels = sorted({v for v in annotations[one_vs_rest] if v != ""})
         table = read_contrasts(None, one_vs_rest=one_vs_rest, levels=levels)
+    # Before any permutation: every name gets its own file, whatever characters it holds.
+    files = contrast_file_names(table["name"])
     parts, runs, per_contrast = [], {}, {}
     for contrast in table.itertuples(index=False):
         labels = annotations.get(contrast.groupby)
@@ -159,28 +206,52 @@ def contrasts(
     combined.attrs["run"] = provenance(f"{mode} (contrasts)", {"mode": mode, "contrasts": table.to_dict("records"),
                                                                "memory_bytes": budget}, started,
                                         data={"expression": file_digest(expr) or {"object": type(expr).__name__},
-                                              **loaded.info}, contrasts=runs)
+                                              **loaded.info}, contrasts=runs, contrast_files=files)
     combined.attrs["per_contrast"] = per_contrast
     return combined
 
 
 def write_results(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``results.tsv`` and ``run.json`` into ``out_dir`` atomically.
+    """Write a run's output folder, all files at once: ``results.tsv``, ``run.json`` and,
+    for :func:`contrasts`, one table per contrast.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A result of :func:`gsea`, :func:`prerank`, :func:`genes`, :func:`ora` or
+        :func:`contrasts`; ``attrs["run"]`` becomes ``run.json`` and
+        ``attrs["per_contrast"]`` (if any) the per-contrast tables.
+    out_dir : str or PathLike
+        Output folder: missing, empty, or an earlier permenrich output (replaced as a
+        whole). The files are written into a temporary sibling folder and renamed into
+        place in one step (:func:`permenrich.io.output.write_output_dir`).
 
     Returns
     -------
-    dict with the paths written.
+    dict of str to pathlib.Path
+        ``results`` and ``run``, and each contrast's table under the contrast's name
+        (except contrasts named ``results`` or ``run``: their files are in run.json's
+        ``contrast_files``).
+
+    Raises
+    ------
+    OptionError
+        ``out_dir`` is not usable (see :func:`permenrich.io.check_output_dir`), another
+        run is writing to it, or writing failed (disk full, ...); the previous output is
+        then untouched.
+
+    Notes
+    -----
+    Per-contrast files are named by :func:`contrast_file_names` (the real names stay in
+    the tables' ``contrast`` column); run.json records the mapping as ``contrast_files``
+    and every file written as ``output.files``.
     """
-    out = check_output_dir(out_dir)
-    results_path = out / "results.tsv"
-    run_path = out / "run.json"
-    written = {}
-    # Per-contrast tables first: results.tsv and run.json, written last, mark a complete run.
-    for name, part in table.attrs.get("per_contrast", {}).items():
-        written[name] = out / f"{name}.tsv"
-        atomic_write_table(part, written[name])
-    atomic_write_table(table, results_path)
-    atomic_write_text(run_path, json.dumps(table.attrs.get("run", {}), indent=2, default=str) + "\n")
-    return {"results": results_path, "run": run_path, **written}
-
-
+    per_contrast = table.attrs.get("per_contrast") or {}
+    files = contrast_file_names(per_contrast)
+    run = dict(table.attrs.get("run") or {})  # a copy: the caller's attrs stay as they are
+    if per_contrast:
+        run["contrast_files"] = files
+    tables = {"results.tsv": table, **{files[name]: part for name, part in per_contrast.items()}}
+    out = write_output_dir(out_dir, tables, run)
+    return {**{name: out / files[name] for name in per_contrast}, "results": out / "results.tsv",
+            "run": out / "run.json"}

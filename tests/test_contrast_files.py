@@ -1,0 +1,102 @@
+"""Per-contrast output files: any contrast name (``CD4+/CD25 T Reg``, ``results``) gets
+its own safe file, the real name stays in the tables and run.json maps names to files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+anndata = pytest.importorskip("anndata", reason="the cells are an h5ad file: pip install anndata")
+
+from permenrich.api import read_contrasts  # noqa: E402
+from permenrich.cli import main  # noqa: E402
+from permenrich.errors import InputError  # noqa: E402
+from permenrich.modes.contrasts import contrast_file_names  # noqa: E402
+
+TREG = "CD4+/CD25 T Reg"  # as in scanpy's pbmc68k_reduced
+
+
+@pytest.fixture()
+def cells(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(3)
+    cell_type = np.array([TREG, "B", "results"] * 12)
+    values = rng.normal(size=(cell_type.size, 30)).astype(np.float32)
+    values[cell_type == TREG, :5] += 2.0
+    obs = pd.DataFrame({"cell_type": cell_type}, index=[f"c{i}" for i in range(cell_type.size)])
+    path = tmp_path / "cells.h5ad"
+    anndata.AnnData(X=values, obs=obs, var=pd.DataFrame(index=[f"G{i}" for i in range(30)])).write_h5ad(path)
+    return path
+
+
+def test_file_names_are_safe_distinct_and_keep_clear_of_the_run_files() -> None:
+    names = [f"{TREG}_vs_rest", "results", "RUN", "a b", "a/b", "A_B", "..", ".hidden", "x" * 300, "-", "ü"]
+    files = contrast_file_names(names)
+    assert files[f"{TREG}_vs_rest"] == "CD4_CD25_T_Reg_vs_rest.tsv"
+    assert files["results"] == "results-2.tsv" and files["RUN"] == "RUN-2.tsv"
+    assert [files[n] for n in ("a b", "a/b", "A_B")] == ["a_b.tsv", "a_b-2.tsv", "A_B-3.tsv"]
+    assert files[".."] == "contrast.tsv" and files["-"] == "contrast-2.tsv" and files["ü"] == "contrast-3.tsv"
+    assert files[".hidden"] == "hidden.tsv" and files["x" * 300] == "x" * 100 + ".tsv"
+    stems = [f.lower() for f in files.values()]
+    assert len(set(stems)) == len(names) and not {"results.tsv", "run.tsv"} & set(stems)
+
+
+def test_one_vs_rest_with_a_slash_in_a_cell_type(cells: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    status = main(["genes", "--expr", str(cells), "--one-vs-rest", "cell_type", "--permutations", "20",
+                   "--out", str(out), "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    assert "3 contrast tables" in capsys.readouterr().out
+    run = json.loads((out / "run.json").read_text())
+    assert run["contrast_files"] == {"B_vs_rest": "B_vs_rest.tsv", f"{TREG}_vs_rest": "CD4_CD25_T_Reg_vs_rest.tsv",
+                                     "results_vs_rest": "results_vs_rest.tsv"}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*run["contrast_files"].values(), "results.tsv",
+                                                           "run.json"])
+    combined = pd.read_csv(out / "results.tsv", sep="\t")
+    treg = pd.read_csv(out / "CD4_CD25_T_Reg_vs_rest.tsv", sep="\t")
+    assert f"{TREG}_vs_rest" in set(combined.contrast) and f"{TREG}_vs_rest" in run["contrasts"]
+    pd.testing.assert_frame_equal(
+        combined[combined.contrast == f"{TREG}_vs_rest"].drop(columns="contrast").reset_index(drop=True), treg)
+
+
+def test_contrasts_named_results_and_run_do_not_overwrite_the_run_files(cells: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    spec = tmp_path / "contrasts.tsv"
+    pd.DataFrame({"name": ["results", "run", TREG], "groupby": "cell_type", "case": [TREG, "B", TREG],
+                  "control": ["rest", "results", "B"]}).to_csv(spec, sep="\t", index=False)
+    out = tmp_path / "out"
+    status = main(["genes", "--expr", str(cells), "--contrasts", str(spec), "--permutations", "20",
+                   "--out", str(out), "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    run = json.loads((out / "run.json").read_text())
+    assert run["contrast_files"] == {"results": "results-2.tsv", "run": "run-2.tsv",
+                                     TREG: "CD4_CD25_T_Reg.tsv"}
+    assert run["command"] == "genes (contrasts)"
+    combined = pd.read_csv(out / "results.tsv", sep="\t")
+    assert list(dict.fromkeys(combined.contrast)) == ["results", "run", TREG]
+    assert len(pd.read_csv(out / "results-2.tsv", sep="\t")) == 30
+
+
+def test_contrast_names_may_hold_any_text_but_not_be_empty(tmp_path: Path) -> None:
+    spec = pd.DataFrame({"name": [TREG, "x"], "groupby": "g", "case": ["a", "b"], "control": "rest"})
+    assert list(read_contrasts(spec).name) == [TREG, "x"]
+    with pytest.raises(InputError, match=r"<contrasts>: contrast 2 has no name"):
+        read_contrasts(spec.assign(name=[TREG, "  "]))
+    path = tmp_path / "c.tsv"
+    path.write_text("name\tgroupby\tcase\tcontrol\n\tg\ta\trest\n")
+    with pytest.raises(InputError, match=r"c.tsv: contrast 1 has no name"):
+        read_contrasts(path)
+
+
+@pytest.mark.parametrize("content,expected", [(b"", "empty file"), (b"\xff\xfe\x00bad\n", "UTF-8")])
+def test_unreadable_contrast_file_is_one_line(cells: Path, tmp_path: Path, capsys, content, expected) -> None:
+    spec = tmp_path / "contrasts.tsv"
+    spec.write_bytes(content)
+    status = main(["genes", "--expr", str(cells), "--contrasts", str(spec), "--out", str(tmp_path / "out"),
+                   "--quiet"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and "contrasts.tsv: cannot read the contrasts table" in lines[0]
+    assert expected in lines[0]
