@@ -171,3 +171,106 @@ def test_more_bad_inputs(small_study, capsys, args, expected):
     lines = err.strip().splitlines()
     assert status == 2 and len(lines) == 1 and expected in lines[0], err
     assert not (small_study / "out").exists()
+
+
+def test_importing_the_cli_is_light():
+    """The console script imports permenrich.cli before main() can catch Ctrl-C: it must
+    not pull in the numerical stack (seconds of imports) at that point."""
+    import subprocess
+    import sys
+
+    code = "import permenrich.cli, sys; print('numba' in sys.modules, 'pandas' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_lazy_package_keeps_every_public_name():
+    import permenrich
+
+    for name in permenrich.__all__:
+        assert getattr(permenrich, name) is not None, name
+    assert permenrich.__version__ == "0.1.0" and permenrich.api.gsea is permenrich.gsea
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        permenrich.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("where", ["parsing", "command"])
+def test_interrupt_anywhere_in_main_is_one_line_exit_130(small_study, capsys, monkeypatch, where):
+    import permenrich.api
+    from permenrich import cli
+
+    out = small_study / "out"
+    args = ["genes", "--expr", small_study / "expr.gct", "--cls", small_study / "pheno.cls",
+            "--permutations", 20, "--out", out, "--quiet"]
+    assert _run(args, capsys)[0] == 0  # a previous output, left untouched by the interrupted run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli if where == "parsing" else permenrich.api,
+                        "build_parser" if where == "parsing" else "genes", interrupt)
+    status, stdout, err = _run(args, capsys)
+    assert status == 130
+    expected = "no output was written" if where == "parsing" else f"no output was written; {out} is untouched"
+    assert err.splitlines() == [f"permenrich: interrupted; {expected}"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in small_study.iterdir()) == ["expr.gct", "out", "pheno.cls", "sets.gmt"]
+
+
+@pytest.mark.parametrize("args,command", [
+    ([], ""),
+    (["nosuch"], ""),
+    (["gsea"], "gsea "),
+    (["genes", "--expr", "x.gct", "--cls", "x.cls", "--out", "o", "--permutations", "many"], "genes "),
+    (["genes", "--expr", "x.gct", "--cls", "x.cls", "--sample-sheet", "s.tsv", "--out", "o"], "genes "),
+    (["prerank", "--rnk", "x.rnk", "--gene-sets", "s.gmt", "--out", "o", "--bogus"], "prerank "),
+])
+def test_usage_errors_are_one_line(capsys, args, command):
+    status, stdout, err = _run(args, capsys)
+    lines = err.splitlines()
+    assert status == 2 and len(lines) == 1, err
+    assert lines[0].startswith("permenrich: error: ") and lines[0].endswith(f"; see 'permenrich {command}--help'")
+
+
+def test_weight_help_and_bad_weights(small_study, capsys, tmp_path):
+    for command in ("gsea", "prerank"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "any finite number >= 0 (GSEA's choices are 0 = classic KS, 1 = default, 1.5, 2)" in " ".join(
+            capsys.readouterr().out.split())
+    rnk = tmp_path / "list.rnk"
+    rnk.write_text("".join(f"G{i}\t{200 - i}\n" for i in range(200)))
+    for weight in ("-1", "nan"):
+        for args in (["gsea", "--expr", small_study / "expr.gct", "--cls", small_study / "pheno.cls"],
+                     ["prerank", "--rnk", rnk]):
+            status, stdout, err = _run([*args, "--gene-sets", small_study / "sets.gmt", "--weight", weight,
+                                        "--out", tmp_path / "out", "--quiet"], capsys)
+            lines = err.splitlines()
+            assert status == 2 and len(lines) == 1 and "weight must be a finite number >= 0" in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ora_without_list_or_expression_says_what_to_give(small_study, capsys):
+    status, stdout, err = _run(["ora", "--gene-sets", small_study / "sets.gmt", "--out", small_study / "out"], capsys)
+    assert status == 2 and err.splitlines() == [
+        "permenrich: error: give --gene-list FILE (list mode), or --expr FILE with a phenotype and --top N or "
+        "--fdr Q (expression mode)"]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf"])
+def test_bad_progress_delay_is_one_line(small_study, capsys, monkeypatch, value):
+    monkeypatch.setenv("PERMENRICH_PROGRESS_DELAY", value)
+    status, stdout, err = _run(["genes", "--expr", small_study / "expr.gct", "--cls", small_study / "pheno.cls",
+                                "--out", small_study / "out"], capsys)
+    assert status == 2 and err.splitlines() == [
+        f"permenrich: error: PERMENRICH_PROGRESS_DELAY must be a number of seconds >= 0, got {value!r}; "
+        "unset it for the default (2)"]
+
+
+def test_progress_delay_zero_prints_after_the_first_batch(small_study, capsys, monkeypatch):
+    monkeypatch.setenv("PERMENRICH_PROGRESS_DELAY", "0")
+    status, stdout, err = _run(["genes", "--expr", small_study / "expr.gct", "--cls", small_study / "pheno.cls",
+                                "--permutations", 300, "--batch-size", 100, "--out", small_study / "out"], capsys)
+    assert status == 0, err
+    assert err.splitlines()[0].startswith("permutations 100/300 (33%) ")

@@ -134,20 +134,46 @@ def test_stream_faults_are_one_line(cohort, tmp_path):
 
 
 def test_sigterm_leaves_no_output(cohort, tmp_path):
+    """SIGTERM once the run is permuting (its first progress line, printed at once with
+    PERMENRICH_PROGRESS_DELAY=0): exit 130, one line, no output and no temporary folder.
+    No fixed sleep: the test waits for the line itself, however loaded the machine."""
+    import queue
+    import threading
+
     paths, sets, _, _ = cohort
     gmt = tmp_path / "sets.gmt"
     gmt.write_text("".join(f"{name}\tx\t" + "\t".join(genes) + "\n" for name, genes in sets.items()))
     out = tmp_path / "out"
-    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", PERMENRICH_PROGRESS_DELAY="0")
     process = subprocess.Popen([sys.executable, "-m", "permenrich.cli", "gsea", "--expr", str(paths["csr"]),
                                 "--groupby", "group", "--case", "T", "--control", "B", "--gene-sets", str(gmt),
                                 "--permutations", "200000", "--memory", "1MB", "--device", "cpu", "--out", str(out)],
-                               stderr=subprocess.PIPE, env=env)
-    time.sleep(6)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err.decode()
-    assert b"interrupted" in err and not out.exists()
+                               stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr] + [lines.put(None)],
+                              daemon=True)
+    reader.start()
+    seen = []
+    deadline = time.monotonic() + 300  # a failure guard, not a wait: the loop ends at the first progress line
+    try:
+        while not (seen and seen[-1].startswith("permutations ")):
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert line is not None, f"the run ended before its first progress line: {''.join(seen)}"
+            seen.append(line)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(timeout=60)
+    while not lines.empty():
+        seen.append(lines.get_nowait() or "")
+    first_progress = next(i for i, line in enumerate(seen) if line.startswith("permutations "))
+    messages = [line for line in seen[first_progress:] if line and not line.startswith("permutations ")]
+    assert process.returncode == 130, "".join(seen)
+    assert messages == ["permenrich: interrupted; no output was written\n"], "".join(seen)
+    assert sorted(os.listdir(tmp_path)) == ["sets.gmt"]  # no OUT, no .out.tmp-*, no lock file
 
 
 @pytest.mark.parametrize("kind", ["csr", "csc"])

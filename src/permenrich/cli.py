@@ -1,9 +1,9 @@
 """Command line: ``permenrich gsea|prerank|genes|ora|demo``, mirroring :mod:`permenrich.api`.
 
-User mistakes (:class:`PermenrichError`) become one line on stderr and exit status 2;
-Ctrl-C or SIGTERM one line and exit status 130. The output folder appears whole when the
-run completes, or not at all (:mod:`permenrich.io.output`); the run holds its lock from
-start to end, so a second run on the same ``--out`` is refused.
+User mistakes (:class:`PermenrichError`, argparse usage errors) become one line on stderr
+and exit status 2; Ctrl-C or SIGTERM one line and exit status 130. The output folder
+appears whole when the run completes, or not at all (:mod:`permenrich.io.output`); the
+run holds its lock from start to end, so a second run on the same ``--out`` is refused.
 
 This module imports only the standard library at import time: NumPy, pandas and Numba
 are imported inside :func:`main`, where an interrupt is handled.
@@ -14,26 +14,50 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from . import __version__
 from .errors import PermenrichError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+# Seconds before the progress bar shows (default 2); 0 prints a line after the first batch.
+PROGRESS_DELAY_ENV = "PERMENRICH_PROGRESS_DELAY"
+
+
+class UsageError(PermenrichError):
+    """A command-line usage mistake: unknown option, missing argument, value of the wrong type."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage mistakes as one line (main prints it) instead of the usage block."""
+
+    commands: dict[str, argparse.ArgumentParser]  # the top parser's subcommands, set by build_parser
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see '{self.prog} --help'")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # argparse reports these from the top parser: point to the command's help instead
+            getattr(self, "commands", {}).get(getattr(parsed, "command", None), self).error(
+                f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 class ProgressBar:
-    """A progress bar on stderr, shown only once a run has taken a few seconds."""
+    """A progress bar on stderr, shown only once a run has taken ``delay_seconds``."""
 
-    def __init__(self, stream: TextIO = sys.stderr, delay_seconds: float = 2.0, width: int = 30) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, delay_seconds: float = 2.0, width: int = 30) -> None:
+        self.stream = sys.stderr if stream is None else stream
         self.delay = delay_seconds
         self.width = width
         self.started = time.perf_counter()
@@ -105,12 +129,15 @@ def _add_set_options(parser: argparse.ArgumentParser) -> None:
 
 OUT_HELP = ("output folder: new, empty, or an earlier permenrich output, which is replaced as a whole "
             "when the run completes")
+WEIGHT_HELP = ("running-sum weight p: any finite number >= 0 (GSEA's choices are 0 = classic KS, "
+               "1 = default, 1.5, 2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="permenrich", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="permenrich", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"permenrich {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.commands = sub.choices
 
     g = sub.add_parser("gsea", help="phenotype-permutation GSEA on an expression matrix",
                        description="Phenotype-permutation GSEA. Writes OUT/results.tsv and OUT/run.json.")
@@ -120,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="signal_to_noise (default), t_test, ratio_of_classes, diff_of_classes, log2_ratio_of_classes, "
                         "student_t, welch_t, mann_whitney, pearson, spearman")
     g.add_argument("--set-statistic", default="ks", help="ks (weighted running sum, default), mean, maxmean")
-    g.add_argument("--weight", type=float, default=1.0, help="running-sum weight p: 0, 1, 1.5 or 2 (default 1)")
+    g.add_argument("--weight", type=float, default=1.0, help=WEIGHT_HELP)
     _add_contrast_options(g)
     g.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(g, permutations=1000)
@@ -131,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duplicates", default="error", help="duplicated genes in the list: error, mean, max, min, first")
     _add_set_options(p)
     p.add_argument("--set-statistic", default="ks", help="ks (weighted running sum, default), mean, maxmean")
-    p.add_argument("--weight", type=float, default=1.0, help="running-sum weight p (default 1)")
+    p.add_argument("--weight", type=float, default=1.0, help=WEIGHT_HELP)
     p.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(p, permutations=1000)
 
@@ -232,7 +259,21 @@ def _run_contrasts(args: argparse.Namespace, mode: str, **mode_options: object) 
 
 def _run_kwargs(args: argparse.Namespace) -> dict:
     return dict(permutations=args.permutations, seed=args.seed, batch_size=args.batch_size, memory=args.memory,
-                threads=args.threads, device=args.device, progress=None if args.quiet else ProgressBar())
+                threads=args.threads, device=args.device, progress=_progress_bar(args))
+
+
+def _progress_bar(args: argparse.Namespace) -> ProgressBar | None:
+    if args.quiet:
+        return None
+    text = os.environ.get(PROGRESS_DELAY_ENV, "").strip()
+    try:
+        delay = float(text) if text else 2.0
+    except ValueError:
+        delay = math.nan
+    if not (math.isfinite(delay) and delay >= 0):
+        raise PermenrichError(f"{PROGRESS_DELAY_ENV} must be a number of seconds >= 0, got {text!r}; "
+                              "unset it for the default (2)")
+    return ProgressBar(delay_seconds=delay)
 
 
 def _report(table: object, out: str, what: str) -> None:
@@ -289,6 +330,9 @@ def _run_ora(args: argparse.Namespace) -> int:
     from .api import ora
 
     expression_mode = args.gene_list is None
+    if expression_mode and args.expr is None:
+        raise PermenrichError("give --gene-list FILE (list mode), or --expr FILE with a phenotype and --top N or "
+                              "--fdr Q (expression mode)")
     phenotype = _phenotype_source(args) if expression_mode else None
     table = ora(args.gene_list, args.gene_sets, universe=args.universe, expr=args.expr, phenotype=phenotype,
                 metric=args.metric, top=args.top, fdr=args.fdr, direction=args.direction,
@@ -301,7 +345,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .demo import format_demo_summary, run_demo
 
     table = run_demo(args.out, permutations=args.permutations, seed=args.seed, threads=args.threads,
-                     quiet=args.quiet, progress=None if args.quiet else ProgressBar())
+                     quiet=args.quiet, progress=_progress_bar(args))
     print(format_demo_summary(table))
     print(f"\nwrote {Path(args.out) / 'results.tsv'} and {Path(args.out) / 'run.json'}")
     return 0

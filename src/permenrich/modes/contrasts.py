@@ -90,7 +90,8 @@ def read_contrasts(spec: Any, *, one_vs_rest: str | None = None, levels: list[st
             table = pd.read_csv(spec, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
                                 keep_default_na=False, comment="#")
         except (ValueError, OSError) as exc:  # ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
-            reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else (str(exc).splitlines() or [type(exc).__name__])[-1]
+            reason = ("empty file" if isinstance(exc, pd.errors.EmptyDataError)
+                      else (str(exc).splitlines() or [type(exc).__name__])[-1])
             raise InputError(f"{where}: cannot read the contrasts table ({reason}); give a UTF-8 TSV (CSV for .csv) "
                              "with the columns name, groupby, case, control") from exc
     table.columns = [str(c).strip().lower() for c in table.columns]
