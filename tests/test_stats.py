@@ -104,8 +104,9 @@ class _WriteBudget(np.ndarray):
         super().__setitem__(index, value)
 
 
-def test_ranking_fix_up_is_n_log_n_on_near_ties():
-    """The fix-up of runs of equal high bits is O(n log n), not insertion sort's O(n^2):
+def test_ranking_fix_up_is_not_quadratic_on_near_ties():
+    """The fix-up of runs of equal high bits is linear (radix passes on the low bits), not
+    insertion sort's O(n^2):
     counted in element writes of the plain-Python ranking (no timing)."""
     from permenrich.stats import ranking
 

@@ -25,9 +25,10 @@ RADIX_SIZE = 1 << RADIX_BITS
 #: high bits (statistics equal to ~2**-21 relative with 3 passes) to an insertion pass.
 FULL_PASSES = 6
 CPU_PASSES = 3
-#: Runs of equal high bits up to this long are finished by insertion sort (cheap when
-#: short); longer ones by heap sort, so a ranking is O(n log n) whatever the ties.
-INSERTION_RUN = 16
+#: Runs of equal high bits up to this long are finished by insertion sort (at most
+#: INSERTION_RUN moves per key); longer ones by radix passes over their low bits, so a
+#: ranking is O(n) whatever the ties.
+INSERTION_RUN = 256
 
 
 def _descending_key(value, bits):
@@ -42,44 +43,38 @@ def _descending_key(value, bits):
     return ~ascending
 
 
-def _pair_less(keys, order, i, j):
-    """(key, gene) of slot i before that of slot j: gene indices are distinct, so this is
-    a total order and any sort of it equals the stable sort by key."""
-    return keys[i] < keys[j] or (keys[i] == keys[j] and order[i] < order[j])
-
-
-def _sift_down(keys, order, start, root, end):
-    """Restore the max-heap property below ``root`` in slots ``start..end-1``."""
-    while True:
-        child = start + 2 * (root - start) + 1
-        if child >= end:
-            return
-        if child + 1 < end and _pair_less(keys, order, child, child + 1):
-            child += 1
-        if not _pair_less(keys, order, root, child):
-            return
-        key = keys[root]
-        gene = order[root]
-        keys[root] = keys[child]
-        order[root] = order[child]
-        keys[child] = key
-        order[child] = gene
-        root = child
-
-
-def _heap_sort_run(keys, order, start, stop):
-    """Sort slots ``start..stop-1`` by (key, gene) in place: O(m log m) worst case, for
-    long runs of near-tied keys where insertion sort would be quadratic."""
-    for root in range(start + (stop - start) // 2 - 1, start - 1, -1):
-        _sift_down(keys, order, start, root, stop)
-    for end in range(stop - 1, start, -1):
-        key = keys[start]
-        gene = order[start]
-        keys[start] = keys[end]
-        order[start] = order[end]
-        keys[end] = key
-        order[end] = gene
-        _sift_down(keys, order, start, start, end)
+def _radix_sort_run(keys, order, spare_keys, spare_order, start, stop, low_bits, histogram):
+    """Stable LSD radix sort of slots ``start..stop-1`` on their ``low_bits`` lowest key
+    bits (their higher bits are equal), through the spare buffers: O(m) for a run of m
+    near-tied keys, where insertion sort would be O(m**2). Equal keys keep their order."""
+    mask = np.uint64(RADIX_SIZE - 1)
+    src_keys, src_order, dst_keys, dst_order = keys, order, spare_keys, spare_order
+    in_spare = False
+    shift = 0
+    while shift < low_bits:
+        for d in range(RADIX_SIZE):
+            histogram[d] = 0
+        for i in range(start, stop):
+            histogram[np.int64((src_keys[i] >> np.uint64(shift)) & mask)] += 1
+        total = start
+        for d in range(RADIX_SIZE):
+            count = histogram[d]
+            histogram[d] = total
+            total += count
+        for i in range(start, stop):
+            key = src_keys[i]
+            d = np.int64((key >> np.uint64(shift)) & mask)
+            position = histogram[d]
+            histogram[d] = position + 1
+            dst_keys[position] = key
+            dst_order[position] = src_order[i]
+        src_keys, src_order, dst_keys, dst_order = dst_keys, dst_order, src_keys, src_order
+        in_spare = not in_spare
+        shift += RADIX_BITS
+    if in_spare:
+        for i in range(start, stop):
+            keys[i] = spare_keys[i]
+            order[i] = spare_order[i]
 
 
 def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, histogram):
@@ -91,8 +86,8 @@ def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, 
     the keys; then each run of equal high bits is put in full-key order by insertion
     (a no-op with 6 passes; rare and short runs with 3, which halves the CPU's work).
     Runs longer than :data:`INSERTION_RUN` (thousands of near-tied statistics, as in
-    sparse pseudobulk data) are heap-sorted instead, bounding the worst case at
-    O(n log n).
+    sparse pseudobulk data) are finished by radix passes over their low bits instead,
+    bounding the worst case at O(n).
     """
     n = stat.shape[0]
     low_bits = 64 - passes * RADIX_BITS
@@ -150,7 +145,9 @@ def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, 
                     in_order = False
                     break
             if not in_order:
-                _heap_sort_run(src_keys, src_order, start, stop)
+                spare_keys = keys if swapped else keys_tmp
+                spare_order = order if swapped else order_tmp
+                _radix_sort_run(src_keys, src_order, spare_keys, spare_order, start, stop, low_bits, histogram[0])
         else:
             for i in range(start + 1, stop):
                 key = src_keys[i]
@@ -169,7 +166,7 @@ def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, 
 
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
-SCALAR_FUNCTIONS = (_descending_key, _pair_less, _sift_down, _heap_sort_run, _rank_descending)
+SCALAR_FUNCTIONS = (_descending_key, _radix_sort_run, _rank_descending)
 _cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
 rank_descending = _cpu._rank_descending
 
