@@ -7,6 +7,7 @@ import pytest
 from scipy import stats as sps
 
 import permenrich
+from permenrich.errors import cli_option_names
 from permenrich.design import PermutationPlan, TwoGroupLabels
 from permenrich.stats.metrics import metric_reference
 
@@ -82,7 +83,9 @@ def test_expression_mode_errors():
     expr, labels, sets = _expression()
     with pytest.raises(permenrich.InputError, match="exactly one selection rule"):
         permenrich.ora(expr=expr, phenotype=labels, gene_sets=sets, case="A", control="B")
-    with pytest.raises(permenrich.InputError, match="use --top N"):
+    with pytest.raises(permenrich.InputError, match="welch_t cannot: use top= instead"):
+        permenrich.ora(expr=expr, phenotype=labels, gene_sets=sets, case="A", control="B", metric="welch_t", fdr=0.1)
+    with cli_option_names(), pytest.raises(permenrich.InputError, match="^--fdr needs.*welch_t cannot: use --top"):
         permenrich.ora(expr=expr, phenotype=labels, gene_sets=sets, case="A", control="B", metric="welch_t", fdr=0.1)
     with pytest.raises(permenrich.InputError, match="none of the 2 listed genes"):
         permenrich.ora(["X1", "X2"], sets, universe=list(expr.index), min_size=5)
@@ -110,3 +113,50 @@ def test_top_selection_equals_a_stable_sort(direction):
         np.put_along_axis(expected, order, True, axis=1)
         np.testing.assert_array_equal(got, expected)
         assert (got.sum(axis=1) == top).all()
+
+
+@pytest.mark.parametrize("mode", ["list", "top", "fdr"])
+def test_a_set_covering_the_universe_gets_p_one(mode):
+    """It used to stop the whole run ('contains every analysed gene'); now its p-values
+    are 1 in every column and the other sets' results are those of a run without it."""
+    expr, labels, sets = _expression()
+    with_all = {**sets, "ALL": list(expr.index)}
+    if mode == "list":
+        kwargs = dict(universe=list(expr.index))
+        args = (list(expr.index[:25]),)
+    else:
+        kwargs = dict(expr=expr, phenotype=labels, case="A", control="B", metric="student_t", permutations=100,
+                      seed=2, threads=2, **({"top": 20} if mode == "top" else {"fdr": 0.3}))
+        args = ()
+    result = permenrich.ora(*args, gene_sets=with_all, min_size=5, **kwargs).set_index("gene_set")
+    full = result.loc["ALL"]
+    assert full.overlap == full.list_size and full.pval_hypergeom == 1.0
+    if mode == "list":
+        assert np.isnan(full.pval_perm)
+    else:
+        assert full.pval_perm == 1.0 and full.pval_perm_maxt == 1.0 and full.padj_bh_perm == 1.0
+    without = permenrich.ora(*args, gene_sets=sets, min_size=5, **kwargs).set_index("gene_set")
+    columns = ["overlap", "pval_hypergeom", "pval_perm", "pval_perm_maxt"]
+    pd.testing.assert_frame_equal(result.loc[list(sets), columns], without.loc[list(sets), columns])
+
+
+def test_gene_list_errors_name_the_files(tmp_path, caplog):
+    expr, _, sets = _expression()
+    universe = tmp_path / "universe.txt"
+    universe.write_text("\n".join(expr.index) + "\n")
+    listed = tmp_path / "hits.txt"
+    listed.write_text("X1\nX2\n")
+    with pytest.raises(permenrich.InputError, match=rf"^{listed}: none of the 2 listed genes is in the universe "
+                                                    rf"\({universe}, 120 genes\)"):
+        permenrich.ora(listed, sets, universe=universe, min_size=5)
+    with pytest.raises(permenrich.InputError, match=rf"^{listed}: list mode needs a universe \(universe=, or"):
+        permenrich.ora(listed, sets)
+    listed.write_text("g1\ng2\nX1\n")
+    with caplog.at_level("WARNING", logger="permenrich"):
+        permenrich.ora(listed, sets, universe=universe, min_size=5)
+    assert f"{listed}: 1 of 3 listed genes are not in the universe ({universe})" in caplog.text
+    (tmp_path / "other.txt").write_text("Y1\nY2\n")
+    labels = ["A"] * 6 + ["B"] * 6
+    with pytest.raises(permenrich.InputError, match=r"other.txt: the universe shares no gene with the expression data"):
+        permenrich.ora(expr=expr, phenotype=labels, gene_sets=sets, case="A", control="B", top=10,
+                       universe=tmp_path / "other.txt", permutations=10)

@@ -15,7 +15,7 @@ from permenrich.io.expression import _existing_file, _format_suffix, _read_text,
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_gene_list"]
+__all__ = ["read_gene_list", "gene_list_source"]
 
 # A first token equal to one of these (case-insensitive) is a column header, not a gene.
 _HEADER_WORDS = frozenset({"gene", "genes", "symbol", "gene_id", "gene_symbol", "gene_name", "name"})
@@ -60,8 +60,8 @@ def read_gene_list(
     >>> read_gene_list(["TP53", "MYC", "TP53"], what="universe")
     ['TP53', 'MYC']
     """
+    where = gene_list_source(source)
     if isinstance(source, (str, Path)):
-        where = str(source)
         path = _existing_file(source, what)
         genes = _genes_from_text(_read_text(path), where, table_sep="," if _format_suffix(path) == ".csv" else "\t")
     elif isinstance(source, Mapping) or not isinstance(source, Iterable):
@@ -69,7 +69,6 @@ def read_gene_list(
             f"{what} must be a file path or a sequence of gene ids, got {type(source).__name__}"
         )
     else:
-        where = f"<{type(source).__name__}>"
         genes = _genes_from_objects(source, where, what)
 
     if not genes:
@@ -84,6 +83,11 @@ def read_gene_list(
             where, what, len(genes) - len(unique), len(unique),
         )
     return unique
+
+
+def gene_list_source(source: str | Path | Iterable[str]) -> str:
+    """How messages name a gene list: its path, or ``<list>``, ``<Index>``, ... for objects."""
+    return str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__}>"
 
 
 def _genes_from_text(text: str, where: str, *, table_sep: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -25,10 +26,12 @@ from .._pipeline import (
 from ..backends.cpu import NumbaThreads
 from ..design import PermutationPlan, TwoGroupLabels
 from ..enrich.overlap import top_genes_mask
-from ..errors import InputError
+from ..errors import InputError, option
 from ..nulls import ALTERNATIVE_CODES, ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import MetricName
 from ._shared import common_setup, provenance
+
+logger = logging.getLogger("permenrich")
 
 
 ORA_COLUMNS = ["gene_set", "size", "size_original", "list_size", "overlap", "expected", "odds_ratio",
@@ -129,31 +132,43 @@ def ora(
         correlation is respected, and ``pval_perm_maxt`` its Westfall–Young maxT
         adjustment over sets. Sorted by the permutation p-value when there is one, else
         by the hypergeometric one.
+
+    Notes
+    -----
+    A set that holds every gene of the universe is kept and gets p = 1 in every p-value
+    column, exactly: its overlap is the whole list, so ``P(X >= x) = 1`` for the
+    hypergeometric null, and under every permutation its overlap is again the whole list
+    (p = 1 by definition, whatever the permuted list sizes). It is left out of the maxT
+    maximum, where its overlap, the list size, would mask every other set.
     """
     from ..enrich.overlap import OverlapCounter, leading_overlap_genes, overlap_statistics
     from ..io import read_gene_list
+    from ..io.genelist import gene_list_source
 
     started = time.perf_counter()
     expression_mode = gene_list is None
     if expression_mode and expr is None:
-        raise InputError("give a gene list (list mode) or expression data and a phenotype (expression mode)")
+        raise InputError(f"give {option('gene_list')} (list mode) or {option('expr')} and a phenotype "
+                         "(expression mode)")
     if not expression_mode and expr is not None and phenotype is not None:
-        raise InputError("give either a gene list or expression data with a phenotype, not both")
+        raise InputError(f"give either {option('gene_list')} or {option('expr')} with a phenotype, not both")
     check_choice("direction", direction, ("up", "down", "both"))
     timings: dict[str, float] = {}
     run: dict[str, Any] = {}
     if expression_mode:
         if (top is None) == (fdr is None):
-            raise InputError("expression mode needs exactly one selection rule: top=N (--top) or fdr=q (--fdr)")
+            raise InputError(f"expression mode needs exactly one selection rule: {option('top')} (a number of genes) "
+                             f"or {option('fdr')} (a q-value)")
         if top is not None and (isinstance(top, bool) or int(top) < 1):
-            raise InputError(f"top must be a positive integer, got {top!r}")
+            raise InputError(f"{option('top')} must be a positive integer, got {top!r}")
         if fdr is not None and not 0 < float(fdr) < 1:
-            raise InputError(f"fdr must lie in (0, 1), got {fdr!r}")
+            raise InputError(f"{option('fdr')} must lie in (0, 1), got {fdr!r}")
         metric_record, budget, backend = common_setup(metric, None, None, permutations, seed, batch_size,
                                                        threads, memory, device)
         if fdr is not None and metric_record.pvalue_of_statistic is None:
-            raise InputError(f"--fdr needs a statistic whose p-value can be recomputed under every permutation "
-                             f"(student_t, mann_whitney, pearson, spearman); {metric} cannot: use --top N")
+            raise InputError(f"{option('fdr')} needs a statistic whose p-value can be recomputed under every "
+                             f"permutation (student_t, mann_whitney, pearson, spearman); {metric} cannot: use "
+                             f"{option('top')} instead")
         study = load_study(expr, phenotype, metric=metric_record, groupby=groupby, case=case, control=control,
                            phenotype_column=phenotype_column, strata=strata, pairs=pairs, chip=chip,
                            collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance,
@@ -161,15 +176,18 @@ def ora(
                        pseudobulk_method=pseudobulk_method)
         gene_ids = study.gene_ids
         if universe is not None and not study.in_memory:
-            raise InputError("--universe cannot restrict a streamed matrix; raise --memory or use --pseudobulk")
+            raise InputError(f"{option('universe')} cannot restrict a streamed matrix ({study.source}); raise "
+                             f"{option('memory')} or use {option('pseudobulk')}")
         if universe is not None:
             keep_genes = np.isin(gene_ids, read_gene_list(universe, what="universe"))
             if not keep_genes.any():
-                raise InputError("the universe shares no gene with the expression data; check the gene id type")
+                raise InputError(f"{gene_list_source(universe)}: the universe shares no gene with the expression "
+                                 f"data {study.source}; check the gene id type (symbols vs probe or Ensembl ids)")
             study = Study(study.values[keep_genes], gene_ids[keep_genes], study.design, study.source, study.info)
             gene_ids = study.gene_ids
         if top is not None and int(top) >= gene_ids.size:
-            raise InputError(f"top={top} selects every one of the {gene_ids.size} genes; choose a smaller N")
+            raise InputError(f"{option('top', top)} selects every one of the {gene_ids.size} genes of "
+                             f"{study.source}; choose fewer")
         design = study.design
         plan = PermutationPlan(design, int(permutations), int(seed))
         backend.prepare_statistic(study.values, metric_record, phenotype=getattr(design, "values", None),
@@ -192,30 +210,35 @@ def ora(
 
         selected = select(backend.gene_statistics(plan.observed()))[0]
         if not selected.any():
-            raise InputError(f"no gene passes the selection rule (fdr < {fdr}); loosen --fdr or use --top N")
+            raise InputError(f"no gene of {study.source} passes the selection rule (q < {fdr}); loosen "
+                             f"{option('fdr')} or use {option('top')}")
     else:
         budget = parse_memory(memory)
         genes_of_interest = read_gene_list(gene_list, what="gene list")
         if universe is not None:
             gene_ids = np.asarray(read_gene_list(universe, what="universe"), dtype=object)
+            universe_name = gene_list_source(universe)
         elif expr is not None:
             from ..io import read_expression
-            gene_ids = np.asarray(read_expression(expr, nan_policy="drop").gene_ids, dtype=object)
+            expression = read_expression(expr, nan_policy="drop")
+            gene_ids = np.asarray(expression.gene_ids, dtype=object)
+            universe_name = f"the genes of {expression.source}"
         else:
-            raise InputError("list mode needs a universe (--universe FILE, or the expression data's genes "
-                             "with --expr): the background decides the p-values")
+            raise InputError(f"{gene_list_source(gene_list)}: list mode needs a universe ({option('universe')}, or "
+                             f"the expression data's genes with {option('expr')}): the background decides the "
+                             "p-values")
         gene_ids = np.asarray(list(dict.fromkeys(gene_ids)), dtype=object)
         selected = np.isin(gene_ids, genes_of_interest)
         outside = len(set(genes_of_interest) - set(gene_ids))
         if not selected.any():
-            raise InputError(f"none of the {len(genes_of_interest)} listed genes is in the universe of "
-                             f"{gene_ids.size} genes; check the gene id type (symbols vs probe or Ensembl ids)")
+            raise InputError(f"{gene_list_source(gene_list)}: none of the {len(genes_of_interest)} listed genes is in "
+                             f"the universe ({universe_name}, {gene_ids.size} genes); check the gene id type "
+                             "(symbols vs probe or Ensembl ids)")
         if outside:
-            import logging
-            logging.getLogger("permenrich").warning(
-                "%d of %d listed genes are not in the universe and are ignored", outside, len(genes_of_interest))
+            logger.warning("%s: %d of %d listed genes are not in the universe (%s) and are ignored",
+                           gene_list_source(gene_list), outside, len(genes_of_interest), universe_name)
         plan = None
-    n_sets_read, index = load_gene_sets(gene_sets, gene_ids, min_size=min_size, max_size=max_size)
+    n_sets_read, index = load_gene_sets(gene_sets, gene_ids, min_size=min_size, max_size=max_size, allow_full=True)
     observed = overlap_statistics(selected, index.members, index.offsets, gene_ids.size)
     table = pd.DataFrame({
         "gene_set": index.names.astype(str), "size": index.sizes.astype(int),
@@ -226,23 +249,27 @@ def ora(
         "overlap_genes": leading_overlap_genes(selected, index.members, index.offsets, gene_ids),
     })
     if expression_mode:
+        # Sets covering the universe have p = 1 exactly (see Notes): only the others are tested.
+        tested = index.sizes < gene_ids.size
         counter = OverlapCounter(index.members, index.offsets, gene_ids.size)
-        accumulator = ExceedanceAccumulator(observed["overlap"].astype(np.float64), alternative="greater",
+        accumulator = ExceedanceAccumulator(observed["overlap"][tested].astype(np.float64), alternative="greater",
                                             centre=0.0, n_perm=plan.n_perm, exact=plan.exact, threads=threads)
         list_sizes: list[int] = []
 
         def score_batch(start: int, stop: int) -> np.ndarray:
             chosen = select(backend.gene_statistics(backend.labellings(plan, start, stop)))
             list_sizes.extend(chosen.sum(axis=1).tolist())
-            return counter.counts(chosen).astype(np.float64)
+            return counter.counts(chosen)[:, tested].astype(np.float64)
 
         chosen_batch = choose_batch_size(batch_size, budget, 8 * gene_ids.size * 6, plan.n_perm)
         timings = run_two_pass(score_batch, accumulator.add, None, None, n_perm=plan.n_perm,
                                batch_size=chosen_batch, cache=False, progress=progress)
         result = accumulator.finish()
-        table["pval_perm"] = result["pval"]
-        table["padj_bh_perm"] = bh_adjust(result["pval"])
-        table["pval_perm_maxt"] = result["p_maxt"]
+        pval, p_maxt = np.ones(index.n_sets), np.ones(index.n_sets)
+        pval[tested], p_maxt[tested] = result["pval"], result["p_maxt"]
+        table["pval_perm"] = pval
+        table["padj_bh_perm"] = bh_adjust(pval)
+        table["pval_perm_maxt"] = p_maxt
         run.update(permutation_plan=plan.describe(), permutation_type="phenotype (sample labels)",
                    design={k: v for k, v in study.info.items() if k not in ("strata", "pairs")},
                    null_list_size={"mean": float(np.mean(list_sizes)), "min": int(np.min(list_sizes)),
