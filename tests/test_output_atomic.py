@@ -261,3 +261,25 @@ def test_interrupts_are_deferred_inside_the_publishing_block() -> None:
             steps.append("after the signal")
     assert steps == ["after the signal"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_lock_is_reentrant_in_its_thread_and_refuses_another(tmp_path: Path) -> None:
+    import threading
+
+    out = tmp_path / "out"
+    errors = []
+    with output_module.output_lock(out):
+        permenrich.write_results(_table(), out)  # the holder itself may publish
+        thread = threading.Thread(target=lambda: errors.append(_refusal(out)))
+        thread.start()
+        thread.join()
+    assert errors == ["another permenrich run in this process is writing to --out"]
+    assert os.listdir(tmp_path) == ["out"]  # the lock file is gone with the lock
+
+
+def _refusal(out: Path) -> str:
+    try:
+        permenrich.write_results(_table(), out)
+    except PermenrichError as error:
+        return str(error).split(" '")[0]
+    return "written"

@@ -55,7 +55,7 @@ MANIFEST = "run.json"
 # stop an earlier output from being replaced.
 _OS_CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
-_held_locks: dict[Path, list[int]] = {}  # OUT -> [owning thread id, depth]
+_held_locks: dict[Path, int] = {}  # OUT -> id of the thread holding its lock in this process
 _held_guard = threading.Lock()
 
 
@@ -250,41 +250,34 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     me = threading.get_ident()
     with _held_guard:
         holder = _held_locks.get(out)
-        if holder is not None and holder[0] != me:
-            raise OptionError(f"another permenrich run in this process is writing to --out {given!r}; "
-                              "wait for it to finish or choose another --out")
-        if holder is not None:
-            holder[1] += 1
-    if holder is not None:
-        try:
-            yield out
-        finally:
-            with _held_guard:
-                holder[1] -= 1
+    if holder == me:  # taken again inside the block that holds it: the outer block releases it
+        yield out
         return
+    if holder is not None:
+        raise OptionError(f"another permenrich run in this process is writing to --out {given!r}; "
+                          "wait for it to finish or choose another --out")
     created = [parent for parent in reversed(out.parents) if not parent.exists()]
     lock_file = _lock_path(out)
+    fd = None
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd = _acquire(lock_file, given)
-    except OSError as exc:
-        _remove_empty(created)
-        raise OptionError(f"cannot lock --out {given!r} ({exc.strerror or exc} for {str(lock_file)!r}); "
-                          "choose another --out or fix the folder's permissions") from exc
-    except BaseException:
-        _remove_empty(created)
-        raise
-    with _held_guard:
-        _held_locks[out] = [me, 1]
-    try:
+        with _interrupts_deferred():  # a Ctrl-C here must not leave the lock taken but unregistered
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                fd = _acquire(lock_file, given)
+            except OSError as exc:
+                raise OptionError(f"cannot lock --out {given!r} ({exc.strerror or exc} for {str(lock_file)!r}); "
+                                  "choose another --out or fix the folder's permissions") from exc
+            with _held_guard:
+                _held_locks[out] = me
         yield out
     finally:
         with _interrupts_deferred():
-            with _held_guard:
-                del _held_locks[out]
-            with contextlib.suppress(OSError):
-                os.unlink(lock_file)  # while still holding it: see _acquire
-            os.close(fd)
+            if fd is not None:
+                with _held_guard:
+                    _held_locks.pop(out, None)
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_file)  # while still holding it: see _acquire
+                os.close(fd)
             _remove_empty(created)
 
 
