@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
-from .errors import PermenrichError
+from .errors import PermenrichError, cli_option_names
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -370,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Fail before any computing: an unusable --out, or one another run is writing to.
         out = check_output_dir(args.out, create=False)
         before = _folder_identity(out)
-        with output_lock(out), _cli_logging(args.quiet):
+        # cli_option_names: messages name options as flags (--min-size), not keywords (min_size=).
+        with output_lock(out), _cli_logging(args.quiet), cli_option_names():
             return _COMMANDS[args.command](args)
     except PermenrichError as error:
         print(f"permenrich: error: {error}", file=sys.stderr)
