@@ -102,9 +102,9 @@ def test_samples_outside_the_two_classes_are_left_out() -> None:
 @pytest.mark.parametrize(
     ("labels", "case", "control", "error", "fragments"),
     [
-        (["a", "b", "c", "a", "b", "c"], None, None, OptionError, ["3 classes", "'a' (2)", "--case", "--control"]),
-        (["a", "b", "c", "a", "b", "c"], "a", None, OptionError, ["--case and --control"]),
-        (["a", "b", "a", "b"], "z", None, OptionError, ["--case 'z'", "'a' (2), 'b' (2)"]),
+        (["a", "b", "c", "a", "b", "c"], None, None, OptionError, ["3 classes", "'a' (2)", "case=", "control="]),
+        (["a", "b", "c", "a", "b", "c"], "a", None, OptionError, ["case= and control="]),
+        (["a", "b", "a", "b"], "z", None, OptionError, ["case='z'", "'a' (2), 'b' (2)"]),
         (["a", "b", "a", "b"], "a", "a", OptionError, ["both 'a'"]),
         (["a", "a", "a"], None, None, InputError, ["1 class", "two classes"]),
         (["a", "b", "a", "a"], None, None, InputError, ["class 'b' has 1 sample", "at least 2"]),
@@ -145,7 +145,7 @@ def test_sample_sheet_csv_single_label_column_and_sample_column(tmp_path: Path) 
 
 def test_sample_sheet_errors(tmp_path: Path) -> None:
     sheet = write(tmp_path / "s.tsv", "sample\tgroup\tbatch\nS1\ta\t1\nS2\tb\t1\n")
-    with pytest.raises(InputError, match="s.tsv.*several label columns.*'group', 'batch'.*--groupby"):
+    with pytest.raises(InputError, match="s.tsv.*several label columns.*'group', 'batch'.*groupby="):
         read_sample_sheet(sheet)
     with pytest.raises(InputError, match="s.tsv.*column 'tissue' not found.*'sample', 'group', 'batch'"):
         read_sample_sheet(sheet, column="tissue")

@@ -55,7 +55,7 @@ def parse_memory(memory: str | int) -> int:
     else:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(memory))
         if not match or match.group(2).upper() not in _MEMORY_UNITS:
-            raise OptionError(f"memory must look like 512MB, 2GB or 1GiB, got {memory!r}")
+            raise OptionError(f"{option('memory')} must look like 512MB, 2GB or 1GiB, got {memory!r}")
         value = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])
     if value < 10**6:
         raise OptionError(f"memory budget {memory!r} is below 1 MB; give at least 1MB")
@@ -64,7 +64,7 @@ def parse_memory(memory: str | int) -> int:
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise OptionError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise OptionError(f"{option(name)} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def check_run_options(*, permutations: int, seed: int, batch_size: int | None, threads: int | None,
@@ -176,13 +176,14 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
         if source is None:
             data = read_expression(expr, nan_policy=nan_policy)
             if data.obs is None:
-                raise InputError(f"{data.source}: --pseudobulk needs per-cell annotations (an h5ad or AnnData obs)")
+                raise InputError(f"{data.source}: {option('pseudobulk')} needs per-cell annotations (an h5ad or "
+                                 "AnnData obs)")
             matrix_source: Any = _InMemorySource(data)
             obs = data.obs
         else:
             matrix_source, obs = source, source.obs
             if obs is None:
-                raise InputError(f"{source.source}: --pseudobulk needs per-cell annotations (an h5ad obs); "
+                raise InputError(f"{source.source}: {option('pseudobulk')} needs per-cell annotations (an h5ad obs); "
                                  "this file has none")
         columns = list(dict.fromkeys([pseudobulk, *pseudobulk_keys]))
         missing = [c for c in columns if c not in obs.columns]
@@ -201,7 +202,8 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
     elif source is not None:
         if pd.Index(source.gene_ids).has_duplicates:
             raise InputError(f"{source.source}: duplicated gene ids; a streamed matrix cannot be collapsed on the "
-                             "fly: deduplicate the features, or raise --memory so that it is read into memory")
+                             f"fly: deduplicate the features, or raise {option('memory')} so that it is read into "
+                             "memory")
         header = ExpressionData(values=np.empty((0, source.n_samples)), gene_ids=np.empty(0, dtype=object),
                                 sample_ids=np.asarray(source.sample_ids, dtype=object), source=source.source,
                                 obs=source.obs)
@@ -257,7 +259,8 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
     if loaded.source is not None:
         if metric.kind != "two_group" or metric.rank_transform or metric.positive_values:
             raise OptionError(f"metric {metric.name} needs the matrix in memory, but {data.source} is streamed "
-                              "(larger than half of --memory): raise --memory, use --pseudobulk, or choose "
+                              f"(larger than half of {option('memory')}): raise {option('memory')}, use "
+                              f"{option('pseudobulk')}, or choose "
                               "signal_to_noise, t_test, diff_of_classes, student_t or welch_t")
         matrix = StreamedMatrix(loaded.source, np.flatnonzero(keep), max_block_bytes=info["max_block_bytes"],
                                 normalise=info.get("normalize", "none"))
@@ -300,7 +303,7 @@ def _drop_constant_genes(values: np.ndarray, gene_ids: np.ndarray, policy: str,
         first = gene_ids[np.flatnonzero(constant)[0]]
         raise InputError(f"{source}: gene {first!r} has zero variance across the analysed samples "
                          f"({int(constant.sum())} such genes); remove them or pass "
-                         "--zero-variance drop (zero_variance='drop')")
+                         f"{option('zero_variance', 'drop')}")
     logger.warning("dropped %d zero-variance genes (constant across the analysed samples)", int(constant.sum()))
     return np.ascontiguousarray(values.T[:, ~constant]).T, gene_ids[~constant]  # samples-major, one copy
 

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import OptionError, PermenrichError
+from .errors import OptionError, PermenrichError, option
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
 
 def _check_count(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise OptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise OptionError(f"{option(name)} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -193,7 +193,7 @@ def _build_layout(seed: int, n_genes: int, jak_stat_sets: dict[str, list[str]]) 
     n_synthetic = n_genes - len(jak_stat_genes)
     if n_synthetic < 1000:
         raise OptionError(f"n_genes must leave at least 1000 simulated genes besides the "
-                          f"{len(jak_stat_genes)} JAK-STAT genes; got n_genes={n_genes}")
+                          f"{len(jak_stat_genes)} JAK-STAT genes; got {option('n_genes', n_genes)}")
     width = max(5, len(str(n_synthetic)))
     synthetic = [f"SIMG{i:0{width}d}" for i in range(1, n_synthetic + 1)]
 

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from permenrich.errors import InputError
+from permenrich.errors import InputError, option
 from permenrich.io.expression import (
     ExpressionData,
     _existing_file,
@@ -145,7 +145,7 @@ def apply_chip(
         raise InputError(
             f"{expr.source}: none of the {expr.n_genes} row ids (e.g. {_preview(expr.gene_ids, 3)}) is a probe in "
             f"{chip_path} (e.g. {_preview(list(mapping)[:3], 3)}); check that the CHIP file matches the platform, "
-            "or drop --chip if the rows are already gene symbols"
+            f"or drop {option('chip')} if the rows are already gene symbols"
         )
     if n_unmapped:
         logger.warning(
@@ -158,5 +158,6 @@ def apply_chip(
         sample_ids=expr.sample_ids.copy(),
         source=expr.source,
         obs=None if expr.obs is None else expr.obs.copy(),
+        dataset=expr.dataset,
     )
     return collapse_duplicates(mapped_expr, method=method)

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from permenrich.errors import InputError, OptionError
+from permenrich.errors import InputError, OptionError, option
 from permenrich.io.expression import (
     ExpressionData,
     _existing_file,
@@ -86,7 +86,7 @@ def read_cls(path: str | Path) -> tuple[list[str], list[str]]:
     if numbered and numbered[0][1].lower().startswith("#numeric"):
         raise InputError(
             f"{where}: line {numbered[0][0]}: a #numeric (continuous) phenotype; use it with a correlation "
-            "metric (--metric pearson or spearman), or give a categorical CLS for two classes"
+            f"metric ({option('metric', 'pearson')} or spearman), or give a categorical CLS for two classes"
         )
     if len(numbered) < 3:
         raise InputError(
@@ -217,7 +217,7 @@ def read_sample_sheet(
                 else "no column besides the sample ids"
             )
             raise InputError(
-                f"{where}: the sheet has {what}; name the group column with --groupby (column=)"
+                f"{where}: the sheet has {what}; name the group column with {option('groupby')}"
             )
         column = candidates[0]
     elif column not in columns:
@@ -288,10 +288,11 @@ def two_group_design(
     for role, name in (("case", case), ("control", control)):
         if name is not None and name not in counts:
             raise OptionError(
-                f"{source}: --{role} {name!r} is not a class; classes (samples): {listing or 'none'}"
+                f"{source}: {option(role, name)} is not a class; classes (samples): {listing or 'none'}"
             )
     if case is not None and case == control:
-        raise OptionError(f"{source}: --case and --control are both {case!r}; choose two different classes")
+        raise OptionError(f"{source}: {option('case')} and {option('control')} are both {case!r}; choose two "
+                          "different classes")
     if len(present) < 2:
         raise InputError(
             f"{source}: found {len(present)} class ({listing or 'no labels'}); two classes are needed to compare"
@@ -299,7 +300,8 @@ def two_group_design(
     if case is None or control is None:
         if len(present) > 2:
             raise OptionError(
-                f"{source}: {len(present)} classes ({listing}); pass both --case and --control to choose two"
+                f"{source}: {len(present)} classes ({listing}); pass both {option('case')} and {option('control')} "
+                "to choose two"
             )
         if case is None and control is None:
             case, control = present
@@ -388,11 +390,12 @@ def design_from_phenotype(
             labels = _match_by_sample(expr, sheet, source)
     elif phenotype is None:
         if groupby is None:
-            raise OptionError("no phenotype given: pass a CLS file or sample sheet, or --groupby naming an obs column")
+            raise OptionError(f"no phenotype given: pass a CLS file or sample sheet ({option('phenotype')}), or "
+                              f"{option('groupby')} naming an obs column")
         if expr.obs is None:
             raise InputError(
-                f"{expr.source}: --groupby {groupby!r} needs per-sample annotations (h5ad obs), which this input "
-                "lacks; pass a CLS file or sample sheet instead"
+                f"{expr.source}: {option('groupby', groupby)} needs per-sample annotations (h5ad obs), which this "
+                "input lacks; pass a CLS file or sample sheet instead"
             )
         source = f"{expr.source} obs[{groupby!r}]"
         if groupby not in expr.obs.columns:
@@ -406,9 +409,9 @@ def design_from_phenotype(
     elif isinstance(phenotype, pd.DataFrame):
         source = "<DataFrame>"
         if groupby is None or groupby not in phenotype.columns:
-            given = "no --groupby given" if groupby is None else f"column {groupby!r} not found"
+            given = f"no {option('groupby')} given" if groupby is None else f"column {groupby!r} not found"
             raise InputError(
-                f"{source}: {given}; name the group column with groupby=, available columns: "
+                f"{source}: {given}; name the group column with {option('groupby')}, available columns: "
                 f"{_preview([str(c) for c in phenotype.columns], 10)}"
             )
         column = phenotype[groupby]
@@ -540,7 +543,7 @@ def sample_annotation(expr: ExpressionData, phenotype: Any, column: str, *, what
             raise InputError(f"{expr.source}: {what} column {column!r} not in obs; available columns: "
                              f"{_preview([str(c) for c in expr.obs.columns], 10)}")
         return np.array([_label(v) for v in expr.obs[column].to_numpy()], dtype=object)
-    raise InputError(f"{what} column {column!r} needs a sample sheet (--sample-sheet) or an h5ad whose obs "
+    raise InputError(f"{what} column {column!r} needs a sample sheet ({option('phenotype')}) or an h5ad whose obs "
                      "has that column")
 
 
@@ -554,8 +557,8 @@ def continuous_phenotype(expr: ExpressionData, phenotype: Any, column: str | Non
             raise InputError(f"{source}: has {values.size} values but {expr.source} has {expr.n_samples} samples")
     elif column is None:
         if phenotype is None or isinstance(phenotype, (str, Path)):
-            raise InputError("a continuous phenotype needs --phenotype-column (a sample sheet or obs column) "
-                             "or a #numeric CLS")
+            raise InputError(f"a continuous phenotype needs {option('phenotype_column')} (a sample sheet or obs "
+                             "column) or a #numeric CLS")
         name, source = "phenotype", "<phenotype>"
         values = np.asarray(phenotype, dtype=object)
         if values.size != expr.n_samples:
