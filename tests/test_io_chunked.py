@@ -549,7 +549,8 @@ def test_non_numeric_matrix(dense_h5ad: Path) -> None:
         open_matrix(dense_h5ad)
 
 
-@pytest.mark.parametrize(("dataset", "named"), [("var", "'var' missing"), ("X", "'X' missing; the matrix to analyse must be X")])
+@pytest.mark.parametrize(("dataset", "named"),
+                         [("var", "'var' missing"), ("X", "'X' missing; the matrix to analyse must be X")])
 def test_h5ad_missing_parts(csr_h5ad: Path, dataset: str, named: str) -> None:
     with h5py.File(csr_h5ad, "r+") as f:
         del f[dataset]

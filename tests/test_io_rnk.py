@@ -140,7 +140,8 @@ def test_real_gsea_rnk(shared_data: Path) -> None:
         ("A\t1\nB\tinf\n", ["line 2, column 2: score of gene 'B' is inf", "cap them"]),
         ("A\t1\nB\t-Infinity\n", ["line 2, column 2", "-inf", "cap them"]),
         ("A\t1\nB\t-1e200\nC\t1e300\n", ["bad.rnk: line 2, column 2: score of gene 'B' is -1e+200; values beyond "
-                                        "±1e100 overflow float64 moment sums; rescale (e.g. log-transform) the scores"]),
+                                        "±1e100 overflow float64 moment sums; rescale (e.g. log-transform) the "
+                                        "scores"]),
         ("Name\tRank\nTP53\t2.5\n", ["bad.rnk: only gene 'TP53' has a score; a ranked list needs at least two genes"]),
         ("A\t0\nB\t0\nC\t-0.0\n", ["bad.rnk: every gene has the same score (0); nothing can be ranked"]),
         ("A\t1\n\t2\n", ["line 2", "column 1", "gene id is empty"]),

@@ -293,7 +293,8 @@ def test_sparse_quality_pass_equals_dense(tmp_path):
         f["X/indices"][start:stop] = np.sort(f["X/indices"][start:stop])
     with open_matrix(path) as source:
         with pytest.raises(permenrich.InputError,
-                           match=rf"unsorted.h5ad, dataset 'X': gene 'G{gene}', sample 'c3' has a missing or non-finite"):
+                           match=rf"unsorted.h5ad, dataset 'X': gene 'G{gene}', sample 'c3' has a missing or "
+                                 "non-finite"):
             StreamedMatrix(source, samples, max_block_bytes=200)
 
 
@@ -386,5 +387,6 @@ def test_pseudobulk_sums_beyond_max_abs_value_are_refused(tmp_path):
     with pytest.raises(permenrich.InputError) as info:
         permenrich.gsea(path, None, {"S": [f"G{i}" for i in range(40)]}, groupby="group", case="T", control="B",
                         pseudobulk="donor", device="cpu")
-    assert str(info.value) == (f"{path}, dataset 'X' (pseudobulk sums): gene 'G5', sample 'd0|B' has value 3.5e+100; "
-                               "values beyond ±1e100 overflow float64 moment sums; rescale (e.g. log-transform) the data")
+    assert str(info.value) == (f"{path}, dataset 'X' (pseudobulk sums): gene 'G5', sample 'd0|B' has value "
+                               "3.5e+100; values beyond ±1e100 overflow float64 moment sums; rescale (e.g. "
+                               "log-transform) the data")
