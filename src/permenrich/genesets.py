@@ -169,7 +169,7 @@ def build_gene_set_index(
     return GeneSetIndex(
         names=np.array(names, dtype=object),
         descriptions=np.array(descriptions, dtype=object),
-        members=np.frombuffer(members, dtype=np.int32).copy() if members else np.zeros(0, dtype=np.int32),
+        members=np.frombuffer(members, dtype=np.int32).copy(),  # array("i") holds C ints
         offsets=offsets,
         sizes=np.array(sizes, dtype=np.int32),
         sizes_original=np.array(sizes_original, dtype=np.int32),
@@ -207,7 +207,7 @@ class _Census:
         self.n_members += len(gene_set.genes)
         self.sources.setdefault(gene_set.source)
         if len(self.example_genes) < 3:
-            self.example_genes.extend(g for g in gene_set.genes[: 3 - len(self.example_genes)])
+            self.example_genes.extend(gene_set.genes[: 3 - len(self.example_genes)])
         if self.size_max == 0:
             # While no gene has matched exactly, count matches ignoring case for the hint;
             # once one matches, that hint is never given, so stop paying for it.
