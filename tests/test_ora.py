@@ -135,6 +135,7 @@ def test_a_set_covering_the_universe_gets_p_one(mode):
         assert np.isnan(full.pval_perm)
     else:
         assert full.pval_perm == 1.0 and full.pval_perm_maxt == 1.0 and full.padj_bh_perm == 1.0
+    assert result.attrs["run"]["data"]["n_gene_sets_covering_universe"] == 1
     without = permenrich.ora(*args, gene_sets=sets, min_size=5, **kwargs).set_index("gene_set")
     columns = ["overlap", "pval_hypergeom", "pval_perm", "pval_perm_maxt"]
     pd.testing.assert_frame_equal(result.loc[list(sets), columns], without.loc[list(sets), columns])

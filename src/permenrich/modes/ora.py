@@ -239,6 +239,7 @@ def ora(
                            gene_list_source(gene_list), outside, len(genes_of_interest), universe_name)
         plan = None
     n_sets_read, index = load_gene_sets(gene_sets, gene_ids, min_size=min_size, max_size=max_size, allow_full=True)
+    covering = index.sizes == gene_ids.size  # p = 1 exactly (see Notes)
     observed = overlap_statistics(selected, index.members, index.offsets, gene_ids.size)
     table = pd.DataFrame({
         "gene_set": index.names.astype(str), "size": index.sizes.astype(int),
@@ -249,8 +250,7 @@ def ora(
         "overlap_genes": leading_overlap_genes(selected, index.members, index.offsets, gene_ids),
     })
     if expression_mode:
-        # Sets covering the universe have p = 1 exactly (see Notes): only the others are tested.
-        tested = index.sizes < gene_ids.size
+        tested = ~covering  # only these go through the permutations
         counter = OverlapCounter(index.members, index.offsets, gene_ids.size)
         accumulator = ExceedanceAccumulator(observed["overlap"][tested].astype(np.float64), alternative="greater",
                                             centre=0.0, n_perm=plan.n_perm, exact=plan.exact, threads=threads)
@@ -288,7 +288,9 @@ def ora(
          "device": device},
         started,
         data={"n_universe": int(gene_ids.size), "n_selected": int(selected.sum()), "n_gene_sets_read": n_sets_read,
-              "n_gene_sets_used": index.n_sets, "gene_list": file_digest(gene_list) if gene_list is not None else None,
+              "n_gene_sets_used": index.n_sets, "n_gene_sets_too_small": index.n_too_small,
+              "n_gene_sets_too_large": index.n_too_large, "n_gene_sets_covering_universe": int(covering.sum()),
+              "gene_list": file_digest(gene_list) if gene_list is not None else None,
               "universe": file_digest(universe) if universe is not None else None,
               "expression": file_digest(expr) if expr is not None else None, "gene_sets": digests(gene_sets)},
         timings=timings,
