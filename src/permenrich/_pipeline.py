@@ -12,7 +12,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,11 +67,21 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise OptionError(f"{option(name)} must be one of {', '.join(choices)}, got {value!r}")
 
 
+#: Most permutations one run accepts: p-values down to 1e-10, hours on a GPU; a request
+#: beyond it is almost certainly a typo that would run for years.
+MAX_PERMUTATIONS = 10**10
+#: A run whose remaining time, estimated from its second batch, exceeds this is warned about.
+LONG_RUN_SECONDS = 3600.0
+
+
 def check_run_options(*, permutations: int, seed: int, batch_size: int | None, threads: int | None,
                       weight: float | None = None) -> None:
     """Options every permutation mode shares; raises :class:`OptionError`."""
     if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 1:
         raise OptionError(f"permutations must be a positive integer, got {permutations!r}")
+    if permutations > MAX_PERMUTATIONS:
+        raise OptionError(f"permutations={permutations:,} is above the limit of {MAX_PERMUTATIONS:,} (p-values "
+                          "down to 1e-10); ask for fewer")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
         raise OptionError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
@@ -360,22 +370,51 @@ def batches(n_perm: int, batch_size: int) -> Iterator[tuple[int, int]]:
         yield start, min(n_perm, start + batch_size)
 
 
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} seconds"
+
+
 def run_two_pass(score_batch: Callable[[int, int], Any], first: Callable[[Any], None],
                  second: Callable[[Any], None] | None, finish_first: Callable[[], None] | None, *,
                  n_perm: int, batch_size: int, cache: bool, progress: ProgressCallback | None) -> dict:
     """Feed every batch of null scores to ``first``; then, if ``second`` is given, the same
     batches again — cached when ``cache`` (they fit the budget), else regenerated from
-    (seed, k), which makes the second pass exact. Returns timings."""
-    timings = {}
-    tracker = Progress(progress, n_perm * (1 if cache or second is None else 2))
+    (seed, k), which makes the second pass exact. Returns timings.
+
+    The first batch carries one-time costs (kernel compilation or loading from Numba's
+    cache): it is timed apart (``first_batch_seconds``), and the per-permutation time is
+    measured on the batches after it when there are any. After the second batch, a run
+    whose remaining time is estimated above :data:`LONG_RUN_SECONDS` logs a warning.
+    """
+    timings: dict[str, Any] = {}
+    passes = 1 if cache or second is None else 2
+    tracker = Progress(progress, n_perm * passes)
     kept: list[Any] = []
     start_time = time.perf_counter()
-    for start, stop in batches(n_perm, batch_size):
+    steady_seconds, steady_permutations = 0.0, 0
+    for index, (start, stop) in enumerate(batches(n_perm, batch_size)):
+        batch_started = time.perf_counter()
         scores = score_batch(start, stop)
         first(scores)
         if cache and second is not None:
             kept.append(scores)
         tracker.advance(stop - start)
+        seconds = time.perf_counter() - batch_started
+        if index == 0:
+            timings["first_batch_seconds"] = seconds
+        else:
+            steady_seconds += seconds
+            steady_permutations += stop - start
+        if index == 1:
+            remaining = seconds / (stop - start) * (n_perm * passes - stop)
+            if remaining > LONG_RUN_SECONDS:
+                logger.warning("this run will take about %s more (%s permutations at %.3g ms each%s); stop it "
+                               "with Ctrl-C if that is not what you meant", _duration(remaining),
+                               f"{n_perm:,}", 1000 * seconds / (stop - start),
+                               ", scored twice for FDR/FWER" if passes == 2 else "")
     if finish_first is not None:
         finish_first()
     timings["first_pass_seconds"] = time.perf_counter() - start_time
@@ -387,11 +426,37 @@ def run_two_pass(score_batch: Callable[[int, int], Any], first: Callable[[Any], 
             kept.clear()
         else:
             for start, stop in batches(n_perm, batch_size):
+                batch_started = time.perf_counter()
                 second(score_batch(start, stop))
                 tracker.advance(stop - start)
+                steady_seconds += time.perf_counter() - batch_started
+                steady_permutations += stop - start
     timings["second_pass_seconds"] = time.perf_counter() - start_time
     timings["permutations_scored"] = tracker.total
+    if steady_permutations:
+        timings["per_permutation_ms"] = 1000 * steady_seconds / steady_permutations
     return timings
+
+
+def kernels_compiled(dispatchers: Iterable[Any]) -> bool:
+    """Whether Numba's on-disk cache holds code for the current source of every one of
+    ``dispatchers`` (False: the first run compiles them, which takes about a minute)."""
+    for dispatcher in dispatchers:
+        try:
+            if not dispatcher._cache._cache_file._load_index():  # noqa: SLF001 - Numba has no public query
+                return False
+        except Exception:  # noqa: BLE001 - another Numba layout: assume compiled, say nothing
+            continue
+    return True
+
+
+def announce_compilation(dispatchers: Iterable[Any]) -> bool:
+    """Say (a WARNING on the package logger, shown by the CLI) that kernels are about to be
+    compiled when Numba's cache lacks them; returns whether it said so."""
+    if kernels_compiled(dispatchers):
+        return False
+    logger.warning("compiling kernels (first run only: about a minute; cached for later runs)")
+    return True
 
 
 # ---- provenance -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Formats and the bad-input policy follow ``shared/FORMATS.md``: every user mistak
 from permenrich.io.chip import apply_chip, read_chip
 from permenrich.io.chunked import Block, MatrixSource, open_matrix
 from permenrich.io.expression import ExpressionData, collapse_duplicates, read_expression
-from permenrich.io.genesets import GeneSet, read_gene_sets, read_gmt, read_gmx
+from permenrich.io.genesets import GeneSet, iter_gene_sets, read_gene_sets, read_gmt, read_gmx
 from permenrich.io.genelist import read_gene_list
 from permenrich.io.output import (
     atomic_write_table,
@@ -46,6 +46,7 @@ __all__ = [
     "read_gmt",
     "read_gmx",
     "read_gene_sets",
+    "iter_gene_sets",
     "check_output_dir",
     "output_lock",
     "write_output_dir",
