@@ -155,7 +155,7 @@ def test_auto_device_and_errors():
     expr, labels, sets = _tiny()
     result = permenrich.gsea(expr, labels, sets, case="a", control="b", permutations=5, min_size=5, device="auto")
     assert result.attrs["run"]["backend"]["backend"] == ("gpu" if gpu_available() else "cpu")
-    with pytest.raises(permenrich.OptionError, match="device must be one of"):
+    with pytest.raises(permenrich.OptionError, match="device= must be one of"):
         permenrich.gsea(expr, labels, sets, device="tpu")
 
 

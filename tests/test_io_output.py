@@ -87,5 +87,5 @@ def test_check_output_dir_reports_failed_write_probe(tmp_path: Path, monkeypatch
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
-    with pytest.raises(PermenrichError, match="'.*ro' is not writable.*Permission denied.*--out"):
+    with pytest.raises(PermenrichError, match="'.*ro' is not writable.*Permission denied.*out_dir="):
         check_output_dir(tmp_path / "ro")

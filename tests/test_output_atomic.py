@@ -115,7 +115,7 @@ def test_check_output_dir_accepts_empty_previous_and_legacy_outputs(tmp_path: Pa
     (tmp_path / "other" / "run.json").write_text('{"tool": "not permenrich"}')
     with pytest.raises(PermenrichError, match="permenrich did not write"):
         check_output_dir(tmp_path / "other")
-    with pytest.raises(PermenrichError, match="--out is empty"):
+    with pytest.raises(PermenrichError, match="out_dir= is empty"):
         check_output_dir("")
 
 
@@ -273,7 +273,7 @@ def test_the_lock_is_reentrant_in_its_thread_and_refuses_another(tmp_path: Path)
         thread = threading.Thread(target=lambda: errors.append(_refusal(out)))
         thread.start()
         thread.join()
-    assert errors == ["another permenrich run in this process is writing to --out"]
+    assert errors == ["another permenrich run in this process is writing to out_dir"]
     assert os.listdir(tmp_path) == ["out"]  # the lock file is gone with the lock
 
 
@@ -281,5 +281,5 @@ def _refusal(out: Path) -> str:
     try:
         permenrich.write_results(_table(), out)
     except PermenrichError as error:
-        return str(error).split(" '")[0]
+        return str(error).split(" '")[0].split("='")[0]
     return "written"

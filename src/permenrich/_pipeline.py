@@ -58,7 +58,7 @@ def parse_memory(memory: str | int) -> int:
             raise OptionError(f"{option('memory')} must look like 512MB, 2GB or 1GiB, got {memory!r}")
         value = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])
     if value < 10**6:
-        raise OptionError(f"memory budget {memory!r} is below 1 MB; give at least 1MB")
+        raise OptionError(f"memory budget {memory!r} is below 1 MB; give at least {option('memory', '1MB')}")
     return value
 
 
@@ -78,19 +78,19 @@ def check_run_options(*, permutations: int, seed: int, batch_size: int | None, t
                       weight: float | None = None) -> None:
     """Options every permutation mode shares; raises :class:`OptionError`."""
     if isinstance(permutations, bool) or not isinstance(permutations, (int, np.integer)) or permutations < 1:
-        raise OptionError(f"permutations must be a positive integer, got {permutations!r}")
+        raise OptionError(f"{option('permutations')} must be a positive integer, got {permutations!r}")
     if permutations > MAX_PERMUTATIONS:
-        raise OptionError(f"permutations={permutations:,} is above the limit of {MAX_PERMUTATIONS:,} (p-values "
-                          "down to 1e-10); ask for fewer")
+        raise OptionError(f"{option('permutations', permutations)} is above the limit of {MAX_PERMUTATIONS:,} "
+                          "(p-values down to 1e-10); ask for fewer")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
-        raise OptionError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        raise OptionError(f"{option('seed')} must be an integer in [0, 2**64), got {seed!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-        raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise OptionError(f"{option('batch_size')} must be a positive integer, got {batch_size!r}")
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
-        raise OptionError(f"threads must be a positive integer, got {threads!r}")
+        raise OptionError(f"{option('threads')} must be a positive integer, got {threads!r}")
     if weight is not None and (not isinstance(weight, (int, float)) or isinstance(weight, bool)
                                or not math.isfinite(weight) or weight < 0):
-        raise OptionError(f"weight must be a finite number >= 0 (GSEA uses 0, 1, 1.5 or 2), got {weight!r}")
+        raise OptionError(f"{option('weight')} must be a finite number >= 0 (GSEA uses 0, 1, 1.5 or 2), got {weight!r}")
 
 
 # ---- loading ------------------------------------------------------------------------------
@@ -238,12 +238,13 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
 
     check_choice("zero_variance", zero_variance, ("error", "drop"))
     if strata is not None and pairs is not None:
-        raise OptionError("give either strata or pairs, not both")
+        raise OptionError(f"give either {option('strata')} or {option('pairs')}, not both")
     data = loaded.data
     info: dict[str, Any] = dict(loaded.info)
     if metric.kind == "correlation":
         if pairs is not None:
-            raise OptionError("pairs apply to two-group designs; use strata for a continuous phenotype")
+            raise OptionError(f"{option('pairs')} apply to two-group designs; use {option('strata')} for a continuous "
+                              "phenotype")
         name, numbers = continuous_phenotype(data, phenotype, phenotype_column)
         keep = np.ones(data.n_samples, dtype=bool)
         stratum = (strata_codes(sample_annotation(data, phenotype, strata, what="strata"), source=data.source)

@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(g, permutations=1000)
 
     p = sub.add_parser("prerank", help="preranked GSEA with the gene-set permutation null",
-                       description="Preranked GSEA on an RNK list (gene, score). Writes OUT/results.tsv and OUT/run.json.")
+                       description="Preranked GSEA on an RNK list (gene, score). "
+                                   "Writes OUT/results.tsv and OUT/run.json.")
     p.add_argument("--rnk", required=True, help="ranked list: two columns, gene and score")
     p.add_argument("--duplicates", default="error", help="duplicated genes in the list: error, mean, max, min, first")
     _add_set_options(p)
@@ -364,15 +365,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_handler = _interrupt_on_sigterm()
     out, before = None, None
     try:
-        args = build_parser().parse_args(argv)
-        from .io.output import check_output_dir, output_lock
-
-        # Fail before any computing: an unusable --out, or one another run is writing to.
-        out = check_output_dir(args.out, create=False)
-        before = _folder_identity(out)
         # cli_option_names: messages name options as flags (--min-size), not keywords (min_size=).
-        with output_lock(out), _cli_logging(args.quiet), cli_option_names():
-            return _COMMANDS[args.command](args)
+        with cli_option_names():
+            args = build_parser().parse_args(argv)
+            from .io.output import check_output_dir, output_lock
+
+            # Fail before any computing: an unusable --out, or one another run is writing to.
+            out = check_output_dir(args.out, create=False)
+            before = _folder_identity(out)
+            with output_lock(out), _cli_logging(args.quiet):
+                return _COMMANDS[args.command](args)
     except PermenrichError as error:
         print(f"permenrich: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -21,7 +21,7 @@ __all__ = ["PermenrichError", "InputError", "OptionError", "option", "cli_option
 _CLI_RUNNING: ContextVar[bool] = ContextVar("permenrich_cli_option_names", default=False)
 
 # Python keywords whose command-line flag is not the keyword with dashes.
-_CLI_FLAGS = {"phenotype": "--cls/--sample-sheet"}
+_CLI_FLAGS = {"phenotype": "--cls/--sample-sheet", "out_dir": "--out"}
 
 
 class PermenrichError(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import OptionError
+from ..errors import OptionError, option
 from .cpu import CpuBackend
 
 DEVICES = ("cpu", "gpu", "auto")
@@ -28,7 +28,7 @@ def get_backend(device: str, *, threads: int | None = None) -> Any:
         if device == "gpu" or gpu_available():
             return GpuBackend(threads=threads)
         return CpuBackend(threads=threads)
-    raise OptionError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    raise OptionError(f"{option('device')} must be one of {', '.join(DEVICES)}, got {device!r}")
 
 
 __all__ = ["CpuBackend", "DEVICES", "get_backend"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OptionError
+from ..errors import OptionError, option
 from ..stats.metrics import Metric, mid_ranks
 from ..stats.ranking import FULL_PASSES, RADIX_SIZE
 
@@ -76,7 +76,8 @@ class GpuBackend:
                  device_cache_bytes: int | None = None) -> None:
         cuda = _cuda()
         if not cuda.is_available():
-            raise OptionError("device='gpu' but Numba sees no CUDA GPU; use device='cpu' (or 'auto')")
+            raise OptionError(f"{option('device', 'gpu')} but Numba sees no CUDA GPU; use {option('device', 'cpu')} "
+                              "(or auto)")
         from numba import config
 
         self.simulated = bool(config.ENABLE_CUDASIM)

@@ -39,7 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from permenrich.errors import OptionError
+from permenrich.errors import OptionError, option
 
 try:
     import fcntl
@@ -57,6 +57,15 @@ _OS_CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 _held_locks: dict[Path, int] = {}  # OUT -> id of the thread holding its lock in this process
 _held_guard = threading.Lock()
+
+
+def _out(given: object = None) -> str:
+    """The output option (with the folder given) as the caller spells it:
+    ``--out 'results'`` on the command line, ``out_dir='results'`` from Python."""
+    flag = option("out_dir")
+    if given is None:
+        return flag
+    return f"{flag} {given!r}" if flag.startswith("--") else f"{flag}{given!r}"
 
 
 def _sibling_pattern(out: Path, kind: str) -> re.Pattern[str]:
@@ -95,20 +104,21 @@ def _check_existing(directory: Path, given: str) -> bool:
     if not directory.exists():
         return False
     if not directory.is_dir():
-        raise OptionError(f"output directory {given!r} exists and is a file; choose another --out or remove the file")
+        raise OptionError(f"output directory {given!r} exists and is a file; choose another {_out()} or remove "
+                          "the file")
     entries = sorted(set(os.listdir(directory)) - _OS_CLUTTER)
     if not entries:
         return True
     listed = _listed_files(directory)
     if listed is None:
-        raise OptionError(f"--out {given!r} is a folder that permenrich did not write (it holds {entries[0]!r}); "
+        raise OptionError(f"{_out(given)} is a folder that permenrich did not write (it holds {entries[0]!r}); "
                           "its files would be replaced: give a new or empty folder, or the folder of an earlier "
                           "permenrich run")
     foreign = [name for name in entries if name not in listed]
     if foreign:
-        raise OptionError(f"--out {given!r} holds an earlier permenrich output and also {foreign[0]!r}, which "
+        raise OptionError(f"{_out(given)} holds an earlier permenrich output and also {foreign[0]!r}, which "
                           "permenrich did not write; the folder is replaced as a whole, so move that file out "
-                          "or choose another --out")
+                          f"or choose another {_out()}")
     return True
 
 
@@ -149,29 +159,30 @@ def check_output_dir(path: str | os.PathLike, *, create: bool = True) -> Path:
     """
     given = os.fspath(path)
     if not given.strip():
-        raise OptionError("--out is empty; give an output folder, e.g. --out results")
+        raise OptionError(f"{_out()} is empty; give an output folder, e.g. {option('out_dir', 'results')}")
     directory = Path(given).expanduser().resolve()
     if directory.parent == directory:
-        raise OptionError(f"--out {given!r} is a file system root; give a folder inside it")
+        raise OptionError(f"{_out(given)} is a file system root; give a folder inside it")
     exists = _check_existing(directory, given)
     if create and not exists:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OptionError(
-                f"cannot create output directory {given!r} ({exc.strerror or exc}); choose another --out"
+                f"cannot create output directory {given!r} ({exc.strerror or exc}); choose another {_out()}"
             ) from exc
     probe = directory.parent
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise OptionError(f"cannot create output directory {given!r}: {str(probe)!r} is a file; choose another --out")
+        raise OptionError(f"cannot create output directory {given!r}: {str(probe)!r} is a file; "
+                          f"choose another {_out()}")
     if exists:  # its files are removed once the new output is in place
-        _probe_writable(directory, f"output directory {given!r} is not writable ({{reason}}); choose another --out "
+        _probe_writable(directory, f"output directory {given!r} is not writable ({{reason}}); choose another {_out()} "
                                    "or fix its permissions")
     _probe_writable(probe, f"output directory {given!r} is not writable ({{reason}} in {str(probe)!r}, where "
                            "permenrich writes the new output before renaming it into place); choose another "
-                           "--out or fix its permissions")
+                           f"{_out()} or fix its permissions")
     return directory
 
 
@@ -207,8 +218,8 @@ def _acquire(lock_file: Path, given: str) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             os.close(fd)
-            raise OptionError(f"another permenrich run is writing to --out {given!r} (it holds {str(lock_file)!r}); "
-                              "wait for it to finish or choose another --out") from exc
+            raise OptionError(f"another permenrich run is writing to {_out(given)} (it holds {str(lock_file)!r}); "
+                              f"wait for it to finish or choose another {_out()}") from exc
         except BaseException:
             os.close(fd)
             raise
@@ -254,8 +265,8 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
         yield out
         return
     if holder is not None:
-        raise OptionError(f"another permenrich run in this process is writing to --out {given!r}; "
-                          "wait for it to finish or choose another --out")
+        raise OptionError(f"another permenrich run in this process is writing to {_out(given)}; "
+                          f"wait for it to finish or choose another {_out()}")
     created = [parent for parent in reversed(out.parents) if not parent.exists()]
     lock_file = _lock_path(out)
     fd = None
@@ -265,8 +276,8 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 fd = _acquire(lock_file, given)
             except OSError as exc:
-                raise OptionError(f"cannot lock --out {given!r} ({exc.strerror or exc} for {str(lock_file)!r}); "
-                                  "choose another --out or fix the folder's permissions") from exc
+                raise OptionError(f"cannot lock {_out(given)} ({exc.strerror or exc} for {str(lock_file)!r}); "
+                                  f"choose another {_out()} or fix the folder's permissions") from exc
             with _held_guard:
                 _held_locks[out] = me
         yield out
@@ -398,8 +409,8 @@ def write_output_dir(path: str | os.PathLike, tables: Mapping[str, pd.DataFrame]
                 where = f" while writing {current}" if current else ""
                 state = (f"the previous output in {given!r} is untouched" if replace
                          else "no output was written")
-                raise OptionError(f"cannot write the output to --out {given!r}: {exc.strerror or exc}{where}; "
-                                  f"{state}; free some space, fix the folder or choose another --out") from exc
+                raise OptionError(f"cannot write the output to {_out(given)}: {exc.strerror or exc}{where}; "
+                                  f"{state}; free some space, fix the folder or choose another {_out()}") from exc
             raise
     return out
 
