@@ -145,7 +145,7 @@ def test_cpu_exceedance_kernel_equals_array_module_path(alternative, array_centr
         accumulator = ExceedanceAccumulator(observed, alternative=alternative, centre=centre, n_perm=total,
                                             exact=False, xp=xp, threads=threads)
         for batch in batches:
-            accumulator.add(batch)
+            accumulator.add(0, batch)
         results.append((np.asarray(accumulator.n_exceed), np.asarray(accumulator.n_exceed_max)))
     for counts, counts_max in results[1:]:
         np.testing.assert_array_equal(counts, results[0][0])

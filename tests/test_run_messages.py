@@ -10,7 +10,7 @@ import pytest
 
 import permenrich
 import permenrich.cli
-from permenrich import _pipeline
+from permenrich import _pipeline, runner
 from permenrich.errors import OptionError
 
 
@@ -57,7 +57,7 @@ def test_cli_shows_the_compile_notice_on_stderr(monkeypatch, tmp_path, capsys):
 
 
 def test_long_run_is_announced_after_its_second_batch(monkeypatch, caplog):
-    monkeypatch.setattr(_pipeline, "LONG_RUN_SECONDS", 0.0)
+    monkeypatch.setattr(runner, "LONG_RUN_SECONDS", 0.0)
     expr, labels = _study()
     with caplog.at_level(logging.WARNING, logger="permenrich"):
         result = permenrich.genes(expr, labels, case="a", control="b", permutations=300, batch_size=50,

@@ -34,11 +34,11 @@ from .io import (
     read_expression,
     sample_annotation,
 )
+from .runner import ProgressCallback
 from .stats.metrics import Metric
 
 logger = logging.getLogger("permenrich")
 
-ProgressCallback = Callable[[int, int], None]
 
 TIE_RULE = ("genes ranked by decreasing statistic; ties ordered by row index after collapsing "
             "(lower index first); -0.0 == 0.0")
@@ -70,8 +70,6 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 #: Most permutations one run accepts: p-values down to 1e-10, hours on a GPU; a request
 #: beyond it is almost certainly a typo that would run for years.
 MAX_PERMUTATIONS = 10**10
-#: A run whose remaining time, estimated from its second batch, exceeds this is warned about.
-LONG_RUN_SECONDS = 3600.0
 
 
 def check_run_options(*, permutations: int, seed: int, batch_size: int | None, threads: int | None,
@@ -336,20 +334,6 @@ def load_gene_sets(gene_sets: Any, gene_ids: np.ndarray, *, min_size: int, max_s
 
 
 # ---- running permutations ------------------------------------------------------------------
-class Progress:
-    """Counts permutations done against the run's total and reports to a callback."""
-
-    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
-        self.callback = callback
-        self.total = total
-        self.done = 0
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.callback is not None:
-            self.callback(self.done, self.total)
-
-
 def choose_batch_size(batch_size: int | None, budget: int, bytes_per_permutation: int, n_perm: int,
                       streamed: bool = False) -> int:
     """Permutations per batch: explicit, or from the budget (a quarter of it for a batch's
@@ -364,79 +348,6 @@ def choose_batch_size(batch_size: int | None, budget: int, bytes_per_permutation
     if streamed:
         return int(min(n_perm, max(64, fit)))
     return int(min(n_perm, max(64, min(fit, 8192, max(256, -(-n_perm // 20))))))
-
-
-def batches(n_perm: int, batch_size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n_perm, batch_size):
-        yield start, min(n_perm, start + batch_size)
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} seconds"
-
-
-def run_two_pass(score_batch: Callable[[int, int], Any], first: Callable[[Any], None],
-                 second: Callable[[Any], None] | None, finish_first: Callable[[], None] | None, *,
-                 n_perm: int, batch_size: int, cache: bool, progress: ProgressCallback | None) -> dict:
-    """Feed every batch of null scores to ``first``; then, if ``second`` is given, the same
-    batches again — cached when ``cache`` (they fit the budget), else regenerated from
-    (seed, k), which makes the second pass exact. Returns timings.
-
-    The first batch carries one-time costs (kernel compilation or loading from Numba's
-    cache): it is timed apart (``first_batch_seconds``), and the per-permutation time is
-    measured on the batches after it when there are any. After the second batch, a run
-    whose remaining time is estimated above :data:`LONG_RUN_SECONDS` logs a warning.
-    """
-    timings: dict[str, Any] = {}
-    passes = 1 if cache or second is None else 2
-    tracker = Progress(progress, n_perm * passes)
-    kept: list[Any] = []
-    start_time = time.perf_counter()
-    steady_seconds, steady_permutations = 0.0, 0
-    for index, (start, stop) in enumerate(batches(n_perm, batch_size)):
-        batch_started = time.perf_counter()
-        scores = score_batch(start, stop)
-        first(scores)
-        if cache and second is not None:
-            kept.append(scores)
-        tracker.advance(stop - start)
-        seconds = time.perf_counter() - batch_started
-        if index == 0:
-            timings["first_batch_seconds"] = seconds
-        else:
-            steady_seconds += seconds
-            steady_permutations += stop - start
-        if index == 1:
-            remaining = seconds / (stop - start) * (n_perm * passes - stop)
-            if remaining > LONG_RUN_SECONDS:
-                logger.warning("this run will take about %s more (%s permutations at %.3g ms each%s); stop it "
-                               "with Ctrl-C if that is not what you meant", _duration(remaining),
-                               f"{n_perm:,}", 1000 * seconds / (stop - start),
-                               ", scored twice for FDR/FWER" if passes == 2 else "")
-    if finish_first is not None:
-        finish_first()
-    timings["first_pass_seconds"] = time.perf_counter() - start_time
-    start_time = time.perf_counter()
-    if second is not None:
-        if cache:
-            for scores in kept:
-                second(scores)
-            kept.clear()
-        else:
-            for start, stop in batches(n_perm, batch_size):
-                batch_started = time.perf_counter()
-                second(score_batch(start, stop))
-                tracker.advance(stop - start)
-                steady_seconds += time.perf_counter() - batch_started
-                steady_permutations += stop - start
-    timings["second_pass_seconds"] = time.perf_counter() - start_time
-    timings["permutations_scored"] = tracker.total
-    if steady_permutations:
-        timings["per_permutation_ms"] = 1000 * steady_seconds / steady_permutations
-    return timings
 
 
 def kernels_compiled(dispatchers: Iterable[Any]) -> bool:

@@ -196,7 +196,11 @@ class ExactColumnSums:
 
     def merge(self, other: ExactColumnSums) -> None:
         """Add the sums of another part (of disjoint rows); exactly associative."""
-        self.digits += other.digits
+        self.merge_digits(other.digits)
+
+    def merge_digits(self, digits: Any) -> None:
+        """Add another part's digits (e.g. returned by a worker as a host array)."""
+        self.digits += self.xp.asarray(digits)
         self._normalise()
 
     def totals(self) -> np.ndarray:
@@ -377,17 +381,74 @@ class GseaNullAccumulator:
         self.n_same_sign = total
         self.pval = empirical_p(host(self.n_exceed), total, self.exact)
         finite = np.isfinite(self.nes)
-        self._pos_thresholds = np.sort(self.nes[finite & (self.nes >= 0)])
-        self._neg_thresholds = np.sort(-self.nes[finite & (self.nes < 0)])  # as magnitudes
+        self.begin_pass(1, {
+            "pos_thresholds": np.sort(self.nes[finite & (self.nes >= 0)]),
+            "neg_thresholds": np.sort(-self.nes[finite & (self.nes < 0)]),  # as magnitudes
+            "scale_pos": np.where(np.isfinite(self.mean_positive), self.mean_positive, np.nan),
+            "scale_neg": np.where(np.isfinite(self.mean_negative_abs), self.mean_negative_abs, np.nan)})
+
+    # ---- passes as mergeable parts (the runner's protocol) ------------------------
+    passes = 2
+
+    def add(self, pass_index: int, null_es: Any) -> None:
+        """Add a batch of null ES to pass 0 (counts, sums) or pass 1 (FDR/FWER tails)."""
+        (self.add_first_pass if pass_index == 0 else self.add_second_pass)(null_es)
+
+    def end_pass(self, pass_index: int) -> dict | None:
+        """After every part of pass 0 was merged: NES and nominal p, and the setup (host
+        arrays) that pass 1's parts need, wherever they run."""
+        if pass_index != 0:
+            return None
+        self.finish_first_pass()
+        return dict(self._second_pass_setup)
+
+    def begin_pass(self, pass_index: int, setup: dict | None) -> None:
+        """Start pass 1 from :meth:`end_pass`'s setup (the NES scales and thresholds)."""
+        if pass_index != 1:
+            return
         xp = self.xp
+        self._second_pass_setup = setup
+        self._pos_thresholds = np.asarray(setup["pos_thresholds"])
+        self._neg_thresholds = np.asarray(setup["neg_thresholds"])
         self._fdr_pos = _TailCounter.create(self._pos_thresholds, xp)
         self._fdr_neg = _TailCounter.create(self._neg_thresholds, xp)
         self._fwer_pos = _TailCounter.create(self._pos_thresholds, xp)
         self._fwer_neg = _TailCounter.create(self._neg_thresholds, xp)
-        self._scale_pos = xp.asarray(np.where(np.isfinite(self.mean_positive), self.mean_positive, np.nan))
-        self._scale_neg = xp.asarray(np.where(np.isfinite(self.mean_negative_abs), self.mean_negative_abs, np.nan))
+        self._scale_pos = xp.asarray(setup["scale_pos"])
+        self._scale_neg = xp.asarray(setup["scale_neg"])
         self._null_nes_pos_total = 0
         self._null_nes_neg_total = 0
+        self.seen_second = 0
+
+    def state(self, pass_index: int) -> dict:
+        """This part's counters of a pass, as host integers: what a worker returns."""
+        host = lambda a: _to_host(a, self.xp)  # noqa: E731
+        if pass_index == 0:
+            return {"n_positive": host(self.n_positive), "n_negative": host(self.n_negative),
+                    "sum_positive": host(self.sum_positive.digits), "sum_negative": host(self.sum_negative.digits),
+                    "n_exceed": host(self.n_exceed), "seen": self.seen_first}
+        return {"fdr_pos": host(self._fdr_pos.histogram), "fdr_neg": host(self._fdr_neg.histogram),
+                "fwer_pos": host(self._fwer_pos.histogram), "fwer_neg": host(self._fwer_neg.histogram),
+                "null_pos": self._null_nes_pos_total, "null_neg": self._null_nes_neg_total,
+                "seen": self.seen_second}
+
+    def merge(self, pass_index: int, state: dict) -> None:
+        """Add another part's :meth:`state` of the same pass (disjoint permutations):
+        integer additions only, so any split and any order give the same result."""
+        xp = self.xp
+        if pass_index == 0:
+            self.n_positive += xp.asarray(state["n_positive"])
+            self.n_negative += xp.asarray(state["n_negative"])
+            self.sum_positive.merge_digits(state["sum_positive"])
+            self.sum_negative.merge_digits(state["sum_negative"])
+            self.n_exceed += xp.asarray(state["n_exceed"])
+            self.seen_first += int(state["seen"])
+            return
+        for name in ("fdr_pos", "fdr_neg", "fwer_pos", "fwer_neg"):
+            getattr(self, f"_{name}").histogram += xp.asarray(state[name])
+        self._null_nes_pos_total += int(state["null_pos"])
+        self._null_nes_neg_total += int(state["null_neg"])
+        self.seen_second += int(state["seen"])
 
     # ---- pass 2 -------------------------------------------------------------------
     def add_second_pass(self, null_es: Any) -> None:
@@ -509,8 +570,9 @@ class ExceedanceAccumulator:
             return self.centre - t
         return xp.abs(t - self.centre)
 
-    def add(self, null_statistics: Any) -> None:
-        """Accumulate a batch of null statistics, shape (n_batch, n_features)."""
+    def add(self, pass_index: int, null_statistics: Any) -> None:
+        """Accumulate a batch of null statistics, shape (n_batch, n_features) (one pass:
+        ``pass_index`` is 0)."""
         if self.xp is np:
             self._add_cpu(null_statistics)
         else:
@@ -537,6 +599,26 @@ class ExceedanceAccumulator:
         ordered = u[:, self._order_dev][:, ::-1]
         running_max = _cumulative_max(ordered, xp)[:, ::-1]
         self.n_exceed_max += (running_max >= self._threshold_ordered).sum(axis=0)
+
+    # ---- one pass as mergeable parts (the runner's protocol) ------------------------
+    passes = 1
+
+    def end_pass(self, pass_index: int) -> None:
+        return None
+
+    def begin_pass(self, pass_index: int, setup: dict | None) -> None:
+        return None
+
+    def state(self, pass_index: int) -> dict:
+        """This part's counts, as host integers: what a worker returns."""
+        return {"n_exceed": _to_host(self.n_exceed, self.xp), "n_exceed_max": _to_host(self.n_exceed_max, self.xp),
+                "seen": self.seen}
+
+    def merge(self, pass_index: int, state: dict) -> None:
+        """Add another part's :meth:`state` (disjoint permutations); integer additions."""
+        self.n_exceed += self.xp.asarray(state["n_exceed"])
+        self.n_exceed_max += self.xp.asarray(state["n_exceed_max"])
+        self.seen += int(state["seen"])
 
     def finish(self) -> dict[str, np.ndarray]:
         """``pval`` and ``p_maxt`` per feature (host NumPy arrays; NaN where undefined)."""

@@ -12,12 +12,10 @@ import pandas as pd
 from .._pipeline import (
     TIE_RULE,
     announce_compilation,
-    ProgressCallback,
     check_choice,
     check_run_options,
     choose_batch_size,
     parse_memory,
-    run_two_pass,
     versions,
 )
 from ..backends import get_backend
@@ -26,6 +24,7 @@ from ..enrich.linear import SET_STATISTICS
 from ..enrich.running_sum import running_sum
 from ..genesets import GeneSetIndex
 from ..nulls import GseaNullAccumulator, bh_adjust, tie_tolerance
+from ..runner import Job
 from ..stats.metrics import get_metric
 from ..stats.ranking import rank_genes
 
@@ -121,23 +120,27 @@ def score_scale(set_statistic: str, gene_scores: np.ndarray) -> float:
     return float(finite.max()) if finite.size else 1.0
 
 
-def gsea_null(score_batch: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: int, exact: bool,
-               xp: Any, n_sets: int, batch_size: int | None, budget: int, extra_bytes: int,
-               progress: ProgressCallback | None, scale: float, streamed: bool = False
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Two-pass GSEA null over the permutations of ``score_batch`` (``streamed``: each
-    batch reads the matrix from disk once, see :func:`choose_batch_size`); ``scale`` is
-    the scores' magnitude (:func:`score_scale`), which sets the tie tolerance."""
+def gsea_job(score: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: int, exact: bool, xp: Any,
+             n_sets: int, batch_size: int | None, budget: int, extra_bytes: int, scale: float,
+             streamed: bool = False) -> tuple[Job, dict[str, Any]]:
+    """The two-pass GSEA null over the permutations of ``score`` as a runner job
+    (``streamed``: each batch reads the matrix from disk once, see
+    :func:`choose_batch_size`); ``scale`` is the scores' magnitude (:func:`score_scale`),
+    which sets the tie tolerance. Also returns what run.json says of it."""
     chosen = choose_batch_size(batch_size, budget, 8 * n_sets * 6 + extra_bytes, n_perm, streamed=streamed)
     cache = n_perm * n_sets * 8 <= budget // 2
-    accumulator = GseaNullAccumulator(observed, n_perm, exact, xp=xp, tie_tolerance=tie_tolerance(scale))
-    timings = run_two_pass(score_batch, accumulator.add_first_pass, accumulator.add_second_pass,
-                           accumulator.finish_first_pass, n_perm=n_perm, batch_size=chosen, cache=cache,
-                           progress=progress)
-    info = {"batch_size": chosen, "tie_tolerance": accumulator.tie_tolerance,
-            "null_storage": "cached in memory" if cache else "recomputed from (seed, k) in a second pass",
-            "timings": timings}
-    return accumulator.finish(), info
+    tolerance = tie_tolerance(scale)
+    job = Job(n_perm=n_perm, batch_size=chosen, cache=cache, score=score,
+              new_accumulator=lambda: GseaNullAccumulator(observed, n_perm, exact, xp=xp, tie_tolerance=tolerance))
+    info = {"batch_size": chosen, "tie_tolerance": tolerance,
+            "null_storage": "cached in memory" if cache else "recomputed from (seed, k) in a second pass"}
+    return job, info
+
+
+def options_of(arguments: dict) -> dict:
+    """A public function's arguments as the options of its run (what workers receive):
+    all of them but the client and the progress callback, which stay with the caller."""
+    return {name: value for name, value in arguments.items() if name not in ("client", "progress")}
 
 
 def provenance(command: str, parameters: dict, started: float, **sections: Any) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -15,12 +16,12 @@ from .._pipeline import (
     choose_batch_size,
     file_digest,
     load_study,
-    run_two_pass,
 )
 from ..design import PermutationPlan, TwoGroupLabels
 from ..nulls import ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import Alternative, MetricName
-from ._shared import check_observed_statistics, common_setup, provenance
+from ..runner import Job, Prepared, run
+from ._shared import check_observed_statistics, common_setup, options_of, provenance
 
 
 def genes(
@@ -48,6 +49,7 @@ def genes(
     memory: str | int = "1GB",
     threads: int | None = None,
     device: Literal["cpu", "gpu", "auto"] = "auto",
+    client: Any = None,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Per-gene permutation tests with Westfall–Young maxT adjustment.
@@ -62,7 +64,7 @@ def genes(
         ``"two-sided"`` (default), ``"greater"`` (case > control, or positive
         correlation) or ``"less"``.
     permutations, seed, collapse, chip, nan_policy, zero_variance, normalize, pseudobulk,
-    pseudobulk_method, batch_size, memory, threads, device, progress
+    pseudobulk_method, batch_size, memory, threads, device, client, progress
         As in :func:`gsea`.
 
     Returns
@@ -79,16 +81,23 @@ def genes(
     the number of permutations. Two-sided tests compare |T - c| with c the statistic's
     value under no effect (0; 1 for ratio_of_classes; n_A n_B / 2 for Mann–Whitney U).
     """
+    return run(prepare_genes, options_of(locals()), client=client, progress=progress)
+
+
+def prepare_genes(options: dict) -> Prepared:
+    """Read and check the inputs of :func:`genes`, prepare the backend and the observed
+    statistics; the runner's :class:`~permenrich.runner.Prepared` (also run on Dask workers)."""
+    o = SimpleNamespace(**options)
     started = time.perf_counter()
-    check_choice("alternative", alternative, ("two-sided", "greater", "less"))
-    metric_record, budget, backend = common_setup(metric, None, None, permutations, seed, batch_size,
-                                                   threads, memory, device)
-    study = load_study(expr, phenotype, metric=metric_record, groupby=groupby, case=case, control=control,
-                       phenotype_column=phenotype_column, strata=strata, pairs=pairs, chip=chip,
-                       collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance,
-                       normalize=normalize, budget=budget, pseudobulk=pseudobulk,
-                       pseudobulk_method=pseudobulk_method)
-    plan = PermutationPlan(study.design, int(permutations), int(seed))
+    check_choice("alternative", o.alternative, ("two-sided", "greater", "less"))
+    metric_record, budget, backend = common_setup(o.metric, None, None, o.permutations, o.seed, o.batch_size,
+                                                   o.threads, o.memory, o.device)
+    study = load_study(o.expr, o.phenotype, metric=metric_record, groupby=o.groupby, case=o.case,
+                       control=o.control, phenotype_column=o.phenotype_column, strata=o.strata, pairs=o.pairs,
+                       chip=o.chip, collapse=o.collapse, nan_policy=o.nan_policy, zero_variance=o.zero_variance,
+                       normalize=o.normalize, budget=budget, pseudobulk=o.pseudobulk,
+                       pseudobulk_method=o.pseudobulk_method)
+    plan = PermutationPlan(study.design, int(o.permutations), int(o.seed))
     n_genes = study.n_genes
     read_seconds = time.perf_counter() - started
 
@@ -96,52 +105,56 @@ def genes(
     backend.prepare_statistic(study.values, metric_record, phenotype=getattr(design, "values", None),
                               drawn_is_case=getattr(design, "drawn_is_case", True))
     observed = np.asarray(backend.to_host(backend.gene_statistics(plan.observed())))[0]
-    check_observed_statistics(observed, study.gene_ids, metric, study.source)
+    check_observed_statistics(observed, study.gene_ids, o.metric, study.source)
     if isinstance(design, TwoGroupLabels):
-        centre = {"mann_whitney": design.n_case * design.n_control / 2, "ratio_of_classes": 1.0}.get(metric, 0.0)
+        centre = {"mann_whitney": design.n_case * design.n_control / 2, "ratio_of_classes": 1.0}.get(o.metric, 0.0)
         parametric_phenotype = design.is_case
     else:
         centre = 0.0
         parametric_phenotype = design.values
-    accumulator = ExceedanceAccumulator(observed, alternative=alternative, centre=centre, n_perm=plan.n_perm,
-                                        exact=plan.exact, xp=backend.xp, threads=threads)
-    chosen = choose_batch_size(batch_size, budget, 8 * n_genes * 4 + 8 * plan.width, plan.n_perm,
+    chosen = choose_batch_size(o.batch_size, budget, 8 * n_genes * 4 + 8 * plan.width, plan.n_perm,
                                streamed=not study.in_memory)
-    timings = run_two_pass(lambda a, b: backend.gene_statistics(backend.labellings(plan, a, b)), accumulator.add,
-                           None, None, n_perm=plan.n_perm, batch_size=chosen, cache=False, progress=progress)
-    result = accumulator.finish()
-    # Textbook p-values need the values in memory (not for a streamed matrix); SciPy's
-    # temporaries are as large as its input, so genes go in slices of ~64 MB.
-    parametric = np.full(n_genes, np.nan)
-    if metric_record.parametric is not None and study.in_memory:
-        step = max(1, (64 << 20) // (8 * study.values.shape[1]))
-        for start in range(0, n_genes, step):
-            parametric[start:start + step] = metric_record.parametric(study.values[start:start + step],
-                                                                      parametric_phenotype, alternative)
-    table = pd.DataFrame({"gene": study.gene_ids.astype(str), "statistic": observed,
-                          "pval_parametric": parametric, "pval": result["pval"],
-                          "qval_bh": bh_adjust(result["pval"]), "pval_maxt": result["p_maxt"]})
-    order = np.lexsort((table.gene.to_numpy(), -np.abs(table.statistic.to_numpy() - centre), table.pval.to_numpy()))
-    table = table.iloc[order].reset_index(drop=True)
-    timings["read_seconds"] = read_seconds
-    if not study.in_memory:
-        study.info["streaming"] = study.values.describe()
-    table.attrs["run"] = provenance(
-        "genes",
-        {"metric": metric, "alternative": alternative, "permutations": int(permutations), "seed": int(seed),
-         "collapse": collapse, "nan_policy": nan_policy, "zero_variance": zero_variance,
-         "case": study.info.get("case"), "control": study.info.get("control"),
-         "phenotype": study.info.get("phenotype"), "strata": strata, "pairs": pairs, "null_centre": centre,
-         "memory_bytes": budget, "batch_size": chosen, "device": device},
-        started,
-        design={k: v for k, v in study.info.items() if k not in ("case", "control", "strata", "pairs")},
-        permutation_plan=plan.describe(),
-        permutation_type="phenotype (sample labels)",
-        data={"n_genes": n_genes, "expression": file_digest(expr) or {"object": type(expr).__name__},
-              "phenotype": file_digest(phenotype) if phenotype is not None else None},
-        backend=backend.describe(),
-        timings=timings,
-    )
-    return table
+    job = Job(n_perm=plan.n_perm, batch_size=chosen, cache=False,
+              score=lambda a, b: backend.gene_statistics(backend.labellings(plan, a, b)),
+              new_accumulator=lambda: ExceedanceAccumulator(observed, alternative=o.alternative, centre=centre,
+                                                            n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp,
+                                                            threads=o.threads))
 
+    def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
+        result = accumulator.finish()
+        # Textbook p-values need the values in memory (not for a streamed matrix); SciPy's
+        # temporaries are as large as its input, so genes go in slices of ~64 MB.
+        parametric = np.full(n_genes, np.nan)
+        if metric_record.parametric is not None and study.in_memory:
+            step = max(1, (64 << 20) // (8 * study.values.shape[1]))
+            for start in range(0, n_genes, step):
+                parametric[start:start + step] = metric_record.parametric(study.values[start:start + step],
+                                                                          parametric_phenotype, o.alternative)
+        table = pd.DataFrame({"gene": study.gene_ids.astype(str), "statistic": observed,
+                              "pval_parametric": parametric, "pval": result["pval"],
+                              "qval_bh": bh_adjust(result["pval"]), "pval_maxt": result["p_maxt"]})
+        order = np.lexsort((table.gene.to_numpy(), -np.abs(table.statistic.to_numpy() - centre),
+                            table.pval.to_numpy()))
+        table = table.iloc[order].reset_index(drop=True)
+        timings["read_seconds"] = read_seconds
+        if not study.in_memory:
+            study.info["streaming"] = study.values.describe()
+        table.attrs["run"] = provenance(
+            "genes",
+            {"metric": o.metric, "alternative": o.alternative, "permutations": int(o.permutations),
+             "seed": int(o.seed), "collapse": o.collapse, "nan_policy": o.nan_policy,
+             "zero_variance": o.zero_variance, "case": study.info.get("case"), "control": study.info.get("control"),
+             "phenotype": study.info.get("phenotype"), "strata": o.strata, "pairs": o.pairs, "null_centre": centre,
+             "memory_bytes": budget, "batch_size": chosen, "device": o.device},
+            started,
+            design={k: v for k, v in study.info.items() if k not in ("case", "control", "strata", "pairs")},
+            permutation_plan=plan.describe(),
+            permutation_type="phenotype (sample labels)",
+            data={"n_genes": n_genes, "expression": file_digest(o.expr) or {"object": type(o.expr).__name__},
+                  "phenotype": file_digest(o.phenotype) if o.phenotype is not None else None},
+            backend=backend.describe(),
+            timings=timings,
+        )
+        return table
 
+    return Prepared(job, finish)

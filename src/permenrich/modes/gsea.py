@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -20,12 +21,14 @@ from ..backends.cpu import sorted_positions_scores
 from ..design import PermutationPlan
 from ..enrich.linear import SetStatisticName
 from ..io.rnk import read_rnk
+from ..runner import Prepared, run
 from ..stats.metrics import MetricName
 from ..stats.ranking import rank_genes
 from ._shared import (
     check_observed_statistics,
     common_setup,
-    gsea_null,
+    gsea_job,
+    options_of,
     gsea_table,
     leading_edges,
     provenance,
@@ -62,6 +65,7 @@ def gsea(
     memory: str | int = "1GB",
     threads: int | None = None,
     device: Literal["cpu", "gpu", "auto"] = "auto",
+    client: Any = None,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Phenotype-permutation GSEA.
@@ -132,8 +136,12 @@ def gsea(
     device
         ``"cpu"``, ``"gpu"`` (CUDA; see :mod:`permenrich.backends.gpu`) or ``"auto"``
         (default: the GPU when Numba sees a CUDA device, else the CPU).
+    client
+        A ``dask.distributed.Client``: the permutations run as ranges on its workers, each
+        of which reads the inputs once (see :mod:`permenrich.runner`); the results are
+        byte-identical to a run here. None (default): run in this process.
     progress
-        ``progress(done, total)`` called after each batch.
+        ``progress(done, total)`` called after each batch (each range with ``client``).
 
     Returns
     -------
@@ -154,65 +162,75 @@ def gsea(
     :mod:`permenrich.nulls` (NES, p, FDR, FWER). The leading-edge columns are filled for
     the running-sum statistic only.
     """
+    return run(prepare_gsea, options_of(locals()), client=client, progress=progress)
+
+
+def prepare_gsea(options: dict) -> Prepared:
+    """Read and check the inputs of :func:`gsea`, prepare the backend and the observed
+    scores; the runner's :class:`~permenrich.runner.Prepared` (also run on Dask workers)."""
+    o = SimpleNamespace(**options)
     started = time.perf_counter()
-    metric_record, budget, backend = common_setup(metric, set_statistic, weight, permutations, seed,
-                                                   batch_size, threads, memory, device)
-    study = load_study(expr, phenotype, metric=metric_record, groupby=groupby, case=case, control=control,
-                       phenotype_column=phenotype_column, strata=strata, pairs=pairs, chip=chip,
-                       collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance,
-                       normalize=normalize, budget=budget, pseudobulk=pseudobulk,
-                       pseudobulk_method=pseudobulk_method)
-    n_sets_read, index = load_gene_sets(gene_sets, study.gene_ids, min_size=min_size, max_size=max_size)
-    plan = PermutationPlan(study.design, int(permutations), int(seed))
+    metric_record, budget, backend = common_setup(o.metric, o.set_statistic, o.weight, o.permutations, o.seed,
+                                                   o.batch_size, o.threads, o.memory, o.device)
+    study = load_study(o.expr, o.phenotype, metric=metric_record, groupby=o.groupby, case=o.case,
+                       control=o.control, phenotype_column=o.phenotype_column, strata=o.strata, pairs=o.pairs,
+                       chip=o.chip, collapse=o.collapse, nan_policy=o.nan_policy, zero_variance=o.zero_variance,
+                       normalize=o.normalize, budget=budget, pseudobulk=o.pseudobulk,
+                       pseudobulk_method=o.pseudobulk_method)
+    n_sets_read, index = load_gene_sets(o.gene_sets, study.gene_ids, min_size=o.min_size, max_size=o.max_size)
+    plan = PermutationPlan(study.design, int(o.permutations), int(o.seed))
     read_seconds = time.perf_counter() - started
 
     n_genes = study.n_genes
     gene_set_offsets, gene_set_ids = index.gene_to_sets(n_genes)
     backend.prepare_statistic(study.values, metric_record, phenotype=getattr(study.design, "values", None),
                               drawn_is_case=getattr(study.design, "drawn_is_case", True))
-    backend.prepare_sets(set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
-                         float(weight), n_genes)
+    backend.prepare_sets(o.set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
+                         float(o.weight), n_genes)
     observed_stat_xp = backend.gene_statistics(plan.observed())
     observed_stat = np.asarray(backend.to_host(observed_stat_xp))[0]
-    check_observed_statistics(observed_stat, study.gene_ids, metric, study.source, set_statistic)
+    check_observed_statistics(observed_stat, study.gene_ids, o.metric, study.source, o.set_statistic)
     observed = np.asarray(backend.to_host(backend.set_scores(observed_stat_xp)))[0]
 
     # A streamed batch holds its class sums and statistics for all genes at once (one read
     # of the file per batch); in memory they are made in slices of a few hundred rows.
     per_gene_bytes = 0 if study.in_memory else 24 * n_genes
-    stats, null_info = gsea_null(lambda a, b: backend.score(backend.labellings(plan, a, b))[0], observed,
-                                  n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp, n_sets=index.n_sets,
-                                  batch_size=batch_size, budget=budget, extra_bytes=8 * plan.width + per_gene_bytes,
-                                  progress=progress, scale=score_scale(set_statistic, observed_stat),
-                                  streamed=not study.in_memory)
-    table = gsea_table(index, stats, observed,
-                        leading_edges(index, study.gene_ids, observed_stat, float(weight), set_statistic))
-    null_info["timings"]["read_seconds"] = read_seconds
-    if not study.in_memory:
-        study.info["streaming"] = study.values.describe()
-    table.attrs["run"] = provenance(
-        "gsea",
-        {"metric": metric, "set_statistic": set_statistic, "weight": float(weight),
-         "permutations": int(permutations), "seed": int(seed), "min_size": min_size, "max_size": max_size,
-         "collapse": collapse, "nan_policy": nan_policy, "zero_variance": zero_variance,
-         "case": study.info.get("case"), "control": study.info.get("control"),
-         "phenotype": study.info.get("phenotype"), "strata": strata, "pairs": pairs,
-         "memory_bytes": budget, "batch_size": null_info["batch_size"], "device": device},
-        started,
-        design={k: v for k, v in study.info.items() if k not in ("case", "control", "strata", "pairs")},
-        permutation_plan=plan.describe(),
-        permutation_type="phenotype (sample labels)",
-        null_storage=null_info["null_storage"],
-        tie_tolerance=null_info["tie_tolerance"],
-        data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
-              "n_gene_sets_too_small": index.n_too_small, "n_gene_sets_too_large": index.n_too_large,
-              "expression": file_digest(expr) or {"object": type(expr).__name__},
-              "phenotype": file_digest(phenotype) if phenotype is not None else None,
-              "gene_sets": digests(gene_sets), "chip": file_digest(chip) if chip is not None else None},
-        backend=backend.describe(),
-        timings=null_info["timings"],
-    )
-    return table
+    job, null_info = gsea_job(lambda a, b: backend.score(backend.labellings(plan, a, b))[0], observed,
+                              n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp, n_sets=index.n_sets,
+                              batch_size=o.batch_size, budget=budget, extra_bytes=8 * plan.width + per_gene_bytes,
+                              scale=score_scale(o.set_statistic, observed_stat), streamed=not study.in_memory)
+
+    def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
+        table = gsea_table(index, accumulator.finish(), observed,
+                           leading_edges(index, study.gene_ids, observed_stat, float(o.weight), o.set_statistic))
+        timings["read_seconds"] = read_seconds
+        if not study.in_memory:
+            study.info["streaming"] = study.values.describe()
+        table.attrs["run"] = provenance(
+            "gsea",
+            {"metric": o.metric, "set_statistic": o.set_statistic, "weight": float(o.weight),
+             "permutations": int(o.permutations), "seed": int(o.seed), "min_size": o.min_size,
+             "max_size": o.max_size, "collapse": o.collapse, "nan_policy": o.nan_policy,
+             "zero_variance": o.zero_variance, "case": study.info.get("case"), "control": study.info.get("control"),
+             "phenotype": study.info.get("phenotype"), "strata": o.strata, "pairs": o.pairs,
+             "memory_bytes": budget, "batch_size": null_info["batch_size"], "device": o.device},
+            started,
+            design={k: v for k, v in study.info.items() if k not in ("case", "control", "strata", "pairs")},
+            permutation_plan=plan.describe(),
+            permutation_type="phenotype (sample labels)",
+            null_storage=null_info["null_storage"],
+            tie_tolerance=null_info["tie_tolerance"],
+            data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
+                  "n_gene_sets_too_small": index.n_too_small, "n_gene_sets_too_large": index.n_too_large,
+                  "expression": file_digest(o.expr) or {"object": type(o.expr).__name__},
+                  "phenotype": file_digest(o.phenotype) if o.phenotype is not None else None,
+                  "gene_sets": digests(o.gene_sets), "chip": file_digest(o.chip) if o.chip is not None else None},
+            backend=backend.describe(),
+            timings=timings,
+        )
+        return table
+
+    return Prepared(job, finish)
 
 
 def prerank(
@@ -230,6 +248,7 @@ def prerank(
     memory: str | int = "1GB",
     threads: int | None = None,
     device: Literal["cpu", "gpu", "auto"] = "auto",
+    client: Any = None,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Preranked GSEA with the gene-set (gene-label) permutation null.
@@ -245,7 +264,7 @@ def prerank(
         As in :func:`gsea`.
     duplicates
         Duplicated genes in the list: ``"error"`` (default) or how to merge them.
-    batch_size, memory, threads, device, progress
+    batch_size, memory, threads, device, client, progress
         As in :func:`gsea`.
 
     Returns
@@ -261,53 +280,62 @@ def prerank(
     (permutation k's set of size n is a pure function of (seed, k, n)). This null
     ignores gene-gene correlation: prefer :func:`gsea` when the samples are at hand.
     """
+    return run(prepare_prerank, options_of(locals()), client=client, progress=progress)
+
+
+def prepare_prerank(options: dict) -> Prepared:
+    """Read and check the inputs of :func:`prerank` and score the observed sets; the
+    runner's :class:`~permenrich.runner.Prepared` (also run on Dask workers)."""
+    o = SimpleNamespace(**options)
     started = time.perf_counter()
-    _, budget, backend = common_setup("signal_to_noise", set_statistic, weight, permutations, seed,
-                                       batch_size, threads, memory, device)
-    ranked = read_rnk(rnk, duplicates=duplicates)
+    _, budget, backend = common_setup("signal_to_noise", o.set_statistic, o.weight, o.permutations, o.seed,
+                                      o.batch_size, o.threads, o.memory, o.device)
+    ranked = read_rnk(o.rnk, duplicates=o.duplicates)
     order = rank_genes(ranked.scores)
     gene_ids = np.asarray(ranked.gene_ids, dtype=object)[order]
     ranked_stat = np.asarray(ranked.scores, dtype=np.float64)[order]
-    n_sets_read, index = load_gene_sets(gene_sets, gene_ids, min_size=min_size, max_size=max_size)
+    n_sets_read, index = load_gene_sets(o.gene_sets, gene_ids, min_size=o.min_size, max_size=o.max_size)
     n_genes = gene_ids.size
     read_seconds = time.perf_counter() - started
 
     # Observed: the null's own function (closed form from sorted ranked positions) on the
     # sets' positions, so that a random set equal to a real one gets the same bits.
-    observed = sorted_positions_scores(index.members, index.offsets, ranked_stat, float(weight), set_statistic)
+    observed = sorted_positions_scores(index.members, index.offsets, ranked_stat, float(o.weight), o.set_statistic)
     sizes, size_slot = np.unique(index.sizes, return_inverse=True)
-    n_perm = int(permutations)
+    n_perm = int(o.permutations)
 
     def score_batch(start: int, stop: int) -> Any:
-        null_by_size = backend.random_set_null(int(seed), start, stop, ranked_stat, float(weight), set_statistic,
-                                               sizes)
+        null_by_size = backend.random_set_null(int(o.seed), start, stop, ranked_stat, float(o.weight),
+                                               o.set_statistic, sizes)
         return null_by_size[:, backend.xp.asarray(size_slot)]
 
-    stats, null_info = gsea_null(score_batch, observed, n_perm=n_perm, exact=False, xp=backend.xp,
-                                  n_sets=index.n_sets, batch_size=batch_size, budget=budget, extra_bytes=0,
-                                  progress=progress, scale=score_scale(set_statistic, ranked_stat))
-    table = gsea_table(index, stats, observed,
-                        leading_edges(index, gene_ids, ranked_stat, float(weight), set_statistic))
-    null_info["timings"]["read_seconds"] = read_seconds
-    table.attrs["run"] = provenance(
-        "prerank",
-        {"set_statistic": set_statistic, "weight": float(weight), "permutations": n_perm, "seed": int(seed),
-         "min_size": min_size, "max_size": max_size, "duplicates": duplicates, "memory_bytes": budget,
-         "batch_size": null_info["batch_size"], "device": device},
-        started,
-        permutation_plan={"seed": int(seed), "permutations": n_perm, "exact_enumeration": False,
-                          "generator": "Philox4x32-10, counter=(k_lo, k_hi, block, 0x47530000 | set size), "
-                                       "key=seed; partial Fisher-Yates over ranked positions"},
-        permutation_type="gene set (gene labels)",
-        null_storage=null_info["null_storage"],
-        tie_tolerance=null_info["tie_tolerance"],
-        data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
-              "n_gene_sets_too_small": index.n_too_small, "n_gene_sets_too_large": index.n_too_large,
-              "ranked_list": file_digest(rnk) or {"object": type(rnk).__name__},
-              "gene_sets": digests(gene_sets)},
-        backend=backend.describe(),
-        timings=null_info["timings"],
-    )
-    return table
+    job, null_info = gsea_job(score_batch, observed, n_perm=n_perm, exact=False, xp=backend.xp,
+                              n_sets=index.n_sets, batch_size=o.batch_size, budget=budget, extra_bytes=0,
+                              scale=score_scale(o.set_statistic, ranked_stat))
 
+    def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
+        table = gsea_table(index, accumulator.finish(), observed,
+                           leading_edges(index, gene_ids, ranked_stat, float(o.weight), o.set_statistic))
+        timings["read_seconds"] = read_seconds
+        table.attrs["run"] = provenance(
+            "prerank",
+            {"set_statistic": o.set_statistic, "weight": float(o.weight), "permutations": n_perm,
+             "seed": int(o.seed), "min_size": o.min_size, "max_size": o.max_size, "duplicates": o.duplicates,
+             "memory_bytes": budget, "batch_size": null_info["batch_size"], "device": o.device},
+            started,
+            permutation_plan={"seed": int(o.seed), "permutations": n_perm, "exact_enumeration": False,
+                              "generator": "Philox4x32-10, counter=(k_lo, k_hi, block, 0x47530000 | set size), "
+                                           "key=seed; partial Fisher-Yates over ranked positions"},
+            permutation_type="gene set (gene labels)",
+            null_storage=null_info["null_storage"],
+            tie_tolerance=null_info["tie_tolerance"],
+            data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
+                  "n_gene_sets_too_small": index.n_too_small, "n_gene_sets_too_large": index.n_too_large,
+                  "ranked_list": file_digest(o.rnk) or {"object": type(o.rnk).__name__},
+                  "gene_sets": digests(o.gene_sets)},
+            backend=backend.describe(),
+            timings=timings,
+        )
+        return table
 
+    return Prepared(job, finish)

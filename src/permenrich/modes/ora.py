@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +22,6 @@ from .._pipeline import (
     load_gene_sets,
     load_study,
     parse_memory,
-    run_two_pass,
 )
 from ..backends.cpu import NumbaThreads
 from ..design import PermutationPlan, TwoGroupLabels
@@ -29,7 +29,8 @@ from ..enrich.overlap import top_genes_mask
 from ..errors import InputError, option
 from ..nulls import ALTERNATIVE_CODES, ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import MetricName
-from ._shared import common_setup, provenance
+from ..runner import Job, Prepared, run
+from ._shared import common_setup, options_of, provenance
 
 logger = logging.getLogger("permenrich")
 
@@ -96,6 +97,7 @@ def ora(
     memory: str | int = "1GB",
     threads: int | None = None,
     device: Literal["cpu", "gpu", "auto"] = "auto",
+    client: Any = None,
     progress: ProgressCallback | None = None,
 ) -> pd.DataFrame:
     """Over-representation analysis, from a gene list or from expression data.
@@ -119,7 +121,7 @@ def ora(
         student_t, mann_whitney, pearson, spearman); ``direction`` up (case > control or
         positive correlation), down or both.
     permutations, seed, collapse, chip, nan_policy, zero_variance, normalize, pseudobulk,
-    pseudobulk_method, batch_size, memory, threads, device, progress
+    pseudobulk_method, batch_size, memory, threads, device, client, progress
         As in :func:`gsea` (expression mode).
 
     Returns
@@ -141,161 +143,204 @@ def ora(
     (p = 1 by definition, whatever the permuted list sizes). It is left out of the maxT
     maximum, where its overlap, the list size, would mask every other set.
     """
+    return run(prepare_ora, options_of(locals()), client=client, progress=progress)
+
+
+class _OverlapNull(ExceedanceAccumulator):
+    """Exceedance counts of the sets' null overlaps, and the null list sizes (how many
+    genes each permutation selected): batches are ``(overlaps, list_sizes)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.list_size_count, self.list_size_sum = 0, 0
+        self.list_size_min, self.list_size_max = np.iinfo(np.int64).max, -1
+
+    def add(self, pass_index: int, batch: tuple[np.ndarray, np.ndarray]) -> None:
+        overlaps, sizes = batch
+        super().add(pass_index, overlaps)
+        self._merge_sizes(sizes.size, int(sizes.sum()), int(sizes.min()), int(sizes.max()))
+
+    def _merge_sizes(self, count: int, total: int, smallest: int, largest: int) -> None:
+        self.list_size_count += count
+        self.list_size_sum += total
+        self.list_size_min = min(self.list_size_min, smallest)
+        self.list_size_max = max(self.list_size_max, largest)
+
+    def state(self, pass_index: int) -> dict:
+        return {**super().state(pass_index), "list_sizes": (self.list_size_count, self.list_size_sum,
+                                                            self.list_size_min, self.list_size_max)}
+
+    def merge(self, pass_index: int, state: dict) -> None:
+        super().merge(pass_index, state)
+        self._merge_sizes(*state["list_sizes"])
+
+    def list_sizes(self) -> dict:
+        return {"mean": self.list_size_sum / self.list_size_count, "min": self.list_size_min,
+                "max": self.list_size_max}
+
+
+def prepare_ora(options: dict) -> Prepared:
+    """Read and check the inputs of :func:`ora` and the observed overlaps; the runner's
+    :class:`~permenrich.runner.Prepared` (no job in list mode; also run on Dask workers)."""
     from ..enrich.overlap import OverlapCounter, leading_overlap_genes, overlap_statistics
     from ..io import read_gene_list
     from ..io.genelist import gene_list_source
 
+    o = SimpleNamespace(**options)
     started = time.perf_counter()
-    expression_mode = gene_list is None
-    if expression_mode and expr is None:
+    expression_mode = o.gene_list is None
+    if expression_mode and o.expr is None:
         raise InputError(f"give {option('gene_list')} (list mode) or {option('expr')} and a phenotype "
                          "(expression mode)")
-    if not expression_mode and expr is not None and phenotype is not None:
+    if not expression_mode and o.expr is not None and o.phenotype is not None:
         raise InputError(f"give either {option('gene_list')} or {option('expr')} with a phenotype, not both")
-    check_choice("direction", direction, ("up", "down", "both"))
-    timings: dict[str, float] = {}
-    run: dict[str, Any] = {}
+    check_choice("direction", o.direction, ("up", "down", "both"))
+    sections: dict[str, Any] = {}
     if expression_mode:
-        if (top is None) == (fdr is None):
+        if (o.top is None) == (o.fdr is None):
             raise InputError(f"expression mode needs exactly one selection rule: {option('top')} (a number of genes) "
                              f"or {option('fdr')} (a q-value)")
-        if top is not None and (isinstance(top, bool) or int(top) < 1):
-            raise InputError(f"{option('top')} must be a positive integer, got {top!r}")
-        if fdr is not None and not 0 < float(fdr) < 1:
-            raise InputError(f"{option('fdr')} must lie in (0, 1), got {fdr!r}")
-        metric_record, budget, backend = common_setup(metric, None, None, permutations, seed, batch_size,
-                                                       threads, memory, device)
-        if fdr is not None and metric_record.pvalue_of_statistic is None:
+        if o.top is not None and (isinstance(o.top, bool) or int(o.top) < 1):
+            raise InputError(f"{option('top')} must be a positive integer, got {o.top!r}")
+        if o.fdr is not None and not 0 < float(o.fdr) < 1:
+            raise InputError(f"{option('fdr')} must lie in (0, 1), got {o.fdr!r}")
+        metric_record, budget, backend = common_setup(o.metric, None, None, o.permutations, o.seed, o.batch_size,
+                                                       o.threads, o.memory, o.device)
+        if o.fdr is not None and metric_record.pvalue_of_statistic is None:
             raise InputError(f"{option('fdr')} needs a statistic whose p-value can be recomputed under every "
-                             f"permutation (student_t, mann_whitney, pearson, spearman); {metric} cannot: use "
+                             f"permutation (student_t, mann_whitney, pearson, spearman); {o.metric} cannot: use "
                              f"{option('top')} instead")
-        study = load_study(expr, phenotype, metric=metric_record, groupby=groupby, case=case, control=control,
-                           phenotype_column=phenotype_column, strata=strata, pairs=pairs, chip=chip,
-                           collapse=collapse, nan_policy=nan_policy, zero_variance=zero_variance,
-                       normalize=normalize, budget=budget, pseudobulk=pseudobulk,
-                       pseudobulk_method=pseudobulk_method)
+        study = load_study(o.expr, o.phenotype, metric=metric_record, groupby=o.groupby, case=o.case,
+                           control=o.control, phenotype_column=o.phenotype_column, strata=o.strata, pairs=o.pairs,
+                           chip=o.chip, collapse=o.collapse, nan_policy=o.nan_policy, zero_variance=o.zero_variance,
+                           normalize=o.normalize, budget=budget, pseudobulk=o.pseudobulk,
+                           pseudobulk_method=o.pseudobulk_method)
         gene_ids = study.gene_ids
-        if universe is not None and not study.in_memory:
+        if o.universe is not None and not study.in_memory:
             raise InputError(f"{option('universe')} cannot restrict a streamed matrix ({study.source}); raise "
                              f"{option('memory')} or use {option('pseudobulk')}")
-        if universe is not None:
-            keep_genes = np.isin(gene_ids, read_gene_list(universe, what="universe"))
+        if o.universe is not None:
+            keep_genes = np.isin(gene_ids, read_gene_list(o.universe, what="universe"))
             if not keep_genes.any():
-                raise InputError(f"{gene_list_source(universe)}: the universe shares no gene with the expression "
+                raise InputError(f"{gene_list_source(o.universe)}: the universe shares no gene with the expression "
                                  f"data {study.source}; check the gene id type (symbols vs probe or Ensembl ids)")
             study = Study(study.values[keep_genes], gene_ids[keep_genes], study.design, study.source, study.info)
             gene_ids = study.gene_ids
-        if top is not None and int(top) >= gene_ids.size:
-            raise InputError(f"{option('top', top)} selects every one of the {gene_ids.size} genes of "
+        if o.top is not None and int(o.top) >= gene_ids.size:
+            raise InputError(f"{option('top', o.top)} selects every one of the {gene_ids.size} genes of "
                              f"{study.source}; choose fewer")
         design = study.design
-        plan = PermutationPlan(design, int(permutations), int(seed))
+        plan = PermutationPlan(design, int(o.permutations), int(o.seed))
         backend.prepare_statistic(study.values, metric_record, phenotype=getattr(design, "values", None),
                                   drawn_is_case=getattr(design, "drawn_is_case", True))
         n_case = getattr(design, "n_case", 0)
         n_control = getattr(design, "n_control", 0)
         if isinstance(design, TwoGroupLabels):
-            centre = {"mann_whitney": n_case * n_control / 2, "ratio_of_classes": 1.0}.get(metric, 0.0)
+            centre = {"mann_whitney": n_case * n_control / 2, "ratio_of_classes": 1.0}.get(o.metric, 0.0)
         else:
             centre = 0.0
-        alternative = DIRECTION_ALTERNATIVES[direction]
+        alternative = DIRECTION_ALTERNATIVES[o.direction]
         p_of_stat = (metric_record.pvalue_of_statistic(study.values if study.in_memory else None, n_case,
                                                        n_control, alternative)
-                     if fdr is not None else None)
+                     if o.fdr is not None else None)
 
         def select(stats: np.ndarray) -> np.ndarray:
-            with NumbaThreads(threads):
-                return _select_genes(np.asarray(backend.to_host(stats)), top=None if top is None else int(top),
-                                     fdr=fdr, direction=direction, centre=centre, pvalue_of_statistic=p_of_stat)
+            with NumbaThreads(o.threads):
+                return _select_genes(np.asarray(backend.to_host(stats)), top=None if o.top is None else int(o.top),
+                                     fdr=o.fdr, direction=o.direction, centre=centre, pvalue_of_statistic=p_of_stat)
 
         selected = select(backend.gene_statistics(plan.observed()))[0]
         if not selected.any():
-            raise InputError(f"no gene of {study.source} passes the selection rule (q < {fdr}); loosen "
+            raise InputError(f"no gene of {study.source} passes the selection rule (q < {o.fdr}); loosen "
                              f"{option('fdr')} or use {option('top')}")
     else:
-        budget = parse_memory(memory)
-        genes_of_interest = read_gene_list(gene_list, what="gene list")
-        if universe is not None:
-            gene_ids = np.asarray(read_gene_list(universe, what="universe"), dtype=object)
-            universe_name = gene_list_source(universe)
-        elif expr is not None:
+        budget = parse_memory(o.memory)
+        genes_of_interest = read_gene_list(o.gene_list, what="gene list")
+        if o.universe is not None:
+            gene_ids = np.asarray(read_gene_list(o.universe, what="universe"), dtype=object)
+            universe_name = gene_list_source(o.universe)
+        elif o.expr is not None:
             from ..io import read_expression
-            expression = read_expression(expr, nan_policy="drop")
+            expression = read_expression(o.expr, nan_policy="drop")
             gene_ids = np.asarray(expression.gene_ids, dtype=object)
             universe_name = f"the genes of {expression.source}"
         else:
-            raise InputError(f"{gene_list_source(gene_list)}: list mode needs a universe ({option('universe')}, or "
+            raise InputError(f"{gene_list_source(o.gene_list)}: list mode needs a universe ({option('universe')}, or "
                              f"the expression data's genes with {option('expr')}): the background decides the "
                              "p-values")
         gene_ids = np.asarray(list(dict.fromkeys(gene_ids)), dtype=object)
         selected = np.isin(gene_ids, genes_of_interest)
         outside = len(set(genes_of_interest) - set(gene_ids))
         if not selected.any():
-            raise InputError(f"{gene_list_source(gene_list)}: none of the {len(genes_of_interest)} listed genes is in "
-                             f"the universe ({universe_name}, {gene_ids.size} genes); check the gene id type "
+            raise InputError(f"{gene_list_source(o.gene_list)}: none of the {len(genes_of_interest)} listed genes "
+                             f"is in the universe ({universe_name}, {gene_ids.size} genes); check the gene id type "
                              "(symbols vs probe or Ensembl ids)")
         if outside:
             logger.warning("%s: %d of %d listed genes are not in the universe (%s) and are ignored",
-                           gene_list_source(gene_list), outside, len(genes_of_interest), universe_name)
+                           gene_list_source(o.gene_list), outside, len(genes_of_interest), universe_name)
         plan = None
-    n_sets_read, index = load_gene_sets(gene_sets, gene_ids, min_size=min_size, max_size=max_size, allow_full=True)
+    n_sets_read, index = load_gene_sets(o.gene_sets, gene_ids, min_size=o.min_size, max_size=o.max_size,
+                                        allow_full=True)
     covering = index.sizes == gene_ids.size  # p = 1 exactly (see Notes)
     observed = overlap_statistics(selected, index.members, index.offsets, gene_ids.size)
-    table = pd.DataFrame({
-        "gene_set": index.names.astype(str), "size": index.sizes.astype(int),
-        "size_original": index.sizes_original.astype(int), "list_size": observed["list_size"],
-        "overlap": observed["overlap"], "expected": observed["expected"], "odds_ratio": observed["odds_ratio"],
-        "pval_hypergeom": observed["pval"], "padj_bh_hypergeom": bh_adjust(observed["pval"]),
-        "pval_perm": np.nan, "padj_bh_perm": np.nan, "pval_perm_maxt": np.nan,
-        "overlap_genes": leading_overlap_genes(selected, index.members, index.offsets, gene_ids),
-    })
+    job = None
     if expression_mode:
         tested = ~covering  # only these go through the permutations
         counter = OverlapCounter(index.members, index.offsets, gene_ids.size)
-        accumulator = ExceedanceAccumulator(observed["overlap"][tested].astype(np.float64), alternative="greater",
-                                            centre=0.0, n_perm=plan.n_perm, exact=plan.exact, threads=threads)
-        list_sizes: list[int] = []
 
-        def score_batch(start: int, stop: int) -> np.ndarray:
+        def score_batch(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
             chosen = select(backend.gene_statistics(backend.labellings(plan, start, stop)))
-            list_sizes.extend(chosen.sum(axis=1).tolist())
-            return counter.counts(chosen)[:, tested].astype(np.float64)
+            return counter.counts(chosen)[:, tested].astype(np.float64), chosen.sum(axis=1)
 
-        chosen_batch = choose_batch_size(batch_size, budget, 8 * gene_ids.size * 6, plan.n_perm)
-        timings = run_two_pass(score_batch, accumulator.add, None, None, n_perm=plan.n_perm,
-                               batch_size=chosen_batch, cache=False, progress=progress)
-        result = accumulator.finish()
-        pval, p_maxt = np.ones(index.n_sets), np.ones(index.n_sets)
-        pval[tested], p_maxt[tested] = result["pval"], result["p_maxt"]
-        table["pval_perm"] = pval
-        table["padj_bh_perm"] = bh_adjust(pval)
-        table["pval_perm_maxt"] = p_maxt
-        run.update(permutation_plan=plan.describe(), permutation_type="phenotype (sample labels)",
-                   design={k: v for k, v in study.info.items() if k not in ("strata", "pairs")},
-                   null_list_size={"mean": float(np.mean(list_sizes)), "min": int(np.min(list_sizes)),
-                                   "max": int(np.max(list_sizes))},
-                   backend=backend.describe())
-        sort_key = table.pval_perm.to_numpy()
-    else:
-        sort_key = table.pval_hypergeom.to_numpy()
-    order = np.lexsort((table.gene_set.to_numpy(), table.pval_hypergeom.to_numpy(), sort_key))
-    table = table.iloc[order].reset_index(drop=True)
-    table.attrs["run"] = provenance(
-        "ora",
-        {"mode": "expression" if expression_mode else "list", "metric": metric if expression_mode else None,
-         "top": top, "fdr": fdr, "direction": direction, "permutations": int(permutations), "seed": int(seed),
-         "min_size": min_size, "max_size": max_size, "strata": strata, "pairs": pairs, "memory_bytes": budget,
-         "device": device},
-        started,
-        data={"n_universe": int(gene_ids.size), "n_selected": int(selected.sum()), "n_gene_sets_read": n_sets_read,
-              "n_gene_sets_used": index.n_sets, "n_gene_sets_too_small": index.n_too_small,
-              "n_gene_sets_too_large": index.n_too_large, "n_gene_sets_covering_universe": int(covering.sum()),
-              "gene_list": file_digest(gene_list) if gene_list is not None else None,
-              "universe": file_digest(universe) if universe is not None else None,
-              "expression": file_digest(expr) if expr is not None else None, "gene_sets": digests(gene_sets)},
-        timings=timings,
-        **run,
-    )
-    return table
+        job = Job(n_perm=plan.n_perm, batch_size=choose_batch_size(o.batch_size, budget, 8 * gene_ids.size * 6,
+                                                                   plan.n_perm),
+                  cache=False, score=score_batch,
+                  new_accumulator=lambda: _OverlapNull(observed["overlap"][tested].astype(np.float64),
+                                                       alternative="greater", centre=0.0, n_perm=plan.n_perm,
+                                                       exact=plan.exact, threads=o.threads))
 
+    def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
+        table = pd.DataFrame({
+            "gene_set": index.names.astype(str), "size": index.sizes.astype(int),
+            "size_original": index.sizes_original.astype(int), "list_size": observed["list_size"],
+            "overlap": observed["overlap"], "expected": observed["expected"], "odds_ratio": observed["odds_ratio"],
+            "pval_hypergeom": observed["pval"], "padj_bh_hypergeom": bh_adjust(observed["pval"]),
+            "pval_perm": np.nan, "padj_bh_perm": np.nan, "pval_perm_maxt": np.nan,
+            "overlap_genes": leading_overlap_genes(selected, index.members, index.offsets, gene_ids),
+        })
+        if accumulator is not None:
+            result = accumulator.finish()
+            pval, p_maxt = np.ones(index.n_sets), np.ones(index.n_sets)
+            pval[tested], p_maxt[tested] = result["pval"], result["p_maxt"]
+            table["pval_perm"] = pval
+            table["padj_bh_perm"] = bh_adjust(pval)
+            table["pval_perm_maxt"] = p_maxt
+            sections.update(permutation_plan=plan.describe(), permutation_type="phenotype (sample labels)",
+                            design={k: v for k, v in study.info.items() if k not in ("strata", "pairs")},
+                            null_list_size=accumulator.list_sizes(), backend=backend.describe())
+            sort_key = table.pval_perm.to_numpy()
+        else:
+            sort_key = table.pval_hypergeom.to_numpy()
+        order = np.lexsort((table.gene_set.to_numpy(), table.pval_hypergeom.to_numpy(), sort_key))
+        table = table.iloc[order].reset_index(drop=True)
+        table.attrs["run"] = provenance(
+            "ora",
+            {"mode": "expression" if expression_mode else "list", "metric": o.metric if expression_mode else None,
+             "top": o.top, "fdr": o.fdr, "direction": o.direction, "permutations": int(o.permutations),
+             "seed": int(o.seed), "min_size": o.min_size, "max_size": o.max_size, "strata": o.strata,
+             "pairs": o.pairs, "memory_bytes": budget, "device": o.device},
+            started,
+            data={"n_universe": int(gene_ids.size), "n_selected": int(selected.sum()),
+                  "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
+                  "n_gene_sets_too_small": index.n_too_small, "n_gene_sets_too_large": index.n_too_large,
+                  "n_gene_sets_covering_universe": int(covering.sum()),
+                  "gene_list": file_digest(o.gene_list) if o.gene_list is not None else None,
+                  "universe": file_digest(o.universe) if o.universe is not None else None,
+                  "expression": file_digest(o.expr) if o.expr is not None else None,
+                  "gene_sets": digests(o.gene_sets)},
+            timings=timings,
+            **sections,
+        )
+        return table
 
+    return Prepared(job, finish)

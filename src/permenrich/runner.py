@@ -1,0 +1,304 @@
+"""One runner for every mode: prepare, score permutation ranges, merge, finish.
+
+A mode (:mod:`permenrich.modes`) is a ``prepare(options) -> Prepared`` function: it reads
+and checks the inputs, builds the backend and the observed scores, and returns
+
+* a :class:`Job` — how to score permutations ``[start, stop)`` and a fresh accumulator
+  for them — and
+* ``finish(accumulator, timings)``, which turns the merged accumulator into the table
+  and its provenance.
+
+:func:`run` executes the job's passes (one, or two for GSEA's FDR/FWER) either here, in
+batches (:func:`run_local`), or on a Dask cluster (:func:`run_distributed`): the
+permutations are cut into ranges, each range is a task that a worker runs on its own
+copy of the job (prepared once per worker process from the same options), and the
+workers' accumulator states are merged on the client. Accumulators merge by integer
+additions (counts, exact sums), so every split of the permutations, every number of
+workers and every order of completion gives byte-identical results.
+
+Accumulator protocol (see :class:`permenrich.nulls.GseaNullAccumulator`):
+``passes``; ``add(pass_index, batch)``; ``state(pass_index) -> dict`` of host arrays;
+``merge(pass_index, state)``; ``end_pass(pass_index) -> setup`` (after a pass is
+complete, what the next pass needs); ``begin_pass(pass_index, setup)``; ``finish()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger("permenrich")
+
+ProgressCallback = Callable[[int, int], None]
+
+#: A run whose remaining time, estimated from its second batch, exceeds this is warned about.
+LONG_RUN_SECONDS = 3600.0
+#: Ranges per Dask thread: enough to balance the load and to lose little when a worker
+#: dies (its ranges are recomputed), few enough that each task runs for seconds.
+RANGES_PER_THREAD = 4
+
+
+@dataclass
+class Job:
+    """The permutation work of a run, as every process that runs part of it sees it.
+
+    Attributes
+    ----------
+    n_perm : int
+        Permutations 0 .. n_perm - 1 (permutation k is a pure function of (seed, k)).
+    batch_size : int
+        Permutations scored per call of ``score`` (bounded by the memory budget).
+    cache : bool
+        Whether the first pass's batches may be kept for the second pass in one process
+        (they fit half of the memory budget); otherwise they are scored again.
+    score : callable
+        ``score(start, stop)``: the batch of null scores of permutations [start, stop).
+    new_accumulator : callable
+        A fresh, empty accumulator for this run's observed scores.
+    """
+
+    n_perm: int
+    batch_size: int
+    cache: bool
+    score: Callable[[int, int], Any]
+    new_accumulator: Callable[[], Any]
+
+
+@dataclass
+class Prepared:
+    """A prepared run: its :class:`Job` (None when the mode needs no permutations) and
+    ``finish(accumulator, timings) -> table``."""
+
+    job: Job | None
+    finish: Callable[[Any, dict], pd.DataFrame]
+
+
+def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = None,
+        progress: ProgressCallback | None = None) -> pd.DataFrame:
+    """Prepare a run from ``options``, execute its permutations here or on ``client``
+    (a ``dask.distributed.Client``), and return its table.
+
+    Parameters
+    ----------
+    prepare
+        A mode's prepare function (module level, so that workers can run it too).
+    options
+        The mode's options (picklable; sent once to every worker with a ``client``).
+    client
+        None: run here. A Dask client: permutation ranges run as tasks on its workers.
+    progress
+        ``progress(done, total)`` after each batch (local) or range (Dask).
+    """
+    started = time.perf_counter()
+    prepared = prepare(options)
+    if prepared.job is None:
+        return prepared.finish(None, {"setup_seconds": time.perf_counter() - started})
+    setup_seconds = time.perf_counter() - started
+    if client is None:
+        accumulator, timings = run_local(prepared.job, progress)
+    else:
+        accumulator, timings = run_distributed(prepare, options, prepared.job, client, progress)
+    timings["setup_seconds"] = setup_seconds
+    return prepared.finish(accumulator, timings)
+
+
+class Progress:
+    """Counts permutations done against the run's total and reports to a callback."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.done = 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def batches(start: int, stop: int, size: int) -> Iterator[tuple[int, int]]:
+    """Consecutive ranges of at most ``size`` permutations covering [start, stop)."""
+    for first in range(start, stop, size):
+        yield first, min(stop, first + size)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} seconds"
+
+
+def run_local(job: Job, progress: ProgressCallback | None = None) -> tuple[Any, dict]:
+    """Every pass of ``job`` in this process, batch by batch; returns the accumulator and
+    timings.
+
+    With two passes the first pass's batches are kept for the second when ``job.cache``
+    (they fit the budget), else regenerated from (seed, k), which makes the second pass
+    exact. The first batch carries one-time costs (kernel compilation or loading from
+    Numba's cache): it is timed apart (``first_batch_seconds``), and the per-permutation
+    time is measured on the batches after it. After the second batch, a run whose
+    remaining time is estimated above :data:`LONG_RUN_SECONDS` logs a warning.
+    """
+    accumulator = job.new_accumulator()
+    passes = accumulator.passes
+    cache = job.cache and passes > 1
+    total = job.n_perm * (1 if cache else passes)
+    tracker = Progress(progress, total)
+    timings: dict[str, Any] = {}
+    steady_seconds, steady_permutations, batch_index = 0.0, 0, 0
+    kept: list[Any] = []
+    for pass_index in range(passes):
+        pass_started = time.perf_counter()
+        if pass_index > 0 and cache:
+            for scores in kept:
+                accumulator.add(pass_index, scores)
+            kept.clear()
+        else:
+            for start, stop in batches(0, job.n_perm, job.batch_size):
+                batch_started = time.perf_counter()
+                scores = job.score(start, stop)
+                accumulator.add(pass_index, scores)
+                if cache:
+                    kept.append(scores)
+                tracker.advance(stop - start)
+                seconds = time.perf_counter() - batch_started
+                if batch_index == 0:
+                    timings["first_batch_seconds"] = seconds
+                else:
+                    steady_seconds += seconds
+                    steady_permutations += stop - start
+                if batch_index == 1:
+                    _warn_if_long(seconds / (stop - start), total - tracker.done, job.n_perm, passes, cache)
+                batch_index += 1
+        setup = accumulator.end_pass(pass_index)
+        if pass_index + 1 < passes:
+            accumulator.begin_pass(pass_index + 1, setup)
+        timings[("first" if pass_index == 0 else "second") + "_pass_seconds"] = time.perf_counter() - pass_started
+    timings.setdefault("second_pass_seconds", 0.0)
+    timings["permutations_scored"] = total
+    if steady_permutations:
+        timings["per_permutation_ms"] = 1000 * steady_seconds / steady_permutations
+    return accumulator, timings
+
+
+def _warn_if_long(seconds_each: float, remaining: int, n_perm: int, passes: int, cache: bool) -> None:
+    seconds = seconds_each * remaining
+    if seconds > LONG_RUN_SECONDS:
+        logger.warning("this run will take about %s more (%s permutations at %.3g ms each%s); stop it with "
+                       "Ctrl-C if that is not what you meant", _duration(seconds), f"{n_perm:,}", 1000 * seconds_each,
+                       ", scored twice for FDR/FWER" if passes == 2 and not cache else "")
+
+
+# ---- Dask -------------------------------------------------------------------------------
+def range_size(n_perm: int, batch_size: int, threads: int) -> int:
+    """Permutations per Dask task: :data:`RANGES_PER_THREAD` ranges per worker thread,
+    but never less than one batch (a task then runs for seconds, not milliseconds)."""
+    return max(int(batch_size), math.ceil(n_perm / (RANGES_PER_THREAD * max(1, threads))))
+
+
+def run_distributed(prepare: Callable[[dict], Prepared], options: dict, job: Job, client: Any,
+                    progress: ProgressCallback | None = None) -> tuple[Any, dict]:
+    """Every pass of ``job`` as permutation ranges on the workers of a Dask ``client``.
+
+    The options go to every worker once (``scatter``, broadcast); each worker process
+    prepares the job from them on its first task and keeps it for the run's other tasks.
+    A task returns its accumulator's state; the client merges the states as they
+    complete, then sends the next pass its setup. A worker lost mid-run only means its
+    ranges are computed again elsewhere (Dask reschedules them).
+    """
+    from distributed import as_completed
+
+    token = uuid.uuid4().hex
+    [spec] = client.scatter([(prepare, options, token)], broadcast=True, hash=False)
+    threads = sum(client.nthreads().values())
+    size = range_size(job.n_perm, job.batch_size, threads)
+    ranges = list(batches(0, job.n_perm, size))
+    accumulator = job.new_accumulator()
+    tracker = Progress(progress, job.n_perm * accumulator.passes)
+    timings: dict[str, Any] = {"dask": {"workers": len(client.nthreads()), "threads": threads, "range_size": size,
+                                        "ranges_per_pass": len(ranges)}}
+    task_seconds: list[float] = []
+    setup = None
+    started = time.perf_counter()
+    for pass_index in range(accumulator.passes):
+        if pass_index > 0:
+            accumulator.begin_pass(pass_index, setup)
+        futures = {client.submit(_run_range, spec, pass_index, setup, start, stop, pure=False,
+                                 key=f"permenrich-{token}-{pass_index}-{start}"): stop - start
+                   for start, stop in ranges}
+        try:
+            for future in as_completed(futures):
+                state, seconds = future.result()
+                accumulator.merge(pass_index, state)
+                task_seconds.append(seconds)
+                tracker.advance(futures[future])
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+        setup = accumulator.end_pass(pass_index)
+    wall = time.perf_counter() - started
+    timings.update(first_pass_seconds=wall, second_pass_seconds=0.0, permutations_scored=tracker.total,
+                   per_permutation_ms=1000 * wall / tracker.total)
+    timings["dask"].update(task_seconds_mean=sum(task_seconds) / len(task_seconds),
+                           task_seconds_max=max(task_seconds),
+                           busy_fraction=sum(task_seconds) / (wall * max(1, threads)))
+    return accumulator, timings
+
+
+_WORKER_JOBS: OrderedDict[str, Job] = OrderedDict()
+#: Runs whose prepared jobs a worker process keeps (the latest ones).
+_WORKER_JOBS_KEPT = 2
+# One range at a time per process: the kernels use the process's CPU threads (or its GPU)
+# themselves, and Numba's default threading layer may not be entered by two threads.
+_WORKER_LOCK = threading.Lock()
+
+
+def _run_range(spec: tuple[Callable[[dict], Prepared], dict, str], pass_index: int, setup: dict | None,
+               start: int, stop: int) -> tuple[dict, float]:
+    """A Dask task: permutations [start, stop) of one pass, on this worker's copy of the
+    job; returns the accumulator's state and the seconds spent scoring."""
+    prepare, options, token = spec
+    with _WORKER_LOCK:
+        job = _WORKER_JOBS.get(token)
+        if job is None:
+            job = prepare(options).job
+            _WORKER_JOBS[token] = job
+            while len(_WORKER_JOBS) > _WORKER_JOBS_KEPT:
+                _WORKER_JOBS.popitem(last=False)
+        started = time.perf_counter()
+        accumulator = job.new_accumulator()
+        accumulator.begin_pass(pass_index, setup)
+        for first, last in batches(start, stop, job.batch_size):
+            accumulator.add(pass_index, job.score(first, last))
+        return accumulator.state(pass_index), time.perf_counter() - started
+
+
+def client_from(scheduler: str | None = None, scheduler_file: str | None = None) -> Any:
+    """A Dask client for a scheduler address or a scheduler file (as written by
+    ``dask scheduler --scheduler-file``, dask-jobqueue or dask-mpi), or None for neither."""
+    if scheduler is None and scheduler_file is None:
+        return None
+    from .errors import OptionError, option
+
+    if scheduler is not None and scheduler_file is not None:
+        raise OptionError(f"give {option('scheduler')} or {option('scheduler_file')}, not both")
+    try:
+        from distributed import Client
+    except ImportError:
+        raise OptionError("running on a Dask cluster needs the dask extra: pip install 'permenrich[dask]'") from None
+    try:
+        return Client(scheduler_file=scheduler_file, timeout="30s") if scheduler_file else Client(scheduler,
+                                                                                                 timeout="30s")
+    except (OSError, TimeoutError, ValueError) as error:
+        where = scheduler_file or scheduler
+        raise OptionError(f"cannot reach the Dask scheduler at {where!r} ({error}); check that it is running") from None
