@@ -99,6 +99,11 @@ def _add_run_options(parser: argparse.ArgumentParser, permutations: int) -> None
     parser.add_argument("--device", default="auto",
                         help="cpu, gpu or auto (default: the GPU when Numba sees a CUDA device, else the CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", help="address of a Dask scheduler (e.g. tcp://node01:8786): the permutations "
+                                             "run as ranges on its workers (needs the dask extra)")
+    cluster.add_argument("--scheduler-file", help="the scheduler file written by 'dask scheduler --scheduler-file', "
+                                                  "dask-jobqueue or dask-mpi")
 
 
 def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -260,7 +265,8 @@ def _run_contrasts(args: argparse.Namespace, mode: str, **mode_options: object) 
 
 def _run_kwargs(args: argparse.Namespace) -> dict:
     return dict(permutations=args.permutations, seed=args.seed, batch_size=args.batch_size, memory=args.memory,
-                threads=args.threads, device=args.device, progress=_progress_bar(args))
+                threads=args.threads, device=args.device, client=getattr(args, "client", None),
+                progress=_progress_bar(args))
 
 
 def _progress_bar(args: argparse.Namespace) -> ProgressBar | None:
@@ -373,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Fail before any computing: an unusable --out, or one another run is writing to.
             out = check_output_dir(args.out, create=False)
             before = _folder_identity(out)
-            with output_lock(out), _cli_logging(args.quiet):
+            with output_lock(out), _cli_logging(args.quiet), _dask_client(args):
                 return _COMMANDS[args.command](args)
     except PermenrichError as error:
         print(f"permenrich: error: {error}", file=sys.stderr)
@@ -384,6 +390,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+
+
+@contextlib.contextmanager
+def _dask_client(args: argparse.Namespace) -> Iterator[None]:
+    """``args.client``: a Dask client for --scheduler/--scheduler-file (None without),
+    closed when the command ends."""
+    from .runner import client_from
+
+    args.client = client_from(getattr(args, "scheduler", None), getattr(args, "scheduler_file", None))
+    try:
+        yield
+    finally:
+        if args.client is not None:
+            args.client.close()
 
 
 def _folder_identity(path: Path) -> tuple[int, int] | None:

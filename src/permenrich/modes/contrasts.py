@@ -18,7 +18,7 @@ from .._pipeline import (
     file_digest,
     parse_memory,
 )
-from ..errors import InputError
+from ..errors import InputError, OptionError, option
 from ..io import sample_annotation
 from ..io.output import write_output_dir
 from ._shared import provenance
@@ -169,6 +169,11 @@ def contrasts(
     loaded = load_data(expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
                        budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys,
                        pseudobulk_method=pseudobulk_method)
+    if options.get("client") is not None and loaded.source is not None:
+        loaded.source.close()
+        raise OptionError(f"{loaded.data.source} is streamed from disk (larger than half of {option('memory')}), and "
+                          f"contrasts on a Dask cluster need it in memory: raise {option('memory')}, use "
+                          f"{option('pseudobulk')}, or run each contrast with gsea()/genes() on the cluster")
     annotations = {column: sample_annotation(loaded.data, phenotype, column, what="group") for column in columns}
     if table is None:
         levels = sorted({v for v in annotations[one_vs_rest] if v != ""})

@@ -1,0 +1,144 @@
+"""Permutations on a Dask cluster (a LocalCluster of two worker processes here) give
+byte-identical tables to a local run, whatever the ranges and their order of completion;
+a worker killed mid-run changes nothing; an error raised on a worker reaches the caller
+as the same one-line error."""
+
+import logging
+import os
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import permenrich
+import permenrich.cli
+from permenrich import runner
+from permenrich.errors import InputError
+from permenrich.modes.genes import prepare_genes
+
+distributed = pytest.importorskip("distributed", reason="needs the dask extra: pip install 'permenrich[dask]'")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       silence_logs=logging.ERROR)
+    with distributed.Client(cluster) as dask_client:
+        yield dask_client
+    cluster.close()
+
+
+def _tsv(table: pd.DataFrame) -> str:
+    return table.to_csv(sep="\t", index=False, lineterminator="\n")
+
+
+def _cohort(n_genes=300, n_case=10, n_control=12, seed=0):
+    rng = np.random.default_rng(seed)
+    values = rng.lognormal(5.0, 1.0, size=(n_genes, n_case + n_control))
+    values[:25, :n_case] *= 1.7
+    genes = [f"g{i}" for i in range(n_genes)]
+    expr = pd.DataFrame(values, index=genes, columns=[f"s{i}" for i in range(n_case + n_control)])
+    labels = ["A"] * n_case + ["B"] * n_control
+    sets = {f"S{j}": list(rng.choice(genes, size=k, replace=False)) for j, k in enumerate([15, 25, 40, 60])}
+    sets["PLANTED"] = genes[:25]
+    return expr, labels, sets
+
+
+def _check_ranges(table: pd.DataFrame, client) -> None:
+    dask = table.attrs["run"]["timings"]["dask"]
+    assert dask["workers"] == len(client.nthreads()) and dask["ranges_per_pass"] >= 4
+
+
+@pytest.mark.parametrize("mode", ["gsea", "genes", "ora", "prerank"])
+def test_two_workers_equal_the_local_run_byte_for_byte(client, mode):
+    expr, labels, sets = _cohort()
+    kwargs = dict(permutations=2000, seed=11, batch_size=50, threads=1, device="cpu")
+    if mode == "gsea":
+        run = lambda **extra: permenrich.gsea(expr, labels, sets, case="A", control="B", **kwargs, **extra)  # noqa: E731
+    elif mode == "genes":
+        run = lambda **extra: permenrich.genes(expr, labels, case="A", control="B", **kwargs, **extra)  # noqa: E731
+    elif mode == "ora":
+        run = lambda **extra: permenrich.ora(None, sets, expr=expr, phenotype=labels, case="A", control="B",  # noqa: E731
+                                             metric="student_t", top=30, **kwargs, **extra)
+    else:
+        scores = pd.Series(np.random.default_rng(3).normal(size=300), index=expr.index)
+        run = lambda **extra: permenrich.prerank(scores, sets, **kwargs, **extra)  # noqa: E731
+    local = run()
+    on_cluster = run(client=client)
+    _check_ranges(on_cluster, client)
+    assert _tsv(on_cluster) == _tsv(local)
+
+
+def test_workers_read_file_inputs_themselves(client, tmp_path):
+    expr, labels, sets = _cohort(n_genes=120)
+    gct = tmp_path / "expr.gct"
+    gct.write_text("#1.2\n120\t22\nNAME\tDescription\t" + "\t".join(expr.columns) + "\n" + "".join(
+        f"{gene}\tna\t" + "\t".join(map(repr, row.tolist())) + "\n" for gene, row in zip(expr.index, expr.to_numpy())))
+    cls = tmp_path / "pheno.cls"
+    cls.write_text("22 2 1\n# A B\n" + " ".join(labels) + "\n")
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text("".join(f"{name}\tna\t" + "\t".join(g for g in genes if int(g[1:]) < 120) + "\n"
+                           for name, genes in sets.items()))
+    kwargs = dict(permutations=1000, seed=2, batch_size=40, threads=1, device="cpu", min_size=5)
+    local = permenrich.gsea(gct, cls, gmt, **kwargs)
+    on_cluster = permenrich.gsea(gct, cls, gmt, client=client, **kwargs)
+    assert _tsv(on_cluster) == _tsv(local)
+
+
+def test_a_worker_killed_mid_run_changes_nothing(client):
+    """The first completed range kills one worker process (SIGKILL): its ranges in
+    flight or queued are computed again on the other worker or on its replacement."""
+    expr, labels, _ = _cohort(n_genes=2000, n_case=20, n_control=20)
+    kwargs = dict(case="A", control="B", permutations=20_000, seed=5, batch_size=250, threads=1, device="cpu")
+    local = permenrich.genes(expr, labels, **kwargs)
+    victim = next(iter(client.run(os.getpid).values()))
+    killed = []
+
+    def kill_once(done: int, total: int) -> None:
+        if not killed:
+            os.kill(victim, signal.SIGKILL)
+            killed.append(done)
+
+    on_cluster = permenrich.genes(expr, labels, client=client, progress=kill_once, **kwargs)
+    assert killed and killed[0] < 20_000  # killed while ranges were left
+    assert _tsv(on_cluster) == _tsv(local)
+    client.wait_for_workers(2, timeout=120)
+
+
+def _prepare_that_fails_on_workers(options: dict) -> runner.Prepared:
+    try:
+        distributed.get_worker()
+    except ValueError:  # the client: prepare as usual
+        return prepare_genes(options)
+    raise InputError("expr.gct: line 7, column 3: expected a number, found 'n/a'; use an empty field or NA")
+
+
+def test_an_input_error_on_a_worker_is_the_same_one_line_error(client):
+    expr, labels, _ = _cohort(n_genes=100)
+    options = dict(expr=expr, phenotype=labels, groupby=None, case="A", control="B", phenotype_column=None,
+                   strata=None, pairs=None, metric="welch_t", alternative="two-sided", permutations=200, seed=0,
+                   collapse="mean", chip=None, nan_policy="error", zero_variance="drop", normalize="none",
+                   pseudobulk=None, pseudobulk_method="sum", batch_size=50, memory="1GB", threads=1, device="cpu")
+    with pytest.raises(InputError, match=r"^expr.gct: line 7, column 3: expected a number, found 'n/a'"):
+        runner.run(_prepare_that_fails_on_workers, options, client=client)
+
+
+def test_cli_scheduler_option_writes_the_local_table(client, tmp_path):
+    expr, labels, _ = _cohort(n_genes=80 + 20)
+    gct = tmp_path / "expr.gct"
+    gct.write_text("#1.2\n100\t22\nNAME\tDescription\t" + "\t".join(expr.columns) + "\n" + "".join(
+        f"{gene}\tna\t" + "\t".join(map(repr, row.tolist())) + "\n" for gene, row in zip(expr.index, expr.to_numpy())))
+    cls = tmp_path / "pheno.cls"
+    cls.write_text("22 2 1\n# A B\n" + " ".join(labels) + "\n")
+    common = ["genes", "--expr", str(gct), "--cls", str(cls), "--permutations", "800", "--batch-size", "40",
+              "--threads", "1", "--device", "cpu", "--quiet"]
+    assert permenrich.cli.main(common + ["--out", str(tmp_path / "local")]) == 0
+    address = client.scheduler.address
+    assert permenrich.cli.main(common + ["--out", str(tmp_path / "cluster"), "--scheduler", address]) == 0
+    assert (tmp_path / "cluster" / "results.tsv").read_bytes() == (tmp_path / "local" / "results.tsv").read_bytes()
+
+
+def test_range_sizes_take_seconds_not_milliseconds():
+    assert runner.range_size(1_000_000, 500, threads=200) == 1250  # 4 ranges per thread
+    assert runner.range_size(10_000, 500, threads=64) == 500  # never less than one batch
