@@ -99,14 +99,23 @@ def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = Non
         ``progress(done, total)`` after each batch (local) or range (Dask).
     """
     started = time.perf_counter()
-    prepared = prepare(options)
+    # On a cluster the workers start preparing (reading the inputs) while the client does.
+    cluster = _Cluster(client, prepare, options) if client is not None else None
+    try:
+        prepared = prepare(options)
+    except BaseException:
+        if cluster is not None:
+            cluster.cancel()
+        raise
     if prepared.job is None:
+        if cluster is not None:
+            cluster.cancel()
         return prepared.finish(None, {"setup_seconds": time.perf_counter() - started})
     setup_seconds = time.perf_counter() - started
-    if client is None:
+    if cluster is None:
         accumulator, timings = run_local(prepared.job, progress)
     else:
-        accumulator, timings = run_distributed(prepare, options, prepared.job, client, progress)
+        accumulator, timings = run_distributed(cluster, prepared.job, progress)
     timings["setup_seconds"] = setup_seconds
     return prepared.finish(accumulator, timings)
 
@@ -206,20 +215,34 @@ def range_size(n_perm: int, batch_size: int, threads: int) -> int:
     return max(int(batch_size), math.ceil(n_perm / (RANGES_PER_THREAD * max(1, threads))))
 
 
-def run_distributed(prepare: Callable[[dict], Prepared], options: dict, job: Job, client: Any,
-                    progress: ProgressCallback | None = None) -> tuple[Any, dict]:
-    """Every pass of ``job`` as permutation ranges on the workers of a Dask ``client``.
+class _Cluster:
+    """A run's link to a Dask cluster: the options, sent once to every worker, and a
+    task per worker that prepares the job there (reads the inputs) ahead of its ranges."""
 
-    The options go to every worker once (``scatter``, broadcast); each worker process
-    prepares the job from them on its first task and keeps it for the run's other tasks.
-    A task returns its accumulator's state; the client merges the states as they
-    complete, then sends the next pass its setup. A worker lost mid-run only means its
-    ranges are computed again elsewhere (Dask reschedules them).
+    def __init__(self, client: Any, prepare: Callable[[dict], Prepared], options: dict) -> None:
+        self.client = client
+        self.token = uuid.uuid4().hex
+        [self.spec] = client.scatter([(prepare, options, self.token)], broadcast=True, hash=False)
+        self.warm_up = [client.submit(_worker_job_ready, self.spec, workers=[worker], pure=False,
+                                      key=f"permenrich-prepare-{self.token}-{index}")
+                        for index, worker in enumerate(client.nthreads())]
+
+    def cancel(self) -> None:
+        self.client.cancel(self.warm_up)
+
+
+def run_distributed(cluster: _Cluster, job: Job, progress: ProgressCallback | None = None) -> tuple[Any, dict]:
+    """Every pass of ``job`` as permutation ranges on the workers of a Dask cluster.
+
+    The options went to every worker once (``scatter``, broadcast); each worker process
+    prepares the job from them (ahead of time, or on its first task) and keeps it for the
+    run's other tasks. A task returns its accumulator's state; the client merges the
+    states as they complete, then sends the next pass its setup. A worker lost mid-run
+    only means its ranges are computed again elsewhere (Dask reschedules them).
     """
     from distributed import as_completed
 
-    token = uuid.uuid4().hex
-    [spec] = client.scatter([(prepare, options, token)], broadcast=True, hash=False)
+    client, spec, token = cluster.client, cluster.spec, cluster.token
     threads = sum(client.nthreads().values())
     size = range_size(job.n_perm, job.batch_size, threads)
     ranges = list(batches(0, job.n_perm, size))
@@ -228,18 +251,29 @@ def run_distributed(prepare: Callable[[dict], Prepared], options: dict, job: Job
     timings: dict[str, Any] = {"dask": {"workers": len(client.nthreads()), "threads": threads, "range_size": size,
                                         "ranges_per_pass": len(ranges)}}
     task_seconds: list[float] = []
+    # When the null fits the budget (job.cache), the first pass's tasks return their scores
+    # and the later pass runs here on them, as run_local does: no second round of tasks.
+    keep = job.cache and accumulator.passes > 1
+    kept: list[Any] = []
     setup = None
     started = time.perf_counter()
     for pass_index in range(accumulator.passes):
         if pass_index > 0:
             accumulator.begin_pass(pass_index, setup)
-        futures = {client.submit(_run_range, spec, pass_index, setup, start, stop, pure=False,
-                                 key=f"permenrich-{token}-{pass_index}-{start}"): stop - start
+            if keep:
+                for scores in kept:
+                    accumulator.add(pass_index, accumulator.xp.asarray(scores))
+                kept.clear()
+                setup = accumulator.end_pass(pass_index)
+                continue
+        futures = {client.submit(_run_range, spec, pass_index, setup, start, stop, keep and pass_index == 0,
+                                 pure=False, key=f"permenrich-{token}-{pass_index}-{start}"): stop - start
                    for start, stop in ranges}
         try:
             for future in as_completed(futures):
-                state, seconds = future.result()
+                state, seconds, scores = future.result()
                 accumulator.merge(pass_index, state)
+                kept.extend(scores)
                 task_seconds.append(seconds)
                 tracker.advance(futures[future])
         except BaseException:
@@ -247,8 +281,8 @@ def run_distributed(prepare: Callable[[dict], Prepared], options: dict, job: Job
             raise
         setup = accumulator.end_pass(pass_index)
     wall = time.perf_counter() - started
-    timings.update(first_pass_seconds=wall, second_pass_seconds=0.0, permutations_scored=tracker.total,
-                   per_permutation_ms=1000 * wall / tracker.total)
+    timings.update(first_pass_seconds=wall, second_pass_seconds=0.0, permutations_scored=job.n_perm,
+                   per_permutation_ms=1000 * wall / job.n_perm)
     timings["dask"].update(task_seconds_mean=sum(task_seconds) / len(task_seconds),
                            task_seconds_max=max(task_seconds),
                            busy_fraction=sum(task_seconds) / (wall * max(1, threads)))
@@ -263,24 +297,42 @@ _WORKER_JOBS_KEPT = 2
 _WORKER_LOCK = threading.Lock()
 
 
-def _run_range(spec: tuple[Callable[[dict], Prepared], dict, str], pass_index: int, setup: dict | None,
-               start: int, stop: int) -> tuple[dict, float]:
-    """A Dask task: permutations [start, stop) of one pass, on this worker's copy of the
-    job; returns the accumulator's state and the seconds spent scoring."""
+def _worker_job(spec: tuple[Callable[[dict], Prepared], dict, str]) -> Job:
+    """This worker process's copy of a run's job, prepared on first use (hold the lock)."""
     prepare, options, token = spec
+    job = _WORKER_JOBS.get(token)
+    if job is None:
+        job = prepare(options).job
+        _WORKER_JOBS[token] = job
+        while len(_WORKER_JOBS) > _WORKER_JOBS_KEPT:
+            _WORKER_JOBS.popitem(last=False)
+    return job
+
+
+def _worker_job_ready(spec: tuple[Callable[[dict], Prepared], dict, str]) -> bool:
+    """A Dask task: prepare the job on this worker ahead of its ranges."""
     with _WORKER_LOCK:
-        job = _WORKER_JOBS.get(token)
-        if job is None:
-            job = prepare(options).job
-            _WORKER_JOBS[token] = job
-            while len(_WORKER_JOBS) > _WORKER_JOBS_KEPT:
-                _WORKER_JOBS.popitem(last=False)
+        _worker_job(spec)
+    return True
+
+
+def _run_range(spec: tuple[Callable[[dict], Prepared], dict, str], pass_index: int, setup: dict | None,
+               start: int, stop: int, return_scores: bool) -> tuple[dict, float, list[Any]]:
+    """A Dask task: permutations [start, stop) of one pass, on this worker's copy of the
+    job; returns the accumulator's state, the seconds spent scoring and, when asked, the
+    scores themselves (host arrays) for the client's next pass."""
+    with _WORKER_LOCK:
+        job = _worker_job(spec)
         started = time.perf_counter()
         accumulator = job.new_accumulator()
         accumulator.begin_pass(pass_index, setup)
+        kept = []
         for first, last in batches(start, stop, job.batch_size):
-            accumulator.add(pass_index, job.score(first, last))
-        return accumulator.state(pass_index), time.perf_counter() - started
+            scores = job.score(first, last)
+            accumulator.add(pass_index, scores)
+            if return_scores:
+                kept.append(scores.get() if hasattr(scores, "get") else scores)  # CuPy -> host
+        return accumulator.state(pass_index), time.perf_counter() - started, kept
 
 
 def client_from(scheduler: str | None = None, scheduler_file: str | None = None) -> Any:
