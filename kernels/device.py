@@ -58,3 +58,17 @@ rank_descending = _device._rank_descending
 enrichment_scores = _device._enrichment_scores
 sorted_positions_score = _device._sorted_positions_score
 shuffled_correlation = _device._shuffled_correlation
+
+#: Threads per block of every kernel; launchers in this package own the grid sizes.
+THREADS_PER_BLOCK = 128
+
+
+def grid_1d(n: int) -> tuple[int, int]:
+    """(blocks, threads) for one thread per item of ``n``."""
+    return (n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, THREADS_PER_BLOCK
+
+
+def grid_genes_by_batch(n_genes: int, n_batch: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(blocks, threads) for one thread per (gene, labelling): consecutive threads take
+    consecutive genes, so that a sample row is read coalesced."""
+    return ((n_genes + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, n_batch), (THREADS_PER_BLOCK, 1)

@@ -12,7 +12,7 @@ from numba import cuda
 
 from permenrich.stats.ranking import FULL_PASSES
 
-from .device import enrichment_scores, rank_descending
+from .device import enrichment_scores, grid_1d, rank_descending
 
 
 @cuda.jit
@@ -27,3 +27,11 @@ def ks_kernel(stats, stats_bits, weight, set_members, set_offsets, gene_set_offs
                     histogram[b])
     enrichment_scores(stats[b], order[b], weight, set_members, set_offsets, gene_set_offsets, gene_set_ids,
                       gene_weight[b], state[b], out[b])
+
+
+def launch_ks(stats, stats_bits, weight, set_arrays, scratch, out):  # noqa: ANN001
+    """ES of every set for each row of ``stats``; ``set_arrays`` = (members, offsets,
+    gene_set_offsets, gene_set_ids), ``scratch`` = per-permutation buffers (order, keys,
+    keys_tmp, order_tmp, histogram, gene_weight, state)."""
+    blocks, threads = grid_1d(stats.shape[0])
+    ks_kernel[blocks, threads](stats, stats_bits, weight, *set_arrays, *scratch, out)

@@ -6,7 +6,7 @@ from numba import cuda
 
 from permenrich.rng import STREAM_GENE_SET_BASE
 
-from .device import draw_positions, fill_labelling, sorted_positions_score
+from .device import draw_positions, fill_labelling, grid_1d, sorted_positions_score
 
 
 @cuda.jit
@@ -34,3 +34,16 @@ def random_set_kernel(seed, perm_start, ranked_stat, weight, statistic, sizes, p
         k = sizes[i]
         draw_positions(seed, perm_start + b, STREAM_GENE_SET_BASE | k, k, pool[b], positions[b, :k])
         out[b, i] = sorted_positions_score(positions[b, :k], ranked_stat, weight, statistic, n_genes)
+
+
+def launch_labellings(seed, perm_start, mode, exact, generator_arrays, pool, out):  # noqa: ANN001
+    """Fill ``out`` (n, width) with labellings ``perm_start ..``; ``generator_arrays`` are
+    the plan's device arrays (offsets, members, drawn, radix, binom, factorial)."""
+    blocks, threads = grid_1d(out.shape[0])
+    labellings_kernel[blocks, threads](seed, perm_start, mode, exact, *generator_arrays, pool, out)
+
+
+def launch_random_sets(seed, perm_start, ranked_stat, weight, statistic, sizes, pool, positions, out):  # noqa: ANN001
+    """Fill ``out`` (n, n_sizes) with the random-set null of permutations ``perm_start ..``."""
+    blocks, threads = grid_1d(out.shape[0])
+    random_set_kernel[blocks, threads](seed, perm_start, ranked_stat, weight, statistic, sizes, pool, positions, out)

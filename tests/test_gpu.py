@@ -168,3 +168,19 @@ def test_leukemia_gpu_matches_cpu_on_device(shared_data):
     gpu = permenrich.gsea(base / "Leukemia_hgu95av2.gct", base / "Leukemia.cls", gmts, device="gpu", **kwargs)
     assert gpu.attrs["run"]["backend"]["array_module"] == "cupy"
     pd.testing.assert_frame_equal(cpu, gpu, check_exact=True)
+
+
+def test_both_backends_implement_the_protocol():
+    """The runner talks to backends only through permenrich.backends.base.Backend."""
+    import inspect
+
+    from permenrich.backends.base import Backend
+    from permenrich.backends.cpu import CpuBackend
+
+    for backend in (CpuBackend(threads=1), GpuBackend()):
+        assert isinstance(backend, Backend)
+        for name, member in inspect.getmembers(Backend, inspect.isfunction):
+            if not name.startswith("_"):
+                implemented = [p for p in inspect.signature(getattr(type(backend), name)).parameters if p != "self"]
+                declared = [p for p in inspect.signature(member).parameters if p != "self"]
+                assert implemented == declared, (type(backend).__name__, name)

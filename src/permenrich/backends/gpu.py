@@ -26,6 +26,7 @@ differ in the last bits.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,38 @@ from ..errors import OptionError, option
 from ..stats.metrics import Metric, mid_ranks
 from ..stats.ranking import FULL_PASSES, RADIX_SIZE
 
-_THREADS = 128
+
+
+@dataclass
+class _DeviceTwoGroup:
+    """A matrix held on the device: centred values, their squares and the gene totals."""
+
+    arrays: tuple[Any, ...]  # centred, squares, gene_mean, total_sum, total_sumsq
+    drawn_is_case: bool
+    code: int
+
+
+@dataclass
+class _DeviceStreamed:
+    """A matrix streamed from disk block by block; the gene totals on the device."""
+
+    matrix: Any
+    totals: tuple[Any, ...]  # gene_mean, total_sum, total_sumsq
+    drawn_is_case: bool
+    code: int
+
+
+@dataclass
+class _DeviceCorrelation:
+    genes_by_sample: Any
+    phenotype: Any
+
+
+@dataclass
+class _DeviceKs:
+    arrays: tuple[Any, ...]  # members, offsets, gene_set_offsets, gene_set_ids
+    weight: float
+    n_sets: int
 
 
 def _cuda() -> Any:
@@ -140,19 +172,19 @@ class GpuBackend:
                 # puts it there, and every batch then runs the in-memory kernel.
                 self.streamed_matrix = "read once from disk, cached on the device"
                 centred, squares = self._upload_centred(values, totals[0])
-                self._statistic = ("two_group", (centred, squares, *device_totals), bool(drawn_is_case),
-                                   int(metric.code))
+                self._statistic = _DeviceTwoGroup((centred, squares, *device_totals), bool(drawn_is_case),
+                                                  int(metric.code))
                 return
             self.streamed_matrix = "streamed from disk for every batch"
-            self._statistic = ("streamed", values, device_totals, bool(drawn_is_case), int(metric.code))
+            self._statistic = _DeviceStreamed(values, device_totals, bool(drawn_is_case), int(metric.code))
             return
         values = np.asarray(values, dtype=np.float64)
         if metric.kind == "correlation":
             from ..stats.correlation import CorrelationStatistic
 
             statistic = CorrelationStatistic(values, phenotype, spearman=metric.rank_transform)
-            self._statistic = ("correlation", self._to_device(statistic.genes_by_sample),
-                               self._to_device(statistic.phenotype))
+            self._statistic = _DeviceCorrelation(self._to_device(statistic.genes_by_sample),
+                                                 self._to_device(statistic.phenotype))
             return
         from .cpu import InMemoryMatrix, class_moment_totals
 
@@ -161,84 +193,73 @@ class GpuBackend:
         # the device then adds the same numbers in the same order.
         totals = class_moment_totals(matrix)
         centred = matrix.samples_by_gene - totals[0]
-        self._statistic = ("two_group", tuple(self._to_device(a) for a in (centred, centred * centred, *totals)),
-                           bool(drawn_is_case), int(metric.code))
+        self._statistic = _DeviceTwoGroup(tuple(self._to_device(a) for a in (centred, centred * centred, *totals)),
+                                          bool(drawn_is_case), int(metric.code))
 
     def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray,
                      gene_set_offsets: np.ndarray, gene_set_ids: np.ndarray, weight: float, n_genes: int) -> None:
         if set_statistic == "ks":
             arrays = tuple(self._to_device(np.asarray(a, dtype=np.int64))
                            for a in (set_members, set_offsets, gene_set_offsets, gene_set_ids))
-            self._sets = ("ks", arrays, float(weight), int(np.asarray(set_offsets).size - 1))
+            self._sets = _DeviceKs(arrays, float(weight), int(np.asarray(set_offsets).size - 1))
         else:
             from ..enrich.linear import LinearSetStatistic
 
-            self._sets = ("linear", LinearSetStatistic(set_statistic, set_members, set_offsets, n_genes,
-                                                       xp=self.xp, sparse=self.sparse))
+            self._sets = LinearSetStatistic(set_statistic, set_members, set_offsets, n_genes, xp=self.xp,
+                                            sparse=self.sparse)
 
     # -- kernels --------------------------------------------------------------------------
     def labellings(self, plan: Any, start: int, stop: int) -> Any:
         """Labellings ``[start, stop)`` drawn on the device (bit-identical to the CPU's)."""
-        from permenrich.kernels.permutations import labellings_kernel
+        from permenrich.kernels.permutations import launch_labellings
 
         mode, exact, offsets, members, drawn, radix, binom, factorial, largest = plan.generator_arrays()
         n = stop - start
         out = _cuda().device_array((n, plan.width), dtype=np.int64)
         pool = _cuda().device_array((n, max(1, largest)), dtype=np.int64)
-        blocks = (n + _THREADS - 1) // _THREADS
-        labellings_kernel[blocks, _THREADS](np.uint64(plan.seed), start, mode, exact, *(
+        launch_labellings(np.uint64(plan.seed), start, mode, exact, tuple(
             self._to_device(a) for a in (offsets, members, drawn, radix, binom, factorial)), pool, out)
         return out
 
     def gene_statistics(self, labellings: Any) -> Any:
         """Per-gene statistics, shape (n_batch, n_genes), as an ``xp`` array."""
-        kind = self._statistic[0]
-        if kind == "correlation":
-            from permenrich.kernels.statistics import correlation_kernel
+        from permenrich.kernels.statistics import launch_correlation, launch_two_group
 
-            genes_by_sample, phenotype = self._statistic[1], self._statistic[2]
-            shuffles = self._as_device(labellings)
-            n_batch, n_genes = shuffles.shape[0], genes_by_sample.shape[1]
-            out = _cuda().device_array((n_batch, n_genes), dtype=np.float64)
-            blocks = ((n_genes + _THREADS - 1) // _THREADS, n_batch)
-            correlation_kernel[blocks, (_THREADS, 1)](genes_by_sample, phenotype, shuffles, out)
-            return self._as_xp(out)
-        if kind == "streamed":
+        statistic = self._statistic
+        if isinstance(statistic, _DeviceStreamed):
             return self._streamed_statistics(labellings)
-        from permenrich.kernels.statistics import two_group_kernel
-
-        arrays, drawn_is_case, code = self._statistic[1], self._statistic[2], self._statistic[3]
         drawn = self._as_device(labellings)
-        n_batch, n_genes = drawn.shape[0], arrays[0].shape[1]
-        out = _cuda().device_array((n_batch, n_genes), dtype=np.float64)
-        threads = (_THREADS, 1)
-        blocks = ((n_genes + _THREADS - 1) // _THREADS, n_batch)
-        two_group_kernel[blocks, threads](*arrays, drawn, drawn_is_case, code, out)
+        if isinstance(statistic, _DeviceCorrelation):
+            n_genes = statistic.genes_by_sample.shape[1]
+            out = _cuda().device_array((drawn.shape[0], n_genes), dtype=np.float64)
+            launch_correlation(statistic.genes_by_sample, statistic.phenotype, drawn, out)
+        else:
+            n_genes = statistic.arrays[0].shape[1]
+            out = _cuda().device_array((drawn.shape[0], n_genes), dtype=np.float64)
+            launch_two_group(*statistic.arrays, drawn, statistic.drawn_is_case, statistic.code, out)
         return self._as_xp(out)
 
     def _streamed_statistics(self, labellings: Any) -> Any:
         """Two-group statistics of a matrix streamed from disk: the blocks go to the device
         one by one and the drawn class's sums are carried between them on the device."""
-        from permenrich.kernels.statistics import finish_two_group_kernel, two_group_block_kernel
+        from permenrich.kernels.statistics import launch_finish_two_group, launch_two_group_block
 
-        cuda = _cuda()
-        _, matrix, (gene_mean, total_sum, total_sumsq), drawn_is_case, code = self._statistic
+        statistic = self._statistic
+        matrix = statistic.matrix
+        gene_mean, total_sum, total_sumsq = statistic.totals
         drawn = self._as_device(labellings)
         n_batch, n_drawn = drawn.shape
-        n_genes = matrix.n_genes
-        sums = self._device_zeros((n_batch, n_genes))
-        sumsqs = self._device_zeros((n_batch, n_genes))
+        sums = self._device_zeros((n_batch, matrix.n_genes))
+        sumsqs = self._device_zeros((n_batch, matrix.n_genes))
 
         def launch(block: Any, sample_start: int, sample_stop: int, gene_start: int, stream: Any) -> None:
-            grid = ((block.shape[1] + _THREADS - 1) // _THREADS, n_batch)
-            two_group_block_kernel[grid, (_THREADS, 1), stream](block, sample_start, sample_stop, gene_start,
-                                                                gene_mean, drawn, sums, sumsqs)
+            launch_two_group_block(block, sample_start, sample_stop, gene_start, gene_mean, drawn, sums, sumsqs,
+                                   stream)
 
         self._upload_blocks(matrix.blocks(), launch)
-        out = cuda.device_array((n_batch, n_genes), dtype=np.float64)
-        grid = ((n_genes + _THREADS - 1) // _THREADS, n_batch)
-        finish_two_group_kernel[grid, (_THREADS, 1)](sums, sumsqs, total_sum, total_sumsq, gene_mean,
-                                                     matrix.n_samples, n_drawn, drawn_is_case, code, out)
+        out = _cuda().device_array((n_batch, matrix.n_genes), dtype=np.float64)
+        launch_finish_two_group(sums, sumsqs, total_sum, total_sumsq, gene_mean, matrix.n_samples, n_drawn,
+                                statistic.drawn_is_case, statistic.code, out)
         return self._as_xp(out)
 
     def _device_cache_limit(self) -> int:
@@ -321,11 +342,11 @@ class GpuBackend:
 
     def set_scores(self, stats: Any) -> Any:
         """Set statistics, shape (n_batch, n_sets), as an ``xp`` array."""
-        if self._sets[0] == "linear":
-            return self._sets[1].scores(self.xp.asarray(stats))
-        from permenrich.kernels.enrichment import ks_kernel
+        if not isinstance(self._sets, _DeviceKs):
+            return self._sets.scores(self.xp.asarray(stats))
+        from permenrich.kernels.enrichment import launch_ks
 
-        arrays, weight, n_sets = self._sets[1], self._sets[2], self._sets[3]
+        n_sets = self._sets.n_sets
         cuda = _cuda()
         device_stats = self._as_device(stats)
         n_batch, n_genes = device_stats.shape
@@ -341,8 +362,7 @@ class GpuBackend:
                        cuda.device_array((n, n_genes), np.uint64), cuda.device_array((n, n_genes), np.int64),
                        cuda.device_array((n, FULL_PASSES, RADIX_SIZE), np.int64),
                        cuda.device_array((n, n_genes), np.float64), cuda.device_array((n, n_sets, 8), np.float64)]
-            blocks = (n + _THREADS - 1) // _THREADS
-            ks_kernel[blocks, _THREADS](chunk, bits, weight, *arrays, *scratch, out[start:stop])
+            launch_ks(chunk, bits, self._sets.weight, self._sets.arrays, scratch, out[start:stop])
         return self._as_xp(out)
 
     def score(self, labellings: Any, keep_stat: bool = False) -> tuple[Any, Any]:
@@ -351,7 +371,7 @@ class GpuBackend:
 
     def random_set_null(self, seed: int, perm_start: int, perm_stop: int, ranked_stat: np.ndarray,
                         weight: float, set_statistic: str, sizes: np.ndarray) -> Any:
-        from permenrich.kernels.permutations import random_set_kernel
+        from permenrich.kernels.permutations import launch_random_sets
 
         from .cpu import SET_STATISTIC_CODES
 
@@ -361,10 +381,9 @@ class GpuBackend:
         pool = self._to_device(np.tile(np.arange(n_genes, dtype=np.int64), (n, 1)))
         positions = cuda.device_array((n, int(np.max(sizes))), dtype=np.int64)
         out = cuda.device_array((n, np.asarray(sizes).size), dtype=np.float64)
-        blocks = (n + _THREADS - 1) // _THREADS
-        random_set_kernel[blocks, _THREADS](np.uint64(seed), perm_start, self._to_device(
-            np.asarray(ranked_stat, dtype=np.float64)), float(weight), SET_STATISTIC_CODES[set_statistic],
-            self._to_device(np.asarray(sizes, dtype=np.int64)), pool, positions, out)
+        launch_random_sets(np.uint64(seed), perm_start, self._to_device(np.asarray(ranked_stat, dtype=np.float64)),
+                           float(weight), SET_STATISTIC_CODES[set_statistic],
+                           self._to_device(np.asarray(sizes, dtype=np.int64)), pool, positions, out)
         return self._as_xp(out)
 
     def describe(self) -> dict:
