@@ -137,6 +137,8 @@ def contrasts(
         may be ``rest``), or None with ``one_vs_rest``.
     gene_sets
         For ``mode="gsea"``.
+    mode
+        ``"gsea"`` or ``"genes"``: what each contrast runs.
     one_vs_rest
         A group column: every level against all other samples.
     phenotype

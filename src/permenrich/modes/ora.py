@@ -120,6 +120,8 @@ def ora(
         textbook p-value (metrics whose null is a fixed function of the statistic:
         student_t, mann_whitney, pearson, spearman); ``direction`` up (case > control or
         positive correlation), down or both.
+    min_size, max_size
+        Sets whose size in the universe falls outside are excluded (default 15, 500).
     permutations, seed, collapse, chip, nan_policy, zero_variance, normalize, pseudobulk,
     pseudobulk_method, batch_size, memory, threads, device, client, progress
         As in :func:`gsea` (expression mode).

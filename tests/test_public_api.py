@@ -1,0 +1,75 @@
+"""The public functions keep explicit, documented signatures that cannot drift apart (as
+scanpy checks its own): data first, options keyword-only, every parameter documented,
+and an option shared by several modes has the same default and type everywhere."""
+
+import inspect
+import re
+
+import pytest
+
+import permenrich
+
+PUBLIC = ["gsea", "prerank", "genes", "ora", "contrasts"]
+RUNNER = ["gsea", "prerank", "genes", "ora"]  # options_of(locals()) sends these to workers
+
+
+def _function(name):
+    return getattr(permenrich, name)
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_options_are_keyword_only_and_documented(name):
+    function = _function(name)
+    signature = inspect.signature(function)
+    positional = [p for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    assert len(positional) <= 3, f"{name}: at most the data, the phenotype and the gene sets are positional"
+    doc = inspect.getdoc(function)
+    assert "Parameters\n----------" in doc and "Returns\n-------" in doc
+    documented = set()
+    for line in re.findall(r"^(\w[\w, ]*)$", doc.split("Returns\n-------")[0], flags=re.M):
+        documented.update(part.strip() for part in line.split(","))
+    missing = [p for p in signature.parameters if p not in documented
+               and signature.parameters[p].kind != inspect.Parameter.VAR_KEYWORD]
+    assert not missing, f"{name}: parameters not in its docstring: {missing}"
+    for parameter in signature.parameters.values():
+        if parameter.kind is not parameter.VAR_KEYWORD:
+            assert parameter.annotation is not inspect.Parameter.empty, f"{name}.{parameter.name} has no type"
+
+
+def test_shared_options_agree_across_modes():
+    seen: dict[str, tuple] = {}
+    for name in RUNNER:
+        for parameter in inspect.signature(_function(name)).parameters.values():
+            if parameter.default is inspect.Parameter.empty or parameter.name in ("permutations", "metric"):
+                continue  # differ by mode on purpose (GSEA: 1,000, signal_to_noise; genes: 10,000, welch_t)
+            key = (parameter.default, str(parameter.annotation))
+            if parameter.name in seen:
+                assert seen[parameter.name][1] == key, (
+                    f"{name}.{parameter.name} = {key} but {seen[parameter.name][0]} has {seen[parameter.name][1]}")
+            else:
+                seen[parameter.name] = (name, key)
+
+
+@pytest.mark.parametrize("name", RUNNER)
+def test_every_mode_runs_on_a_client_and_reports_progress(name):
+    parameters = inspect.signature(_function(name)).parameters
+    assert "client" in parameters and "progress" in parameters
+    assert parameters["client"].default is None and parameters["progress"].default is None
+
+
+def test_cli_options_mirror_the_api():
+    """Every command-line option of a mode is a keyword of its function (dashes for
+    underscores), except the few that only exist on the command line."""
+    from permenrich.cli import build_parser
+
+    cli_only = {"help", "out", "quiet", "cls", "sample_sheet", "contrasts", "one_vs_rest", "scheduler",
+                "scheduler_file", "rnk", "gene_list", "expr", "gene_sets"}
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public walk
+    for name in ("gsea", "prerank", "genes", "ora"):
+        keywords = set(inspect.signature(_function(name)).parameters)
+        for action in commands[name]._actions:  # noqa: SLF001
+            if action.dest in cli_only or not action.option_strings:
+                continue
+            assert action.dest in keywords, f"permenrich {name} --{action.dest.replace('_', '-')} is not an API option"
