@@ -361,10 +361,8 @@ def _dispatch(source: Any, *, layer: str | None, h5_dataset: str) -> ExpressionD
         )
     path = _existing_file(source, "expression")
     suffix = _format_suffix(path)
-    if suffix in _H5AD_SUFFIXES:
-        return _read_h5ad(path, str(source), layer=layer)
-    if suffix in _HDF5_SUFFIXES:
-        return _read_hdf5(path, str(source), h5_dataset=h5_dataset, layer=layer)
+    if suffix in _H5AD_SUFFIXES or suffix in _HDF5_SUFFIXES:
+        return _read_matrix_source(path, str(source), h5_dataset=h5_dataset, layer=layer)
     _no_layer(layer, f"text file {source}")
     if suffix == ".gct" or _first_line(path).startswith(("#1.2", "#1.3")):
         return _with_encoding(_parse_gct, path, str(source))
@@ -820,51 +818,25 @@ def _read_elem(node: Any) -> Any:
     return read_elem(node)
 
 
-def _read_h5ad(path: Path, where: str, *, layer: str | None) -> ExpressionData:
-    """Read only obs, var and the requested matrix (not every layer) from an h5ad."""
-    with _h5_open(path, where) as f:
-        try:
-            obs = _read_elem(f["obs"]) if "obs" in f else None
-            matrix_key, var_key = "X", "var"
-            if layer is not None:
-                if "layers" in f and layer in f["layers"]:
-                    matrix_key = f"layers/{layer}"
-                elif layer == "raw" and "raw" in f:
-                    matrix_key, var_key = "raw/X", "raw/var"
-                else:
-                    available = list(f["layers"].keys()) if "layers" in f else []
-                    raise InputError(
-                        f"{where}: layer {layer!r} not found (no dataset layers/{layer}); "
-                        f"available layers: {_preview(available) or 'none'}"
-                    )
-            for key in (matrix_key, var_key):
-                if key not in f:
-                    raise InputError(f"{where}: dataset {key!r} missing; the file is not a complete h5ad")
-            if obs is None:
-                raise InputError(f"{where}: dataset 'obs' missing; the file is not a complete h5ad")
-            var = _read_elem(f[var_key])
-            matrix = _read_elem(f[matrix_key])
-        except InputError:
-            raise
-        except Exception as exc:  # anndata/h5py raise many types for damaged files
-            raise InputError(
-                f"{where}: cannot read h5ad ({type(exc).__name__}: {exc}); the file may be damaged"
-            ) from exc
-    shape = getattr(matrix, "shape", None)
-    if shape is None or len(shape) != 2 or shape != (len(obs), len(var)):
-        raise InputError(
-            f"{where}: dataset {matrix_key!r} has shape {shape}, expected (n_obs, n_var) = ({len(obs)}, {len(var)})"
-        )
-    obs = obs.copy()
-    obs.index = obs.index.astype(str)
-    return ExpressionData(
-        values=_dense_genes_by_samples(matrix),
-        gene_ids=np.array([str(g) for g in var.index], dtype=object),
-        sample_ids=np.array(obs.index.to_list(), dtype=object),
-        source=where,
-        obs=obs,
-        dataset=matrix_key,
-    )
+def _read_matrix_source(path: Path, where: str, *, h5_dataset: str, layer: str | None) -> ExpressionData:
+    """h5ad, 10x and plain HDF5: the one block reader (:func:`permenrich.io.chunked.open_matrix`)
+    read whole, so that in-memory and streamed runs share every rule of these formats.
+
+    ``layer="raw"`` reads ``raw/X`` (with ``raw/var``) when the file has no layer of that name.
+    """
+    from .chunked import open_matrix
+
+    use_raw = False
+    if layer == "raw":
+        with _h5_open(path, where) as f:
+            layers = _h5_get(f, "layers")
+            use_raw = not (layers is not None and "raw" in layers) and _h5_get(f, "raw") is not None
+    with open_matrix(path, layer=None if use_raw else layer, use_raw=use_raw, h5_dataset=h5_dataset) as source:
+        values = np.empty((source.n_genes, source.n_samples))
+        for block in source.blocks(64 << 20):
+            values[block.gene_start:block.gene_stop, block.sample_start:block.sample_stop] = block.values.T
+        return ExpressionData(values=values, gene_ids=source.gene_ids, sample_ids=source.sample_ids, source=where,
+                              obs=source.obs, dataset=source.dataset)
 
 
 def _h5_get(f: Any, path: str) -> Any:
@@ -952,49 +924,3 @@ def _h5_strings(dataset: Any) -> np.ndarray:
     if data.dtype.kind in ("S", "O"):
         return np.array([x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in data], dtype=object)
     return np.array([str(x) for x in data], dtype=object)
-
-
-def _read_hdf5(path: Path, where: str, *, h5_dataset: str, layer: str | None) -> ExpressionData:
-    with _h5_open(path, where) as f:
-        is_h5ad = f.attrs.get("encoding-type") == "anndata"
-    if is_h5ad:
-        return _read_h5ad(path, where, layer=layer)
-    with _h5_open(path, where) as f:
-        _no_layer(layer, f"plain HDF5 file {where}")
-        if hdf5_layout(f, where, h5_dataset) == "10x":
-            return _read_10x(f, where)
-        node = f[h5_dataset]
-        group = posixpath.dirname(h5_dataset.strip("/"))
-        names = {key: _h5_strings(f[posixpath.join(group, key) if group else key])
-                 for key in ("gene_ids", "sample_ids")}
-        shape = node.shape
-        if shape != (len(names["gene_ids"]), len(names["sample_ids"])):
-            raise InputError(
-                f"{where}: dataset {h5_dataset!r} has shape {shape} but gene_ids has {len(names['gene_ids'])} and "
-                f"sample_ids {len(names['sample_ids'])} entries; expected shape (n_genes, n_samples)"
-            )
-        try:
-            values = np.array(node[()], dtype=np.float64, order="C")
-        except (OSError, ValueError, TypeError) as exc:
-            raise InputError(f"{where}: cannot read dataset {h5_dataset!r} as numbers ({exc})") from exc
-    return ExpressionData(values=values, gene_ids=names["gene_ids"], sample_ids=names["sample_ids"], source=where,
-                          dataset=h5_dataset)
-
-
-def _read_10x(f: Any, where: str) -> ExpressionData:
-    """10x ``filtered_feature_bc_matrix.h5``: CSC genes x barcodes; gene symbols as ids."""
-    import scipy.sparse as sp
-
-    shape = tuple(int(x) for x in f["matrix/shape"][()])
-    genes = _h5_strings(f["matrix/features/name"])
-    barcodes = _h5_strings(f["matrix/barcodes"])
-    if shape != (len(genes), len(barcodes)):
-        raise InputError(
-            f"{where}: matrix/shape is {shape} but there are {len(genes)} features and {len(barcodes)} barcodes"
-        )
-    try:
-        matrix = sp.csc_matrix((f["matrix/data"][()], f["matrix/indices"][()], f["matrix/indptr"][()]), shape=shape)
-    except ValueError as exc:
-        raise InputError(f"{where}: matrix/data, indices and indptr are inconsistent ({exc})") from exc
-    values = np.ascontiguousarray(matrix.toarray(), dtype=np.float64)
-    return ExpressionData(values=values, gene_ids=genes, sample_ids=barcodes, source=where, dataset="matrix")
