@@ -44,7 +44,7 @@ def test_api_messages_use_the_python_names_and_the_cli_its_flags() -> None:
         (dict(control="C"), "control='C' is not a class", "--control C is not a class"),
         (dict(nan_policy="zero"), "nan_policy= must be one of", "--nan-policy must be one of"),
         (dict(memory="lots"), "memory= must look like", "--memory must look like"),
-        (dict(min_size=0), "min_size= must be at least 1", "--min-size must be at least 1"),
+        (dict(min_size=0), "min_size= must be a positive integer", "--min-size must be a positive integer"),
     ]
     for options, python, cli in cases:
         kwargs = dict(case="A", permutations=10, device="cpu") | options

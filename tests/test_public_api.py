@@ -73,3 +73,16 @@ def test_cli_options_mirror_the_api():
             if action.dest in cli_only or not action.option_strings:
                 continue
             assert action.dest in keywords, f"permenrich {name} --{action.dest.replace('_', '-')} is not an API option"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(collapse="mode"), "collapse= must be one of mean, max, median"),
+    (dict(min_size=20, max_size=10), "min_size=20 is above max_size=10"),
+    (dict(strata="batch", pairs="patient"), "give either strata= or pairs="),
+    (dict(normalize="cpm"), "normalize= must be one of none, log1p_cpm"),
+    (dict(device="tpu"), "device= must be one of cpu, gpu, auto"),
+])
+def test_options_are_checked_before_any_file_is_read(bad, message):
+    """The inputs do not exist: the option is reported first, as one line."""
+    with pytest.raises(permenrich.OptionError, match=re.escape(message)):
+        permenrich.gsea("no-such-file.gct", "no-such-file.cls", "no-such-file.gmt", **bad)

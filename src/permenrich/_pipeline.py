@@ -11,8 +11,7 @@ import math
 import os
 import platform
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from .io import (
     read_expression,
     sample_annotation,
 )
-from .runner import ProgressCallback
 from .stats.metrics import Metric
 
 logger = logging.getLogger("permenrich")

@@ -98,6 +98,9 @@ def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = Non
     progress
         ``progress(done, total)`` after each batch (local) or range (Dask).
     """
+    from .options import check_options
+
+    check_options(options)  # before any file is read or any backend is built
     started = time.perf_counter()
     # On a cluster the workers start preparing (reading the inputs) while the client does.
     cluster = _Cluster(client, prepare, options) if client is not None else None

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RankedList", "read_rnk"]
 
-_DUPLICATE_POLICIES = ("error", "mean", "max", "min", "first")
+DUPLICATE_POLICIES = ("error", "mean", "max", "min", "first")
 _NAN_POLICIES = ("skip", "error")
 _TEXT_SUFFIXES = {".rnk", ".tsv", ".txt", ".tab", ".csv"}
 # Score text that means "no score" (compared lower-cased, after stripping). GSEA reads
@@ -132,8 +132,8 @@ def read_rnk(
     >>> ranked.gene_ids.tolist(), ranked.scores.tolist()
     (['TP53', 'MYC'], [2.5, -1.0])
     """
-    if duplicates not in _DUPLICATE_POLICIES:
-        raise OptionError(f"duplicates must be one of {_DUPLICATE_POLICIES}, got {duplicates!r}")
+    if duplicates not in DUPLICATE_POLICIES:
+        raise OptionError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
     if nan_policy not in _NAN_POLICIES:
         raise OptionError(f"nan_policy must be one of {_NAN_POLICIES}, got {nan_policy!r}")
 

@@ -12,15 +12,12 @@ import pandas as pd
 from .._pipeline import (
     TIE_RULE,
     announce_compilation,
-    check_choice,
-    check_run_options,
     choose_batch_size,
     parse_memory,
     versions,
 )
 from ..backends import get_backend
 from ..errors import InputError
-from ..enrich.linear import SET_STATISTICS
 from ..enrich.running_sum import running_sum
 from ..genesets import GeneSetIndex
 from ..nulls import GseaNullAccumulator, bh_adjust, tie_tolerance
@@ -38,11 +35,9 @@ GENE_COLUMNS = ["gene", "statistic", "pval_parametric", "pval", "qval_bh", "pval
 def common_setup(metric_name: str, set_statistic: str | None, weight: float | None, permutations: int,
                   seed: int, batch_size: int | None, threads: int | None, memory: str | int,
                   device: str) -> tuple[Any, int, Any]:
-    """Validate what every mode shares before reading any file."""
+    """The metric record, the memory budget and the backend of a run whose options
+    :func:`permenrich.options.check_options` has checked."""
     metric = get_metric(metric_name)
-    if set_statistic is not None:
-        check_choice("set_statistic", set_statistic, SET_STATISTICS)
-    check_run_options(permutations=permutations, seed=seed, batch_size=batch_size, threads=threads, weight=weight)
     budget = parse_memory(memory)
     backend = get_backend(device, threads=threads)
     if backend.name == "cpu":

@@ -14,13 +14,13 @@ import pandas as pd
 
 from .._pipeline import (
     load_data,
-    check_choice,
     file_digest,
     parse_memory,
 )
 from ..errors import InputError, OptionError, option
 from ..io import sample_annotation
 from ..io.output import write_output_dir
+from ..options import check_options
 from ._shared import provenance
 from .genes import genes
 from .gsea import gsea
@@ -158,7 +158,8 @@ def contrasts(
         contrast's own table.
     """
     started = time.perf_counter()
-    check_choice("mode", mode, ("gsea", "genes"))
+    check_options(dict(options, mode=mode, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
+                       pseudobulk_method=pseudobulk_method, memory=memory))
     budget = parse_memory(memory)
     if spec is None and one_vs_rest is None:
         raise InputError("give contrasts (a table of name, groupby, case, control) or a one-vs-rest column")

@@ -11,8 +11,6 @@ import numpy as np
 import pandas as pd
 
 from .._pipeline import (
-    ProgressCallback,
-    check_choice,
     choose_batch_size,
     file_digest,
     load_study,
@@ -20,7 +18,7 @@ from .._pipeline import (
 from ..design import PermutationPlan, TwoGroupLabels
 from ..nulls import ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import Alternative, MetricName
-from ..runner import Job, Prepared, run
+from ..runner import Job, Prepared, ProgressCallback, run
 from ._shared import check_observed_statistics, common_setup, options_of, provenance
 
 
@@ -89,7 +87,6 @@ def prepare_genes(options: dict) -> Prepared:
     statistics; the runner's :class:`~permenrich.runner.Prepared` (also run on Dask workers)."""
     o = SimpleNamespace(**options)
     started = time.perf_counter()
-    check_choice("alternative", o.alternative, ("two-sided", "greater", "less"))
     metric_record, budget, backend = common_setup(o.metric, None, None, o.permutations, o.seed, o.batch_size,
                                                    o.threads, o.memory, o.device)
     study = load_study(o.expr, o.phenotype, metric=metric_record, groupby=o.groupby, case=o.case,

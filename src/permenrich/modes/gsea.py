@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from .._pipeline import (
-    ProgressCallback,
     digests,
     file_digest,
     load_gene_sets,
@@ -21,7 +20,7 @@ from ..backends.cpu import sorted_positions_scores
 from ..design import PermutationPlan
 from ..enrich.linear import SetStatisticName
 from ..io.rnk import read_rnk
-from ..runner import Prepared, run
+from ..runner import Prepared, ProgressCallback, run
 from ..stats.metrics import MetricName
 from ..stats.ranking import rank_genes
 from ._shared import (

@@ -13,9 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._pipeline import (
-    ProgressCallback,
     Study,
-    check_choice,
     choose_batch_size,
     digests,
     file_digest,
@@ -29,7 +27,7 @@ from ..enrich.overlap import top_genes_mask
 from ..errors import InputError, option
 from ..nulls import ALTERNATIVE_CODES, ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import MetricName
-from ..runner import Job, Prepared, run
+from ..runner import Job, Prepared, ProgressCallback, run
 from ._shared import common_setup, options_of, provenance
 
 logger = logging.getLogger("permenrich")
@@ -196,7 +194,6 @@ def prepare_ora(options: dict) -> Prepared:
                          "(expression mode)")
     if not expression_mode and o.expr is not None and o.phenotype is not None:
         raise InputError(f"give either {option('gene_list')} or {option('expr')} with a phenotype, not both")
-    check_choice("direction", o.direction, ("up", "down", "both"))
     sections: dict[str, Any] = {}
     if expression_mode:
         if (o.top is None) == (o.fdr is None):

@@ -1,0 +1,71 @@
+"""Every option of every mode and its rule, in one place, checked before any file is read
+or any backend is built (:func:`check_options`, called first by the runner).
+
+Choices are listed once here; numbers have their ranges in :func:`check_options`. A
+mistake is one :class:`~permenrich.errors.OptionError` naming the option as the caller
+spells it (``collapse=`` from Python, ``--collapse`` on the command line), what is
+allowed and what arrived.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._pipeline import check_choice, check_run_options, parse_memory
+from .backends import DEVICES
+from .enrich.linear import SET_STATISTICS
+from .errors import OptionError, option
+from .io.rnk import DUPLICATE_POLICIES
+from .streaming import NORMALISATIONS
+
+#: Options that take one of a few names (the lists live with the code that uses them).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "set_statistic": SET_STATISTICS,
+    "collapse": ("mean", "max", "median"),
+    "nan_policy": ("error", "drop"),
+    "zero_variance": ("error", "drop"),
+    "normalize": NORMALISATIONS,
+    "pseudobulk_method": ("sum", "mean"),
+    "alternative": ("two-sided", "greater", "less"),
+    "direction": ("up", "down", "both"),
+    "duplicates": DUPLICATE_POLICIES,
+    "device": DEVICES,
+    "mode": ("gsea", "genes"),
+}
+
+
+def _positive_integer(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__") or int(value) < 1:
+        raise OptionError(f"{option(name)} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Check the options of a run (any subset of a mode's keywords).
+
+    Raises
+    ------
+    OptionError
+        The first option outside its rule.
+    """
+    from .stats.metrics import get_metric
+
+    for name, choices in CHOICES.items():
+        if name in options:
+            check_choice(name, options[name], choices)
+    if "metric" in options:
+        get_metric(options["metric"])
+    if "permutations" in options:
+        check_run_options(permutations=options["permutations"], seed=options.get("seed", 0),
+                          batch_size=options.get("batch_size"), threads=options.get("threads"),
+                          weight=options.get("weight"))
+    if "memory" in options:
+        parse_memory(options["memory"])
+    if "min_size" in options or "max_size" in options:
+        smallest = _positive_integer("min_size", options.get("min_size", 1))
+        largest = _positive_integer("max_size", options.get("max_size", smallest))
+        if smallest > largest:
+            raise OptionError(f"{option('min_size', smallest)} is above {option('max_size', largest)}; "
+                              "no gene set could be kept")
+    if options.get("strata") is not None and options.get("pairs") is not None:
+        raise OptionError(f"give either {option('strata')} or {option('pairs')}, not both")
