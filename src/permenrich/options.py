@@ -67,5 +67,11 @@ def check_options(options: dict[str, Any]) -> None:
         if smallest > largest:
             raise OptionError(f"{option('min_size', smallest)} is above {option('max_size', largest)}; "
                               "no gene set could be kept")
+    if options.get("top") is not None:
+        _positive_integer("top", options["top"])
+    if options.get("fdr") is not None:
+        fdr = options["fdr"]
+        if isinstance(fdr, bool) or not isinstance(fdr, (int, float)) or not 0 < float(fdr) < 1:
+            raise OptionError(f"{option('fdr')} must lie in (0, 1), got {fdr!r}")
     if options.get("strata") is not None and options.get("pairs") is not None:
         raise OptionError(f"give either {option('strata')} or {option('pairs')}, not both")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,18 +12,21 @@ import pandas as pd
 
 from .._pipeline import (
     TIE_RULE,
+    Study,
     announce_compilation,
+    load_study,
     choose_batch_size,
     parse_memory,
     versions,
 )
 from ..backends import get_backend
+from ..design import PermutationPlan, TwoGroupLabels
 from ..errors import InputError
 from ..enrich.running_sum import running_sum
 from ..genesets import GeneSetIndex
 from ..nulls import GseaNullAccumulator, bh_adjust, tie_tolerance
 from ..runner import Job
-from ..stats.metrics import get_metric
+from ..stats.metrics import Metric, get_metric
 from ..stats.ranking import rank_genes
 
 RESULT_COLUMNS = [
@@ -32,19 +36,56 @@ RESULT_COLUMNS = [
 GENE_COLUMNS = ["gene", "statistic", "pval_parametric", "pval", "qval_bh", "pval_maxt"]
 
 
-def common_setup(metric_name: str, set_statistic: str | None, weight: float | None, permutations: int,
-                  seed: int, batch_size: int | None, threads: int | None, memory: str | int,
-                  device: str) -> tuple[Any, int, Any]:
-    """The metric record, the memory budget and the backend of a run whose options
-    :func:`permenrich.options.check_options` has checked."""
-    metric = get_metric(metric_name)
+def common_setup(memory: str | int, device: str, threads: int | None) -> tuple[int, Any]:
+    """The memory budget and the backend of a run whose options
+    :func:`permenrich.options.check_options` has checked (and the first-run notice)."""
     budget = parse_memory(memory)
     backend = get_backend(device, threads=threads)
     if backend.name == "cpu":
         from ..backends.cpu import compiled_kernels
 
         announce_compilation(compiled_kernels())
-    return metric, budget, backend
+    return budget, backend
+
+
+@dataclass
+class StudyRun:
+    """What the modes that permute sample labels share once their inputs are read: the
+    metric, the budget, the backend with the statistic prepared, the study, the
+    permutation plan, the seconds spent reading, and the statistic's value under no
+    effect (``centre``: 0; 1 for ratio_of_classes; n_A n_B / 2 for Mann-Whitney U)."""
+
+    metric: Metric
+    budget: int
+    backend: Any
+    study: Study
+    plan: PermutationPlan
+    read_seconds: float
+    centre: float
+
+
+def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | None = None) -> StudyRun:
+    """Read the expression data and the phenotype of options ``o``, plan the
+    permutations and prepare the backend's per-gene statistic (``restrict`` may first
+    narrow the study, e.g. ORA's universe)."""
+    metric = get_metric(o.metric)
+    budget, backend = common_setup(o.memory, o.device, o.threads)
+    study = load_study(o.expr, o.phenotype, metric=metric, groupby=o.groupby, case=o.case, control=o.control,
+                       phenotype_column=o.phenotype_column, strata=o.strata, pairs=o.pairs, chip=o.chip,
+                       collapse=o.collapse, nan_policy=o.nan_policy, zero_variance=o.zero_variance,
+                       normalize=o.normalize, budget=budget, pseudobulk=o.pseudobulk,
+                       pseudobulk_method=o.pseudobulk_method)
+    if restrict is not None:
+        study = restrict(study)
+    design = study.design
+    plan = PermutationPlan(design, int(o.permutations), int(o.seed))
+    read_seconds = time.perf_counter() - started
+    backend.prepare_statistic(study.values, metric, phenotype=getattr(design, "values", None),
+                              drawn_is_case=getattr(design, "drawn_is_case", True))
+    centre = 0.0
+    if isinstance(design, TwoGroupLabels):
+        centre = {"mann_whitney": design.n_case * design.n_control / 2, "ratio_of_classes": 1.0}.get(o.metric, 0.0)
+    return StudyRun(metric, budget, backend, study, plan, read_seconds, centre)
 
 
 def check_observed_statistics(stat: np.ndarray, gene_ids: np.ndarray, metric: str, source: str,

@@ -13,13 +13,12 @@ import pandas as pd
 from .._pipeline import (
     choose_batch_size,
     file_digest,
-    load_study,
 )
-from ..design import PermutationPlan, TwoGroupLabels
+from ..design import TwoGroupLabels
 from ..nulls import ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import Alternative, MetricName
 from ..runner import Job, Prepared, ProgressCallback, run
-from ._shared import check_observed_statistics, common_setup, options_of, provenance
+from ._shared import check_observed_statistics, options_of, prepare_study, provenance
 
 
 def genes(
@@ -87,28 +86,12 @@ def prepare_genes(options: dict) -> Prepared:
     statistics; the runner's :class:`~permenrich.runner.Prepared` (also run on Dask workers)."""
     o = SimpleNamespace(**options)
     started = time.perf_counter()
-    metric_record, budget, backend = common_setup(o.metric, None, None, o.permutations, o.seed, o.batch_size,
-                                                   o.threads, o.memory, o.device)
-    study = load_study(o.expr, o.phenotype, metric=metric_record, groupby=o.groupby, case=o.case,
-                       control=o.control, phenotype_column=o.phenotype_column, strata=o.strata, pairs=o.pairs,
-                       chip=o.chip, collapse=o.collapse, nan_policy=o.nan_policy, zero_variance=o.zero_variance,
-                       normalize=o.normalize, budget=budget, pseudobulk=o.pseudobulk,
-                       pseudobulk_method=o.pseudobulk_method)
-    plan = PermutationPlan(study.design, int(o.permutations), int(o.seed))
-    n_genes = study.n_genes
-    read_seconds = time.perf_counter() - started
-
-    design = study.design
-    backend.prepare_statistic(study.values, metric_record, phenotype=getattr(design, "values", None),
-                              drawn_is_case=getattr(design, "drawn_is_case", True))
+    study_run = prepare_study(o, started)
+    metric_record, budget, backend, study, plan = study_run.metric, study_run.budget, study_run.backend, study_run.study, study_run.plan
+    n_genes, design, centre, read_seconds = study.n_genes, study.design, study_run.centre, study_run.read_seconds
     observed = np.asarray(backend.to_host(backend.gene_statistics(plan.observed())))[0]
     check_observed_statistics(observed, study.gene_ids, o.metric, study.source)
-    if isinstance(design, TwoGroupLabels):
-        centre = {"mann_whitney": design.n_case * design.n_control / 2, "ratio_of_classes": 1.0}.get(o.metric, 0.0)
-        parametric_phenotype = design.is_case
-    else:
-        centre = 0.0
-        parametric_phenotype = design.values
+    parametric_phenotype = design.is_case if isinstance(design, TwoGroupLabels) else design.values
     chosen = choose_batch_size(o.batch_size, budget, 8 * n_genes * 4 + 8 * plan.width, plan.n_perm,
                                streamed=not study.in_memory)
     job = Job(n_perm=plan.n_perm, batch_size=chosen, cache=False,

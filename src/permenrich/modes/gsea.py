@@ -14,10 +14,8 @@ from .._pipeline import (
     digests,
     file_digest,
     load_gene_sets,
-    load_study,
 )
 from ..backends.cpu import sorted_positions_scores
-from ..design import PermutationPlan
 from ..enrich.linear import SetStatisticName
 from ..io.rnk import read_rnk
 from ..runner import Prepared, ProgressCallback, run
@@ -28,6 +26,7 @@ from ._shared import (
     common_setup,
     gsea_job,
     options_of,
+    prepare_study,
     gsea_table,
     leading_edges,
     provenance,
@@ -169,21 +168,13 @@ def prepare_gsea(options: dict) -> Prepared:
     scores; the runner's :class:`~permenrich.runner.Prepared` (also run on Dask workers)."""
     o = SimpleNamespace(**options)
     started = time.perf_counter()
-    metric_record, budget, backend = common_setup(o.metric, o.set_statistic, o.weight, o.permutations, o.seed,
-                                                   o.batch_size, o.threads, o.memory, o.device)
-    study = load_study(o.expr, o.phenotype, metric=metric_record, groupby=o.groupby, case=o.case,
-                       control=o.control, phenotype_column=o.phenotype_column, strata=o.strata, pairs=o.pairs,
-                       chip=o.chip, collapse=o.collapse, nan_policy=o.nan_policy, zero_variance=o.zero_variance,
-                       normalize=o.normalize, budget=budget, pseudobulk=o.pseudobulk,
-                       pseudobulk_method=o.pseudobulk_method)
+    study_run = prepare_study(o, started)
+    budget, backend, study, plan = study_run.budget, study_run.backend, study_run.study, study_run.plan
     n_sets_read, index = load_gene_sets(o.gene_sets, study.gene_ids, min_size=o.min_size, max_size=o.max_size)
-    plan = PermutationPlan(study.design, int(o.permutations), int(o.seed))
     read_seconds = time.perf_counter() - started
 
     n_genes = study.n_genes
     gene_set_offsets, gene_set_ids = index.gene_to_sets(n_genes)
-    backend.prepare_statistic(study.values, metric_record, phenotype=getattr(study.design, "values", None),
-                              drawn_is_case=getattr(study.design, "drawn_is_case", True))
     backend.prepare_sets(o.set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
                          float(o.weight), n_genes)
     observed_stat_xp = backend.gene_statistics(plan.observed())
@@ -287,8 +278,7 @@ def prepare_prerank(options: dict) -> Prepared:
     runner's :class:`~permenrich.runner.Prepared` (also run on Dask workers)."""
     o = SimpleNamespace(**options)
     started = time.perf_counter()
-    _, budget, backend = common_setup("signal_to_noise", o.set_statistic, o.weight, o.permutations, o.seed,
-                                      o.batch_size, o.threads, o.memory, o.device)
+    budget, backend = common_setup(o.memory, o.device, o.threads)
     ranked = read_rnk(o.rnk, duplicates=o.duplicates)
     order = rank_genes(ranked.scores)
     gene_ids = np.asarray(ranked.gene_ids, dtype=object)[order]

@@ -18,17 +18,15 @@ from .._pipeline import (
     digests,
     file_digest,
     load_gene_sets,
-    load_study,
     parse_memory,
 )
 from ..backends.cpu import NumbaThreads
-from ..design import PermutationPlan, TwoGroupLabels
 from ..enrich.overlap import top_genes_mask
 from ..errors import InputError, option
 from ..nulls import ALTERNATIVE_CODES, ExceedanceAccumulator, bh_adjust
-from ..stats.metrics import MetricName
+from ..stats.metrics import MetricName, get_metric
 from ..runner import Job, Prepared, ProgressCallback, run
-from ._shared import common_setup, options_of, provenance
+from ._shared import options_of, prepare_study, provenance
 
 logger = logging.getLogger("permenrich")
 
@@ -199,45 +197,35 @@ def prepare_ora(options: dict) -> Prepared:
         if (o.top is None) == (o.fdr is None):
             raise InputError(f"expression mode needs exactly one selection rule: {option('top')} (a number of genes) "
                              f"or {option('fdr')} (a q-value)")
-        if o.top is not None and (isinstance(o.top, bool) or int(o.top) < 1):
-            raise InputError(f"{option('top')} must be a positive integer, got {o.top!r}")
-        if o.fdr is not None and not 0 < float(o.fdr) < 1:
-            raise InputError(f"{option('fdr')} must lie in (0, 1), got {o.fdr!r}")
-        metric_record, budget, backend = common_setup(o.metric, None, None, o.permutations, o.seed, o.batch_size,
-                                                       o.threads, o.memory, o.device)
-        if o.fdr is not None and metric_record.pvalue_of_statistic is None:
+        if o.fdr is not None and get_metric(o.metric).pvalue_of_statistic is None:
             raise InputError(f"{option('fdr')} needs a statistic whose p-value can be recomputed under every "
                              f"permutation (student_t, mann_whitney, pearson, spearman); {o.metric} cannot: use "
                              f"{option('top')} instead")
-        study = load_study(o.expr, o.phenotype, metric=metric_record, groupby=o.groupby, case=o.case,
-                           control=o.control, phenotype_column=o.phenotype_column, strata=o.strata, pairs=o.pairs,
-                           chip=o.chip, collapse=o.collapse, nan_policy=o.nan_policy, zero_variance=o.zero_variance,
-                           normalize=o.normalize, budget=budget, pseudobulk=o.pseudobulk,
-                           pseudobulk_method=o.pseudobulk_method)
-        gene_ids = study.gene_ids
-        if o.universe is not None and not study.in_memory:
-            raise InputError(f"{option('universe')} cannot restrict a streamed matrix ({study.source}); raise "
-                             f"{option('memory')} or use {option('pseudobulk')}")
-        if o.universe is not None:
-            keep_genes = np.isin(gene_ids, read_gene_list(o.universe, what="universe"))
+
+        def restrict(study: Study) -> Study:
+            """The study's genes within the universe, when one is given."""
+            if o.universe is None:
+                return study
+            if not study.in_memory:
+                raise InputError(f"{option('universe')} cannot restrict a streamed matrix ({study.source}); raise "
+                                 f"{option('memory')} or use {option('pseudobulk')}")
+            keep_genes = np.isin(study.gene_ids, read_gene_list(o.universe, what="universe"))
             if not keep_genes.any():
                 raise InputError(f"{gene_list_source(o.universe)}: the universe shares no gene with the expression "
                                  f"data {study.source}; check the gene id type (symbols vs probe or Ensembl ids)")
-            study = Study(study.values[keep_genes], gene_ids[keep_genes], study.design, study.source, study.info)
-            gene_ids = study.gene_ids
+            return Study(study.values[keep_genes], study.gene_ids[keep_genes], study.design, study.source,
+                         study.info)
+
+        study_run = prepare_study(o, started, restrict)
+        metric_record, budget, backend = study_run.metric, study_run.budget, study_run.backend
+        study, plan, centre = study_run.study, study_run.plan, study_run.centre
+        gene_ids = study.gene_ids
         if o.top is not None and int(o.top) >= gene_ids.size:
             raise InputError(f"{option('top', o.top)} selects every one of the {gene_ids.size} genes of "
                              f"{study.source}; choose fewer")
         design = study.design
-        plan = PermutationPlan(design, int(o.permutations), int(o.seed))
-        backend.prepare_statistic(study.values, metric_record, phenotype=getattr(design, "values", None),
-                                  drawn_is_case=getattr(design, "drawn_is_case", True))
         n_case = getattr(design, "n_case", 0)
         n_control = getattr(design, "n_control", 0)
-        if isinstance(design, TwoGroupLabels):
-            centre = {"mann_whitney": n_case * n_control / 2, "ratio_of_classes": 1.0}.get(o.metric, 0.0)
-        else:
-            centre = 0.0
         alternative = DIRECTION_ALTERNATIVES[o.direction]
         p_of_stat = (metric_record.pvalue_of_statistic(study.values if study.in_memory else None, n_case,
                                                        n_control, alternative)
