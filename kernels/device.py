@@ -47,16 +47,16 @@ def _compile_without_fma_contraction() -> bool:
 #: Whether kernels compile with ``-fma=0`` (reported in run.json's backend section).
 FMA_CONTRACTION_OFF = _compile_without_fma_contraction()
 
-_device = jit_family(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS + CORRELATION_FUNCTIONS,
+_device = jit_family(dict.fromkeys(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS + CORRELATION_FUNCTIONS),
                      cuda.jit(device=True))
 
 permutation_word = _device._permutation_word
 fill_labelling = _device._fill_labelling
-draw_positions = _device._draw_positions
 statistic_from_sums = _device._statistic_from_sums
 rank_descending = _device._rank_descending
 enrichment_scores = _device._enrichment_scores
 sorted_positions_score = _device._sorted_positions_score
+random_set_null_row = _device._random_set_null_row
 shuffled_correlation = _device._shuffled_correlation
 
 #: Threads per block of every kernel; launchers in this package own the grid sizes.

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from numba import cuda
 
-from permenrich.rng import STREAM_GENE_SET_BASE
-
-from .device import draw_positions, fill_labelling, grid_1d, sorted_positions_score
+from .device import fill_labelling, grid_1d, random_set_null_row
 
 
 @cuda.jit
@@ -22,18 +20,16 @@ def labellings_kernel(seed, perm_start, mode, exact, stratum_offsets, stratum_me
 
 
 @cuda.jit
-def random_set_kernel(seed, perm_start, ranked_stat, weight, statistic, sizes, pool, positions, out):
-    """``out[b, i]``: statistic of a random set of ``sizes[i]`` ranked genes under gene-set
-    permutation ``perm_start + b``. ``pool[b]`` must hold the identity (restored after
-    each draw); ``positions[b]`` is scratch as long as the largest set."""
+def random_set_kernel(seed, perm_start, ranked_stat, weight, statistic, sizes, pool, sequence, prefix, out):
+    """``out[b, i]``: statistic of the random set of ``sizes[i]`` ranked genes (ascending)
+    under gene-set permutation ``perm_start + b``, the CPU's cumulative null. ``pool[b]``
+    must hold the identity (restored after each draw); ``sequence[b]`` and ``prefix[b]`` are
+    scratch as long as the largest set."""
     b = cuda.grid(1)
     if b >= out.shape[0]:
         return
-    n_genes = ranked_stat.shape[0]
-    for i in range(sizes.shape[0]):
-        k = sizes[i]
-        draw_positions(seed, perm_start + b, STREAM_GENE_SET_BASE | k, k, pool[b], positions[b, :k])
-        out[b, i] = sorted_positions_score(positions[b, :k], ranked_stat, weight, statistic, n_genes)
+    random_set_null_row(seed, perm_start + b, ranked_stat, weight, statistic, sizes, pool[b], sequence[b], prefix[b],
+                        out[b])
 
 
 def launch_labellings(seed, perm_start, mode, exact, generator_arrays, pool, out):  # noqa: ANN001
@@ -43,7 +39,9 @@ def launch_labellings(seed, perm_start, mode, exact, generator_arrays, pool, out
     labellings_kernel[blocks, threads](seed, perm_start, mode, exact, *generator_arrays, pool, out)
 
 
-def launch_random_sets(seed, perm_start, ranked_stat, weight, statistic, sizes, pool, positions, out):  # noqa: ANN001
+def launch_random_sets(seed, perm_start, ranked_stat, weight, statistic, sizes, pool, sequence, prefix,  # noqa: ANN001
+                       out):
     """Fill ``out`` (n, n_sizes) with the random-set null of permutations ``perm_start ..``."""
     blocks, threads = grid_1d(out.shape[0])
-    random_set_kernel[blocks, threads](seed, perm_start, ranked_stat, weight, statistic, sizes, pool, positions, out)
+    random_set_kernel[blocks, threads](seed, perm_start, ranked_stat, weight, statistic, sizes, pool, sequence,
+                                       prefix, out)

@@ -116,3 +116,41 @@ def test_p_floor_column_and_fdr_order():
         assert by_set.loc[name, "pval"] >= 1 / (expected + 1)
     assert by_set.loc["NEG", "es"] < 0 and by_set.loc["NEG", "n_null_same_sign"] < 500  # a minority
     assert result.gene_set.iloc[0] == "NEG"  # the strongest set leads, whatever its nominal p
+
+
+def test_cumulative_null_scores_prefixes_of_one_random_sequence():
+    """Every size of a permutation is scored on the first k elements of one random
+    sequence (fgsea's cumulative null): checked against the sequence itself and the
+    closed form of the running sum."""
+    from permenrich.backends.cpu import CpuBackend
+    from permenrich.rng import STREAM_GENE_SET, random_sequence
+
+    rng = np.random.default_rng(2)
+    ranked = np.sort(rng.normal(size=300))[::-1].copy()
+    sizes = np.array([5, 9, 30, 31, 120], dtype=np.int64)
+    null = CpuBackend(threads=2).random_set_null(7, 40, 60, ranked, 1.0, "ks", sizes)
+    pool, sequence = np.arange(300), np.empty(120, dtype=np.int64)
+    for row, permutation in enumerate(range(40, 60)):
+        random_sequence(np.uint64(7), permutation, STREAM_GENE_SET, 120, pool, sequence)
+        assert np.array_equal(pool, np.arange(300))  # the pool is restored
+        assert np.unique(sequence).size == 120
+        for column, k in enumerate(sizes):
+            expected = running_sum(np.sort(sequence[:k]), np.abs(ranked)).es
+            assert null[row, column] == pytest.approx(expected, abs=1e-12)
+
+
+def test_random_sequence_prefixes_are_uniform_subsets():
+    """Calibration: over many permutations, the first 2 of 5 draws from 6 positions are
+    each of the C(6, 2) = 15 pairs equally often (chi-square)."""
+    from scipy import stats as sps
+
+    from permenrich.rng import STREAM_GENE_SET, random_sequence
+
+    pool, sequence = np.arange(6), np.empty(5, dtype=np.int64)
+    counts = {}
+    for permutation in range(15_000):
+        random_sequence(np.uint64(11), permutation, STREAM_GENE_SET, 5, pool, sequence)
+        pair = tuple(sorted(sequence[:2]))
+        counts[pair] = counts.get(pair, 0) + 1
+    assert len(counts) == 15
+    assert sps.chisquare(list(counts.values())).pvalue > 1e-3

@@ -14,8 +14,29 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
+def inline(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a small device-neutral helper to be inlined into its callers on the CPU.
+
+    Numba does not inline calls between separately compiled functions; a helper called
+    per gene or per set member (``|s|**p``, a metric from class moments) otherwise costs
+    a call each time: 12.6 ns against 3.6 ns per member for the closed-form ES.
+    """
+    function.inline = True  # type: ignore[attr-defined]
+    return function
+
+
+def cpu_family(functions: Iterable[Callable[..., Any]]) -> types.SimpleNamespace:
+    """:func:`jit_family` for the CPU: ``numba.njit`` (cached, NumPy error model), with the
+    helpers marked by :func:`inline` inlined into their callers."""
+    import numba
+
+    return jit_family(functions, numba.njit(cache=True, error_model="numpy"),
+                      inline_decorator=numba.njit(cache=True, error_model="numpy", inline="always"))
+
+
 def jit_family(functions: Iterable[Callable[..., Any]], decorator: Callable[[Callable], Any],
-               extra_globals: dict[str, Any] | None = None) -> types.SimpleNamespace:
+               extra_globals: dict[str, Any] | None = None,
+               inline_decorator: Callable[[Callable], Any] | None = None) -> types.SimpleNamespace:
     """Compile ``functions`` with ``decorator``, resolving their calls to each other.
 
     Parameters
@@ -27,6 +48,8 @@ def jit_family(functions: Iterable[Callable[..., Any]], decorator: Callable[[Cal
         E.g. ``numba.njit(cache=True)`` or ``numba.cuda.jit(device=True)``.
     extra_globals
         Further names to bind (e.g. already compiled helpers from another family).
+    inline_decorator
+        Used instead of ``decorator`` for the functions marked by :func:`inline`.
 
     Returns
     -------
@@ -44,7 +67,8 @@ def jit_family(functions: Iterable[Callable[..., Any]], decorator: Callable[[Cal
                                    function.__defaults__, function.__closure__)
         clone.__module__ = function.__module__
         clone.__qualname__ = function.__qualname__
-        compiled[function.__name__] = decorator(clone)
+        marked = inline_decorator is not None and getattr(function, "inline", False)
+        compiled[function.__name__] = (inline_decorator if marked else decorator)(clone)
     # Compilation is lazy, so binding the names after decorating is enough.
     namespace.update(compiled)
     return types.SimpleNamespace(**compiled)

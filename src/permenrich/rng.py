@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._compile import jit_family
+from ._compile import cpu_family
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
@@ -32,9 +32,9 @@ _PHILOX_W1 = np.uint64(0xBB67AE85)
 #: Fourth counter word of every permutation draw; other streams (e.g. bootstrap) get
 #: other tags so that they never overlap with permutation draws.
 STREAM_PERMUTATION = 0x5045524D  # "PERM"
-#: Gene-set (gene-label) permutation streams: this base OR'ed with the set size, so sets
-#: of one size share their random draws within a permutation (as fgsea does).
-STREAM_GENE_SET_BASE = 0x47530000  # "GS" + 16-bit size
+#: Gene-set (gene-label) permutation stream: one random sequence of distinct ranked
+#: positions per permutation, whose first k elements are the random set of size k.
+STREAM_GENE_SET = 0x47530000  # "GS"
 
 
 def _philox4x32_10(c0, c1, c2, c3, k0, k1):
@@ -172,10 +172,12 @@ def _shuffle_stratified(seed, perm_index, stratum_offsets, stratum_members, pool
             out[stratum_members[start + i]] = pool[i]
 
 
-def _draw_positions(seed, perm_index, tag, n_drawn, pool, out):
-    """Random ``n_drawn``-subset of ``range(len(pool))`` (stream ``tag`` of permutation
-    ``perm_index``), sorted into ``out``. ``pool`` must hold the identity and is restored
-    afterwards (the swaps are undone), so a large pool is never re-initialised."""
+def _random_sequence(seed, perm_index, tag, n_drawn, pool, out):
+    """The first ``n_drawn`` elements of a uniformly random sequence of distinct elements
+    of ``range(len(pool))`` (stream ``tag`` of permutation ``perm_index``), in draw order,
+    into ``out``: each prefix of it is a uniform random subset of its size. ``pool`` must
+    hold the identity and is restored afterwards (the swaps are undone), so a large pool
+    is never re-initialised."""
     cursor = 0
     size = pool.shape[0]
     for i in range(n_drawn):
@@ -191,7 +193,6 @@ def _draw_positions(seed, perm_index, tag, n_drawn, pool, out):
         pool[i] = pool[j]
         pool[j] = tmp
         out[i] = tmp  # pool[j] held the drawn value before the undo
-    _insertion_sort(out, n_drawn)
 
 
 def _unrank_subset(rank, n_total, n_drawn, binom, out):
@@ -276,13 +277,13 @@ def _fill_labelling(seed, perm_index, mode, exact, stratum_offsets, stratum_memb
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_philox4x32_10, _stream_word, _permutation_word, _bounded_index, _bounded_index_tagged,
-                    _insertion_sort, _shuffle_prefix, _draw_stratified, _shuffle_stratified, _draw_positions,
+                    _insertion_sort, _shuffle_prefix, _draw_stratified, _shuffle_stratified, _random_sequence,
                     _unrank_subset, _unrank_stratified, _unrank_shuffle, _fill_labelling)
-_cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
+_cpu = cpu_family(SCALAR_FUNCTIONS)
 philox4x32_10 = _cpu._philox4x32_10
 permutation_word = _cpu._permutation_word
 bounded_index = _cpu._bounded_index
-draw_positions = _cpu._draw_positions
+random_sequence = _cpu._random_sequence
 fill_labelling = _cpu._fill_labelling
 
 

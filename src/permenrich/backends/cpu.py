@@ -30,24 +30,23 @@ import numba
 import numpy as np
 import scipy.sparse
 
-from .._compile import jit_family
+from .._compile import cpu_family
 from ..enrich.linear import LinearSetStatistic
 from ..enrich.running_sum import SCALAR_FUNCTIONS as WALK_FUNCTIONS
 from ..enrich.running_sum import WALK_STATE_WIDTH
-from ..rng import STREAM_GENE_SET_BASE, draw_positions
 from ..stats import two_group
 from ..stats.correlation import CorrelationStatistic
 from ..stats.metrics import Metric, mid_ranks
 from ..stats.ranking import CPU_PASSES, RADIX_SIZE
 
 SET_STATISTIC_CODES = {"ks": 0, "mean": 1, "maxmean": 2}
-_cpu = jit_family(two_group.SCALAR_FUNCTIONS + WALK_FUNCTIONS,
-                  numba.njit(cache=True, error_model="numpy"))
+_cpu = cpu_family(two_group.SCALAR_FUNCTIONS + WALK_FUNCTIONS)
 _accumulate_rows = _cpu._accumulate_rows
 _accumulate_totals = _cpu._accumulate_totals
 _statistic_from_sums = _cpu._statistic_from_sums
 _enrichment_scores = _cpu._enrichment_scores
 _sorted_positions_score = _cpu._sorted_positions_score
+_random_set_null_row = _cpu._random_set_null_row
 _rank_descending = _cpu._rank_descending
 
 
@@ -140,23 +139,19 @@ def ks_scores(stats, weight, set_members, set_offsets, gene_set_offsets, gene_se
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def random_set_scores(seed, perm_start, ranked_stat, weight, statistic, sizes, n_chunks, out):
-    """``out[b, i]``: statistic of a random set of ``sizes[i]`` genes under gene-set
-    permutation ``perm_start + b`` (stream tagged by the size, so sets of equal size share
-    a draw within a permutation)."""
+    """``out[b, i]``: statistic of a random set of ``sizes[i]`` genes (``sizes`` ascending)
+    under gene-set permutation ``perm_start + b``: the prefixes of one random sequence
+    (:func:`permenrich.enrich.running_sum._random_set_null_row`)."""
     n_batch = out.shape[0]
-    n_genes = ranked_stat.shape[0]
-    largest = 0
-    for i in range(sizes.shape[0]):
-        largest = max(largest, sizes[i])
+    largest = sizes[sizes.shape[0] - 1]
     chunk = (n_batch + n_chunks - 1) // n_chunks
     for c in numba.prange(n_chunks):
-        pool = np.arange(n_genes)
-        positions = np.empty(largest, dtype=np.int64)
+        pool = np.arange(ranked_stat.shape[0])
+        sequence = np.empty(largest, dtype=np.int64)
+        prefix = np.empty(largest, dtype=np.int64)
         for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
-            for i in range(sizes.shape[0]):
-                k = sizes[i]
-                draw_positions(seed, perm_start + b, STREAM_GENE_SET_BASE | k, k, pool, positions[:k])
-                out[b, i] = _sorted_positions_score(positions[:k], ranked_stat, weight, statistic, n_genes)
+            _random_set_null_row(seed, perm_start + b, ranked_stat, weight, statistic, sizes, pool, sequence, prefix,
+                                 out[b])
 
 
 @numba.njit(cache=True, error_model="numpy")

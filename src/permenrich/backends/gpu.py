@@ -379,11 +379,13 @@ class GpuBackend:
         n = perm_stop - perm_start
         n_genes = np.asarray(ranked_stat).size
         pool = self._to_device(np.tile(np.arange(n_genes, dtype=np.int64), (n, 1)))
-        positions = cuda.device_array((n, int(np.max(sizes))), dtype=np.int64)
+        largest = int(np.max(sizes))
+        sequence = cuda.device_array((n, largest), dtype=np.int64)
+        prefix = cuda.device_array((n, largest), dtype=np.int64)
         out = cuda.device_array((n, np.asarray(sizes).size), dtype=np.float64)
         launch_random_sets(np.uint64(seed), perm_start, self._to_device(np.asarray(ranked_stat, dtype=np.float64)),
                            float(weight), SET_STATISTIC_CODES[set_statistic],
-                           self._to_device(np.asarray(sizes, dtype=np.int64)), pool, positions, out)
+                           self._to_device(np.asarray(sizes, dtype=np.int64)), pool, sequence, prefix, out)
         return self._as_xp(out)
 
     def describe(self) -> dict:

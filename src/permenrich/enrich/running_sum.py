@@ -38,6 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._compile import inline
+from ..rng import SCALAR_FUNCTIONS as RNG_FUNCTIONS
+from ..rng import STREAM_GENE_SET
 from ..stats.ranking import SCALAR_FUNCTIONS as RANKING_FUNCTIONS
 
 #: Positive and negative extremes whose magnitudes differ by at most this are tied.
@@ -148,6 +151,7 @@ _INV_NORM, _MISS_STEP, _HITS, _CUMULATIVE, _MAX, _MIN, _MAX_AT, _MIN_AT = range(
 WALK_STATE_WIDTH = 8
 
 
+@inline
 def _hit_weight(value, weight):
     """|value| ** weight, with the common weights 1 and 0 exact and cheap."""
     a = abs(value)
@@ -158,6 +162,7 @@ def _hit_weight(value, weight):
     return a ** weight
 
 
+@inline
 def _step_weight(w):
     """A hit's weight in a set that has members of infinite weight |s|**p (an infinite
     statistic, or an overflowing power): those members share the hits' weight equally
@@ -165,6 +170,7 @@ def _step_weight(w):
     return 1.0 if w == math.inf else 0.0
 
 
+@inline
 def _pick_extreme(max_top, min_before, max_at, min_at):
     """Larger magnitude wins; on a tie (within rounding), the extreme reached first."""
     margin = max_top + min_before
@@ -273,19 +279,50 @@ def _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes):
     max_at = n_genes
     min_at = n_genes
     for j in range(k):
-        miss_part = (positions[j] - j) * miss_step
+        position = positions[j]
+        miss_part = (position - j) * miss_step
         before = cumulative * inv_norm - miss_part
-        if before < min_before - ES_TIE_TOLERANCE:
-            min_before = before
-            min_at = positions[j] - 1
-        w = _hit_weight(ranked_stat[positions[j]], weight)
+        # Selects rather than branches: these comparisons are unpredictable.
+        lower = before < min_before - ES_TIE_TOLERANCE
+        min_before = before if lower else min_before
+        min_at = position - 1 if lower else min_at
+        w = _hit_weight(ranked_stat[position], weight)
         cumulative += _step_weight(w) if n_infinite > 0 else w
         top = cumulative * inv_norm - miss_part
-        if top > max_top + ES_TIE_TOLERANCE:
-            max_top = top
-            max_at = positions[j]
+        higher = top > max_top + ES_TIE_TOLERANCE
+        max_top = top if higher else max_top
+        max_at = position if higher else max_at
     return _pick_extreme(max_top, min_before, max_at, min_at)
 
 
-#: Walk and random-set scoring with the ranking they use; compile together.
-SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, _hit_weight, _step_weight, _pick_extreme, _enrichment_scores, _sorted_positions_score)
+def _random_set_null_row(seed, perm_index, ranked_stat, weight, statistic, sizes, pool, sequence, prefix, out):
+    """``out[i]``: statistic of the random set of ``sizes[i]`` ranked genes under gene-set
+    permutation ``perm_index``, for ``sizes`` ascending.
+
+    One random sequence of distinct ranked positions, as long as the largest set, serves
+    every size: the set of size k is its first k elements, a uniform random k-subset (the
+    cumulative null of fgsea). The elements are inserted one by one into ``prefix``, kept
+    sorted, and each size is scored on it by :func:`_sorted_positions_score` (the observed
+    sets' scores take the same function). Scratch: ``pool`` (the identity, restored),
+    ``sequence`` and ``prefix`` (as long as the largest set).
+    """
+    n_genes = ranked_stat.shape[0]
+    n_sizes = sizes.shape[0]
+    _random_sequence(seed, perm_index, STREAM_GENE_SET, sizes[n_sizes - 1], pool, sequence)
+    filled = 0
+    for i in range(n_sizes):
+        k = sizes[i]
+        while filled < k:  # insertion: a few shifts per element at these sizes
+            value = sequence[filled]
+            j = filled - 1
+            while j >= 0 and prefix[j] > value:
+                prefix[j + 1] = prefix[j]
+                j -= 1
+            prefix[j + 1] = value
+            filled += 1
+        out[i] = _sorted_positions_score(prefix[:k], ranked_stat, weight, statistic, n_genes)
+
+
+#: Walk and random-set scoring with the ranking and the draws they use; compile together.
+SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, *RNG_FUNCTIONS, _hit_weight, _step_weight, _pick_extreme, _enrichment_scores,
+                    _sorted_positions_score, _random_set_null_row)

@@ -266,9 +266,11 @@ def prerank(
     -----
     Genes are ranked by decreasing score (ties: file order). The null of a set of k genes
     is the statistic of random sets of k genes drawn from the ranked list, as GSEA
-    preranked does; sets of equal size share their random draws within a permutation
-    (permutation k's set of size n is a pure function of (seed, k, n)). This null
-    ignores gene-gene correlation: prefer :func:`gsea` when the samples are at hand.
+    preranked does, computed cumulatively as fgsea does: each permutation draws one
+    random sequence of distinct genes as long as the largest set, and the random set of
+    size n is its first n genes (a uniform random n-subset), so every size is scored from
+    one draw (permutation k is a pure function of (seed, k)). This null ignores gene-gene
+    correlation: prefer :func:`gsea` when the samples are at hand.
     """
     return run(prepare_prerank, options_of(locals()), client=client, progress=progress)
 
@@ -313,8 +315,9 @@ def prepare_prerank(options: dict) -> Prepared:
              "memory_bytes": budget, "batch_size": null_info["batch_size"], "device": o.device},
             started,
             permutation_plan={"seed": int(o.seed), "permutations": n_perm, "exact_enumeration": False,
-                              "generator": "Philox4x32-10, counter=(k_lo, k_hi, block, 0x47530000 | set size), "
-                                           "key=seed; partial Fisher-Yates over ranked positions"},
+                              "generator": "Philox4x32-10, counter=(k_lo, k_hi, block, 0x47530000), key=seed; "
+                                           "one random sequence of distinct ranked positions per permutation "
+                                           "(partial Fisher-Yates), the set of size n takes its first n"},
             permutation_type="gene set (gene labels)",
             null_storage=null_info["null_storage"],
             tie_tolerance=null_info["tie_tolerance"],

@@ -42,7 +42,7 @@ import numba
 import numpy as np
 from scipy import stats as scipy_stats
 
-from .._compile import jit_family
+from .._compile import cpu_family, inline
 from ..errors import OptionError
 
 MetricName = Literal[
@@ -198,11 +198,13 @@ def metric_code(name: str) -> int:
     return get_metric(name).code
 
 
+@inline
 def _floored_sd(sd, mean):
     floor = 0.2 * abs(mean) if mean != 0.0 else 0.2
     return sd if sd > floor else floor
 
 
+@inline
 def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b):
     """One two-group statistic from class means, sample variances (ddof=1) and sizes.
     For ``mann_whitney`` the means are mean mid-ranks."""
@@ -230,7 +232,7 @@ def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b):
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_floored_sd, _metric_from_moments)
-_cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
+_cpu = cpu_family(SCALAR_FUNCTIONS)
 metric_from_moments = _cpu._metric_from_moments
 
 

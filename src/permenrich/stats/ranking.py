@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._compile import jit_family
+from .._compile import cpu_family, inline
 
 RADIX_BITS = 11
 RADIX_SIZE = 1 << RADIX_BITS
@@ -31,6 +31,7 @@ CPU_PASSES = 3
 INSERTION_RUN = 256
 
 
+@inline
 def _descending_key(value, bits):
     """Unsigned key whose ascending order is the descending order of ``value``;
     ``bits`` is the IEEE-754 bit pattern of ``value``."""
@@ -167,7 +168,7 @@ def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, 
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_descending_key, _radix_sort_run, _rank_descending)
-_cpu = jit_family(SCALAR_FUNCTIONS, numba.njit(cache=True, error_model="numpy"))
+_cpu = cpu_family(SCALAR_FUNCTIONS)
 rank_descending = _cpu._rank_descending
 
 

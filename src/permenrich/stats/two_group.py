@@ -6,10 +6,12 @@ and for CUDA (``kernels/``) by :func:`permenrich._compile.jit_family`.
 
 from __future__ import annotations
 
+from .._compile import inline
 from .metrics import SCALAR_FUNCTIONS as METRIC_FUNCTIONS
 from .metrics import _metric_from_moments  # noqa: F401  (bound by jit_family)
 
 
+@inline
 def _statistic_from_sums(sum_drawn, sumsq_drawn, total_sum, total_sumsq, gene_mean, n_samples, n_drawn,
                          drawn_is_case, metric):
     """One gene's statistic from the drawn class's sums of the gene-centred values and of
