@@ -40,7 +40,7 @@ import numpy as np
 
 from .._compile import inline
 from ..rng import SCALAR_FUNCTIONS as RNG_FUNCTIONS
-from ..rng import STREAM_GENE_SET
+from ..rng import STREAM_GENE_SET, _random_sequence  # noqa: F401  (bound by jit_family)
 from ..stats.ranking import SCALAR_FUNCTIONS as RANKING_FUNCTIONS
 
 #: Positive and negative extremes whose magnitudes differ by at most this are tied.

@@ -14,7 +14,6 @@ and for CUDA (:func:`permenrich._compile.jit_family`).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from .._compile import cpu_family, inline
