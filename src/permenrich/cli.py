@@ -374,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # cli_option_names: messages name options as flags (--min-size), not keywords (min_size=).
         with cli_option_names():
             args = build_parser().parse_args(argv)
+            _size_thread_pool(args)
             from .io.output import check_output_dir, output_lock
 
             # Fail before any computing: an unusable --out, or one another run is writing to.
@@ -390,6 +391,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _size_thread_pool(args: argparse.Namespace) -> None:
+    """``--threads N``: Numba's thread pool gets N threads, not one per core (its OpenMP
+    pool's idle threads would otherwise spin and burn CPU); only possible before Numba is
+    imported, which the command line defers until now."""
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads >= 1 and "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_NUM_THREADS", str(threads))
 
 
 @contextlib.contextmanager
