@@ -26,7 +26,6 @@ from typing import Sequence
 import numba
 import numpy as np
 import scipy.sparse as sp
-from scipy.stats import hypergeom
 
 from ..nulls import extremeness_of
 
@@ -121,6 +120,8 @@ def overlap_statistics(
         # int64 products then true division, the arithmetic scipy.stats.fisher_exact uses
         odds_ratio = np.where((b > 0) & (c > 0), (a * d) / np.maximum(b * c, 1), np.inf)
     odds_ratio[degenerate] = np.nan
+
+    from scipy.stats import hypergeom  # at first use: scipy.stats is slow to import
 
     pval = hypergeom.sf(overlap - 1, n_universe, set_size, list_size)
     pval = np.clip(np.asarray(pval, dtype=np.float64), 0.0, 1.0)

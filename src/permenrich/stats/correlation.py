@@ -10,9 +10,17 @@ a BLAS matrix product is not (its blocking follows the shapes).
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from .metrics import mid_ranks
+
+
+def _scipy_stats():  # noqa: ANN202
+    """scipy.stats, imported on first use: it costs a third of a second at start-up and
+    only some metrics need it (textbook p-values, mid-ranks)."""
+    from scipy import stats
+
+    return stats
+
 
 
 def _shuffled_correlation(genes_by_sample, g, phenotype, shuffle):
@@ -44,7 +52,7 @@ class CorrelationStatistic:
         y = np.asarray(phenotype, dtype=np.float64)
         if spearman:
             x = mid_ranks(x)
-            y = scipy_stats.rankdata(y)
+            y = _scipy_stats().rankdata(y)
         x = x - x.mean(axis=1, keepdims=True)
         norms = np.sqrt((x * x).sum(axis=1))
         y = y - y.mean()

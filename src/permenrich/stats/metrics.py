@@ -39,10 +39,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from .._compile import cpu_family, inline
 from ..errors import OptionError
+
+
+def _scipy_stats():  # noqa: ANN202
+    """scipy.stats, imported on first use: it costs a third of a second at start-up and
+    only some metrics need it (textbook p-values, mid-ranks)."""
+    from scipy import stats
+
+    return stats
+
 
 MetricName = Literal[
     "signal_to_noise", "t_test", "ratio_of_classes", "diff_of_classes", "log2_ratio_of_classes",
@@ -91,14 +99,14 @@ class Metric:
 
 def _ttest_p(equal_var: bool) -> Callable[[np.ndarray, np.ndarray, str], np.ndarray]:
     def pvalues(values: np.ndarray, is_case: np.ndarray, alternative: str) -> np.ndarray:
-        result = scipy_stats.ttest_ind(values[:, is_case], values[:, ~is_case], axis=1,
+        result = _scipy_stats().ttest_ind(values[:, is_case], values[:, ~is_case], axis=1,
                                        equal_var=equal_var, alternative=alternative)
         return np.asarray(result.pvalue, dtype=np.float64)
     return pvalues
 
 
 def _mann_whitney_p(values: np.ndarray, is_case: np.ndarray, alternative: str) -> np.ndarray:
-    result = scipy_stats.mannwhitneyu(values[:, is_case], values[:, ~is_case], axis=1,
+    result = _scipy_stats().mannwhitneyu(values[:, is_case], values[:, ~is_case], axis=1,
                                       alternative=alternative, method="asymptotic")
     return np.asarray(result.pvalue, dtype=np.float64)
 
@@ -109,7 +117,7 @@ def _correlation_p(spearman: bool) -> Callable[[np.ndarray, np.ndarray, str], np
         n = values.shape[1]
         with np.errstate(divide="ignore", invalid="ignore"):
             t = r * np.sqrt((n - 2) / np.maximum(1.0 - r * r, 0.0))
-        dist = scipy_stats.t(n - 2)
+        dist = _scipy_stats().t(n - 2)
         if alternative == "greater":
             return dist.sf(t)
         if alternative == "less":
@@ -119,7 +127,7 @@ def _correlation_p(spearman: bool) -> Callable[[np.ndarray, np.ndarray, str], np
 
 
 def _t_tail(t: np.ndarray, df: float, alternative: str) -> np.ndarray:
-    dist = scipy_stats.t(df)
+    dist = _scipy_stats().t(df)
     if alternative == "greater":
         return dist.sf(t)
     if alternative == "less":
@@ -155,12 +163,12 @@ def _mann_whitney_p_of_u(values: np.ndarray, n_case: int, n_control: int, altern
     def pvalues(u: np.ndarray) -> np.ndarray:
         if alternative == "greater":
             z = (u - mean - 0.5) / sd
-            return scipy_stats.norm.sf(z)
+            return _scipy_stats().norm.sf(z)
         if alternative == "less":
             z = (n_case * n_control - u - mean - 0.5) / sd
-            return scipy_stats.norm.sf(z)
+            return _scipy_stats().norm.sf(z)
         z = (np.maximum(u, n_case * n_control - u) - mean - 0.5) / sd
-        return np.minimum(1.0, 2 * scipy_stats.norm.sf(z))
+        return np.minimum(1.0, 2 * _scipy_stats().norm.sf(z))
     return pvalues
 
 
@@ -237,7 +245,7 @@ metric_from_moments = _cpu._metric_from_moments
 
 def mid_ranks(values: np.ndarray) -> np.ndarray:
     """Each gene's mid-ranks (1-based, ties averaged) across samples, float64."""
-    return scipy_stats.rankdata(np.asarray(values, dtype=np.float64), axis=1, method="average")
+    return _scipy_stats().rankdata(np.asarray(values, dtype=np.float64), axis=1, method="average")
 
 
 def metric_reference(values: np.ndarray, is_case: np.ndarray, metric: str) -> np.ndarray:
@@ -297,6 +305,6 @@ def correlation_reference(values: np.ndarray, phenotype: np.ndarray, *, spearman
     y = np.asarray(phenotype, dtype=np.float64)
     if spearman:
         x = mid_ranks(x)
-        y = scipy_stats.rankdata(y)
+        y = _scipy_stats().rankdata(y)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.corrcoef(np.vstack([x, y[None, :]]))[-1, :-1]
