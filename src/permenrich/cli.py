@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_options(p)
     p.add_argument("--set-statistic", default="ks", help="ks (weighted running sum, default), mean, maxmean")
     p.add_argument("--weight", type=float, default=1.0, help=WEIGHT_HELP)
+    p.add_argument("--p-method", default="permutation",
+                   help="permutation (default) or multilevel: p-values far below 1/permutations with a log2 "
+                        "error (fgseaMultilevel's method)")
+    p.add_argument("--sample-size", type=int, default=101, help="multilevel: random sets per level (default 101)")
+    p.add_argument("--eps", type=float, default=1e-50, help="multilevel: smallest p-value estimated (default 1e-50)")
     p.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(p, permutations=1000)
 
@@ -316,7 +321,7 @@ def _run_prerank(args: argparse.Namespace) -> int:
 
     table = prerank(args.rnk, args.gene_sets, set_statistic=args.set_statistic, weight=args.weight,
                     min_size=args.min_size, max_size=args.max_size, duplicates=args.duplicates,
-                    **_run_kwargs(args))
+                    p_method=args.p_method, sample_size=args.sample_size, eps=args.eps, **_run_kwargs(args))
     _report(table, args.out, f"gene sets, {table.attrs['run']['data']['n_genes']} ranked genes")
     return 0
 

@@ -31,6 +31,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "duplicates": DUPLICATE_POLICIES,
     "device": DEVICES,
     "mode": ("gsea", "genes"),
+    "p_method": ("permutation", "multilevel"),
 }
 
 
@@ -73,5 +74,11 @@ def check_options(options: dict[str, Any]) -> None:
         fdr = options["fdr"]
         if isinstance(fdr, bool) or not isinstance(fdr, (int, float)) or not 0 < float(fdr) < 1:
             raise OptionError(f"{option('fdr')} must lie in (0, 1), got {fdr!r}")
+    if "sample_size" in options and _positive_integer("sample_size", options["sample_size"]) < 3:
+        raise OptionError(f"{option('sample_size')} must be at least 3, got {options['sample_size']!r}")
+    if "eps" in options:
+        eps = options["eps"]
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= float(eps) < 1:
+            raise OptionError(f"{option('eps')} must lie in [0, 1), got {eps!r}")
     if options.get("strata") is not None and options.get("pairs") is not None:
         raise OptionError(f"give either {option('strata')} or {option('pairs')}, not both")

@@ -114,6 +114,7 @@ def gsea_table(index: GeneSetIndex, stats: dict[str, np.ndarray], observed: np.n
         "es": stats["es"],
         "nes": stats["nes"],
         "pval": stats["pval"],
+        **({"log2err": stats["log2err"]} if "log2err" in stats else {}),
         "n_null_same_sign": stats["n_null_same_sign"].astype(np.int64),
         "fdr": stats["fdr"],
         "fwer": stats["fwer"],

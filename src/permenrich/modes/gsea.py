@@ -17,6 +17,7 @@ from .._pipeline import (
 )
 from ..backends.cpu import sorted_positions_scores
 from ..enrich.linear import SetStatisticName
+from ..errors import OptionError, option
 from ..io.rnk import read_rnk
 from ..runner import Prepared, ProgressCallback, run
 from ..stats.metrics import MetricName
@@ -234,6 +235,9 @@ def prerank(
     min_size: int = 15,
     max_size: int = 500,
     duplicates: Literal["error", "mean", "max", "min", "first"] = "error",
+    p_method: Literal["permutation", "multilevel"] = "permutation",
+    sample_size: int = 101,
+    eps: float = 1e-50,
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
@@ -254,6 +258,17 @@ def prerank(
         As in :func:`gsea`.
     duplicates
         Duplicated genes in the list: ``"error"`` (default) or how to merge them.
+    p_method
+        ``"permutation"`` (default): nominal p from the permutations, never below
+        1/(permutations + 1). ``"multilevel"``: adaptive multilevel splitting
+        (:mod:`permenrich.enrich.multilevel`, fgseaMultilevel's method), p-values far
+        below that with a stated error (column ``log2err``); running-sum statistic only.
+        NES, FDR and FWER still come from the permutations.
+    sample_size
+        Multilevel: random sets per level (odd; default 101, as fgsea).
+    eps
+        Multilevel: the smallest p-value estimated (default 1e-50; smaller ones are
+        reported as ``eps``); 0 for no bound.
     batch_size, memory, threads, device, client, progress
         As in :func:`gsea`.
 
@@ -280,6 +295,9 @@ def prepare_prerank(options: dict) -> Prepared:
     runner's :class:`~permenrich.runner.Prepared` (also run on Dask workers)."""
     o = SimpleNamespace(**options)
     started = time.perf_counter()
+    if o.p_method == "multilevel" and o.set_statistic != "ks":
+        raise OptionError(f"{option('p_method', 'multilevel')} applies to the running-sum statistic; "
+                          f"use {option('set_statistic', 'ks')} or {option('p_method', 'permutation')}")
     budget, backend = common_setup(o.memory, o.device, o.threads)
     ranked = read_rnk(o.rnk, duplicates=o.duplicates)
     order = rank_genes(ranked.scores)
@@ -305,13 +323,19 @@ def prepare_prerank(options: dict) -> Prepared:
                               scale=score_scale(o.set_statistic, ranked_stat))
 
     def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
-        table = gsea_table(index, accumulator.finish(), observed,
+        stats = accumulator.finish()
+        if o.p_method == "multilevel":
+            started_multilevel = time.perf_counter()
+            stats["pval"], stats["log2err"] = _multilevel(index, stats, ranked_stat, n_perm, o)
+            timings["multilevel_seconds"] = time.perf_counter() - started_multilevel
+        table = gsea_table(index, stats, observed,
                            leading_edges(index, gene_ids, ranked_stat, float(o.weight), o.set_statistic))
         timings["read_seconds"] = read_seconds
         table.attrs["run"] = provenance(
             "prerank",
             {"set_statistic": o.set_statistic, "weight": float(o.weight), "permutations": n_perm,
              "seed": int(o.seed), "min_size": o.min_size, "max_size": o.max_size, "duplicates": o.duplicates,
+             "p_method": o.p_method, "sample_size": int(o.sample_size), "eps": float(o.eps),
              "memory_bytes": budget, "batch_size": null_info["batch_size"], "device": o.device},
             started,
             permutation_plan={"seed": int(o.seed), "permutations": n_perm, "exact_enumeration": False,
@@ -331,3 +355,28 @@ def prepare_prerank(options: dict) -> Prepared:
         return table
 
     return Prepared(job, finish)
+
+
+def _multilevel(index: Any, stats: dict, ranked_stat: np.ndarray, n_perm: int, o: Any
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Nominal p-values and their log2 errors with multilevel estimates where they are the
+    more precise (fgseaMultilevel's rule): the multilevel probability of the score with
+    its sign (one ruler per set size and sign) divided by the permutations' estimate of
+    P(sign), (m + 1)/(permutations + 1); elsewhere the permutation p and its error.
+    p-values below ``eps`` are reported as ``eps`` with no error."""
+    from ..enrich.multilevel import multilevel_error, multilevel_pvalues, permutation_error
+
+    es, pval, n_same = stats["es"], stats["pval"].copy(), stats["n_null_same_sign"]
+    errors = np.array([permutation_error(int(round(p * (m + 1))) - 1, int(m)) for p, m in zip(pval, n_same)])
+    for size in np.unique(index.sizes):
+        which = np.flatnonzero(index.sizes == size)
+        joint, reliable = multilevel_pvalues(ranked_stat, float(o.weight), int(size), es[which],
+                                             sample_size=int(o.sample_size), seed=int(o.seed), eps=float(o.eps))
+        for i, probability, good in zip(which, joint, reliable):
+            p = min(1.0, probability / ((n_same[i] + 1) / (n_perm + 1)))
+            error = multilevel_error(p, int(o.sample_size) | 1) if p > 0 else np.inf
+            if error < errors[i]:
+                pval[i], errors[i] = p, (error if good else np.nan)
+    below = pval < o.eps
+    pval[below], errors[below] = o.eps, np.nan
+    return pval, errors
