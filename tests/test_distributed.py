@@ -117,7 +117,8 @@ def _prepare_that_fails_on_workers(options: dict) -> runner.Prepared:
 def test_an_input_error_on_a_worker_is_the_same_one_line_error(client):
     expr, labels, _ = _cohort(n_genes=100)
     options = dict(expr=expr, phenotype=labels, groupby=None, case="A", control="B", phenotype_column=None,
-                   strata=None, pairs=None, metric="welch_t", alternative="two-sided", permutations=200, seed=0,
+                   strata=None, pairs=None, covariates=None, metric="welch_t", alternative="two-sided",
+                   permutations=200, seed=0,
                    collapse="mean", chip=None, nan_policy="error", zero_variance="drop", normalize="none",
                    pseudobulk=None, pseudobulk_method="sum", batch_size=50, memory="1GB", threads=1, device="cpu")
     with pytest.raises(InputError, match=r"^expr.gct: line 7, column 3: expected a number, found 'n/a'"):

@@ -11,7 +11,7 @@ import math
 import os
 import platform
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,8 @@ class Study:
 
     ``values`` is a (n_genes, n_samples) array, or a
     :class:`permenrich.streaming.StreamedMatrix` when the matrix is streamed from disk.
+    ``covariates``: with covariates, the Freedman–Lane statistic of the phenotype
+    (:class:`permenrich.stats.covariates.CovariateStatistic`), else None.
     """
 
     values: Any
@@ -103,6 +105,7 @@ class Study:
     design: TwoGroupLabels | ContinuousPhenotype
     source: str
     info: dict = field(default_factory=dict)
+    covariates: Any = None
 
     @property
     def n_genes(self) -> int:
@@ -228,8 +231,10 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
 
 def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
                control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
-               zero_variance: str) -> Study:
-    """The analysed samples of ``loaded`` and their design (labels, strata)."""
+               zero_variance: str, covariates: Sequence[str] | None = None) -> Study:
+    """The analysed samples of ``loaded`` and their design (labels, strata; with
+    ``covariates``, the phenotype as a number and the reduced model's design, for
+    Freedman–Lane permutations)."""
     from .streaming import StreamedMatrix
 
     check_choice("zero_variance", zero_variance, ("error", "drop"))
@@ -263,6 +268,20 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
                      "n_control": two.n_control, "n_samples_excluded": int((~keep).sum())})
     info["strata"] = strata
     info["pairs"] = pairs
+    reduced_design = None
+    if covariates:
+        from .stats.covariates import covariate_matrix
+
+        if loaded.source is not None:
+            raise OptionError(f"{option('covariates')} need the matrix in memory, but {data.source} is streamed "
+                              f"(larger than half of {option('memory')}): raise {option('memory')} or use "
+                              f"{option('pseudobulk')}")
+        columns = {name: sample_annotation(data, phenotype, name, what="covariate")[keep] for name in covariates}
+        reduced_design, terms = covariate_matrix(columns, data.source)
+        x = design.values if isinstance(design, ContinuousPhenotype) else design.is_case.astype(np.float64)
+        design = ContinuousPhenotype(np.asarray(x, dtype=np.float64), stratum)  # residuals move, not labels
+        info["covariates"] = terms
+        info["permutation_of"] = "residuals of expression ~ covariates (Freedman-Lane)"
     if loaded.source is not None:
         if metric.kind != "two_group" or metric.rank_transform or metric.positive_values:
             raise OptionError(f"metric {metric.name} needs the matrix in memory, but {data.source} is streamed "
@@ -282,20 +301,28 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
                          f"but gene {gene_ids[row]!r} has a value <= 0; use signal_to_noise, t_test or "
                          "diff_of_classes for log-scale or centred data")
     values, gene_ids = _drop_constant_genes(values, gene_ids, zero_variance, data.source)
-    return Study(values, gene_ids, design, data.source, info)
+    statistic = None
+    if reduced_design is not None:
+        from .stats.covariates import CovariateStatistic
+
+        statistic = CovariateStatistic(values, design.values, reduced_design, data.source)
+        info["residual_df"] = statistic.df
+    return Study(values, gene_ids, design, data.source, info, covariates=statistic)
 
 
 def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
                control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
                chip: Any, collapse: str, nan_policy: str, zero_variance: str, normalize: str = "none",
-               budget: int = 10**9, pseudobulk: str | None = None, pseudobulk_method: str = "sum") -> Study:
+               budget: int = 10**9, pseudobulk: str | None = None, pseudobulk_method: str = "sum",
+               covariates: Sequence[str] | None = None) -> Study:
     """Read the expression data (unless ``expr`` is already :class:`LoadedData`) and the
     phenotype into a :class:`Study`."""
-    keys = tuple(c for c in (groupby, strata, pairs, phenotype_column) if c is not None)
+    keys = tuple(c for c in (groupby, strata, pairs, phenotype_column, *(covariates or ())) if c is not None)
     loaded = expr if isinstance(expr, LoadedData) else load_data(expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
                        budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys, pseudobulk_method=pseudobulk_method)
     return make_study(loaded, phenotype, metric=metric, groupby=groupby, case=case, control=control,
-                      phenotype_column=phenotype_column, strata=strata, pairs=pairs, zero_variance=zero_variance)
+                      phenotype_column=phenotype_column, strata=strata, pairs=pairs, zero_variance=zero_variance,
+                      covariates=covariates)
 
 
 def _drop_constant_genes(values: np.ndarray, gene_ids: np.ndarray, policy: str,

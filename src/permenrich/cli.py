@@ -117,6 +117,10 @@ def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool =
     parser.add_argument("--phenotype-column", help="numeric phenotype column (metrics pearson, spearman)")
     parser.add_argument("--strata", help="column of strata: labels are permuted within strata only")
     parser.add_argument("--pairs", help="column of pair ids (one case + one control each): swaps within pairs")
+    parser.add_argument("--covariates", type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+                        help="comma-separated columns to adjust for (e.g. age,sex): t of the phenotype in "
+                             "expression ~ covariates + phenotype, Freedman-Lane permutations "
+                             "(metric student_t or pearson)")
     parser.add_argument("--collapse", default="mean", help="merge duplicated genes/probes: mean, max, median")
     parser.add_argument("--chip", help="GSEA CHIP file mapping probe ids to gene symbols")
     parser.add_argument("--nan-policy", default="error", help="genes with missing values: error or drop")
@@ -239,6 +243,7 @@ def _phenotype_source(args: argparse.Namespace) -> object:
 def _expression_kwargs(args: argparse.Namespace) -> dict:
     return dict(groupby=args.groupby, case=args.case, control=args.control,
                 phenotype_column=args.phenotype_column, strata=args.strata, pairs=args.pairs,
+                covariates=args.covariates,
                 collapse=args.collapse, chip=args.chip, nan_policy=args.nan_policy,
                 zero_variance=args.zero_variance, normalize=args.normalize, pseudobulk=args.pseudobulk,
                 pseudobulk_method=args.pseudobulk_method)

@@ -80,5 +80,16 @@ def check_options(options: dict[str, Any]) -> None:
         eps = options["eps"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= float(eps) < 1:
             raise OptionError(f"{option('eps')} must lie in [0, 1), got {eps!r}")
+    if options.get("covariates"):
+        covariates = options["covariates"]
+        if isinstance(covariates, str) or not all(isinstance(c, str) and c for c in covariates):
+            raise OptionError(f"{option('covariates')} must be a list of column names, got {covariates!r}")
+        if options.get("metric") not in ("student_t", "pearson"):
+            raise OptionError(f"{option('covariates')} make the statistic the t of the phenotype in a linear model: "
+                              f"use {option('metric', 'student_t')} for two groups or {option('metric', 'pearson')} "
+                              f"for a continuous phenotype, not {options.get('metric')!r}")
+        if options.get("pairs") is not None:
+            raise OptionError(f"{option('pairs')} cannot be combined with {option('covariates')}; use "
+                              f"{option('strata')} for the pairs")
     if options.get("strata") is not None and options.get("pairs") is not None:
         raise OptionError(f"give either {option('strata')} or {option('pairs')}, not both")

@@ -27,9 +27,11 @@ class Backend(Protocol):
     xp: Any
 
     def prepare_statistic(self, values: Any, metric: Metric, *, drawn_is_case: bool = True,
-                          phenotype: np.ndarray | None = None) -> None:
+                          phenotype: np.ndarray | None = None, covariates: Any = None) -> None:
         """Prepare the per-gene statistic for labellings of ``values`` (an in-memory
-        (n_genes, n_samples) array, or a streamed matrix with ``blocks()``)."""
+        (n_genes, n_samples) array, or a streamed matrix with ``blocks()``); with
+        ``covariates``, the Freedman–Lane t of the phenotype
+        (:class:`permenrich.stats.covariates.CovariateStatistic`)."""
 
     def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray,
                      gene_set_offsets: np.ndarray, gene_set_ids: np.ndarray, weight: float, n_genes: int) -> None:

@@ -289,6 +289,25 @@ class _CorrelationKernel:
         return out
 
 
+class _CovariateKernel:
+    """Freedman–Lane t-statistics on the CPU: the dot products with permuted vectors of
+    :class:`permenrich.stats.covariates.CovariateStatistic`, summed in sample order."""
+
+    def __init__(self, statistic: Any, backend: CpuBackend) -> None:
+        self.statistic = statistic
+        self.backend = backend
+
+    def batch(self, shuffles: np.ndarray) -> np.ndarray:
+        shuffles = np.ascontiguousarray(shuffles, dtype=np.int64)
+        dots = []
+        for vector in self.statistic.vectors:
+            out = np.empty((shuffles.shape[0], self.statistic.n_genes))
+            correlation_batch(self.statistic.residuals_by_sample, vector, shuffles,
+                              self.backend.chunks(shuffles.shape[0]), out)
+            dots.append(out)
+        return self.statistic.t_from_dots(dots, np)
+
+
 class _KsStatistic:
     def __init__(self, set_members: np.ndarray, set_offsets: np.ndarray, gene_set_offsets: np.ndarray,
                  gene_set_ids: np.ndarray, weight: float, backend: CpuBackend) -> None:
@@ -330,8 +349,13 @@ class CpuBackend:
 
     # -- configuration ------------------------------------------------------------------
     def prepare_statistic(self, values: np.ndarray, metric: Metric, *, drawn_is_case: bool = True,
-                          phenotype: np.ndarray | None = None) -> None:
-        """Per-gene statistic for labellings of ``values`` (n_genes, n_samples)."""
+                          phenotype: np.ndarray | None = None, covariates: Any = None) -> None:
+        """Per-gene statistic for labellings of ``values`` (n_genes, n_samples); with
+        ``covariates`` (a :class:`~permenrich.stats.covariates.CovariateStatistic`), the
+        Freedman–Lane t of the phenotype."""
+        if covariates is not None:
+            self._statistic = _CovariateKernel(covariates, self)
+            return
         if metric.kind == "correlation":
             self._statistic = _CorrelationKernel(CorrelationStatistic(values, phenotype,
                                                                       spearman=metric.rank_transform), self)

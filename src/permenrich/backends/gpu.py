@@ -63,6 +63,15 @@ class _DeviceCorrelation:
 
 
 @dataclass
+class _DeviceCovariates:
+    """Freedman–Lane t: reduced-model residuals and the vectors they are dotted with."""
+
+    residuals_by_sample: Any
+    vectors: tuple[Any, ...]
+    statistic: Any  # CovariateStatistic: t from the dot products
+
+
+@dataclass
 class _DeviceKs:
     arrays: tuple[Any, ...]  # members, offsets, gene_set_offsets, gene_set_ids
     weight: float
@@ -161,7 +170,11 @@ class GpuBackend:
 
     # -- configuration ------------------------------------------------------------------
     def prepare_statistic(self, values: np.ndarray, metric: Metric, *, drawn_is_case: bool = True,
-                          phenotype: np.ndarray | None = None) -> None:
+                          phenotype: np.ndarray | None = None, covariates: Any = None) -> None:
+        if covariates is not None:
+            self._statistic = _DeviceCovariates(self._to_device(covariates.residuals_by_sample),
+                                                tuple(self._to_device(v) for v in covariates.vectors), covariates)
+            return
         if hasattr(values, "blocks"):  # a streamed matrix: two-group metrics only (checked by make_study)
             from .cpu import class_moment_totals
 
@@ -229,6 +242,13 @@ class GpuBackend:
         if isinstance(statistic, _DeviceStreamed):
             return self._streamed_statistics(labellings)
         drawn = self._as_device(labellings)
+        if isinstance(statistic, _DeviceCovariates):
+            dots = []
+            for vector in statistic.vectors:
+                out = _cuda().device_array((drawn.shape[0], statistic.statistic.n_genes), dtype=np.float64)
+                launch_correlation(statistic.residuals_by_sample, vector, drawn, out)
+                dots.append(self._as_xp(out))
+            return statistic.statistic.t_from_dots(dots, self.xp)
         if isinstance(statistic, _DeviceCorrelation):
             n_genes = statistic.genes_by_sample.shape[1]
             out = _cuda().device_array((drawn.shape[0], n_genes), dtype=np.float64)

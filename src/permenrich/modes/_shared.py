@@ -74,14 +74,14 @@ def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | N
                        phenotype_column=o.phenotype_column, strata=o.strata, pairs=o.pairs, chip=o.chip,
                        collapse=o.collapse, nan_policy=o.nan_policy, zero_variance=o.zero_variance,
                        normalize=o.normalize, budget=budget, pseudobulk=o.pseudobulk,
-                       pseudobulk_method=o.pseudobulk_method)
+                       pseudobulk_method=o.pseudobulk_method, covariates=o.covariates)
     if restrict is not None:
         study = restrict(study)
     design = study.design
     plan = PermutationPlan(design, int(o.permutations), int(o.seed))
     read_seconds = time.perf_counter() - started
     backend.prepare_statistic(study.values, metric, phenotype=getattr(design, "values", None),
-                              drawn_is_case=getattr(design, "drawn_is_case", True))
+                              drawn_is_case=getattr(design, "drawn_is_case", True), covariates=study.covariates)
     centre = 0.0
     if isinstance(design, TwoGroupLabels):
         centre = {"mann_whitney": design.n_case * design.n_control / 2, "ratio_of_classes": 1.0}.get(o.metric, 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from ..design import TwoGroupLabels
 from ..nulls import ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import Alternative, MetricName
 from ..runner import Job, Prepared, ProgressCallback, run
+from ..stats.covariates import t_pvalues
 from ._shared import check_observed_statistics, options_of, prepare_study, provenance
 
 
@@ -31,6 +33,7 @@ def genes(
     phenotype_column: str | None = None,
     strata: str | None = None,
     pairs: str | None = None,
+    covariates: Sequence[str] | None = None,
     metric: MetricName = "welch_t",
     alternative: Alternative = "two-sided",
     permutations: int = 10000,
@@ -53,8 +56,9 @@ def genes(
 
     Parameters
     ----------
-    expr, phenotype, groupby, case, control, phenotype_column, strata, pairs
-        As in :func:`gsea`.
+    expr, phenotype, groupby, case, control, phenotype_column, strata, pairs, covariates
+        As in :func:`gsea` (with covariates, ``pval_parametric`` is the t test of the
+        phenotype's coefficient, n - p - 1 degrees of freedom).
     metric
         Any statistic of :mod:`permenrich.stats.metrics` (default Welch's t).
     alternative
@@ -105,7 +109,9 @@ def prepare_genes(options: dict) -> Prepared:
         # Textbook p-values need the values in memory (not for a streamed matrix); SciPy's
         # temporaries are as large as its input, so genes go in slices of ~64 MB.
         parametric = np.full(n_genes, np.nan)
-        if metric_record.parametric is not None and study.in_memory:
+        if study.covariates is not None:
+            parametric = t_pvalues(observed, study.covariates.df, o.alternative)
+        elif metric_record.parametric is not None and study.in_memory:
             step = max(1, (64 << 20) // (8 * study.values.shape[1]))
             for start in range(0, n_genes, step):
                 parametric[start:start + step] = metric_record.parametric(study.values[start:start + step],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any, Literal
 
@@ -46,6 +47,7 @@ def gsea(
     phenotype_column: str | None = None,
     strata: str | None = None,
     pairs: str | None = None,
+    covariates: Sequence[str] | None = None,
     metric: MetricName = "signal_to_noise",
     set_statistic: SetStatisticName = "ks",
     weight: float = 1.0,
@@ -89,6 +91,13 @@ def gsea(
     strata, pairs
         Column naming each sample's stratum (labels permuted within strata) or pair (one
         case and one control; labels swapped within pairs). See :mod:`permenrich.design`.
+    covariates
+        Columns (of the sample sheet or obs) to adjust for, e.g. ``["age", "sex"]``: the
+        statistic becomes the t of the phenotype in ``expression ~ covariates +
+        phenotype`` (``metric="student_t"`` for two groups, ``"pearson"`` for a continuous
+        phenotype) and the null is Freedman–Lane's: residuals of ``expression ~
+        covariates`` are permuted (within strata). See
+        :mod:`permenrich.stats.covariates`.
     metric
         Per-gene statistic, see :mod:`permenrich.stats.metrics`.
     set_statistic

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from types import SimpleNamespace
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from ..backends.cpu import NumbaThreads
 from ..enrich.overlap import top_genes_mask
 from ..errors import InputError, option
 from ..nulls import ALTERNATIVE_CODES, ExceedanceAccumulator, bh_adjust
+from ..stats.covariates import CovariateStatistic, t_pvalues
 from ..stats.metrics import MetricName, get_metric
 from ..runner import Job, Prepared, ProgressCallback, run
 from ._shared import options_of, prepare_study, provenance
@@ -74,6 +76,7 @@ def ora(
     phenotype_column: str | None = None,
     strata: str | None = None,
     pairs: str | None = None,
+    covariates: Sequence[str] | None = None,
     metric: MetricName = "student_t",
     top: int | None = None,
     fdr: float | None = None,
@@ -107,7 +110,7 @@ def ora(
     universe
         The background genes (file or sequence). Default in list mode: the genes of
         ``expr`` if given, else an error; in expression mode: the expression genes.
-    expr, phenotype, groupby, case, control, phenotype_column, strata, pairs, metric
+    expr, phenotype, groupby, case, control, phenotype_column, strata, pairs, covariates, metric
         Expression mode (no ``gene_list``): the altered genes are derived from a per-gene
         statistic, as in :func:`genes`.
     top, fdr, direction
@@ -213,8 +216,12 @@ def prepare_ora(options: dict) -> Prepared:
             if not keep_genes.any():
                 raise InputError(f"{gene_list_source(o.universe)}: the universe shares no gene with the expression "
                                  f"data {study.source}; check the gene id type (symbols vs probe or Ensembl ids)")
-            return Study(study.values[keep_genes], study.gene_ids[keep_genes], study.design, study.source,
-                         study.info)
+            values = study.values[keep_genes]
+            covariates = None
+            if study.covariates is not None:
+                covariates = CovariateStatistic(values, study.design.values, study.covariates.reduced_design,
+                                                study.source)
+            return Study(values, study.gene_ids[keep_genes], study.design, study.source, study.info, covariates)
 
         study_run = prepare_study(o, started, restrict)
         metric_record, budget, backend = study_run.metric, study_run.budget, study_run.backend
@@ -227,9 +234,13 @@ def prepare_ora(options: dict) -> Prepared:
         n_case = getattr(design, "n_case", 0)
         n_control = getattr(design, "n_control", 0)
         alternative = DIRECTION_ALTERNATIVES[o.direction]
-        p_of_stat = (metric_record.pvalue_of_statistic(study.values if study.in_memory else None, n_case,
-                                                       n_control, alternative)
-                     if o.fdr is not None else None)
+        if o.fdr is None:
+            p_of_stat = None
+        elif study.covariates is not None:  # the t of a linear model: its textbook null has fixed df
+            p_of_stat = partial(t_pvalues, df=study.covariates.df, alternative=alternative)
+        else:
+            p_of_stat = metric_record.pvalue_of_statistic(study.values if study.in_memory else None, n_case,
+                                                          n_control, alternative)
 
         def select(stats: np.ndarray) -> np.ndarray:
             with NumbaThreads(o.threads):
