@@ -165,7 +165,7 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
     With ``pseudobulk``, cells are summed (or averaged) per combination of the
     ``pseudobulk`` column and ``pseudobulk_keys`` (e.g. the group column), streaming.
     """
-    from .streaming import NORMALISATIONS, log1p_cpm, pseudobulk_expression
+    from .streaming import NORMALISATIONS, log1p_cpm, log2_values, pseudobulk_expression
 
     check_choice("collapse", collapse, ("mean", "max", "median"))
     check_choice("nan_policy", nan_policy, ("error", "drop"))
@@ -208,6 +208,10 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
             "cells_per_sample_min": int(data.obs["n_cells"].min()),
             "cells_per_sample_max": int(data.obs["n_cells"].max())}})
         source = None
+    elif source is not None and normalize == "log2":
+        source.close()
+        raise OptionError(f"{option('normalize', 'log2')} needs the matrix in memory, but {source.source} is streamed "
+                          f"(larger than half of {option('memory')}): raise {option('memory')}")
     elif source is not None:
         if pd.Index(source.gene_ids).has_duplicates:
             raise InputError(f"{source.source}: duplicated gene ids; a streamed matrix cannot be collapsed on the "
@@ -223,9 +227,10 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
         data = read_expression(expr, nan_policy=nan_policy)
         info["matrix_storage"] = "in memory"
     data = apply_chip(data, chip, method=collapse) if chip is not None else collapse_duplicates(data, method=collapse)
-    if normalize == "log1p_cpm":
-        data = ExpressionData(values=log1p_cpm(data.values, source=data), gene_ids=data.gene_ids,
-                              sample_ids=data.sample_ids, source=data.source, obs=data.obs)
+    if normalize in ("log1p_cpm", "log2"):
+        values = log1p_cpm(data.values, source=data) if normalize == "log1p_cpm" else log2_values(data)
+        data = ExpressionData(values=values, gene_ids=data.gene_ids, sample_ids=data.sample_ids, source=data.source,
+                              obs=data.obs)
     return LoadedData(data, None, info)
 
 

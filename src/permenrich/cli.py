@@ -125,7 +125,9 @@ def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool =
     parser.add_argument("--chip", help="GSEA CHIP file mapping probe ids to gene symbols")
     parser.add_argument("--nan-policy", default="error", help="genes with missing values: error or drop")
     parser.add_argument("--zero-variance", default="drop", help="constant genes: drop (with a warning) or error")
-    parser.add_argument("--normalize", default="none", help="none (default) or log1p_cpm (for counts)")
+    parser.add_argument("--normalize", default="none",
+                        help="none (default), log1p_cpm (for counts) or log2 (a linear-scale matrix, e.g. an unlogged "
+                             "GEO series)")
     parser.add_argument("--pseudobulk", help="obs column (e.g. donor): sum cells per value and group before testing")
     parser.add_argument("--pseudobulk-method", default="sum", help="sum (counts, default) or mean (normalised data)")
 
@@ -232,8 +234,12 @@ def _cli_logging(quiet: bool) -> Iterator[None]:
 
 
 def _phenotype_source(args: argparse.Namespace) -> object:
-    if args.groupby and not (args.sample_sheet or args.cls or str(args.expr).lower().endswith(".h5ad")):
-        raise PermenrichError("--groupby needs --sample-sheet, or an h5ad --expr whose obs has that column")
+    from .io.geo import looks_like_series_matrix
+
+    annotated = str(args.expr).lower().endswith(".h5ad") or looks_like_series_matrix(args.expr or "")
+    if args.groupby and not (args.sample_sheet or args.cls or annotated):
+        raise PermenrichError("--groupby needs --sample-sheet, an h5ad --expr whose obs has that column, or a GEO "
+                              "series matrix --expr whose characteristics name it")
     if not (args.cls or args.sample_sheet or args.groupby or args.phenotype_column):
         raise PermenrichError("give the phenotype: --cls FILE, --sample-sheet FILE --groupby COL, "
                               "or --groupby COL for an h5ad")

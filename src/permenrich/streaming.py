@@ -26,7 +26,7 @@ from .io.expression import MAX_ABS_VALUE, ExpressionData, data_place, first_out_
 
 logger = logging.getLogger(__name__)
 
-NORMALISATIONS = ("none", "log1p_cpm")
+NORMALISATIONS = ("none", "log1p_cpm", "log2")
 _CPM = 1e6
 
 
@@ -174,6 +174,25 @@ def library_sizes(samples_by_gene: np.ndarray) -> np.ndarray:
     totals = np.zeros(samples_by_gene.shape[0])
     _add_row_sums(np.ascontiguousarray(samples_by_gene, dtype=np.float64), 0, totals)
     return totals
+
+
+def log2_values(data: ExpressionData) -> np.ndarray:
+    """log2 of an expression matrix on a linear scale (e.g. a GEO series that is not
+    logged); every value must be positive.
+
+    Raises
+    ------
+    InputError
+        A value <= 0, naming the gene and sample.
+    """
+    values = np.asarray(data.values, dtype=np.float64)
+    bad = values <= 0
+    if bad.any():
+        gene, sample = (int(i[0]) for i in np.nonzero(bad))
+        raise InputError(f"{data.source}: gene {data.gene_ids[gene]!r}, sample {data.sample_ids[sample]!r} has "
+                         f"value {values[gene, sample]:g}; log2 needs positive values (if the data are logged "
+                         f"already, use {option('normalize', 'none')})")
+    return np.log2(values)
 
 
 def log1p_cpm(values: np.ndarray, *, source: ExpressionData | None = None) -> np.ndarray:

@@ -21,7 +21,7 @@ from permenrich.io.expression import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["read_chip", "apply_chip"]
+__all__ = ["read_chip", "read_probe_map", "apply_chip"]
 
 _PROBE_COLUMN = "probe set id"
 _SYMBOL_COLUMN = "gene symbol"
@@ -110,6 +110,21 @@ def read_chip(path: str | Path) -> dict[str, str]:
     return mapping
 
 
+def read_probe_map(path: str | Path) -> dict[str, list[str]]:
+    """Probe id -> gene symbols from a GSEA CHIP file, a GEO platform table (GPL SOFT
+    family or ``.annot``) or a two-column TSV (probe, symbol). A probe annotated with
+    several genes (``A /// B``) maps to each of them."""
+    from permenrich.io.geo import is_platform_table, read_platform_table
+
+    if not is_platform_table(_existing_file(path, "probe annotation")):
+        first = next((line for line in _split_lines(_read_text(Path(path))) if line.strip()), "")
+        header = [h.strip().lower() for h in first.split("\t")]
+        if _PROBE_COLUMN in header and _SYMBOL_COLUMN in header:
+            return {probe: [g.strip() for g in symbol.split("///") if g.strip() not in _NO_SYMBOL]
+                    for probe, symbol in read_chip(path).items()}
+    return read_platform_table(path)
+
+
 def apply_chip(
     expr: ExpressionData,
     chip_path: str | Path,
@@ -122,7 +137,8 @@ def apply_chip(
     expr : ExpressionData
         Rows named by probe ids.
     chip_path : str or Path
-        CHIP file, see :func:`read_chip`.
+        CHIP file (:func:`read_chip`), GEO platform table or two-column TSV
+        (:func:`read_probe_map`). A probe mapped to several genes counts for each.
     method : {"mean", "max", "median"}, default "mean"
         How probes of one symbol are combined, see
         :func:`permenrich.io.collapse_duplicates` (``"max"`` is GSEA's ``Max_probe``).
@@ -137,9 +153,9 @@ def apply_chip(
     InputError
         The CHIP file is malformed, or none of the probes is in it.
     """
-    mapping = read_chip(chip_path)
-    symbols = pd.Series(expr.gene_ids, dtype=object).map(mapping).to_numpy()
-    mapped = pd.notna(symbols)
+    mapping = read_probe_map(chip_path)
+    genes_of_row = [mapping.get(probe) for probe in expr.gene_ids]
+    mapped = np.array([bool(genes) for genes in genes_of_row])
     n_unmapped = int((~mapped).sum())
     if not mapped.any():
         raise InputError(
@@ -152,9 +168,11 @@ def apply_chip(
             "%s: dropped %d of %d probes absent from %s or without a gene symbol there",
             expr.source, n_unmapped, expr.n_genes, chip_path,
         )
+    rows = np.array([row for row, genes in enumerate(genes_of_row) if genes for _ in genes], dtype=np.int64)
+    symbols = np.array([gene for genes in genes_of_row if genes for gene in genes], dtype=object)
     mapped_expr = ExpressionData(
-        values=np.ascontiguousarray(expr.values[mapped]),
-        gene_ids=np.asarray(symbols[mapped], dtype=object),
+        values=np.ascontiguousarray(expr.values[rows]),
+        gene_ids=symbols,
         sample_ids=expr.sample_ids.copy(),
         source=expr.source,
         obs=None if expr.obs is None else expr.obs.copy(),

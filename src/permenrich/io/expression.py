@@ -364,6 +364,10 @@ def _dispatch(source: Any, *, layer: str | None, h5_dataset: str) -> ExpressionD
     if suffix in _H5AD_SUFFIXES or suffix in _HDF5_SUFFIXES:
         return _read_matrix_source(path, str(source), h5_dataset=h5_dataset, layer=layer)
     _no_layer(layer, f"text file {source}")
+    from .geo import looks_like_series_matrix, read_series_matrix
+
+    if looks_like_series_matrix(path):
+        return read_series_matrix(path)
     if suffix == ".gct" or _first_line(path).startswith(("#1.2", "#1.3")):
         return _with_encoding(_parse_gct, path, str(source))
     if suffix not in _TEXT_SUFFIXES:

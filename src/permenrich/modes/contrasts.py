@@ -119,7 +119,7 @@ def contrasts(
     chip: str | os.PathLike | None = None,
     collapse: Literal["mean", "max", "median"] = "mean",
     nan_policy: Literal["error", "drop"] = "error",
-    normalize: Literal["none", "log1p_cpm"] = "none",
+    normalize: Literal["none", "log1p_cpm", "log2"] = "none",
     pseudobulk: str | None = None,
     pseudobulk_method: Literal["sum", "mean"] = "sum",
     memory: str | int = "1GB",

@@ -59,7 +59,7 @@ def gsea(
     chip: str | os.PathLike | None = None,
     nan_policy: Literal["error", "drop"] = "error",
     zero_variance: Literal["error", "drop"] = "drop",
-    normalize: Literal["none", "log1p_cpm"] = "none",
+    normalize: Literal["none", "log1p_cpm", "log2"] = "none",
     pseudobulk: str | None = None,
     pseudobulk_method: Literal["sum", "mean"] = "sum",
     batch_size: int | None = None,
@@ -74,8 +74,9 @@ def gsea(
     Parameters
     ----------
     expr
-        Expression data: a path (GCT, TSV/CSV/TXT, h5ad, HDF5), a DataFrame (genes x
-        samples) or an AnnData (samples x genes).
+        Expression data: a path (GCT, TSV/CSV/TXT, h5ad, HDF5, a GEO series matrix
+        ``..._series_matrix.txt(.gz)`` whose characteristics become sample annotations),
+        a DataFrame (genes x samples) or an AnnData (samples x genes).
     phenotype
         A CLS file (categorical, or ``#numeric`` for a correlation metric), a sample sheet
         (TSV/CSV with sample ids and the ``groupby``/``strata``/``pairs`` columns), a
@@ -114,7 +115,9 @@ def gsea(
     collapse
         How duplicated gene ids (or probes mapped by ``chip``) are merged.
     chip
-        GSEA CHIP file mapping probe ids to gene symbols.
+        Probe id to gene symbol mapping: a GSEA CHIP file, a GEO platform table (GPL
+        SOFT family or ``.annot``) or a two-column TSV; a probe annotated ``A /// B``
+        counts for each gene.
     nan_policy
         ``"error"`` (default) stops on the first gene with a missing/non-finite value;
         ``"drop"`` removes such genes with a warning.
@@ -123,7 +126,9 @@ def gsea(
         warning) or ``"error"``.
     normalize
         ``"log1p_cpm"``: log(1 + counts per million) of count data, applied after
-        pseudobulking (or per block when streaming); default ``"none"``.
+        pseudobulking (or per block when streaming); ``"log2"``: log2 of a matrix on a
+        linear scale (e.g. an unlogged GEO series; positive values, in memory); default
+        ``"none"``.
     pseudobulk, pseudobulk_method
         Sum (``"sum"``, for counts) or average (``"mean"``) the cells of each value of
         this obs column (and of ``groupby``/``strata``/``pairs``) before testing, reading

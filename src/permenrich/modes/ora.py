@@ -89,7 +89,7 @@ def ora(
     chip: str | os.PathLike | None = None,
     nan_policy: Literal["error", "drop"] = "error",
     zero_variance: Literal["error", "drop"] = "drop",
-    normalize: Literal["none", "log1p_cpm"] = "none",
+    normalize: Literal["none", "log1p_cpm", "log2"] = "none",
     pseudobulk: str | None = None,
     pseudobulk_method: Literal["sum", "mean"] = "sum",
     batch_size: int | None = None,

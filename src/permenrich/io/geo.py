@@ -1,0 +1,204 @@
+"""GEO series matrices and platform tables, read offline (the user downloads the files).
+
+Series matrix (``GSExxxx_series_matrix.txt`` or ``.gz``, or ``GSExxxx-GPLyyyy_...`` for one
+platform of a multi-platform series): ``!Series_...`` and ``!Sample_...`` header lines,
+then the table between ``!series_matrix_table_begin`` and ``!series_matrix_table_end``
+(``ID_REF`` and one column per GSM sample). Per-sample annotations become ``obs`` columns:
+``title``, ``geo_accession``, ``platform_id``, ``source_name_ch1`` and every
+``!Sample_characteristics_ch1`` entry ``key: value`` as a column named ``key`` (so
+``groupby="disease state"`` or ``covariates=["age"]`` work directly); values are kept as
+stored.
+
+Platform tables map probe ids (``ID_REF``) to gene symbols: a GPL SOFT family file or a
+GEO ``.annot`` file (the table between ``!platform_table_begin`` and
+``!platform_table_end``, symbols from the first column named like ``Gene Symbol``,
+``Gene symbol``, ``GENE_SYMBOL`` or ``Symbol``), or a two-column TSV (probe, symbol).
+A probe annotated with several genes (``A /// B``) counts for each of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from permenrich.errors import InputError
+from permenrich.io.expression import ExpressionData, _existing_file, _preview, _read_text, _split_lines
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["looks_like_series_matrix", "read_series_matrix", "read_platform_table", "is_platform_table"]
+
+_TABLE_BEGIN, _TABLE_END = "!series_matrix_table_begin", "!series_matrix_table_end"
+_PLATFORM_BEGIN, _PLATFORM_END = "!platform_table_begin", "!platform_table_end"
+_SYMBOL_COLUMNS = ("gene symbol", "gene_symbol", "symbol", "genesymbol")
+_MISSING = ("", "null", "na", "nan")
+#: A series whose values exceed this is most likely not on a log scale.
+UNLOGGED_ABOVE = 100.0
+_SAMPLE_FIELDS = {"!Sample_title": "title", "!Sample_geo_accession": "geo_accession",
+                  "!Sample_platform_id": "platform_id", "!Sample_source_name_ch1": "source_name_ch1"}
+
+
+def _first_line(path: Path) -> str:
+    import gzip
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.strip():
+                    return line
+    except OSError:
+        return ""
+    return ""
+
+
+def looks_like_series_matrix(path: str | Path) -> bool:
+    """Whether a text file is a GEO series matrix (its first line is a ``!Series_`` field)."""
+    return isinstance(path, (str, Path)) and Path(path).is_file() and _first_line(Path(path)).startswith("!Series_")
+
+
+def is_platform_table(path: str | Path) -> bool:
+    """Whether a file is a GEO platform table (SOFT family or ``.annot``) rather than a CHIP."""
+    first = _first_line(Path(path))
+    return first.startswith(("^", "!")) or "annot" in Path(path).name.lower()
+
+
+def _fields(line: str) -> list[str]:
+    return [field.strip().strip('"') for field in line.rstrip("\n").split("\t")]
+
+
+def read_series_matrix(path: str | Path) -> ExpressionData:
+    """Read a GEO series matrix as genes (probes) x samples with per-sample ``obs``.
+
+    Raises
+    ------
+    InputError
+        No table markers, a ragged row, a non-numeric value, a characteristics entry
+        without ``key: value`` or a key given twice for one sample (naming the line), or
+        no sample.
+    """
+    where = str(path)
+    lines = _split_lines(_read_text(_existing_file(path, "GEO series matrix")))
+    try:
+        begin = next(i for i, line in enumerate(lines) if line.strip().lower() == _TABLE_BEGIN)
+        end = next(i for i, line in enumerate(lines) if line.strip().lower() == _TABLE_END)
+    except StopIteration:
+        raise InputError(f"{where}: no '{_TABLE_BEGIN}' ... '{_TABLE_END}' table; a GEO series matrix holds its "
+                         "values between these two lines (download the _series_matrix.txt.gz file of the series)")
+    if end <= begin + 1:
+        raise InputError(f"{where}: line {begin + 1}: the series matrix table is empty")
+    header = _fields(lines[begin + 1])
+    if not header or header[0].upper() != "ID_REF" or len(header) < 2:
+        raise InputError(f"{where}: line {begin + 2}: expected the table header 'ID_REF' then the sample ids, "
+                         f"found {_preview(header)}")
+    samples = header[1:]
+    annotations: dict[str, list[str]] = {}
+    characteristics: list[dict[str, str]] = [{} for _ in samples]
+    for number, line in enumerate(lines[:begin], start=1):
+        if not line.startswith("!Sample_"):
+            continue
+        fields = _fields(line)
+        key, values = fields[0], fields[1:]
+        if len(values) != len(samples):
+            raise InputError(f"{where}: line {number}: {key} lists {len(values)} values for {len(samples)} samples")
+        if key in _SAMPLE_FIELDS:
+            annotations[_SAMPLE_FIELDS[key]] = values
+        elif key.startswith("!Sample_characteristics_ch1"):
+            for sample, value in enumerate(values):
+                if not value:
+                    continue
+                if ":" not in value:
+                    raise InputError(f"{where}: line {number}, sample {samples[sample]}: characteristic {value!r} "
+                                     "is not 'key: value'; GEO characteristics name what they measure")
+                name, entry = (part.strip() for part in value.split(":", 1))
+                if name in characteristics[sample] and characteristics[sample][name] != entry:
+                    raise InputError(f"{where}: line {number}, sample {samples[sample]}: characteristic {name!r} "
+                                     f"is given twice ({characteristics[sample][name]!r}, {entry!r})")
+                characteristics[sample][name] = entry
+    ids, rows = [], []
+    for number in range(begin + 2, end):
+        line = lines[number]
+        if not line.strip():
+            continue
+        fields = _fields(line)
+        if len(fields) != len(samples) + 1:
+            raise InputError(f"{where}: line {number + 1}: {len(fields)} fields, expected {len(samples) + 1} "
+                             "(ID_REF and one value per sample); the table is ragged")
+        ids.append(fields[0])
+        rows.append(fields[1:])
+    table = np.array(rows, dtype=object)
+    values = np.full(table.shape, np.nan)
+    missing = np.isin(np.char.lower(table.astype(str)), _MISSING)
+    try:
+        values[~missing] = table[~missing].astype(np.float64)
+    except ValueError:
+        bad = next((i, j) for i, j in zip(*np.nonzero(~missing)) if not _is_number(table[i, j]))
+        raise InputError(f"{where}: line {begin + 3 + bad[0]}, column {bad[1] + 2}: expected a number, found "
+                         f"{table[bad]!r}; use an empty field or null for a missing value") from None
+    obs = pd.DataFrame(annotations, index=samples) if annotations else pd.DataFrame(index=samples)
+    for name in dict.fromkeys(k for entry in characteristics for k in entry):
+        obs[name] = [entry.get(name, "") for entry in characteristics]
+    obs.index = obs.index.astype(str)
+    finite = values[np.isfinite(values)]
+    if finite.size and finite.max() > UNLOGGED_ABOVE:
+        logger.warning("%s: values reach %.4g: the series looks unlogged; most analyses expect log2 values "
+                       "(normalize='log2')", where, float(finite.max()))
+    return ExpressionData(values=values, gene_ids=np.array(ids, dtype=object), sample_ids=np.array(samples, dtype=object),
+                          source=where, obs=obs)
+
+
+def _is_number(text: object) -> bool:
+    try:
+        float(str(text))
+    except ValueError:
+        return False
+    return True
+
+
+def read_platform_table(path: str | Path) -> dict[str, list[str]]:
+    """Probe id -> gene symbols from a GPL SOFT family file, a GEO ``.annot`` file or a
+    two-column TSV (probe, symbol); ``///`` separates the genes of one probe.
+
+    Raises
+    ------
+    InputError
+        No table, no symbol column, or no probe with a symbol.
+    """
+    where = str(path)
+    lines = _split_lines(_read_text(_existing_file(path, "platform table")))
+    begin = next((i for i, line in enumerate(lines) if line.strip().lower() == _PLATFORM_BEGIN), None)
+    if begin is not None:
+        end = next((i for i, line in enumerate(lines) if line.strip().lower() == _PLATFORM_END), len(lines))
+        header_at, table = begin + 1, lines[begin + 1:end]
+    else:  # a two-column TSV, with or without a header
+        header_at = next((i for i, line in enumerate(lines) if line.strip() and not line.startswith(("#", "!", "^"))),
+                         None)
+        if header_at is None:
+            raise InputError(f"{where}: no platform table; expected '{_PLATFORM_BEGIN}' (GPL SOFT or .annot) or "
+                             "two tab-separated columns (probe, symbol)")
+        table = lines[header_at:]
+    header = [h.lower() for h in _fields(table[0])] if table else []
+    if begin is not None:
+        symbol_col = next((header.index(name) for name in _SYMBOL_COLUMNS if name in header), None)
+        if symbol_col is None:
+            raise InputError(f"{where}: line {header_at + 1}: the platform table has no gene symbol column (looked "
+                             f"for 'Gene Symbol', 'GENE_SYMBOL', 'Symbol'); found {_preview(_fields(table[0]))}")
+        rows = table[1:]
+    else:
+        symbol_col = 1
+        rows = table[1:] if header and header[0] in ("id", "id_ref", "probe", "probe set id") else table
+    mapping: dict[str, list[str]] = {}
+    for line in rows:
+        fields = _fields(line)
+        if not fields or not fields[0] or len(fields) <= symbol_col:
+            continue
+        genes = [g.strip() for g in re.split(r"\s*///\s*", fields[symbol_col]) if g.strip() not in ("", "---")]
+        if genes and fields[0] not in mapping:
+            mapping[fields[0]] = genes
+    if not mapping:
+        raise InputError(f"{where}: no probe of the platform table has a gene symbol")
+    return mapping

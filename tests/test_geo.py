@@ -1,0 +1,146 @@
+"""GEO series matrices and platform tables, written here in GEO's documented format:
+values and characteristics read, probes mapped to symbols (``///`` to each gene),
+end to end with groupby and covariates from the characteristics, and one-line errors."""
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import permenrich
+import permenrich.cli
+from permenrich.errors import InputError
+from permenrich.io.chip import read_probe_map
+from permenrich.io.geo import read_series_matrix
+
+N = 12
+
+
+def _series(tmp_path, name="GSE0001_series_matrix.txt", values=None, extra_lines=(), drop_end=False, ragged=False):
+    rng = np.random.default_rng(0)
+    disease = ["VTE"] * 6 + ["control"] * 6
+    age = rng.integers(30, 80, N)
+    sex = ["F", "M"] * 6
+    if values is None:
+        values = rng.normal(8, 1, size=(30, N))
+        values[:4, :6] += 1.5
+    probes = [f"{i}_at" for i in range(30)]
+    quote = lambda items: "\t".join(f'"{x}"' for x in items)  # noqa: E731
+    lines = ['!Series_title\t"A simulated VTE series"', '!Series_geo_accession\t"GSE0001"',
+             "!Sample_title\t" + quote([f"patient {i}" for i in range(N)]),
+             "!Sample_geo_accession\t" + quote([f"GSM{i}" for i in range(N)]),
+             "!Sample_platform_id\t" + quote(["GPL0001"] * N),
+             "!Sample_characteristics_ch1\t" + quote([f"disease state: {d}" for d in disease]),
+             "!Sample_characteristics_ch1\t" + quote([f"age: {a}" for a in age]),
+             "!Sample_characteristics_ch1\t" + quote([f"gender: {s}" for s in sex]),
+             *extra_lines, "!series_matrix_table_begin", '"ID_REF"\t' + quote([f"GSM{i}" for i in range(N)])]
+    for probe, row in zip(probes, values):
+        fields = [f'"{probe}"', *(repr(float(v)) for v in row)]
+        lines.append("\t".join(fields[:-1] if ragged and probe == "3_at" else fields))
+    if not drop_end:
+        lines.append("!series_matrix_table_end")
+    path = tmp_path / name
+    text = "\n".join(lines) + "\n"
+    if name.endswith(".gz"):
+        with gzip.open(path, "wt") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def _platform(tmp_path, kind="soft"):
+    symbols = [f"GENE{i // 2}" for i in range(30)]  # two probes per gene
+    symbols[5] = "GENE2 /// GENE20"  # a probe of two genes
+    symbols[7] = ""  # a probe without a symbol
+    rows = [f"{i}_at\t{s}" for i, s in enumerate(symbols)]
+    if kind == "tsv":
+        path = tmp_path / "GPL0001.tsv"
+        path.write_text("ID\tSymbol\n" + "\n".join(rows) + "\n")
+        return path
+    header = "ID\tGene Symbol" if kind == "soft" else "ID\tGene title\tGene symbol"
+    if kind == "annot":
+        rows = [f"{i}_at\ttitle {i}\t{s}" for i, s in enumerate(symbols)]
+    path = tmp_path / ("GPL0001_family.soft" if kind == "soft" else "GDS0001.annot")
+    path.write_text("^PLATFORM = GPL0001\n!Platform_title = simulated\n!platform_table_begin\n" + header + "\n" +
+                    "\n".join(rows) + "\n!platform_table_end\n")
+    return path
+
+
+@pytest.mark.parametrize("name", ["GSE0001_series_matrix.txt", "GSE0001_series_matrix.txt.gz"])
+def test_series_matrix_values_and_characteristics(tmp_path, name):
+    path = _series(tmp_path, name)
+    data = read_series_matrix(path)
+    assert data.values.shape == (30, N) and list(data.sample_ids[:2]) == ["GSM0", "GSM1"]
+    assert {"title", "geo_accession", "platform_id", "disease state", "age", "gender"} <= set(data.obs.columns)
+    assert data.obs.loc["GSM0", "disease state"] == "VTE" and data.obs.loc["GSM11", "gender"] == "M"
+    same = permenrich.io.read_expression(path)  # detected by content, not by extension
+    np.testing.assert_array_equal(same.values, data.values)
+
+
+@pytest.mark.parametrize("kind", ["soft", "annot", "tsv"])
+def test_platform_tables_map_probes_and_split_multi_gene_entries(tmp_path, kind):
+    mapping = read_probe_map(_platform(tmp_path, kind))
+    assert mapping["0_at"] == ["GENE0"] and mapping["5_at"] == ["GENE2", "GENE20"] and "7_at" not in mapping
+
+
+def test_end_to_end_groupby_and_covariates_from_characteristics(tmp_path):
+    series, platform = _series(tmp_path), _platform(tmp_path)
+    table = permenrich.genes(series, None, groupby="disease state", case="VTE", control="control", chip=platform,
+                             metric="student_t", covariates=["age", "gender"], permutations=300, device="cpu")
+    genes = set(table.gene)
+    assert "GENE20" in genes and "GENE2" in genes  # 5_at counts for both
+    assert len(genes) == 16  # GENE0..14 (probe 7_at has none) + GENE20
+    assert table.attrs["run"]["design"]["covariates"] == ["age", "gender[M]"]
+    # the planted probes 0-3 (GENE0, GENE1) come first
+    assert set(table.gene[:2]) == {"GENE0", "GENE1"}
+
+
+def test_cli_groupby_on_a_series_matrix_and_log2(tmp_path, capsys):
+    series = _series(tmp_path, values=2.0 ** np.random.default_rng(1).normal(8, 1, size=(30, N)))
+    platform = _platform(tmp_path)
+    sets = tmp_path / "sets.gmt"
+    sets.write_text("S\tna\t" + "\t".join(f"GENE{i}" for i in range(10)) + "\n")
+    out = tmp_path / "out"
+    status = permenrich.cli.main(["gsea", "--expr", str(series), "--groupby", "disease state", "--case", "VTE",
+                                  "--control", "control", "--chip", str(platform), "--gene-sets", str(sets),
+                                  "--min-size", "5", "--normalize", "log2", "--permutations", "50", "--device", "cpu",
+                                  "--out", str(out)])
+    assert status == 0, capsys.readouterr().err
+    assert "series looks unlogged" in capsys.readouterr().err
+    assert (out / "results.tsv").is_file()
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (dict(drop_end=True), "no '!series_matrix_table_begin' ... '!series_matrix_table_end' table"),
+    (dict(ragged=True), "fields, expected 13 (ID_REF and one value per sample); the table is ragged"),
+    (dict(extra_lines=['!Sample_characteristics_ch1\t' + "\t".join(['"tissue blood"'] * N)]),
+     "characteristic 'tissue blood' is not 'key: value'"),
+    (dict(extra_lines=['!Sample_characteristics_ch1\t' + "\t".join(['"age: 1"'] * N)]),
+     "characteristic 'age' is given twice"),
+])
+def test_malformed_series_are_one_line(tmp_path, break_it, message):
+    with pytest.raises(InputError, match=__import__("re").escape(message)):
+        read_series_matrix(_series(tmp_path, **break_it))
+
+
+def test_platform_without_symbols_or_matching_probes(tmp_path):
+    path = tmp_path / "GPL9.soft"
+    path.write_text("^PLATFORM = GPL9\n!platform_table_begin\nID\tSPOT_ID\n1_at\tx\n!platform_table_end\n")
+    with pytest.raises(InputError, match="no gene symbol column"):
+        read_probe_map(path)
+    other = tmp_path / "other.tsv"
+    other.write_text("ID\tSymbol\nX1\tA\nX2\tB\n")
+    with pytest.raises(InputError, match="none of the 30 row ids"):
+        permenrich.genes(_series(tmp_path), None, groupby="disease state", case="VTE", control="control",
+                         chip=other, permutations=20, device="cpu")
+
+
+def test_log2_refuses_non_positive_values(tmp_path):
+    values = np.abs(np.random.default_rng(2).normal(100, 10, size=(30, N)))
+    values[4, 2] = 0.0
+    series = _series(tmp_path, values=values)
+    with pytest.raises(InputError, match=r"gene '4_at', sample 'GSM2' has value 0; log2 needs positive values"):
+        permenrich.genes(series, None, groupby="disease state", case="VTE", control="control", normalize="log2",
+                         permutations=20, device="cpu")
