@@ -36,6 +36,7 @@ from ..enrich.running_sum import SCALAR_FUNCTIONS as WALK_FUNCTIONS
 from ..enrich.running_sum import WALK_STATE_WIDTH
 from ..stats import two_group
 from ..stats.correlation import CorrelationStatistic
+from ..stats.covariates import _freedman_lane_t as _freedman_lane_t_py
 from ..stats.metrics import Metric, mid_ranks
 from ..stats.ranking import CPU_PASSES, RADIX_SIZE
 
@@ -47,6 +48,7 @@ _statistic_from_sums = _cpu._statistic_from_sums
 _enrichment_scores = _cpu._enrichment_scores
 _sorted_positions_score = _cpu._sorted_positions_score
 _random_set_null_row = _cpu._random_set_null_row
+_freedman_lane_t = numba.njit(cache=True, error_model="numpy", inline="always")(_freedman_lane_t_py)
 _rank_descending = _cpu._rank_descending
 
 
@@ -109,6 +111,33 @@ def correlation_batch(genes_by_sample, phenotype, shuffles, n_chunks, out):
                 y = phenotype[shuffles[b, j]]
                 for g in range(n_genes):
                     out[b, g] += y * genes_by_sample[j, g]
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def freedman_lane_batch(by_sample, vectors, shuffles, residual_ss, sxx, sqrt_sxx, df, n_chunks, out):
+    """``out[b, g]``: the Freedman–Lane t of gene g under shuffle b
+    (:mod:`permenrich.stats.covariates`): its dot products with the shuffled vectors,
+    summed over samples in order as the GPU's per-vector kernel does, then
+    :func:`~permenrich.stats.covariates._freedman_lane_t`."""
+    n_batch, n_samples = shuffles.shape
+    n_genes = by_sample.shape[1]
+    n_vectors = vectors.shape[0]
+    chunk = (n_batch + n_chunks - 1) // n_chunks
+    for c in numba.prange(n_chunks):
+        dots = np.empty((n_vectors, n_genes))
+        for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
+            dots[:, :] = 0.0
+            for j in range(n_samples):
+                source = shuffles[b, j]
+                for v in range(n_vectors):
+                    y = vectors[v, source]
+                    for g in range(n_genes):
+                        dots[v, g] += y * by_sample[j, g]
+            for g in range(n_genes):
+                explained = 0.0
+                for v in range(1, n_vectors):
+                    explained = explained + dots[v, g] * dots[v, g]
+                out[b, g] = _freedman_lane_t(dots[0, g], explained, residual_ss[g], sxx, sqrt_sxx, df)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -299,13 +328,12 @@ class _CovariateKernel:
 
     def batch(self, shuffles: np.ndarray) -> np.ndarray:
         shuffles = np.ascontiguousarray(shuffles, dtype=np.int64)
-        dots = []
-        for vector in self.statistic.vectors:
-            out = np.empty((shuffles.shape[0], self.statistic.n_genes))
-            correlation_batch(self.statistic.residuals_by_sample, vector, shuffles,
-                              self.backend.chunks(shuffles.shape[0]), out)
-            dots.append(out)
-        return self.statistic.t_from_dots(dots, np)
+        statistic = self.statistic
+        out = np.empty((shuffles.shape[0], statistic.n_genes))
+        freedman_lane_batch(statistic.residuals_by_sample, statistic.vectors, shuffles, statistic.residual_ss,
+                            statistic.sxx, statistic.sqrt_sxx, float(statistic.df),
+                            self.backend.chunks(shuffles.shape[0]), out)
+        return out
 
 
 class _KsStatistic:

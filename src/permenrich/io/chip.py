@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 
 from permenrich.errors import InputError, option
 from permenrich.io.expression import (

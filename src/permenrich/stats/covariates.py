@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import numpy as np
 
 from ..errors import InputError
@@ -140,7 +142,10 @@ class CovariateStatistic:
             raise InputError(f"{source}: the phenotype is explained by the covariates (collinear): no variation is "
                              "left to test; leave the covariate that encodes it out")
         self.residuals_by_sample = np.ascontiguousarray(residuals.T)
-        self.vectors = np.ascontiguousarray(np.vstack([x_tilde, basis.T]))
+        # The intercept's basis vector is constant and the residuals sum to 0 over the
+        # samples, so its dot product is 0 under every permutation: left out (exactly).
+        self.vectors = np.ascontiguousarray(np.vstack([x_tilde, basis[:, 1:].T]))
+        self.sqrt_sxx = float(np.sqrt(self.sxx))
         self.residual_ss = np.einsum("gs,gs->g", residuals, residuals)
         self.reduced_design = np.asarray(covariates, dtype=np.float64)
         self.df = int(y.shape[1] - basis.shape[1] - 1)
@@ -151,7 +156,8 @@ class CovariateStatistic:
 
     def t_from_dots(self, dots: list[Any], xp: Any) -> Any:
         """The t of each (permutation, gene) from its dot products: ``dots[0]`` with x~,
-        ``dots[1:]`` with the covariate basis (summed in that order)."""
+        ``dots[1:]`` with the covariate basis (summed in that order); the same operations,
+        in the same order, as :func:`_freedman_lane_t`, which the CPU kernel fuses."""
         a = dots[0]
         explained = xp.zeros_like(a)
         for b in dots[1:]:
@@ -159,7 +165,15 @@ class CovariateStatistic:
         residual = xp.asarray(self.residual_ss)[None, :] - explained - a * a / self.sxx
         residual = xp.maximum(residual, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return (a / np.sqrt(self.sxx)) / xp.sqrt(residual / self.df)
+            return (a / self.sqrt_sxx) / xp.sqrt(residual / self.df)
+
+
+def _freedman_lane_t(a, explained, residual_ss, sxx, sqrt_sxx, df):
+    """One t from its dot products (``explained`` = sum of the squared covariate dots):
+    the scalar form of :meth:`CovariateStatistic.t_from_dots`."""
+    residual = residual_ss - explained - a * a / sxx
+    residual = residual if residual > 0.0 else 0.0
+    return (a / sqrt_sxx) / math.sqrt(residual / df)
 
 
 def t_pvalues(t: np.ndarray, df: int, alternative: str) -> np.ndarray:
