@@ -632,7 +632,7 @@ def format_demo_summary(res: pd.DataFrame) -> str:
     Parameters
     ----------
     res
-        The table returned by :func:`run_demo` (sorted by p-value then ``|NES|``).
+        The table returned by :func:`run_demo` (sorted by FDR then ``|NES|``).
 
     Returns
     -------
@@ -665,7 +665,7 @@ def format_demo_summary(res: pd.DataFrame) -> str:
         return (f"  {ranks[str(r['gene_set'])]:>5}  {str(r['gene_set']):<28} {int(r['size']):>5} "
                 f"{_number(r['nes'], '.2f'):>7} {_number(r['pval'], '.3g'):>9} {_number(r['fdr'], '.3g'):>9}")
 
-    lines.append(f"JAK-STAT gene sets (rank among {n_sets:,} sets by p-value, then |NES|):")
+    lines.append(f"JAK-STAT gene sets (rank among {n_sets:,} sets by FDR, then |NES|):")
     lines.append(header)
     if len(jak_stat):
         lines.extend(row(r) for _, r in jak_stat.iterrows())
