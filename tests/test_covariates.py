@@ -147,3 +147,57 @@ def test_covariate_matrix_indicators():
     np.testing.assert_array_equal(design[:, 0], np.ones(8))
     np.testing.assert_array_equal(design[:, 1], [1, 0, 0, 1, 0, 0, 0, 1])
     np.testing.assert_array_equal(design[:, 3], [30, 41, 52, 33, 60, 45, 38, 29])
+
+
+def test_missing_covariates_dropped_with_nan_policy_drop(caplog):
+    import logging
+
+    expr, sheet = _cohort(seed=7)
+    sheet.loc["s3", "age"] = np.nan
+    sheet.loc["s17", "sex"] = ""
+    kwargs = dict(groupby="group", case="case", control="control", metric="student_t", covariates=["age", "sex"],
+                  permutations=100, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        result = permenrich.genes(expr, sheet, nan_policy="drop", **kwargs).set_index("gene")
+    assert any("2 analysed sample(s) lack a covariate value" in r.getMessage() for r in caplog.records)
+    kept = sheet.drop(index=["s3", "s17"])
+    design = np.column_stack([np.ones(28), kept.age, (kept.sex == "M").astype(float)])
+    expected = _ols_t(expr[kept.index].to_numpy(), (kept.group == "case").astype(float).to_numpy(), design)
+    np.testing.assert_allclose(result.loc[expr.index, "statistic"], expected, rtol=1e-10)
+    with pytest.raises(permenrich.InputError, match="covariate 'age' is missing for 1 analysed sample"):
+        permenrich.genes(expr, sheet, **kwargs)
+
+
+def test_intercept_only_equals_student_t():
+    """With no covariate but the intercept, the Freedman–Lane t of every permutation is
+    Student's t of the permuted labels (residuals are centred values; permuting them
+    permutes the labels)."""
+    expr, sheet = _cohort(seed=8, n=14, n_genes=20)
+    y = expr.to_numpy()
+    x = (sheet.group == "case").astype(float).to_numpy()
+    statistic = CovariateStatistic(y, x, np.ones((14, 1)), "test")
+    backend = permenrich.backends.cpu.CpuBackend(threads=1)
+    backend.prepare_statistic(y, permenrich.stats.metrics.get_metric("student_t"), phenotype=x, covariates=statistic)
+    shuffles = PermutationPlan(ContinuousPhenotype(x), 40, seed=2).labellings(0, 10)
+    ours = backend.gene_statistics(np.vstack([np.arange(14), shuffles]))
+    from permenrich.stats.metrics import metric_reference
+
+    for row, shuffle in enumerate(np.vstack([np.arange(14), shuffles])):
+        is_case = x[shuffle] == 1.0  # sample j takes the label of sample shuffle[j]
+        np.testing.assert_allclose(ours[row], metric_reference(y, is_case, "student_t"), rtol=1e-10)
+
+
+def test_ora_expression_mode_with_covariates_and_a_universe():
+    """ORA re-derives the altered list from the Freedman–Lane t under every permutation;
+    a universe restricts the genes (the statistic is rebuilt on them)."""
+    expr, sheet = _cohort(seed=9, n=30, n_genes=120, effect=2.0)
+    sets = {"PLANTED": [f"g{i}" for i in range(5)] + [f"g{i}" for i in range(60, 70)],
+            "OTHER": [f"g{i}" for i in range(20, 40)]}
+    universe = [f"g{i}" for i in range(100)]
+    kwargs = dict(expr=expr, phenotype=sheet, groupby="group", case="case", control="control", metric="student_t",
+                  covariates=["age", "sex"], top=10, direction="up", permutations=300, min_size=10, device="cpu")
+    result = permenrich.ora(None, sets, universe=universe, **kwargs).set_index("gene_set")
+    assert result.attrs["run"]["data"]["n_universe"] == 100
+    assert result.loc["PLANTED", "pval_perm"] < 0.05 < result.loc["OTHER", "pval_perm"]
+    fdr_rule = permenrich.ora(None, sets, **dict(kwargs, top=None, fdr=0.2)).set_index("gene_set")
+    assert fdr_rule.loc["PLANTED", "overlap"] >= 3

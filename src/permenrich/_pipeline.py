@@ -236,7 +236,7 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
 
 def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
                control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
-               zero_variance: str, covariates: Sequence[str] | None = None) -> Study:
+               zero_variance: str, covariates: Sequence[str] | None = None, nan_policy: str = "error") -> Study:
     """The analysed samples of ``loaded`` and their design (labels, strata; with
     ``covariates``, the phenotype as a number and the reduced model's design, for
     Freedman–Lane permutations)."""
@@ -282,6 +282,19 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
                               f"(larger than half of {option('memory')}): raise {option('memory')} or use "
                               f"{option('pseudobulk')}")
         columns = {name: sample_annotation(data, phenotype, name, what="covariate")[keep] for name in covariates}
+        if nan_policy == "drop":  # samples without a covariate value leave the analysis
+            complete = np.ones(int(keep.sum()), dtype=bool)
+            for values in columns.values():
+                complete &= np.array([str(v).strip() not in ("", "nan", "NaN", "NA", "None") for v in values])
+            if not complete.all():
+                logger.warning("%s: %d analysed sample(s) lack a covariate value and are left out (nan_policy "
+                               "'drop')", data.source, int((~complete).sum()))
+                positions = np.flatnonzero(keep)
+                keep = keep.copy()
+                keep[positions[~complete]] = False
+                columns = {name: values[complete] for name, values in columns.items()}
+                design = _subset_design(design, complete)
+                info["n_samples_without_covariates"] = int((~complete).sum())
         reduced_design, terms = covariate_matrix(columns, data.source)
         x = design.values if isinstance(design, ContinuousPhenotype) else design.is_case.astype(np.float64)
         design = ContinuousPhenotype(np.asarray(x, dtype=np.float64), stratum)  # residuals move, not labels
@@ -315,6 +328,15 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
     return Study(values, gene_ids, design, data.source, info, covariates=statistic)
 
 
+def _subset_design(design: TwoGroupLabels | ContinuousPhenotype, rows: np.ndarray
+                   ) -> TwoGroupLabels | ContinuousPhenotype:
+    """The design of a subset of the analysed samples (strata kept, renumbered)."""
+    strata = None if design.strata is None else np.unique(design.strata[rows], return_inverse=True)[1]
+    if isinstance(design, ContinuousPhenotype):
+        return ContinuousPhenotype(design.values[rows], strata)
+    return TwoGroupLabels(design.is_case[rows], strata)
+
+
 def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
                control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
                chip: Any, collapse: str, nan_policy: str, zero_variance: str, normalize: str = "none",
@@ -327,7 +349,7 @@ def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None
                        budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys, pseudobulk_method=pseudobulk_method)
     return make_study(loaded, phenotype, metric=metric, groupby=groupby, case=case, control=control,
                       phenotype_column=phenotype_column, strata=strata, pairs=pairs, zero_variance=zero_variance,
-                      covariates=covariates)
+                      covariates=covariates, nan_policy=nan_policy)
 
 
 def _drop_constant_genes(values: np.ndarray, gene_ids: np.ndarray, policy: str,
