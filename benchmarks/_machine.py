@@ -21,3 +21,20 @@ def cpu_model() -> str:
 def peak_rss_mib() -> float:
     """This process's peak resident set size so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def git_commit() -> str:
+    """The checkout's short commit hash, for the report."""
+    import subprocess
+    from pathlib import Path
+
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parent).stdout.strip()
+
+
+def publish(report: str, out: object = None) -> int:
+    """Print a report and, with ``out`` (a Path), write it there; the script's exit status."""
+    print(report)
+    if out is not None:
+        out.write_text(report)  # type: ignore[attr-defined]
+    return 0

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, git_commit, publish  # noqa: E402
 
 
 def main() -> int:
@@ -56,8 +55,7 @@ def main() -> int:
         rates[name] = args.permutations / statistics.median(values)
         rows.append(f"| {name} | {statistics.median(values):.1f} | {rates[name]:,.0f} |")
     plain, adjusted = rates.values()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    commit = git_commit()
     report = "\n".join([
         f"# Covariates (Freedman-Lane) vs none, genes mode with maxT, CPU, {datetime.date.today().isoformat()}",
         "",
@@ -72,10 +70,7 @@ def main() -> int:
         f"* slowdown with 3 covariates: **{plain / adjusted:.2f}x** (goal <= 2)",
         "",
     ])
-    print(report)
-    if args.out is not None:
-        args.out.write_text(report)
-    return 0
+    return publish(report, args.out)
 
 
 if __name__ == "__main__":

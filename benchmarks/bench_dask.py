@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, git_commit, publish  # noqa: E402
 
 
 _ONE_RUN = """
@@ -109,8 +109,7 @@ def main() -> int:
     two_run = runs["dask 2 workers x 1 thread"]["timings"]
     efficiency = (one / two) / 2
     projected = setup_local + 1e6 * local_ms / 1000 / (100 * efficiency)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    commit = git_commit()
     rows = []
     for name in setups:
         dask = runs[name]["timings"].get("dask", {})
@@ -146,9 +145,7 @@ def main() -> int:
         "the merge of 400 range results come on top",
         "",
     ])
-    print(report)
-    if args.out is not None:
-        args.out.write_text(report)
+    publish(report, args.out)
     return 0 if identical else 1
 
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, git_commit, publish  # noqa: E402
 
 PERMENRICH_RUN = """
 import json, resource, sys, time
@@ -40,6 +40,17 @@ table = permenrich.prerank(sys.argv[1], sys.argv[2:4], permutations=int(sys.argv
 c1 = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"wall": time.perf_counter() - t0, "cpu": c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime,
                   "n_sets": len(table)}))
+"""
+
+#: Reads the RNK and the two GMTs of the command line, seeds R, starts the clock.
+R_PREAMBLE = """
+suppressMessages({library(fgsea); library(data.table); library(BiocParallel)})
+args <- commandArgs(trailingOnly = TRUE)
+rnk <- read.table(args[1], header = FALSE, sep = "\\t", quote = "", stringsAsFactors = FALSE)
+stats <- setNames(rnk$V2, rnk$V1)
+pathways <- c(gmtPathways(args[2]), gmtPathways(args[3]))
+set.seed(0)
+t0 <- proc.time()
 """
 
 PERMENRICH_MULTILEVEL = """
@@ -53,30 +64,14 @@ print(json.dumps({"wall": time.perf_counter() - t0, "cpu": c1.ru_utime + c1.ru_s
                   "min_p": float(table.pval.min()), "median_log2err": float(table.log2err.median())}))
 """
 
-FGSEA_MULTILEVEL = """
-suppressMessages({library(fgsea); library(data.table); library(BiocParallel)})
-args <- commandArgs(trailingOnly = TRUE)
-rnk <- read.table(args[1], header = FALSE, sep = "\\t", quote = "", stringsAsFactors = FALSE)
-stats <- setNames(rnk$V2, rnk$V1)
-pathways <- c(gmtPathways(args[2]), gmtPathways(args[3]))
-set.seed(0)
-t0 <- proc.time()
-res <- suppressWarnings(fgsea(pathways, stats, minSize = 15, maxSize = 500, eps = 0, nPermSimple = 1000,
+FGSEA_MULTILEVEL = R_PREAMBLE + """res <- suppressWarnings(fgsea(pathways, stats, minSize = 15, maxSize = 500, eps = 0, nPermSimple = 1000,
                               BPPARAM = SerialParam()))
 t1 <- proc.time() - t0
 cat(sprintf('{"wall": %f, "cpu": %f, "min_p": %.17g, "median_log2err": %f}\\n', t1[["elapsed"]],
             t1[["user.self"]] + t1[["sys.self"]], min(res$pval), median(res$log2err, na.rm = TRUE)))
 """
 
-FGSEA_RUN = """
-suppressMessages({library(fgsea); library(data.table); library(BiocParallel)})
-args <- commandArgs(trailingOnly = TRUE)
-rnk <- read.table(args[1], header = FALSE, sep = "\\t", quote = "", stringsAsFactors = FALSE)
-stats <- setNames(rnk$V2, rnk$V1)
-pathways <- c(gmtPathways(args[2]), gmtPathways(args[3]))
-set.seed(0)
-t0 <- proc.time()
-res <- fgseaSimple(pathways, stats, nperm = as.integer(args[4]), minSize = 15, maxSize = 500,
+FGSEA_RUN = R_PREAMBLE + """res <- fgseaSimple(pathways, stats, nperm = as.integer(args[4]), minSize = 15, maxSize = 500,
                    BPPARAM = SerialParam())
 t1 <- proc.time() - t0
 cat(sprintf('{"wall": %f, "cpu": %f, "n_sets": %d}\\n', t1[["elapsed"]], t1[["user.self"]] + t1[["sys.self"]],
@@ -176,8 +171,7 @@ def main() -> int:
         w for w, _ in whole_runs["permenrich prerank"])
     r_version = subprocess.run(["Rscript", "-e", "cat(R.version.string, as.character(packageVersion('fgsea')))"],
                                capture_output=True, text=True).stdout.strip()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    commit = git_commit()
     import numpy as np
 
     import permenrich
@@ -211,10 +205,7 @@ def main() -> int:
         "value, permenrich does not)",
         "",
     ])
-    print(report)
-    if args.out is not None:
-        args.out.write_text(report)
-    return 0
+    return publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, git_commit, publish  # noqa: E402
 
 PERMENRICH_RUN = """
 import json, resource, sys, time
@@ -142,8 +142,7 @@ def main() -> int:
         rows.append(f"| {name} | {runs[name][small][0]['n_sets']} | {marginal[name]['cpu']:.3f} "
                     f"({min(per['cpu']):.3f}-{max(per['cpu']):.3f}) | {marginal[name]['wall']:.3f} |")
     ours, peer = marginal["permenrich gsea, pearson"], marginal["fgsea fgseaLabel"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    commit = git_commit()
     r_version = subprocess.run(["Rscript", "-e", "cat(R.version.string, as.character(packageVersion('fgsea')))"],
                                capture_output=True, text=True).stdout.strip()
     report = "\n".join([
@@ -162,10 +161,7 @@ def main() -> int:
         f"**{peer['wall'] / ours['wall']:.1f}x**",
         "",
     ])
-    print(report)
-    if args.out is not None:
-        args.out.write_text(report)
-    return 0
+    return publish(report, args.out)
 
 
 if __name__ == "__main__":

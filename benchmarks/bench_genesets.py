@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import publish  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -125,10 +128,7 @@ def main() -> int:
         lines.append(f"{label:<48} {result['seconds']:>8.1f} {result['peak_rss_mib']:>15,.0f} "
                      f"{result['rss_after_imports_mib']:>18,.0f} {result['n_read']:>10,} {result['n_kept']:>8,}")
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out is not None:
-        args.out.write_text(report)
-    return 0
+    return publish(report, args.out)
 
 
 if __name__ == "__main__":

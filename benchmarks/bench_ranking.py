@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model, git_commit, publish  # noqa: E402
 
 from permenrich import __version__  # noqa: E402
 from permenrich.stats.ranking import rank_genes, ranking_reference  # noqa: E402
@@ -67,8 +66,7 @@ def main() -> int:
         argsort = median_seconds(lambda: np.argsort(-stat, kind="stable"), args.repeats)
         rows.append(f"| {name} | {1e3 * ours:.3f} | {1e3 * lexsort:.3f} | {1e3 * argsort:.3f} | "
                     f"{lexsort / ours:.2f} |")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    commit = git_commit()
     report = "\n".join([
         f"# Ranking with ties, CPU, {datetime.date.today().isoformat()}",
         "",
@@ -80,10 +78,7 @@ def main() -> int:
         *rows,
         "",
     ])
-    print(report)
-    if args.out is not None:
-        args.out.write_text(report)
-    return 0
+    return publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -107,15 +107,21 @@ def _bounded_index_tagged(seed, perm_index, tag, word_cursor, bound):
             return np.int64(m >> _SHIFT32), word_cursor
 
 
-def _insertion_sort(values, n):
-    """Sort ``values[:n]`` ascending in place (n is a class or set size: small)."""
-    for i in range(1, n):
+def _insert_sorted(values, start, stop):
+    """Sort ``values[:stop]`` ascending in place, ``values[:start]`` being sorted already:
+    each later element is inserted into the sorted part (n is small: a class or a set)."""
+    for i in range(max(start, 1), stop):
         value = values[i]
         j = i - 1
         while j >= 0 and values[j] > value:
             values[j + 1] = values[j]
             j -= 1
         values[j + 1] = value
+
+
+def _insertion_sort(values, n):
+    """Sort ``values[:n]`` ascending in place (n is a class or set size: small)."""
+    _insert_sorted(values, 1, n)
 
 
 def _shuffle_prefix(seed, perm_index, cursor, members, n_slots, pool):
@@ -277,8 +283,8 @@ def _fill_labelling(seed, perm_index, mode, exact, stratum_offsets, stratum_memb
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_philox4x32_10, _stream_word, _permutation_word, _bounded_index, _bounded_index_tagged,
-                    _insertion_sort, _shuffle_prefix, _draw_stratified, _shuffle_stratified, _random_sequence,
-                    _unrank_subset, _unrank_stratified, _unrank_shuffle, _fill_labelling)
+                    _insert_sorted, _insertion_sort, _shuffle_prefix, _draw_stratified, _shuffle_stratified,
+                    _random_sequence, _unrank_subset, _unrank_stratified, _unrank_shuffle, _fill_labelling)
 _cpu = cpu_family(SCALAR_FUNCTIONS)
 philox4x32_10 = _cpu._philox4x32_10
 permutation_word = _cpu._permutation_word

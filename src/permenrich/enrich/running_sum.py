@@ -40,7 +40,7 @@ import numpy as np
 
 from .._compile import inline
 from ..rng import SCALAR_FUNCTIONS as RNG_FUNCTIONS
-from ..rng import STREAM_GENE_SET, _random_sequence  # noqa: F401  (bound by jit_family)
+from ..rng import STREAM_GENE_SET, _insert_sorted, _random_sequence  # noqa: F401  (bound by jit_family)
 from ..stats.ranking import SCALAR_FUNCTIONS as RANKING_FUNCTIONS
 
 #: Positive and negative extremes whose magnitudes differ by at most this are tied.
@@ -312,14 +312,10 @@ def _random_set_null_row(seed, perm_index, ranked_stat, weight, statistic, sizes
     filled = 0
     for i in range(n_sizes):
         k = sizes[i]
-        while filled < k:  # insertion: a few shifts per element at these sizes
-            value = sequence[filled]
-            j = filled - 1
-            while j >= 0 and prefix[j] > value:
-                prefix[j + 1] = prefix[j]
-                j -= 1
-            prefix[j + 1] = value
-            filled += 1
+        for t in range(filled, k):
+            prefix[t] = sequence[t]
+        _insert_sorted(prefix, filled, k)  # the new elements into the sorted prefix
+        filled = k
         out[i] = _sorted_positions_score(prefix[:k], ranked_stat, weight, statistic, n_genes)
 
 
