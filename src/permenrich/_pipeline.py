@@ -345,8 +345,9 @@ def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None
     """Read the expression data (unless ``expr`` is already :class:`LoadedData`) and the
     phenotype into a :class:`Study`."""
     keys = tuple(c for c in (groupby, strata, pairs, phenotype_column, *(covariates or ())) if c is not None)
-    loaded = expr if isinstance(expr, LoadedData) else load_data(expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
-                       budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys, pseudobulk_method=pseudobulk_method)
+    loaded = expr if isinstance(expr, LoadedData) else load_data(
+        expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
+        budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys, pseudobulk_method=pseudobulk_method)
     return make_study(loaded, phenotype, metric=metric, groupby=groupby, case=case, control=control,
                       phenotype_column=phenotype_column, strata=strata, pairs=pairs, zero_variance=zero_variance,
                       covariates=covariates, nan_policy=nan_policy)

@@ -499,7 +499,8 @@ class GseaNullAccumulator:
                 null_fraction = null_at_least / null_total if null_total else np.zeros_like(magnitude)
                 obs_fraction = obs_at_least / thresholds.size
                 fdr[which] = np.minimum(1.0, null_fraction / obs_fraction)
-            fwer[which] = empirical_p(fwer_counter.lookup(magnitude, xp), np.full(magnitude.shape, self.n_perm), self.exact)
+            fwer[which] = empirical_p(fwer_counter.lookup(magnitude, xp), np.full(magnitude.shape, self.n_perm),
+                                      self.exact)
         return {"es": self.observed_es, "nes": nes, "pval": self.pval, "n_null_same_sign": self.n_same_sign,
                 "fdr": fdr, "fwer": fwer}
 

@@ -11,7 +11,8 @@ whichever of ``max(0, max_j top_j)`` and ``min(0, min_j before_j)`` is larger in
 value; on a tie, the one reached first along the ranked list (as ``argmax |RES|`` does
 in the literal definition). Magnitudes within ``ES_TIE_TOLERANCE`` (1e-12) count as tied:
 ties are common for small sets (e.g. the maximum at the last hit, ``1 - m_k/(N-k)``,
-against the minimum at the first, ``-m_1/(N-k)``) and rounding must not decide them. The zeros stand for the start and the end of the walk,
+against the minimum at the first, ``-m_1/(N-k)``) and rounding must not decide them. The
+zeros stand for the start and the end of the walk,
 where the running sum is 0. ``p = 0`` is the classic Kolmogorov–Smirnov
 statistic, ``p = 1`` GSEA's default. When every member has weight 0 (``N_R = 0``) the ES is
 defined as 0.

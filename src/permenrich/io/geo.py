@@ -147,8 +147,8 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
     if finite.size and finite.max() > UNLOGGED_ABOVE:
         logger.warning("%s: values reach %.4g: the series looks unlogged; most analyses expect log2 values "
                        "(normalize='log2')", where, float(finite.max()))
-    return ExpressionData(values=values, gene_ids=np.array(ids, dtype=object), sample_ids=np.array(samples, dtype=object),
-                          source=where, obs=obs)
+    return ExpressionData(values=values, gene_ids=np.array(ids, dtype=object),
+                          sample_ids=np.array(samples, dtype=object), source=where, obs=obs)
 
 
 def _is_number(text: object) -> bool:

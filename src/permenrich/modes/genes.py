@@ -91,7 +91,8 @@ def prepare_genes(options: dict) -> Prepared:
     o = SimpleNamespace(**options)
     started = time.perf_counter()
     study_run = prepare_study(o, started)
-    metric_record, budget, backend, study, plan = study_run.metric, study_run.budget, study_run.backend, study_run.study, study_run.plan
+    metric_record, budget, backend = study_run.metric, study_run.budget, study_run.backend
+    study, plan = study_run.study, study_run.plan
     n_genes, design, centre, read_seconds = study.n_genes, study.design, study_run.centre, study_run.read_seconds
     observed = np.asarray(backend.to_host(backend.gene_statistics(plan.observed())))[0]
     check_observed_statistics(observed, study.gene_ids, o.metric, study.source)
