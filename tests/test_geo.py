@@ -5,7 +5,6 @@ end to end with groupby and covariates from the characteristics, and one-line er
 import gzip
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import permenrich

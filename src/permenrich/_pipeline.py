@@ -371,9 +371,9 @@ def _drop_constant_genes(values: np.ndarray, gene_ids: np.ndarray, policy: str,
 
 
 def load_gene_sets(gene_sets: Any, gene_ids: np.ndarray, *, min_size: int, max_size: int,
-                   allow_full: bool = False) -> tuple[int, GeneSetIndex]:
+                   allow_full: bool = False) -> GeneSetIndex:
     """Read gene sets and index them against ``gene_ids`` as they are read (only the sets
-    within the size bounds are kept); returns (sets read, index). A set holding every
+    within the size bounds are kept; ``index.n_read`` counts every set read). A set holding every
     gene is refused, unless ``allow_full`` (ORA gives it p = 1)."""
     if gene_sets is None:
         raise OptionError(f"{option('gene_sets')} is required: give GMT/GMX file(s) or a mapping of set name to genes")
@@ -383,7 +383,7 @@ def load_gene_sets(gene_sets: Any, gene_ids: np.ndarray, *, min_size: int, max_s
         raise InputError(f"{index.sources[full[0]]}: gene set {index.names[full[0]]!r} contains all "
                          f"{len(gene_ids)} analysed genes; an enrichment score needs genes outside the set: "
                          "check that the expression data or ranked list is complete")
-    return index.n_read, index
+    return index
 
 
 # ---- running permutations ------------------------------------------------------------------

@@ -63,6 +63,11 @@ class GeneSetIndex:
         """Number of gene sets kept."""
         return int(len(self.names))
 
+    def census(self) -> dict[str, int]:
+        """Sets read, used and dropped by size: the ``data`` record of ``run.json``."""
+        return {"n_gene_sets_read": int(self.n_read), "n_gene_sets_used": self.n_sets,
+                "n_gene_sets_too_small": int(self.n_too_small), "n_gene_sets_too_large": int(self.n_too_large)}
+
     def genes_of(self, s: int, gene_ids: Sequence[str] | np.ndarray) -> list[str]:
         """Gene ids of set ``s`` (in gene-row order), looked up in ``gene_ids``."""
         rows = self.members[self.offsets[s] : self.offsets[s + 1]]

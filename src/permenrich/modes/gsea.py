@@ -185,7 +185,7 @@ def prepare_gsea(options: dict) -> Prepared:
     started = time.perf_counter()
     study_run = prepare_study(o, started)
     budget, backend, study, plan = study_run.budget, study_run.backend, study_run.study, study_run.plan
-    n_sets_read, index = load_gene_sets(o.gene_sets, study.gene_ids, min_size=o.min_size, max_size=o.max_size)
+    index = load_gene_sets(o.gene_sets, study.gene_ids, min_size=o.min_size, max_size=o.max_size)
     read_seconds = time.perf_counter() - started
 
     n_genes = study.n_genes
@@ -225,8 +225,7 @@ def prepare_gsea(options: dict) -> Prepared:
             permutation_type="phenotype (sample labels)",
             null_storage=null_info["null_storage"],
             tie_tolerance=null_info["tie_tolerance"],
-            data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
-                  "n_gene_sets_too_small": index.n_too_small, "n_gene_sets_too_large": index.n_too_large,
+            data={"n_genes": n_genes, **index.census(),
                   "expression": file_digest(o.expr) or {"object": type(o.expr).__name__},
                   "phenotype": file_digest(o.phenotype) if o.phenotype is not None else None,
                   "gene_sets": digests(o.gene_sets), "chip": file_digest(o.chip) if o.chip is not None else None},
@@ -317,7 +316,7 @@ def prepare_prerank(options: dict) -> Prepared:
     order = rank_genes(ranked.scores)
     gene_ids = np.asarray(ranked.gene_ids, dtype=object)[order]
     ranked_stat = np.asarray(ranked.scores, dtype=np.float64)[order]
-    n_sets_read, index = load_gene_sets(o.gene_sets, gene_ids, min_size=o.min_size, max_size=o.max_size)
+    index = load_gene_sets(o.gene_sets, gene_ids, min_size=o.min_size, max_size=o.max_size)
     n_genes = gene_ids.size
     read_seconds = time.perf_counter() - started
 
@@ -359,8 +358,7 @@ def prepare_prerank(options: dict) -> Prepared:
             permutation_type="gene set (gene labels)",
             null_storage=null_info["null_storage"],
             tie_tolerance=null_info["tie_tolerance"],
-            data={"n_genes": n_genes, "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
-                  "n_gene_sets_too_small": index.n_too_small, "n_gene_sets_too_large": index.n_too_large,
+            data={"n_genes": n_genes, **index.census(),
                   "ranked_list": file_digest(o.rnk) or {"object": type(o.rnk).__name__},
                   "gene_sets": digests(o.gene_sets)},
             backend=backend.describe(),

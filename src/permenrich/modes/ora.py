@@ -277,7 +277,7 @@ def prepare_ora(options: dict) -> Prepared:
             logger.warning("%s: %d of %d listed genes are not in the universe (%s) and are ignored",
                            gene_list_source(o.gene_list), outside, len(genes_of_interest), universe_name)
         plan = None
-    n_sets_read, index = load_gene_sets(o.gene_sets, gene_ids, min_size=o.min_size, max_size=o.max_size,
+    index = load_gene_sets(o.gene_sets, gene_ids, min_size=o.min_size, max_size=o.max_size,
                                         allow_full=True)
     covering = index.sizes == gene_ids.size  # p = 1 exactly (see Notes)
     observed = overlap_statistics(selected, index.members, index.offsets, gene_ids.size)
@@ -329,8 +329,7 @@ def prepare_ora(options: dict) -> Prepared:
              "pairs": o.pairs, "memory_bytes": budget, "device": o.device},
             started,
             data={"n_universe": int(gene_ids.size), "n_selected": int(selected.sum()),
-                  "n_gene_sets_read": n_sets_read, "n_gene_sets_used": index.n_sets,
-                  "n_gene_sets_too_small": index.n_too_small, "n_gene_sets_too_large": index.n_too_large,
+                  **index.census(),
                   "n_gene_sets_covering_universe": int(covering.sum()),
                   "gene_list": file_digest(o.gene_list) if o.gene_list is not None else None,
                   "universe": file_digest(o.universe) if o.universe is not None else None,
