@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Literal
 
@@ -34,6 +35,62 @@ from ._shared import (
     provenance,
     score_scale,
 )
+
+
+@dataclass(frozen=True, eq=False)
+class Ranking:
+    """The observed ranked list and the reported sets' members of a GSEA result, kept in
+    ``attrs["ranking"]`` for figures (:func:`permenrich.pl.enrichment`).
+
+    ``gene_ids`` and ``statistic`` (shape ``(n_genes,)``) are in ranked order (decreasing
+    statistic, position 0 = top); set ``s`` holds the ranked positions
+    ``member_positions[offsets[s]:offsets[s + 1]]``, ascending. ``weight`` and
+    ``set_statistic`` are the run's.
+    """
+
+    gene_ids: np.ndarray
+    statistic: np.ndarray
+    set_names: np.ndarray
+    member_positions: np.ndarray
+    offsets: np.ndarray
+    weight: float
+    set_statistic: str
+
+    def __deepcopy__(self, memo: dict) -> Ranking:
+        # pandas deep-copies attrs on every operation on the table; this record is
+        # read-only, so copies share it (cheap for large runs, and equal by identity when
+        # pandas.concat compares attrs).
+        return self
+
+    def frame(self) -> pd.DataFrame:
+        """The ranked list as a DataFrame with columns ``gene`` and ``statistic``."""
+        return pd.DataFrame({"gene": self.gene_ids, "statistic": self.statistic})
+
+    def members(self, set_name: str) -> np.ndarray:
+        """Ranked positions (ascending) of the members of ``set_name``; KeyError if absent."""
+        found = np.flatnonzero(self.set_names == set_name)
+        if found.size == 0:
+            raise KeyError(set_name)
+        s = int(found[0])
+        return self.member_positions[self.offsets[s]:self.offsets[s + 1]]
+
+
+def _ranking(index: Any, gene_ids: np.ndarray, stat: np.ndarray, weight: float, set_statistic: str,
+             ranked: bool = False) -> Ranking:
+    """:class:`Ranking` of the observed statistic ``stat`` (one per ``gene_ids``; already
+    in ranked order when ``ranked``, whose tie order is then kept) and the sets of
+    ``index`` (members as indices into ``gene_ids``)."""
+    order = np.arange(stat.size) if ranked else rank_genes(stat)
+    position_of_gene = np.empty_like(order)
+    position_of_gene[order] = np.arange(order.size)
+    positions = position_of_gene[index.members]
+    for s in range(index.n_sets):  # sorted within each set
+        positions[index.offsets[s]:index.offsets[s + 1]].sort()
+    arrays = (np.asarray(gene_ids, dtype=object)[order], np.asarray(stat, dtype=np.float64)[order],
+              np.asarray(index.names, dtype=object), positions, np.asarray(index.offsets, dtype=np.int64))
+    for array in arrays:
+        array.flags.writeable = False
+    return Ranking(*arrays, weight=float(weight), set_statistic=str(set_statistic))
 
 
 def gsea(
@@ -232,6 +289,7 @@ def prepare_gsea(options: dict) -> Prepared:
             backend=backend.describe(),
             timings=timings,
         )
+        table.attrs["ranking"] = _ranking(index, study.gene_ids, observed_stat, float(o.weight), o.set_statistic)
         return table
 
     return Prepared(job, finish)
@@ -364,6 +422,8 @@ def prepare_prerank(options: dict) -> Prepared:
             backend=backend.describe(),
             timings=timings,
         )
+        table.attrs["ranking"] = _ranking(index, gene_ids, ranked_stat, float(o.weight), o.set_statistic,
+                                          ranked=True)
         return table
 
     return Prepared(job, finish)
