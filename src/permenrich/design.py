@@ -147,11 +147,15 @@ class PermutationPlan:
         Number of permutations asked for.
     seed
         Any integer in ``[0, 2**64)``; 0 is a seed like any other.
+    random_only
+        Draw random labellings even when all of them could be enumerated (a
+        meta-analysis pairs permutation k of every study, which needs independent draws).
     """
 
     design: TwoGroupLabels | ContinuousPhenotype
     n_perm_requested: int
     seed: int
+    random_only: bool = False
     exact: bool = field(init=False)
     n_perm: int = field(init=False)
     n_distinct: int = field(init=False)
@@ -177,7 +181,7 @@ class PermutationPlan:
             radix = [math.factorial(int(n)) for n in sizes]
             self.width = design.n_samples
         self.n_distinct = math.prod(radix)
-        self.exact = self.n_distinct <= int(self.n_perm_requested)
+        self.exact = not self.random_only and self.n_distinct <= int(self.n_perm_requested)
         self.n_perm = self.n_distinct if self.exact else int(self.n_perm_requested)
         largest = int(sizes.max())
         if self.exact:

@@ -78,7 +78,7 @@ def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | N
     if restrict is not None:
         study = restrict(study)
     design = study.design
-    plan = PermutationPlan(design, int(o.permutations), int(o.seed))
+    plan = PermutationPlan(design, int(o.permutations), int(o.seed), random_only=getattr(o, "random_only", False))
     read_seconds = time.perf_counter() - started
     backend.prepare_statistic(study.values, metric, phenotype=getattr(design, "values", None),
                               drawn_is_case=getattr(design, "drawn_is_case", True), covariates=study.covariates)

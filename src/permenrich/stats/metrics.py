@@ -54,7 +54,7 @@ def _scipy_stats():  # noqa: ANN202
 
 MetricName = Literal[
     "signal_to_noise", "t_test", "ratio_of_classes", "diff_of_classes", "log2_ratio_of_classes",
-    "student_t", "welch_t", "mann_whitney", "pearson", "spearman",
+    "student_t", "welch_t", "mann_whitney", "pearson", "spearman", "hedges_g",
 ]
 Alternative = Literal["two-sided", "greater", "less"]
 
@@ -186,6 +186,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            pvalue_of_statistic=_correlation_p_of_r),
     Metric("spearman", 9, "correlation", rank_transform=True, parametric=_correlation_p(spearman=True),
            pvalue_of_statistic=_correlation_p_of_r),
+    # The effect size of the meta-analysis methods (permenrich.stats.meta); its variance
+    # is a function of g and the class sizes.
+    Metric("hedges_g", 10, "two_group"),
 ]}
 
 #: Metric name -> integer code passed to compiled kernels.
@@ -230,6 +233,9 @@ def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b):
         return (mean_a - mean_b) / math.sqrt(var_a / n_a + var_b / n_b)
     if code == 7:
         return n_a * mean_a - n_a * (n_a + 1) * 0.5
+    if code == 10:  # Hedges' g: the pooled-sd standardized difference, small-sample corrected
+        pooled = ((n_a - 1) * var_a + (n_b - 1) * var_b) / (n_a + n_b - 2)
+        return (1.0 - 3.0 / (4.0 * (n_a + n_b) - 9.0)) * (mean_a - mean_b) / math.sqrt(pooled)
     sd_a = _floored_sd(math.sqrt(var_a), mean_a)
     sd_b = _floored_sd(math.sqrt(var_b), mean_b)
     if code == 0:
@@ -287,6 +293,9 @@ def _metric_reference(values: np.ndarray, is_case: np.ndarray, metric: str) -> n
         return (mean_a - mean_b) / np.sqrt(pooled * (1 / n_a + 1 / n_b))
     if metric == "welch_t":
         return (mean_a - mean_b) / np.sqrt(var_a / n_a + var_b / n_b)
+    if metric == "hedges_g":
+        pooled = ((n_a - 1) * var_a + (n_b - 1) * var_b) / (n_a + n_b - 2)
+        return (1 - 3 / (4 * (n_a + n_b) - 9)) * (mean_a - mean_b) / np.sqrt(pooled)
 
     def floor(sd: np.ndarray, mean: np.ndarray) -> np.ndarray:
         return np.maximum(sd, np.where(mean == 0, 0.2, 0.2 * np.abs(mean)))
