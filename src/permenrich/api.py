@@ -1,4 +1,4 @@
-"""Public API: ``gsea``, ``prerank``, ``genes`` and ``ora``.
+"""Public API: ``gsea``, ``prerank``, ``genes``, ``ora`` and ``meta``.
 
 Each mode is a path through one pipeline (:mod:`permenrich._pipeline`)::
 
@@ -17,7 +17,8 @@ from .modes._shared import GENE_COLUMNS, RESULT_COLUMNS
 from .modes.contrasts import contrasts, read_contrasts, write_results
 from .modes.genes import genes
 from .modes.gsea import gsea, prerank
+from .modes.meta import meta
 from .modes.ora import ORA_COLUMNS, ora
 
-__all__ = ["GENE_COLUMNS", "ORA_COLUMNS", "RESULT_COLUMNS", "contrasts", "genes", "gsea", "ora", "prerank",
+__all__ = ["GENE_COLUMNS", "ORA_COLUMNS", "RESULT_COLUMNS", "contrasts", "genes", "gsea", "meta", "ora", "prerank",
            "read_contrasts", "write_results"]

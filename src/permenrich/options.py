@@ -32,6 +32,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": DEVICES,
     "mode": ("gsea", "genes"),
     "p_method": ("permutation", "multilevel"),
+    "method": ("stouffer", "fixed", "random"),
+    "join": ("inner", "outer"),
 }
 
 

@@ -1,0 +1,261 @@
+"""Several studies at once: per-gene meta-analysis with within-study permutations
+(:func:`meta`)."""
+
+from __future__ import annotations
+
+import inspect
+import time
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .._pipeline import choose_batch_size, file_digest
+from ..errors import InputError, OptionError
+from ..nulls import ExceedanceAccumulator, bh_adjust
+from ..runner import Job, Prepared, ProgressCallback, run
+from ..stats.meta import combine, gather, join_genes, study_seed
+from ..stats.metrics import Alternative, MetricName
+from ._shared import check_observed_statistics, options_of, prepare_study, provenance
+
+#: What one study may set: the single-study input options of :func:`permenrich.genes`.
+STUDY_KEYS = ("name", "expr", "phenotype", "groupby", "case", "control", "phenotype_column", "strata", "pairs",
+              "covariates", "collapse", "chip", "nan_policy", "zero_variance", "normalize", "pseudobulk",
+              "pseudobulk_method")
+#: Fewest samples per class a study needs: Hedges' g's variance needs n > 3.94 overall
+#: and a permutation null needs labellings to draw from.
+MIN_PER_CLASS = 2
+
+
+#: Manifest columns (one row per study); the file-path ones are relative to the manifest.
+MANIFEST_COLUMNS = ("study", "expr", "phenotype", "groupby", "case", "control", "strata", "pairs", "covariates",
+                    "chip", "collapse", "normalize")
+_PATH_COLUMNS = ("expr", "phenotype", "chip")
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Studies from a manifest: a TSV (CSV for ``.csv``) with one row per study and the
+    columns :data:`MANIFEST_COLUMNS` (``study`` and ``expr`` required, the others
+    optional; an empty cell leaves the default). ``phenotype`` is a CLS file or a sample
+    sheet, ``covariates`` a comma-separated list of its columns; relative paths are
+    relative to the manifest's folder."""
+    where = str(path)
+    if not Path(path).is_file():
+        raise InputError(f"{where}: manifest not found" + (" (it is a directory)" if Path(path).is_dir() else ""))
+    try:
+        table = pd.read_csv(path, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
+                            keep_default_na=False, comment="#", skip_blank_lines=True)
+    except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
+        reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc).splitlines()[-1]
+        raise InputError(f"{where}: cannot read the manifest ({reason}); give a UTF-8 TSV with a header line "
+                         f"and one row per study: {', '.join(MANIFEST_COLUMNS)}") from exc
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    unknown = [c for c in table.columns if c not in MANIFEST_COLUMNS]
+    if unknown:
+        raise InputError(f"{where}: line 1: unknown column {unknown[0]!r}; a manifest has the columns "
+                         f"{', '.join(MANIFEST_COLUMNS)}")
+    for required in ("study", "expr"):
+        if required not in table.columns:
+            raise InputError(f"{where}: line 1: the column {required!r} is required")
+    if table.empty:
+        raise InputError(f"{where}: no study listed; give one row per study under the header")
+    base = Path(path).parent
+    studies = []
+    for row, record in enumerate(table.to_dict("records"), start=2):
+        study: dict[str, Any] = {}
+        for column, text in record.items():
+            text = text.strip()
+            if not text:
+                continue
+            if column in _PATH_COLUMNS:
+                study[column] = str(Path(text) if Path(text).is_absolute() else base / text)
+            elif column == "covariates":
+                study[column] = [c.strip() for c in text.split(",") if c.strip()]
+            else:
+                study["name" if column == "study" else column] = text
+        for required in ("study", "expr"):
+            if required not in record or not record[required].strip():
+                raise InputError(f"{where}: line {row}: the {required!r} cell is empty; every study needs one")
+        studies.append(study)
+    return studies
+
+
+def meta(
+    studies: Sequence[Mapping[str, Any]] | str | os.PathLike,
+    *,
+    method: Literal["stouffer", "fixed", "random"] = "stouffer",
+    join: Literal["inner", "outer"] = "inner",
+    metric: MetricName | None = None,
+    alternative: Alternative = "two-sided",
+    permutations: int = 10000,
+    seed: int = 0,
+    batch_size: int | None = None,
+    memory: str | int = "1GB",
+    threads: int | None = None,
+    device: Literal["cpu", "gpu", "auto"] = "auto",
+    client: Any = None,
+    progress: ProgressCallback | None = None,
+) -> pd.DataFrame:
+    """Per-gene meta-analysis of several two-group studies, with a permutation null that
+    relabels every study at once (so the genes' correlation within each study is kept).
+
+    Parameters
+    ----------
+    studies
+        A manifest file (:func:`read_manifest`), or one mapping per study, with the
+        input options of :func:`permenrich.genes`
+        (``expr``, ``phenotype`` or ``groupby``, ``case``, ``control``, ``strata``,
+        ``covariates``, ``chip``, ``collapse``, ``normalize``, ...) and an optional
+        ``name`` (default ``study1``, ``study2``, ...). Studies may measure different
+        genes (e.g. platforms collapsed to symbols with ``chip``).
+    method
+        ``stouffer`` (weighted sum of the per-study statistics, weights sqrt(n)),
+        ``fixed`` (inverse-variance fixed effect on Hedges' g) or ``random``
+        (DerSimonian–Laird random effects on Hedges' g); see :mod:`permenrich.stats.meta`.
+    join
+        ``inner``: genes every study measures; ``outer``: every gene, combined over the
+        studies that measure it (column ``n_studies``).
+    metric
+        Per-study statistic: any two-group metric for ``stouffer`` (default
+        ``welch_t``); ``hedges_g`` (the default and only choice) for ``fixed``/``random``.
+    alternative, permutations, seed, batch_size, memory, threads, device, client, progress
+        As in :func:`permenrich.genes`. Study 1 is permuted with ``seed``, study s with
+        a seed mixed from (seed, s): permutation k is a pure function of (seed, k).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per joined gene: ``gene``, ``statistic`` (combined), ``n_studies``,
+        ``effect``/``tau2``/``q``/``i2`` for the effect-size methods, one
+        ``statistic_<study>`` column per study, ``pval``, ``qval_bh``, ``pval_maxt``;
+        sorted as :func:`permenrich.genes`. ``attrs["run"]`` holds the provenance.
+    """
+    if metric is None:
+        metric = "hedges_g" if method in ("fixed", "random") else "welch_t"
+    return run(prepare_meta, options_of(locals()), client=client, progress=progress)
+
+
+def _study_options(options: dict, study: Mapping[str, Any], index: int, name: str) -> dict:
+    """The single-study options of study ``index``: genes() defaults, the run's shared
+    options, then the study's own inputs."""
+    from .genes import genes
+
+    unknown = sorted(set(study) - set(STUDY_KEYS))
+    if unknown:
+        raise OptionError(f"study {name!r}: unknown key {unknown[0]!r}; a study takes {', '.join(STUDY_KEYS)}")
+    if study.get("expr") is None:
+        raise OptionError(f"study {name!r}: 'expr' is required (the study's expression data)")
+    defaults = {name: p.default for name, p in inspect.signature(genes).parameters.items()
+                if p.default is not inspect.Parameter.empty and name not in ("client", "progress")}
+    shared = {k: options[k] for k in ("alternative", "permutations", "batch_size", "memory", "threads", "device")}
+    merged = {**defaults, **shared, **{k: v for k, v in study.items() if k != "name"}}
+    merged.update(metric=options["metric"], seed=study_seed(options["seed"], index), random_only=True)
+    return merged
+
+
+def prepare_meta(options: dict) -> Prepared:
+    """Read and check every study, prepare each one's backend and the combined observed
+    statistics; the runner's :class:`~permenrich.runner.Prepared`."""
+    o = SimpleNamespace(**options)
+    started = time.perf_counter()
+    if o.method in ("fixed", "random") and o.metric != "hedges_g":
+        raise OptionError(f"method {o.method!r} combines Hedges' g; use metric 'hedges_g' (got {o.metric!r})")
+    if isinstance(o.studies, (str, os.PathLike)):
+        o.studies = read_manifest(o.studies)
+    if not isinstance(o.studies, Sequence) or not o.studies:
+        raise OptionError("studies must be a non-empty list of mappings, one per study")
+    for i, study in enumerate(o.studies):
+        if not isinstance(study, Mapping):
+            raise OptionError(f"study {i + 1} must be a mapping of input options (expr=..., phenotype=..., "
+                              f"case=..., control=...), got {type(study).__name__}")
+    names = [str(s.get("name") or f"study{i + 1}") for i, s in enumerate(o.studies)]
+    if len(set(names)) != len(names):
+        raise OptionError(f"study names must be unique, got {names}")
+
+    runs = []
+    for i, study in enumerate(o.studies):
+        study_options = SimpleNamespace(**_study_options(options, study, i, names[i]))
+        try:
+            study_run = prepare_study(study_options, started)
+        except (InputError, OptionError) as error:  # say which study, keep the one-line message
+            raise type(error)(f"study {names[i]!r}: {error}") from None
+        design = study_run.study.design
+        if not hasattr(design, "n_case"):
+            raise InputError(f"study {names[i]!r}: the meta-analysis compares two groups; give case and control")
+        if min(design.n_case, design.n_control) < MIN_PER_CLASS:
+            raise InputError(f"study {names[i]!r} has {design.n_case} case and {design.n_control} control samples; "
+                             f"each class needs at least {MIN_PER_CLASS}: drop the study or add samples")
+        runs.append(study_run)
+    genes, positions = join_genes([r.study.gene_ids for r in runs], o.join)
+    if genes.size == 0:
+        raise InputError("the studies share no gene: check that their gene ids are of one kind "
+                         "(map probes to symbols with each study's chip)")
+    for name, found in zip(names, positions):
+        if not (found >= 0).any():
+            raise InputError(f"study {name!r} shares no gene with the others: check its gene ids or its chip")
+    sizes = np.array([[r.study.design.n_case, r.study.design.n_control] for r in runs], dtype=np.float64)
+    weights = np.sqrt(sizes.sum(axis=1))
+
+    def combined(per_study: list[np.ndarray]) -> Any:
+        return combine(gather(per_study, positions), o.method, weights=weights, class_sizes=sizes)
+
+    observed_each = []
+    for name, r in zip(names, runs):
+        stat = np.asarray(r.backend.to_host(r.backend.gene_statistics(r.plan.observed())))[0]
+        check_observed_statistics(stat, r.study.gene_ids, o.metric, r.study.source)
+        observed_each.append(stat)
+    observed = combined(observed_each)
+    check_observed_statistics(observed.statistic, genes, o.metric, "the combined statistic")
+    n_perm = int(o.permutations)
+    budget = runs[0].budget
+    chosen = choose_batch_size(o.batch_size, budget, 8 * genes.size * (len(runs) + 4), n_perm)
+
+    def score(start: int, stop: int) -> np.ndarray:
+        per_study = [np.asarray(r.backend.to_host(r.backend.gene_statistics(r.backend.labellings(r.plan, start, stop))))
+                     for r in runs]
+        return combined(per_study).statistic
+
+    job = Job(n_perm=n_perm, batch_size=chosen, cache=False, score=score,
+              new_accumulator=lambda: ExceedanceAccumulator(observed.statistic, alternative=o.alternative, centre=0.0,
+                                                            n_perm=n_perm, exact=False, xp=np, threads=o.threads))
+
+    def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
+        result = accumulator.finish()
+        columns: dict[str, Any] = {"gene": genes.astype(str), "statistic": observed.statistic,
+                                   "n_studies": observed.n_studies}
+        for field in ("effect", "tau2", "q", "i2"):
+            if getattr(observed, field) is not None:
+                columns[field] = getattr(observed, field)
+        per_study = gather(observed_each, positions)
+        for name, values in zip(names, per_study):
+            columns[f"statistic_{name}"] = values
+        columns.update(pval=result["pval"], qval_bh=bh_adjust(result["pval"]), pval_maxt=result["p_maxt"])
+        table = pd.DataFrame(columns)
+        order = np.lexsort((table.gene.to_numpy(), -np.abs(table.statistic.to_numpy()), table.pval.to_numpy()))
+        table = table.iloc[order].reset_index(drop=True)
+        table.attrs["run"] = provenance(
+            "meta",
+            {"method": o.method, "join": o.join, "metric": o.metric, "alternative": o.alternative,
+             "permutations": n_perm, "seed": int(o.seed), "memory_bytes": budget, "batch_size": chosen,
+             "device": o.device, "stouffer_weights": "sqrt(n)" if o.method == "stouffer" else None},
+            started,
+            studies=[{"name": name, "seed": r.plan.seed, "n_case": r.study.design.n_case,
+                      "n_control": r.study.design.n_control, "n_genes": int(r.study.n_genes),
+                      "n_genes_joined": int((found >= 0).sum()), "case": r.study.info.get("case"),
+                      "control": r.study.info.get("control"), "permutation_plan": r.plan.describe(),
+                      "expression": file_digest(s.get("expr")) or {"object": type(s.get("expr")).__name__},
+                      "phenotype": file_digest(s.get("phenotype"))}
+                     for name, r, found, s in zip(names, runs, positions, o.studies)],
+            permutation_type="phenotype (sample labels), every study relabelled independently",
+            data={"n_genes": int(genes.size),
+                  "manifest": file_digest(options["studies"])},
+            backend=runs[0].backend.describe(),
+            timings=timings,
+        )
+        return table
+
+    return Prepared(job, finish)

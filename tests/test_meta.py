@@ -1,0 +1,246 @@
+"""Meta-analysis across studies (permenrich.meta, permenrich.stats.meta).
+
+References: statsmodels' meta-analysis functions (Hedges' g, fixed and
+DerSimonian-Laird random effects) and the textbook formulas written out here; a
+one-study meta-analysis against the single-study run; calibration on simulated null
+studies with correlated genes.
+"""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+import permenrich
+from permenrich.errors import InputError, OptionError
+from permenrich.stats.meta import combine, gather, join_genes, study_seed
+from permenrich.stats.metrics import metric_reference
+
+sm_meta = pytest.importorskip("statsmodels.stats.meta_analysis", reason="statsmodels is the reference")
+
+
+def _study(rng, n_genes=30, n_case=6, n_control=7, shift=0.0, shifted=(), prefix="g", modules=True):
+    n = n_case + n_control
+    values = rng.normal(size=(n_genes, n))
+    if modules:  # genes correlated in modules of 5
+        values += 0.7 * np.repeat(rng.normal(size=(-(-n_genes // 5), n)), 5, axis=0)[:n_genes]
+    for g in shifted:
+        values[g, :n_case] += shift
+    genes = [f"{prefix}{i}" for i in range(n_genes)]
+    labels = ["case"] * n_case + ["ctrl"] * n_control
+    return {"expr": pd.DataFrame(values, index=genes, columns=[f"s{i}" for i in range(n)]),
+            "phenotype": labels, "case": "case", "control": "ctrl"}
+
+
+def test_hedges_g_equals_statsmodels() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(20, 11))
+    is_case = np.arange(11) < 5
+    a, b = values[:, is_case], values[:, ~is_case]
+    g_ref, _ = sm_meta.effectsize_smd(a.mean(1), a.std(1, ddof=1), 5, b.mean(1), b.std(1, ddof=1), 6)
+    np.testing.assert_allclose(metric_reference(values, is_case, "hedges_g"), g_ref, rtol=1e-12)
+    kernel = permenrich.genes(pd.DataFrame(values, index=[f"g{i}" for i in range(20)]),
+                              ["a"] * 5 + ["b"] * 6, case="a", control="b", metric="hedges_g",
+                              permutations=10, threads=1).set_index("gene").statistic
+    np.testing.assert_allclose(kernel.loc[[f"g{i}" for i in range(20)]].to_numpy(), g_ref, rtol=1e-12)
+
+
+def test_effect_size_methods_equal_statsmodels_per_gene() -> None:
+    rng = np.random.default_rng(2)
+    g = rng.normal(scale=0.8, size=(4, 25))
+    sizes = np.array([[5, 6], [10, 12], [8, 8], [20, 15]])
+    truncated = 0
+    for method in ("fixed", "random"):
+        got = combine(g, method, class_sizes=sizes)
+        for j in range(g.shape[1]):
+            n = sizes.sum(1)
+            variance = n / (sizes[:, 0] * sizes[:, 1]) + g[:, j] ** 2 / 2 / (n - 3.94)
+            with np.errstate(invalid="ignore"):
+                res = sm_meta.combine_effects(g[:, j], variance, method_re="dl")
+            truncated += method == "random" and res.tau2 <= 0
+            if method == "fixed":
+                assert got.effect[j] == pytest.approx(res.mean_effect_fe, rel=1e-12, abs=1e-15)
+                assert got.statistic[j] == pytest.approx(res.mean_effect_fe / res.sd_eff_w_fe, rel=1e-12)
+            elif res.tau2 > 0:
+                assert got.effect[j] == pytest.approx(res.mean_effect_re, rel=1e-12, abs=1e-15)
+                assert got.statistic[j] == pytest.approx(res.mean_effect_re / res.sd_eff_w_re, rel=1e-12)
+                assert got.tau2[j] == pytest.approx(res.tau2, rel=1e-12, abs=1e-15)
+            else:
+                # statsmodels leaves DerSimonian-Laird's tau^2 negative; the estimator
+                # truncates it at 0, where random effects equal the fixed effect.
+                assert got.tau2[j] == 0.0 and got.i2[j] == 0.0
+                assert got.effect[j] == pytest.approx(res.mean_effect_fe, rel=1e-12, abs=1e-15)
+                assert got.statistic[j] == pytest.approx(res.mean_effect_fe / res.sd_eff_w_fe, rel=1e-12)
+            if method == "random":
+                assert got.q[j] == pytest.approx(res.q, rel=1e-12)
+                assert got.i2[j] == pytest.approx(max(0.0, (res.q - 3) / res.q), rel=1e-12, abs=1e-15)
+    assert 0 < truncated < g.shape[1]  # both branches of the estimator were checked
+
+
+def test_stouffer_formula_and_missing_studies() -> None:
+    rng = np.random.default_rng(3)
+    t = rng.normal(size=(3, 12))
+    t[1, 1:4] = np.nan  # study 2 lacks genes 1-3
+    t[[0, 2], 0] = np.nan  # gene 0: measured by study 2 alone
+    w = np.sqrt([20.0, 30.0, 50.0])
+    got = combine(t, "stouffer", weights=w)
+    for j in range(12):
+        have = ~np.isnan(t[:, j])
+        expected = (w[have] * t[have, j]).sum() / np.sqrt((w[have] ** 2).sum())
+        if have.sum() == 1:
+            assert got.statistic[j] == t[have, j][0]  # one study: its statistic, exactly
+        else:
+            assert got.statistic[j] == pytest.approx(expected, rel=1e-12)
+        assert got.n_studies[j] == have.sum()
+
+
+def test_join_and_gather() -> None:
+    genes, positions = join_genes([np.array(["a", "b", "c"]), np.array(["c", "d", "a"])], "inner")
+    assert list(genes) == ["a", "c"] and positions.tolist() == [[0, 2], [2, 0]]
+    genes, positions = join_genes([np.array(["a", "b", "c"]), np.array(["c", "d", "a"])], "outer")
+    assert list(genes) == ["a", "b", "c", "d"] and positions.tolist() == [[0, 1, 2, -1], [2, -1, 0, 1]]
+    stacked = gather([np.array([[1.0, 2.0, 3.0]]), np.array([[4.0, 5.0, 6.0]])], positions)
+    assert stacked.shape == (2, 1, 4)
+    np.testing.assert_array_equal(stacked[0, 0], [1.0, 2.0, 3.0, np.nan])
+    np.testing.assert_array_equal(stacked[1, 0], [6.0, np.nan, 4.0, 5.0])
+
+
+def test_study_seeds_are_distinct_and_the_first_is_the_run_seed() -> None:
+    seeds = [study_seed(7, s) for s in range(50)]
+    assert seeds[0] == 7 and len(set(seeds)) == 50 and all(0 <= s < 2**64 for s in seeds)
+
+
+def test_one_study_meta_equals_the_single_study_run() -> None:
+    study = _study(np.random.default_rng(4), shift=1.5, shifted=range(5))
+    single_kwargs = {k: v for k, v in study.items()}
+    for method, metric in (("stouffer", "welch_t"), ("fixed", "hedges_g"), ("random", "hedges_g")):
+        # Exact enumeration would score each labelling once; the meta-analysis always draws.
+        alone = permenrich.genes(**single_kwargs, metric=metric, permutations=300, seed=11, threads=1)
+        combined = permenrich.meta([study], method=method, permutations=300, seed=11, threads=1)
+        alone, combined = alone.set_index("gene"), combined.set_index("gene").loc[alone.gene]
+        assert np.array_equal(combined.pval.to_numpy(), alone.pval.to_numpy())
+        assert np.array_equal(combined.pval_maxt.to_numpy(), alone.pval_maxt.to_numpy())
+        assert np.array_equal(combined["statistic_study1"].to_numpy(), alone.statistic.to_numpy())
+        if method == "stouffer":
+            assert np.array_equal(combined.statistic.to_numpy(), alone.statistic.to_numpy())
+
+
+def test_small_study_draws_random_labellings_not_the_enumeration() -> None:
+    study = _study(np.random.default_rng(5), n_case=3, n_control=3)  # 20 distinct labellings
+    result = permenrich.meta([study, study | {"name": "again"}], permutations=100, seed=1, threads=1)
+    plans = [s["permutation_plan"] for s in result.attrs["run"]["studies"]]
+    assert [p["exact_enumeration"] for p in plans] == [False, False]
+    assert [p["permutations"] for p in plans] == [100, 100]
+    assert plans[0]["seed"] != plans[1]["seed"]
+
+
+def test_platforms_with_different_genes_are_joined() -> None:
+    rng = np.random.default_rng(6)
+    first = _study(rng, n_genes=30)
+    second = _study(rng, n_genes=30)
+    second["expr"] = second["expr"].iloc[10:]  # measures g10..g29 only
+    inner = permenrich.meta([first, second], permutations=50, threads=1)
+    outer = permenrich.meta([first, second], join="outer", permutations=50, threads=1)
+    assert sorted(inner.gene) == sorted(f"g{i}" for i in range(10, 30))
+    assert (inner.n_studies == 2).all()
+    assert len(outer) == 30
+    counts = outer.set_index("gene").n_studies
+    assert (counts.loc[[f"g{i}" for i in range(10)]] == 1).all() and (counts.loc["g15"] == 2)
+    alone = outer.set_index("gene").loc["g3"]
+    assert alone.statistic == alone.statistic_study1 and np.isnan(alone.statistic_study2)
+    # The combined statistic of a shared gene is Stouffer's sum of the two studies' Welch t.
+    row = inner.set_index("gene").loc["g15"]
+    w = np.sqrt([13.0, 13.0])
+    assert row.statistic == pytest.approx((w[0] * row.statistic_study1 + w[1] * row.statistic_study2)
+                                          / np.sqrt((w ** 2).sum()), rel=1e-12)
+
+
+def test_refusals_are_one_line_and_name_the_study() -> None:
+    rng = np.random.default_rng(7)
+    ok = _study(rng)
+    lonely = _study(rng, prefix="x")
+    with pytest.raises(InputError, match=r"share no gene"):
+        permenrich.meta([ok, lonely], permutations=20, threads=1)
+    with pytest.raises(InputError, match=r"^study 'tiny': .*class 'case' has 1 sample"):
+        tiny = _study(rng, n_case=1, n_control=5) | {"name": "tiny"}
+        permenrich.meta([ok, tiny], permutations=20, threads=1)
+    with pytest.raises(OptionError, match=r"combines Hedges' g"):
+        permenrich.meta([ok], method="fixed", metric="welch_t", permutations=20)
+    with pytest.raises(OptionError, match=r"^study 'study1': unknown key 'exprs'"):
+        permenrich.meta([{"exprs": ok["expr"]}], permutations=20)
+    with pytest.raises(OptionError, match=r"method"):
+        permenrich.meta([ok], method="bayes", permutations=20)
+
+
+def test_calibration_null_studies_and_a_shift_in_one_study() -> None:
+    rng = np.random.default_rng(2026)
+    first_p = []
+    for _ in range(60):
+        studies = [_study(rng, n_genes=20) for _ in range(3)]
+        result = permenrich.meta(studies, permutations=99, seed=int(rng.integers(1 << 31)), threads=1)
+        first_p.append(result.set_index("gene").pval.loc["g0"])
+    assert sps.kstest(first_p, "uniform").pvalue > 0.01
+    # A gene shifted in one of three studies: Stouffer detects it, random effects sees heterogeneity.
+    studies = [_study(rng, n_genes=20, n_case=12, n_control=12, shift=3.0 if s == 0 else 0.0, shifted=[0],
+                      modules=False) for s in range(3)]
+    stouffer = permenrich.meta(studies, permutations=999, threads=1).set_index("gene")
+    random = permenrich.meta(studies, method="random", permutations=999, threads=1).set_index("gene")
+    assert stouffer.pval.loc["g0"] < 0.01
+    assert random.i2.loc["g0"] > 0.75 and random.tau2.loc["g0"] > 0.5
+    assert random.i2.drop("g0").median() < 0.3
+
+
+def test_batch_size_and_threads_change_nothing() -> None:
+    rng = np.random.default_rng(8)
+    studies = [_study(rng), _study(rng, n_case=5, n_control=9)]
+    tables = [permenrich.meta(studies, method="random", permutations=301, seed=3, batch_size=size, threads=threads)
+              for size, threads in ((7, 1), (64, 2), (301, 1))]
+    text = [t.to_csv(sep="\t", index=False) for t in tables]
+    assert text[0] == text[1] == text[2]
+
+
+def _write_study_files(folder, study, name):
+    """A study as a TSV expression matrix and a CLS file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study["expr"].rename_axis("gene").to_csv(folder / f"{name}.tsv", sep="\t", float_format="%.17g")
+    labels = study["phenotype"]
+    (folder / f"{name}.cls").write_text(f"{len(labels)} 2 1\n# case ctrl\n{' '.join(labels)}\n")
+
+
+def test_cli_manifest_run_equals_the_api_and_bad_manifests_are_one_line(tmp_path, capsys) -> None:
+    from permenrich.cli import main
+
+    rng = np.random.default_rng(9)
+    studies = [_study(rng, shift=1.2, shifted=range(4)), _study(rng, n_case=8, n_control=6)]
+    _write_study_files(tmp_path / "data", studies[0], "gpl571")
+    _write_study_files(tmp_path / "data", studies[1], "gpl10558")
+    manifest = tmp_path / "studies.tsv"
+    manifest.write_text("study\texpr\tphenotype\tcase\tcontrol\n"
+                        "gpl571\tdata/gpl571.tsv\tdata/gpl571.cls\tcase\tctrl\n"
+                        "gpl10558\tdata/gpl10558.tsv\tdata/gpl10558.cls\tcase\tctrl\n")
+    assert main(["meta", "--manifest", str(manifest), "--method", "random", "--permutations", "200",
+                 "--threads", "1", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    written = pd.read_csv(tmp_path / "out" / "results.tsv", sep="\t")
+    assert list(written.columns[:3]) == ["gene", "statistic", "n_studies"]
+    assert {"statistic_gpl571", "statistic_gpl10558", "tau2", "i2"} <= set(written.columns)
+    direct = permenrich.meta(str(manifest), method="random", permutations=200, threads=1)
+    permenrich.write_results(direct, tmp_path / "direct")
+    assert (tmp_path / "out" / "results.tsv").read_text() == (tmp_path / "direct" / "results.tsv").read_text()
+    capsys.readouterr()
+
+    bad = {
+        "unknown column": ("study\texpr\tcolour\nx\tdata/gpl571.tsv\tred\n",
+                           r"studies.tsv: line 1: unknown column 'colour'"),
+        "empty expr": ("study\texpr\nx\t\n", r"studies.tsv: line 2: the 'expr' cell is empty"),
+        "missing file": ("study\texpr\tphenotype\tcase\tcontrol\nx\tdata/none.tsv\tdata/gpl571.cls\tcase\tctrl\n",
+                         r"study 'x': .*none.tsv"),
+    }
+    for label, (text, pattern) in bad.items():
+        manifest.write_text(text)
+        status = main(["meta", "--manifest", str(manifest), "--permutations", "20", "--out", str(tmp_path / label)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 2 and len(err) == 1, (label, err)
+        assert re.search(pattern, err[0]), (label, err[0])
+        assert not (tmp_path / label).exists()
