@@ -50,7 +50,7 @@ def _check_ranges(table: pd.DataFrame, client) -> None:
     assert dask["workers"] == len(client.nthreads()) and dask["ranges_per_pass"] >= 4
 
 
-@pytest.mark.parametrize("mode", ["gsea", "genes", "ora", "prerank", "meta"])
+@pytest.mark.parametrize("mode", ["gsea", "genes", "ora", "prerank", "meta", "meta_gsea"])
 def test_two_workers_equal_the_local_run_byte_for_byte(client, mode):
     expr, labels, sets = _cohort()
     kwargs = dict(permutations=2000, seed=11, batch_size=50, threads=1, device="cpu")
@@ -61,11 +61,12 @@ def test_two_workers_equal_the_local_run_byte_for_byte(client, mode):
     elif mode == "ora":
         run = lambda **extra: permenrich.ora(None, sets, expr=expr, phenotype=labels, case="A", control="B",  # noqa: E731
                                              metric="student_t", top=30, **kwargs, **extra)
-    elif mode == "meta":
+    elif mode.startswith("meta"):
         other, other_labels, _ = _cohort(n_case=8, n_control=9, seed=5)
         studies = [{"expr": expr, "phenotype": labels, "case": "A", "control": "B"},
                    {"expr": other, "phenotype": other_labels, "case": "A", "control": "B"}]
-        run = lambda **extra: permenrich.meta(studies, method="random", **kwargs, **extra)  # noqa: E731
+        more = {"gene_sets": sets, "mode": "gsea"} if mode == "meta_gsea" else {}
+        run = lambda **extra: permenrich.meta(studies, method="random", **more, **kwargs, **extra)  # noqa: E731
     else:
         scores = pd.Series(np.random.default_rng(3).normal(size=300), index=expr.index)
         run = lambda **extra: permenrich.prerank(scores, sets, **kwargs, **extra)  # noqa: E731

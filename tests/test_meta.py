@@ -228,6 +228,14 @@ def test_cli_manifest_run_equals_the_api_and_bad_manifests_are_one_line(tmp_path
     direct = permenrich.meta(str(manifest), method="random", permutations=200, threads=1)
     permenrich.write_results(direct, tmp_path / "direct")
     assert (tmp_path / "out" / "results.tsv").read_text() == (tmp_path / "direct" / "results.tsv").read_text()
+    (tmp_path / "sets.gmt").write_text("UP\tplanted\t" + "\t".join(f"g{i}" for i in range(12)) + "\n"
+                                       "NOISE\tnone\t" + "\t".join(f"g{i}" for i in range(12, 26)) + "\n")
+    assert main(["meta", "--manifest", str(manifest), "--mode", "gsea", "--gene-sets", str(tmp_path / "sets.gmt"),
+                 "--min-size", "5", "--permutations", "200", "--threads", "1", "--out", str(tmp_path / "gsea"),
+                 "--quiet"]) == 0
+    sets_table = pd.read_csv(tmp_path / "gsea" / "results.tsv", sep="\t")
+    assert sorted(sets_table.gene_set) == ["NOISE", "UP"]
+    assert {"es_gpl571", "es_gpl10558", "nes", "fdr"} <= set(sets_table.columns)
     capsys.readouterr()
 
     bad = {
@@ -244,3 +252,36 @@ def test_cli_manifest_run_equals_the_api_and_bad_manifests_are_one_line(tmp_path
         assert status == 2 and len(err) == 1, (label, err)
         assert re.search(pattern, err[0]), (label, err[0])
         assert not (tmp_path / label).exists()
+
+
+def _sets(genes):
+    return {"PLANTED": list(genes[:15]), "OTHER": list(genes[15:40]), "REST": list(genes[40:70])}
+
+
+def test_one_study_gsea_meta_equals_the_single_study_gsea() -> None:
+    study = _study(np.random.default_rng(10), n_genes=80, shift=1.0, shifted=range(15))
+    sets = _sets(study["expr"].index)
+    alone = permenrich.gsea(study["expr"], study["phenotype"], sets, case="case", control="ctrl", metric="welch_t",
+                            permutations=300, seed=5, threads=1, min_size=10)
+    combined = permenrich.meta([study], sets, mode="gsea", permutations=300, seed=5, threads=1, min_size=10)
+    for column in ("gene_set", "es", "nes", "pval", "fdr", "fwer", "leading_edge"):
+        assert combined[column].tolist() == alone[column].tolist(), column
+    assert combined.es_study1.tolist() == alone.es.tolist()
+
+
+def test_gsea_meta_finds_a_set_weak_in_each_study_and_reports_each_study() -> None:
+    rng = np.random.default_rng(11)
+    studies = [_study(rng, n_genes=80, shift=0.5, shifted=range(15)) for _ in range(3)]
+    sets = _sets(studies[0]["expr"].index)
+    singles = [permenrich.gsea(s["expr"], s["phenotype"], sets, case="case", control="ctrl", metric="welch_t",
+                               permutations=500, seed=1, threads=1, min_size=10).set_index("gene_set")
+               for s in studies]
+    meta = permenrich.meta(studies, sets, mode="gsea", permutations=500, seed=1, threads=1,
+                           min_size=10).set_index("gene_set")
+    assert meta.pval.loc["PLANTED"] < min(single.pval.loc["PLANTED"] for single in singles)
+    assert meta.pval.loc["PLANTED"] <= 0.01
+    for i, single in enumerate(singles):  # each study's ES, from its own statistic
+        assert meta.loc["PLANTED", f"es_study{i + 1}"] == pytest.approx(single.es.loc["PLANTED"], abs=1e-12)
+    assert meta.attrs["run"]["parameters"]["mode"] == "gsea"
+    with pytest.raises(OptionError, match="needs gene sets"):
+        permenrich.meta(studies, mode="gsea", permutations=20)

@@ -219,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--metric", default=None,
                    help="per-study statistic: welch_t for stouffer (default), hedges_g for fixed/random")
     m.add_argument("--alternative", default="two-sided", help="two-sided (default), greater, less")
+    m.add_argument("--mode", default="genes",
+                   help="genes (default: per-gene p-values and maxT of the combined statistic) or gsea (GSEA on the "
+                        "combined ranking, needs --gene-sets)")
+    m.add_argument("--gene-sets", nargs="+", help="GMT/GMX files (--mode gsea)")
+    m.add_argument("--set-statistic", default="ks", help="--mode gsea: ks (default), mean or maxmean")
+    m.add_argument("--weight", type=float, default=1.0, help=WEIGHT_HELP)
+    m.add_argument("--min-size", type=int, default=15, help="smallest set size in the data (default 15)")
+    m.add_argument("--max-size", type=int, default=500, help="largest set size in the data (default 500)")
     m.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(m, permutations=10000)
 
@@ -387,9 +395,11 @@ def _run_ora(args: argparse.Namespace) -> int:
 def _run_meta(args: argparse.Namespace) -> int:
     from .api import meta
 
-    table = meta(args.manifest, method=args.method, join=args.join, metric=args.metric,
-                 alternative=args.alternative, **_run_kwargs(args))
-    _report(table, args.out, f"genes from {len(table.attrs['run']['studies'])} studies")
+    table = meta(args.manifest, args.gene_sets, mode=args.mode, method=args.method, join=args.join,
+                 metric=args.metric, alternative=args.alternative, set_statistic=args.set_statistic,
+                 weight=args.weight, min_size=args.min_size, max_size=args.max_size, **_run_kwargs(args))
+    what = "gene sets" if args.mode == "gsea" else "genes"
+    _report(table, args.out, f"{what} from {len(table.attrs['run']['studies'])} studies")
     return 0
 
 

@@ -14,13 +14,23 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._pipeline import choose_batch_size, file_digest
+from .._pipeline import choose_batch_size, digests, file_digest, load_gene_sets
 from ..errors import InputError, OptionError
 from ..nulls import ExceedanceAccumulator, bh_adjust
 from ..runner import Job, Prepared, ProgressCallback, run
 from ..stats.meta import combine, gather, join_genes, study_seed
+from ..enrich.linear import SetStatisticName
 from ..stats.metrics import Alternative, MetricName
-from ._shared import check_observed_statistics, options_of, prepare_study, provenance
+from ._shared import (
+    check_observed_statistics,
+    gsea_job,
+    gsea_table,
+    leading_edges,
+    options_of,
+    prepare_study,
+    provenance,
+    score_scale,
+)
 
 #: What one study may set: the single-study input options of :func:`permenrich.genes`.
 STUDY_KEYS = ("name", "expr", "phenotype", "groupby", "case", "control", "phenotype_column", "strata", "pairs",
@@ -86,7 +96,13 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def meta(
     studies: Sequence[Mapping[str, Any]] | str | os.PathLike,
+    gene_sets: Any = None,
     *,
+    mode: Literal["genes", "gsea"] = "genes",
+    set_statistic: SetStatisticName = "ks",
+    weight: float = 1.0,
+    min_size: int = 15,
+    max_size: int = 500,
     method: Literal["stouffer", "fixed", "random"] = "stouffer",
     join: Literal["inner", "outer"] = "inner",
     metric: MetricName | None = None,
@@ -112,6 +128,14 @@ def meta(
         ``covariates``, ``chip``, ``collapse``, ``normalize``, ...) and an optional
         ``name`` (default ``study1``, ``study2``, ...). Studies may measure different
         genes (e.g. platforms collapsed to symbols with ``chip``).
+    gene_sets
+        For ``mode="gsea"``: GMT/GMX file(s) or a mapping of set name to genes.
+    mode
+        ``genes``: per-gene permutation p-values and maxT of the combined statistic.
+        ``gsea``: GSEA on the ranking by the combined statistic, its null from the same
+        combined permutations.
+    set_statistic, weight, min_size, max_size
+        As in :func:`permenrich.gsea` (``mode="gsea"``).
     method
         ``stouffer`` (weighted sum of the per-study statistics, weights sqrt(n)),
         ``fixed`` (inverse-variance fixed effect on Hedges' g) or ``random``
@@ -132,7 +156,10 @@ def meta(
         One row per joined gene: ``gene``, ``statistic`` (combined), ``n_studies``,
         ``effect``/``tau2``/``q``/``i2`` for the effect-size methods, one
         ``statistic_<study>`` column per study, ``pval``, ``qval_bh``, ``pval_maxt``;
-        sorted as :func:`permenrich.genes`. ``attrs["run"]`` holds the provenance.
+        sorted as :func:`permenrich.genes`. With ``mode="gsea"``: the table of
+        :func:`permenrich.gsea` for the combined ranking plus one ``es_<study>`` column
+        per study (that study's own enrichment score on the joined genes; a gene it
+        lacks counts as 0). ``attrs["run"]`` holds the provenance.
     """
     if metric is None:
         metric = "hedges_g" if method in ("fixed", "random") else "welch_t"
@@ -162,6 +189,8 @@ def prepare_meta(options: dict) -> Prepared:
     statistics; the runner's :class:`~permenrich.runner.Prepared`."""
     o = SimpleNamespace(**options)
     started = time.perf_counter()
+    if o.mode == "gsea" and o.gene_sets is None:
+        raise OptionError("mode 'gsea' needs gene sets: give gene_sets (GMT/GMX files or a mapping)")
     if o.method in ("fixed", "random") and o.metric != "hedges_g":
         raise OptionError(f"method {o.method!r} combines Hedges' g; use metric 'hedges_g' (got {o.metric!r})")
     if isinstance(o.studies, (str, os.PathLike)):
@@ -203,23 +232,49 @@ def prepare_meta(options: dict) -> Prepared:
     def combined(per_study: list[np.ndarray]) -> Any:
         return combine(gather(per_study, positions), o.method, weights=weights, class_sizes=sizes)
 
-    observed_each = []
-    for name, r in zip(names, runs):
-        stat = np.asarray(r.backend.to_host(r.backend.gene_statistics(r.plan.observed())))[0]
-        check_observed_statistics(stat, r.study.gene_ids, o.metric, r.study.source)
-        observed_each.append(stat)
-    observed = combined(observed_each)
-    check_observed_statistics(observed.statistic, genes, o.metric, "the combined statistic")
-    n_perm = int(o.permutations)
-    budget = runs[0].budget
-    chosen = choose_batch_size(o.batch_size, budget, 8 * genes.size * (len(runs) + 4), n_perm)
-
-    def score(start: int, stop: int) -> np.ndarray:
+    def combined_statistics(start: int, stop: int) -> np.ndarray:
+        """The combined statistics of permutations [start, stop): each study's labellings
+        k, on its own backend, combined on the host."""
         per_study = [np.asarray(r.backend.to_host(r.backend.gene_statistics(r.backend.labellings(r.plan, start, stop))))
                      for r in runs]
         return combined(per_study).statistic
 
-    job = Job(n_perm=n_perm, batch_size=chosen, cache=False, score=score,
+    observed_each = []
+    for r in runs:
+        stat = np.asarray(r.backend.to_host(r.backend.gene_statistics(r.plan.observed())))[0]
+        check_observed_statistics(stat, r.study.gene_ids, o.metric, r.study.source)
+        observed_each.append(stat)
+    observed = combined(observed_each)
+    check_observed_statistics(observed.statistic, genes, o.metric, "the combined statistic",
+                              o.set_statistic if o.mode == "gsea" else None)
+    n_perm = int(o.permutations)
+    budget, backend = runs[0].budget, runs[0].backend
+    studies_record = [{"name": name, "seed": r.plan.seed, "n_case": r.study.design.n_case,
+                       "n_control": r.study.design.n_control, "n_genes": int(r.study.n_genes),
+                       "n_genes_joined": int((found >= 0).sum()), "case": r.study.info.get("case"),
+                       "control": r.study.info.get("control"), "permutation_plan": r.plan.describe(),
+                       "expression": file_digest(s.get("expr")) or {"object": type(s.get("expr")).__name__},
+                       "phenotype": file_digest(s.get("phenotype"))}
+                      for name, r, found, s in zip(names, runs, positions, o.studies)]
+    parameters = {"mode": o.mode, "method": o.method, "join": o.join, "metric": o.metric,
+                  "alternative": o.alternative, "permutations": n_perm, "seed": int(o.seed), "memory_bytes": budget,
+                  "device": o.device, "stouffer_weights": "sqrt(n)" if o.method == "stouffer" else None}
+    data = {"n_genes": int(genes.size), "manifest": file_digest(options["studies"])}
+
+    def record(table: pd.DataFrame, timings: dict, **sections: Any) -> None:
+        table.attrs["run"] = provenance(
+            "meta", parameters, started, studies=studies_record,
+            permutation_type="phenotype (sample labels), every study relabelled independently",
+            data=data, backend=backend.describe(), timings=timings, **sections)
+
+    per_study_observed = gather(observed_each, positions)
+    if o.mode == "gsea":
+        return _gsea_of_combined(o, backend, genes, names, observed.statistic, per_study_observed,
+                                 combined_statistics, n_perm, budget, parameters, data, record)
+
+    chosen = choose_batch_size(o.batch_size, budget, 8 * genes.size * (len(runs) + 4), n_perm)
+    parameters["batch_size"] = chosen
+    job = Job(n_perm=n_perm, batch_size=chosen, cache=False, score=combined_statistics,
               new_accumulator=lambda: ExceedanceAccumulator(observed.statistic, alternative=o.alternative, centre=0.0,
                                                             n_perm=n_perm, exact=False, xp=np, threads=o.threads))
 
@@ -230,32 +285,54 @@ def prepare_meta(options: dict) -> Prepared:
         for field in ("effect", "tau2", "q", "i2"):
             if getattr(observed, field) is not None:
                 columns[field] = getattr(observed, field)
-        per_study = gather(observed_each, positions)
-        for name, values in zip(names, per_study):
+        for name, values in zip(names, per_study_observed):
             columns[f"statistic_{name}"] = values
         columns.update(pval=result["pval"], qval_bh=bh_adjust(result["pval"]), pval_maxt=result["p_maxt"])
         table = pd.DataFrame(columns)
         order = np.lexsort((table.gene.to_numpy(), -np.abs(table.statistic.to_numpy()), table.pval.to_numpy()))
         table = table.iloc[order].reset_index(drop=True)
-        table.attrs["run"] = provenance(
-            "meta",
-            {"method": o.method, "join": o.join, "metric": o.metric, "alternative": o.alternative,
-             "permutations": n_perm, "seed": int(o.seed), "memory_bytes": budget, "batch_size": chosen,
-             "device": o.device, "stouffer_weights": "sqrt(n)" if o.method == "stouffer" else None},
-            started,
-            studies=[{"name": name, "seed": r.plan.seed, "n_case": r.study.design.n_case,
-                      "n_control": r.study.design.n_control, "n_genes": int(r.study.n_genes),
-                      "n_genes_joined": int((found >= 0).sum()), "case": r.study.info.get("case"),
-                      "control": r.study.info.get("control"), "permutation_plan": r.plan.describe(),
-                      "expression": file_digest(s.get("expr")) or {"object": type(s.get("expr")).__name__},
-                      "phenotype": file_digest(s.get("phenotype"))}
-                     for name, r, found, s in zip(names, runs, positions, o.studies)],
-            permutation_type="phenotype (sample labels), every study relabelled independently",
-            data={"n_genes": int(genes.size),
-                  "manifest": file_digest(options["studies"])},
-            backend=runs[0].backend.describe(),
-            timings=timings,
-        )
+        record(table, timings)
+        return table
+
+    return Prepared(job, finish)
+
+
+def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str], statistic: np.ndarray,
+                      per_study: np.ndarray, combined_statistics: Any, n_perm: int, budget: int, parameters: dict,
+                      data: dict, record: Any) -> Prepared:
+    """GSEA on the combined ranking: the set statistic of the combined per-gene statistic,
+    its null from the same permutations (the combination of every study's permutation k)."""
+    from .gsea import _ranking
+
+    index = load_gene_sets(o.gene_sets, genes, min_size=o.min_size, max_size=o.max_size)
+    gene_set_offsets, gene_set_ids = index.gene_to_sets(genes.size)
+    backend.prepare_sets(o.set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
+                         float(o.weight), int(genes.size))
+
+    def set_scores(stats: np.ndarray) -> np.ndarray:
+        return np.asarray(backend.to_host(backend.set_scores(backend.xp.asarray(stats))))
+
+    observed = set_scores(statistic[None, :])[0]
+    # Each study's own enrichment on the joined genes (a gene it lacks counts as 0), so
+    # that a reader sees which studies drive a set.
+    study_scores = set_scores(np.nan_to_num(per_study, nan=0.0))
+    job, null_info = gsea_job(lambda a, b: set_scores(combined_statistics(a, b)), observed, n_perm=n_perm,
+                              exact=False, xp=np, n_sets=index.n_sets, batch_size=o.batch_size, budget=budget,
+                              extra_bytes=8 * genes.size * (len(names) + 4),
+                              scale=score_scale(o.set_statistic, statistic))
+    parameters.update(set_statistic=o.set_statistic, weight=float(o.weight), min_size=o.min_size,
+                      max_size=o.max_size, batch_size=null_info["batch_size"])
+    data.update(index.census(), gene_sets=digests(o.gene_sets))
+
+    def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
+        table = gsea_table(index, accumulator.finish(), observed,
+                           leading_edges(index, genes, statistic, float(o.weight), o.set_statistic))
+        row_of_set = pd.Series(np.arange(index.n_sets), index=index.names.astype(str))
+        rows = row_of_set.loc[table.gene_set].to_numpy()
+        for name, scores in zip(names, study_scores):
+            table[f"es_{name}"] = scores[rows]
+        record(table, timings, null_storage=null_info["null_storage"], tie_tolerance=null_info["tie_tolerance"])
+        table.attrs["ranking"] = _ranking(index, genes, statistic, float(o.weight), o.set_statistic)
         return table
 
     return Prepared(job, finish)
