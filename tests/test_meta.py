@@ -15,7 +15,7 @@ from scipy import stats as sps
 
 import permenrich
 from permenrich.errors import InputError, OptionError
-from permenrich.stats.meta import combine, gather, join_genes, study_seed
+from permenrich.stats.meta import combine_studies, gather, join_genes, study_seed
 from permenrich.stats.metrics import metric_reference
 
 sm_meta = pytest.importorskip("statsmodels.stats.meta_analysis", reason="statsmodels is the reference")
@@ -32,6 +32,12 @@ def _study(rng, n_genes=30, n_case=6, n_control=7, shift=0.0, shifted=(), prefix
     labels = ["case"] * n_case + ["ctrl"] * n_control
     return {"expr": pd.DataFrame(values, index=genes, columns=[f"s{i}" for i in range(n)]),
             "phenotype": labels, "case": "case", "control": "ctrl"}
+
+
+def combine(stacked: np.ndarray, method: str, **kwargs):
+    """combine_studies of per-study rows stacked (n_studies, n_genes), NaN = gene absent."""
+    positions = np.where(np.isnan(stacked), -1, np.arange(stacked.shape[1]))
+    return combine_studies([row[None, :] for row in stacked], positions, method, **kwargs).row(0)
 
 
 def test_hedges_g_equals_statsmodels() -> None:

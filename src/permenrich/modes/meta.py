@@ -18,7 +18,7 @@ from .._pipeline import choose_batch_size, digests, file_digest, load_gene_sets
 from ..errors import InputError, OptionError
 from ..nulls import ExceedanceAccumulator, bh_adjust
 from ..runner import Job, Prepared, ProgressCallback, run
-from ..stats.meta import combine, gather, join_genes, study_seed
+from ..stats.meta import combine_studies, gather, join_genes, study_seed
 from ..enrich.linear import SetStatisticName
 from ..stats.metrics import Alternative, MetricName
 from ._shared import (
@@ -230,7 +230,7 @@ def prepare_meta(options: dict) -> Prepared:
     weights = np.sqrt(sizes.sum(axis=1))
 
     def combined(per_study: list[np.ndarray]) -> Any:
-        return combine(gather(per_study, positions), o.method, weights=weights, class_sizes=sizes)
+        return combine_studies(per_study, positions, o.method, weights=weights, class_sizes=sizes)
 
     def combined_statistics(start: int, stop: int) -> np.ndarray:
         """The combined statistics of permutations [start, stop): each study's labellings
@@ -244,7 +244,7 @@ def prepare_meta(options: dict) -> Prepared:
         stat = np.asarray(r.backend.to_host(r.backend.gene_statistics(r.plan.observed())))[0]
         check_observed_statistics(stat, r.study.gene_ids, o.metric, r.study.source)
         observed_each.append(stat)
-    observed = combined(observed_each)
+    observed = combined([stat[None, :] for stat in observed_each]).row(0)
     check_observed_statistics(observed.statistic, genes, o.metric, "the combined statistic",
                               o.set_statistic if o.mode == "gsea" else None)
     n_perm = int(o.permutations)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ..errors import OptionError
@@ -41,7 +42,7 @@ METHODS = ("stouffer", "fixed", "random")
 
 def hedges_g_variance(g: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
     """Sampling variance of Hedges' g for class sizes ``n_a``, ``n_b`` (Hedges & Olkin's
-    large-sample formula, as in Borenstein et al. 2009 with the 3.94 refinement):
+    large-sample formula, as in statsmodels' ``effectsize_smd``):
     ``n / (n_a n_b) + g^2 / (2 (n - 3.94))``, ``n = n_a + n_b``."""
     n = n_a + n_b
     return n / (n_a * n_b) + np.square(g) / (2.0 * (n - 3.94))
@@ -49,18 +50,19 @@ def hedges_g_variance(g: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
 
 @dataclass
 class Combined:
-    """Combined per-gene statistics.
+    """Combined per-gene statistics, shape (n_batch, n_genes) each (one row per
+    permutation, or one row for the observed labels).
 
     Attributes
     ----------
     statistic : ndarray
         The combined statistic (Stouffer's sum, or the fixed/random-effects z).
+    n_studies : ndarray
+        Studies that measure each gene, shape (n_genes,).
     effect : ndarray or None
         The pooled effect size (``fixed``, ``random``).
     tau2, q, i2 : ndarray or None
         Between-study variance, Cochran's Q and I^2 (``random``).
-    n_studies : ndarray
-        Studies that measure each gene.
     """
 
     statistic: np.ndarray
@@ -70,55 +72,105 @@ class Combined:
     q: np.ndarray | None = None
     i2: np.ndarray | None = None
 
+    def row(self, b: int = 0) -> Combined:
+        """Row ``b`` (e.g. the observed labels): every field of shape (n_genes,)."""
+        pick = {name: None if value is None else value[b]
+                for name, value in vars(self).items() if name not in ("n_studies",)}
+        return Combined(n_studies=self.n_studies, **pick)
 
-def combine(values: np.ndarray, method: str, *, weights: np.ndarray | None = None,
-            class_sizes: np.ndarray | None = None) -> Combined:
-    """Combine per-study statistics over the first axis.
+
+# Accumulator rows of the kernel below; a method allocates only the rows it uses
+# (stouffer the first two, fixed three, random all seven).
+_ONLY, _SUM_WG, _SUM_W, _SUM_WGG, _SUM_WW, _SUM_W_RANDOM, _SUM_WG_RANDOM = range(7)
+_ROWS = {"stouffer": 2, "fixed": 3, "random": 7}
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def _add_study(values, rows, method, second_pass, weight, n_a, n_b, tau2, acc):  # pragma: no cover - jitted
+    """Add one study's statistics (n_batch, n_genes_s) to the sums over studies ``acc``
+    (7, n_batch, n_joined). Studies are added in order, each element on its own: the
+    same bits whatever the batch size or thread count."""
+    n_batch, n_joined = acc.shape[1], acc.shape[2]
+    n = n_a + n_b
+    for b in numba.prange(n_batch):
+        for j in range(n_joined):
+            r = rows[j]
+            if r < 0:
+                continue
+            x = values[b, r]
+            acc[_ONLY, b, j] = x
+            if method == 0:
+                acc[_SUM_WG, b, j] += weight * x
+                continue
+            v = n / (n_a * n_b) + x * x / (2.0 * (n - 3.94))
+            if second_pass:
+                w = 1.0 / (v + tau2[b, j])
+                acc[_SUM_W_RANDOM, b, j] += w
+                acc[_SUM_WG_RANDOM, b, j] += w * x
+                continue
+            w = 1.0 / v
+            acc[_SUM_W, b, j] += w
+            acc[_SUM_WG, b, j] += w * x
+            if method == 2:
+                acc[_SUM_WGG, b, j] += w * x * x
+                acc[_SUM_WW, b, j] += w * w
+
+
+def combine_studies(per_study: list[np.ndarray], positions: np.ndarray, method: str, *,
+                    weights: np.ndarray | None = None, class_sizes: np.ndarray | None = None) -> Combined:
+    """Combine per-study statistics onto the joined genes.
 
     Parameters
     ----------
-    values : ndarray, shape (n_studies, ...)
-        Per-study statistics (Hedges' g for ``fixed`` and ``random``); NaN where a study
-        does not measure the gene.
+    per_study
+        Each study's statistics, shape (n_batch, n_genes_s): the statistic of the
+        method (Hedges' g for ``fixed`` and ``random``).
+    positions : ndarray of int64, shape (n_studies, n_genes)
+        Each joined gene's column in each study, -1 where the study lacks it
+        (:func:`join_genes`).
     method : {"stouffer", "fixed", "random"}
     weights : ndarray, shape (n_studies,), optional
         Stouffer weights (required for ``stouffer``).
     class_sizes : ndarray, shape (n_studies, 2), optional
-        Each study's (n_case, n_control), for the variance of g (required for ``fixed``
-        and ``random``).
+        Each study's (n_case, n_control), for the variance of g (``fixed``, ``random``).
     """
     if method not in METHODS:
         raise OptionError(f"unknown meta-analysis method {method!r}; choose one of {', '.join(METHODS)}")
-    values = np.asarray(values, dtype=np.float64)
-    present = ~np.isnan(values)
+    present = positions >= 0
     n_studies = present.sum(axis=0)
-    shape = (-1,) + (1,) * (values.ndim - 1)
     single = n_studies == 1
-    if method == "stouffer":
-        w = np.where(present, np.asarray(weights, dtype=np.float64).reshape(shape), 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            statistic = np.where(present, w * values, 0.0).sum(axis=0) / np.sqrt(np.square(w).sum(axis=0))
-        # One study: its statistic itself (w T / sqrt(w^2) can differ from T in the last bit).
-        statistic = np.where(single, np.nansum(values, axis=0), statistic)
-        return Combined(statistic, n_studies)
-    sizes = np.asarray(class_sizes, dtype=np.float64)
-    variance = hedges_g_variance(values, sizes[:, 0].reshape(shape), sizes[:, 1].reshape(shape))
-    g = np.where(present, values, 0.0)
-    w = np.where(present, 1.0 / variance, 0.0)
-    sum_w = w.sum(axis=0)
-    mu_fixed = (w * g).sum(axis=0) / sum_w
-    if method == "fixed":
-        return Combined(mu_fixed * np.sqrt(sum_w), n_studies, effect=mu_fixed)
-    q = (w * np.square(g - mu_fixed)).sum(axis=0)
-    df = n_studies - 1
-    c = sum_w - np.square(w).sum(axis=0) / sum_w
+    n_batch = per_study[0].shape[0]
+    acc = np.zeros((_ROWS[method], n_batch, positions.shape[1]))
+    code = METHODS.index(method)
+    sizes = np.zeros((len(per_study), 2)) if class_sizes is None else np.asarray(class_sizes, dtype=np.float64)
+    w_stouffer = np.zeros(len(per_study)) if weights is None else np.asarray(weights, dtype=np.float64)
+    no_tau2 = np.zeros((1, 1))
+    for s, values in enumerate(per_study):
+        _add_study(np.ascontiguousarray(values, dtype=np.float64), positions[s], code, False, w_stouffer[s],
+                  sizes[s, 0], sizes[s, 1], no_tau2, acc)
     with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "stouffer":
+            # The weights do not depend on the labels: one norm per gene.
+            norm = np.sqrt(np.square(np.where(present, w_stouffer[:, None], 0.0)).sum(axis=0))
+            # One study: its statistic itself (w T / sqrt(w^2) can differ from T in the last bit).
+            statistic = np.where(single, acc[_ONLY], acc[_SUM_WG] / norm)
+            return Combined(statistic, n_studies)
+        sum_w, sum_wg = acc[_SUM_W], acc[_SUM_WG]
+        mu_fixed = sum_wg / sum_w
+        if method == "fixed":
+            return Combined(mu_fixed * np.sqrt(sum_w), n_studies, effect=mu_fixed)
+        # Cochran's Q = sum w (g - mu)^2, expanded so that one pass over the studies suffices.
+        q = np.maximum(acc[_SUM_WGG] - sum_wg * mu_fixed, 0.0)
+        df = n_studies - 1
+        c = sum_w - acc[_SUM_WW] / sum_w
         tau2 = np.where(df > 0, np.maximum(0.0, (q - df) / c), 0.0)
+        tau2 = np.where(np.isfinite(tau2), tau2, 0.0)  # c = 0: equal variances in every study
         i2 = np.where((df > 0) & (q > 0), np.maximum(0.0, (q - df) / q), 0.0)
-    tau2 = np.where(np.isfinite(tau2), tau2, 0.0)  # c = 0: identical variances and one study
-    w_random = np.where(present, 1.0 / (variance + tau2), 0.0)
-    sum_random = w_random.sum(axis=0)
-    mu = (w_random * g).sum(axis=0) / sum_random
+    for s, values in enumerate(per_study):
+        _add_study(np.ascontiguousarray(values, dtype=np.float64), positions[s], code, True, 0.0,
+                  sizes[s, 0], sizes[s, 1], tau2, acc)
+    sum_random = acc[_SUM_W_RANDOM]
+    mu = acc[_SUM_WG_RANDOM] / sum_random
     return Combined(mu * np.sqrt(sum_random), n_studies, effect=mu, tau2=tau2, q=q, i2=i2)
 
 
