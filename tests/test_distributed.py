@@ -65,7 +65,7 @@ def test_two_workers_equal_the_local_run_byte_for_byte(client, mode):
         other, other_labels, _ = _cohort(n_case=8, n_control=9, seed=5)
         studies = [{"expr": expr, "phenotype": labels, "case": "A", "control": "B"},
                    {"expr": other, "phenotype": other_labels, "case": "A", "control": "B"}]
-        more = {"gene_sets": sets, "mode": "gsea"} if mode == "meta_gsea" else {}
+        more = {"gene_sets": sets, "mode": "gsea", "leave_one_out": True} if mode == "meta_gsea" else {}
         run = lambda **extra: permenrich.meta(studies, method="random", **more, **kwargs, **extra)  # noqa: E731
     else:
         scores = pd.Series(np.random.default_rng(3).normal(size=300), index=expr.index)

@@ -237,11 +237,12 @@ def test_cli_manifest_run_equals_the_api_and_bad_manifests_are_one_line(tmp_path
     (tmp_path / "sets.gmt").write_text("UP\tplanted\t" + "\t".join(f"g{i}" for i in range(12)) + "\n"
                                        "NOISE\tnone\t" + "\t".join(f"g{i}" for i in range(12, 26)) + "\n")
     assert main(["meta", "--manifest", str(manifest), "--mode", "gsea", "--gene-sets", str(tmp_path / "sets.gmt"),
-                 "--min-size", "5", "--permutations", "200", "--threads", "1", "--out", str(tmp_path / "gsea"),
+                 "--leave-one-out", "--min-size", "5", "--permutations", "200", "--threads", "1", "--out", str(tmp_path / "gsea"),
                  "--quiet"]) == 0
     sets_table = pd.read_csv(tmp_path / "gsea" / "results.tsv", sep="\t")
     assert sorted(sets_table.gene_set) == ["NOISE", "UP"]
-    assert {"es_gpl571", "es_gpl10558", "nes", "fdr"} <= set(sets_table.columns)
+    assert {"es_gpl571", "es_gpl10558", "nes", "fdr", "nes_without_gpl571", "fdr_without_gpl10558"} <= set(
+        sets_table.columns)
     capsys.readouterr()
 
     bad = {
@@ -291,3 +292,24 @@ def test_gsea_meta_finds_a_set_weak_in_each_study_and_reports_each_study() -> No
     assert meta.attrs["run"]["parameters"]["mode"] == "gsea"
     with pytest.raises(OptionError, match="needs gene sets"):
         permenrich.meta(studies, mode="gsea", permutations=20)
+
+
+def test_leave_one_out_keeps_the_main_result_and_shows_the_driving_study() -> None:
+    rng = np.random.default_rng(12)
+    studies = [_study(rng, n_genes=80, n_case=10, n_control=10, shift=2.0 if s == 0 else 0.0, shifted=range(15))
+               for s in range(3)]
+    sets = _sets(studies[0]["expr"].index)
+    kwargs = dict(mode="gsea", permutations=400, seed=2, threads=1, min_size=10)
+    plain = permenrich.meta(studies, sets, **kwargs)
+    loo = permenrich.meta(studies, sets, leave_one_out=True, **kwargs)
+    assert loo[plain.columns].to_csv() == plain.to_csv()  # the extra parts change nothing
+    planted = loo.set_index("gene_set").loc["PLANTED"]
+    assert planted.pval_without_study1 > 0.05 > max(planted.pval_without_study2, planted.pval_without_study3)
+    assert abs(planted.nes_without_study1) < abs(planted.nes_without_study2)
+
+    genes_loo = permenrich.meta(studies, leave_one_out=True, permutations=200, threads=1).set_index("gene")
+    pair = permenrich.meta(studies[1:], permutations=200, threads=1).set_index("gene")
+    # Without study 1, the combined statistic is the meta-analysis of studies 2 and 3.
+    assert np.array_equal(genes_loo.statistic_without_study1.loc[pair.index].to_numpy(), pair.statistic.to_numpy())
+    with pytest.raises(OptionError, match="at least two studies"):
+        permenrich.meta(studies[:1], leave_one_out=True, permutations=20)

@@ -223,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="genes (default: per-gene p-values and maxT of the combined statistic) or gsea (GSEA on the "
                         "combined ranking, needs --gene-sets)")
     m.add_argument("--gene-sets", nargs="+", help="GMT/GMX files (--mode gsea)")
+    m.add_argument("--leave-one-out", action="store_true",
+                   help="also the meta-analysis without each study, from the same permutations "
+                        "(columns *_without_<study>)")
     m.add_argument("--set-statistic", default="ks", help="--mode gsea: ks (default), mean or maxmean")
     m.add_argument("--weight", type=float, default=1.0, help=WEIGHT_HELP)
     m.add_argument("--min-size", type=int, default=15, help="smallest set size in the data (default 15)")
@@ -397,7 +400,8 @@ def _run_meta(args: argparse.Namespace) -> int:
 
     table = meta(args.manifest, args.gene_sets, mode=args.mode, method=args.method, join=args.join,
                  metric=args.metric, alternative=args.alternative, set_statistic=args.set_statistic,
-                 weight=args.weight, min_size=args.min_size, max_size=args.max_size, **_run_kwargs(args))
+                 weight=args.weight, min_size=args.min_size, max_size=args.max_size,
+                 leave_one_out=args.leave_one_out, **_run_kwargs(args))
     what = "gene sets" if args.mode == "gsea" else "genes"
     _report(table, args.out, f"{what} from {len(table.attrs['run']['studies'])} studies")
     return 0

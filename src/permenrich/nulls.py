@@ -634,3 +634,42 @@ class ExceedanceAccumulator:
         pval[undefined] = np.nan
         adjusted[undefined] = np.nan
         return {"pval": pval, "p_maxt": np.minimum(adjusted, 1.0)}
+
+
+class StackedAccumulator:
+    """Several accumulators fed from one batch of stacked scores, shape
+    (n_parts, n_batch, ...): part i gets ``batch[i]`` (e.g. a meta-analysis and each of
+    its leave-one-study-out variants, scored from the same permutations). Follows the
+    runner's protocol; merging, and so byte identity, is each part's own."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.parts = parts
+        self.xp = parts[0].xp
+        self.passes = max(part.passes for part in parts)
+
+    def add(self, pass_index: int, batch: Any) -> None:
+        for part, scores in zip(self.parts, batch):
+            if pass_index < part.passes:
+                part.add(pass_index, scores)
+
+    def state(self, pass_index: int) -> dict:
+        return {f"{i}/{key}": value for i, part in enumerate(self.parts) if pass_index < part.passes
+                for key, value in part.state(pass_index).items()}
+
+    def merge(self, pass_index: int, state: dict) -> None:
+        for i, part in enumerate(self.parts):
+            if pass_index < part.passes:
+                prefix = f"{i}/"
+                part.merge(pass_index, {key[len(prefix):]: value for key, value in state.items()
+                                        if key.startswith(prefix)})
+
+    def end_pass(self, pass_index: int) -> list:
+        return [part.end_pass(pass_index) if pass_index < part.passes else None for part in self.parts]
+
+    def begin_pass(self, pass_index: int, setup: list | None) -> None:
+        for part, part_setup in zip(self.parts, setup or [None] * len(self.parts)):
+            if pass_index < part.passes:
+                part.begin_pass(pass_index, part_setup)
+
+    def finish(self) -> list:
+        return [part.finish() for part in self.parts]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 import os
@@ -16,7 +17,7 @@ import pandas as pd
 
 from .._pipeline import choose_batch_size, digests, file_digest, load_gene_sets
 from ..errors import InputError, OptionError
-from ..nulls import ExceedanceAccumulator, bh_adjust
+from ..nulls import ExceedanceAccumulator, GseaNullAccumulator, StackedAccumulator, bh_adjust
 from ..runner import Job, Prepared, ProgressCallback, run
 from ..stats.meta import combine_studies, gather, join_genes, study_seed
 from ..enrich.linear import SetStatisticName
@@ -103,6 +104,7 @@ def meta(
     weight: float = 1.0,
     min_size: int = 15,
     max_size: int = 500,
+    leave_one_out: bool = False,
     method: Literal["stouffer", "fixed", "random"] = "stouffer",
     join: Literal["inner", "outer"] = "inner",
     metric: MetricName | None = None,
@@ -136,6 +138,11 @@ def meta(
         combined permutations.
     set_statistic, weight, min_size, max_size
         As in :func:`permenrich.gsea` (``mode="gsea"``).
+    leave_one_out
+        Also the meta-analysis without each study, from the same permutations: columns
+        ``statistic_without_<study>``/``pval_without_<study>`` (genes) or
+        ``nes_without_<study>``/``pval_without_<study>``/``fdr_without_<study>``
+        (gsea), to see which study a result rests on.
     method
         ``stouffer`` (weighted sum of the per-study statistics, weights sqrt(n)),
         ``fixed`` (inverse-variance fixed effect on Hedges' g) or ``random``
@@ -229,15 +236,32 @@ def prepare_meta(options: dict) -> Prepared:
     sizes = np.array([[r.study.design.n_case, r.study.design.n_control] for r in runs], dtype=np.float64)
     weights = np.sqrt(sizes.sum(axis=1))
 
-    def combined(per_study: list[np.ndarray]) -> Any:
-        return combine_studies(per_study, positions, o.method, weights=weights, class_sizes=sizes)
+    if o.leave_one_out and len(runs) < 2:
+        raise OptionError("leave_one_out needs at least two studies")
+    # The meta-analysis of every study, then (leave_one_out) of all studies but each one:
+    # all scored from the same permutations, each study's statistics computed once.
+    subsets = [list(range(len(runs)))]
+    if o.leave_one_out:
+        subsets += [[t for t in range(len(runs)) if t != s] for s in range(len(runs))]
+
+    def combined(per_study: list[np.ndarray], subset: list[int] | None = None) -> Any:
+        subset = subsets[0] if subset is None else subset
+        return combine_studies([per_study[t] for t in subset], positions[subset], o.method,
+                               weights=weights[subset], class_sizes=sizes[subset])
+
+    def subset_statistics(per_study: list[np.ndarray]) -> np.ndarray:
+        """Shape (n_subsets, n_batch, n_genes); without a study, a gene that only it
+        measures (outer join) counts as 0."""
+        return np.stack([combined(per_study, subset).statistic if i == 0
+                         else np.nan_to_num(combined(per_study, subset).statistic, nan=0.0)
+                         for i, subset in enumerate(subsets)])
 
     def combined_statistics(start: int, stop: int) -> np.ndarray:
-        """The combined statistics of permutations [start, stop): each study's labellings
-        k, on its own backend, combined on the host."""
+        """The combined statistics of permutations [start, stop) for every subset: each
+        study's labellings k, on its own backend, combined on the host."""
         per_study = [np.asarray(r.backend.to_host(r.backend.gene_statistics(r.backend.labellings(r.plan, start, stop))))
                      for r in runs]
-        return combined(per_study).statistic
+        return subset_statistics(per_study)
 
     observed_each = []
     for r in runs:
@@ -245,6 +269,7 @@ def prepare_meta(options: dict) -> Prepared:
         check_observed_statistics(stat, r.study.gene_ids, o.metric, r.study.source)
         observed_each.append(stat)
     observed = combined([stat[None, :] for stat in observed_each]).row(0)
+    observed_subsets = subset_statistics([stat[None, :] for stat in observed_each])[:, 0]
     check_observed_statistics(observed.statistic, genes, o.metric, "the combined statistic",
                               o.set_statistic if o.mode == "gsea" else None)
     n_perm = int(o.permutations)
@@ -258,7 +283,8 @@ def prepare_meta(options: dict) -> Prepared:
                       for name, r, found, s in zip(names, runs, positions, o.studies)]
     parameters = {"mode": o.mode, "method": o.method, "join": o.join, "metric": o.metric,
                   "alternative": o.alternative, "permutations": n_perm, "seed": int(o.seed), "memory_bytes": budget,
-                  "device": o.device, "stouffer_weights": "sqrt(n)" if o.method == "stouffer" else None}
+                  "device": o.device, "stouffer_weights": "sqrt(n)" if o.method == "stouffer" else None,
+                  "leave_one_out": bool(o.leave_one_out)}
     data = {"n_genes": int(genes.size), "manifest": file_digest(options["studies"])}
 
     def record(table: pd.DataFrame, timings: dict, **sections: Any) -> None:
@@ -269,17 +295,18 @@ def prepare_meta(options: dict) -> Prepared:
 
     per_study_observed = gather(observed_each, positions)
     if o.mode == "gsea":
-        return _gsea_of_combined(o, backend, genes, names, observed.statistic, per_study_observed,
+        return _gsea_of_combined(o, backend, genes, names, observed_subsets, per_study_observed,
                                  combined_statistics, n_perm, budget, parameters, data, record)
 
     chosen = choose_batch_size(o.batch_size, budget, 8 * genes.size * (len(runs) + 4), n_perm)
     parameters["batch_size"] = chosen
     job = Job(n_perm=n_perm, batch_size=chosen, cache=False, score=combined_statistics,
-              new_accumulator=lambda: ExceedanceAccumulator(observed.statistic, alternative=o.alternative, centre=0.0,
-                                                            n_perm=n_perm, exact=False, xp=np, threads=o.threads))
+              new_accumulator=lambda: StackedAccumulator([
+                  ExceedanceAccumulator(statistic, alternative=o.alternative, centre=0.0, n_perm=n_perm, exact=False,
+                                        xp=np, threads=o.threads) for statistic in observed_subsets]))
 
     def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
-        result = accumulator.finish()
+        result, *without = accumulator.finish()
         columns: dict[str, Any] = {"gene": genes.astype(str), "statistic": observed.statistic,
                                    "n_studies": observed.n_studies}
         for field in ("effect", "tau2", "q", "i2"):
@@ -288,6 +315,9 @@ def prepare_meta(options: dict) -> Prepared:
         for name, values in zip(names, per_study_observed):
             columns[f"statistic_{name}"] = values
         columns.update(pval=result["pval"], qval_bh=bh_adjust(result["pval"]), pval_maxt=result["p_maxt"])
+        for name, statistic, part in zip(names, observed_subsets[1:], without):
+            columns[f"statistic_without_{name}"] = statistic
+            columns[f"pval_without_{name}"] = part["pval"]
         table = pd.DataFrame(columns)
         order = np.lexsort((table.gene.to_numpy(), -np.abs(table.statistic.to_numpy()), table.pval.to_numpy()))
         table = table.iloc[order].reset_index(drop=True)
@@ -297,11 +327,13 @@ def prepare_meta(options: dict) -> Prepared:
     return Prepared(job, finish)
 
 
-def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str], statistic: np.ndarray,
+def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str], statistics: np.ndarray,
                       per_study: np.ndarray, combined_statistics: Any, n_perm: int, budget: int, parameters: dict,
                       data: dict, record: Any) -> Prepared:
     """GSEA on the combined ranking: the set statistic of the combined per-gene statistic,
-    its null from the same permutations (the combination of every study's permutation k)."""
+    its null from the same permutations (the combination of every study's permutation k).
+    ``statistics``: the observed combined statistic of each subset (all studies first,
+    then without each one), shape (n_subsets, n_genes)."""
     from .gsea import _ranking
 
     index = load_gene_sets(o.gene_sets, genes, min_size=o.min_size, max_size=o.max_size)
@@ -312,25 +344,37 @@ def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str],
     def set_scores(stats: np.ndarray) -> np.ndarray:
         return np.asarray(backend.to_host(backend.set_scores(backend.xp.asarray(stats))))
 
-    observed = set_scores(statistic[None, :])[0]
+    statistic = statistics[0]
+    observed = set_scores(statistics)  # (n_subsets, n_sets)
     # Each study's own enrichment on the joined genes (a gene it lacks counts as 0), so
     # that a reader sees which studies drive a set.
     study_scores = set_scores(np.nan_to_num(per_study, nan=0.0))
-    job, null_info = gsea_job(lambda a, b: set_scores(combined_statistics(a, b)), observed, n_perm=n_perm,
-                              exact=False, xp=np, n_sets=index.n_sets, batch_size=o.batch_size, budget=budget,
-                              extra_bytes=8 * genes.size * (len(names) + 4),
-                              scale=score_scale(o.set_statistic, statistic))
+    def score(start: int, stop: int) -> np.ndarray:
+        return np.stack([set_scores(stats) for stats in combined_statistics(start, stop)])
+
+    n_parts = observed.shape[0]
+    job, null_info = gsea_job(score, observed[0], n_perm=n_perm, exact=False, xp=np, n_sets=index.n_sets * n_parts,
+                              batch_size=o.batch_size, budget=budget,
+                              extra_bytes=8 * genes.size * (len(names) + 4 * n_parts),
+                              scale=max(score_scale(o.set_statistic, s) for s in statistics))
+    tolerance = null_info["tie_tolerance"]
+    job = dataclasses.replace(job, new_accumulator=lambda: StackedAccumulator(
+        [GseaNullAccumulator(part, n_perm, False, xp=np, tie_tolerance=tolerance) for part in observed]))
     parameters.update(set_statistic=o.set_statistic, weight=float(o.weight), min_size=o.min_size,
                       max_size=o.max_size, batch_size=null_info["batch_size"])
     data.update(index.census(), gene_sets=digests(o.gene_sets))
 
     def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
-        table = gsea_table(index, accumulator.finish(), observed,
+        result, *without = accumulator.finish()
+        table = gsea_table(index, result, observed[0],
                            leading_edges(index, genes, statistic, float(o.weight), o.set_statistic))
         row_of_set = pd.Series(np.arange(index.n_sets), index=index.names.astype(str))
         rows = row_of_set.loc[table.gene_set].to_numpy()
         for name, scores in zip(names, study_scores):
             table[f"es_{name}"] = scores[rows]
+        for name, part in zip(names, without):
+            for column in ("nes", "pval", "fdr"):
+                table[f"{column}_without_{name}"] = part[column][rows]
         record(table, timings, null_storage=null_info["null_storage"], tie_tolerance=null_info["tie_tolerance"])
         table.attrs["ranking"] = _ranking(index, genes, statistic, float(o.weight), o.set_statistic)
         return table
