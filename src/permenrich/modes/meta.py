@@ -252,9 +252,10 @@ def prepare_meta(options: dict) -> Prepared:
     def subset_statistics(per_study: list[np.ndarray]) -> np.ndarray:
         """Shape (n_subsets, n_batch, n_genes); without a study, a gene that only it
         measures (outer join) counts as 0."""
-        return np.stack([combined(per_study, subset).statistic if i == 0
-                         else np.nan_to_num(combined(per_study, subset).statistic, nan=0.0)
-                         for i, subset in enumerate(subsets)])
+        parts = [combined(per_study, subset).statistic if i == 0
+                 else np.nan_to_num(combined(per_study, subset).statistic, nan=0.0)
+                 for i, subset in enumerate(subsets)]
+        return parts[0][None] if len(parts) == 1 else np.stack(parts)  # no copy without leave-one-out
 
     def combined_statistics(start: int, stop: int) -> np.ndarray:
         """The combined statistics of permutations [start, stop) for every subset: each
@@ -350,7 +351,8 @@ def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str],
     # that a reader sees which studies drive a set.
     study_scores = set_scores(np.nan_to_num(per_study, nan=0.0))
     def score(start: int, stop: int) -> np.ndarray:
-        return np.stack([set_scores(stats) for stats in combined_statistics(start, stop)])
+        parts = [set_scores(stats) for stats in combined_statistics(start, stop)]
+        return parts[0][None] if len(parts) == 1 else np.stack(parts)
 
     n_parts = observed.shape[0]
     job, null_info = gsea_job(score, observed[0], n_perm=n_perm, exact=False, xp=np, n_sets=index.n_sets * n_parts,
