@@ -313,3 +313,23 @@ def test_leave_one_out_keeps_the_main_result_and_shows_the_driving_study() -> No
     assert np.array_equal(genes_loo.statistic_without_study1.loc[pair.index].to_numpy(), pair.statistic.to_numpy())
     with pytest.raises(OptionError, match="at least two studies"):
         permenrich.meta(studies[:1], leave_one_out=True, permutations=20)
+
+
+def test_simulated_three_study_demo_finds_jak_stat_only_in_the_combination(tmp_path, capsys) -> None:
+    from permenrich.cli import main
+    from permenrich.demo_meta import make_meta_studies, run_meta_demo
+
+    table = run_meta_demo(tmp_path / "out", permutations=1000, threads=1, data_dir=tmp_path)
+    jak = table[~table.gene_set.str.startswith("SIM_")].set_index("gene_set")
+    studies = ["GSE_ARRAY_A", "GSE_ARRAY_B", "GSE_RNASEQ"]
+    assert (jak.fdr < 0.05).sum() >= 3  # clear in the combination
+    for study in studies:  # weak in each study alone
+        assert (jak[f"fdr_{study}"] < 0.05).sum() == 0
+    assert jak.loc["IFN_GAMMA_JAKSTAT", "nes"] > 0
+    manifest = pd.read_csv(tmp_path / "meta_12000" / "studies.tsv", sep="\t", comment="#")
+    assert manifest.study.tolist() == studies and manifest.normalize.fillna("").tolist() == ["", "", "log1p_cpm"]
+    assert table.attrs["run"]["demo"]["simulated"] is True
+    make_meta_studies(tmp_path / "again")  # deterministic: the same files again
+    for name in ("studies.tsv", "GSE_ARRAY_B.gct", "GSE_RNASEQ_counts.tsv"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "meta_12000" / name).read_bytes()
+    capsys.readouterr()

@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     d.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
+    d.add_argument("--meta", action="store_true",
+                   help="three SIMULATED studies instead (GEO series + platform table, GCT + CHIP, RNA-seq counts): "
+                        "GSEA of each alone and their meta-analysis (Stouffer, leave-one-out)")
     d.add_argument("--cohort", action="store_true",
                    help="the SIMULATED confounded cohort instead: a GEO series matrix + platform table, cases older "
                         "and more often male; GSEA without and with --covariates age,gender (Freedman-Lane)")
@@ -410,6 +413,14 @@ def _run_meta(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import format_demo_summary, run_demo
 
+    if getattr(args, "meta", False):
+        from .demo_meta import format_meta_summary, run_meta_demo
+
+        table = run_meta_demo(args.out, permutations=2000 if args.permutations == 10000 else args.permutations,
+                              seed=args.seed, threads=args.threads, progress=_progress_bar(args))
+        print(format_meta_summary(table))
+        print(f"\nwrote {Path(args.out) / 'results.tsv'} and {Path(args.out) / 'run.json'}")
+        return 0
     if getattr(args, "cohort", False):
         from .demo_cohort import format_cohort_summary, run_cohort_demo
 
