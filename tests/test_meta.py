@@ -237,7 +237,8 @@ def test_cli_manifest_run_equals_the_api_and_bad_manifests_are_one_line(tmp_path
     (tmp_path / "sets.gmt").write_text("UP\tplanted\t" + "\t".join(f"g{i}" for i in range(12)) + "\n"
                                        "NOISE\tnone\t" + "\t".join(f"g{i}" for i in range(12, 26)) + "\n")
     assert main(["meta", "--manifest", str(manifest), "--mode", "gsea", "--gene-sets", str(tmp_path / "sets.gmt"),
-                 "--leave-one-out", "--min-size", "5", "--permutations", "200", "--threads", "1", "--out", str(tmp_path / "gsea"),
+                 "--leave-one-out", "--min-size", "5", "--permutations", "200", "--threads", "1",
+                 "--out", str(tmp_path / "gsea"),
                  "--quiet"]) == 0
     sets_table = pd.read_csv(tmp_path / "gsea" / "results.tsv", sep="\t")
     assert sorted(sets_table.gene_set) == ["NOISE", "UP"]
@@ -316,7 +317,6 @@ def test_leave_one_out_keeps_the_main_result_and_shows_the_driving_study() -> No
 
 
 def test_simulated_three_study_demo_finds_jak_stat_only_in_the_combination(tmp_path, capsys) -> None:
-    from permenrich.cli import main
     from permenrich.demo_meta import make_meta_studies, run_meta_demo
 
     table = run_meta_demo(tmp_path / "out", permutations=1000, threads=1, data_dir=tmp_path)

@@ -9,8 +9,8 @@ import pytest
 
 import permenrich
 
-PUBLIC = ["gsea", "prerank", "genes", "ora", "contrasts"]
-RUNNER = ["gsea", "prerank", "genes", "ora"]  # options_of(locals()) sends these to workers
+PUBLIC = ["gsea", "prerank", "genes", "ora", "contrasts", "meta", "ora_lists"]
+RUNNER = ["gsea", "prerank", "genes", "ora", "meta"]  # options_of(locals()) sends these to workers
 
 
 def _function(name):
@@ -63,11 +63,13 @@ def test_cli_options_mirror_the_api():
     underscores), except the few that only exist on the command line."""
     from permenrich.cli import build_parser
 
+    # --contrasts, --one-vs-rest and --lists route to contrasts() and ora_lists(); --manifest
+    # is meta()'s first argument.
     cli_only = {"help", "out", "quiet", "cls", "sample_sheet", "contrasts", "one_vs_rest", "scheduler",
-                "scheduler_file", "rnk", "gene_list", "expr", "gene_sets"}
+                "scheduler_file", "rnk", "gene_list", "expr", "gene_sets", "lists", "manifest"}
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public walk
-    for name in ("gsea", "prerank", "genes", "ora"):
+    for name in ("gsea", "prerank", "genes", "ora", "meta"):
         keywords = set(inspect.signature(_function(name)).parameters)
         for action in commands[name]._actions:  # noqa: SLF001
             if action.dest in cli_only or not action.option_strings:

@@ -15,10 +15,11 @@ from .errors import InputError, OptionError, PermenrichError
 
 __version__ = "0.1.0"
 
-_LAZY = {name: ".api" for name in ("contrasts", "genes", "gsea", "meta", "ora", "prerank", "write_results")}
+_LAZY = {name: ".api" for name in ("contrasts", "genes", "gsea", "meta", "ora", "ora_lists", "prerank",
+                                   "write_results")}
 
 __all__ = ["InputError", "OptionError", "PermenrichError", "__version__", "contrasts", "genes", "gsea", "meta", "ora",
-           "prerank", "write_results"]
+           "ora_lists", "prerank", "write_results"]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ from .modes.genes import genes
 from .modes.gsea import gsea, prerank
 from .modes.meta import meta
 from .modes.ora import ORA_COLUMNS, ora
+from .modes.ora_lists import ora_lists
 
-__all__ = ["GENE_COLUMNS", "ORA_COLUMNS", "RESULT_COLUMNS", "contrasts", "genes", "gsea", "meta", "ora", "prerank",
+__all__ = ["GENE_COLUMNS", "ORA_COLUMNS", "RESULT_COLUMNS", "contrasts", "genes", "gsea", "meta", "ora", "ora_lists", "prerank",
            "read_contrasts", "write_results"]

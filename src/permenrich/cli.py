@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Writes OUT/results.tsv and OUT/run.json.")
     o.add_argument("--gene-list", help="list mode: genes of interest, one per line")
     o.add_argument("--universe", help="background genes, one per line (default: the expression data's genes)")
+    o.add_argument("--map", help="list mode: TSV with the columns item and gene (e.g. miRNA -> target genes, "
+                                 "protein -> gene), applied to the list and the universe alike")
+    o.add_argument("--lists", help="several lists in one run: TSV with the columns list, genes[, universe, map] "
+                                   "(paths relative to it); BH across all lists x sets in padj_bh_all")
     _add_expression_options(o, required=False)
     _add_set_options(o)
     o.add_argument("--metric", default="student_t", help="expression mode: per-gene statistic (default student_t)")
@@ -386,13 +390,21 @@ def _run_genes(args: argparse.Namespace) -> int:
 def _run_ora(args: argparse.Namespace) -> int:
     from .api import ora
 
+    if args.lists:
+        from .api import ora_lists
+
+        if args.gene_list or args.expr:
+            raise PermenrichError("--lists runs several gene lists; give it without --gene-list and --expr")
+        table = ora_lists(args.lists, args.gene_sets, min_size=args.min_size, max_size=args.max_size)
+        _report(table, args.out, f"rows from {len(table.attrs['per_contrast'])} lists")
+        return 0
     expression_mode = args.gene_list is None
     if expression_mode and args.expr is None:
         raise PermenrichError("give --gene-list FILE (list mode), or --expr FILE with a phenotype and --top N or "
                               "--fdr Q (expression mode)")
     phenotype = _phenotype_source(args) if expression_mode else None
-    table = ora(args.gene_list, args.gene_sets, universe=args.universe, expr=args.expr, phenotype=phenotype,
-                metric=args.metric, top=args.top, fdr=args.fdr, direction=args.direction,
+    table = ora(args.gene_list, args.gene_sets, universe=args.universe, map=args.map, expr=args.expr,
+                phenotype=phenotype, metric=args.metric, top=args.top, fdr=args.fdr, direction=args.direction,
                 min_size=args.min_size, max_size=args.max_size, **_expression_kwargs(args), **_run_kwargs(args))
     _report(table, args.out, "gene sets")
     return 0

@@ -135,3 +135,72 @@ def _genes_from_objects(source: Iterable[object], where: str, what: str) -> list
         if gene:
             genes.append(gene)
     return genes
+
+
+def read_item_map(source: str | Path | pd.DataFrame | dict) -> dict[str, list[str]]:
+    """Read a mapping of items to genes (miRNA -> target genes, protein -> gene, ...).
+
+    Parameters
+    ----------
+    source
+        A TSV (CSV for ``.csv``; ``.gz`` accepted) or DataFrame with the columns ``item``
+        and ``gene`` (any case; other columns, e.g. a database export's evidence, are
+        ignored), one pair per row; or a dict of item to gene ids. An item may map to
+        several genes and a gene come from several items.
+
+    Returns
+    -------
+    dict of str to list of str
+        Each item's genes, unique, in order of first occurrence.
+    """
+    where = gene_list_source(source) if not isinstance(source, (pd.DataFrame, dict)) else "<map>"
+    if isinstance(source, dict):
+        pairs = [(str(item), str(gene)) for item, genes in source.items()
+                 for gene in ([genes] if isinstance(genes, str) else genes)]
+    else:
+        if isinstance(source, pd.DataFrame):
+            table = source.astype(str)
+        else:
+            if not Path(source).is_file():
+                raise InputError(f"{where}: map file not found; give a TSV with the columns item and gene")
+            try:
+                table = pd.read_csv(source, sep="," if where.lower().endswith((".csv", ".csv.gz")) else "\t",
+                                    dtype=str, keep_default_na=False, comment="#")
+            except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
+                reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc).splitlines()[-1]
+                raise InputError(f"{where}: cannot read the map ({reason}); give a UTF-8 TSV with the columns "
+                                 "item and gene") from exc
+        columns = {str(c).strip().lower(): c for c in table.columns}
+        missing = [c for c in ("item", "gene") if c not in columns]
+        if missing:
+            raise InputError(f"{where}: line 1: the map needs the columns item and gene (one pair per row); "
+                             f"column {missing[0]!r} is missing (found {', '.join(map(str, table.columns))})")
+        pairs = [(str(item).strip(), str(gene).strip())
+                 for item, gene in zip(table[columns["item"]], table[columns["gene"]])]
+    mapping: dict[str, dict[str, None]] = {}
+    for item, gene in pairs:
+        if item and gene:
+            mapping.setdefault(item, {})[gene] = None
+    if not mapping:
+        raise InputError(f"{where}: the map holds no item-gene pair")
+    return {item: list(genes) for item, genes in mapping.items()}
+
+
+def map_items(items: list[str], mapping: dict[str, list[str]], *, where: str, what: str) -> list[str]:
+    """The genes of ``items`` under ``mapping`` (unique, in order); items the map lacks are
+    ignored with a warning, and a list none of whose items is mapped is an error."""
+    genes: dict[str, None] = {}
+    unmapped = 0
+    for item in items:
+        targets = mapping.get(item)
+        if targets is None:
+            unmapped += 1
+            continue
+        genes.update(dict.fromkeys(targets))
+    if not genes:
+        raise InputError(f"{where}: none of the {len(items)} items of the {what} is in the map; check that the map's "
+                         "item column holds the same ids (e.g. miRNA names like hsa-miR-21-5p)")
+    if unmapped:
+        logger.warning("%s: %d of %d items of the %s have no gene in the map and are ignored",
+                       where, unmapped, len(items), what)
+    return list(genes)

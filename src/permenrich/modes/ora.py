@@ -23,7 +23,7 @@ from .._pipeline import (
 )
 from ..backends.cpu import NumbaThreads
 from ..enrich.overlap import top_genes_mask
-from ..errors import InputError, option
+from ..errors import InputError, OptionError, option
 from ..nulls import ALTERNATIVE_CODES, ExceedanceAccumulator, bh_adjust
 from ..stats.covariates import CovariateStatistic, t_pvalues
 from ..stats.metrics import MetricName, get_metric
@@ -68,6 +68,7 @@ def ora(
     gene_sets: Any = None,
     *,
     universe: Any = None,
+    map: Any = None,  # noqa: A002 - the option's name on the command line (--map)
     expr: Any = None,
     phenotype: Any = None,
     groupby: str | None = None,
@@ -110,6 +111,11 @@ def ora(
     universe
         The background genes (file or sequence). Default in list mode: the genes of
         ``expr`` if given, else an error; in expression mode: the expression genes.
+    map
+        List mode: a mapping of items to genes (TSV with the columns ``item`` and
+        ``gene``, a DataFrame, or a dict), e.g. miRNA -> target genes from a database
+        export or protein -> gene. It is applied to the list and to the universe alike;
+        without a universe, the map's genes are the background.
     expr, phenotype, groupby, case, control, phenotype_column, strata, pairs, covariates, metric
         Expression mode (no ``gene_list``): the altered genes are derived from a per-gene
         statistic, as in :func:`genes`.
@@ -185,6 +191,7 @@ def prepare_ora(options: dict) -> Prepared:
     :class:`~permenrich.runner.Prepared` (no job in list mode; also run on Dask workers)."""
     from ..enrich.overlap import OverlapCounter, leading_overlap_genes, overlap_statistics
     from ..io import read_gene_list
+    from ..io.genelist import map_items, read_item_map
     from ..io.genelist import gene_list_source
 
     o = SimpleNamespace(**options)
@@ -193,6 +200,9 @@ def prepare_ora(options: dict) -> Prepared:
     if expression_mode and o.expr is None:
         raise InputError(f"give {option('gene_list')} (list mode) or {option('expr')} and a phenotype "
                          "(expression mode)")
+    if expression_mode and o.map is not None:
+        raise OptionError(f"{option('map')} maps the items of a list to genes (list mode): give "
+                          f"{option('gene_list')} too")
     if not expression_mode and o.expr is not None and o.phenotype is not None:
         raise InputError(f"give either {option('gene_list')} or {option('expr')} with a phenotype, not both")
     sections: dict[str, Any] = {}
@@ -254,9 +264,21 @@ def prepare_ora(options: dict) -> Prepared:
     else:
         budget = parse_memory(o.memory)
         genes_of_interest = read_gene_list(o.gene_list, what="gene list")
+        # A map (miRNA -> targets, protein -> gene) turns the list and its universe alike
+        # into genes; without a universe, the map's genes are the background.
+        targets = read_item_map(o.map) if o.map is not None else None
+        if targets is not None:
+            genes_of_interest = map_items(genes_of_interest, targets, where=gene_list_source(o.gene_list),
+                                          what="gene list")
         if o.universe is not None:
-            gene_ids = np.asarray(read_gene_list(o.universe, what="universe"), dtype=object)
+            gene_ids = read_gene_list(o.universe, what="universe")
+            if targets is not None:
+                gene_ids = map_items(gene_ids, targets, where=gene_list_source(o.universe), what="universe")
+            gene_ids = np.asarray(gene_ids, dtype=object)
             universe_name = gene_list_source(o.universe)
+        elif targets is not None:
+            gene_ids = np.asarray(list(dict.fromkeys(g for genes in targets.values() for g in genes)), dtype=object)
+            universe_name = f"the genes of the map {gene_list_source(o.map)}"
         elif o.expr is not None:
             from ..io import read_expression
             expression = read_expression(o.expr, nan_policy="drop")
@@ -277,8 +299,7 @@ def prepare_ora(options: dict) -> Prepared:
             logger.warning("%s: %d of %d listed genes are not in the universe (%s) and are ignored",
                            gene_list_source(o.gene_list), outside, len(genes_of_interest), universe_name)
         plan = None
-    index = load_gene_sets(o.gene_sets, gene_ids, min_size=o.min_size, max_size=o.max_size,
-                                        allow_full=True)
+    index = load_gene_sets(o.gene_sets, gene_ids, min_size=o.min_size, max_size=o.max_size, allow_full=True)
     covering = index.sizes == gene_ids.size  # p = 1 exactly (see Notes)
     observed = overlap_statistics(selected, index.members, index.offsets, gene_ids.size)
     job = None
@@ -333,6 +354,7 @@ def prepare_ora(options: dict) -> Prepared:
                   "n_gene_sets_covering_universe": int(covering.sum()),
                   "gene_list": file_digest(o.gene_list) if o.gene_list is not None else None,
                   "universe": file_digest(o.universe) if o.universe is not None else None,
+                  "map": file_digest(o.map) if o.map is not None else None,
                   "expression": file_digest(o.expr) if o.expr is not None else None,
                   "gene_sets": digests(o.gene_sets)},
             timings=timings,
