@@ -151,6 +151,20 @@ def test_streamed_genes_on_gpu_equals_in_memory_cpu(tmp_path):
                                   check_exact=True)
 
 
+@pytest.mark.parametrize("mode", ["genes", "gsea"])
+def test_meta_gpu_equals_cpu(mode):
+    """Each study's statistics on the device, combined on the host, sets scored on the device."""
+    studies = []
+    for seed in (0, 1):
+        expr, labels, sets = _tiny(seed=seed)
+        studies.append({"expr": expr * 37.1 + 1000.0, "phenotype": labels, "case": "a", "control": "b"})
+    kwargs = dict(mode=mode, method="random", permutations=12, seed=1, min_size=5, leave_one_out=True)
+    cpu = permenrich.meta(studies, sets if mode == "gsea" else None, device="cpu", **kwargs)
+    gpu = permenrich.meta(studies, sets if mode == "gsea" else None, device="gpu", **kwargs)
+    pd.testing.assert_frame_equal(cpu, gpu, check_exact=True)
+    assert gpu.attrs["run"]["backend"]["backend"] == "gpu"
+
+
 def test_auto_device_and_errors():
     expr, labels, sets = _tiny()
     result = permenrich.gsea(expr, labels, sets, case="a", control="b", permutations=5, min_size=5, device="auto")

@@ -333,3 +333,19 @@ def test_simulated_three_study_demo_finds_jak_stat_only_in_the_combination(tmp_p
     for name in ("studies.tsv", "GSE_ARRAY_B.gct", "GSE_RNASEQ_counts.tsv"):
         assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "meta_12000" / name).read_bytes()
     capsys.readouterr()
+
+
+def test_a_streamed_study_gives_the_in_memory_answer(tmp_path) -> None:
+    """A 10x file over half of the memory budget is streamed from disk in its study."""
+    from test_gpu import _tiny_hdf5
+
+    path, labels = _tiny_hdf5(tmp_path / "filtered_feature_bc_matrix.h5", "10x", n_cells=10, n_genes=8200)
+    other = _study(np.random.default_rng(13), n_genes=8200, n_case=5, n_control=5)
+    studies = [{"expr": str(path), "phenotype": labels, "case": "a", "control": "b"}, other]
+    kwargs = dict(permutations=20, seed=4, threads=1, device="cpu", method="random")
+    streamed = permenrich.meta(studies, memory="1MB", **kwargs)
+    in_memory = permenrich.meta(studies, memory="1GB", **kwargs)
+    records = streamed.attrs["run"]["studies"]
+    assert records[0]["design"]["matrix_storage"] == "streamed from disk"
+    assert in_memory.attrs["run"]["studies"][0]["design"]["matrix_storage"] != "streamed from disk"
+    assert streamed.to_csv() == in_memory.to_csv()

@@ -279,6 +279,7 @@ def prepare_meta(options: dict) -> Prepared:
                        "n_control": r.study.design.n_control, "n_genes": int(r.study.n_genes),
                        "n_genes_joined": int((found >= 0).sum()), "case": r.study.info.get("case"),
                        "control": r.study.info.get("control"), "permutation_plan": r.plan.describe(),
+                       "design": {k: v for k, v in r.study.info.items() if k not in ("case", "control")},
                        "expression": file_digest(s.get("expr")) or {"object": type(s.get("expr")).__name__},
                        "phenotype": file_digest(s.get("phenotype"))}
                       for name, r, found, s in zip(names, runs, positions, o.studies)]
