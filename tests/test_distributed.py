@@ -50,7 +50,7 @@ def _check_ranges(table: pd.DataFrame, client) -> None:
     assert dask["workers"] == len(client.nthreads()) and dask["ranges_per_pass"] >= 4
 
 
-@pytest.mark.parametrize("mode", ["gsea", "genes", "ora", "prerank", "meta", "meta_gsea"])
+@pytest.mark.parametrize("mode", ["gsea", "genes", "ora", "prerank", "meta", "meta_gsea", "meta_ora"])
 def test_two_workers_equal_the_local_run_byte_for_byte(client, mode):
     expr, labels, sets = _cohort()
     kwargs = dict(permutations=2000, seed=11, batch_size=50, threads=1, device="cpu")
@@ -65,7 +65,8 @@ def test_two_workers_equal_the_local_run_byte_for_byte(client, mode):
         other, other_labels, _ = _cohort(n_case=8, n_control=9, seed=5)
         studies = [{"expr": expr, "phenotype": labels, "case": "A", "control": "B"},
                    {"expr": other, "phenotype": other_labels, "case": "A", "control": "B"}]
-        more = {"gene_sets": sets, "mode": "gsea", "leave_one_out": True} if mode == "meta_gsea" else {}
+        more = {"meta": {}, "meta_gsea": {"gene_sets": sets, "mode": "gsea", "leave_one_out": True},
+                "meta_ora": {"gene_sets": sets, "mode": "ora", "top": 30}}[mode]
         run = lambda **extra: permenrich.meta(studies, method="random", **more, **kwargs, **extra)  # noqa: E731
     else:
         scores = pd.Series(np.random.default_rng(3).normal(size=300), index=expr.index)

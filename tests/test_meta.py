@@ -349,3 +349,22 @@ def test_a_streamed_study_gives_the_in_memory_answer(tmp_path) -> None:
     assert records[0]["design"]["matrix_storage"] == "streamed from disk"
     assert in_memory.attrs["run"]["studies"][0]["design"]["matrix_storage"] != "streamed from disk"
     assert streamed.to_csv() == in_memory.to_csv()
+
+
+def test_one_study_ora_meta_equals_the_expression_mode_ora() -> None:
+    study = _study(np.random.default_rng(14), n_genes=80, shift=1.5, shifted=range(12))
+    sets = _sets(study["expr"].index)
+    alone = permenrich.ora(None, sets, expr=study["expr"], phenotype=study["phenotype"], case="case",
+                           control="ctrl", metric="welch_t", top=15, direction="up", permutations=300, seed=6,
+                           threads=1, min_size=10)
+    combined = permenrich.meta([study], sets, mode="ora", top=15, direction="up", permutations=300, seed=6,
+                               threads=1, min_size=10)
+    assert combined.to_csv() == alone.to_csv()
+    assert combined.set_index("gene_set").pval_perm.loc["PLANTED"] < 0.01
+    with pytest.raises(OptionError, match=r"give top=N"):
+        permenrich.meta([study], sets, mode="ora", permutations=20)
+    with pytest.raises(OptionError, match=r"not ora"):
+        permenrich.meta([study, study | {"name": "b"}], sets, mode="ora", top=5, leave_one_out=True, permutations=20)
+    with pytest.raises(OptionError, match=r"mode= must be one of gsea, genes"):
+        permenrich.contrasts(study["expr"], pd.DataFrame({"name": ["x"], "groupby": ["g"], "case": ["a"],
+                                                          "control": ["b"]}), sets, mode="ora")

@@ -224,8 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-study statistic: welch_t for stouffer (default), hedges_g for fixed/random")
     m.add_argument("--alternative", default="two-sided", help="two-sided (default), greater, less")
     m.add_argument("--mode", default="genes",
-                   help="genes (default: per-gene p-values and maxT of the combined statistic) or gsea (GSEA on the "
-                        "combined ranking, needs --gene-sets)")
+                   help="genes (default: per-gene p-values and maxT of the combined statistic), gsea (GSEA on the "
+                        "combined ranking) or ora (the --top genes of the combined statistic); gsea and ora need "
+                        "--gene-sets")
+    m.add_argument("--top", type=int, help="--mode ora: the N most extreme genes of the combined statistic")
+    m.add_argument("--direction", default="both", help="--mode ora: up, down or both (default)")
     m.add_argument("--gene-sets", nargs="+", help="GMT/GMX files (--mode gsea)")
     m.add_argument("--leave-one-out", action="store_true",
                    help="also the meta-analysis without each study, from the same permutations "
@@ -415,9 +418,9 @@ def _run_meta(args: argparse.Namespace) -> int:
 
     table = meta(args.manifest, args.gene_sets, mode=args.mode, method=args.method, join=args.join,
                  metric=args.metric, alternative=args.alternative, set_statistic=args.set_statistic,
-                 weight=args.weight, min_size=args.min_size, max_size=args.max_size,
-                 leave_one_out=args.leave_one_out, **_run_kwargs(args))
-    what = "gene sets" if args.mode == "gsea" else "genes"
+                 weight=args.weight, min_size=args.min_size, max_size=args.max_size, top=args.top,
+                 direction=args.direction, leave_one_out=args.leave_one_out, **_run_kwargs(args))
+    what = "genes" if args.mode == "genes" else "gene sets"
     _report(table, args.out, f"{what} from {len(table.attrs['run']['studies'])} studies")
     return 0
 

@@ -55,7 +55,9 @@ def check_options(options: dict[str, Any]) -> None:
 
     for name, choices in CHOICES.items():
         if name in options:
-            check_choice(name, options[name], choices)
+            # meta() alone has an ora mode (contrasts run gsea or genes).
+            check_choice(name, options[name], choices + ("ora",) if name == "mode" and "studies" in options
+                         else choices)
     if "metric" in options:
         get_metric(options["metric"])
     if "permutations" in options:

@@ -99,11 +99,13 @@ def meta(
     studies: Sequence[Mapping[str, Any]] | str | os.PathLike,
     gene_sets: Any = None,
     *,
-    mode: Literal["genes", "gsea"] = "genes",
+    mode: Literal["genes", "gsea", "ora"] = "genes",
     set_statistic: SetStatisticName = "ks",
     weight: float = 1.0,
     min_size: int = 15,
     max_size: int = 500,
+    top: int | None = None,
+    direction: Literal["up", "down", "both"] = "both",
     leave_one_out: bool = False,
     method: Literal["stouffer", "fixed", "random"] = "stouffer",
     join: Literal["inner", "outer"] = "inner",
@@ -135,9 +137,13 @@ def meta(
     mode
         ``genes``: per-gene permutation p-values and maxT of the combined statistic.
         ``gsea``: GSEA on the ranking by the combined statistic, its null from the same
-        combined permutations.
+        combined permutations. ``ora``: over-representation of the ``top`` genes of the
+        combined statistic, the selection re-derived under every permutation.
     set_statistic, weight, min_size, max_size
-        As in :func:`permenrich.gsea` (``mode="gsea"``).
+        As in :func:`permenrich.gsea` (``mode="gsea"``; min/max size also for ``ora``).
+    top, direction
+        ``mode="ora"``: the ``top`` most extreme genes of the combined statistic in
+        ``direction`` (up, down or both) are the altered genes.
     leave_one_out
         Also the meta-analysis without each study, from the same permutations: columns
         ``statistic_without_<study>``/``pval_without_<study>`` (genes) or
@@ -196,8 +202,12 @@ def prepare_meta(options: dict) -> Prepared:
     statistics; the runner's :class:`~permenrich.runner.Prepared`."""
     o = SimpleNamespace(**options)
     started = time.perf_counter()
-    if o.mode == "gsea" and o.gene_sets is None:
-        raise OptionError("mode 'gsea' needs gene sets: give gene_sets (GMT/GMX files or a mapping)")
+    if o.mode in ("gsea", "ora") and o.gene_sets is None:
+        raise OptionError(f"mode {o.mode!r} needs gene sets: give gene_sets (GMT/GMX files or a mapping)")
+    if o.mode == "ora" and o.top is None:
+        raise OptionError("mode 'ora' tests the top genes of the combined statistic: give top=N (--top N)")
+    if o.mode == "ora" and o.leave_one_out:
+        raise OptionError("leave_one_out is available for modes genes and gsea, not ora")
     if o.method in ("fixed", "random") and o.metric != "hedges_g":
         raise OptionError(f"method {o.method!r} combines Hedges' g; use metric 'hedges_g' (got {o.metric!r})")
     if isinstance(o.studies, (str, os.PathLike)):
@@ -296,6 +306,9 @@ def prepare_meta(options: dict) -> Prepared:
             data=data, backend=backend.describe(), timings=timings, **sections)
 
     per_study_observed = gather(observed_each, positions)
+    if o.mode == "ora":
+        return _ora_of_combined(o, genes, observed.statistic, combined_statistics, n_perm, budget, parameters,
+                                data, record)
     if o.mode == "gsea":
         return _gsea_of_combined(o, backend, genes, names, observed_subsets, per_study_observed,
                                  combined_statistics, n_perm, budget, parameters, data, record)
@@ -327,6 +340,35 @@ def prepare_meta(options: dict) -> Prepared:
         return table
 
     return Prepared(job, finish)
+
+
+def _ora_of_combined(o: Any, genes: np.ndarray, statistic: np.ndarray, combined_statistics: Any, n_perm: int,
+                     budget: int, parameters: dict, data: dict, record: Any) -> Prepared:
+    """ORA of the ``top`` genes of the combined statistic, the selection re-derived from
+    every permutation's combined statistic (as :func:`permenrich.ora` in expression mode)."""
+    from .ora import _select_genes, overlap_test
+
+    if int(o.top) >= genes.size:
+        raise OptionError(f"top={o.top} selects every one of the {genes.size} joined genes; choose fewer")
+
+    def select(stats: np.ndarray) -> np.ndarray:
+        return _select_genes(stats, top=int(o.top), fdr=None, direction=o.direction, centre=0.0,
+                             pvalue_of_statistic=None)
+
+    index = load_gene_sets(o.gene_sets, genes, min_size=o.min_size, max_size=o.max_size, allow_full=True)
+    selected = select(statistic[None, :])[0]
+    test = overlap_test(index, genes, selected, selections=lambda a, b: select(combined_statistics(a, b)[0]),
+                        n_perm=n_perm, exact=False, batch_size=o.batch_size, budget=budget, threads=o.threads)
+    parameters.update(top=int(o.top), direction=o.direction, min_size=o.min_size, max_size=o.max_size,
+                      batch_size=test.job.batch_size)
+    data.update(index.census(), gene_sets=digests(o.gene_sets), n_selected=int(selected.sum()))
+
+    def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
+        table = test.table(accumulator)
+        record(table, timings, null_list_size=accumulator.list_sizes())
+        return table
+
+    return Prepared(test.job, finish)
 
 
 def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str], statistics: np.ndarray,

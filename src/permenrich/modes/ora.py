@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from .._pipeline import (
 from ..backends.cpu import NumbaThreads
 from ..enrich.overlap import top_genes_mask
 from ..errors import InputError, OptionError, option
+from ..genesets import GeneSetIndex
 from ..nulls import ALTERNATIVE_CODES, ExceedanceAccumulator, bh_adjust
 from ..stats.covariates import CovariateStatistic, t_pvalues
 from ..stats.metrics import MetricName, get_metric
@@ -189,7 +191,6 @@ class _OverlapNull(ExceedanceAccumulator):
 def prepare_ora(options: dict) -> Prepared:
     """Read and check the inputs of :func:`ora` and the observed overlaps; the runner's
     :class:`~permenrich.runner.Prepared` (no job in list mode; also run on Dask workers)."""
-    from ..enrich.overlap import OverlapCounter, leading_overlap_genes, overlap_statistics
     from ..io import read_gene_list
     from ..io.genelist import map_items, read_item_map
     from ..io.genelist import gene_list_source
@@ -300,48 +301,17 @@ def prepare_ora(options: dict) -> Prepared:
                            gene_list_source(o.gene_list), outside, len(genes_of_interest), universe_name)
         plan = None
     index = load_gene_sets(o.gene_sets, gene_ids, min_size=o.min_size, max_size=o.max_size, allow_full=True)
-    covering = index.sizes == gene_ids.size  # p = 1 exactly (see Notes)
-    observed = overlap_statistics(selected, index.members, index.offsets, gene_ids.size)
-    job = None
-    if expression_mode:
-        tested = ~covering  # only these go through the permutations
-        counter = OverlapCounter(index.members, index.offsets, gene_ids.size)
-
-        def score_batch(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-            chosen = select(backend.gene_statistics(backend.labellings(plan, start, stop)))
-            return counter.counts(chosen)[:, tested].astype(np.float64), chosen.sum(axis=1)
-
-        job = Job(n_perm=plan.n_perm, batch_size=choose_batch_size(o.batch_size, budget, 8 * gene_ids.size * 6,
-                                                                   plan.n_perm),
-                  cache=False, score=score_batch,
-                  new_accumulator=lambda: _OverlapNull(observed["overlap"][tested].astype(np.float64),
-                                                       alternative="greater", centre=0.0, n_perm=plan.n_perm,
-                                                       exact=plan.exact, threads=o.threads))
+    test = overlap_test(index, gene_ids, selected, threads=o.threads, **({} if not expression_mode else dict(
+        selections=lambda start, stop: select(backend.gene_statistics(backend.labellings(plan, start, stop))),
+        n_perm=plan.n_perm, exact=plan.exact, batch_size=o.batch_size, budget=budget)))
+    covering = ~test.tested
 
     def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
-        table = pd.DataFrame({
-            "gene_set": index.names.astype(str), "size": index.sizes.astype(int),
-            "size_original": index.sizes_original.astype(int), "list_size": observed["list_size"],
-            "overlap": observed["overlap"], "expected": observed["expected"], "odds_ratio": observed["odds_ratio"],
-            "pval_hypergeom": observed["pval"], "padj_bh_hypergeom": bh_adjust(observed["pval"]),
-            "pval_perm": np.nan, "padj_bh_perm": np.nan, "pval_perm_maxt": np.nan,
-            "overlap_genes": leading_overlap_genes(selected, index.members, index.offsets, gene_ids),
-        })
+        table = test.table(accumulator)
         if accumulator is not None:
-            result = accumulator.finish()
-            pval, p_maxt = np.ones(index.n_sets), np.ones(index.n_sets)
-            pval[tested], p_maxt[tested] = result["pval"], result["p_maxt"]
-            table["pval_perm"] = pval
-            table["padj_bh_perm"] = bh_adjust(pval)
-            table["pval_perm_maxt"] = p_maxt
             sections.update(permutation_plan=plan.describe(), permutation_type="phenotype (sample labels)",
                             design={k: v for k, v in study.info.items() if k not in ("strata", "pairs")},
                             null_list_size=accumulator.list_sizes(), backend=backend.describe())
-            sort_key = table.pval_perm.to_numpy()
-        else:
-            sort_key = table.pval_hypergeom.to_numpy()
-        order = np.lexsort((table.gene_set.to_numpy(), table.pval_hypergeom.to_numpy(), sort_key))
-        table = table.iloc[order].reset_index(drop=True)
         table.attrs["run"] = provenance(
             "ora",
             {"mode": "expression" if expression_mode else "list", "metric": o.metric if expression_mode else None,
@@ -362,4 +332,71 @@ def prepare_ora(options: dict) -> Prepared:
         )
         return table
 
-    return Prepared(job, finish)
+    return Prepared(test.job, finish)
+
+
+@dataclass
+class OverlapTest:
+    """The overlaps of the selected genes with each set, and (with permutations) the job
+    that re-derives the selection under every relabelling; what ``ora`` in expression
+    mode and ``meta(mode="ora")`` share."""
+
+    index: GeneSetIndex
+    gene_ids: np.ndarray
+    selected: np.ndarray
+    observed: dict
+    tested: np.ndarray
+    job: Job | None
+
+    def table(self, accumulator: Any) -> pd.DataFrame:
+        """The :data:`ORA_COLUMNS` table, sorted by the permutation p-value when there
+        were permutations, else by the hypergeometric one."""
+        from ..enrich.overlap import leading_overlap_genes
+
+        index, observed = self.index, self.observed
+        table = pd.DataFrame({
+            "gene_set": index.names.astype(str), "size": index.sizes.astype(int),
+            "size_original": index.sizes_original.astype(int), "list_size": observed["list_size"],
+            "overlap": observed["overlap"], "expected": observed["expected"], "odds_ratio": observed["odds_ratio"],
+            "pval_hypergeom": observed["pval"], "padj_bh_hypergeom": bh_adjust(observed["pval"]),
+            "pval_perm": np.nan, "padj_bh_perm": np.nan, "pval_perm_maxt": np.nan,
+            "overlap_genes": leading_overlap_genes(self.selected, index.members, index.offsets, self.gene_ids),
+        })
+        sort_key = table.pval_hypergeom.to_numpy()
+        if accumulator is not None:
+            result = accumulator.finish()
+            pval, p_maxt = np.ones(index.n_sets), np.ones(index.n_sets)
+            pval[self.tested], p_maxt[self.tested] = result["pval"], result["p_maxt"]
+            table["pval_perm"] = pval
+            table["padj_bh_perm"] = bh_adjust(pval)
+            table["pval_perm_maxt"] = p_maxt
+            sort_key = table.pval_perm.to_numpy()
+        order = np.lexsort((table.gene_set.to_numpy(), table.pval_hypergeom.to_numpy(), sort_key))
+        return table.iloc[order].reset_index(drop=True)
+
+
+def overlap_test(index: GeneSetIndex, gene_ids: np.ndarray, selected: np.ndarray, *,
+                 selections: Callable[[int, int], np.ndarray] | None = None, n_perm: int = 0, exact: bool = False,
+                 batch_size: int | None = None, budget: int = 0, threads: int | None = None) -> OverlapTest:
+    """Observed overlaps of ``selected`` (bool over ``gene_ids``) with the sets of
+    ``index``; with ``selections(start, stop)`` (the selected genes of permutations
+    [start, stop), a bool matrix), the job of the permutation null. A set holding every
+    gene gets p = 1 and stays out of the permutations."""
+    from ..enrich.overlap import OverlapCounter, overlap_statistics
+
+    observed = overlap_statistics(selected, index.members, index.offsets, gene_ids.size)
+    tested = index.sizes != gene_ids.size
+    job = None
+    if selections is not None:
+        counter = OverlapCounter(index.members, index.offsets, gene_ids.size)
+
+        def score_batch(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            chosen = selections(start, stop)
+            return counter.counts(chosen)[:, tested].astype(np.float64), chosen.sum(axis=1)
+
+        job = Job(n_perm=n_perm, batch_size=choose_batch_size(batch_size, budget, 8 * gene_ids.size * 6, n_perm),
+                  cache=False, score=score_batch,
+                  new_accumulator=lambda: _OverlapNull(observed["overlap"][tested].astype(np.float64),
+                                                       alternative="greater", centre=0.0, n_perm=n_perm,
+                                                       exact=exact, threads=threads))
+    return OverlapTest(index, gene_ids, selected, observed, tested, job)
