@@ -48,6 +48,15 @@ def _write_gct(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+@pytest.fixture(autouse=True)
+def python_handles_ctrl_c():
+    """Python's own Ctrl-C handler, whatever the test runner inherited: a shell starts
+    background jobs with SIGINT ignored, and an ignored Ctrl-C (rightly) stays ignored."""
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, saved)
+
+
 @pytest.fixture()
 def study(tmp_path: Path) -> Path:
     data = tmp_path / "data"
