@@ -26,4 +26,4 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) demo_out data/demo_cohort.h5ad
+	rm -rf $(VENV) demo_out demo_cohort_out demo_meta_out data/demo_cohort.h5ad data/confounded_* data/meta_*
