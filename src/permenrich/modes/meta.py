@@ -8,7 +8,6 @@ import inspect
 import time
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ import pandas as pd
 
 from .._pipeline import choose_batch_size, digests, file_digest, load_gene_sets
 from ..errors import InputError, OptionError
+from ..io.manifest import read_manifest_rows, relative_to
 from ..nulls import ExceedanceAccumulator, GseaNullAccumulator, StackedAccumulator, bh_adjust
 from ..runner import Job, Prepared, ProgressCallback, run
 from ..stats.meta import combine_studies, gather, join_genes, study_seed
@@ -54,43 +54,19 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     optional; an empty cell leaves the default). ``phenotype`` is a CLS file or a sample
     sheet, ``covariates`` a comma-separated list of its columns; relative paths are
     relative to the manifest's folder."""
-    where = str(path)
-    if not Path(path).is_file():
-        raise InputError(f"{where}: manifest not found" + (" (it is a directory)" if Path(path).is_dir() else ""))
-    try:
-        table = pd.read_csv(path, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
-                            keep_default_na=False, comment="#", skip_blank_lines=True)
-    except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
-        reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc).splitlines()[-1]
-        raise InputError(f"{where}: cannot read the manifest ({reason}); give a UTF-8 TSV with a header line "
-                         f"and one row per study: {', '.join(MANIFEST_COLUMNS)}") from exc
-    table.columns = [str(c).strip().lower() for c in table.columns]
-    unknown = [c for c in table.columns if c not in MANIFEST_COLUMNS]
-    if unknown:
-        raise InputError(f"{where}: line 1: unknown column {unknown[0]!r}; a manifest has the columns "
-                         f"{', '.join(MANIFEST_COLUMNS)}")
-    for required in ("study", "expr"):
-        if required not in table.columns:
-            raise InputError(f"{where}: line 1: the column {required!r} is required")
-    if table.empty:
-        raise InputError(f"{where}: no study listed; give one row per study under the header")
-    base = Path(path).parent
     studies = []
-    for row, record in enumerate(table.to_dict("records"), start=2):
+    for cells in read_manifest_rows(path, columns=MANIFEST_COLUMNS, required=("study", "expr"),
+                                    what="manifest", entry="study"):
         study: dict[str, Any] = {}
-        for column, text in record.items():
-            text = text.strip()
+        for column, text in cells.items():
             if not text:
                 continue
             if column in _PATH_COLUMNS:
-                study[column] = str(Path(text) if Path(text).is_absolute() else base / text)
+                study[column] = relative_to(path, text)
             elif column == "covariates":
                 study[column] = [c.strip() for c in text.split(",") if c.strip()]
             else:
                 study["name" if column == "study" else column] = text
-        for required in ("study", "expr"):
-            if required not in record or not record[required].strip():
-                raise InputError(f"{where}: line {row}: the {required!r} cell is empty; every study needs one")
         studies.append(study)
     return studies
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 
 from .._pipeline import file_digest
 from ..errors import InputError, OptionError
+from ..io.manifest import read_manifest_rows, relative_to
 from ..nulls import bh_adjust
 
 #: Manifest columns: ``list`` and ``genes`` required; paths relative to the manifest.
@@ -26,36 +26,10 @@ def read_list_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     columns ``list`` (a name), ``genes`` (the list's file), and optionally ``universe``
     and ``map`` (files; an empty cell: none). Relative paths are relative to the
     manifest's folder."""
-    where = str(path)
-    if not Path(path).is_file():
-        raise InputError(f"{where}: list manifest not found; give a TSV with the columns list, genes[, universe, map]")
-    try:
-        table = pd.read_csv(path, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
-                            keep_default_na=False, comment="#")
-    except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
-        reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc).splitlines()[-1]
-        raise InputError(f"{where}: cannot read the list manifest ({reason}); give a UTF-8 TSV with the columns "
-                         "list, genes[, universe, map]") from exc
-    table.columns = [str(c).strip().lower() for c in table.columns]
-    unknown = [c for c in table.columns if c not in LIST_COLUMNS]
-    if unknown:
-        raise InputError(f"{where}: line 1: unknown column {unknown[0]!r}; the columns are {', '.join(LIST_COLUMNS)}")
-    for required in ("list", "genes"):
-        if required not in table.columns:
-            raise InputError(f"{where}: line 1: the column {required!r} is required")
-    if table.empty:
-        raise InputError(f"{where}: no list given; one row per list under the header")
-    base = Path(path).parent
-    lists = []
-    for line, record in enumerate(table.to_dict("records"), start=2):
-        for required in ("list", "genes"):
-            if not record[required].strip():
-                raise InputError(f"{where}: line {line}: the {required!r} cell is empty")
-        resolve = lambda text: str(Path(text) if Path(text).is_absolute() else base / text)  # noqa: E731
-        lists.append({"name": record["list"].strip(), "gene_list": resolve(record["genes"].strip()),
-                      **{key: resolve(record[key].strip()) for key in ("universe", "map")
-                         if record.get(key, "").strip()}})
-    return lists
+    return [{"name": cells["list"], "gene_list": relative_to(path, cells["genes"]),
+             **{key: relative_to(path, cells[key]) for key in ("universe", "map") if cells[key]}}
+            for cells in read_manifest_rows(path, columns=LIST_COLUMNS, required=("list", "genes"),
+                                            what="list manifest", entry="list")]
 
 
 def ora_lists(

@@ -1,0 +1,64 @@
+"""Manifests: small TSV tables with one row per input (a study, a gene list), read
+the same way for :func:`permenrich.meta` and :func:`permenrich.ora_lists`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from permenrich.errors import InputError
+
+
+def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], required: tuple[str, ...],
+                       what: str, entry: str) -> list[dict[str, str]]:
+    """The rows of a manifest: a TSV (CSV for ``.csv``) whose header names some of
+    ``columns`` (any case) and one ``entry`` per row.
+
+    Returns
+    -------
+    list of dict
+        Each row's cells, stripped (an empty string for an empty or absent cell).
+
+    Raises
+    ------
+    InputError
+        One line naming the file (and the line): missing file, unreadable table,
+        unknown or missing column, no row, an empty ``required`` cell.
+    """
+    where = str(path)
+    expected = f"a UTF-8 TSV with the columns {', '.join(columns)} (required: {', '.join(required)})"
+    if not Path(path).is_file():
+        found = " (it is a directory)" if Path(path).is_dir() else ""
+        raise InputError(f"{where}: {what} not found{found}; give {expected}")
+    try:
+        table = pd.read_csv(path, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
+                            keep_default_na=False, comment="#")
+    except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
+        reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc).splitlines()[-1]
+        raise InputError(f"{where}: cannot read the {what} ({reason}); give {expected}") from exc
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    unknown = [c for c in table.columns if c not in columns]
+    if unknown:
+        raise InputError(f"{where}: line 1: unknown column {unknown[0]!r}; a {what} has the columns "
+                         f"{', '.join(columns)}")
+    for column in required:
+        if column not in table.columns:
+            raise InputError(f"{where}: line 1: the column {column!r} is required")
+    if table.empty:
+        raise InputError(f"{where}: no {entry} listed; give one row per {entry} under the header")
+    rows = []
+    for line, record in enumerate(table.to_dict("records"), start=2):
+        cells = {column: str(record.get(column, "")).strip() for column in columns}
+        for column in required:
+            if not cells[column]:
+                raise InputError(f"{where}: line {line}: the {column!r} cell is empty; every {entry} needs one")
+        rows.append(cells)
+    return rows
+
+
+def relative_to(path: str | os.PathLike, text: str) -> str:
+    """A path read from a manifest at ``path``: absolute as given, else relative to the
+    manifest's folder."""
+    return str(Path(text) if Path(text).is_absolute() else Path(path).parent / text)
