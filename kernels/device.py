@@ -57,6 +57,11 @@ rank_descending = _device._rank_descending
 enrichment_scores = _device._enrichment_scores
 sorted_positions_score = _device._sorted_positions_score
 random_set_null_row = _device._random_set_null_row
+random_set_null_row_sparse = _device._random_set_null_row_sparse
+descending_key = _device._descending_key
+hit_weight = _device._hit_weight
+heap_sort = _device._heap_sort
+ks_from_sorted_positions = _device._ks_from_sorted_positions
 shuffled_correlation = _device._shuffled_correlation
 
 #: Threads per block of every kernel; launchers in this package own the grid sizes.

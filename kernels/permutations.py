@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from numba import cuda
 
-from .device import fill_labelling, grid_1d, random_set_null_row
+from .device import fill_labelling, grid_1d, random_set_null_row_sparse
 
 
 @cuda.jit
@@ -20,28 +20,29 @@ def labellings_kernel(seed, perm_start, mode, exact, stratum_offsets, stratum_me
 
 
 @cuda.jit
-def random_set_kernel(seed, perm_start, ranked_stat, weight, statistic, sizes, pool, sequence, prefix, out):
+def random_set_kernel(seed, perm_start, ranked_stat, weight, statistic, sizes, table_keys, table_values, sequence,
+                      prefix, out):
     """``out[b, i]``: statistic of the random set of ``sizes[i]`` ranked genes (ascending)
-    under gene-set permutation ``perm_start + b``, the CPU's cumulative null. ``pool[b]``
-    must hold the identity (restored after each draw); ``sequence[b]`` and ``prefix[b]`` are
-    scratch as long as the largest set."""
+    under gene-set permutation ``perm_start + b``, the CPU's cumulative null. The draws
+    need no pool as long as the gene list: ``table_keys[b]``/``table_values[b]`` hold the
+    shuffle's swaps (see :func:`permenrich.rng._random_sequence_sparse`); ``sequence[b]``
+    and ``prefix[b]`` are scratch as long as the largest set."""
     b = cuda.grid(1)
     if b >= out.shape[0]:
         return
-    random_set_null_row(seed, perm_start + b, ranked_stat, weight, statistic, sizes, pool[b], sequence[b], prefix[b],
-                        out[b])
+    random_set_null_row_sparse(seed, perm_start + b, ranked_stat, weight, statistic, sizes, table_keys[b],
+                               table_values[b], sequence[b], prefix[b], out[b])
 
 
-def launch_labellings(seed, perm_start, mode, exact, generator_arrays, pool, out):  # noqa: ANN001
+def launch_labellings(seed, perm_start, mode, exact, generator_arrays, pool, out, stream):  # noqa: ANN001
     """Fill ``out`` (n, width) with labellings ``perm_start ..``; ``generator_arrays`` are
     the plan's device arrays (offsets, members, drawn, radix, binom, factorial)."""
     blocks, threads = grid_1d(out.shape[0])
-    labellings_kernel[blocks, threads](seed, perm_start, mode, exact, *generator_arrays, pool, out)
+    labellings_kernel[blocks, threads, stream](seed, perm_start, mode, exact, *generator_arrays, pool, out)
 
 
-def launch_random_sets(seed, perm_start, ranked_stat, weight, statistic, sizes, pool, sequence, prefix,  # noqa: ANN001
-                       out):
-    """Fill ``out`` (n, n_sizes) with the random-set null of permutations ``perm_start ..``."""
+def launch_random_sets(seed, perm_start, ranked_stat, weight, statistic, sizes, scratch, out, stream):  # noqa: ANN001
+    """Fill ``out`` (n, n_sizes) with the random-set null of permutations ``perm_start ..``;
+    ``scratch`` = (table_keys, table_values, sequence, prefix), one row per permutation."""
     blocks, threads = grid_1d(out.shape[0])
-    random_set_kernel[blocks, threads](seed, perm_start, ranked_stat, weight, statistic, sizes, pool, sequence,
-                                       prefix, out)
+    random_set_kernel[blocks, threads, stream](seed, perm_start, ranked_stat, weight, statistic, sizes, *scratch, out)

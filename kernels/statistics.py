@@ -89,15 +89,15 @@ def correlation_kernel(genes_by_sample, phenotype, shuffles, out):
 
 
 def launch_two_group(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq, drawn_positions,  # noqa: ANN001
-                     drawn_is_case, metric, out):
+                     drawn_is_case, metric, out, stream):
     """Two-group statistics of a matrix held on the device, one thread per (labelling, gene)."""
     blocks, threads = grid_genes_by_batch(samples_by_gene.shape[1], drawn_positions.shape[0])
-    two_group_kernel[blocks, threads](samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
+    two_group_kernel[blocks, threads, stream](samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq,
                                       drawn_positions, drawn_is_case, metric, out)
 
 
 def launch_two_group_block(block, block_start, block_stop, gene_offset, gene_mean, drawn_positions, sums,  # noqa: ANN001
-                           sumsqs, stream=0):
+                           sumsqs, stream):
     """Add one streamed block to the class sums, on ``stream``."""
     blocks, threads = grid_genes_by_batch(block.shape[1], drawn_positions.shape[0])
     two_group_block_kernel[blocks, threads, stream](block, block_start, block_stop, gene_offset, gene_mean,
@@ -105,14 +105,14 @@ def launch_two_group_block(block, block_start, block_stop, gene_offset, gene_mea
 
 
 def launch_finish_two_group(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn,  # noqa: ANN001
-                            drawn_is_case, metric, out):
+                            drawn_is_case, metric, out, stream):
     """Statistics from the class sums accumulated over all streamed blocks."""
     blocks, threads = grid_genes_by_batch(sums.shape[1], sums.shape[0])
-    finish_two_group_kernel[blocks, threads](sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn,
+    finish_two_group_kernel[blocks, threads, stream](sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn,
                                              drawn_is_case, metric, out)
 
 
-def launch_correlation(genes_by_sample, phenotype, shuffles, out):  # noqa: ANN001
+def launch_correlation(genes_by_sample, phenotype, shuffles, out, stream):  # noqa: ANN001
     """Correlations with shuffled phenotypes, one thread per (shuffle, gene)."""
     blocks, threads = grid_genes_by_batch(genes_by_sample.shape[1], shuffles.shape[0])
-    correlation_kernel[blocks, threads](genes_by_sample, phenotype, shuffles, out)
+    correlation_kernel[blocks, threads, stream](genes_by_sample, phenotype, shuffles, out)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._compile import cpu_family
+from ._compile import cpu_family, inline
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
@@ -201,6 +201,58 @@ def _random_sequence(seed, perm_index, tag, n_drawn, pool, out):
         out[i] = tmp  # pool[j] held the drawn value before the undo
 
 
+def _random_sequence_sparse(seed, perm_index, tag, n_drawn, size, table_keys, table_values, out):
+    """:func:`_random_sequence` (same draws, same output) for ``range(size)`` without a
+    pool: the swaps of the partial Fisher–Yates shuffle are kept in an open-addressing
+    hash table (``table_keys``/``table_values``, a power of two at least twice
+    ``n_drawn`` long; the keys are reset to -1 here). Slot ``i`` is never read after
+    draw ``i`` (later partners are ``>= i + 1``), so only the partners' slots are
+    stored: at most ``n_drawn`` entries, whatever ``size`` is."""
+    capacity = table_keys.shape[0]
+    mask = capacity - 1
+    for t in range(capacity):
+        table_keys[t] = -1
+    cursor = 0
+    for i in range(n_drawn):
+        offset, cursor = _bounded_index_tagged(seed, perm_index, tag, cursor, size - i)
+        j = i + offset
+        value_i = _table_get(table_keys, table_values, mask, i)
+        out[i] = _table_get(table_keys, table_values, mask, j)
+        _table_set(table_keys, table_values, mask, j, value_i)
+
+
+@inline
+def _table_slot(table_keys, mask, key):
+    """Slot of ``key`` in the hash table, or the empty slot where it would go (linear
+    probing from a multiplicative hash)."""
+    slot = (key * 2654435761) & mask
+    while table_keys[slot] != -1 and table_keys[slot] != key:
+        slot = (slot + 1) & mask
+    return slot
+
+
+@inline
+def _table_get(table_keys, table_values, mask, key):
+    """The value stored for ``key``; ``key`` itself when absent (the identity pool)."""
+    slot = _table_slot(table_keys, mask, key)
+    return table_values[slot] if table_keys[slot] == key else key
+
+
+@inline
+def _table_set(table_keys, table_values, mask, key, value):
+    slot = _table_slot(table_keys, mask, key)
+    table_keys[slot] = key
+    table_values[slot] = value
+
+
+def sparse_table_capacity(n_drawn: int) -> int:
+    """Length of the hash table :func:`_random_sequence_sparse` needs for ``n_drawn``."""
+    capacity = 2
+    while capacity < 2 * n_drawn:
+        capacity *= 2
+    return capacity
+
+
 def _unrank_subset(rank, n_total, n_drawn, binom, out):
     """The ``rank``-th ``n_drawn``-subset of ``range(n_total)`` in lexicographic order
     (exact enumeration). ``binom[n, r]`` must hold C(n, r)."""
@@ -284,12 +336,14 @@ def _fill_labelling(seed, perm_index, mode, exact, stratum_offsets, stratum_memb
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_philox4x32_10, _stream_word, _permutation_word, _bounded_index, _bounded_index_tagged,
                     _insert_sorted, _insertion_sort, _shuffle_prefix, _draw_stratified, _shuffle_stratified,
-                    _random_sequence, _unrank_subset, _unrank_stratified, _unrank_shuffle, _fill_labelling)
+                    _random_sequence, _table_slot, _table_get, _table_set, _random_sequence_sparse,
+                    _unrank_subset, _unrank_stratified, _unrank_shuffle, _fill_labelling)
 _cpu = cpu_family(SCALAR_FUNCTIONS)
 philox4x32_10 = _cpu._philox4x32_10
 permutation_word = _cpu._permutation_word
 bounded_index = _cpu._bounded_index
 random_sequence = _cpu._random_sequence
+random_sequence_sparse = _cpu._random_sequence_sparse
 fill_labelling = _cpu._fill_labelling
 
 

@@ -8,10 +8,19 @@ kernels differ, and they are compiled from the same device-neutral functions:
 * two-group statistics: one thread per (labelling, gene), same summation order; a
   matrix streamed from disk is sent block by block (pinned double buffers, copies
   overlapping the kernels) with the class sums kept on the device;
-* ranking + running-sum ES: one thread per permutation (full 64-bit radix sort);
+* ranking: one thread block per permutation (block radix sort of 32-bit keys with an
+  exact fix-up of near ties, :mod:`permenrich.kernels.ranking`);
+* running-sum ES from the rank table: one thread per (set, permutation) gathers and
+  sorts the set's member ranks (:mod:`permenrich.kernels.enrichment`);
 * correlation: one thread per (shuffle, gene), samples summed in order as on the CPU;
 * mean/maxmean set statistics: CuPy sparse matrix products (cuSPARSE);
-* gene-set permutation null: one thread per permutation.
+* gene-set permutation null: one thread per permutation, drawn on the device with a
+  hash table of swaps instead of a pool as long as the gene list.
+
+Every launch, allocation and copy goes to the backend's own CUDA stream (a blocking
+stream, so CuPy's work on the default stream stays ordered with it). How many
+permutations go to the device at once comes from :func:`device_bytes_per_permutation`,
+which counts every device allocation a permutation needs.
 
 Batches of null scores stay on the device as CuPy arrays and feed the accumulators
 there (``xp = cupy``); only counts and per-set summaries come back. Without CuPy (e.g.
@@ -34,6 +43,47 @@ import numpy as np
 from ..errors import OptionError, option
 from ..stats.metrics import Metric, mid_ranks
 from ..stats.ranking import FULL_PASSES, RADIX_SIZE
+
+#: ES kernels: "ranks" (default) and the first "per-permutation" one, kept so that
+#: benchmarks can time both (``PERMENRICH_GPU_ES_KERNEL`` selects it).
+ES_KERNELS = ("ranks", "per-permutation")
+
+
+def device_bytes_per_permutation(n_genes: int, n_sets: int, n_memberships: int, width: int,
+                                 es_kernel: str = "ranks", global_memberships: int = 0) -> dict[str, int]:
+    """Device memory one permutation of a batch needs, by allocation.
+
+    Parameters
+    ----------
+    n_genes, n_sets
+        Genes ranked and sets scored.
+    n_memberships
+        Total set size (sum over sets; 0 for a mode without running-sum sets).
+    global_memberships
+        Members of the sets whose ranks are sorted in global memory (too large for a
+        block's shared memory).
+    width
+        Labelling width (samples drawn, or shuffled).
+    es_kernel
+        One of :data:`ES_KERNELS`.
+
+    Returns
+    -------
+    dict
+        Bytes per permutation for: the labelling, the gene statistics, the ranking scratch,
+        the member-rank scratch, the set scores and the null accumulators' temporaries
+        (comparisons and sums of a batch, at most three float64 per set).
+    """
+    from permenrich.kernels.ranking import RANK_BYTES_PER_GENE
+
+    if es_kernel == "per-permutation":
+        ranking = 8 * (5 * n_genes + FULL_PASSES * RADIX_SIZE + 8 * n_sets)
+        members = 0
+    else:
+        ranking = RANK_BYTES_PER_GENE * n_genes if n_memberships else 0
+        members = 4 * global_memberships
+    return {"labelling": 8 * width, "gene_statistics": 8 * n_genes, "ranking": ranking, "member_ranks": members,
+            "set_scores": 8 * n_sets, "accumulators": 3 * 8 * n_sets}
 
 
 
@@ -73,9 +123,13 @@ class _DeviceCovariates:
 
 @dataclass
 class _DeviceKs:
-    arrays: tuple[Any, ...]  # members, offsets, gene_set_offsets, gene_set_ids
+    arrays: tuple[Any, ...]  # members, offsets, gene_set_offsets, gene_set_ids (int64)
+    members32: Any  # members (int32) for the ES-from-ranks kernels
+    size_classes: list  # (device set indices, slot, threads) per class, see kernels.enrichment.size_classes
     weight: float
     n_sets: int
+    n_memberships: int
+    n_global_memberships: int  # members of the sets sorted in global scratch (too large for shared memory)
 
 
 def _cuda() -> Any:
@@ -114,14 +168,23 @@ class GpuBackend:
     name = "gpu"
 
     def __init__(self, threads: int | None = None, scratch_bytes: int = 2 * 10**9,
-                 device_cache_bytes: int | None = None) -> None:
+                 device_cache_bytes: int | None = None, es_kernel: str | None = None) -> None:
+        import os
+
         cuda = _cuda()
+        es_kernel = es_kernel or os.environ.get("PERMENRICH_GPU_ES_KERNEL") or "ranks"
+        if es_kernel not in ES_KERNELS:
+            raise OptionError(f"PERMENRICH_GPU_ES_KERNEL must be one of {', '.join(ES_KERNELS)}, got {es_kernel!r}")
+        self.es_kernel = es_kernel
         if not cuda.is_available():
             raise OptionError(f"{option('device', 'gpu')} but Numba sees no CUDA GPU; use {option('device', 'cpu')} "
                               "(or auto)")
         from numba import config
 
         self.simulated = bool(config.ENABLE_CUDASIM)
+        from permenrich.kernels.ranking import RANK_THREADS, SIMULATOR_RANK_THREADS
+
+        self.rank_threads = SIMULATOR_RANK_THREADS if self.simulated else RANK_THREADS
         self.cupy: Any = None
         if not self.simulated:
             try:
@@ -139,6 +202,11 @@ class GpuBackend:
             self.xp = np
             self.sparse = scipy.sparse
         self.scratch_bytes = int(scratch_bytes)
+        #: Dynamic shared memory per block for the ES kernel's sort slots (the default
+        #: limit without an opt-in).
+        self.shared_scratch_bytes = 48 * 1024
+        self.stream = cuda.stream()
+        self._width = 0
         self.device_cache_bytes = device_cache_bytes
         self.streamed_matrix: str | None = None
         self._statistic: Any = None
@@ -146,13 +214,19 @@ class GpuBackend:
 
     # -- moving arrays ----------------------------------------------------------------
     def _to_device(self, array: np.ndarray) -> Any:
-        return _cuda().to_device(np.ascontiguousarray(array))
+        return _cuda().to_device(np.ascontiguousarray(array), stream=self.stream)
+
+    def _empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        return _cuda().device_array(shape, dtype=dtype, stream=self.stream)
 
     def _as_xp(self, device_array: Any) -> Any:
-        """A kernel's output as an ``xp`` array (zero-copy with CuPy)."""
+        """A kernel's output as an ``xp`` array (zero-copy with CuPy; CuPy's default
+        stream waits for the backend's blocking stream)."""
         if self.cupy is not None:
             return self.cupy.asarray(device_array)
-        return device_array.copy_to_host()
+        host = device_array.copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return host
 
     def _as_device(self, array: Any) -> Any:
         """An ``xp``/host array as a Numba device array (zero-copy with CuPy)."""
@@ -161,7 +235,7 @@ class GpuBackend:
             return cuda.as_cuda_array(self.cupy.ascontiguousarray(array))
         if hasattr(array, "copy_to_host"):
             return array
-        return cuda.to_device(np.ascontiguousarray(array))
+        return self._to_device(array)
 
     def to_host(self, array: Any) -> np.ndarray:
         if self.cupy is not None and isinstance(array, self.cupy.ndarray):
@@ -214,7 +288,15 @@ class GpuBackend:
         if set_statistic == "ks":
             arrays = tuple(self._to_device(np.asarray(a, dtype=np.int64))
                            for a in (set_members, set_offsets, gene_set_offsets, gene_set_ids))
-            self._sets = _DeviceKs(arrays, float(weight), int(np.asarray(set_offsets).size - 1))
+            from permenrich.kernels.enrichment import size_classes
+
+            sizes = np.diff(np.asarray(set_offsets, dtype=np.int64))
+            classes = size_classes(sizes, n_genes, self.shared_scratch_bytes)
+            in_global = sum(int(starts[-1]) for _, slot, _, starts in classes if slot == 0)
+            self._sets = _DeviceKs(arrays, self._to_device(np.asarray(set_members, dtype=np.int32)),
+                                   [(self._to_device(c), slot, threads, self._to_device(starts))
+                                    for c, slot, threads, starts in classes],
+                                   float(weight), int(sizes.size), int(sizes.sum()), in_global)
         else:
             from ..enrich.linear import LinearSetStatistic
 
@@ -228,10 +310,11 @@ class GpuBackend:
 
         mode, exact, offsets, members, drawn, radix, binom, factorial, largest = plan.generator_arrays()
         n = stop - start
-        out = _cuda().device_array((n, plan.width), dtype=np.int64)
-        pool = _cuda().device_array((n, max(1, largest)), dtype=np.int64)
+        self._width = int(plan.width)
+        out = self._empty((n, plan.width), np.int64)
+        pool = self._empty((n, max(1, largest)), np.int64)
         launch_labellings(np.uint64(plan.seed), start, mode, exact, tuple(
-            self._to_device(a) for a in (offsets, members, drawn, radix, binom, factorial)), pool, out)
+            self._to_device(a) for a in (offsets, members, drawn, radix, binom, factorial)), pool, out, self.stream)
         return out
 
     def gene_statistics(self, labellings: Any) -> Any:
@@ -245,18 +328,18 @@ class GpuBackend:
         if isinstance(statistic, _DeviceCovariates):
             dots = []
             for vector in statistic.vectors:
-                out = _cuda().device_array((drawn.shape[0], statistic.statistic.n_genes), dtype=np.float64)
-                launch_correlation(statistic.residuals_by_sample, vector, drawn, out)
+                out = self._empty((drawn.shape[0], statistic.statistic.n_genes), np.float64)
+                launch_correlation(statistic.residuals_by_sample, vector, drawn, out, self.stream)
                 dots.append(self._as_xp(out))
             return statistic.statistic.t_from_dots(dots, self.xp)
         if isinstance(statistic, _DeviceCorrelation):
             n_genes = statistic.genes_by_sample.shape[1]
-            out = _cuda().device_array((drawn.shape[0], n_genes), dtype=np.float64)
-            launch_correlation(statistic.genes_by_sample, statistic.phenotype, drawn, out)
+            out = self._empty((drawn.shape[0], n_genes), np.float64)
+            launch_correlation(statistic.genes_by_sample, statistic.phenotype, drawn, out, self.stream)
         else:
             n_genes = statistic.arrays[0].shape[1]
-            out = _cuda().device_array((drawn.shape[0], n_genes), dtype=np.float64)
-            launch_two_group(*statistic.arrays, drawn, statistic.drawn_is_case, statistic.code, out)
+            out = self._empty((drawn.shape[0], n_genes), np.float64)
+            launch_two_group(*statistic.arrays, drawn, statistic.drawn_is_case, statistic.code, out, self.stream)
         return self._as_xp(out)
 
     def _streamed_statistics(self, labellings: Any) -> Any:
@@ -277,9 +360,9 @@ class GpuBackend:
                                    stream)
 
         self._upload_blocks(matrix.blocks(), launch)
-        out = _cuda().device_array((n_batch, matrix.n_genes), dtype=np.float64)
+        out = self._empty((n_batch, matrix.n_genes), np.float64)
         launch_finish_two_group(sums, sumsqs, total_sum, total_sumsq, gene_mean, matrix.n_samples, n_drawn,
-                                statistic.drawn_is_case, statistic.code, out)
+                                statistic.drawn_is_case, statistic.code, out, self.stream)
         return self._as_xp(out)
 
     def _device_cache_limit(self) -> int:
@@ -310,12 +393,12 @@ class GpuBackend:
         centred_host = np.empty(shape)
         for sample_start, sample_stop, gene_start, gene_stop, values in matrix.blocks():
             centred_host[sample_start:sample_stop, gene_start:gene_stop] = values - gene_mean[gene_start:gene_stop]
-        return cuda.to_device(centred_host), cuda.to_device(centred_host * centred_host)
+        return self._to_device(centred_host), self._to_device(centred_host * centred_host)
 
     def _device_zeros(self, shape: tuple[int, ...]) -> Any:
         if self.cupy is not None:
             return _cuda().as_cuda_array(self.cupy.zeros(shape, dtype=np.float64))
-        return _cuda().to_device(np.zeros(shape))
+        return self._to_device(np.zeros(shape))
 
     def _upload_blocks(self, blocks: Any, launch: Any) -> None:
         """Send host blocks ``(sample_start, sample_stop, gene_start, gene_stop, values)``
@@ -331,12 +414,13 @@ class GpuBackend:
         cuda = _cuda()
         if self.cupy is None:
             for sample_start, sample_stop, gene_start, _, values in blocks:
-                launch(cuda.to_device(np.ascontiguousarray(values, dtype=np.float64)), sample_start, sample_stop,
-                       gene_start, 0)
+                launch(self._to_device(np.asarray(values, dtype=np.float64)), sample_start, sample_stop,
+                       gene_start, self.stream)
             return
         cp = self.cupy
-        # Non-blocking streams do not wait for the default stream, where the zeroed sums
+        # Non-blocking streams do not wait for the backend's stream, where the zeroed sums
         # and the labellings were made: finish those first.
+        self.stream.synchronize()
         cuda.synchronize()
         copy_stream, compute_stream = cp.cuda.Stream(non_blocking=True), cp.cuda.Stream(non_blocking=True)
         numba_stream = cuda.external_stream(compute_stream.ptr)
@@ -360,52 +444,106 @@ class GpuBackend:
             kernel_done[slot] = compute_stream.record()
         compute_stream.synchronize()
 
+    def memory_model(self, n_genes: int) -> dict[str, int]:
+        """Device bytes per permutation of this run, by allocation
+        (:func:`device_bytes_per_permutation`)."""
+        sets = self._sets
+        n_sets = sets.n_sets if isinstance(sets, _DeviceKs) else int(getattr(sets, "n_sets", 0))
+        memberships = sets.n_memberships if isinstance(sets, _DeviceKs) else 0
+        in_global = sets.n_global_memberships if isinstance(sets, _DeviceKs) else 0
+        return device_bytes_per_permutation(n_genes, n_sets, memberships, self._width, self.es_kernel, in_global)
+
+    def device_rows(self, n_genes: int) -> int:
+        """Permutations sent to the device at once: as many as ``scratch_bytes`` holds
+        by the memory model."""
+        return max(1, self.scratch_bytes // max(1, sum(self.memory_model(n_genes).values())))
+
     def set_scores(self, stats: Any) -> Any:
         """Set statistics, shape (n_batch, n_sets), as an ``xp`` array."""
         if not isinstance(self._sets, _DeviceKs):
             return self._sets.scores(self.xp.asarray(stats))
-        from permenrich.kernels.enrichment import launch_ks
-
-        n_sets = self._sets.n_sets
-        cuda = _cuda()
         device_stats = self._as_device(stats)
         n_batch, n_genes = device_stats.shape
-        out = cuda.device_array((n_batch, n_sets), dtype=np.float64)
-        per_perm = 8 * (5 * n_genes + FULL_PASSES * RADIX_SIZE + 8 * n_sets)
-        rows = max(1, min(n_batch, self.scratch_bytes // per_perm))
+        out = self._empty((n_batch, self._sets.n_sets), np.float64)
+        rows = min(n_batch, self.device_rows(n_genes))
         for start in range(0, n_batch, rows):
             stop = min(n_batch, start + rows)
-            n = stop - start
-            chunk = device_stats[start:stop]
-            bits = chunk.view(np.uint64)
-            scratch = [cuda.device_array((n, n_genes), dtype=np.int64), cuda.device_array((n, n_genes), np.uint64),
-                       cuda.device_array((n, n_genes), np.uint64), cuda.device_array((n, n_genes), np.int64),
-                       cuda.device_array((n, FULL_PASSES, RADIX_SIZE), np.int64),
-                       cuda.device_array((n, n_genes), np.float64), cuda.device_array((n, n_sets, 8), np.float64)]
-            launch_ks(chunk, bits, self._sets.weight, self._sets.arrays, scratch, out[start:stop])
+            self._running_sum_scores(device_stats[start:stop], out[start:stop])
         return self._as_xp(out)
 
+    def _running_sum_scores(self, stats: Any, out: Any) -> None:
+        """``out`` (n, n_sets): running-sum ES of each row of ``stats`` with the chosen kernel."""
+        n, n_genes = stats.shape
+        sets = self._sets
+        bits = stats.view(np.uint64)
+        if self.es_kernel == "per-permutation":
+            from permenrich.kernels.enrichment import launch_ks
+
+            scratch = [self._empty((n, n_genes), np.int64), self._empty((n, n_genes), np.uint64),
+                       self._empty((n, n_genes), np.uint64), self._empty((n, n_genes), np.int64),
+                       self._empty((n, FULL_PASSES, RADIX_SIZE), np.int64),
+                       self._empty((n, n_genes), np.float64), self._empty((n, sets.n_sets, 8), np.float64)]
+            launch_ks(stats, bits, sets.weight, sets.arrays, scratch, out, self.stream)
+            return
+        from permenrich.kernels.enrichment import launch_es_from_ranks
+        from permenrich.kernels.ranking import launch_block_rank
+
+        keys = self._empty((2, n, n_genes), np.uint32)
+        genes = self._empty((2, n, n_genes), np.int32)
+        rank = self._empty((n, n_genes), np.int32)
+        ranked_stat = self._empty((n, n_genes), np.float64)
+        launch_block_rank(stats, bits, keys, genes, rank, ranked_stat, self.stream, self.rank_threads)
+        positions = self._empty((n, max(1, sets.n_global_memberships)), np.int32)  # sets too large for shared
+        launch_es_from_ranks(stats, rank, ranked_stat, sets.weight, sets.members32, sets.arrays[1], sets.size_classes,
+                             positions, out, self.stream)
+
     def score(self, labellings: Any, keep_stat: bool = False) -> tuple[Any, Any]:
-        stats = self.gene_statistics(labellings)
-        return self.set_scores(stats), (stats if keep_stat else None)
+        """Set statistics (and, with ``keep_stat``, gene statistics) of a batch, in device
+        chunks sized by the memory model."""
+        n_batch = labellings.shape[0]
+        rows = n_batch
+        if self._sets is not None and self._statistic is not None:
+            rows = min(n_batch, self.device_rows(self._n_genes()))
+        if rows >= n_batch:
+            stats = self.gene_statistics(labellings)
+            return self.set_scores(stats), (stats if keep_stat else None)
+        scores, kept = [], []
+        for start in range(0, n_batch, rows):
+            stats = self.gene_statistics(labellings[start:start + rows])
+            scores.append(self.set_scores(stats))
+            if keep_stat:
+                kept.append(stats)
+        xp = self.xp
+        return xp.concatenate(scores), (xp.concatenate(kept) if keep_stat else None)
+
+    def _n_genes(self) -> int:
+        statistic = self._statistic
+        if isinstance(statistic, _DeviceStreamed):
+            return int(statistic.matrix.n_genes)
+        if isinstance(statistic, _DeviceCovariates):
+            return int(statistic.statistic.n_genes)
+        if isinstance(statistic, _DeviceCorrelation):
+            return int(statistic.genes_by_sample.shape[1])
+        return int(statistic.arrays[0].shape[1])
 
     def random_set_null(self, seed: int, perm_start: int, perm_stop: int, ranked_stat: np.ndarray,
                         weight: float, set_statistic: str, sizes: np.ndarray) -> Any:
+        """Gene-set permutation null, drawn on the device (no pool as long as the gene list:
+        a hash table of the shuffle's swaps per permutation, twice the largest set)."""
         from permenrich.kernels.permutations import launch_random_sets
 
+        from ..rng import sparse_table_capacity
         from .cpu import SET_STATISTIC_CODES
 
-        cuda = _cuda()
         n = perm_stop - perm_start
-        n_genes = np.asarray(ranked_stat).size
-        pool = self._to_device(np.tile(np.arange(n_genes, dtype=np.int64), (n, 1)))
         largest = int(np.max(sizes))
-        sequence = cuda.device_array((n, largest), dtype=np.int64)
-        prefix = cuda.device_array((n, largest), dtype=np.int64)
-        out = cuda.device_array((n, np.asarray(sizes).size), dtype=np.float64)
+        capacity = sparse_table_capacity(largest)
+        scratch = (self._empty((n, capacity), np.int64), self._empty((n, capacity), np.int64),
+                   self._empty((n, largest), np.int64), self._empty((n, largest), np.int64))
+        out = self._empty((n, np.asarray(sizes).size), np.float64)
         launch_random_sets(np.uint64(seed), perm_start, self._to_device(np.asarray(ranked_stat, dtype=np.float64)),
                            float(weight), SET_STATISTIC_CODES[set_statistic],
-                           self._to_device(np.asarray(sizes, dtype=np.int64)), pool, sequence, prefix, out)
+                           self._to_device(np.asarray(sizes, dtype=np.int64)), scratch, out, self.stream)
         return self._as_xp(out)
 
     def describe(self) -> dict:
@@ -414,7 +552,8 @@ class GpuBackend:
 
         info: dict[str, Any] = {"backend": "gpu", "simulated": self.simulated,
                                 "array_module": "cupy" if self.cupy is not None else "numpy",
-                                "fma_contraction": "off" if FMA_CONTRACTION_OFF else "NVVM default"}
+                                "fma_contraction": "off" if FMA_CONTRACTION_OFF else "NVVM default",
+                                "es_kernel": self.es_kernel, "device_scratch_bytes": self.scratch_bytes}
         if self.streamed_matrix is not None:
             info["streamed_matrix"] = self.streamed_matrix
         try:

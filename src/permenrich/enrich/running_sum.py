@@ -41,7 +41,7 @@ import numpy as np
 
 from .._compile import inline
 from ..rng import SCALAR_FUNCTIONS as RNG_FUNCTIONS
-from ..rng import STREAM_GENE_SET, _insert_sorted, _random_sequence  # noqa: F401  (bound by jit_family)
+from ..rng import STREAM_GENE_SET, _insert_sorted, _random_sequence, _random_sequence_sparse  # noqa: F401 (jit_family)
 from ..stats.ranking import SCALAR_FUNCTIONS as RANKING_FUNCTIONS
 
 #: Positive and negative extremes whose magnitudes differ by at most this are tied.
@@ -268,6 +268,19 @@ def _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes):
             n_infinite += 1
         else:
             norm += w
+    return _ks_from_sorted_positions(positions, ranked_stat, weight, norm, n_infinite, n_genes)
+
+
+def _ks_from_sorted_positions(positions, ranked_stat, weight, norm, n_infinite, n_genes):
+    """Running-sum ES of a set from its members' ascending ranked positions, given the
+    sum ``norm`` of its finite hit weights and the count ``n_infinite`` of infinite ones.
+
+    The caller sums ``norm`` in the order its null kernel does (ranked order here, member
+    order in the GPU's ES-from-ranks kernel, as in the CPU's walk), so that every path
+    rounds alike; the walk (:func:`_enrichment_scores`) makes the same steps in the same
+    order: same bits.
+    """
+    k = positions.shape[0]
     if n_infinite > 0:
         norm = float(n_infinite)
     if norm == 0.0:
@@ -296,22 +309,66 @@ def _sorted_positions_score(positions, ranked_stat, weight, statistic, n_genes):
     return _pick_extreme(max_top, min_before, max_at, min_at)
 
 
+def _heap_sort(values, n):
+    """Sort ``values[:n]`` ascending in place: O(n log n) with no scratch (a set's member
+    positions on the device, where a thread has no room for a second buffer)."""
+    for root in range(n // 2 - 1, -1, -1):
+        _sift_down(values, root, n)
+    for end in range(n - 1, 0, -1):
+        largest = values[0]
+        values[0] = values[end]
+        values[end] = largest
+        _sift_down(values, 0, end)
+
+
+@inline
+def _sift_down(values, root, n):
+    """Move ``values[root]`` down the max-heap ``values[:n]`` to its place."""
+    value = values[root]
+    parent = root
+    child = 2 * parent + 1
+    while child < n:
+        if child + 1 < n and values[child + 1] > values[child]:
+            child += 1
+        if values[child] <= value:
+            break
+        values[parent] = values[child]
+        parent = child
+        child = 2 * parent + 1
+    values[parent] = value
+
+
 def _random_set_null_row(seed, perm_index, ranked_stat, weight, statistic, sizes, pool, sequence, prefix, out):
     """``out[i]``: statistic of the random set of ``sizes[i]`` ranked genes under gene-set
     permutation ``perm_index``, for ``sizes`` ascending.
 
     One random sequence of distinct ranked positions, as long as the largest set, serves
     every size: the set of size k is its first k elements, a uniform random k-subset (the
-    cumulative null of fgsea). The elements are inserted one by one into ``prefix``, kept
-    sorted, and each size is scored on it by :func:`_sorted_positions_score` (the observed
-    sets' scores take the same function). Scratch: ``pool`` (the identity, restored),
-    ``sequence`` and ``prefix`` (as long as the largest set).
+    cumulative null of fgsea). Scratch: ``pool`` (the identity, restored), ``sequence``
+    and ``prefix`` (as long as the largest set). See :func:`_score_prefixes`.
     """
+    _random_sequence(seed, perm_index, STREAM_GENE_SET, sizes[sizes.shape[0] - 1], pool, sequence)
+    _score_prefixes(sequence, ranked_stat, weight, statistic, sizes, prefix, out)
+
+
+def _random_set_null_row_sparse(seed, perm_index, ranked_stat, weight, statistic, sizes, table_keys, table_values,
+                                sequence, prefix, out):
+    """:func:`_random_set_null_row` without a pool as long as the gene list: the same
+    sequence drawn by :func:`_random_sequence_sparse` (a hash table as large as twice the
+    largest set), for the device, where a pool per thread would not fit."""
+    _random_sequence_sparse(seed, perm_index, STREAM_GENE_SET, sizes[sizes.shape[0] - 1], ranked_stat.shape[0],
+                            table_keys, table_values, sequence)
+    _score_prefixes(sequence, ranked_stat, weight, statistic, sizes, prefix, out)
+
+
+def _score_prefixes(sequence, ranked_stat, weight, statistic, sizes, prefix, out):
+    """``out[i]``: statistic of the set made of the first ``sizes[i]`` elements of
+    ``sequence`` (ranked positions). The elements are inserted one by one into ``prefix``,
+    kept sorted, and each size is scored on it by :func:`_sorted_positions_score` (the
+    observed sets' scores take the same function)."""
     n_genes = ranked_stat.shape[0]
-    n_sizes = sizes.shape[0]
-    _random_sequence(seed, perm_index, STREAM_GENE_SET, sizes[n_sizes - 1], pool, sequence)
     filled = 0
-    for i in range(n_sizes):
+    for i in range(sizes.shape[0]):
         k = sizes[i]
         for t in range(filled, k):
             prefix[t] = sequence[t]
@@ -322,4 +379,5 @@ def _random_set_null_row(seed, perm_index, ranked_stat, weight, statistic, sizes
 
 #: Walk and random-set scoring with the ranking and the draws they use; compile together.
 SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, *RNG_FUNCTIONS, _hit_weight, _step_weight, _pick_extreme, _enrichment_scores,
-                    _sorted_positions_score, _random_set_null_row)
+                    _sorted_positions_score, _ks_from_sorted_positions, _sift_down, _heap_sort, _score_prefixes,
+                    _random_set_null_row, _random_set_null_row_sparse)

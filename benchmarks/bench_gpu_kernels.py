@@ -1,0 +1,107 @@
+"""The GPU's set-scoring kernels alone, old and new side by side, on the cudaGSEA shape.
+
+Gene statistics for a batch of permutations are made once on the device (random
+normals, as signal-to-noise values look), then each kernel is timed on them:
+
+* ``per-permutation``: the first kernel, one thread ranks and walks a whole permutation;
+* ``block ranking``: one block per permutation (:mod:`permenrich.kernels.ranking`);
+* ``ES from ranks``: one thread per (set, permutation) (:mod:`permenrich.kernels.enrichment`).
+
+Reports the median seconds per launch over ``--repeats`` launches (after one warm-up),
+the seconds per 1e6 permutations this extrapolates to, the device memory the memory model
+counts, and CuPy's peak pool memory. Both kernels' scores are compared exactly.
+
+Usage (on a GPU machine; ``--smoke`` runs a tiny case in Numba's simulator)::
+
+    python benchmarks/bench_gpu_kernels.py --batch 4096 --out benchmarks/results/gpu_kernels_<date>.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def workload_sets(n_genes: int, n_sets: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Set index of the cudaGSEA workload: sizes 15-500, log-uniform (as bench_cudagsea)."""
+    rng = np.random.default_rng(seed)
+    sizes = np.clip(np.exp(rng.uniform(np.log(15), np.log(500), size=n_sets)).astype(int), 15, min(500, n_genes - 1))
+    members = np.concatenate([np.sort(rng.choice(n_genes, size=k, replace=False)) for k in sizes])
+    return members.astype(np.int64), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--genes", type=int, default=20_639)
+    parser.add_argument("--sets", type=int, default=4_725)
+    parser.add_argument("--batch", type=int, default=4096, help="permutations per launch")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="tiny case in the CUDA simulator (checks the script)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.smoke:
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+        args.genes, args.sets, args.batch, args.repeats = 40, 6, 3, 1
+
+    from numba import cuda
+
+    from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation
+    from permenrich.genesets import GeneSetIndex  # noqa: F401 - the same index layout as the runs
+
+    members, offsets = workload_sets(args.genes, args.sets)
+    owner = np.repeat(np.arange(args.sets, dtype=np.int32), np.diff(offsets))
+    gene_set_offsets = np.concatenate([[0], np.cumsum(np.bincount(members, minlength=args.genes))]).astype(np.int64)
+    gene_set_ids = owner[np.argsort(members, kind="stable")]
+    stats = np.random.default_rng(1).normal(size=(args.batch, args.genes))
+    rows = []
+    results = {}
+    for kernel in ("ranks", "per-permutation"):
+        backend = GpuBackend(es_kernel=kernel, scratch_bytes=1 << 62)
+        backend.prepare_sets("ks", members, offsets, gene_set_offsets, gene_set_ids, 1.0, args.genes)
+        device_stats = backend._to_device(stats)
+        backend.set_scores(device_stats)  # compile and warm up
+        cuda.synchronize()
+        pool = getattr(backend.cupy, "get_default_memory_pool", lambda: None)() if backend.cupy else None
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            scores = backend.set_scores(device_stats)
+            cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        results[kernel] = backend.to_host(scores)
+        median = statistics.median(times)
+        model = device_bytes_per_permutation(args.genes, args.sets, int(offsets[-1]), 17, kernel)
+        peak = f"{pool.total_bytes() / 2**30:.2f} GiB" if pool is not None else "—"
+        rows.append((kernel, args.batch, median, median / args.batch * 1e6, sum(model.values()) * args.batch / 2**30,
+                     peak))
+        print(rows[-1], flush=True)
+    identical = np.array_equal(results["ranks"].view(np.uint64), results["per-permutation"].view(np.uint64))
+    print("scores identical:", identical)
+    if args.out:
+        from bench_cudagsea import gpu_description
+
+        lines = [f"# GPU set-scoring kernels, cudaGSEA shape — {dt.date.today().isoformat()}", "",
+                 f"Run by `benchmarks/bench_gpu_kernels.py`. GPU: {gpu_description()}.", "",
+                 f"{args.genes:,} genes, {args.sets:,} sets (15-500 genes, {int(offsets[-1]):,} memberships), "
+                 f"{args.batch:,} permutations per launch, median of {args.repeats} launches. "
+                 f"Scores of both kernels identical: {identical}.", "",
+                 "| kernel | batch | s per launch | s per 1e6 permutations | model GiB per launch | CuPy pool |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {k} | {b:,} | {t:.4f} | {m:.1f} | {g:.2f} | {p} |" for k, b, t, m, g, p in rows]
+        args.out.write_text("\n".join(lines) + "\n")
+        print(f"report written to {args.out}")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

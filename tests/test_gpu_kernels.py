@@ -1,0 +1,142 @@
+"""The GPU's block ranking, ES-from-ranks and device-drawn random sets, kernel by kernel.
+
+Under Numba's CUDA simulator (tests/conftest.py) on tiny inputs chosen for the edges:
+ties, near ties (runs of equal 32-bit keys), infinities, signed zeros, sets of size 1 and
+of every gene but one, batches that do not divide the permutations, several blocks.
+Every comparison is exact: the device must give the CPU's bits.
+"""
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from permenrich.backends.cpu import CpuBackend
+from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation
+from permenrich.kernels.enrichment import size_classes
+from permenrich.kernels.ranking import SIMULATOR_RANK_THREADS, launch_block_rank, rank_scratch
+from permenrich.rng import random_sequence, random_sequence_sparse, sparse_table_capacity
+from permenrich.stats.ranking import ranking_reference
+
+
+def _awkward_stats(n_genes, n_batch, seed=0):
+    """Rows with every kind of tie the ranking must order exactly."""
+    rng = np.random.default_rng(seed)
+    stats = rng.normal(size=(n_batch, n_genes))
+    stats[0, : n_genes // 3] = 1.0  # exact ties: index order
+    if n_batch > 1:
+        stats[1] = 0.0  # all equal
+        stats[1, ::3] = -0.0  # signed zeros tie
+    if n_batch > 2:
+        # Near ties: equal in the high 32 bits of the key, distinct in the low ones, in
+        # reverse index order so that the fix-up has work to do.
+        stats[2, ::2] = 1.0 + 1e-13 * np.arange(stats[2, ::2].size)
+    if n_batch > 3 and n_genes > 5:
+        stats[3, 1], stats[3, 2], stats[3, 5] = np.inf, -np.inf, np.inf
+    return stats
+
+
+@pytest.mark.parametrize("threads", [1, SIMULATOR_RANK_THREADS, 32])
+@pytest.mark.parametrize("n_genes", [1, 7, 61])
+def test_block_ranking_equals_reference(threads, n_genes):
+    n_batch = 5 if threads < 32 else 2
+    stats = _awkward_stats(n_genes, n_batch)
+    device = cuda.to_device(stats)
+    stream = cuda.stream()
+    keys, genes, rank, ranked_stat = rank_scratch(n_batch, n_genes, stream)
+    launch_block_rank(device, device.view(np.uint64), keys, genes, rank, ranked_stat, stream, threads)
+    rank, ranked_stat = rank.copy_to_host(), ranked_stat.copy_to_host()
+    for b in range(n_batch):
+        order = ranking_reference(stats[b])
+        assert np.array_equal(rank[b][order], np.arange(n_genes)), b
+        assert np.array_equal(ranked_stat[b].view(np.uint64), stats[b][order].view(np.uint64)), b
+
+
+def _sets_case(n_genes):
+    """Sets of size 1, of every gene but one, overlapping ones, and one of the near ties."""
+    sets = [[3], list(range(1, n_genes)), list(range(0, n_genes, 2)), [0, 1, 2, 5, 9], list(range(4, 12))]
+    members = np.concatenate([np.array(s, dtype=np.int32) for s in sets])
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
+    owner = np.repeat(np.arange(len(sets), dtype=np.int32), np.diff(offsets))
+    order = np.argsort(members, kind="stable")
+    gene_set_offsets = np.concatenate([[0], np.cumsum(np.bincount(members, minlength=n_genes))]).astype(np.int64)
+    return members, offsets, gene_set_offsets, owner[order]
+
+
+@pytest.mark.parametrize(("es_kernel", "shared_bytes"), [
+    ("ranks", 48 * 1024),  # every set sorts in shared memory
+    ("ranks", 2 * 32 * 32),  # only slots of 32 fit a warp: the set of 39 goes to global scratch
+    ("ranks", 0),  # all in global scratch
+    ("per-permutation", 0),
+])
+@pytest.mark.parametrize("weight", [1.0, 0.0, 1.5])
+def test_device_running_sum_scores_equal_cpu_walk(es_kernel, shared_bytes, weight):
+    n_genes = 40
+    stats = _awkward_stats(n_genes, 6, seed=1)
+    sets = _sets_case(n_genes)
+    cpu = CpuBackend(threads=1)
+    cpu.prepare_sets("ks", *sets, weight, n_genes)
+    expected = cpu.set_scores(stats)
+    # A scratch budget of two permutations: three device chunks of the batch of six.
+    gpu = GpuBackend(es_kernel=es_kernel, scratch_bytes=1)
+    gpu.shared_scratch_bytes = shared_bytes
+    gpu.prepare_sets("ks", *sets, weight, n_genes)
+    slots = [slot for _, slot, _, _ in gpu._sets.size_classes]
+    assert (max(slots) > 0) == (es_kernel == "ranks" and shared_bytes > 0)
+    assert (min(slots) == 0) == (shared_bytes < 48 * 1024)
+    per_permutation = sum(gpu.memory_model(n_genes).values())
+    gpu.scratch_bytes = 2 * per_permutation
+    assert gpu.device_rows(n_genes) == 2
+    got = gpu.to_host(gpu.set_scores(stats))
+    assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))
+    assert np.isfinite(expected).all() and (expected != 0).any()
+
+
+def test_sparse_random_sequence_equals_pool_shuffle():
+    for n, k in [(1, 1), (10, 9), (10, 10), (50, 3), (1000, 500)]:
+        capacity = sparse_table_capacity(k)
+        assert capacity >= 2 * k and capacity & (capacity - 1) == 0
+        for perm in range(15):
+            pooled, sparse = np.empty(k, np.int64), np.empty(k, np.int64)
+            random_sequence(np.uint64(7), perm, 3, k, np.arange(n), pooled)
+            random_sequence_sparse(np.uint64(7), perm, 3, k, n, np.empty(capacity, np.int64),
+                                   np.empty(capacity, np.int64), sparse)
+            assert np.array_equal(pooled, sparse), (n, k, perm)
+            assert np.unique(sparse).size == k
+
+
+@pytest.mark.parametrize("set_statistic", ["ks", "maxmean"])
+def test_device_random_sets_equal_cpu(set_statistic):
+    n_genes = 30
+    ranked = np.sort(np.random.default_rng(2).normal(size=n_genes))[::-1].copy()
+    ranked[4:8] = ranked[4]  # ties
+    sizes = np.array([1, 2, 5, n_genes - 1])
+    for start, stop in [(0, 7), (7, 10)]:  # a batch that does not divide the permutations
+        cpu = CpuBackend(threads=1).random_set_null(11, start, stop, ranked, 1.0, set_statistic, sizes)
+        gpu = GpuBackend()
+        got = gpu.to_host(gpu.random_set_null(11, start, stop, ranked, 1.0, set_statistic, sizes))
+        assert np.array_equal(got.view(np.uint64), cpu.view(np.uint64))
+
+
+def test_size_classes_cover_every_set_once():
+    sizes = np.array([15, 16, 17, 33, 500, 513, 1, 64, 2000])
+    classes = size_classes(sizes, 20_639)
+    covered = np.concatenate([c for c, _, _, _ in classes])
+    assert np.array_equal(np.sort(covered), np.arange(sizes.size))
+    for sets, slot, threads, starts in classes:
+        assert 1 <= threads <= 128 and sizes[sets].tolist() == sorted(sizes[sets].tolist(), reverse=True)
+        if slot:
+            assert (sizes[sets] <= slot).all() and 2 * slot * threads <= 48 * 1024
+        else:  # too large for a warp of slots in 48 KB: global scratch, sliced by starts
+            assert set(sizes[sets].tolist()) == {513, 2000} and starts[-1] == 2513
+    assert all(slot == 0 for _, slot, _, _ in size_classes(sizes, 70_000))  # positions beyond 16 bits
+
+
+def test_memory_model_counts_every_allocation():
+    """The cudaGSEA workload: the model's figures are what the kernels allocate."""
+    model = device_bytes_per_permutation(20_639, 4_725, 648_970, 17)
+    assert model["ranking"] == 20_639 * (16 + 4 + 8)
+    assert model["member_ranks"] == 0  # sets of 15-500 genes all sort in shared memory
+    total = sum(model.values())
+    assert 0.5e6 < total < 1e6  # under 1 MB per permutation: 16,000 at once in 16 GB
+    old = device_bytes_per_permutation(20_639, 4_725, 648_970, 17, "per-permutation")
+    assert sum(old.values()) > total
