@@ -11,12 +11,16 @@ Usage::
 
     python benchmarks/bench_cudagsea.py --devices gpu cpu --permutations 10000 100000 1000000
     python benchmarks/bench_cudagsea.py --devices cpu --permutations 1000 --cpu-max 1000   # smoke run
+
+``--devices gpu-per-permutation`` runs the first GPU kernel (one thread per permutation)
+for a side-by-side comparison with the default kernels, up to ``--old-max`` permutations.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import subprocess
 import sys
@@ -82,6 +86,8 @@ def main() -> int:
     parser.add_argument("--devices", nargs="+", default=["gpu", "cpu"])
     parser.add_argument("--permutations", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--cpu-max", type=int, default=10_000, help="largest permutation count run on the CPU")
+    parser.add_argument("--old-max", type=int, default=10_000,
+                        help="largest permutation count run with the first GPU kernel (gpu-per-permutation)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--memory", default="8GB")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
@@ -90,11 +96,16 @@ def main() -> int:
 
     expr, labels, sets = cudagsea_workload()
     rows = []
-    for device in args.devices:
+    for label in args.devices:
+        device = "gpu" if label.startswith("gpu") else label
+        if label.startswith("gpu-"):  # an older GPU kernel, for the side-by-side figures
+            os.environ["PERMENRICH_GPU_ES_KERNEL"] = label[len("gpu-"):]
+        else:
+            os.environ.pop("PERMENRICH_GPU_ES_KERNEL", None)
         permenrich.gsea(expr.iloc[:2000], labels, dict(list(sets.items())[:50]), case="case", control="control",
                         permutations=64, device=device, threads=args.threads)  # compile
         for n_perm in args.permutations:
-            if device == "cpu" and n_perm > args.cpu_max:
+            if (device == "cpu" and n_perm > args.cpu_max) or (label != device and n_perm > args.old_max):
                 continue
             watch = DeviceMemoryWatch() if device == "gpu" else None
             start = time.perf_counter()
@@ -103,7 +114,7 @@ def main() -> int:
                                      progress=watch)
             wall = time.perf_counter() - start
             run = result.attrs["run"]
-            rows.append(("cudaGSEA workload", device, n_perm, wall, n_perm / wall,
+            rows.append(("cudaGSEA workload", label, n_perm, wall, n_perm / wall,
                          f"{watch.peak / 2**30:.2f} GiB" if watch else "—", run["null_storage"]))
             print(rows[-1], flush=True)
         leukemia = args.data_dir / "leukemia"
@@ -115,7 +126,7 @@ def main() -> int:
                             chip=leukemia / "Human_AFFY_HG_U95_MSigDB_7_0_final.chip", permutations=10_000,
                             seed=0, device=device, threads=args.threads)
             wall = time.perf_counter() - start
-            rows.append(("leukemia (Hallmark + KEGG)", device, 10_000, wall, 10_000 / wall, "—", ""))
+            rows.append(("leukemia (Hallmark + KEGG)", label, 10_000, wall, 10_000 / wall, "—", ""))
             print(rows[-1], flush=True)
 
     today = dt.date.today().isoformat()

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should run, in one call (device time is short):
-#   1. the whole test suite with the GPU visible (the GPU tests run on the device, not in
-#      Numba's simulator; tests/test_gpu.py's real-GPU test compares leukemia CPU vs GPU);
-#   2. the cudaGSEA workload at 1e4, 1e5, 1e6 permutations on the GPU, plus leukemia
-#      GPU and CPU in the same run (benchmarks/bench_cudagsea.py);
-#   3. Nsight Compute on the main kernels (achieved bandwidth / FLOP rate), where ncu works.
+#   1. the GPU tests with the GPU visible (they run on the device, not in Numba's simulator;
+#      tests/test_gpu.py's real-GPU test compares leukemia CPU vs GPU); about 10 minutes in all;
+#   2. the set-scoring kernels alone, old (one thread per permutation) and new (block
+#      ranking + ES from member ranks), on the cudaGSEA shape (benchmarks/bench_gpu_kernels.py);
+#   3. the cudaGSEA workload at 1e4, 1e5, 1e6 permutations on the GPU (new kernels), the old
+#      kernel at 2e3, plus leukemia GPU and CPU in the same run (benchmarks/bench_cudagsea.py),
+#      with peak device memory;
+#   4. Nsight Compute on the hot kernels (memory throughput, duration), where ncu works.
 # Results go to $OUT (the device tool brings them back) or benchmarks/results/device_<date>/;
 # commit them to benchmarks/results/ with the machine.txt this writes.
 #
@@ -46,19 +49,25 @@ cat "$out/machine.txt"
 # 1. tests (anndata-based tests are skipped or ignored where the image lacks anndata)
 ignore=()
 "$python" -c "import anndata" 2>/dev/null || ignore=(--ignore=tests/test_streaming.py --ignore=tests/test_demo.py)
-timeout 300 "$python" -m pytest -q -rs -p no:cacheprovider "${ignore[@]}" tests 2>&1 | tail -60 > "$out/pytest_gpu.log"
+timeout 150 "$python" -m pytest -q -rs -p no:cacheprovider "${ignore[@]}" tests/test_gpu.py tests/test_gpu_kernels.py \
+  2>&1 | tail -60 > "$out/pytest_gpu.log"
 tail -5 "$out/pytest_gpu.log"
 
-# 2. benchmarks
+# 2. the set-scoring kernels alone, old and new side by side (scores compared exactly)
+timeout 60 "$python" benchmarks/bench_gpu_kernels.py --batch 4096 --old-batch 256 --repeats 3 \
+  --out "$out/gpu_kernels_$(date -u +%F).md" 2>&1 | tail -5
+
+# 3. whole runs
 perms=(10000 100000 1000000)
 [ "$quick" = quick ] && perms=(10000)
-timeout 420 "$python" benchmarks/bench_cudagsea.py --devices gpu cpu --cpu-max 10000 --permutations "${perms[@]}" \
-  --data-dir "$data" --out "$out/cudagsea_gpu_cpu_$(date -u +%F).md" 2>&1 | tail -20
+timeout 270 "$python" benchmarks/bench_cudagsea.py --devices gpu gpu-per-permutation cpu --cpu-max 10000 \
+  --old-max 2000 --permutations "${perms[@]}" --data-dir "$data" \
+  --out "$out/cudagsea_gpu_cpu_$(date -u +%F).md" 2>&1 | tail -20
 
-# 3. kernel counters (a short run; ncu replays each kernel, so keep it small)
+# 4. kernel counters (a short run; ncu replays each kernel, so keep it small)
 if command -v ncu >/dev/null && [ "$quick" != quick ]; then
-  timeout 240 ncu --target-processes all --kernel-name regex:"two_group|ks_kernel|labellings" --launch-count 6 \
-    --section SpeedOfLight --csv "$python" benchmarks/bench_cudagsea.py --devices gpu --permutations 2000 \
-    --data-dir "$data" --out /tmp/ncu_run.md > "$out/ncu_speed_of_light.csv" 2>&1 || true
+  timeout 90 ncu --target-processes all --kernel-name regex:"two_group|block_rank|es_from_ranks|ks_kernel|random_set" \
+    --launch-count 8 --section SpeedOfLight --section MemoryWorkloadAnalysis --csv \
+    "$python" benchmarks/bench_gpu_kernels.py --batch 512 --old-batch 64 --repeats 1 > "$out/ncu_kernels.csv" 2>&1 || true
 fi
 ls -la "$out"

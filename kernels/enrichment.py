@@ -4,11 +4,13 @@ Default (``es_kernel="ranks"``): the ranking kernel (:mod:`permenrich.kernels.ra
 one block per permutation) writes each permutation's rank table; then each (set,
 permutation) is scored on its own thread from the set's members only: gather their
 ranks, heap-sort them (k <= a few hundred), and take the running-sum extremum in closed
-form, O(k log k) per set instead of a walk over every gene. The sort runs in dynamic
-shared memory (uint16 positions, one slot per thread; :func:`size_classes` groups the
-sets so that a block's slots fit in 48 KB), or in global memory for sets too large for
-that. The extremum stays one thread's sequential pass: its float64 sums must be added in
-the CPU's order to give the CPU's bits.
+form, O(k log k) per set instead of a walk over every gene. The threads of a warp are 32
+permutations of one set, so the set's member ids are read once per warp, the gathers
+from the gene-major tables are coalesced and every thread sorts the same number of
+ranks. The sort runs in dynamic shared memory (uint16 positions, interleaved slots;
+:func:`size_classes` groups the sets so that a block's slots fit in 48 KB), or in global
+memory for sets too large for that. The extremum stays one thread's sequential pass: its
+float64 sums must be added in the CPU's order to give the CPU's bits.
 
 ``es_kernel="per-permutation"`` keeps the first GPU kernel (one thread ranks and walks a
 whole permutation, scratch in global memory) for side-by-side benchmarks only.
@@ -32,104 +34,113 @@ from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, heap_sort, h
 
 
 @cuda.jit(device=True)
-def set_score_from_ranks(b, s, stats, rank, ranked_stat, weight, set_members, set_offsets, scratch):
-    """ES of set s for permutation b: gather its members' ranks into ``scratch`` (at least
-    the set's size), heap-sort them, and take the running-sum extremum in closed form.
-    ``N_R`` is added in member order, as the CPU's walk adds it."""
+def set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, scratch):
+    """ES of set s for permutation b from the gene-major tables of the ranking kernel:
+    gather its members' ranks into ``scratch`` (at least the set's size), heap-sort them,
+    and take the running-sum extremum in closed form. ``N_R`` is added in member order,
+    as the CPU's walk adds it."""
     first = set_offsets[s]
     last = set_offsets[s + 1]
     norm = 0.0
     n_infinite = 0
     for t in range(first, last):
         gene = set_members[t]
-        w = hit_weight(stats[b, gene], weight)
+        w = hit_weight(stat[gene, b], weight)
         if w == math.inf:
             n_infinite += 1
         else:
             norm += w
-        scratch[t - first] = rank[b, gene]
+        scratch[t - first] = rank[gene, b]
     members = scratch[: last - first]
     heap_sort(members, last - first)
-    return ks_from_sorted_positions(members, ranked_stat[b], weight, norm, n_infinite, stats.shape[1])
+    return ks_from_sorted_positions(members, ranked_stat[:, b], weight, norm, n_infinite, stat.shape[0])
 
 
 @cuda.jit
-def es_from_ranks_shared_kernel(stats, rank, ranked_stat, weight, set_members, set_offsets, class_sets, slot, out):
-    """``out[b, s]`` for the sets ``class_sets`` (sizes up to ``slot``): each thread sorts
-    its set's ranks in its own ``slot`` of the block's dynamic shared memory (uint16
-    positions), where scattered accesses cost a few bank conflicts instead of a cache
-    line each."""
-    i, b = cuda.grid(2)
+def es_from_ranks_shared_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, slot, out):
+    """``out[b, s]`` for the sets ``class_sets`` (sizes up to ``slot``): thread x of a block
+    is a permutation, blocks along x take the sets and along y the groups of
+    permutations (so the blocks running at once share one group's tables in L2). Each thread sorts its ranks in a slot
+    of the block's dynamic shared memory (uint16 positions) interleaved with its
+    neighbours' (element j of thread t at ``j * width + t``), so a warp's accesses fall in
+    distinct banks whatever each thread's heap index."""
+    b = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
     scratch = cuda.shared.array(0, dtype=uint16)
-    if i >= class_sets.shape[0] or b >= stats.shape[0]:
+    if b >= stat.shape[1]:
         return
+    width = cuda.blockDim.x
     t = cuda.threadIdx.x
-    s = class_sets[i]
-    out[b, s] = set_score_from_ranks(b, s, stats, rank, ranked_stat, weight, set_members, set_offsets,
-                                     scratch[t * slot: (t + 1) * slot])
+    mine = scratch[t: t + slot * width: width]
+    for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
+        s = class_sets[i]
+        out[b, s] = set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, mine)
 
 
 @cuda.jit
-def es_from_ranks_kernel(stats, rank, ranked_stat, weight, set_members, set_offsets, class_sets, starts, positions,
+def es_from_ranks_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, starts, positions,
                          out):
     """``out[b, s]`` for the sets ``class_sets`` whose ranks do not fit in shared memory
     (large sets, or more than 65,536 genes): set ``class_sets[i]`` sorts in
-    ``positions[b, starts[i]:starts[i + 1]]``."""
-    i, b = cuda.grid(2)
-    if i >= class_sets.shape[0] or b >= stats.shape[0]:
+    ``positions[starts[i]:starts[i + 1], b]`` (permutation-minor, so a warp's equal
+    indices are adjacent)."""
+    b = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+    if b >= stat.shape[1]:
         return
-    s = class_sets[i]
-    out[b, s] = set_score_from_ranks(b, s, stats, rank, ranked_stat, weight, set_members, set_offsets,
-                                     positions[b, starts[i]:starts[i + 1]])
+    for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
+        s = class_sets[i]
+        out[b, s] = set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets,
+                                         positions[starts[i]:starts[i + 1], b])
 
 
-def launch_es_from_ranks(stats, rank, ranked_stat, weight, set_members, set_offsets, size_classes, positions,  # noqa: ANN001
-                         out, stream):
-    """ES of every (set, permutation). ``size_classes``: (device set indices, slot,
-    threads per block, scratch starts) per class of similar sizes (see
-    :func:`size_classes`). Consecutive threads take consecutive sets of one permutation,
-    so a block reads one rank table."""
-    for class_sets, slot, threads, starts in size_classes:
-        blocks = ((class_sets.shape[0] + threads - 1) // threads, stats.shape[0])
+#: Blocks along a grid's x axis at most (further sets loop); CUDA allows 2**31 - 1.
+MAX_GRID_X = 2**20
+
+
+def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes, positions, out, stream):  # noqa: ANN001
+    """ES of every (set, permutation); ``tables`` = (stat, rank, ranked_stat), gene-major,
+    from the ranking kernel. A warp is 32 permutations of one set: the member ids are
+    read once, the rank and statistic gathers are coalesced, and every thread sorts the
+    same number of ranks. ``size_classes``: (device set indices, slot, widest block,
+    scratch starts) from :func:`size_classes`."""
+    n_batch = tables[0].shape[1]
+    for class_sets, slot, widest, starts in size_classes:
+        width = min(widest, n_batch)
+        grid = (min(class_sets.shape[0], MAX_GRID_X), (n_batch + width - 1) // width)
         if slot:
-            es_from_ranks_shared_kernel[blocks, (threads, 1), stream, 2 * slot * threads](
-                stats, rank, ranked_stat, weight, set_members, set_offsets, class_sets, slot, out)
+            es_from_ranks_shared_kernel[grid, (width, 1), stream, 2 * slot * width](
+                *tables, weight, set_members, set_offsets, class_sets, slot, out)
         else:
-            es_from_ranks_kernel[blocks, (threads, 1), stream](stats, rank, ranked_stat, weight, set_members,
-                                                               set_offsets, class_sets, starts, positions, out)
+            es_from_ranks_kernel[grid, (width, 1), stream](*tables, weight, set_members, set_offsets, class_sets,
+                                                           starts, positions, out)
 
 
 def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,
                  threads_per_block: int = THREADS_PER_BLOCK) -> list[tuple[np.ndarray, int, int, np.ndarray]]:
-    """Group sets by size for :func:`launch_es_from_ranks`: (set indices, slot, threads,
-    scratch starts).
-
+    """Group sets by size for :func:`launch_es_from_ranks`: (set indices, slot, widest
+    block, scratch starts).
 
     Sets go to the shared-memory kernel in classes of power-of-two slots (at least 32
-    positions), with as many threads per block (up to ``threads_per_block``, at least a
-    warp) as ``shared_bytes`` of uint16 slots allow; sets too large for a warp's worth of
-    slots, and every set when positions do not fit in 16 bits, go to the global-scratch
-    kernel (slot 0; ``starts`` are their slices of the global scratch, whose length is
-    the last start). Within a class, sets are largest first, so a warp's threads do
-    similar work.
+    positions), with blocks of as many permutations (up to ``threads_per_block``, whole
+    warps) as ``shared_bytes`` of uint16 slots allow; sets too large for a warp's slots,
+    and every set when positions do not fit in 16 bits, go to the global-scratch kernel
+    (slot 0; ``starts`` are their rows of the global scratch, whose length is the last
+    start).
     """
     sizes = np.asarray(sizes, dtype=np.int64)
-    by_size = np.argsort(-sizes, kind="stable")
     slots = np.maximum(32, 2 ** np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64))
     classes = []
     global_sets = []
-    for slot in sorted(set(slots[by_size].tolist())):
-        members = by_size[slots[by_size] == slot]
-        threads = min(threads_per_block, shared_bytes // (2 * slot))
-        if n_genes > np.iinfo(np.uint16).max + 1 or threads < 32:
+    for slot in sorted(set(slots.tolist())):
+        members = np.flatnonzero(slots == slot).astype(np.int64)
+        width = min(threads_per_block, shared_bytes // (2 * slot)) // 32 * 32
+        if n_genes > np.iinfo(np.uint16).max + 1 or width < 32:
             global_sets.append(members)
             continue
-        classes.append((members.astype(np.int64), int(slot), int(min(threads, members.size)), np.zeros(1, np.int64)))
+        classes.append((members, int(slot), int(width), np.zeros(1, np.int64)))
     if global_sets:
         members = np.concatenate(global_sets)
-        members = members[np.argsort(-sizes[members], kind="stable")]
         starts = np.concatenate([[0], np.cumsum(sizes[members])]).astype(np.int64)
-        classes.append((members.astype(np.int64), 0, int(min(threads_per_block, members.size)), starts))
+        classes.append((members, 0, threads_per_block, starts))
     return classes
 
 

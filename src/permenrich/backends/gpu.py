@@ -486,16 +486,14 @@ class GpuBackend:
             launch_ks(stats, bits, sets.weight, sets.arrays, scratch, out, self.stream)
             return
         from permenrich.kernels.enrichment import launch_es_from_ranks
-        from permenrich.kernels.ranking import launch_block_rank
+        from permenrich.kernels.ranking import launch_block_rank, rank_scratch
 
-        keys = self._empty((2, n, n_genes), np.uint32)
-        genes = self._empty((2, n, n_genes), np.int32)
-        rank = self._empty((n, n_genes), np.int32)
-        ranked_stat = self._empty((n, n_genes), np.float64)
-        launch_block_rank(stats, bits, keys, genes, rank, ranked_stat, self.stream, self.rank_threads)
-        positions = self._empty((n, max(1, sets.n_global_memberships)), np.int32)  # sets too large for shared
-        launch_es_from_ranks(stats, rank, ranked_stat, sets.weight, sets.members32, sets.arrays[1], sets.size_classes,
-                             positions, out, self.stream)
+        scratch = rank_scratch(n, n_genes, self.stream)
+        launch_block_rank(stats, bits, scratch, self.stream, self.rank_threads)
+        rank, ranked_stat, stat_by_gene = scratch[2:]
+        positions = self._empty((max(1, sets.n_global_memberships), n), np.int32)  # sets too large for shared
+        launch_es_from_ranks((stat_by_gene, rank, ranked_stat), sets.weight, sets.members32, sets.arrays[1],
+                             sets.size_classes, positions, out, self.stream)
 
     def score(self, labellings: Any, keep_stat: bool = False) -> tuple[Any, Any]:
         """Set statistics (and, with ``keep_stat``, gene statistics) of a batch, in device
