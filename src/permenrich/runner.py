@@ -83,7 +83,7 @@ class Prepared:
 
 
 def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = None,
-        progress: ProgressCallback | None = None) -> pd.DataFrame:
+        progress: ProgressCallback | bool | None = None) -> pd.DataFrame:
     """Prepare a run from ``options``, execute its permutations here or on ``client``
     (a ``dask.distributed.Client``), and return its table.
 
@@ -96,7 +96,8 @@ def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = Non
     client
         None: run here. A Dask client: permutation ranges run as tasks on its workers.
     progress
-        ``progress(done, total)`` after each batch (local) or range (Dask).
+        ``progress(done, total)`` after each batch (local) or range (Dask); ``True``: a
+        tqdm bar.
     """
     from .options import check_options
 
@@ -124,10 +125,11 @@ def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = Non
 
 
 class Progress:
-    """Counts permutations done against the run's total and reports to a callback."""
+    """Counts permutations done against the run's total and reports to a callback
+    (``True``: a tqdm bar, see :class:`TqdmBar`)."""
 
-    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
-        self.callback = callback
+    def __init__(self, callback: ProgressCallback | bool | None, total: int) -> None:
+        self.callback = TqdmBar() if callback is True else (callback or None)
         self.total = total
         self.done = 0
 
@@ -135,6 +137,28 @@ class Progress:
         self.done += n
         if self.callback is not None:
             self.callback(self.done, self.total)
+
+
+class TqdmBar:
+    """``progress=True``: a tqdm bar (a widget in Jupyter, text in a terminal), as a
+    ``progress(done, total)`` callback. tqdm is imported only here."""
+
+    def __init__(self) -> None:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError as error:  # pragma: no cover - tqdm is a dependency
+            from .errors import OptionError
+
+            raise OptionError("progress=True needs tqdm: pip install tqdm") from error
+        self._tqdm = tqdm
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = self._tqdm(total=total, unit="perm", desc="permutations")
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
 
 
 def batches(start: int, stop: int, size: int) -> Iterator[tuple[int, int]]:
@@ -150,7 +174,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} seconds"
 
 
-def run_local(job: Job, progress: ProgressCallback | None = None) -> tuple[Any, dict]:
+def run_local(job: Job, progress: ProgressCallback | bool | None = None) -> tuple[Any, dict]:
     """Every pass of ``job`` in this process, batch by batch; returns the accumulator and
     timings.
 
@@ -234,7 +258,7 @@ class _Cluster:
         self.client.cancel(self.warm_up)
 
 
-def run_distributed(cluster: _Cluster, job: Job, progress: ProgressCallback | None = None) -> tuple[Any, dict]:
+def run_distributed(cluster: _Cluster, job: Job, progress: ProgressCallback | bool | None = None) -> tuple[Any, dict]:
     """Every pass of ``job`` as permutation ranges on the workers of a Dask cluster.
 
     The options went to every worker once (``scatter``, broadcast); each worker process

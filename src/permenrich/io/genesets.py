@@ -1,4 +1,4 @@
-"""Gene-set collections: GMT, GMX, and in-memory dicts.
+"""Gene-set collections: GMT, GMX, in-memory dicts and network tables (decoupler, OmniPath).
 
 :func:`iter_gene_sets` yields sets one at a time (a GMT is read line by line), so that
 :func:`permenrich.genesets.build_gene_set_index` keeps only the sets within the size
@@ -8,12 +8,14 @@ bounds: a collection of a million sets is never held in memory.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from permenrich.errors import InputError
-from permenrich.io.expression import _existing_file, _format_suffix, _read_text, _split_lines, _text_lines
+from permenrich.io.expression import _existing_file, _format_suffix, _preview, _read_text, _split_lines, _text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class GeneSet:
 
 # (set, "file line N" / "file column N"): the place is for duplicate-name messages.
 _Located = Iterator[tuple[GeneSet, str]]
-GeneSetSources = str | Path | Sequence[str | Path] | Mapping[str, Iterable[str]] | Sequence[GeneSet]
+GeneSetSources = str | Path | Sequence[str | Path] | Mapping[str, Iterable[str]] | Sequence[GeneSet] | Any
 
 
 def read_gmt(path: str | Path) -> list[GeneSet]:
@@ -97,9 +99,11 @@ def read_gene_sets(sources: GeneSetSources) -> list[GeneSet]:
 
     Parameters
     ----------
-    sources : path, list of paths, dict or list of GeneSet
+    sources : path, list of paths, dict, network table or list of GeneSet
         Files ending in ``.gmx`` are read as GMX, all others as GMT. A dict maps set
-        name to its genes (description empty, source ``"<dict>"``).
+        name to its genes (description empty, source ``"<dict>"``). A pandas DataFrame
+        with columns ``source`` and ``target`` (decoupler's/OmniPath's networks) gives
+        one set per source (see :func:`network_sets`).
 
     Returns
     -------
@@ -140,8 +144,10 @@ def iter_gene_sets(sources: GeneSetSources) -> Iterator[GeneSet]:
         As :func:`read_gene_sets`, when the offending set is reached (no source at all:
         at once).
     """
-    if isinstance(sources, Mapping):
-        items: Mapping[str, Iterable[str]] | list = sources
+    if _is_network(sources):
+        items: Mapping[str, Iterable[str]] | list = network_sets(sources)
+    elif isinstance(sources, Mapping):
+        items = sources
     else:
         items = [sources] if isinstance(sources, (str, Path, GeneSet)) else list(sources)
         if not items:
@@ -241,6 +247,60 @@ def _gmx_sets(path: str | Path) -> _Located:
         )
     if not n_sets:
         raise InputError(f"{where}: no gene sets found; expected set names on line 1")
+
+
+def _is_network(sources: object) -> bool:
+    """A table with columns (pandas DataFrame), as decoupler and OmniPath give networks."""
+    return hasattr(sources, "columns") and hasattr(sources, "itertuples")
+
+
+#: Column names of a network table: set name, member gene, optional weight.
+NETWORK_COLUMNS = ("source", "target", "weight")
+
+
+def network_sets(network: Any) -> dict[str, list[str]]:
+    """Gene sets from a network table in decoupler's/OmniPath's layout.
+
+    Parameters
+    ----------
+    network : pandas.DataFrame
+        One row per (set, gene) edge: column ``source`` is the set (a transcription
+        factor, a pathway), ``target`` the gene; an optional ``weight`` column (e.g. a
+        regulon's mode of regulation, +1/-1) is not used, as every set statistic here is
+        unweighted: a warning says so when weights are not all 1.
+
+    Returns
+    -------
+    dict
+        Set name -> member genes, sets in order of first appearance, members in row
+        order (duplicates are removed later, as for every source).
+
+    Raises
+    ------
+    InputError
+        A missing ``source``/``target`` column, or an empty cell (named by row).
+    """
+    missing = [name for name in NETWORK_COLUMNS[:2] if name not in network.columns]
+    if missing:
+        raise InputError(f"<network>: column(s) {', '.join(map(repr, missing))} missing (columns: "
+                         f"{_preview(list(network.columns))}); a network needs 'source' (the set) and "
+                         "'target' (the gene), as in decoupler")
+    sources = network["source"].to_numpy()
+    targets = network["target"].to_numpy()
+    for column, values in (("source", sources), ("target", targets)):
+        empty = [i for i, value in enumerate(values) if value is None or value != value or not str(value).strip()]
+        if empty:
+            raise InputError(f"<network>: row {empty[0] + 1}: empty {column!r}; drop incomplete edges first")
+    if "weight" in network.columns:
+        weights = network["weight"].to_numpy(dtype=float)
+        if not (weights == 1.0).all():
+            warnings.warn("<network>: the 'weight' column is not used (set statistics here are unweighted); "
+                          "for signed regulons, analyse e.g. network[network.weight > 0] and "
+                          "network[network.weight < 0] as separate sets", UserWarning, stacklevel=3)
+    sets: dict[str, list[str]] = {}
+    for source, target in zip(sources, targets):
+        sets.setdefault(str(source), []).append(str(target))
+    return sets
 
 
 def _from_mapping(sources: Mapping[str, Iterable[str]]) -> _Located:
