@@ -96,7 +96,8 @@ def es_from_ranks_kernel(stat, rank, ranked_stat, weight, set_members, set_offse
 MAX_GRID_X = 2**20
 
 
-def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes, positions, out, stream):  # noqa: ANN001
+def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes, positions, out,  # noqa: ANN001
+                         stream):
     """ES of every (set, permutation); ``tables`` = (stat, rank, ranked_stat), gene-major,
     from the ranking kernel. A warp is 32 permutations of one set: the member ids are
     read once, the rank and statistic gathers are coalesced, and every thread sorts the

@@ -64,9 +64,9 @@ def test_cli_options_mirror_the_api():
     from permenrich.cli import build_parser
 
     # --contrasts, --one-vs-rest and --lists route to contrasts() and ora_lists(); --manifest
-    # is meta()'s first argument.
+    # is meta()'s first argument; --report writes OUT/report.html (permenrich.report).
     cli_only = {"help", "out", "quiet", "cls", "sample_sheet", "contrasts", "one_vs_rest", "scheduler",
-                "scheduler_file", "rnk", "gene_list", "expr", "gene_sets", "lists", "manifest"}
+                "scheduler_file", "rnk", "gene_list", "expr", "gene_sets", "lists", "manifest", "report"}
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public walk
     for name in ("gsea", "prerank", "genes", "ora", "meta"):

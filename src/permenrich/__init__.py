@@ -3,7 +3,8 @@
 The public entry points are re-exported here; see :func:`permenrich.gsea`. They are
 imported on first use (PEP 562), so that ``import permenrich.cli`` stays light: the
 command line then imports NumPy, pandas and Numba inside ``main()``, where Ctrl-C is
-one line instead of a traceback.
+one line instead of a traceback. ``permenrich.tl`` (scanpy-style tools on an AnnData)
+and ``permenrich.pl`` (figures) are submodules imported on first access as well.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib
 from typing import Any
 
 from .errors import InputError, OptionError, PermenrichError
+# Imported now (it is light): the function ``report`` must shadow its submodule's name.
+from .report import report
 
 __version__ = "0.1.0"
 
@@ -19,7 +22,7 @@ _LAZY = {name: ".api" for name in ("contrasts", "genes", "gsea", "meta", "ora", 
                                    "write_results")}
 
 __all__ = ["InputError", "OptionError", "PermenrichError", "__version__", "contrasts", "genes", "gsea", "meta", "ora",
-           "ora_lists", "prerank", "write_results"]
+           "ora_lists", "prerank", "report", "tl", "write_results"]
 
 
 def __getattr__(name: str) -> Any:

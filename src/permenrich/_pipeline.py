@@ -157,33 +157,45 @@ class _InMemorySource:
 
 def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize: str, budget: int,
               pseudobulk: str | None = None, pseudobulk_keys: tuple[str, ...] = (),
-              pseudobulk_method: str = "sum") -> LoadedData:
+              pseudobulk_method: str = "sum", layer: str | None = None, use_raw: bool = False) -> LoadedData:
     """Read (or open for streaming) the expression data, pseudobulk and normalise it.
 
     A matrix stored in HDF5/h5ad/10x whose dense float64 size exceeds half the memory
     budget is streamed from disk for every pass; otherwise it is read into memory once.
     With ``pseudobulk``, cells are summed (or averaged) per combination of the
     ``pseudobulk`` column and ``pseudobulk_keys`` (e.g. the group column), streaming.
+    ``layer``/``use_raw`` choose the matrix of an h5ad or AnnData (``layers[layer]`` or
+    ``raw.X``; default ``X``). Design warnings (see :func:`design_warnings`) are logged
+    and kept in ``info["warnings"]``.
     """
+    from .io.expression import _is_anndata, check_layer_options, data_place, open_hdf5_matrix
     from .streaming import NORMALISATIONS, log1p_cpm, log2_values, pseudobulk_expression
 
     check_choice("collapse", collapse, ("mean", "max", "median"))
     check_choice("nan_policy", nan_policy, ("error", "drop"))
     check_choice("normalize", normalize, NORMALISATIONS)
+    check_layer_options(layer, use_raw)
     info: dict[str, Any] = {"normalize": normalize}
+    if layer is not None or use_raw:
+        info["matrix"] = "raw.X" if use_raw else f"layers[{layer!r}]"
     block_bytes = max(1 << 20, budget // 8)
     source = None
     if _is_hdf5_path(expr) and chip is None:
-        from .io.chunked import open_matrix
-
-        source = open_matrix(expr)
+        source = open_hdf5_matrix(expr, layer=layer, use_raw=use_raw)
         info["source_storage"] = source.storage
         if pseudobulk is None and source.nbytes <= budget // 2:
             source.close()
             source = None
+    if source is not None:
+        if normalize == "log1p_cpm":
+            _warn_unless_counts(_first_cells(source), data_place(source.source, source.dataset), info)
+        if pseudobulk is None:
+            _warn_if_pseudoreplicated(source.obs, source.source, info)
     if pseudobulk is not None:
         if source is None:
-            data = read_expression(expr, nan_policy=nan_policy)
+            data = read_expression(expr, nan_policy=nan_policy, layer=layer, use_raw=use_raw)
+            if normalize == "log1p_cpm":
+                _warn_unless_counts(data.values, data_place(data.source, data.dataset), info)
             if data.obs is None:
                 raise InputError(f"{data.source}: {option('pseudobulk')} needs per-cell annotations (an h5ad or "
                                  "AnnData obs)")
@@ -224,14 +236,77 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
                      "max_block_bytes": block_bytes})
         return LoadedData(header, source, info)
     else:
-        data = read_expression(expr, nan_policy=nan_policy)
+        data = read_expression(expr, nan_policy=nan_policy, layer=layer, use_raw=use_raw)
         info["matrix_storage"] = "in memory"
+        if normalize == "log1p_cpm":
+            _warn_unless_counts(data.values, data_place(data.source, data.dataset), info)
+        if _is_hdf5_path(expr) or _is_anndata(expr):  # cells; not the annotated samples of a GEO series
+            _warn_if_pseudoreplicated(data.obs, data.source, info)
     data = apply_chip(data, chip, method=collapse) if chip is not None else collapse_duplicates(data, method=collapse)
     if normalize in ("log1p_cpm", "log2"):
         values = log1p_cpm(data.values, source=data) if normalize == "log1p_cpm" else log2_values(data)
         data = ExpressionData(values=values, gene_ids=data.gene_ids, sample_ids=data.sample_ids, source=data.source,
                               obs=data.obs)
     return LoadedData(data, None, info)
+
+
+# ---- design warnings -------------------------------------------------------------------------
+#: Largest value of a matrix that looks log-transformed rather than counts (log1p of a
+#: million is 13.8; a count matrix holds values far above 50 unless it is tiny).
+LOG_SCALE_MAX = 50.0
+#: obs columns that name the biological replicate of a cell (compared in lower case).
+REPLICATE_COLUMNS = ("donor", "sample", "patient", "individual", "subject", "donor_id", "sample_id",
+                     "patient_id", "individual_id", "subject_id")
+#: A design whose smallest attainable p-value is above this is announced.
+P_FLOOR_WARNING = 0.01
+
+
+def design_warning(info: dict, message: str) -> None:
+    """Log a design warning on the package logger (shown by the CLI) and keep it in
+    ``info["warnings"]``, which run.json holds as ``design.warnings``. A new list, since
+    the contrasts of one run share the info they were loaded with."""
+    logger.warning("%s", message)
+    info["warnings"] = [*info.get("warnings", []), message]
+
+
+def _first_cells(source: Any, n_cells: int = 2000) -> np.ndarray:
+    """The first block of up to ``n_cells`` samples of an open matrix (what a count check
+    looks at for a matrix too large to read whole)."""
+    blocks = source.blocks(1 << 24, samples=np.arange(min(n_cells, source.n_samples)))
+    try:
+        return next(iter(blocks)).values.copy()
+    finally:
+        blocks.close()
+
+
+def _warn_unless_counts(values: np.ndarray, where: str, info: dict) -> None:
+    """``normalize="log1p_cpm"`` on values that look already normalised: non-integer and
+    all below :data:`LOG_SCALE_MAX` (negative values are refused later, with their place)."""
+    finite = values[np.isfinite(values)] if not np.isfinite(values).all() else values
+    if finite.size == 0 or finite.min() < 0 or finite.max() >= LOG_SCALE_MAX:
+        return
+    columns = finite if finite.ndim == 1 else finite[:, :max(1, 4_000_000 // max(1, finite.shape[0]))]
+    if np.array_equal(columns, np.floor(columns)):
+        return
+    design_warning(info, f"{where}: {option('normalize', 'log1p_cpm')} expects raw counts, but the values are "
+                         f"non-integer and at most {float(finite.max()):.3g} (log-transformed or normalised?); "
+                         f"pass the counts, e.g. {option('layer', 'counts')} or {option('use_raw', True)}")
+
+
+def _warn_if_pseudoreplicated(obs: pd.DataFrame | None, where: str, info: dict) -> None:
+    """Cell-level permutation of annotated cells whose obs names their donors or samples
+    (a column like ``donor`` with fewer levels than cells): the cells are not independent."""
+    if obs is None:
+        return
+    for column in obs.columns:
+        if str(column).strip().lower() in REPLICATE_COLUMNS:
+            n_levels = int(obs[column].nunique(dropna=True))
+            if 0 < n_levels < len(obs):
+                design_warning(info, f"{where}: labels are permuted across {len(obs)} cells, but obs[{column!r}] "
+                                     f"groups them into {n_levels} {column} levels: cells of one {column} are not "
+                                     "independent replicates (pseudoreplication, p-values far too small); pass "
+                                     f"{option('pseudobulk', column)} to test the {column}s")
+                return
 
 
 def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
@@ -341,13 +416,14 @@ def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None
                control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
                chip: Any, collapse: str, nan_policy: str, zero_variance: str, normalize: str = "none",
                budget: int = 10**9, pseudobulk: str | None = None, pseudobulk_method: str = "sum",
-               covariates: Sequence[str] | None = None) -> Study:
+               covariates: Sequence[str] | None = None, layer: str | None = None, use_raw: bool = False) -> Study:
     """Read the expression data (unless ``expr`` is already :class:`LoadedData`) and the
     phenotype into a :class:`Study`."""
     keys = tuple(c for c in (groupby, strata, pairs, phenotype_column, *(covariates or ())) if c is not None)
     loaded = expr if isinstance(expr, LoadedData) else load_data(
         expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
-        budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys, pseudobulk_method=pseudobulk_method)
+        budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys, pseudobulk_method=pseudobulk_method,
+        layer=layer, use_raw=use_raw)
     return make_study(loaded, phenotype, metric=metric, groupby=groupby, case=case, control=control,
                       phenotype_column=phenotype_column, strata=strata, pairs=pairs, zero_variance=zero_variance,
                       covariates=covariates, nan_policy=nan_policy)

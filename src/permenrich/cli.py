@@ -1,4 +1,4 @@
-"""Command line: ``permenrich gsea|prerank|genes|ora|demo``, mirroring :mod:`permenrich.api`.
+"""Command line: ``permenrich gsea|prerank|genes|ora|meta|report|demo``, mirroring :mod:`permenrich.api`.
 
 User mistakes (:class:`PermenrichError`, argparse usage errors) become one line on stderr
 and exit status 2; Ctrl-C or SIGTERM one line and exit status 130. The output folder
@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from contextvars import ContextVar
 from typing import NoReturn, TextIO
 
 from . import __version__
@@ -104,6 +105,9 @@ def _add_run_options(parser: argparse.ArgumentParser, permutations: int) -> None
                                              "run as ranges on its workers (needs the dask extra)")
     cluster.add_argument("--scheduler-file", help="the scheduler file written by 'dask scheduler --scheduler-file', "
                                                   "dask-jobqueue or dask-mpi")
+    parser.add_argument("--report", action="store_true",
+                        help="also write OUT/report.html: parameters, design, top results and figures in one "
+                             "self-contained page (needs the plot extra)")
 
 
 def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -130,6 +134,8 @@ def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool =
                              "GEO series)")
     parser.add_argument("--pseudobulk", help="obs column (e.g. donor): sum cells per value and group before testing")
     parser.add_argument("--pseudobulk-method", default="sum", help="sum (counts, default) or mean (normalised data)")
+    parser.add_argument("--layer", help="h5ad: analyse layers/NAME (e.g. counts) instead of X")
+    parser.add_argument("--use-raw", action="store_true", help="h5ad: analyse raw/X (genes from raw/var) instead of X")
 
 
 def _add_set_options(parser: argparse.ArgumentParser) -> None:
@@ -240,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(m, permutations=10000)
 
+    r = sub.add_parser("report", help="write OUT/report.html for a finished run's output folder",
+                       description="Writes one self-contained HTML page (figures embedded, no network needed): "
+                                   "parameters and provenance from OUT/run.json, the design, the top results of "
+                                   "OUT/results.tsv and figures. Needs matplotlib: pip install 'permenrich[plot]'. "
+                                   "Enrichment plots need the ranked list, which only --report on the run has.")
+    r.add_argument("out", help="output folder of a finished permenrich run (holds run.json and results.tsv)")
+
     d = sub.add_parser("demo", help="GSEA on the embedded SIMULATED VTE-like cohort",
                        description="Generates (once) a SIMULATED cohort shaped like public VTE whole-blood "
                                    "studies and runs GSEA with JAK-STAT gene sets.")
@@ -293,7 +306,7 @@ def _expression_kwargs(args: argparse.Namespace) -> dict:
                 covariates=args.covariates,
                 collapse=args.collapse, chip=args.chip, nan_policy=args.nan_policy,
                 zero_variance=args.zero_variance, normalize=args.normalize, pseudobulk=args.pseudobulk,
-                pseudobulk_method=args.pseudobulk_method)
+                pseudobulk_method=args.pseudobulk_method, layer=args.layer, use_raw=args.use_raw)
 
 
 def _add_contrast_options(parser: argparse.ArgumentParser) -> None:
@@ -340,10 +353,30 @@ def _progress_bar(args: argparse.Namespace) -> ProgressBar | None:
     return ProgressBar(delay_seconds=delay)
 
 
+# The result table the command just wrote (set by _report), for --report.
+_WRITTEN_RESULT: ContextVar[object | None] = ContextVar("permenrich_written_result", default=None)
+
+
+def _write_html_report(args: argparse.Namespace) -> None:
+    """``--report``: OUT/report.html from the output just written and its in-memory result."""
+    from .report import report
+
+    path = report(args.out, result=_WRITTEN_RESULT.get())
+    print(f"wrote {path}")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    print(f"wrote {report(args.out)}")
+    return 0
+
+
 def _report(table: object, out: str, what: str) -> None:
     from .api import write_results
 
     paths = write_results(table, out)
+    _WRITTEN_RESULT.set(table)  # for --report, whose enrichment plots need the in-memory ranking
     run = table.attrs["run"]  # type: ignore[attr-defined]
     contrast_tables = len(table.attrs.get("per_contrast") or {})  # type: ignore[attr-defined]
     written = (f"wrote {Path(paths['results']).parent} (results.tsv, run.json and {contrast_tables} contrast tables)"
@@ -471,13 +504,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         with cli_option_names():
             args = build_parser().parse_args(argv)
             _size_thread_pool(args)
+            if args.command == "report":  # reads a finished output: no new output folder to check or lock
+                return _run_report(args)
             from .io.output import check_output_dir, output_lock
 
             # Fail before any computing: an unusable --out, or one another run is writing to.
             out = check_output_dir(args.out, create=False)
             before = _folder_identity(out)
             with output_lock(out), _cli_logging(args.quiet), _dask_client(args):
-                return _COMMANDS[args.command](args)
+                token = _WRITTEN_RESULT.set(None)
+                try:
+                    status = _COMMANDS[args.command](args)
+                    if status == 0 and getattr(args, "report", False):
+                        _write_html_report(args)
+                    return status
+                finally:
+                    _WRITTEN_RESULT.reset(token)
     except PermenrichError as error:
         print(f"permenrich: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

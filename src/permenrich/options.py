@@ -95,5 +95,9 @@ def check_options(options: dict[str, Any]) -> None:
         if options.get("pairs") is not None:
             raise OptionError(f"{option('pairs')} cannot be combined with {option('covariates')}; use "
                               f"{option('strata')} for the pairs")
+    if options.get("layer") is not None and not isinstance(options["layer"], str):
+        raise OptionError(f"{option('layer')} must be the name of a layer (e.g. 'counts'), got {options['layer']!r}")
+    if "use_raw" in options and not isinstance(options["use_raw"], bool):
+        raise OptionError(f"{option('use_raw')} must be True or False, got {options['use_raw']!r}")
     if options.get("strata") is not None and options.get("pairs") is not None:
         raise OptionError(f"give either {option('strata')} or {option('pairs')}, not both")

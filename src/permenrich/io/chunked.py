@@ -43,6 +43,7 @@ from permenrich.io.expression import (
     _h5_strings,
     _preview,
     _read_elem,
+    check_layer_options,
     hdf5_layout,
 )
 
@@ -736,8 +737,7 @@ def open_matrix(
     """
     if gene_id_field not in ("name", "id"):
         raise OptionError(f"gene_id_field must be 'name' or 'id', got {gene_id_field!r}")
-    if layer is not None and use_raw:
-        raise OptionError("layer and use_raw exclude each other (raw holds only X); pass one of them")
+    check_layer_options(layer, use_raw)
     where = str(path)
     file_path = _existing_file(path, "expression")
     f = _h5_open(file_path, where)

@@ -229,6 +229,7 @@ def read_expression(
     source: str | Path | pd.DataFrame | Any,
     *,
     layer: str | None = None,
+    use_raw: bool = False,
     h5_dataset: str = "X",
     nan_policy: Literal["error", "drop"] = "error",
 ) -> ExpressionData:
@@ -260,6 +261,9 @@ def read_expression(
     layer : str, optional
         h5ad/AnnData only: read ``layers[layer]`` instead of ``X``; ``"raw"`` reads
         ``raw.X`` when no layer of that name exists.
+    use_raw : bool, default False
+        h5ad/AnnData only: read ``raw.X`` with the genes of ``raw.var_names``; not
+        together with ``layer``.
     h5_dataset : str, default "X"
         Plain HDF5 only: path of the 2-D dataset.
     nan_policy : {"error", "drop"}, default "error"
@@ -278,7 +282,8 @@ def read_expression(
         partially missing genes under ``nan_policy="error"``, a value beyond
         ±:data:`MAX_ABS_VALUE`, or no gene left.
     OptionError
-        An unknown ``nan_policy``, or ``layer`` given for a format without layers.
+        An unknown ``nan_policy``, ``layer`` or ``use_raw`` given for a format without
+        layers, or both of them.
 
     Notes
     -----
@@ -286,7 +291,8 @@ def read_expression(
     """
     if nan_policy not in ("error", "drop"):
         raise OptionError(f"nan_policy must be 'error' or 'drop', got {nan_policy!r}")
-    expr = _dispatch(source, layer=layer, h5_dataset=h5_dataset)
+    check_layer_options(layer, use_raw)
+    expr = _dispatch(source, layer=layer, use_raw=use_raw, h5_dataset=h5_dataset)
     return _finalize(expr, nan_policy=nan_policy)
 
 
@@ -348,12 +354,12 @@ def _is_anndata(obj: Any) -> bool:
     return module is not None and isinstance(obj, module.AnnData)
 
 
-def _dispatch(source: Any, *, layer: str | None, h5_dataset: str) -> ExpressionData:
+def _dispatch(source: Any, *, layer: str | None, use_raw: bool, h5_dataset: str) -> ExpressionData:
     if isinstance(source, pd.DataFrame):
-        _no_layer(layer, "a DataFrame")
+        _no_layer(layer, use_raw, "a DataFrame")
         return _from_dataframe(source)
     if _is_anndata(source):
-        return _from_anndata(source, layer=layer, source="<AnnData>")
+        return _from_anndata(source, layer=layer, use_raw=use_raw, source="<AnnData>")
     if not isinstance(source, (str, Path)):
         raise InputError(
             f"expression input must be a file path, a pandas DataFrame or an AnnData, "
@@ -362,8 +368,8 @@ def _dispatch(source: Any, *, layer: str | None, h5_dataset: str) -> ExpressionD
     path = _existing_file(source, "expression")
     suffix = _format_suffix(path)
     if suffix in _H5AD_SUFFIXES or suffix in _HDF5_SUFFIXES:
-        return _read_matrix_source(path, str(source), h5_dataset=h5_dataset, layer=layer)
-    _no_layer(layer, f"text file {source}")
+        return _read_matrix_source(path, str(source), h5_dataset=h5_dataset, layer=layer, use_raw=use_raw)
+    _no_layer(layer, use_raw, f"text file {source}")
     from .geo import looks_like_series_matrix, read_series_matrix
 
     if looks_like_series_matrix(path):
@@ -375,9 +381,19 @@ def _dispatch(source: Any, *, layer: str | None, h5_dataset: str) -> ExpressionD
     return _with_encoding(_parse_table, path, str(source), sep="," if suffix == ".csv" else "\t")
 
 
-def _no_layer(layer: str | None, what: str) -> None:
+def check_layer_options(layer: str | None, use_raw: bool) -> None:
+    """Refuse ``layer`` together with ``use_raw`` (an AnnData's raw holds only X), in the
+    words of the interface in use (``--layer``/``--use-raw`` on the command line)."""
+    if layer is not None and use_raw:
+        raise OptionError(f"{option('layer').rstrip('=')} and {option('use_raw').rstrip('=')} exclude each other "
+                          "(raw holds only X); pass one of them")
+
+
+def _no_layer(layer: str | None, use_raw: bool, what: str) -> None:
     if layer is not None:
         raise OptionError(f"layer={layer!r} applies only to h5ad/AnnData input, not to {what}; drop the layer option")
+    if use_raw:
+        raise OptionError(f"use_raw=True applies only to h5ad/AnnData input, not to {what}; drop the use_raw option")
 
 
 def _finalize(expr: ExpressionData, *, nan_policy: str) -> ExpressionData:
@@ -770,10 +786,16 @@ def _dense_genes_by_samples(matrix: Any) -> np.ndarray:
     return np.array(np.asarray(matrix).T, dtype=np.float64, order="C", copy=True)
 
 
-def _from_anndata(adata: Any, *, layer: str | None, source: str) -> ExpressionData:
+def _from_anndata(adata: Any, *, layer: str | None, source: str, use_raw: bool = False) -> ExpressionData:
     var_names = adata.var_names
     dataset = "X"
-    if layer is None:
+    if use_raw:
+        if adata.raw is None:
+            raise InputError(f"{source}: {option('use_raw', True)} but the AnnData has no raw; drop "
+                             f"{option('use_raw')} to read X, or pass {option('layer')} (layers: "
+                             f"{_preview(adata.layers.keys()) or 'none'})")
+        matrix, var_names, dataset = adata.raw.X, adata.raw.var_names, "raw/X"
+    elif layer is None:
         matrix = adata.X
         if matrix is None:
             layers = list(adata.layers.keys())
@@ -822,20 +844,28 @@ def _read_elem(node: Any) -> Any:
     return read_elem(node)
 
 
-def _read_matrix_source(path: Path, where: str, *, h5_dataset: str, layer: str | None) -> ExpressionData:
-    """h5ad, 10x and plain HDF5: the one block reader (:func:`permenrich.io.chunked.open_matrix`)
-    read whole, so that in-memory and streamed runs share every rule of these formats.
-
-    ``layer="raw"`` reads ``raw/X`` (with ``raw/var``) when the file has no layer of that name.
-    """
+def open_hdf5_matrix(path: str | Path, *, layer: str | None = None, use_raw: bool = False,
+                     h5_dataset: str = "X") -> Any:
+    """:func:`permenrich.io.chunked.open_matrix` for the expression readers and the
+    streamed runs alike, so that both choose the matrix of an h5ad by one rule:
+    ``layer="raw"`` reads ``raw/X`` (with ``raw/var``) when the file has no layer of that
+    name; ``use_raw`` reads ``raw/X``."""
     from .chunked import open_matrix
 
-    use_raw = False
-    if layer == "raw":
-        with _h5_open(path, where) as f:
+    if layer == "raw" and not use_raw:
+        where = str(path)
+        with _h5_open(_existing_file(path, "expression"), where) as f:
             layers = _h5_get(f, "layers")
             use_raw = not (layers is not None and "raw" in layers) and _h5_get(f, "raw") is not None
-    with open_matrix(path, layer=None if use_raw else layer, use_raw=use_raw, h5_dataset=h5_dataset) as source:
+        layer = None if use_raw else layer
+    return open_matrix(path, layer=layer, use_raw=use_raw, h5_dataset=h5_dataset)
+
+
+def _read_matrix_source(path: Path, where: str, *, h5_dataset: str, layer: str | None,
+                        use_raw: bool = False) -> ExpressionData:
+    """h5ad, 10x and plain HDF5: the one block reader (:func:`open_hdf5_matrix`) read
+    whole, so that in-memory and streamed runs share every rule of these formats."""
+    with open_hdf5_matrix(path, layer=layer, use_raw=use_raw, h5_dataset=h5_dataset) as source:
         values = np.empty((source.n_genes, source.n_samples))
         for block in source.blocks(64 << 20):
             values[block.gene_start:block.gene_stop, block.sample_start:block.sample_stop] = block.values.T

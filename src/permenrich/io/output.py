@@ -91,11 +91,25 @@ def _listed_files(directory: Path) -> set[str] | None:
         return None
     output = run.get("output")
     if isinstance(output, dict) and str(output.get("written_by", "")).startswith("permenrich"):
-        return {str(name) for name in output.get("files") or ()} | {MANIFEST}
+        return {str(name) for name in output.get("files") or ()} | {MANIFEST} | _report_of(directory)
     if isinstance(run.get("versions"), dict) and "permenrich" in run["versions"]:
         # Written before run.json listed its files: results.tsv and one table per contrast.
         return {MANIFEST, "results.tsv", *(f"{name}.tsv" for name in run.get("contrasts") or ())}
     return None
+
+
+def _report_of(directory: Path) -> set[str]:
+    """``{"report.html"}`` when ``directory`` holds a report that ``permenrich report``
+    added after the run (it carries permenrich's generator tag), else empty: such a
+    report belongs to the output and is replaced with it."""
+    from permenrich.report import GENERATOR_MARK, REPORT_FILE
+
+    try:
+        with open(directory / REPORT_FILE, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(1024)
+    except OSError:
+        return set()
+    return {REPORT_FILE} if GENERATOR_MARK in head else set()
 
 
 def _check_existing(directory: Path, given: str) -> bool:

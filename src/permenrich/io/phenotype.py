@@ -242,6 +242,24 @@ def read_sample_sheet(
     return pd.Series(labels.to_numpy(dtype=object), index=index, name=column)
 
 
+#: ``control`` naming every sample of another class than ``case`` (one-vs-rest).
+REST = "rest"
+
+
+def _case_against_rest(labels: np.ndarray, case: str | None, source: str) -> np.ndarray:
+    """``labels`` with every class but ``case`` relabelled :data:`REST` (unlabelled samples
+    stay out), as the contrasts' one-vs-rest does."""
+    if case is None:
+        raise OptionError(f"{source}: {option('control', REST)} compares one class with all others; name that class "
+                          f"with {option('case')}")
+    if case == REST:
+        raise OptionError(f"{source}: {option('case', REST)} with {option('control', REST)}: 'rest' means every "
+                          "class but the case; choose a case class")
+    if case not in set(labels):
+        return labels  # refused below, listing the classes as given
+    return np.where(labels == case, case, np.where(labels == "", "", REST)).astype(object)
+
+
 def two_group_design(
     labels: Sequence[str],
     *,
@@ -259,7 +277,8 @@ def two_group_design(
     case, control : str or None
         The classes to compare. With exactly two classes either or both may be None:
         the missing one is the other class, and with both missing ``case`` is the first
-        class (GSEA's phenotype "A").
+        class (GSEA's phenotype "A"). ``control="rest"`` compares ``case`` with all other
+        labelled samples (a class literally named ``rest`` is part of them).
     class_order : sequence of str, optional
         Class order, e.g. a CLS header; by default the order of first appearance.
     source : str
@@ -278,6 +297,8 @@ def two_group_design(
         Fewer than two classes, or a chosen class has fewer than 2 samples.
     """
     labels_arr = np.array([str(label) for label in labels], dtype=object)
+    if control == REST:
+        labels_arr = _case_against_rest(labels_arr, case, source)
     present = list(dict.fromkeys(label for label in labels_arr if label != ""))
     if class_order is not None:
         ordered = [str(c) for c in class_order if str(c) in set(present)]

@@ -11,17 +11,19 @@ import numpy as np
 import pandas as pd
 
 from .._pipeline import (
+    P_FLOOR_WARNING,
     TIE_RULE,
     Study,
     announce_compilation,
     load_study,
     choose_batch_size,
+    design_warning,
     parse_memory,
     versions,
 )
 from ..backends import get_backend
 from ..design import PermutationPlan, TwoGroupLabels
-from ..errors import InputError
+from ..errors import InputError, option
 from ..enrich.running_sum import running_sum
 from ..genesets import GeneSetIndex
 from ..nulls import GseaNullAccumulator, bh_adjust, tie_tolerance
@@ -74,11 +76,13 @@ def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | N
                        phenotype_column=o.phenotype_column, strata=o.strata, pairs=o.pairs, chip=o.chip,
                        collapse=o.collapse, nan_policy=o.nan_policy, zero_variance=o.zero_variance,
                        normalize=o.normalize, budget=budget, pseudobulk=o.pseudobulk,
-                       pseudobulk_method=o.pseudobulk_method, covariates=o.covariates)
+                       pseudobulk_method=o.pseudobulk_method, covariates=o.covariates,
+                       layer=getattr(o, "layer", None), use_raw=bool(getattr(o, "use_raw", False)))
     if restrict is not None:
         study = restrict(study)
     design = study.design
     plan = PermutationPlan(design, int(o.permutations), int(o.seed), random_only=getattr(o, "random_only", False))
+    _warn_about_p_floor(plan, study)
     read_seconds = time.perf_counter() - started
     backend.prepare_statistic(study.values, metric, phenotype=getattr(design, "values", None),
                               drawn_is_case=getattr(design, "drawn_is_case", True), covariates=study.covariates)
@@ -86,6 +90,23 @@ def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | N
     if isinstance(design, TwoGroupLabels):
         centre = {"mann_whitney": design.n_case * design.n_control / 2, "ratio_of_classes": 1.0}.get(o.metric, 0.0)
     return StudyRun(metric, budget, backend, study, plan, read_seconds, centre)
+
+
+def smallest_p_value(plan: PermutationPlan) -> float:
+    """The smallest p-value a plan can give: 1/labellings under exact enumeration (the
+    observed labelling is one of them), else 1/(permutations + 1)."""
+    return 1.0 / plan.n_perm if plan.exact else 1.0 / (plan.n_perm + 1)
+
+
+def _warn_about_p_floor(plan: PermutationPlan, study: Study) -> None:
+    """Say up front when no p-value of the run can fall below :data:`P_FLOOR_WARNING`."""
+    floor = smallest_p_value(plan)
+    if floor <= P_FLOOR_WARNING:
+        return
+    why = (f"the design has only {plan.n_perm} distinct labellings (all enumerated); smaller p-values need more "
+           "samples (or fewer strata)" if plan.exact
+           else f"{plan.n_perm} permutations; raise {option('permutations')} for smaller p-values")
+    design_warning(study.info, f"{study.source}: no p-value can fall below {floor:.3g}: {why}")
 
 
 def check_observed_statistics(stat: np.ndarray, gene_ids: np.ndarray, metric: str, source: str,

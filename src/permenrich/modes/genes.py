@@ -45,12 +45,14 @@ def genes(
     normalize: Literal["none", "log1p_cpm", "log2"] = "none",
     pseudobulk: str | None = None,
     pseudobulk_method: Literal["sum", "mean"] = "sum",
+    layer: str | None = None,
+    use_raw: bool = False,
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
     device: Literal["cpu", "gpu", "auto"] = "auto",
     client: Any = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool | None = None,
 ) -> pd.DataFrame:
     """Per-gene permutation tests with Westfall–Young maxT adjustment.
 
@@ -65,8 +67,8 @@ def genes(
         ``"two-sided"`` (default), ``"greater"`` (case > control, or positive
         correlation) or ``"less"``.
     permutations, seed, collapse, chip, nan_policy, zero_variance, normalize, pseudobulk,
-    pseudobulk_method, batch_size, memory, threads, device, client, progress
-        As in :func:`gsea`.
+    pseudobulk_method, layer, use_raw, batch_size, memory, threads, device, client, progress
+        As in :func:`gsea` (``control="rest"``: the case against all other samples).
 
     Returns
     -------

@@ -119,12 +119,14 @@ def gsea(
     normalize: Literal["none", "log1p_cpm", "log2"] = "none",
     pseudobulk: str | None = None,
     pseudobulk_method: Literal["sum", "mean"] = "sum",
+    layer: str | None = None,
+    use_raw: bool = False,
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
     device: Literal["cpu", "gpu", "auto"] = "auto",
     client: Any = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool | None = None,
 ) -> pd.DataFrame:
     """Phenotype-permutation GSEA.
 
@@ -143,7 +145,8 @@ def gsea(
         GMT/GMX path(s), or a mapping of set name to gene list.
     groupby, case, control
         Group column and the two classes compared (case is the "positive" class A; with
-        exactly two classes the defaults follow the CLS order).
+        exactly two classes the defaults follow the CLS order). ``control="rest"``
+        compares ``case`` with all other labelled samples (one-vs-rest).
     phenotype_column
         Numeric phenotype column for ``metric="pearson"``/``"spearman"``.
     strata, pairs
@@ -193,7 +196,14 @@ def gsea(
         replicates (pseudoreplication): p-values come out far too small. Test donors (or
         samples) instead; cell-level permutation is acceptable only when cells are the
         experimental units (e.g. a perturbation screen where each cell is independently
-        assigned).
+        assigned). Cell-level runs of annotated cells whose obs has a donor- or
+        sample-like column (``donor``, ``sample``, ``patient``, ``individual``,
+        ``subject``, ``*_id``) with fewer levels than cells log a warning.
+    layer, use_raw
+        h5ad/AnnData only: analyse ``layers[layer]`` (e.g. ``"counts"``) or ``raw.X``
+        (with ``raw.var_names``) instead of ``X``; not both. Streamed and in-memory
+        reads choose the same matrix. ``normalize="log1p_cpm"`` on values that look
+        log-transformed (non-integer, all below 50) logs a warning naming this option.
     batch_size
         Permutations per batch; default chosen from ``memory``.
     memory
@@ -211,7 +221,8 @@ def gsea(
         of which reads the inputs once (see :mod:`permenrich.runner`); the results are
         byte-identical to a run here. None (default): run in this process.
     progress
-        ``progress(done, total)`` called after each batch (each range with ``client``).
+        ``progress(done, total)`` called after each batch (each range with ``client``);
+        ``True``: a tqdm progress bar (a widget in Jupyter).
 
     Returns
     -------
@@ -220,6 +231,9 @@ def gsea(
         then decreasing ``|nes|``; ``attrs["run"]`` holds the run's provenance.
         ``n_null_same_sign`` is the number of null scores of the observed score's sign
         behind ``pval``: the smallest p it allows is 1/(n_null_same_sign + 1).
+        Design warnings (log1p_cpm on non-counts, pseudoreplication, a smallest
+        attainable p-value above 0.01) are logged on the ``permenrich`` logger and kept
+        in ``attrs["run"]["design"]["warnings"]``.
 
     Raises
     ------
@@ -314,7 +328,7 @@ def prerank(
     threads: int | None = None,
     device: Literal["cpu", "gpu", "auto"] = "auto",
     client: Any = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool | None = None,
 ) -> pd.DataFrame:
     """Preranked GSEA with the gene-set (gene-label) permutation null.
 

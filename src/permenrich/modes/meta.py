@@ -94,7 +94,7 @@ def meta(
     threads: int | None = None,
     device: Literal["cpu", "gpu", "auto"] = "auto",
     client: Any = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool | None = None,
 ) -> pd.DataFrame:
     """Per-gene meta-analysis of several two-group studies, with a permutation null that
     relabels every study at once (so the genes' correlation within each study is kept).

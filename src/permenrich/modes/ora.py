@@ -95,12 +95,14 @@ def ora(
     normalize: Literal["none", "log1p_cpm", "log2"] = "none",
     pseudobulk: str | None = None,
     pseudobulk_method: Literal["sum", "mean"] = "sum",
+    layer: str | None = None,
+    use_raw: bool = False,
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,
     device: Literal["cpu", "gpu", "auto"] = "auto",
     client: Any = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool | None = None,
 ) -> pd.DataFrame:
     """Over-representation analysis, from a gene list or from expression data.
 
@@ -130,8 +132,9 @@ def ora(
     min_size, max_size
         Sets whose size in the universe falls outside are excluded (default 15, 500).
     permutations, seed, collapse, chip, nan_policy, zero_variance, normalize, pseudobulk,
-    pseudobulk_method, batch_size, memory, threads, device, client, progress
-        As in :func:`gsea` (expression mode).
+    pseudobulk_method, layer, use_raw, batch_size, memory, threads, device, client, progress
+        As in :func:`gsea` (expression mode; ``layer``/``use_raw`` also choose the matrix
+        whose genes are the list mode's default universe).
 
     Returns
     -------
@@ -282,7 +285,7 @@ def prepare_ora(options: dict) -> Prepared:
             universe_name = f"the genes of the map {gene_list_source(o.map)}"
         elif o.expr is not None:
             from ..io import read_expression
-            expression = read_expression(o.expr, nan_policy="drop")
+            expression = read_expression(o.expr, nan_policy="drop", layer=o.layer, use_raw=o.use_raw)
             gene_ids = np.asarray(expression.gene_ids, dtype=object)
             universe_name = f"the genes of {expression.source}"
         else:

@@ -1,0 +1,397 @@
+"""A self-contained HTML report of a finished run: ``OUT/report.html``.
+
+The report is built from what the output folder holds (``run.json`` and
+``results.tsv``), so that a reviewer who never ran the tool can read the parameters,
+the provenance, the design, the top results and the figures in one file. Figures are
+embedded as base64 PNG ``data:`` URIs and the CSS is inline: the page needs no network
+and no JavaScript.
+
+An output folder does not keep the ranked list, which GSEA's enrichment plots need; they
+are drawn when the in-memory result is passed (``report(out, result=table)``, or
+``--report`` on the command line, which has it at hand). Any figure the inputs cannot
+support is left out with a one-line reason; the report itself never fails for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import numbers
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import InputError, PermenrichError
+
+if TYPE_CHECKING:  # pandas is imported inside the functions: ``import permenrich`` imports this module
+    import pandas as pd
+
+__all__ = ["REPORT_FILE", "report"]
+
+REPORT_FILE = "report.html"
+#: First line of every report; also how an output folder recognises a report as permenrich's.
+GENERATOR_MARK = '<meta name="generator" content="permenrich'
+#: Rows of the top-results table, and enrichment plots drawn (the top sets only: each
+#: figure is ~50 kB of PNG).
+TOP_ROWS = 20
+ENRICHMENT_PLOTS = 10
+
+_GENE_SET_MODES = ("gsea", "prerank")
+# Columns shown in the top table, in this order, when the results have them.
+_SET_COLUMNS = ("contrast", "gene_set", "size", "es", "nes", "pval", "fdr", "fwer", "padj_bh")
+_ORA_COLUMNS = ("list", "contrast", "gene_set", "size", "overlap", "expected", "odds_ratio", "pval_hypergeom",
+                "padj_bh_hypergeom", "pval_perm", "padj_bh_perm")
+_GENE_COLUMNS = ("contrast", "gene", "statistic", "pval", "qval_bh", "pval_maxt")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:72em;
+padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.note{color:#555;font-style:italic}.warning{color:#8a4b00}
+figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}
+code{background:#f5f5f5;padding:0 .2em}nav a{margin-right:1em}
+"""
+
+
+def report(out_dir: str | os.PathLike, *, result: pd.DataFrame | None = None) -> Path:
+    """Write ``report.html`` into a finished output folder.
+
+    Parameters
+    ----------
+    out_dir : str or PathLike
+        An output folder of :func:`permenrich.write_results` or the command line (it
+        holds ``run.json`` and ``results.tsv``).
+    result : pandas.DataFrame, optional
+        The same run's result table as returned by the mode's function; its
+        ``attrs["ranking"]`` (GSEA, prerank, meta with ``mode="gsea"``) adds the
+        enrichment plots of the top sets, which the folder alone cannot draw.
+
+    Returns
+    -------
+    pathlib.Path
+        The report, ``out_dir / "report.html"``, written atomically.
+
+    Raises
+    ------
+    InputError
+        The folder is missing, or its ``run.json`` or ``results.tsv`` is missing or
+        unreadable.
+    PermenrichError
+        matplotlib (the ``plot`` extra) is not installed.
+    """
+    out = Path(out_dir).expanduser()
+    run, table = _read_output(out)
+    _require_matplotlib()
+    from .io.output import atomic_write_text, output_lock
+
+    page = _render(out, run, table, result)
+    # Under the folder's lock: a run publishing a new output there cannot swap the folder
+    # out from under the report (re-entrant: the command line already holds it).
+    with output_lock(out.resolve()):
+        target = out.resolve() / REPORT_FILE
+        atomic_write_text(target, page)
+    return out / REPORT_FILE
+
+
+def _read_output(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """run.json and results.tsv of ``out``, or a one-line InputError saying what to do."""
+    if not out.is_dir():
+        raise InputError(f"output folder {str(out)!r} does not exist or is not a folder; give the --out folder of "
+                         "a finished permenrich run")
+    run_file = out / "run.json"
+    if not run_file.is_file():
+        raise InputError(f"{str(run_file)!r} is missing: {str(out)!r} is not a permenrich output folder; give the "
+                         "--out folder of a finished run")
+    try:
+        run = json.loads(run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not valid JSON: {exc}"
+        raise InputError(f"cannot read {str(run_file)!r} ({reason}); rerun the analysis to write it again") from None
+    if not isinstance(run, dict) or "command" not in run:
+        raise InputError(f"{str(run_file)!r} is not a permenrich run record (no 'command' entry); rerun the "
+                         "analysis to write it again")
+    import pandas as pd
+
+    results_file = out / "results.tsv"
+    try:
+        table = pd.read_csv(results_file, sep="\t")
+    except FileNotFoundError:
+        raise InputError(f"{str(results_file)!r} is missing; rerun the analysis to write the output folder "
+                         "again") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {str(results_file)!r} ({exc}); rerun the analysis to write it "
+                         "again") from None
+    return run, table
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PermenrichError("the report needs matplotlib: pip install 'permenrich[plot]'") from None
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _render(out: Path, run: dict[str, Any], table: pd.DataFrame, result: pd.DataFrame | None) -> str:
+    command = str(run.get("command"))
+    analysis = _analysis_kind(run, table)
+    figures, notes, anchors = _figures(analysis, table, result)
+    title = f"permenrich {command} report: {out.resolve().name}"
+    sections = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="note">Generated from <code>{_e(str(out.resolve()))}</code> by permenrich '
+        f"{_e(str((run.get('versions') or {}).get('permenrich', '?')))}. "
+        + ('<strong>SIMULATED demo data, not patient data.</strong>' if (run.get("demo") or {}).get("simulated")
+           else "") + "</p>",
+        '<nav><a href="#design">Design</a><a href="#results">Top results</a><a href="#figures">Figures</a>'
+        '<a href="#run">Run details</a></nav>',
+        # What a reviewer reads first: the design and the findings; the full record last.
+        _design_section(run),
+        _results_section(analysis, table, anchors),
+        _figures_section(figures, notes),
+        _run_section(run),
+    ]
+    return ("<!DOCTYPE html>\n"
+            f'<html lang="en"><head>{GENERATOR_MARK} {_e(str((run.get("versions") or {}).get("permenrich", "")))}">'
+            f'<meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(sections) + "\n</body></html>\n")
+
+
+def _analysis_kind(run: Mapping[str, Any], table: pd.DataFrame) -> str:
+    """``gene_sets`` (a GSEA table), ``ora``, ``genes`` or ``other``, from the columns."""
+    if {"gene_set", "nes", "fdr"} <= set(table.columns):
+        return "gene_sets"
+    if "gene_set" in table.columns and "overlap" in table.columns:
+        return "ora"
+    if {"gene", "statistic", "pval"} <= set(table.columns):
+        return "genes"
+    return "other"
+
+
+def _run_section(run: Mapping[str, Any]) -> str:
+    parts = ['<h2 id="run">Run: parameters and provenance</h2>',
+             _key_values({"command": run.get("command"), "permutation type": run.get("permutation_type"),
+                          "null storage": run.get("null_storage"), "tie rule": run.get("tie_rule")})]
+    warnings = run.get("warnings")
+    if warnings:
+        items = warnings if isinstance(warnings, list) else [warnings]
+        parts.append("<h3>Warnings</h3><ul>" + "".join(f'<li class="warning">{_e(_text(w))}</li>' for w in items)
+                     + "</ul>")
+    else:
+        parts.append('<p class="note">run.json records no warnings.</p>')
+    for key, heading in (("parameters", "Parameters"), ("backend", "Backend and device"), ("timings", "Timings"),
+                         ("data", "Inputs"), ("versions", "Versions")):
+        value = run.get(key)
+        if value:
+            parts.append(f"<h3>{heading}</h3>" + _key_values(value))
+    extra = {k: v for k, v in run.items() if k in ("per_permutation_ms", "tie_tolerance", "demo", "studies",
+                                                    "contrasts", "contrast_files")}
+    if extra:
+        parts.append("<h3>Other provenance</h3>" + _key_values(extra))
+    return "\n".join(parts)
+
+
+def _p_floor(run: Mapping[str, Any]) -> str:
+    """The smallest p-value the run can report, in words."""
+    plan = run.get("permutation_plan") or {}
+    parameters = run.get("parameters") or {}
+    permutations = plan.get("permutations", parameters.get("permutations"))
+    if not isinstance(permutations, int) or permutations < 1:
+        return "not a permutation test (analytic p-values)"
+    if parameters.get("p_method") == "multilevel":
+        return f"multilevel estimation down to eps = {parameters.get('eps')}"
+    if plan.get("exact_enumeration"):
+        return (f"1/{permutations} = {1 / permutations:.3g} (exact: all {permutations} distinct labellings "
+                "enumerated)")
+    return f"1/({permutations}+1) = {1 / (permutations + 1):.3g} (random permutations)"
+
+
+def _design_section(run: Mapping[str, Any]) -> str:
+    parameters = run.get("parameters") or {}
+    design = run.get("design") or {}
+    plan = run.get("permutation_plan") or {}
+    summary: dict[str, Any] = {}
+    if "n_case" in design:
+        summary["case vs control"] = (f"{parameters.get('case', 'case')} (n = {design['n_case']}) vs "
+                                      f"{parameters.get('control', 'control')} (n = {design.get('n_control')})")
+    for key in ("groupby", "phenotype_column", "strata", "pairs", "covariates", "method", "mode", "alternative",
+                "metric", "set_statistic", "weight"):
+        if parameters.get(key) not in (None, [], ""):
+            summary[key.replace("_", " ")] = parameters[key]
+    if plan:
+        summary["permutations"] = (f"{plan.get('permutations')} "
+                                   + ("(exact enumeration of all labellings)" if plan.get("exact_enumeration")
+                                      else "(random)"))
+        if "distinct_labellings" in plan:
+            summary["distinct labellings"] = plan["distinct_labellings"]
+        if "strata" in plan:
+            summary["permutation strata"] = plan["strata"]
+    summary["smallest attainable p-value"] = _p_floor(run)
+    parts = ['<h2 id="design">Design</h2>', _key_values(summary)]
+    if design:
+        parts.append("<h3>Design record</h3>" + _key_values(design))
+    if plan:
+        parts.append("<h3>Permutation plan</h3>" + _key_values(plan))
+    return "\n".join(parts)
+
+
+def _top_rows(analysis: str, table: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The rows and columns of the top table (the best p-values first)."""
+    columns = {"gene_sets": _SET_COLUMNS, "ora": _ORA_COLUMNS, "genes": _GENE_COLUMNS}.get(analysis,
+                                                                                          tuple(table.columns[:8]))
+    shown = tuple(c for c in columns if c in table.columns)
+    order = next((c for c in ("fdr", "pval", "pval_perm", "pval_hypergeom") if c in table.columns), None)
+    rows = table.sort_values(order, kind="stable") if order else table
+    return rows.head(TOP_ROWS), shown
+
+
+def _results_section(analysis: str, table: pd.DataFrame, anchors: Mapping[str, str]) -> str:
+    rows, columns = _top_rows(analysis, table)
+    what = "genes" if analysis == "genes" else "gene sets" if analysis in ("gene_sets", "ora") else "rows"
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = []
+    for _, row in rows.iterrows():
+        cells = []
+        for column in columns:
+            value = row[column]
+            if column == "gene_set" and str(value) in anchors:
+                cells.append(f'<td><a href="#{anchors[str(value)]}">{_e(str(value))}</a></td>')
+            elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+                cells.append(f'<td class="num">{_e(_number(value))}</td>')
+            else:
+                cells.append(f"<td>{_e(_text(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<h2 id="results">Top {len(rows)} of {len(table)} {what}</h2>'
+            f'<p class="note">Sorted by the first of fdr, pval, pval_perm, pval_hypergeom the table has; the full '
+            f"table is results.tsv.</p>"
+            f'<table id="top-results"><thead><tr>{head}</tr></thead><tbody>' + "".join(body) + "</tbody></table>")
+
+
+def _figures_section(figures: list[tuple[str, str, str]], notes: list[str]) -> str:
+    parts = ['<h2 id="figures">Figures</h2>']
+    parts += [f'<p class="note">{_e(note)}</p>' for note in notes]
+    for anchor, caption, png in figures:
+        parts.append(f'<figure id="{anchor}"><img src="data:image/png;base64,{png}" alt="{_e(caption)}">'
+                     f"<figcaption>{_e(caption)}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- figures
+
+def _figures(analysis: str, table: pd.DataFrame,
+             result: pd.DataFrame | None) -> tuple[list[tuple[str, str, str]], list[str], dict[str, str]]:
+    """(anchor, caption, base64 PNG) of each figure drawn, one-line notes on those left
+    out, and gene set -> anchor of its enrichment plot."""
+    from . import pl
+
+    figures: list[tuple[str, str, str]] = []
+    notes: list[str] = []
+    anchors: dict[str, str] = {}
+    if "contrast" in table.columns or "list" in table.columns:
+        notes.append("Figures left out: the table holds several contrasts or lists; draw each one's table with "
+                     "permenrich.pl.")
+        return figures, notes, anchors
+    if analysis == "gene_sets":
+        figures.append(("figure-dotplot", "Top gene sets by NES (dot size: set size, colour: FDR q)",
+                        _png(pl.dotplot(table, top=10))))
+        ranking = None if result is None else result.attrs.get("ranking")
+        if ranking is None:
+            notes.append("Enrichment plots left out: the output folder keeps no ranked list; make the report with "
+                         "the run (--report, or report(out, result=table)) to include them.")
+        elif ranking.set_statistic != "ks":
+            notes.append(f"Enrichment plots left out: they draw the running sum, and this run used "
+                         f"set_statistic={ranking.set_statistic!r}.")
+        else:
+            top, _ = _top_rows(analysis, table)
+            for number, name in enumerate(top["gene_set"].astype(str).head(ENRICHMENT_PLOTS)):
+                anchor = f"set-{number}-{re.sub(r'[^A-Za-z0-9_-]+', '-', name)[:60]}"
+                try:
+                    figure = pl.enrichment(result, name)
+                except (ValueError, KeyError) as exc:
+                    notes.append(f"Enrichment plot of {name} left out: {exc}")
+                    continue
+                figures.append((anchor, f"Enrichment plot of {name}", _png(figure)))
+                anchors[name] = anchor
+    elif analysis == "genes":
+        figures.append(("figure-volcano", "Volcano plot: per-gene statistic against -log10 permutation p",
+                        _png(pl.volcano(table))))
+    elif analysis == "ora":
+        figures.append(("figure-ora", "Top gene sets by over-representation p-value", _png(_ora_bars(table))))
+    else:
+        notes.append("No figure for this kind of result.")
+    return figures, notes, anchors
+
+
+def _ora_bars(table: pd.DataFrame) -> Any:
+    """-log10 p of the top over-represented sets as horizontal bars."""
+    import matplotlib.figure
+    import numpy as np
+
+    column = "pval_perm" if "pval_perm" in table.columns and table["pval_perm"].notna().any() else "pval_hypergeom"
+    top = table.sort_values(column, kind="stable").head(15)
+    p = top[column].to_numpy(dtype=np.float64)
+    height = -np.log10(np.clip(p, 1e-300, 1.0))
+    figure = matplotlib.figure.Figure(figsize=(7.0, 1.2 + 0.3 * max(len(top), 1)), layout="constrained")
+    ax = figure.add_subplot()
+    y = np.arange(len(top))[::-1]
+    ax.barh(y, height, color="tab:blue")
+    ax.set_yticks(y, top["gene_set"].astype(str))
+    ax.set_xlabel(f"-log10 {column}")
+    return figure
+
+
+def _png(figure: Any) -> str:
+    """A matplotlib Figure as base64 PNG, drawn with Agg (no pyplot, no global backend change)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# --------------------------------------------------------------------------- HTML helpers
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float) or not isinstance(value, numbers.Integral):
+        if math.isnan(value):
+            return ""
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return _number(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    text = "" if value is None else str(value)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _key_values(mapping: Mapping[str, Any]) -> str:
+    """A two-column table of ``mapping``; nested mappings as nested tables."""
+    rows = []
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            cell = _key_values(value)
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            cell = _e(_number(value))
+        else:
+            cell = _e(_text(value))
+        rows.append(f"<tr><th>{_e(str(key))}</th><td>{cell}</td></tr>")
+    return '<table class="kv">' + "".join(rows) + "</table>"

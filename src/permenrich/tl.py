@@ -1,0 +1,238 @@
+"""Tools in scanpy's style: every group of an ``obs`` column against a reference, with the
+results stored in the AnnData (``permenrich.tl.gsea(adata, sets, groupby="cell_type")``).
+
+Each function runs the public function of its mode (:func:`permenrich.gsea`,
+:func:`permenrich.genes`, :func:`permenrich.ora`) once per group, ``case=group`` and
+``control=reference``, so a stored table equals, value for value, the direct call with
+those arguments. What is stored, under ``adata.uns["permenrich"][key_added]``:
+
+``results``
+    One long DataFrame: the mode's result table of every group, with a leading
+    ``group`` column (groups in ``groups`` order).
+``params``
+    The mode, ``groupby``, ``reference``, ``groups``, ``layer``, ``use_raw`` and the
+    options passed on (those that are plain values).
+``runs``
+    Each group's run provenance (what ``run.json`` holds), as JSON text, so the AnnData
+    can be written to h5ad.
+
+As scanpy does, ``copy=False`` (default) adds to ``adata`` and returns None;
+``copy=True`` returns a changed copy and leaves ``adata`` as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from .errors import InputError, OptionError, option
+from .io.phenotype import REST
+
+__all__ = ["gsea", "genes", "ora"]
+
+#: Options that tl's own arguments set for each group; passing them as well is refused.
+_SET_PER_GROUP = ("expr", "phenotype", "groupby", "case", "control", "gene_list")
+
+
+def gsea(
+    adata: Any,
+    gene_sets: Any,
+    groupby: str,
+    *,
+    groups: Sequence[str] | None = None,
+    reference: str = REST,
+    key_added: str = "permenrich_gsea",
+    copy: bool = False,
+    layer: str | None = None,
+    use_raw: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Phenotype-permutation GSEA of each group of ``groupby`` against ``reference``.
+
+    Parameters
+    ----------
+    adata
+        An ``anndata.AnnData`` (cells or samples x genes).
+    gene_sets
+        GMT/GMX path(s), or a mapping of set name to gene list.
+    groupby
+        The ``obs`` column whose groups are compared, e.g. ``"cell_type"``.
+    groups
+        The groups to test (default: every group of ``groupby`` but ``reference``).
+    reference
+        ``"rest"`` (default: all other cells) or one group of ``groupby``.
+    key_added
+        Key under ``adata.uns["permenrich"]`` (default ``"permenrich_gsea"``).
+    copy
+        Return a changed copy instead of adding to ``adata``.
+    layer, use_raw
+        Analyse ``adata.layers[layer]`` or ``adata.raw.X`` instead of ``X`` (None or
+        False: ``X``).
+    **kwargs
+        Options of :func:`permenrich.gsea` (``permutations``, ``seed``, ``metric``,
+        ``pseudobulk``, ``strata``, ``normalize``, ...).
+
+    Returns
+    -------
+    anndata.AnnData or None
+        The copy with ``copy=True``; None otherwise (``adata`` is changed).
+
+    Raises
+    ------
+    PermenrichError
+        Not an AnnData, an unknown column or group, an option set by ``groupby``/
+        ``groups``/``reference`` given again, or any error of :func:`permenrich.gsea`.
+    """
+    from .api import gsea as run_gsea
+
+    return _each_group("gsea", lambda data, **options: run_gsea(data, None, gene_sets, **options), adata, groupby,
+                       groups=groups, reference=reference, key_added=key_added, copy=copy, layer=layer,
+                       use_raw=use_raw, options=kwargs)
+
+
+def genes(
+    adata: Any,
+    groupby: str,
+    *,
+    groups: Sequence[str] | None = None,
+    reference: str = REST,
+    key_added: str = "permenrich_genes",
+    copy: bool = False,
+    layer: str | None = None,
+    use_raw: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Per-gene permutation tests (maxT) of each group of ``groupby`` against ``reference``.
+
+    Parameters
+    ----------
+    adata, groupby, groups, reference, copy, layer, use_raw
+        As in :func:`gsea`.
+    key_added
+        Key under ``adata.uns["permenrich"]`` (default ``"permenrich_genes"``).
+    **kwargs
+        Options of :func:`permenrich.genes`.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        As in :func:`gsea`.
+    """
+    from .api import genes as run_genes
+
+    return _each_group("genes", lambda data, **options: run_genes(data, None, **options), adata, groupby,
+                       groups=groups, reference=reference, key_added=key_added, copy=copy, layer=layer,
+                       use_raw=use_raw, options=kwargs)
+
+
+def ora(
+    adata: Any,
+    gene_sets: Any,
+    groupby: str,
+    *,
+    groups: Sequence[str] | None = None,
+    reference: str = REST,
+    key_added: str = "permenrich_ora",
+    copy: bool = False,
+    layer: str | None = None,
+    use_raw: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Over-representation of each group's altered genes (expression mode of
+    :func:`permenrich.ora`), each group of ``groupby`` against ``reference``.
+
+    Parameters
+    ----------
+    adata, gene_sets, groupby, groups, reference, copy, layer, use_raw
+        As in :func:`gsea`.
+    key_added
+        Key under ``adata.uns["permenrich"]`` (default ``"permenrich_ora"``).
+    **kwargs
+        Options of :func:`permenrich.ora`; the selection rule ``top=`` or ``fdr=`` is
+        required.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        As in :func:`gsea`.
+    """
+    from .api import ora as run_ora
+
+    return _each_group("ora", lambda data, **options: run_ora(None, gene_sets, expr=data, **options), adata,
+                       groupby, groups=groups, reference=reference, key_added=key_added, copy=copy, layer=layer,
+                       use_raw=use_raw, options=kwargs)
+
+
+def _each_group(mode: str, run: Callable[..., pd.DataFrame], adata: Any, groupby: str, *,
+                groups: Sequence[str] | None, reference: str, key_added: str, copy: bool, layer: str | None,
+                use_raw: bool | None, options: dict[str, Any]) -> Any:
+    """Run ``run`` for each chosen group against ``reference`` and store the tables."""
+    import anndata
+
+    if not isinstance(adata, anndata.AnnData):
+        raise InputError(f"permenrich.tl.{mode} needs an AnnData, got {type(adata).__name__}; for files and "
+                         f"DataFrames use permenrich.{mode}")
+    given_twice = [name for name in _SET_PER_GROUP if name in options]
+    if given_twice:
+        raise OptionError(f"permenrich.tl.{mode}: {option(given_twice[0])} is set for each group by groupby=, "
+                          "groups= and reference=; drop it")
+    if not isinstance(key_added, str) or not key_added:
+        raise OptionError(f"key_added must be a non-empty string, got {key_added!r}")
+    chosen, reference = _groups(adata.obs, groupby, groups, reference)
+    use_raw = bool(use_raw)  # None (scanpy's "not given") reads X, as False does
+    parts = []
+    runs = {}
+    for group in chosen:
+        table = run(adata, groupby=groupby, case=group, control=reference, layer=layer, use_raw=use_raw, **options)
+        runs[group] = json.dumps(table.attrs["run"], default=str)
+        part = pd.DataFrame(table, copy=True)
+        part.attrs = {}  # provenance goes to "runs"; attrs would not survive writing the AnnData
+        part.insert(0, "group", group)
+        parts.append(part)
+    results = pd.concat(parts, ignore_index=True)
+    params = {"mode": mode, "groupby": groupby, "reference": reference, "groups": list(chosen),
+              "layer": layer, "use_raw": use_raw,
+              **{name: value for name, value in options.items() if isinstance(value, (str, int, float, bool))}}
+    target = adata.copy() if copy else adata
+    store = dict(target.uns.get("permenrich", {}))
+    store[key_added] = {"results": results, "params": {k: v for k, v in params.items() if v is not None},
+                        "runs": runs}
+    target.uns["permenrich"] = store
+    return target if copy else None
+
+
+def _groups(obs: pd.DataFrame, groupby: str, groups: Sequence[str] | None, reference: str
+            ) -> tuple[list[str], str]:
+    """The groups to test (str, in the column's category order, else sorted) and the
+    reference, checked against ``obs[groupby]``."""
+    if groupby not in obs.columns:
+        raise InputError(f"<AnnData>: obs has no column {groupby!r}; available columns: "
+                         f"{', '.join(map(repr, list(obs.columns)[:10])) or 'none'}")
+    column = obs[groupby]
+    present = set(column.dropna().astype(str))
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        levels = [str(c) for c in column.cat.categories if str(c) in present]
+    else:
+        levels = sorted(present)
+    listing = ", ".join(map(repr, levels[:10])) + (", ..." if len(levels) > 10 else "")
+    reference = str(reference)
+    if reference != REST and reference not in present:
+        raise OptionError(f"reference={reference!r} is not a group of obs[{groupby!r}] ({listing}); give one of them "
+                          f"or {REST!r}")
+    if groups is None:
+        chosen = [level for level in levels if level != reference]
+    else:
+        if isinstance(groups, str):
+            groups = [groups]
+        chosen = [str(g) for g in groups]
+        unknown = [g for g in chosen if g not in present]
+        if unknown:
+            raise OptionError(f"groups: {unknown[0]!r} is not a group of obs[{groupby!r}] ({listing})")
+        if reference in chosen:
+            raise OptionError(f"groups: {reference!r} is the reference; a group cannot be compared with itself")
+    if not chosen:
+        raise InputError(f"<AnnData>: obs[{groupby!r}] has no group to compare with {reference!r} ({listing})")
+    return chosen, reference

@@ -1,0 +1,212 @@
+"""permenrich.report / ``permenrich report OUT`` / ``--report``: one self-contained HTML
+page whose tables, figures and in-page links are all there and valid."""
+
+import base64
+import json
+import re
+import shutil
+import struct
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+import permenrich
+from permenrich.cli import main
+from test_cli import _write_gct  # one GCT writer for the command-line tests
+
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture()
+def study(tmp_path):
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(200)]
+    samples = [f"S{i}" for i in range(12)]
+    values = rng.normal(8, 1, size=(200, 12))
+    values[:20, :6] += 1.5
+    _write_gct(tmp_path / "expr.gct", values, genes, samples)
+    (tmp_path / "pheno.cls").write_text("12 2 1\n# tumour normal\n" + " ".join(["tumour"] * 6 + ["normal"] * 6) + "\n")
+    (tmp_path / "sets.gmt").write_text("".join(
+        f"SET{k}\tdesc\t" + "\t".join(genes[10 * k:10 * k + 20]) + "\n" for k in range(5)))
+    return tmp_path
+
+
+class _Page(HTMLParser):
+    """What the checks need: tables (rows of the body), images, links and ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.images, self.links, self.ids, self.text = {}, [], [], set(), []
+        self._table, self._in_body = None, False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "table":
+            self._table = attrs.get("id") or f"table-{len(self.tables)}"
+            self.tables.setdefault(self._table, 0)
+        elif tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body and self._table:
+            self.tables[self._table] += 1
+        elif tag == "img":
+            self.images.append(attrs.get("src", ""))
+        elif tag == "a" and "href" in attrs:
+            self.links.append(attrs["href"])
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body = False
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(path):
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def _check_page(path, *, top_rows, n_images, run):
+    assert path.name == "report.html" and path.is_file()
+    page = _parse(path)
+    assert page.tables["top-results"] == top_rows
+    assert len(page.images) == n_images
+    for src in page.images:
+        prefix = "data:image/png;base64,"
+        assert src.startswith(prefix) and len(src) > len(prefix)
+        width, height = _png_size(base64.b64decode(src[len(prefix):], validate=True))
+        assert width > 0 and height > 0
+    for href in page.links:
+        assert href.startswith("#"), f"link leaves the page: {href}"
+        assert href[1:] in page.ids, f"in-page link target missing: {href}"
+    text = " ".join(page.text)
+    assert f"permenrich {run['command']} report" in text
+    assert str(run["parameters"]["seed"]) in text and str(run["parameters"]["permutations"]) in text
+    for key in ("timings", "backend", "versions"):
+        if key in run:
+            first = next(iter(run[key]))
+            assert first in text
+    html_text = path.read_text(encoding="utf-8")
+    assert "http://" not in html_text and "https://" not in html_text and "<script" not in html_text
+    return page
+
+
+def test_gsea_report_from_the_api_has_tables_figures_and_anchors(study):
+    table = permenrich.gsea(study / "expr.gct", study / "pheno.cls", study / "sets.gmt", min_size=5,
+                            permutations=300, seed=3, device="cpu")
+    out = study / "out"
+    permenrich.write_results(table, out)
+    path = permenrich.report(out, result=table)
+    run = json.loads((out / "run.json").read_text())
+    page = _check_page(path, top_rows=len(table), n_images=1 + len(table), run=run)
+    # every set name links to its enrichment plot
+    assert {f"#{anchor}" for anchor in page.ids if anchor.startswith("set-")} <= set(page.links)
+    assert sum(link.startswith("#set-") for link in page.links) == len(table)
+    assert "1/(300+1)" in " ".join(page.text)  # the p-value floor of random permutations
+
+
+def test_report_from_the_folder_alone_leaves_enrichment_plots_out_with_a_reason(study):
+    table = permenrich.gsea(study / "expr.gct", study / "pheno.cls", study / "sets.gmt", min_size=5,
+                            permutations=200, device="cpu")
+    out = study / "out"
+    permenrich.write_results(table, out)
+    page = _check_page(permenrich.report(out), top_rows=len(table), n_images=1,
+                       run=json.loads((out / "run.json").read_text()))
+    assert "Enrichment plots left out" in " ".join(page.text)
+    assert not any(link.startswith("#set-") for link in page.links)
+    # a report belongs to the output: a new run on the folder replaces it as a whole
+    permenrich.write_results(table, out)
+    assert sorted(p.name for p in out.iterdir()) == ["results.tsv", "run.json"]
+
+
+def test_cli_report_flag_on_gsea_and_genes_and_the_report_command(study, capsys):
+    gsea_out, genes_out = study / "g", study / "n"
+    assert main(["gsea", "--expr", str(study / "expr.gct"), "--cls", str(study / "pheno.cls"), "--gene-sets",
+                 str(study / "sets.gmt"), "--min-size", "5", "--permutations", "200", "--device", "cpu",
+                 "--out", str(gsea_out), "--quiet", "--report"]) == 0
+    assert main(["genes", "--expr", str(study / "expr.gct"), "--cls", str(study / "pheno.cls"),
+                 "--permutations", "200", "--device", "cpu", "--out", str(genes_out), "--quiet", "--report"]) == 0
+    captured = capsys.readouterr()
+    assert "report.html" in captured.out, captured.err
+    gsea_run = json.loads((gsea_out / "run.json").read_text())
+    _check_page(gsea_out / "report.html", top_rows=5, n_images=6, run=gsea_run)
+    genes_run = json.loads((genes_out / "run.json").read_text())
+    _check_page(genes_out / "report.html", top_rows=20, n_images=1, run=genes_run)
+    # the subcommand rewrites it from the folder (no ranking: the dot plot only)
+    (gsea_out / "report.html").unlink()
+    assert main(["report", str(gsea_out)]) == 0
+    assert f"wrote {gsea_out / 'report.html'}" in capsys.readouterr().out
+    _check_page(gsea_out / "report.html", top_rows=5, n_images=1, run=gsea_run)
+
+
+@pytest.mark.parametrize("setup, expected", [
+    ("missing", "does not exist"),
+    ("empty", "run.json' is missing"),
+    ("bad_json", "cannot read"),
+])
+def test_report_errors_are_one_line(tmp_path, capsys, setup, expected):
+    folder = tmp_path / "out"
+    if setup != "missing":
+        folder.mkdir()
+    if setup == "bad_json":
+        (folder / "run.json").write_text("{not json")
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("permenrich: error: ") and expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (folder / "report.html").exists()
+
+
+def _browser():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def test_report_renders_in_a_headless_browser(study, tmp_path):
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium, chromium-browser or google-chrome on PATH")
+    table = permenrich.gsea(study / "expr.gct", study / "pheno.cls", study / "sets.gmt", min_size=5,
+                            permutations=200, device="cpu")
+    out = study / "out"
+    permenrich.write_results(table, out)
+    report = permenrich.report(out, result=table)
+    # The report itself has no script; a copy with one records every image's rendered size
+    # into the DOM once loaded, which --dump-dom prints.
+    probe = tmp_path / "probe.html"
+    script = ("<script>window.addEventListener('load',function(){var out=[];"
+              "document.querySelectorAll('img').forEach(function(i){out.push(i.naturalWidth+'x'+i.naturalHeight+"
+              "'x'+i.getBoundingClientRect().width)});var p=document.createElement('pre');p.id='probe';"
+              "p.textContent='SIZES:'+out.join(',')+':END';document.body.appendChild(p);});</script>")
+    probe.write_text(report.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
+    done = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--enable-logging=stderr",
+                           "--v=1", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # The script's own text holds 'SIZES:' too: read the element it added.
+    found = re.search(r'<pre id="probe">SIZES:(.*?):END</pre>', done.stdout)
+    assert found, "the page did not finish loading"
+    sizes = found.group(1).split(",")
+    assert len(sizes) == 1 + len(table)
+    for size in sizes:
+        natural_width, natural_height, shown_width = (float(v) for v in size.split("x"))
+        assert natural_width > 0 and natural_height > 0 and shown_width > 0
+    # Chromium logs every console message as INFO:CONSOLE without its level; the report has
+    # no script and the probe logs nothing, so any console line is a problem.
+    console_lines = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console_lines, console_lines

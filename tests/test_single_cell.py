@@ -1,0 +1,309 @@
+"""The scanpy-native single-cell path: ``layer=``/``use_raw=`` (in memory, h5ad read whole
+and streamed, command line), ``control="rest"``, design warnings and ``permenrich.tl``."""
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import permenrich
+from permenrich import tl
+from permenrich.cli import main
+
+anndata = pytest.importorskip("anndata")
+
+N_CELLS, N_GENES = 40, 2000  # dense float64 640 kB: streamed with memory="1MB"
+GROUPS = np.repeat(["T", "B", "NK", "Mono"], N_CELLS // 4)
+FAST = dict(permutations=200, seed=3, device="cpu")
+
+
+def _counts(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(6, size=(N_CELLS, N_GENES)).astype(float)
+    counts[GROUPS == "T", :8] += rng.poisson(6, size=(int((GROUPS == "T").sum()), 8))
+    return counts
+
+
+@pytest.fixture
+def cells():
+    """Cells whose X is scaled (negative values) and whose counts sit in a layer and in raw."""
+    counts = _counts()
+    genes = [f"G{i}" for i in range(N_GENES)]
+    names = [f"c{i}" for i in range(N_CELLS)]
+    obs = pd.DataFrame({"cell_type": GROUPS}, index=names)
+    scaled = (counts - counts.mean(axis=0)) / counts.std(axis=0)
+    adata = anndata.AnnData(X=counts.copy(), obs=obs, var=pd.DataFrame(index=genes))
+    adata.raw = adata  # raw.X: the counts
+    adata.X = scaled
+    adata.layers["counts"] = counts.copy()
+    frame = pd.DataFrame(counts.T, index=genes, columns=names)
+    return adata, frame
+
+
+def _sets(n: int = 3, size: int = 8) -> dict:
+    return {f"S{k}": [f"G{i}" for i in range(k * size, (k + 1) * size)] for k in range(n)}
+
+
+# ---- layer= and use_raw= ----------------------------------------------------------------------
+@pytest.mark.parametrize("choice", [{"layer": "counts"}, {"use_raw": True}])
+def test_layer_and_raw_equal_the_counts_as_a_dataframe(cells, tmp_path, choice):
+    adata, frame = cells
+    labels = list(adata.obs.cell_type)
+    expected_genes = permenrich.genes(frame, labels, case="T", control="B", **FAST)
+    expected_gsea = permenrich.gsea(frame, labels, _sets(), case="T", control="B", min_size=2, **FAST)
+    got = permenrich.genes(adata, groupby="cell_type", case="T", control="B", **choice, **FAST)
+    pd.testing.assert_frame_equal(got, expected_genes, check_exact=True)
+    got = permenrich.gsea(adata, None, _sets(), groupby="cell_type", case="T", control="B", min_size=2, **choice,
+                          **FAST)
+    pd.testing.assert_frame_equal(got, expected_gsea, check_exact=True)
+    # the same from an h5ad, read whole and streamed (a budget far below the matrix)
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    in_memory = permenrich.genes(path, groupby="cell_type", case="T", control="B", **choice, **FAST)
+    pd.testing.assert_frame_equal(in_memory, expected_genes, check_exact=True)
+    streamed = permenrich.genes(path, groupby="cell_type", case="T", control="B", memory="1MB", metric="welch_t",
+                                **choice, **FAST)
+    assert streamed.attrs["run"]["design"]["matrix_storage"] == "streamed from disk"
+    pd.testing.assert_frame_equal(streamed.drop(columns="pval_parametric"),
+                                  in_memory.drop(columns="pval_parametric"), check_exact=True)
+    assert in_memory.attrs["run"]["design"]["matrix"] == ("raw.X" if "use_raw" in choice else "layers['counts']")
+
+
+def test_x_is_the_default_and_differs(cells):
+    adata, frame = cells
+    on_x = permenrich.genes(adata, groupby="cell_type", case="T", control="B", **FAST)
+    on_counts = permenrich.genes(adata, groupby="cell_type", case="T", control="B", layer="counts", **FAST)
+    assert not on_x.statistic.equals(on_counts.statistic)
+
+
+def test_layer_errors_are_one_line(cells, tmp_path):
+    adata, frame = cells
+    with pytest.raises(permenrich.OptionError, match=r"^layer and use_raw exclude each other"):
+        permenrich.genes(adata, groupby="cell_type", case="T", control="B", layer="counts", use_raw=True, **FAST)
+    with pytest.raises(permenrich.InputError, match=r"layer 'spliced' not found; available layers: 'counts'"):
+        permenrich.genes(adata, groupby="cell_type", case="T", control="B", layer="spliced", **FAST)
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    for memory in ("1GB", "1MB"):  # read whole, streamed
+        with pytest.raises(permenrich.InputError, match=r"layer 'spliced' not found .*available layers: 'counts'"):
+            permenrich.genes(path, groupby="cell_type", case="T", control="B", layer="spliced", memory=memory,
+                             **FAST)
+    no_raw = anndata.AnnData(X=adata.layers["counts"], obs=adata.obs, var=adata.var)
+    with pytest.raises(permenrich.InputError, match=r"use_raw=True but the AnnData has no raw"):
+        permenrich.genes(no_raw, groupby="cell_type", case="T", control="B", use_raw=True, **FAST)
+    with pytest.raises(permenrich.OptionError, match=r"layer='counts' applies only to h5ad/AnnData input"):
+        permenrich.genes(frame, list(adata.obs.cell_type), case="T", control="B", layer="counts", **FAST)
+    with pytest.raises(permenrich.OptionError, match=r"use_raw= must be True or False"):
+        permenrich.genes(adata, groupby="cell_type", case="T", control="B", use_raw="yes", **FAST)
+
+
+def test_ora_takes_a_layer(cells):
+    adata, frame = cells
+    expected = permenrich.ora(None, _sets(), expr=frame, phenotype=list(adata.obs.cell_type), case="T", control="B",
+                              top=10, min_size=2, **FAST)
+    got = permenrich.ora(None, _sets(), expr=adata, groupby="cell_type", case="T", control="B", top=10, min_size=2,
+                         layer="counts", **FAST)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_cli_layer_and_use_raw(cells, tmp_path, capsys):
+    adata, frame = cells
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    expected = permenrich.genes(adata, groupby="cell_type", case="T", control="B", layer="counts",
+                                permutations=100, seed=0, device="cpu")
+    for flags in (["--layer", "counts"], ["--use-raw"]):
+        out = tmp_path / f"out{len(flags)}"
+        status = main(["genes", "--expr", str(path), "--groupby", "cell_type", "--case", "T", "--control", "B",
+                       "--permutations", "100", "--device", "cpu", "--quiet", "--out", str(out), *flags])
+        assert status == 0, capsys.readouterr().err
+        written = pd.read_csv(out / "results.tsv", sep="\t")
+        np.testing.assert_array_equal(written.gene, expected.gene)
+        np.testing.assert_allclose(written.statistic, expected.statistic, rtol=1e-12)
+    status = main(["genes", "--expr", str(path), "--groupby", "cell_type", "--case", "T", "--control", "B",
+                   "--layer", "counts", "--use-raw", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.splitlines() == [
+        "permenrich: error: --layer and --use-raw exclude each other (raw holds only X); pass one of them"]
+    status = main(["gsea", "--expr", str(path), "--one-vs-rest", "cell_type", "--gene-sets", str(_gmt(tmp_path)),
+                   "--min-size", "2", "--layer", "counts", "--permutations", "50", "--device", "cpu", "--quiet",
+                   "--out", str(tmp_path / "screen")])
+    assert status == 0, capsys.readouterr().err
+    run = json.loads((tmp_path / "screen" / "run.json").read_text())
+    assert run["data"]["matrix"] == "layers['counts']"
+
+
+def _gmt(tmp_path):
+    path = tmp_path / "sets.gmt"
+    path.write_text("".join(f"{name}\tna\t" + "\t".join(genes) + "\n" for name, genes in _sets().items()))
+    return path
+
+
+# ---- control="rest" -------------------------------------------------------------------------
+def test_control_rest_equals_explicitly_relabelled_groups(cells):
+    adata, frame = cells
+    labels = np.array(adata.obs.cell_type)
+    relabelled = list(np.where(labels == "T", "T", "rest"))
+    for function, extra in ((permenrich.genes, {}), (permenrich.gsea, {"min_size": 2})):
+        args = (_sets(),) if function is permenrich.gsea else ()
+        expected = function(frame, relabelled, *args, case="T", control="rest", **extra, **FAST)
+        from_labels = function(frame, list(labels), *args, case="T", control="rest", **extra, **FAST)
+        from_obs = function(adata, None, *args, groupby="cell_type", case="T", control="rest", layer="counts",
+                            **extra, **FAST)
+        pd.testing.assert_frame_equal(from_labels, expected, check_exact=True)
+        pd.testing.assert_frame_equal(from_obs, expected, check_exact=True)
+        assert from_obs.attrs["run"]["design"]["n_control"] == 30
+
+
+def test_control_rest_errors(cells):
+    adata, frame = cells
+    with pytest.raises(permenrich.OptionError, match=r"control='rest' compares one class with all others; name "
+                                                     r"that class with case="):
+        permenrich.genes(frame, list(adata.obs.cell_type), control="rest", **FAST)
+    with pytest.raises(permenrich.OptionError, match=r"case='X' is not a class; classes \(samples\): 'T' \(10\)"):
+        permenrich.genes(frame, list(adata.obs.cell_type), case="X", control="rest", **FAST)
+
+
+# ---- design warnings --------------------------------------------------------------------------
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_log1p_cpm_on_log_values_warns_and_run_json_keeps_it(cells, caplog):
+    adata, frame = cells
+    logged = adata.copy()
+    logged.layers["logged"] = np.log1p(adata.layers["counts"])
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        result = permenrich.genes(logged, groupby="cell_type", case="T", control="B", layer="logged",
+                                  normalize="log1p_cpm", **FAST)
+    expected = ("normalize='log1p_cpm' expects raw counts, but the values are non-integer and at most "
+                f"{np.log1p(adata.layers['counts']).max():.3g}")
+    assert any(expected in m for m in _warnings(caplog))
+    assert any(expected in m for m in result.attrs["run"]["design"]["warnings"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        result = permenrich.genes(adata, groupby="cell_type", case="T", control="B", layer="counts",
+                                  normalize="log1p_cpm", **FAST)
+    assert not any("expects raw counts" in m for m in _warnings(caplog))
+    assert "warnings" not in result.attrs["run"]["design"]
+    with pytest.raises(permenrich.InputError, match="negative value"):  # scaled X: refused, as before
+        permenrich.genes(adata, groupby="cell_type", case="T", control="B", normalize="log1p_cpm", **FAST)
+
+
+def test_log1p_cpm_warning_for_a_streamed_h5ad(cells, tmp_path, caplog):
+    adata, frame = cells
+    logged = anndata.AnnData(X=np.log1p(adata.layers["counts"]), obs=adata.obs, var=adata.var)
+    path = tmp_path / "logged.h5ad"
+    logged.write_h5ad(path)
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        result = permenrich.genes(path, groupby="cell_type", case="T", control="B", normalize="log1p_cpm",
+                                  memory="1MB", **FAST)
+    assert result.attrs["run"]["design"]["matrix_storage"] == "streamed from disk"
+    assert any("expects raw counts" in m for m in _warnings(caplog))
+
+
+def test_cell_level_permutation_with_donors_warns(cells, caplog):
+    adata, frame = cells
+    with_donors = adata.copy()
+    with_donors.obs["Donor_ID"] = np.tile(["d1", "d2", "d3", "d4"], N_CELLS // 4)
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        result = permenrich.genes(with_donors, groupby="cell_type", case="T", control="B", layer="counts", **FAST)
+    message = ("<AnnData>: labels are permuted across 40 cells, but obs['Donor_ID'] groups them into 4 Donor_ID "
+               "levels")
+    assert any(m.startswith(message) and "pseudobulk='Donor_ID'" in m for m in _warnings(caplog))
+    assert any(m.startswith(message) for m in result.attrs["run"]["design"]["warnings"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="permenrich"):  # a DataFrame has no obs; a pseudobulk run tests donors
+        permenrich.genes(frame, list(adata.obs.cell_type), case="T", control="B", **FAST)
+        permenrich.genes(with_donors, groupby="cell_type", case="T", control="B", layer="counts",
+                         pseudobulk="Donor_ID", permutations=20, device="cpu")
+    assert not any("pseudoreplication" in m for m in _warnings(caplog))
+    unique = adata.copy()
+    unique.obs["sample"] = [f"s{i}" for i in range(N_CELLS)]  # one sample per row: bulk data
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        permenrich.genes(unique, groupby="cell_type", case="T", control="B", **FAST)
+    assert not any("pseudoreplication" in m for m in _warnings(caplog))
+
+
+def test_smallest_attainable_p_value_is_said_up_front(cells, caplog):
+    adata, frame = cells
+    labels = list(adata.obs.cell_type)
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        result = permenrich.genes(frame, labels, case="T", control="B", permutations=50, device="cpu")
+    message = "<DataFrame>: no p-value can fall below 0.0196: 50 permutations; raise permutations="
+    assert any(m.startswith(message) for m in _warnings(caplog))
+    assert any(m.startswith(message) for m in result.attrs["run"]["design"]["warnings"])
+    small = frame.iloc[:, [0, 1, 2, 10, 11, 12]]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        result = permenrich.genes(small, ["T"] * 3 + ["B"] * 3, case="T", control="B", permutations=1000,
+                                  device="cpu")
+    assert result.attrs["run"]["permutation_plan"]["exact_enumeration"]
+    assert any("no p-value can fall below 0.05: the design has only 20 distinct labellings" in m
+               for m in _warnings(caplog))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        permenrich.genes(frame, labels, case="T", control="B", permutations=200, device="cpu")
+    assert not any("no p-value can fall below" in m for m in _warnings(caplog))
+
+
+# ---- permenrich.tl -----------------------------------------------------------------------------
+def test_tl_gsea_stores_what_direct_calls_give(cells):
+    adata, frame = cells
+    before = adata.copy()
+    options = dict(min_size=2, **FAST)
+    result = tl.gsea(adata, _sets(), "cell_type", layer="counts", **options)
+    assert result is None
+    stored = adata.uns["permenrich"]["permenrich_gsea"]
+    table = stored["results"]
+    assert list(dict.fromkeys(table.group)) == ["B", "Mono", "NK", "T"]  # sorted: not a categorical
+    for group in ("B", "T"):
+        direct = permenrich.gsea(before, None, _sets(), groupby="cell_type", case=group, control="rest",
+                                 layer="counts", **options)
+        part = table[table.group == group].drop(columns="group").reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, direct, check_exact=True, check_like=False)
+        assert json.loads(stored["runs"][group])["parameters"]["case"] == group
+    assert stored["params"] == {"mode": "gsea", "groupby": "cell_type", "reference": "rest",
+                                "groups": ["B", "Mono", "NK", "T"], "layer": "counts", "use_raw": False,
+                                "min_size": 2, "permutations": 200, "seed": 3, "device": "cpu"}
+
+
+def test_tl_copy_named_reference_groups_and_other_modes(cells, tmp_path):
+    adata, frame = cells
+    before = adata.copy()
+    copied = tl.genes(adata, "cell_type", groups=["T"], reference="B", key_added="t_vs_b", copy=True,
+                      use_raw=True, **FAST)
+    assert "permenrich" not in adata.uns and adata.X.tolist() == before.X.tolist()
+    table = copied.uns["permenrich"]["t_vs_b"]["results"]
+    direct = permenrich.genes(adata, groupby="cell_type", case="T", control="B", use_raw=True, **FAST)
+    pd.testing.assert_frame_equal(table.drop(columns="group"), direct, check_exact=True)
+    tl.ora(copied, _sets(), "cell_type", groups="NK", layer="counts", top=10, min_size=2, **FAST)
+    assert set(copied.uns["permenrich"]) == {"t_vs_b", "permenrich_ora"}  # keys accumulate
+    direct = permenrich.ora(None, _sets(), expr=adata, groupby="cell_type", case="NK", control="rest",
+                            layer="counts", top=10, min_size=2, **FAST)
+    pd.testing.assert_frame_equal(copied.uns["permenrich"]["permenrich_ora"]["results"].drop(columns="group"),
+                                  direct, check_exact=True)
+    copied.write_h5ad(tmp_path / "with_results.h5ad")  # what is stored can be saved
+    categorical = adata.copy()
+    categorical.obs["cell_type"] = pd.Categorical(GROUPS, categories=["T", "NK", "B", "Mono"])
+    tl.genes(categorical, "cell_type", reference="Mono", layer="counts", permutations=20, device="cpu")
+    assert list(dict.fromkeys(categorical.uns["permenrich"]["permenrich_genes"]["results"].group)) == ["T", "NK", "B"]
+
+
+def test_tl_errors_are_one_line(cells):
+    adata, frame = cells
+    with pytest.raises(permenrich.InputError, match=r"^permenrich.tl.gsea needs an AnnData, got DataFrame"):
+        tl.gsea(frame, _sets(), "cell_type")
+    with pytest.raises(permenrich.InputError, match=r"obs has no column 'celltype'; available columns: 'cell_type'"):
+        tl.genes(adata, "celltype")
+    with pytest.raises(permenrich.OptionError, match=r"reference='DC' is not a group of obs\['cell_type'\]"):
+        tl.genes(adata, "cell_type", reference="DC")
+    with pytest.raises(permenrich.OptionError, match=r"groups: 'DC' is not a group"):
+        tl.genes(adata, "cell_type", groups=["DC"])
+    with pytest.raises(permenrich.OptionError, match=r"groups: 'B' is the reference"):
+        tl.genes(adata, "cell_type", groups=["B"], reference="B")
+    with pytest.raises(permenrich.OptionError, match=r"case= is set for each group"):
+        tl.genes(adata, "cell_type", case="T")
+    assert "permenrich" not in adata.uns
