@@ -38,3 +38,44 @@ def publish(report: str, out: object = None) -> int:
     if out is not None:
         out.write_text(report)  # type: ignore[attr-defined]
     return 0
+
+
+def marginal_costs(tools: dict, counts: tuple[int, int], rounds: int, environment: dict) -> tuple[dict, dict]:
+    """Side-by-side marginal cost per permutation of command-line tools.
+
+    ``tools`` maps a name to ``command(n_perm) -> argv``; each command prints, as its last
+    line, JSON with ``wall`` and ``cpu`` seconds (and anything else, e.g. ``n_sets``).
+    Every tool is warmed up once, then each round runs every tool at both counts in turn
+    (fresh processes, alternating, so drifts of the machine hit all tools alike). The
+    marginal cost between the two counts drops start-up out.
+
+    Returns
+    -------
+    marginal : dict
+        name -> {"cpu": median ms, "wall": median ms, "cpu_range": (min, max)} per permutation.
+    first : dict
+        name -> the first run's JSON at the smaller count (for what a tool reports).
+    """
+    import json
+    import statistics
+    import subprocess
+
+    def run(command: list[str]) -> dict:
+        result = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    for command in tools.values():
+        run(command(20))  # warm-up: Numba's cache, R's packages
+    runs = {name: {n: [] for n in counts} for name in tools}
+    for _ in range(rounds):
+        for name, command in tools.items():
+            for n in counts:
+                runs[name][n].append(run(command(n)))
+    small, big = counts
+    marginal = {}
+    for name in tools:
+        per = {kind: [(b[kind] - s[kind]) / (big - small) * 1000 for s, b in zip(runs[name][small], runs[name][big])]
+               for kind in ("cpu", "wall")}
+        marginal[name] = {"cpu": statistics.median(per["cpu"]), "wall": statistics.median(per["wall"]),
+                          "cpu_range": (min(per["cpu"]), max(per["cpu"]))}
+    return marginal, {name: runs[name][small][0] for name in tools}

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model, git_commit, publish  # noqa: E402
+from _machine import cpu_model, git_commit, marginal_costs, publish  # noqa: E402
 
 PERMENRICH_RUN = """
 import json, resource, sys, time
@@ -122,25 +120,10 @@ def main() -> int:
                                        str(args.threads)],
     }
 
-    def run(command: list[str]) -> dict:
-        result = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
-        return json.loads(result.stdout.strip().splitlines()[-1])
-
-    for command in tools.values():
-        run(command(20))  # warm-up: Numba's cache, R's packages
-    runs = {name: {n: [] for n in counts} for name in tools}
-    for _ in range(args.rounds):
-        for name, command in tools.items():
-            for n in counts:
-                runs[name][n].append(run(command(n)))
+    marginal, first = marginal_costs(tools, counts, args.rounds, environment)
     small, big = counts
-    marginal, rows = {}, []
-    for name in tools:
-        per = {kind: [(b[kind] - s[kind]) / (big - small) * 1000 for s, b in zip(runs[name][small], runs[name][big])]
-               for kind in ("cpu", "wall")}
-        marginal[name] = {kind: statistics.median(v) for kind, v in per.items()}
-        rows.append(f"| {name} | {runs[name][small][0]['n_sets']} | {marginal[name]['cpu']:.3f} "
-                    f"({min(per['cpu']):.3f}-{max(per['cpu']):.3f}) | {marginal[name]['wall']:.3f} |")
+    rows = [f"| {name} | {first[name]['n_sets']} | {m['cpu']:.3f} ({m['cpu_range'][0]:.3f}-{m['cpu_range'][1]:.3f}) "
+            f"| {m['wall']:.3f} |" for name, m in marginal.items()]
     ours, peer = marginal["permenrich gsea, pearson"], marginal["fgsea fgseaLabel"]
     commit = git_commit()
     r_version = subprocess.run(["Rscript", "-e", "cat(R.version.string, as.character(packageVersion('fgsea')))"],
