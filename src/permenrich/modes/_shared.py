@@ -77,19 +77,27 @@ def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | N
                        collapse=o.collapse, nan_policy=o.nan_policy, zero_variance=o.zero_variance,
                        normalize=o.normalize, budget=budget, pseudobulk=o.pseudobulk,
                        pseudobulk_method=o.pseudobulk_method, covariates=o.covariates,
-                       layer=getattr(o, "layer", None), use_raw=bool(getattr(o, "use_raw", False)))
+                       layer=getattr(o, "layer", None), use_raw=bool(getattr(o, "use_raw", False)),
+                       min_cells=getattr(o, "min_cells", 10))
     if restrict is not None:
         study = restrict(study)
     design = study.design
     plan = PermutationPlan(design, int(o.permutations), int(o.seed), random_only=getattr(o, "random_only", False))
     _warn_about_p_floor(plan, study)
     read_seconds = time.perf_counter() - started
-    backend.prepare_statistic(study.values, metric, phenotype=getattr(design, "values", None),
-                              drawn_is_case=getattr(design, "drawn_is_case", True), covariates=study.covariates)
+    prepare_gene_statistic(backend, study, metric)
     centre = 0.0
     if isinstance(design, TwoGroupLabels):
         centre = {"mann_whitney": design.n_case * design.n_control / 2, "ratio_of_classes": 1.0}.get(o.metric, 0.0)
     return StudyRun(metric, budget, backend, study, plan, read_seconds, centre)
+
+
+def prepare_gene_statistic(backend: Any, study: Study, metric: Metric) -> None:
+    """Prepare ``backend``'s per-gene statistic of ``study``'s labellings: what a run does,
+    and what :func:`permenrich.pl.null_scores` does again to recompute one set's null."""
+    design = study.design
+    backend.prepare_statistic(study.values, metric, phenotype=getattr(design, "values", None),
+                              drawn_is_case=getattr(design, "drawn_is_case", True), covariates=study.covariates)
 
 
 def smallest_p_value(plan: PermutationPlan) -> float:

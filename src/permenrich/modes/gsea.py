@@ -37,6 +37,39 @@ from ._shared import (
 )
 
 
+def _dropped() -> None:
+    """What a pickled :class:`StudyReference` becomes: nothing (see its docstring)."""
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class StudyReference:
+    """What a :func:`gsea` run permuted, kept by reference (no copy) in its
+    :class:`Ranking` so that figures can recompute one set's null
+    (:func:`permenrich.pl.null_distribution`) or draw its expression
+    (:func:`permenrich.pl.leading_edge_heatmap`).
+
+    ``study`` is the run's :class:`~permenrich._pipeline.Study` (matrix in memory, or
+    streamed from its file; gene ids, design, covariates), ``plan`` its permutation plan,
+    ``metric`` its per-gene statistic, ``set_members`` the sets' members as indices into
+    ``study.gene_ids`` in the run's order (set ``s`` is
+    ``set_members[offsets[s]:offsets[s + 1]]`` with the :class:`Ranking`'s offsets), and
+    ``backend`` the kind of backend it ran on (``"cpu"``/``"gpu"``).
+
+    Pickling drops it (it unpickles as None): a pickled result stays as small as its
+    table instead of carrying the expression matrix.
+    """
+
+    study: Any
+    plan: Any
+    metric: str
+    set_members: np.ndarray
+    backend: str
+
+    def __reduce__(self) -> tuple:
+        return (_dropped, ())
+
+
 @dataclass(frozen=True, eq=False)
 class Ranking:
     """The observed ranked list and the reported sets' members of a GSEA result, kept in
@@ -45,7 +78,8 @@ class Ranking:
     ``gene_ids`` and ``statistic`` (shape ``(n_genes,)``) are in ranked order (decreasing
     statistic, position 0 = top); set ``s`` holds the ranked positions
     ``member_positions[offsets[s]:offsets[s + 1]]``, ascending. ``weight`` and
-    ``set_statistic`` are the run's.
+    ``set_statistic`` are the run's. ``study``: for :func:`gsea` results, what the run
+    permuted (:class:`StudyReference`); None otherwise and after pickling.
     """
 
     gene_ids: np.ndarray
@@ -55,6 +89,7 @@ class Ranking:
     offsets: np.ndarray
     weight: float
     set_statistic: str
+    study: StudyReference | None = None
 
     def __deepcopy__(self, memo: dict) -> Ranking:
         # pandas deep-copies attrs on every operation on the table; this record is
@@ -76,7 +111,7 @@ class Ranking:
 
 
 def _ranking(index: Any, gene_ids: np.ndarray, stat: np.ndarray, weight: float, set_statistic: str,
-             ranked: bool = False) -> Ranking:
+             ranked: bool = False, study: StudyReference | None = None) -> Ranking:
     """:class:`Ranking` of the observed statistic ``stat`` (one per ``gene_ids``; already
     in ranked order when ``ranked``, whose tie order is then kept) and the sets of
     ``index`` (members as indices into ``gene_ids``)."""
@@ -90,7 +125,7 @@ def _ranking(index: Any, gene_ids: np.ndarray, stat: np.ndarray, weight: float, 
               np.asarray(index.names, dtype=object), positions, np.asarray(index.offsets, dtype=np.int64))
     for array in arrays:
         array.flags.writeable = False
-    return Ranking(*arrays, weight=float(weight), set_statistic=str(set_statistic))
+    return Ranking(*arrays, weight=float(weight), set_statistic=str(set_statistic), study=study)
 
 
 def gsea(
@@ -119,6 +154,7 @@ def gsea(
     normalize: Literal["none", "log1p_cpm", "log2"] = "none",
     pseudobulk: str | None = None,
     pseudobulk_method: Literal["sum", "mean"] = "sum",
+    min_cells: int = 10,
     layer: str | None = None,
     use_raw: bool = False,
     batch_size: int | None = None,
@@ -199,6 +235,10 @@ def gsea(
         assigned). Cell-level runs of annotated cells whose obs has a donor- or
         sample-like column (``donor``, ``sample``, ``patient``, ``individual``,
         ``subject``, ``*_id``) with fewer levels than cells log a warning.
+    min_cells
+        With ``pseudobulk``: pseudo-samples (e.g. donor x group) of fewer cells than this
+        are dropped before the test, with a design warning naming them (default 10;
+        0 keeps all). An error when that leaves a compared class empty.
     layer, use_raw
         h5ad/AnnData only: analyse ``layers[layer]`` (e.g. ``"counts"``) or ``raw.X``
         (with ``raw.var_names``) instead of ``X``; not both. Streamed and in-memory
@@ -303,7 +343,8 @@ def prepare_gsea(options: dict) -> Prepared:
             backend=backend.describe(),
             timings=timings,
         )
-        table.attrs["ranking"] = _ranking(index, study.gene_ids, observed_stat, float(o.weight), o.set_statistic)
+        table.attrs["ranking"] = _ranking(index, study.gene_ids, observed_stat, float(o.weight), o.set_statistic,
+                                          study=StudyReference(study, plan, o.metric, index.members, backend.name))
         return table
 
     return Prepared(job, finish)
