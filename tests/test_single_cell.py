@@ -218,7 +218,7 @@ def test_cell_level_permutation_with_donors_warns(cells, caplog):
     with caplog.at_level(logging.WARNING, logger="permenrich"):  # a DataFrame has no obs; a pseudobulk run tests donors
         permenrich.genes(frame, list(adata.obs.cell_type), case="T", control="B", **FAST)
         permenrich.genes(with_donors, groupby="cell_type", case="T", control="B", layer="counts",
-                         pseudobulk="Donor_ID", permutations=20, device="cpu")
+                         pseudobulk="Donor_ID", min_cells=0, permutations=20, device="cpu")
     assert not any("pseudoreplication" in m for m in _warnings(caplog))
     unique = adata.copy()
     unique.obs["sample"] = [f"s{i}" for i in range(N_CELLS)]  # one sample per row: bulk data

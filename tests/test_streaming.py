@@ -93,7 +93,7 @@ def test_pseudobulk_equals_pandas_groupby(cohort):
 def test_pseudobulk_gsea_and_contrasts_equal_single_runs(cohort, tmp_path):
     paths, sets, _, _ = cohort
     common = dict(pseudobulk="donor", normalize="log1p_cpm", permutations=60, seed=1, min_size=10, device="cpu",
-                  threads=2)
+                  threads=2, min_cells=0)  # a few cells per donor and group
     single = permenrich.gsea(paths["csr"], None, sets, groupby="group", case="T", control="B", **common)
     assert single.attrs["run"]["design"]["pseudobulk"]["samples"] == 36  # 12 donors x 3 groups
     assert single.attrs["run"]["design"]["n_case"] == 12
@@ -108,7 +108,8 @@ def test_pseudobulk_gsea_and_contrasts_equal_single_runs(cohort, tmp_path):
                                                               "NK_vs_rest.tsv"}
     assert paths_written["NK_vs_rest"].exists()
     one_vs_rest = permenrich.contrasts(paths["csr"], None, sets, one_vs_rest="group", mode="genes",
-                                       pseudobulk="donor", normalize="log1p_cpm", permutations=30, device="cpu")
+                                       pseudobulk="donor", normalize="log1p_cpm", permutations=30, device="cpu",
+                                       min_cells=0)
     assert sorted(set(one_vs_rest.contrast)) == ["B_vs_rest", "NK_vs_rest", "T_vs_rest"]
 
 
@@ -351,7 +352,7 @@ def test_pseudobulk_negative_sums_refused_by_log1p_cpm(tmp_path):
     with pytest.raises(permenrich.InputError, match=rf"^{path} \(pseudobulk\), dataset 'X': gene 'G5', sample 'd0\|B' "
                                                     r"has a negative value \(-2\); log1p_cpm"):
         permenrich.gsea(path, None, {"S": [f"G{i}" for i in range(40)]}, groupby="group", case="T", control="B",
-                        pseudobulk="donor", normalize="log1p_cpm", device="cpu")
+                        pseudobulk="donor", normalize="log1p_cpm", device="cpu", min_cells=0)
 
 
 def test_log1p_cpm_accepts_non_integer_counts_only():

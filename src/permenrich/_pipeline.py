@@ -157,13 +157,15 @@ class _InMemorySource:
 
 def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize: str, budget: int,
               pseudobulk: str | None = None, pseudobulk_keys: tuple[str, ...] = (),
-              pseudobulk_method: str = "sum", layer: str | None = None, use_raw: bool = False) -> LoadedData:
+              pseudobulk_method: str = "sum", layer: str | None = None, use_raw: bool = False,
+              min_cells: int = 10) -> LoadedData:
     """Read (or open for streaming) the expression data, pseudobulk and normalise it.
 
     A matrix stored in HDF5/h5ad/10x whose dense float64 size exceeds half the memory
     budget is streamed from disk for every pass; otherwise it is read into memory once.
     With ``pseudobulk``, cells are summed (or averaged) per combination of the
-    ``pseudobulk`` column and ``pseudobulk_keys`` (e.g. the group column), streaming.
+    ``pseudobulk`` column and ``pseudobulk_keys`` (e.g. the group column), streaming;
+    pseudo-samples of fewer than ``min_cells`` cells are then dropped (0 keeps all).
     ``layer``/``use_raw`` choose the matrix of an h5ad or AnnData (``layers[layer]`` or
     ``raw.X``; default ``X``). Design warnings (see :func:`design_warnings`) are logged
     and kept in ``info["warnings"]``.
@@ -215,10 +217,11 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
                                      max_block_bytes=block_bytes, max_result_bytes=budget // 2)
         if source is not None:
             source.close()
+        data, dropped = _drop_small_pseudo_samples(data, min_cells, columns, info)
         info.update({"matrix_storage": "in memory (pseudobulk)", "pseudobulk": {
             "by": columns, "method": pseudobulk_method, "samples": int(data.n_samples),
             "cells_per_sample_min": int(data.obs["n_cells"].min()),
-            "cells_per_sample_max": int(data.obs["n_cells"].max())}})
+            "cells_per_sample_max": int(data.obs["n_cells"].max()), "min_cells": int(min_cells), **dropped}})
         source = None
     elif source is not None and normalize == "log2":
         source.close()
@@ -259,6 +262,47 @@ REPLICATE_COLUMNS = ("donor", "sample", "patient", "individual", "subject", "don
                      "patient_id", "individual_id", "subject_id")
 #: A design whose smallest attainable p-value is above this is announced.
 P_FLOOR_WARNING = 0.01
+
+
+def _drop_small_pseudo_samples(data: ExpressionData, min_cells: int, columns: list[str], info: dict
+                               ) -> tuple[ExpressionData, dict]:
+    """Drop the pseudo-samples of fewer than ``min_cells`` cells (their sums are too noisy
+    to weigh like the others), with one design warning naming them. Returns the kept data
+    and, when any was dropped, ``{"dropped": [...], "levels_dropped": {column: [...]}}``:
+    the levels of each key column left without any pseudo-sample (a class emptied)."""
+    n_cells = np.asarray(data.obs["n_cells"])
+    small = n_cells < min_cells
+    if not small.any():
+        return data, {}
+    names = [str(s) for s in data.sample_ids[small]]
+    if small.all():
+        raise InputError(f"{data.source}: every pseudo-sample has fewer than {option('min_cells', min_cells)} cells "
+                         f"(at most {int(n_cells.max())}); lower {option('min_cells')}")
+    shown = ", ".join(f"{name} ({int(n)})" for name, n in zip(names[:10], n_cells[small][:10]))
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    design_warning(info, f"{data.source}: dropped {len(names)} of {data.n_samples} pseudo-samples with fewer than "
+                         f"{option('min_cells', min_cells)} cells: {shown}{more}")
+    obs = data.obs
+    levels_dropped = {column: sorted(set(map(str, obs.loc[small, column])) - set(map(str, obs.loc[~small, column])))
+                      for column in columns}
+    kept = ExpressionData(values=np.ascontiguousarray(data.values.T[~small]).T, gene_ids=data.gene_ids,
+                          sample_ids=data.sample_ids[~small], source=data.source, obs=obs.loc[~small],
+                          dataset=data.dataset)
+    return kept, {"dropped": names, "levels_dropped": {c: v for c, v in levels_dropped.items() if v}}
+
+
+def _check_classes_kept(info: dict, groupby: str | None, case: str | None, control: str | None) -> None:
+    """A one-line error when ``min_cells`` dropped every pseudo-sample of a compared class
+    (instead of a puzzling "class not found" later)."""
+    pseudo = info.get("pseudobulk") or {}
+    emptied = (pseudo.get("levels_dropped") or {}).get(groupby) if groupby is not None else None
+    if not emptied:
+        return
+    named = [c for c in (case, control) if c is not None and c != "rest"]
+    lost = [c for c in named if str(c) in emptied] if named else emptied
+    if lost:
+        raise InputError(f"{option('min_cells', pseudo['min_cells'])} dropped every pseudo-sample of {groupby} "
+                         f"{lost[0]!r} (each has fewer cells); lower {option('min_cells')}")
 
 
 def design_warning(info: dict, message: str) -> None:
@@ -333,6 +377,7 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         design: TwoGroupLabels | ContinuousPhenotype = ContinuousPhenotype(numbers, stratum)
         info.update({"phenotype": name, "n_samples": int(numbers.size)})
     else:
+        _check_classes_kept(info, groupby, case, control)
         two = design_from_phenotype(data, phenotype, groupby=groupby, case=case, control=control)
         keep = np.asarray(two.keep, dtype=bool)
         is_case = np.asarray(two.is_case, dtype=bool)
@@ -416,14 +461,15 @@ def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None
                control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
                chip: Any, collapse: str, nan_policy: str, zero_variance: str, normalize: str = "none",
                budget: int = 10**9, pseudobulk: str | None = None, pseudobulk_method: str = "sum",
-               covariates: Sequence[str] | None = None, layer: str | None = None, use_raw: bool = False) -> Study:
+               covariates: Sequence[str] | None = None, layer: str | None = None, use_raw: bool = False,
+               min_cells: int = 10) -> Study:
     """Read the expression data (unless ``expr`` is already :class:`LoadedData`) and the
     phenotype into a :class:`Study`."""
     keys = tuple(c for c in (groupby, strata, pairs, phenotype_column, *(covariates or ())) if c is not None)
     loaded = expr if isinstance(expr, LoadedData) else load_data(
         expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
         budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys, pseudobulk_method=pseudobulk_method,
-        layer=layer, use_raw=use_raw)
+        layer=layer, use_raw=use_raw, min_cells=min_cells)
     return make_study(loaded, phenotype, metric=metric, groupby=groupby, case=case, control=control,
                       phenotype_column=phenotype_column, strata=strata, pairs=pairs, zero_variance=zero_variance,
                       covariates=covariates, nan_policy=nan_policy)

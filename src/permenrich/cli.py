@@ -134,6 +134,9 @@ def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool =
                              "GEO series)")
     parser.add_argument("--pseudobulk", help="obs column (e.g. donor): sum cells per value and group before testing")
     parser.add_argument("--pseudobulk-method", default="sum", help="sum (counts, default) or mean (normalised data)")
+    parser.add_argument("--min-cells", type=int, default=10,
+                        help="with --pseudobulk: drop pseudo-samples (donor x group) of fewer cells (default 10; "
+                             "0 keeps all)")
     parser.add_argument("--layer", help="h5ad: analyse layers/NAME (e.g. counts) instead of X")
     parser.add_argument("--use-raw", action="store_true", help="h5ad: analyse raw/X (genes from raw/var) instead of X")
 
@@ -306,7 +309,8 @@ def _expression_kwargs(args: argparse.Namespace) -> dict:
                 covariates=args.covariates,
                 collapse=args.collapse, chip=args.chip, nan_policy=args.nan_policy,
                 zero_variance=args.zero_variance, normalize=args.normalize, pseudobulk=args.pseudobulk,
-                pseudobulk_method=args.pseudobulk_method, layer=args.layer, use_raw=args.use_raw)
+                pseudobulk_method=args.pseudobulk_method, min_cells=args.min_cells, layer=args.layer,
+                use_raw=args.use_raw)
 
 
 def _add_contrast_options(parser: argparse.ArgumentParser) -> None:

@@ -72,6 +72,11 @@ def check_options(options: dict[str, Any]) -> None:
         if smallest > largest:
             raise OptionError(f"{option('min_size', smallest)} is above {option('max_size', largest)}; "
                               "no gene set could be kept")
+    if "min_cells" in options:
+        value = options["min_cells"]
+        if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 0:
+            raise OptionError(f"{option('min_cells')} must be a non-negative integer (0 keeps every pseudo-sample), "
+                              f"got {value!r}")
     if options.get("top") is not None:
         _positive_integer("top", options["top"])
     if options.get("fdr") is not None:

@@ -122,6 +122,7 @@ def contrasts(
     normalize: Literal["none", "log1p_cpm", "log2"] = "none",
     pseudobulk: str | None = None,
     pseudobulk_method: Literal["sum", "mean"] = "sum",
+    min_cells: int = 10,
     layer: str | None = None,
     use_raw: bool = False,
     memory: str | int = "1GB",
@@ -145,7 +146,7 @@ def contrasts(
         A group column: every level against all other samples.
     phenotype
         A sample sheet holding the group columns (default: the h5ad's obs).
-    chip, collapse, nan_policy, normalize, pseudobulk, pseudobulk_method, layer, use_raw, memory
+    chip, collapse, nan_policy, normalize, pseudobulk, pseudobulk_method, min_cells, layer, use_raw, memory
         As in :func:`gsea`; applied once for all contrasts.
     **options
         Passed to the mode's function for every contrast (metric, permutations, seed, ...).
@@ -161,7 +162,8 @@ def contrasts(
     """
     started = time.perf_counter()
     check_options(dict(options, mode=mode, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
-                       pseudobulk_method=pseudobulk_method, memory=memory, layer=layer, use_raw=use_raw))
+                       pseudobulk_method=pseudobulk_method, min_cells=min_cells, memory=memory, layer=layer,
+                       use_raw=use_raw))
     budget = parse_memory(memory)
     if spec is None and one_vs_rest is None:
         raise InputError("give contrasts (a table of name, groupby, case, control) or a one-vs-rest column")
@@ -173,7 +175,7 @@ def contrasts(
     keys = tuple(dict.fromkeys([*columns, *(c for c in (options.get("strata"), options.get("pairs")) if c)]))
     loaded = load_data(expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
                        budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys,
-                       pseudobulk_method=pseudobulk_method, layer=layer, use_raw=use_raw)
+                       pseudobulk_method=pseudobulk_method, layer=layer, use_raw=use_raw, min_cells=min_cells)
     if options.get("client") is not None and loaded.source is not None:
         loaded.source.close()
         raise OptionError(f"{loaded.data.source} is streamed from disk (larger than half of {option('memory')}), and "

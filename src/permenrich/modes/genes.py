@@ -45,6 +45,7 @@ def genes(
     normalize: Literal["none", "log1p_cpm", "log2"] = "none",
     pseudobulk: str | None = None,
     pseudobulk_method: Literal["sum", "mean"] = "sum",
+    min_cells: int = 10,
     layer: str | None = None,
     use_raw: bool = False,
     batch_size: int | None = None,
@@ -66,8 +67,9 @@ def genes(
     alternative
         ``"two-sided"`` (default), ``"greater"`` (case > control, or positive
         correlation) or ``"less"``.
-    permutations, seed, collapse, chip, nan_policy, zero_variance, normalize, pseudobulk,
-    pseudobulk_method, layer, use_raw, batch_size, memory, threads, device, client, progress
+    permutations, seed, collapse, chip, nan_policy, zero_variance, normalize
+        As in :func:`gsea`.
+    pseudobulk, pseudobulk_method, min_cells, layer, use_raw, batch_size, memory, threads, device, client, progress
         As in :func:`gsea` (``control="rest"``: the case against all other samples).
 
     Returns
@@ -76,12 +78,12 @@ def genes(
         One row per gene: ``gene``, ``statistic``, ``pval_parametric`` (SciPy's textbook
         p-value where one exists), ``pval`` (permutation, (b+1)/(m+1)), ``qval_bh``
         (Benjamini–Hochberg of ``pval``), ``pval_maxt`` (Westfall–Young step-down maxT,
-        FWER-adjusted); sorted by ``pval`` then decreasing |statistic|.
+        FWER-adjusted); sorted by ``pval`` then decreasing ``|statistic|``.
 
     Notes
     -----
     Only exceedance counts are kept, never the null matrix: memory does not grow with
-    the number of permutations. Two-sided tests compare |T - c| with c the statistic's
+    the number of permutations. Two-sided tests compare ``|T - c|`` with c the statistic's
     value under no effect (0; 1 for ratio_of_classes; n_A n_B / 2 for Mann–Whitney U).
     """
     return run(prepare_genes, options_of(locals()), client=client, progress=progress)

@@ -36,7 +36,7 @@ from ._shared import (
 #: What one study may set: the single-study input options of :func:`permenrich.genes`.
 STUDY_KEYS = ("name", "expr", "phenotype", "groupby", "case", "control", "phenotype_column", "strata", "pairs",
               "covariates", "collapse", "chip", "nan_policy", "zero_variance", "normalize", "pseudobulk",
-              "pseudobulk_method")
+              "pseudobulk_method", "min_cells")
 #: Fewest samples per class a study needs: Hedges' g's variance needs n > 3.94 overall
 #: and a permutation null needs labellings to draw from.
 MIN_PER_CLASS = 2

@@ -95,6 +95,7 @@ def ora(
     normalize: Literal["none", "log1p_cpm", "log2"] = "none",
     pseudobulk: str | None = None,
     pseudobulk_method: Literal["sum", "mean"] = "sum",
+    min_cells: int = 10,
     layer: str | None = None,
     use_raw: bool = False,
     batch_size: int | None = None,
@@ -131,8 +132,9 @@ def ora(
         positive correlation), down or both.
     min_size, max_size
         Sets whose size in the universe falls outside are excluded (default 15, 500).
-    permutations, seed, collapse, chip, nan_policy, zero_variance, normalize, pseudobulk,
-    pseudobulk_method, layer, use_raw, batch_size, memory, threads, device, client, progress
+    permutations, seed, collapse, chip, nan_policy, zero_variance, normalize
+        As in :func:`gsea` (expression mode).
+    pseudobulk, pseudobulk_method, min_cells, layer, use_raw, batch_size, memory, threads, device, client, progress
         As in :func:`gsea` (expression mode; ``layer``/``use_raw`` also choose the matrix
         whose genes are the list mode's default universe).
 
