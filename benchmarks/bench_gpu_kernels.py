@@ -60,16 +60,13 @@ def main() -> int:
     from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation
 
     members, offsets = workload_sets(args.genes, args.sets)
-    owner = np.repeat(np.arange(args.sets, dtype=np.int32), np.diff(offsets))
-    gene_set_offsets = np.concatenate([[0], np.cumsum(np.bincount(members, minlength=args.genes))]).astype(np.int64)
-    gene_set_ids = owner[np.argsort(members, kind="stable")]
     stats = np.random.default_rng(1).normal(size=(args.batch, args.genes))
     rows = []
     results = {}
     for kernel in ("ranks", "per-permutation"):
         batch = args.batch if kernel == "ranks" else min(args.batch, args.old_batch)
         backend = GpuBackend(es_kernel=kernel, scratch_bytes=1 << 62)
-        backend.prepare_sets("ks", members, offsets, gene_set_offsets, gene_set_ids, 1.0, args.genes)
+        backend.prepare_sets("ks", members, offsets, 1.0, args.genes)
         device_stats = backend._to_device(stats[:batch])
         backend.set_scores(device_stats)  # compile and warm up
         cuda.synchronize()

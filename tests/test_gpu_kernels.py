@@ -58,10 +58,7 @@ def _sets_case(n_genes):
     sets = [[3], list(range(1, n_genes)), list(range(0, n_genes, 2)), [0, 1, 2, 5, 9], list(range(4, 12))]
     members = np.concatenate([np.array(s, dtype=np.int32) for s in sets])
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in sets])]).astype(np.int64)
-    owner = np.repeat(np.arange(len(sets), dtype=np.int32), np.diff(offsets))
-    order = np.argsort(members, kind="stable")
-    gene_set_offsets = np.concatenate([[0], np.cumsum(np.bincount(members, minlength=n_genes))]).astype(np.int64)
-    return members, offsets, gene_set_offsets, owner[order]
+    return members, offsets
 
 
 @pytest.mark.parametrize(("es_kernel", "shared_bytes"), [

@@ -50,13 +50,10 @@ def test_walk_kernel_equals_closed_form_for_many_sets():
     sets = [np.sort(rng.choice(n_genes, size=k, replace=False)) for k in [3, 10, 50, 120, 299]]
     members = np.concatenate(sets)
     offsets = np.r_[0, np.cumsum([s.size for s in sets])]
-    set_of = np.repeat(np.arange(len(sets)), np.diff(offsets))
-    by_gene = np.argsort(members, kind="stable")
-    gene_offsets = np.r_[0, np.cumsum(np.bincount(members, minlength=n_genes))]
     for weight in [0.0, 1.0, 2.0]:
         backend = CpuBackend(threads=2)
         backend.prepare_statistic(values, get_metric("signal_to_noise"), drawn_is_case=True)
-        backend.prepare_sets("ks", members, offsets, gene_offsets, set_of[by_gene], weight, n_genes)
+        backend.prepare_sets("ks", members, offsets, weight, n_genes)
         es, stat = backend.score(np.array([[0, 1, 2, 3], [1, 4, 6, 9]]), keep_stat=True)
         for row in range(2):
             order = np.lexsort((np.arange(n_genes), -stat[row]))

@@ -89,15 +89,22 @@ class GeneSetIndex:
             int32; gene ``g`` is in sets ``set_ids[set_offsets[g]:set_offsets[g + 1]]``,
             ascending.
         """
-        if self.members.size and int(self.members.max()) >= n_genes:
-            raise ValueError(f"n_genes={n_genes} is smaller than the largest member row {int(self.members.max())} + 1")
-        owner = np.repeat(np.arange(self.n_sets, dtype=np.int32), self.sizes)
-        # Stable sort keeps the set ids of one gene ascending (owner is ascending).
-        order = np.argsort(self.members, kind="stable")
-        set_ids = np.ascontiguousarray(owner[order], dtype=np.int32)
-        set_offsets = np.zeros(n_genes + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.members, minlength=n_genes), out=set_offsets[1:])
-        return set_offsets, set_ids
+        return gene_to_sets(self.members, self.offsets, n_genes)
+
+
+def gene_to_sets(members: np.ndarray, offsets: np.ndarray, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of a flat set index (``members``, ``offsets``): see
+    :meth:`GeneSetIndex.gene_to_sets`."""
+    members = np.asarray(members)
+    if members.size and int(members.max()) >= n_genes:
+        raise ValueError(f"n_genes={n_genes} is smaller than the largest member row {int(members.max())} + 1")
+    owner = np.repeat(np.arange(np.asarray(offsets).size - 1, dtype=np.int32), np.diff(offsets))
+    # Stable sort keeps the set ids of one gene ascending (owner is ascending).
+    order = np.argsort(members, kind="stable")
+    set_ids = np.ascontiguousarray(owner[order], dtype=np.int32)
+    set_offsets = np.zeros(n_genes + 1, dtype=np.int64)
+    np.cumsum(np.bincount(members, minlength=n_genes), out=set_offsets[1:])
+    return set_offsets, set_ids
 
 
 def build_gene_set_index(

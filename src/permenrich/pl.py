@@ -390,9 +390,8 @@ def _gsea_null(ranking: Any, s: int) -> np.ndarray:
                            sizes_original=np.asarray([members.size], dtype=np.int32))
     backend = _backend_like(reference.backend)
     prepare_gene_statistic(backend, study, get_metric(reference.metric))
-    gene_set_offsets, gene_set_ids = one_set.gene_to_sets(study.n_genes)
-    backend.prepare_sets(ranking.set_statistic, one_set.members, one_set.offsets, gene_set_offsets, gene_set_ids,
-                         float(ranking.weight), study.n_genes)
+    backend.prepare_sets(ranking.set_statistic, one_set.members, one_set.offsets, float(ranking.weight),
+                         study.n_genes)
     # Batches bound the gene statistics held at once (n_batch x n_genes float64).
     batch = max(1, min(1024, (64 << 20) // (8 * max(1, study.n_genes))))
     parts = [np.asarray(backend.to_host(backend.score(backend.labellings(plan, start, min(plan.n_perm,

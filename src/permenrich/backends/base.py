@@ -33,8 +33,8 @@ class Backend(Protocol):
         ``covariates``, the Freedman–Lane t of the phenotype
         (:class:`permenrich.stats.covariates.CovariateStatistic`)."""
 
-    def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray,
-                     gene_set_offsets: np.ndarray, gene_set_ids: np.ndarray, weight: float, n_genes: int) -> None:
+    def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray, weight: float,
+                     n_genes: int) -> None:
         """Prepare the set statistic (``ks``, ``mean``, ``maxmean``) over the flat set index."""
 
     def labellings(self, plan: Any, start: int, stop: int) -> Any:

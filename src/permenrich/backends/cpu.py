@@ -448,8 +448,8 @@ class CpuBackend:
             matrix = InMemoryMatrix(mid_ranks(values) if metric.rank_transform else values)
         self._statistic = _TwoGroupStatistic(matrix, drawn_is_case, metric, self)
 
-    def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray,
-                     gene_set_offsets: np.ndarray, gene_set_ids: np.ndarray, weight: float, n_genes: int) -> None:
+    def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray, weight: float,
+                     n_genes: int) -> None:
         """Set statistic (``ks``, ``mean`` or ``maxmean``) over the flat set index."""
         if set_statistic == "ks":
             self._set_statistic = _KsStatistic(set_members, set_offsets, weight, self)

@@ -123,7 +123,7 @@ class _DeviceCovariates:
 
 @dataclass
 class _DeviceKs:
-    arrays: tuple[Any, ...]  # members, offsets, gene_set_offsets, gene_set_ids (int64)
+    arrays: tuple[Any, ...]  # members, offsets (+ gene_set_offsets, gene_set_ids for the old kernel), int64
     members32: Any  # members (int32) for the ES-from-ranks kernels
     size_classes: list  # (device set indices, slot, threads) per class, see kernels.enrichment.size_classes
     weight: float
@@ -283,12 +283,17 @@ class GpuBackend:
         self._statistic = _DeviceTwoGroup(tuple(self._to_device(a) for a in (centred, centred * centred, *totals)),
                                           bool(drawn_is_case), int(metric.code))
 
-    def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray,
-                     gene_set_offsets: np.ndarray, gene_set_ids: np.ndarray, weight: float, n_genes: int) -> None:
+    def prepare_sets(self, set_statistic: str, set_members: np.ndarray, set_offsets: np.ndarray, weight: float,
+                     n_genes: int) -> None:
         if set_statistic == "ks":
-            arrays = tuple(self._to_device(np.asarray(a, dtype=np.int64))
-                           for a in (set_members, set_offsets, gene_set_offsets, gene_set_ids))
             from permenrich.kernels.enrichment import size_classes
+
+            index = (set_members, set_offsets)
+            if self.es_kernel == "per-permutation":  # the old kernel walks a gene -> sets index
+                from ..genesets import gene_to_sets
+
+                index += gene_to_sets(set_members, set_offsets, n_genes)
+            arrays = tuple(self._to_device(np.asarray(a, dtype=np.int64)) for a in index)
 
             sizes = np.diff(np.asarray(set_offsets, dtype=np.int64))
             classes = size_classes(sizes, n_genes, self.shared_scratch_bytes)

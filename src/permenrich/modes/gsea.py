@@ -300,9 +300,7 @@ def prepare_gsea(options: dict) -> Prepared:
     read_seconds = time.perf_counter() - started
 
     n_genes = study.n_genes
-    gene_set_offsets, gene_set_ids = index.gene_to_sets(n_genes)
-    backend.prepare_sets(o.set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
-                         float(o.weight), n_genes)
+    backend.prepare_sets(o.set_statistic, index.members, index.offsets, float(o.weight), n_genes)
     observed_stat_xp = backend.gene_statistics(plan.observed())
     observed_stat = np.asarray(backend.to_host(observed_stat_xp))[0]
     check_observed_statistics(observed_stat, study.gene_ids, o.metric, study.source, o.set_statistic)

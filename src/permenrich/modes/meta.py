@@ -357,9 +357,7 @@ def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str],
     from .gsea import _ranking
 
     index = load_gene_sets(o.gene_sets, genes, min_size=o.min_size, max_size=o.max_size)
-    gene_set_offsets, gene_set_ids = index.gene_to_sets(genes.size)
-    backend.prepare_sets(o.set_statistic, index.members, index.offsets, gene_set_offsets, gene_set_ids,
-                         float(o.weight), int(genes.size))
+    backend.prepare_sets(o.set_statistic, index.members, index.offsets, float(o.weight), int(genes.size))
 
     def set_scores(stats: np.ndarray) -> np.ndarray:
         return np.asarray(backend.to_host(backend.set_scores(backend.xp.asarray(stats))))
