@@ -51,7 +51,9 @@ def test_gsea_cli_writes_results_and_provenance(small_study, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["parameters"]["seed"] == 0 and run["parameters"]["case"] == "tumour"
     assert len(run["data"]["expression"]["sha256"]) == 64
-    assert sorted(p.name for p in out.iterdir()) == ["results.tsv", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["ranking.tsv", "results.tsv", "run.json"]
+    ranked = pd.read_csv(out / "ranking.tsv", sep="\t")
+    assert list(ranked.columns) == ["gene", "statistic"] and ranked.statistic.is_monotonic_decreasing
 
 
 def test_exact_enumeration_is_reported(small_study, capsys):

@@ -117,18 +117,26 @@ def test_gsea_report_from_the_api_has_tables_figures_and_anchors(study):
     assert "1/(300+1)" in " ".join(page.text)  # the p-value floor of random permutations
 
 
-def test_report_from_the_folder_alone_leaves_enrichment_plots_out_with_a_reason(study):
+def test_report_from_the_folder_alone_draws_enrichment_plots_while_the_gene_sets_are_unchanged(study):
     table = permenrich.gsea(study / "expr.gct", study / "pheno.cls", study / "sets.gmt", min_size=5,
                             permutations=200, device="cpu")
     out = study / "out"
     permenrich.write_results(table, out)
-    page = _check_page(permenrich.report(out), top_rows=len(table), n_images=1,
-                       run=json.loads((out / "run.json").read_text()))
-    assert "Enrichment plots left out" in " ".join(page.text)
+    run = json.loads((out / "run.json").read_text())
+    # ranking.tsv + the GMT named (and checksummed) in run.json: the same figures as with the result
+    from_folder = (out / "report.html", permenrich.report(out).read_bytes())
+    with_result = permenrich.report(out, result=table).read_bytes()
+    assert from_folder[1] == with_result
+    page = _check_page(from_folder[0], top_rows=len(table), n_images=1 + len(table), run=run)
+    assert sum(link.startswith("#set-") for link in page.links) == len(table)
+    # the gene sets changed since the run: their members are unknown, so no enrichment plot
+    (study / "sets.gmt").write_text((study / "sets.gmt").read_text() + "EXTRA\tna\tG1\tG2\tG3\tG4\tG5\n")
+    page = _check_page(permenrich.report(out), top_rows=len(table), n_images=1, run=run)
+    assert "Enrichment plots left out" in " ".join(page.text) and "changed since the run" in " ".join(page.text)
     assert not any(link.startswith("#set-") for link in page.links)
     # a report belongs to the output: a new run on the folder replaces it as a whole
     permenrich.write_results(table, out)
-    assert sorted(p.name for p in out.iterdir()) == ["results.tsv", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["ranking.tsv", "results.tsv", "run.json"]
 
 
 def test_cli_report_flag_on_gsea_and_genes_and_the_report_command(study, capsys):
@@ -144,11 +152,11 @@ def test_cli_report_flag_on_gsea_and_genes_and_the_report_command(study, capsys)
     _check_page(gsea_out / "report.html", top_rows=5, n_images=6, run=gsea_run)
     genes_run = json.loads((genes_out / "run.json").read_text())
     _check_page(genes_out / "report.html", top_rows=20, n_images=1, run=genes_run)
-    # the subcommand rewrites it from the folder (no ranking: the dot plot only)
+    # the subcommand rewrites it from the folder (ranking.tsv and the unchanged GMT: same figures)
     (gsea_out / "report.html").unlink()
     assert main(["report", str(gsea_out)]) == 0
     assert f"wrote {gsea_out / 'report.html'}" in capsys.readouterr().out
-    _check_page(gsea_out / "report.html", top_rows=5, n_images=1, run=gsea_run)
+    _check_page(gsea_out / "report.html", top_rows=5, n_images=6, run=gsea_run)
 
 
 @pytest.mark.parametrize("setup, expected", [

@@ -6,10 +6,11 @@ the provenance, the design, the top results and the figures in one file. Figures
 embedded as base64 PNG ``data:`` URIs and the CSS is inline: the page needs no network
 and no JavaScript.
 
-An output folder does not keep the ranked list, which GSEA's enrichment plots need; they
-are drawn when the in-memory result is passed (``report(out, result=table)``, or
-``--report`` on the command line, which has it at hand). Any figure the inputs cannot
-support is left out with a one-line reason; the report itself never fails for it.
+GSEA's enrichment plots need the ranked list and the sets' members: from the in-memory
+result when it is passed (``report(out, result=table)``, or ``--report`` on the command
+line), else from the folder's ``ranking.tsv`` and the gene-set files that run.json names,
+when they are still there unchanged (their SHA-256 is checked). Any figure the inputs
+cannot support is left out with a one-line reason; the report itself never fails for it.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _require_matplotlib() -> None:
 def _render(out: Path, run: dict[str, Any], table: pd.DataFrame, result: pd.DataFrame | None) -> str:
     command = str(run.get("command"))
     analysis = _analysis_kind(run, table)
-    figures, notes, anchors = _figures(analysis, table, result)
+    figures, notes, anchors = _figures(analysis, table, result, out, run)
     title = f"permenrich {command} report: {out.resolve().name}"
     sections = [
         f"<h1>{_e(title)}</h1>",
@@ -288,8 +289,41 @@ def _figures_section(figures: list[tuple[str, str, str]], notes: list[str]) -> s
 
 # --------------------------------------------------------------------------- figures
 
-def _figures(analysis: str, table: pd.DataFrame,
-             result: pd.DataFrame | None) -> tuple[list[tuple[str, str, str]], list[str], dict[str, str]]:
+def _folder_ranking(out: Path, run: Mapping[str, Any]) -> tuple[Any, str]:
+    """The run's Ranking rebuilt from ``ranking.tsv`` and the gene-set files run.json names
+    (checked against their recorded SHA-256), or None and why not."""
+    import numpy as np
+    import pandas as pd
+
+    from ._pipeline import file_digest, load_gene_sets
+    from .modes.gsea import Ranking
+
+    ranked_file = out / "ranking.tsv"
+    if not ranked_file.is_file():
+        return None, "the output folder keeps no ranked list (ranking.tsv)"
+    sources = (run.get("data") or {}).get("gene_sets")
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, Mapping) and "path" in s
+                                                                 for s in sources):
+        return None, "the gene sets were not read from files, so their members are not in the folder"
+    for source in sources:
+        digest = file_digest(source["path"])
+        if digest is None:
+            return None, f"{source['path']} (the run's gene sets) is no longer there"
+        if digest["sha256"] != source.get("sha256"):
+            return None, f"{source['path']} changed since the run (SHA-256 differs)"
+    # keep_default_na=False: gene symbols such as NA or NULL stay names
+    ranked = pd.read_csv(ranked_file, sep="\t", keep_default_na=False, dtype={"gene": str})
+    gene_ids = ranked["gene"].to_numpy(dtype=object)
+    parameters = run.get("parameters") or {}
+    index = load_gene_sets([s["path"] for s in sources], gene_ids, min_size=int(parameters.get("min_size", 1)),
+                           max_size=int(parameters.get("max_size", len(gene_ids))), allow_full=True)
+    return Ranking(gene_ids, ranked["statistic"].to_numpy(dtype=float), index.names,
+                   np.asarray(index.members, dtype=np.int64), np.asarray(index.offsets, dtype=np.int64),
+                   float(parameters.get("weight", 1.0)), str(parameters.get("set_statistic", "ks"))), ""
+
+
+def _figures(analysis: str, table: pd.DataFrame, result: pd.DataFrame | None,
+             out: Path, run: Mapping[str, Any]) -> tuple[list[tuple[str, str, str]], list[str], dict[str, str]]:
     """(anchor, caption, base64 PNG) of each figure drawn, one-line notes on those left
     out, and gene set -> anchor of its enrichment plot."""
     from . import pl
@@ -306,8 +340,13 @@ def _figures(analysis: str, table: pd.DataFrame,
                         _png(pl.dotplot(table, top=10))))
         ranking = None if result is None else result.attrs.get("ranking")
         if ranking is None:
-            notes.append("Enrichment plots left out: the output folder keeps no ranked list; make the report with "
-                         "the run (--report, or report(out, result=table)) to include them.")
+            ranking, why_not = _folder_ranking(out, run)
+            if ranking is not None:
+                result = table.copy()
+                result.attrs["ranking"] = ranking
+        if ranking is None:
+            notes.append(f"Enrichment plots left out: {why_not}; make the report with the run (--report, or "
+                         "report(out, result=table)) to include them.")
         elif ranking.set_statistic != "ks":
             notes.append(f"Enrichment plots left out: they draw the running sum, and this run used "
                          f"set_statistic={ranking.set_statistic!r}.")

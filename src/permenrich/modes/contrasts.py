@@ -225,8 +225,9 @@ def contrasts(
 
 
 def write_results(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write a run's output folder, all files at once: ``results.tsv``, ``run.json`` and,
-    for :func:`contrasts`, one table per contrast.
+    """Write a run's output folder, all files at once: ``results.tsv``, ``run.json``,
+    for GSEA and preranked results the observed ranked list ``ranking.tsv`` (columns
+    ``gene``, ``statistic``, top first) and, for :func:`contrasts`, one table per contrast.
 
     Parameters
     ----------
@@ -265,6 +266,10 @@ def write_results(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, 
     if per_contrast:
         run["contrast_files"] = files
     tables = {"results.tsv": table, **{files[name]: part for name, part in per_contrast.items()}}
+    ranking = table.attrs.get("ranking")
+    if ranking is not None and not per_contrast:
+        # The observed ranked list: what enrichment plots (and `permenrich report OUT`) need.
+        tables["ranking.tsv"] = ranking.frame()
     out = write_output_dir(out_dir, tables, run)
     return {**{name: out / files[name] for name in per_contrast}, "results": out / "results.tsv",
             "run": out / "run.json"}
