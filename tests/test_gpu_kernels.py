@@ -139,3 +139,27 @@ def test_memory_model_counts_every_allocation():
     assert 0.9e6 < total < 1.2e6  # about 1 MB per permutation: 14,000 at once in 16 GB
     old = device_bytes_per_permutation(20_639, 4_725, 648_970, 17, "per-permutation")
     assert sum(old.values()) > total
+
+
+def test_device_chunks_of_a_batch_give_the_cpu_scores():
+    """score() splits a batch into device chunks by the memory model (here 3 rows of a
+    batch of 7: chunks of 3, 3, 1); the scores and statistics equal the CPU's bits."""
+    from permenrich.design import PermutationPlan, TwoGroupLabels
+    from permenrich.stats.metrics import get_metric
+
+    n_genes = 30
+    values = np.random.default_rng(5).normal(size=(n_genes, 9))
+    members, offsets = _sets_case(n_genes)
+    plan = PermutationPlan(TwoGroupLabels(np.array([True] * 4 + [False] * 5)), 7, seed=2, random_only=True)
+    cpu, gpu = CpuBackend(threads=1), GpuBackend(scratch_bytes=1)
+    for backend in (cpu, gpu):
+        backend.prepare_statistic(values, get_metric("signal_to_noise"), drawn_is_case=True)
+        backend.prepare_sets("ks", members, offsets, 1.0, n_genes)
+    labellings = cpu.labellings(plan, 0, 7)
+    gpu.labellings(plan, 0, 1)  # the memory model counts the labelling's width
+    gpu.scratch_bytes = 3 * sum(gpu.memory_model(n_genes).values())
+    assert gpu.device_rows(n_genes) == 3
+    expected, expected_stat = cpu.score(labellings, keep_stat=True)
+    got, got_stat = (gpu.to_host(a) for a in gpu.score(labellings, keep_stat=True))
+    assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))
+    assert np.array_equal(got_stat.view(np.uint64), expected_stat.view(np.uint64))
