@@ -132,6 +132,28 @@ def test_dotplot_top_sets_by_sign(prerank_result):
     assert len(figure.axes) == 2  # the dots and the FDR colour bar
 
 
+def test_barplot_same_sets_as_dotplot_with_nes_bars_coloured_by_fdr(prerank_result):
+    from matplotlib import colormaps, colors
+
+    figure = pl.barplot(prerank_result, top=2)
+    ax = figure.axes[0]
+    order = np.argsort(-np.asarray(ax.get_yticks()))
+    labels = [ax.get_yticklabels()[i].get_text() for i in order]
+    positive = prerank_result[prerank_result.nes > 0].nlargest(2, "nes")
+    negative = prerank_result[prerank_result.nes < 0].nsmallest(2, "nes")
+    shown = pd.concat([positive, negative])
+    assert labels == shown.gene_set.tolist()  # from the top down, as the dot plot
+    bars = sorted(ax.patches, key=lambda bar: -bar.get_y())
+    assert np.allclose([bar.get_width() for bar in bars], shown.nes)
+    scale = colors.Normalize(0.0, max(float(shown.fdr.max()), 1e-3))
+    expected = colormaps["viridis_r"](scale(shown.fdr.to_numpy()))
+    assert np.allclose([bar.get_facecolor() for bar in bars], expected)
+    assert [t.get_text() for t in ax.texts] == [str(int(k)) for k in shown["size"]]
+    assert len(figure.axes) == 2  # the bars and the FDR colour bar
+    with pytest.raises(ValueError, match="top must be a positive integer"):
+        pl.barplot(prerank_result, top=0)
+
+
 def test_volcano_one_axes(genes_result):
     figure = pl.volcano(genes_result)
     assert len(figure.axes) == 1

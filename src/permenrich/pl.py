@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["dotplot", "enrichment", "leading_edge_heatmap", "maxt", "null_distribution", "null_scores", "overlap",
+__all__ = ["barplot", "dotplot", "enrichment", "leading_edge_heatmap", "maxt", "null_distribution", "null_scores", "overlap",
            "running_sum_curve", "volcano"]
 
 _GSEA_MODES = ("gsea", "prerank")
@@ -267,9 +267,7 @@ def dotplot(result: pd.DataFrame | Any, *, top: int = 10, ax: Axes | None = None
     result = _result_table(result, "dotplot", key, group)
     _check_mode(result, _GSEA_MODES, "dotplot", ("gene_set", "nes", "fdr", "size"))
     _check_top(top, "dotplot")
-    finite = result.loc[np.isfinite(result["nes"].to_numpy(dtype=np.float64))]
-    positive = finite.loc[finite["nes"] > 0].sort_values("nes", ascending=False).head(top)
-    negative = finite.loc[finite["nes"] < 0].sort_values("nes", ascending=True).head(top)
+    positive, negative = _top_by_sign(result, top)
     shown = pd.concat([positive, negative])
     own_figure = ax is None
     figure, ax = _figure_and_axes(ax, (7.5, 1.6 + 0.3 * max(len(shown), 1)))
@@ -297,6 +295,71 @@ def dotplot(result: pd.DataFrame | Any, *, top: int = 10, ax: Axes | None = None
                           loc="outside lower center")
         else:
             ax.legend(handles=handles, title="set size", fontsize="small", frameon=False, loc="best")
+    return figure
+
+
+def _top_by_sign(result: pd.DataFrame, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``top`` sets of positive NES (decreasing) and of negative NES (increasing)."""
+    finite = result.loc[np.isfinite(result["nes"].to_numpy(dtype=np.float64))]
+    return (finite.loc[finite["nes"] > 0].sort_values("nes", ascending=False).head(top),
+            finite.loc[finite["nes"] < 0].sort_values("nes", ascending=True).head(top))
+
+
+def barplot(result: pd.DataFrame | Any, *, top: int = 10, ax: Axes | None = None, key: str | None = None,
+            group: str | None = None) -> Figure:
+    """The ``top`` sets of each sign as horizontal NES bars.
+
+    The sets of :func:`dotplot`, in the same order (positive NES above negative, each
+    group in decreasing ``|NES|``); bar colour follows the FDR q-value and each bar is
+    labelled with the set size, for a page where dot areas read poorly (print, slides).
+
+    Parameters
+    ----------
+    result : pandas.DataFrame or anndata.AnnData
+        As for :func:`dotplot`.
+    top : int
+        Sets shown per sign (at most ``2 * top`` in all).
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
+    key, group : str, optional
+        With an AnnData, as in :func:`dotplot`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        For a result of another mode or a ``top`` below 1.
+    ImportError
+        When matplotlib is missing.
+    """
+    _matplotlib()
+    from matplotlib import cm, colormaps, colors
+
+    result = _result_table(result, "barplot", key, group)
+    _check_mode(result, _GSEA_MODES, "barplot", ("gene_set", "nes", "fdr", "size"))
+    _check_top(top, "barplot")
+    positive, negative = _top_by_sign(result, top)
+    shown = pd.concat([positive, negative])
+    figure, ax = _figure_and_axes(ax, (7.5, 1.6 + 0.3 * max(len(shown), 1)))
+    y = np.arange(len(shown))[::-1]  # first row at the top
+    fdr = shown["fdr"].to_numpy(dtype=np.float64)
+    scale = colors.Normalize(vmin=0.0, vmax=max(float(np.nanmax(fdr)), 1e-3) if fdr.size else 1.0)
+    colours = colormaps["viridis_r"](scale(fdr))
+    bars = ax.barh(y, shown["nes"], color=colours, edgecolor="0.3", linewidth=0.5)
+    ax.bar_label(bars, labels=[f"{int(size)}" for size in shown["size"]], padding=2, fontsize="x-small")
+    if len(positive) and len(negative):
+        ax.axhline(y[len(positive) - 1] - 0.5, color="0.7", linewidth=0.8)
+    ax.axvline(0.0, color="0.5", linewidth=0.8)
+    ax.set_yticks(y, shown["gene_set"].astype(str))
+    ax.set_xlabel("NES (bar labels: set size)")
+    ax.set_ylim(-0.8, len(shown) - 0.2)
+    if len(shown):  # room for the size labels on both sides of 0
+        reach = float(np.abs(shown["nes"]).max()) * 1.2
+        ax.set_xlim(-reach if len(negative) else -0.1 * reach, reach if len(positive) else 0.1 * reach)
+    figure.colorbar(cm.ScalarMappable(norm=scale, cmap="viridis_r"), ax=ax, label="FDR q")
     return figure
 
 
