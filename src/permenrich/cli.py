@@ -20,8 +20,8 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from contextvars import ContextVar
+from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Writes one self-contained HTML page (figures embedded, no network needed): "
                                    "parameters and provenance from OUT/run.json, the design, the top results of "
                                    "OUT/results.tsv and figures. Needs matplotlib: pip install 'permenrich[plot]'. "
-                                   "Enrichment plots need the ranked list, which only --report on the run has.")
+                                   "Enrichment plots come from OUT/ranking.tsv and the run's gene-set files, "
+                                   "while these are unchanged.")
     r.add_argument("out", help="output folder of a finished permenrich run (holds run.json and results.tsv)")
 
     d = sub.add_parser("demo", help="GSEA on the embedded SIMULATED VTE-like cohort",
