@@ -77,6 +77,24 @@ def test_two_workers_equal_the_local_run_byte_for_byte(client, mode):
     assert _tsv(on_cluster) == _tsv(local)
 
 
+def test_a_partly_cached_null_on_two_workers_equals_the_local_run(client):
+    """200 sets: half of 1 MB keeps 312 of the 2,000 first-pass permutations; the ranges
+    within that are replayed for the second pass and only the others sent out again."""
+    expr, labels, _ = _cohort()
+    rng = np.random.default_rng(7)
+    sets = {f"R{j}": list(rng.choice(expr.index, size=int(k), replace=False))
+            for j, k in enumerate(rng.integers(15, 60, size=200))}
+    kwargs = dict(case="A", control="B", permutations=2000, seed=11, batch_size=50, threads=1, device="cpu",
+                  memory="1MB")
+    local = permenrich.gsea(expr, labels, sets, **kwargs)
+    on_cluster = permenrich.gsea(expr, labels, sets, client=client, **kwargs)
+    assert "up to 312 permutations" in local.attrs["run"]["null_storage"]
+    size = on_cluster.attrs["run"]["timings"]["dask"]["range_size"]
+    kept = 312 // size * size
+    assert 0 < kept < 2000 and on_cluster.attrs["run"]["timings"]["permutations_scored"] == 4000 - kept
+    assert _tsv(on_cluster) == _tsv(local)
+
+
 def test_workers_read_file_inputs_themselves(client, tmp_path):
     expr, labels, sets = _cohort(n_genes=120)
     gct = tmp_path / "expr.gct"

@@ -104,8 +104,15 @@ def test_same_seed_different_batch_sizes_and_two_pass_identical(leukemia):
     b = permenrich.gsea(expr, cls, gmts, batch_size=7, **kwargs)
     # A budget too small to cache the null forces the second pass to regenerate it.
     c = permenrich.gsea(expr, cls, gmts, batch_size=64, memory="1MB", threads=1, permutations=400, seed=12345)
-    assert c.attrs["run"]["null_storage"].startswith("recomputed")
+    # Half of 1 MB holds 304 permutations of the 205 sets' scores: 4 whole batches (256)
+    # are kept for the second pass and the other 144 permutations scored again.
+    assert 500_000 // (8 * len(c)) == 304
+    assert c.attrs["run"]["null_storage"].startswith("recomputed") and "up to 304 " in c.attrs["run"]["null_storage"]
+    assert c.attrs["run"]["timings"]["permutations_scored"] == 400 + 144
+    e = permenrich.gsea(expr, cls, gmts, batch_size=400, memory="1MB", threads=1, permutations=400, seed=12345)
+    assert e.attrs["run"]["timings"]["permutations_scored"] == 800  # one batch of 400 > 304: nothing kept
     assert a.attrs["run"]["null_storage"].startswith("cached")
+    pd.testing.assert_frame_equal(a, e, check_exact=True)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     pd.testing.assert_frame_equal(a, c, check_exact=True)
     d = permenrich.gsea(expr, cls, gmts, permutations=400, seed=12346, threads=2)

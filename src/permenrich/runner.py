@@ -57,9 +57,10 @@ class Job:
         Permutations 0 .. n_perm - 1 (permutation k is a pure function of (seed, k)).
     batch_size : int
         Permutations scored per call of ``score`` (bounded by the memory budget).
-    cache : bool
-        Whether the first pass's batches may be kept for the second pass in one process
-        (they fit half of the memory budget); otherwise they are scored again.
+    cache : bool or int
+        How many permutations' first-pass scores may be kept for the second pass in one
+        process (``True``: all, ``False``/0: none; an int caps them, e.g. at what half of
+        the memory budget holds); the others are scored again from (seed, k).
     score : callable
         ``score(start, stop)``: the batch of null scores of permutations [start, stop).
     new_accumulator : callable
@@ -68,7 +69,7 @@ class Job:
 
     n_perm: int
     batch_size: int
-    cache: bool
+    cache: bool | int
     score: Callable[[int, int], Any]
     new_accumulator: Callable[[], Any]
 
@@ -178,33 +179,42 @@ def run_local(job: Job, progress: ProgressCallback | bool | None = None) -> tupl
     """Every pass of ``job`` in this process, batch by batch; returns the accumulator and
     timings.
 
-    With two passes the first pass's batches are kept for the second when ``job.cache``
-    (they fit the budget), else regenerated from (seed, k), which makes the second pass
-    exact. The first batch carries one-time costs (kernel compilation or loading from
+    With two passes the first pass's batches are kept for the second as far as
+    ``job.cache`` allows (a prefix of whole batches), and the rest regenerated from
+    (seed, k): the second pass sees the same scores either way. The first batch carries one-time costs (kernel compilation or loading from
     Numba's cache): it is timed apart (``first_batch_seconds``), and the per-permutation
     time is measured on the batches after it. After the second batch, a run whose
     remaining time is estimated above :data:`LONG_RUN_SECONDS` logs a warning.
     """
     accumulator = job.new_accumulator()
     passes = accumulator.passes
-    cache = job.cache and passes > 1
-    total = job.n_perm * (1 if cache else passes)
+    limit = cached_permutations(job) if passes > 1 else 0
+    # The kept batches are a prefix [0, kept_until) of whole batches within the limit.
+    kept_until = 0
+    for _, stop in batches(0, job.n_perm, job.batch_size):
+        if stop > limit:
+            break
+        kept_until = stop
+    cache = kept_until > 0
+    total = job.n_perm * passes - kept_until * (passes - 1)
     tracker = Progress(progress, total)
     timings: dict[str, Any] = {}
     steady_seconds, steady_permutations, batch_index = 0.0, 0, 0
     kept: list[Any] = []
     for pass_index in range(passes):
         pass_started = time.perf_counter()
+        first = 0
         if pass_index > 0 and cache:
             for scores in kept:
                 accumulator.add(pass_index, scores)
             kept.clear()
-        else:
-            for start, stop in batches(0, job.n_perm, job.batch_size):
+            first = kept_until
+        if first < job.n_perm:
+            for start, stop in batches(first, job.n_perm, job.batch_size):
                 batch_started = time.perf_counter()
                 scores = job.score(start, stop)
                 accumulator.add(pass_index, scores)
-                if cache:
+                if pass_index == 0 and stop <= kept_until:
                     kept.append(scores)
                 tracker.advance(stop - start)
                 seconds = time.perf_counter() - batch_started
@@ -214,7 +224,8 @@ def run_local(job: Job, progress: ProgressCallback | bool | None = None) -> tupl
                     steady_seconds += seconds
                     steady_permutations += stop - start
                 if batch_index == 1:
-                    _warn_if_long(seconds / (stop - start), total - tracker.done, job.n_perm, passes, cache)
+                    _warn_if_long(seconds / (stop - start), total - tracker.done, job.n_perm, passes,
+                                  kept_until == job.n_perm)
                 batch_index += 1
         setup = accumulator.end_pass(pass_index)
         if pass_index + 1 < passes:
@@ -225,6 +236,13 @@ def run_local(job: Job, progress: ProgressCallback | bool | None = None) -> tupl
     if steady_permutations:
         timings["per_permutation_ms"] = 1000 * steady_seconds / steady_permutations
     return accumulator, timings
+
+
+def cached_permutations(job: Job) -> int:
+    """How many permutations' first-pass scores ``job.cache`` lets a process keep."""
+    if job.cache is True:
+        return job.n_perm
+    return max(0, min(job.n_perm, int(job.cache)))
 
 
 def _warn_if_long(seconds_each: float, remaining: int, n_perm: int, passes: int, cache: bool) -> None:
@@ -278,24 +296,28 @@ def run_distributed(cluster: _Cluster, job: Job, progress: ProgressCallback | bo
     timings: dict[str, Any] = {"dask": {"workers": len(client.nthreads()), "threads": threads, "range_size": size,
                                         "ranges_per_pass": len(ranges)}}
     task_seconds: list[float] = []
-    # When the null fits the budget (job.cache), the first pass's tasks return their scores
-    # and the later pass runs here on them, as run_local does: no second round of tasks.
-    keep = job.cache and accumulator.passes > 1
+    # The first pass's tasks over a prefix of ranges within job.cache return their scores,
+    # and the later pass runs here on them, as run_local does; only the other ranges are
+    # sent out again.
+    limit = cached_permutations(job) if accumulator.passes > 1 else 0
+    kept_until = max((stop for _, stop in ranges if stop <= limit), default=0)
     kept: list[Any] = []
     setup = None
     started = time.perf_counter()
     for pass_index in range(accumulator.passes):
+        todo = ranges
         if pass_index > 0:
             accumulator.begin_pass(pass_index, setup)
-            if keep:
-                for scores in kept:
-                    accumulator.add(pass_index, accumulator.xp.asarray(scores))
-                kept.clear()
-                setup = accumulator.end_pass(pass_index)
-                continue
-        futures = {client.submit(_run_range, spec, pass_index, setup, start, stop, keep and pass_index == 0,
+            for scores in kept:
+                accumulator.add(pass_index, accumulator.xp.asarray(scores))
+            kept.clear()
+            if kept_until:
+                tracker.advance(kept_until)
+            todo = [(start, stop) for start, stop in ranges if start >= kept_until]
+        futures = {client.submit(_run_range, spec, pass_index, setup, start, stop,
+                                 pass_index == 0 and stop <= kept_until,
                                  pure=False, key=f"permenrich-{token}-{pass_index}-{start}"): stop - start
-                   for start, stop in ranges}
+                   for start, stop in todo}
         try:
             for future in as_completed(futures):
                 state, seconds, scores = future.result()
@@ -308,8 +330,9 @@ def run_distributed(cluster: _Cluster, job: Job, progress: ProgressCallback | bo
             raise
         setup = accumulator.end_pass(pass_index)
     wall = time.perf_counter() - started
-    timings.update(first_pass_seconds=wall, second_pass_seconds=0.0, permutations_scored=job.n_perm,
-                   per_permutation_ms=1000 * wall / job.n_perm)
+    scored = job.n_perm * accumulator.passes - kept_until * (accumulator.passes - 1)
+    timings.update(first_pass_seconds=wall, second_pass_seconds=0.0, permutations_scored=scored,
+                   per_permutation_ms=1000 * wall / scored)
     timings["dask"].update(task_seconds_mean=sum(task_seconds) / len(task_seconds),
                            task_seconds_max=max(task_seconds),
                            busy_fraction=sum(task_seconds) / (wall * max(1, threads)))

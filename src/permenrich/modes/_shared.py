@@ -186,6 +186,17 @@ def score_scale(set_statistic: str, gene_scores: np.ndarray) -> float:
     return float(finite.max()) if finite.size else 1.0
 
 
+def null_storage(cached: int, n_perm: int) -> str:
+    """What run.json says of the null between GSEA's two passes (``cached``: the
+    permutations whose scores half of the memory budget holds)."""
+    if cached >= n_perm:
+        return "cached in memory"
+    if cached <= 0:
+        return "recomputed from (seed, k) in a second pass"
+    return (f"recomputed from (seed, k) in a second pass, except up to {cached:,} permutations kept in memory "
+            "(half of the memory budget)")
+
+
 def gsea_job(score: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: int, exact: bool, xp: Any,
              n_sets: int, batch_size: int | None, budget: int, extra_bytes: int, scale: float,
              streamed: bool = False) -> tuple[Job, dict[str, Any]]:
@@ -194,12 +205,13 @@ def gsea_job(score: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: 
     :func:`choose_batch_size`); ``scale`` is the scores' magnitude (:func:`score_scale`),
     which sets the tie tolerance. Also returns what run.json says of it."""
     chosen = choose_batch_size(batch_size, budget, 8 * n_sets * 6 + extra_bytes, n_perm, streamed=streamed)
-    cache = n_perm * n_sets * 8 <= budget // 2
+    # The null is kept for the second pass up to half of the budget; the rest is scored again.
+    cache = min(n_perm, (budget // 2) // max(1, 8 * n_sets))
     tolerance = tie_tolerance(scale)
     job = Job(n_perm=n_perm, batch_size=chosen, cache=cache, score=score,
               new_accumulator=lambda: GseaNullAccumulator(observed, n_perm, exact, xp=xp, tie_tolerance=tolerance))
     info = {"batch_size": chosen, "tie_tolerance": tolerance,
-            "null_storage": "cached in memory" if cache else "recomputed from (seed, k) in a second pass"}
+            "null_storage": null_storage(cache, n_perm)}
     return job, info
 
 
