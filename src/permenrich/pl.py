@@ -71,6 +71,16 @@ def _check_mode(result: pd.DataFrame, modes: tuple[str, ...], function: str, col
         raise ValueError(f"{function}() takes a result of permenrich.{' or '.join(modes)}(); got {got}")
 
 
+def _figure_table(result: Any, function: str, modes: tuple[str, ...], columns: tuple[str, ...], key: str | None,
+                  group: str | None) -> pd.DataFrame:
+    """What every table figure starts with: matplotlib present, the table (of an AnnData's
+    :mod:`permenrich.tl` results if need be), of one of ``modes`` with ``columns``."""
+    _matplotlib()
+    table = _result_table(result, function, key, group)
+    _check_mode(table, modes, function, columns)
+    return table
+
+
 def _result_table(result: Any, function: str, key: str | None, group: str | None) -> Any:
     """``result`` itself, or the table of one group of the :mod:`permenrich.tl` results of
     an AnnData (``adata.uns["permenrich"][key]["results"]``), marked with its mode."""
@@ -263,9 +273,7 @@ def dotplot(result: pd.DataFrame | Any, *, top: int = 10, ax: Axes | None = None
     ImportError
         When matplotlib is missing.
     """
-    _matplotlib()
-    result = _result_table(result, "dotplot", key, group)
-    _check_mode(result, _GSEA_MODES, "dotplot", ("gene_set", "nes", "fdr", "size"))
+    result = _figure_table(result, "dotplot", _GSEA_MODES, ("gene_set", "nes", "fdr", "size"), key, group)
     _check_top(top, "dotplot")
     positive, negative = _top_by_sign(result, top)
     shown = pd.concat([positive, negative])
@@ -335,11 +343,8 @@ def barplot(result: pd.DataFrame | Any, *, top: int = 10, ax: Axes | None = None
     ImportError
         When matplotlib is missing.
     """
-    _matplotlib()
-    from matplotlib import cm, colormaps, colors
-
-    result = _result_table(result, "barplot", key, group)
-    _check_mode(result, _GSEA_MODES, "barplot", ("gene_set", "nes", "fdr", "size"))
+    result = _figure_table(result, "barplot", _GSEA_MODES, ("gene_set", "nes", "fdr", "size"), key, group)
+    from matplotlib import cm, colormaps, colors  # present: _figure_table checked
     _check_top(top, "barplot")
     positive, negative = _top_by_sign(result, top)
     shown = pd.concat([positive, negative])
@@ -389,9 +394,7 @@ def volcano(result: pd.DataFrame | Any, *, ax: Axes | None = None, key: str | No
     ImportError
         When matplotlib is missing.
     """
-    _matplotlib()
-    result = _result_table(result, "volcano", key, group)
-    _check_mode(result, ("genes",), "volcano", ("gene", "statistic", "pval"))
+    result = _figure_table(result, "volcano", ("genes",), ("gene", "statistic", "pval"), key, group)
     figure, ax = _figure_and_axes(ax, (5.5, 4.5))
     statistic = result["statistic"].to_numpy(dtype=np.float64)
     height = -np.log10(result["pval"].to_numpy(dtype=np.float64))
@@ -751,9 +754,7 @@ def maxt(result: pd.DataFrame | Any, *, alpha: float = 0.05, label: int = 10, ax
     ImportError
         When matplotlib is missing.
     """
-    _matplotlib()
-    result = _result_table(result, "maxt", key, group)
-    _check_mode(result, ("genes",), "maxt", ("gene", "statistic", "pval", "pval_maxt"))
+    result = _figure_table(result, "maxt", ("genes",), ("gene", "statistic", "pval", "pval_maxt"), key, group)
     if not 0.0 < float(alpha) < 1.0:
         raise ValueError(f"maxt(): alpha must lie in (0, 1), got {alpha!r}")
     figure, ax = _figure_and_axes(ax, (5.5, 4.5))
@@ -812,9 +813,8 @@ def overlap(result: pd.DataFrame | Any, *, top: int = 15, ax: Axes | None = None
     ImportError
         When matplotlib is missing.
     """
-    _matplotlib()
-    result = _result_table(result, "overlap", key, group)
-    _check_mode(result, ("ora",), "overlap", ("gene_set", "overlap", "expected", "pval_hypergeom"))
+    result = _figure_table(result, "overlap", ("ora",), ("gene_set", "overlap", "expected", "pval_hypergeom"), key,
+                           group)
     _check_top(top, "overlap")
     permuted = "pval_perm" in result.columns and bool(np.isfinite(result["pval_perm"].to_numpy(float)).any())
     p_column, p_name = ("pval_perm", "permutation") if permuted else ("pval_hypergeom", "hypergeometric")
