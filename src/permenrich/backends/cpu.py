@@ -98,22 +98,60 @@ def whole_matrix_statistics(samples_by_gene, drawn_positions, gene_mean, total_s
                                                  n_samples, n_drawn, drawn_is_case, metric)
 
 
+#: Tile of :func:`correlation_batch`: shuffles sharing each load of the matrix, and genes
+#: per tile (8 x 1,024 sums, 64 KB, stay in the L2 cache while the samples stream by).
+CORRELATION_TILE_SHUFFLES = 8
+CORRELATION_TILE_GENES = 1024
+
+
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def correlation_batch(genes_by_sample, phenotype, shuffles, n_chunks, out):
     """``out[b, g]``: r of gene g with shuffle b, the sums of
-    :func:`permenrich.stats.correlation._shuffled_correlation` (samples in order) with the
-    gene loop innermost, so that it runs over contiguous memory."""
+    :func:`permenrich.stats.correlation._shuffled_correlation` (samples in order).
+
+    Tiled like a matrix product, but every sum still adds its samples one by one in
+    order, so that the bits do not depend on the tile, the batch or the thread: each
+    row of the matrix, loaded once per tile, serves several shuffles, and four samples
+    are added per pass over a tile's sums (2.3x the untiled loop on leukemia, 3.4x on
+    20,639 genes x 200 samples)."""
     n_batch, n_samples = shuffles.shape
     n_genes = genes_by_sample.shape[1]
-    chunk = (n_batch + n_chunks - 1) // n_chunks
+    tile = CORRELATION_TILE_SHUFFLES
+    n_groups = (n_batch + tile - 1) // tile
+    chunk = (n_groups + n_chunks - 1) // n_chunks
+    in_fours = n_samples - n_samples % 4
     for c in numba.prange(n_chunks):
-        for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
-            for g in range(n_genes):
-                out[b, g] = 0.0
-            for j in range(n_samples):
-                y = phenotype[shuffles[b, j]]
-                for g in range(n_genes):
-                    out[b, g] += y * genes_by_sample[j, g]
+        ys = np.empty((tile, n_samples))
+        for group in range(c * chunk, min(n_groups, (c + 1) * chunk)):
+            first = group * tile
+            rows = min(tile, n_batch - first)
+            for p in range(rows):
+                for j in range(n_samples):
+                    ys[p, j] = phenotype[shuffles[first + p, j]]
+            for g0 in range(0, n_genes, CORRELATION_TILE_GENES):
+                g1 = min(n_genes, g0 + CORRELATION_TILE_GENES)
+                for p in range(rows):
+                    out[first + p, g0:g1] = 0.0
+                for j in range(0, in_fours, 4):
+                    x0 = genes_by_sample[j, g0:g1]
+                    x1 = genes_by_sample[j + 1, g0:g1]
+                    x2 = genes_by_sample[j + 2, g0:g1]
+                    x3 = genes_by_sample[j + 3, g0:g1]
+                    for p in range(rows):
+                        y0 = ys[p, j]
+                        y1 = ys[p, j + 1]
+                        y2 = ys[p, j + 2]
+                        y3 = ys[p, j + 3]
+                        sums = out[first + p, g0:g1]
+                        for w in range(g1 - g0):
+                            sums[w] = (((sums[w] + y0 * x0[w]) + y1 * x1[w]) + y2 * x2[w]) + y3 * x3[w]
+                for j in range(in_fours, n_samples):
+                    x = genes_by_sample[j, g0:g1]
+                    for p in range(rows):
+                        y = ys[p, j]
+                        sums = out[first + p, g0:g1]
+                        for w in range(g1 - g0):
+                            sums[w] += y * x[w]
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
