@@ -109,3 +109,53 @@ def test_gsea_java_preranked_es(shared_data):
         es = running_sum(members, weights).es
         # GSEA writes ES with 4 decimals
         assert es == pytest.approx(records[fields[0]][0], abs=5.01e-5), fields[0]
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0, 1.5])
+def test_set_scoring_by_walk_and_by_bitmap_give_the_same_bits(weight):
+    """The two CPU set scorers (sort each set's ranks through a bitmap; walk the ranked
+    list appending positions to every set) differ only in speed: exact equality, on
+    ties, signed zeros, infinite statistics, sets of 1 and n - 1 genes, and a gene
+    count that is not a multiple of 64."""
+    from permenrich.backends import cpu
+    from permenrich.genesets import gene_to_sets
+
+    rng = np.random.default_rng(7)
+    n_genes = 203
+    stats = np.round(rng.normal(size=(6, n_genes)), 1)  # many exact ties
+    stats[1, :5] = [0.0, -0.0, 0.0, -0.0, 0.0]
+    stats[2, 7] = np.inf
+    stats[3, [3, 90]] = [np.inf, -np.inf]
+    sizes = [1, n_genes - 1, 2, 64, 65, 150] + list(rng.integers(1, 120, size=60))
+    sets = [np.sort(rng.choice(n_genes, size=k, replace=False)) for k in sizes]
+    members = np.concatenate(sets).astype(np.int64)
+    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    gene_offsets, gene_ids = gene_to_sets(members, offsets, n_genes)
+    largest = max(sizes)
+    by_walk = np.empty((stats.shape[0], len(sets)))
+    by_bitmap = np.empty_like(by_walk)
+    cpu.ks_scores(stats, weight, members, offsets, largest, gene_offsets, gene_ids, True, 2, by_walk)
+    cpu.ks_scores(stats, weight, members, offsets, largest, gene_offsets, gene_ids, False, 2, by_bitmap)
+    assert np.array_equal(by_walk, by_bitmap)
+    for row in (0, 4):
+        order = np.lexsort((np.arange(n_genes), -stats[row]))
+        position = np.empty(n_genes, dtype=int)
+        position[order] = np.arange(n_genes)
+        weights = np.abs(stats[row][order]) ** weight
+        for s, m in enumerate(sets):
+            assert by_walk[row, s] == pytest.approx(running_sum(position[m], weights).es, abs=1e-12)
+
+
+def test_set_scorer_walks_only_dense_sets_in_gene_order():
+    from permenrich.backends import cpu
+
+    backend = CpuBackend(threads=1)
+    n_genes = 50
+    dense = np.tile(np.arange(n_genes), 5)
+    offsets = np.arange(0, dense.size + 1, n_genes)
+    assert cpu._KsStatistic(dense, offsets, 1.0, n_genes, backend).walk
+    shuffled = dense.copy()
+    shuffled[:2] = [1, 0]  # a set not in gene order: its N_R must be added in member order
+    assert not cpu._KsStatistic(shuffled, offsets, 1.0, n_genes, backend).walk
+    sparse_sets = np.arange(20)
+    assert not cpu._KsStatistic(sparse_sets, np.array([0, 20]), 1.0, n_genes, backend).walk
