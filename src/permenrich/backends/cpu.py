@@ -310,7 +310,7 @@ def ks_scores(stats, weight, set_members, set_offsets, largest_set, gene_set_off
         cursors = np.empty(n_sets if walk else 0, dtype=np.int64)
         norms = np.empty(n_sets if walk else 0)
         n_infinite = np.empty(n_sets if walk else 0, dtype=np.int64)
-        slots = np.empty(set_members.shape[0] if walk else 0, dtype=np.int64)
+        slots = np.empty(set_members.shape[0] if walk else 0, dtype=np.int32)
         stats_bits = stats.view(np.uint64)
         for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
             _rank_descending(stats[b], stats_bits[b], CPU_PASSES, order, keys, keys_tmp, order_tmp, histogram)
