@@ -7,7 +7,7 @@ from scipy import stats as sps
 from permenrich.backends.cpu import CpuBackend
 from permenrich.design import TwoGroupLabels
 from permenrich.errors import OptionError
-from permenrich.stats.metrics import METRICS, get_metric, metric_code, metric_reference
+from permenrich.stats.metrics import METRICS, get_metric, metric_code, metric_reference, mid_ranks
 from permenrich.stats.ranking import rank_genes, ranking_reference
 
 
@@ -118,3 +118,56 @@ def test_ranking_fix_up_is_not_quadratic_on_near_ties():
     ranking._rank_descending(x, x.view(np.uint64), ranking.CPU_PASSES, order, keys, np.empty(n, np.uint64),
                              np.empty(n, np.int64), np.zeros((ranking.CPU_PASSES, ranking.RADIX_SIZE), np.int64))
     assert np.array_equal(order, ranking_reference(x))
+
+
+@pytest.mark.parametrize("metric", [m for m in METRICS.values() if m.kind == "two_group"], ids=lambda m: m.name)
+def test_tiled_in_memory_statistics_equal_the_row_by_row_sums(metric):
+    """The in-memory kernel adds a tile of genes four drawn samples at a time and finishes
+    a tile in SIMD lanes; the streamed kernels add row by row over all genes: the same
+    additions in the same order, so exactly the same statistics (several tiles, a
+    partial last tile, drawn counts that are not multiples of 4)."""
+    from permenrich.backends import cpu
+
+    rng = np.random.default_rng(11)
+    n_genes, n_samples = 2 * cpu.STATISTIC_TILE_GENES + 37, 23
+    values = rng.gamma(2.0, 50.0, size=(n_genes, n_samples))  # positive: the ratio metrics need it
+    if metric.rank_transform:
+        values = mid_ranks(values)
+    matrix = cpu.InMemoryMatrix(values)
+    gene_mean, total_sum, total_sumsq = cpu.class_moment_totals(matrix)
+    for n_drawn in (2, 5, 8, 13):
+        drawn = np.sort(np.array([rng.choice(n_samples, n_drawn, replace=False) for _ in range(7)]), axis=1)
+        tiled = np.empty((7, n_genes))
+        cpu.whole_matrix_statistics(matrix.samples_by_gene, drawn, gene_mean, total_sum, total_sumsq, True,
+                                    metric.code, 2, tiled)
+        sums = np.zeros((7, n_genes))
+        sumsqs = np.zeros((7, n_genes))
+        cpu.accumulate_block(matrix.samples_by_gene, 0, n_samples, 0, drawn, np.zeros(7, dtype=np.int64), gene_mean,
+                             sums, sumsqs, 2)
+        row_by_row = np.empty((7, n_genes))
+        cpu.finish_statistics(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, True, metric.code,
+                              row_by_row)
+        assert np.array_equal(tiled, row_by_row, equal_nan=True)
+        scalar = np.array([cpu._statistic_from_sums(sums[0, g], sumsqs[0, g], total_sum[g], total_sumsq[g],
+                                                    gene_mean[g], n_samples, n_drawn, True, metric.code)
+                           for g in range(0, n_genes, 97)])
+        assert np.array_equal(row_by_row[0, ::97], scalar, equal_nan=True)
+
+
+def test_tiled_correlation_adds_samples_in_order():
+    """The correlation kernel's tiles (8 shuffles, 1,024 genes, 4 samples per pass) must
+    not change a single sum: compared exactly with NumPy adding the samples one by one."""
+    from permenrich.backends import cpu
+
+    rng = np.random.default_rng(12)
+    n_genes, n_samples, n_shuffles = cpu.CORRELATION_TILE_GENES + 333, 18, 11
+    genes_by_sample = rng.normal(size=(n_samples, n_genes))
+    phenotype = rng.normal(size=n_samples)
+    shuffles = np.array([rng.permutation(n_samples) for _ in range(n_shuffles)])
+    out = np.empty((n_shuffles, n_genes))
+    cpu.correlation_batch(genes_by_sample, phenotype, shuffles, 2, out)
+    for b in range(n_shuffles):
+        expected = np.zeros(n_genes)
+        for j in range(n_samples):
+            expected = expected + phenotype[shuffles[b, j]] * genes_by_sample[j]
+        assert np.array_equal(out[b], expected)

@@ -72,35 +72,103 @@ def accumulate_block(block, block_start, block_stop, gene_offset, drawn_position
                                           cursors[b], gene_mean, sums[b], sumsqs[b])
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, metric, out):
+    for g in range(out.shape[0]):
+        out[g] = _statistic_from_sums(sums[g], sumsqs[g], total_sum[g], total_sumsq[g], gene_mean[g], n_samples,
+                                      n_drawn, drawn_is_case, metric)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _finish_genes_by_metric(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case,
+                            metric, out):
+    """``out[g]``: statistic of gene g from its drawn-class sums, with the metric a
+    constant in each branch: the loop is then free of the metric's branches and runs in
+    SIMD lanes (vector division and square root round exactly as scalar ones), 7.5x the
+    per-gene branches for signal-to-noise."""
+    if metric == 0:
+        _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, 0, out)
+    elif metric == 1:
+        _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, 1, out)
+    elif metric == 2:
+        _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, 2, out)
+    elif metric == 3:
+        _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, 3, out)
+    elif metric == 4:
+        _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, 4, out)
+    elif metric == 5:
+        _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, 5, out)
+    elif metric == 6:
+        _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, 6, out)
+    elif metric == 7:
+        _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, 7, out)
+    elif metric == 10:
+        _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, 10, out)
+    else:
+        _finish_genes(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case, metric,
+                      out)
+
+
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def finish_statistics(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case,
                       metric, out):
     """``out[b, g]``: statistic of gene g from labelling b's drawn-class sums."""
-    n_batch, n_genes = sums.shape
-    for b in numba.prange(n_batch):
-        for g in range(n_genes):
-            out[b, g] = _statistic_from_sums(sums[b, g], sumsqs[b, g], total_sum[g], total_sumsq[g], gene_mean[g],
-                                             n_samples, n_drawn, drawn_is_case, metric)
+    for b in numba.prange(sums.shape[0]):
+        _finish_genes_by_metric(sums[b], sumsqs[b], total_sum, total_sumsq, gene_mean, n_samples, n_drawn,
+                                drawn_is_case, metric, out[b])
+
+
+#: Genes per tile of :func:`whole_matrix_statistics` (two sums of 1,024 float64 stay in
+#: the L1 cache while the drawn samples' rows stream by).
+STATISTIC_TILE_GENES = 1024
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def whole_matrix_statistics(samples_by_gene, drawn_positions, gene_mean, total_sum, total_sumsq, drawn_is_case,
                             metric, n_chunks, out):
-    """:func:`accumulate_block` + :func:`finish_statistics` fused for a matrix held whole
-    in memory: each thread reuses one pair of sum buffers, which stay in cache."""
+    """:func:`accumulate_block` + :func:`finish_statistics` for a matrix held whole in
+    memory, a tile of genes at a time: each gene adds its drawn samples' centred values
+    in sample order, four per pass over the tile's sums (the same additions in the same
+    order as :func:`permenrich.stats.two_group._accumulate_rows`: same bits), then the
+    tile's statistics."""
     n_samples, n_genes = samples_by_gene.shape
     n_batch, n_drawn = drawn_positions.shape
     chunk = (n_batch + n_chunks - 1) // n_chunks
+    in_fours = n_drawn - n_drawn % 4
     for c in numba.prange(n_chunks):
-        sums = np.empty(n_genes)
-        sumsqs = np.empty(n_genes)
+        sums = np.empty(STATISTIC_TILE_GENES)
+        sumsqs = np.empty(STATISTIC_TILE_GENES)
         for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
-            sums[:] = 0.0
-            sumsqs[:] = 0.0
-            _accumulate_rows(samples_by_gene, 0, n_samples, 0, drawn_positions[b], 0, gene_mean, sums, sumsqs)
-            for g in range(n_genes):
-                out[b, g] = _statistic_from_sums(sums[g], sumsqs[g], total_sum[g], total_sumsq[g], gene_mean[g],
-                                                 n_samples, n_drawn, drawn_is_case, metric)
+            drawn = drawn_positions[b]
+            for g0 in range(0, n_genes, STATISTIC_TILE_GENES):
+                g1 = min(n_genes, g0 + STATISTIC_TILE_GENES)
+                width = g1 - g0
+                mean = gene_mean[g0:g1]
+                tile_sums = sums[:width]
+                tile_sumsqs = sumsqs[:width]
+                tile_sums[:] = 0.0
+                tile_sumsqs[:] = 0.0
+                for j in range(0, in_fours, 4):
+                    row0 = samples_by_gene[drawn[j], g0:g1]
+                    row1 = samples_by_gene[drawn[j + 1], g0:g1]
+                    row2 = samples_by_gene[drawn[j + 2], g0:g1]
+                    row3 = samples_by_gene[drawn[j + 3], g0:g1]
+                    for w in range(width):
+                        m = mean[w]
+                        c0 = row0[w] - m
+                        c1 = row1[w] - m
+                        c2 = row2[w] - m
+                        c3 = row3[w] - m
+                        tile_sums[w] = (((tile_sums[w] + c0) + c1) + c2) + c3
+                        tile_sumsqs[w] = (((tile_sumsqs[w] + c0 * c0) + c1 * c1) + c2 * c2) + c3 * c3
+                for j in range(in_fours, n_drawn):
+                    row = samples_by_gene[drawn[j], g0:g1]
+                    for w in range(width):
+                        centred = row[w] - mean[w]
+                        tile_sums[w] += centred
+                        tile_sumsqs[w] += centred * centred
+                _finish_genes_by_metric(tile_sums, tile_sumsqs, total_sum[g0:g1], total_sumsq[g0:g1], mean, n_samples,
+                                        n_drawn, drawn_is_case, metric, out[b, g0:g1])
 
 
 #: Tile of :func:`correlation_batch`: shuffles sharing each load of the matrix, and genes
