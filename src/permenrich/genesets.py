@@ -8,7 +8,6 @@ Python objects.
 from __future__ import annotations
 
 import logging
-from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -156,7 +155,7 @@ def build_gene_set_index(
     sources: list[str] = []
     sizes: list[int] = []
     sizes_original: list[int] = []
-    members = array("i")
+    members: list[np.ndarray] = []
     for gene_set in gene_sets:
         found = row_of.keys() & gene_set.genes  # walks the set's genes, not the data's
         size = census.add(gene_set, len(found), row_of, min_size, max_size)
@@ -166,7 +165,9 @@ def build_gene_set_index(
             sources.append(gene_set.source)
             sizes.append(size)
             sizes_original.append(len(set(gene_set.genes)))  # kept sets only: readers' sets are unique already
-            members.extend(sorted(map(row_of.__getitem__, found)))
+            rows = np.fromiter(map(row_of.__getitem__, found), dtype=np.int32, count=len(found))
+            rows.sort()
+            members.append(rows)
     if census.n_read == 0:
         raise InputError("no gene sets given")
     if not names:
@@ -181,7 +182,7 @@ def build_gene_set_index(
     return GeneSetIndex(
         names=np.array(names, dtype=object),
         descriptions=np.array(descriptions, dtype=object),
-        members=np.frombuffer(members, dtype=np.int32).copy(),  # array("i") holds C ints
+        members=np.concatenate(members) if members else np.zeros(0, dtype=np.int32),
         offsets=offsets,
         sizes=np.array(sizes, dtype=np.int32),
         sizes_original=np.array(sizes_original, dtype=np.int32),

@@ -164,6 +164,7 @@ def leading_edges(index: GeneSetIndex, gene_ids: np.ndarray, stat: np.ndarray, w
     """GSEA's leading edge per set (running-sum statistic only; empty otherwise)."""
     if set_statistic != "ks":
         return [("", np.nan, np.nan, np.nan)] * index.n_sets
+    gene_ids = np.asarray(gene_ids, dtype=object)
     order = rank_genes(stat)
     position_of_gene = np.empty_like(order)
     position_of_gene[order] = np.arange(order.size)
@@ -172,7 +173,7 @@ def leading_edges(index: GeneSetIndex, gene_ids: np.ndarray, stat: np.ndarray, w
     for s in range(index.n_sets):
         members = index.members[index.offsets[s]:index.offsets[s + 1]]
         result = running_sum(position_of_gene[members], ranked_weights)
-        edges.append((",".join(str(gene_ids[order[p]]) for p in result.leading_edge_positions),
+        edges.append((",".join(map(str, gene_ids[order[result.leading_edge_positions]])),
                       100.0 * result.tags_fraction, 100.0 * result.list_fraction, 100.0 * result.signal_fraction))
     return edges
 
