@@ -32,6 +32,19 @@ def git_commit() -> str:
                           cwd=Path(__file__).parent).stdout.strip()
 
 
+def whole_run(command: list[str], environment: dict | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds of one whole run of ``command`` in a fresh process: start-up,
+    reading, the run and writing the output, as a user meets them."""
+    import subprocess
+    import time
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(command, capture_output=True, check=True, env=environment)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - started, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
 def publish(report: str, out: object = None) -> int:
     """Print a report and, with ``out`` (a Path), write it there; the script's exit status."""
     print(report)

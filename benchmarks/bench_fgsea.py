@@ -21,16 +21,14 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import cpu_model, git_commit, publish  # noqa: E402
+from _machine import cpu_model, git_commit, publish, whole_run  # noqa: E402
 
 PERMENRICH_RUN = """
 import json, resource, sys, time
@@ -102,14 +100,6 @@ def _run(command: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _whole_run(command: list[str]) -> tuple[float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    subprocess.run(command, capture_output=True, check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.perf_counter() - started, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -138,7 +128,7 @@ def main() -> int:
         for name, command in tools.items():
             for n in (1000, 10000):
                 runs[name][n].append(_run(command(n)))
-            whole_runs[name].append(_whole_run(whole[name]))
+            whole_runs[name].append(whole_run(whole[name]))
     multilevel = {"permenrich prerank, multilevel": lambda: [sys.executable, "-c", PERMENRICH_MULTILEVEL, str(rnk),
                                                               *gmts],
                   "fgsea fgseaMultilevel": lambda: ["Rscript", "-e", FGSEA_MULTILEVEL, str(rnk), *gmts]}
