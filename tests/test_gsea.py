@@ -196,3 +196,30 @@ def test_continuous_phenotype_gsea_matches_literal_correlation_ranking():
         assert result.loc[name, "es"] == pytest.approx(curve[np.argmax(np.abs(curve))], abs=1e-9)
     assert result.loc["AGE_UP", "pval"] < 0.01 and result.loc["OTHER", "pval"] > 0.01
     assert result.attrs["run"]["permutation_plan"]["distinct_labellings"] == 87178291200  # 14!
+
+
+def test_tail_counter_grid_counts_like_searchsorted():
+    """The CPU tail counter finds each value's slot through a grid of cells; the counts
+    must be exactly NumPy's searchsorted + bincount (the path the GPU takes): values on
+    and a hair below thresholds, repeated thresholds, zeros, infinities, NaN."""
+    from permenrich.nulls import TIE_TOLERANCE, _TailCounter
+
+    rng = np.random.default_rng(3)
+    for n_thresholds in (2, 7, 206, 4725):
+        thresholds = np.sort(np.abs(rng.normal(1.0, 0.5, n_thresholds)))
+        thresholds[: n_thresholds // 3] = np.round(thresholds[: n_thresholds // 3], 1)  # repeats
+        values = np.abs(rng.normal(1.0, 0.7, 20_000))
+        k = min(n_thresholds, 50)
+        values[:k] = thresholds[:k] - TIE_TOLERANCE  # exactly on a (shifted) threshold
+        values[k:2 * k] = np.nextafter(thresholds[:k] - TIE_TOLERANCE, -np.inf)  # a hair below
+        values[-6:] = [np.inf, -np.inf, np.nan, 0.0, -0.0, thresholds[-1] * 10]
+        by_grid = _TailCounter.create(thresholds, np)
+        assert by_grid.grid is not None
+        by_search = _TailCounter.create(thresholds, np)
+        by_search.grid = None
+        for part in np.array_split(values, 3):
+            by_grid.add(part, np)
+            by_search.add(part, np)
+        assert np.array_equal(by_grid.histogram, by_search.histogram)
+    assert _TailCounter.create(np.ones(5), np).grid is None  # no spread: NumPy's search
+    assert _TailCounter.create(np.array([0.5, np.inf]), np).grid is None
