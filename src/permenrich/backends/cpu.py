@@ -444,11 +444,11 @@ def sorted_positions_scores(members: np.ndarray, offsets: np.ndarray, ranked_sta
 
 def compiled_kernels() -> list[Any]:
     """The Numba dispatchers a CPU run may compile (for the first-run notice)."""
-    from ..nulls import _exact_add, _exceedance_counts, _grid_starts, _tail_histogram
+    from ..nulls import _exact_add, _exceedance_counts, _tail_histogram
     from ..rng import fill_labellings
 
     return [whole_matrix_statistics, ks_scores, random_set_scores, correlation_batch, fill_labellings,
-            _exceedance_counts, _exact_add, _grid_starts, _tail_histogram]
+            _exceedance_counts, _exact_add, _tail_histogram]
 
 
 class InMemoryMatrix:
