@@ -227,31 +227,68 @@ def correlation_batch(genes_by_sample, phenotype, shuffles, n_chunks, out):
                             sums[w] += y * x[w]
 
 
+#: Genes per tile of :func:`freedman_lane_batch` (8 shuffles x a few vectors x 512 sums).
+FREEDMAN_LANE_TILE_GENES = 512
+
+
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def freedman_lane_batch(by_sample, vectors, shuffles, residual_ss, sxx, sqrt_sxx, df, n_chunks, out):
     """``out[b, g]``: the Freedman–Lane t of gene g under shuffle b
     (:mod:`permenrich.stats.covariates`): its dot products with the shuffled vectors,
     summed over samples in order as the GPU's per-vector kernel does, then
-    :func:`~permenrich.stats.covariates._freedman_lane_t`."""
+    :func:`~permenrich.stats.covariates._freedman_lane_t`. Tiled as
+    :func:`correlation_batch` is (shuffles sharing each row load, four samples per pass
+    over a tile's sums), with the same additions in the same order."""
     n_batch, n_samples = shuffles.shape
     n_genes = by_sample.shape[1]
     n_vectors = vectors.shape[0]
-    chunk = (n_batch + n_chunks - 1) // n_chunks
+    tile = CORRELATION_TILE_SHUFFLES
+    n_groups = (n_batch + tile - 1) // tile
+    chunk = (n_groups + n_chunks - 1) // n_chunks
+    in_fours = n_samples - n_samples % 4
     for c in numba.prange(n_chunks):
-        dots = np.empty((n_vectors, n_genes))
-        for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
-            dots[:, :] = 0.0
-            for j in range(n_samples):
-                source = shuffles[b, j]
+        ys = np.empty((tile, n_vectors, n_samples))
+        dots = np.empty((tile, n_vectors, FREEDMAN_LANE_TILE_GENES))
+        for group in range(c * chunk, min(n_groups, (c + 1) * chunk)):
+            first = group * tile
+            rows = min(tile, n_batch - first)
+            for p in range(rows):
                 for v in range(n_vectors):
-                    y = vectors[v, source]
-                    for g in range(n_genes):
-                        dots[v, g] += y * by_sample[j, g]
-            for g in range(n_genes):
-                explained = 0.0
-                for v in range(1, n_vectors):
-                    explained = explained + dots[v, g] * dots[v, g]
-                out[b, g] = _freedman_lane_t(dots[0, g], explained, residual_ss[g], sxx, sqrt_sxx, df)
+                    for j in range(n_samples):
+                        ys[p, v, j] = vectors[v, shuffles[first + p, j]]
+            for g0 in range(0, n_genes, FREEDMAN_LANE_TILE_GENES):
+                g1 = min(n_genes, g0 + FREEDMAN_LANE_TILE_GENES)
+                width = g1 - g0
+                dots[:rows, :, :width] = 0.0
+                for j in range(0, in_fours, 4):
+                    x0 = by_sample[j, g0:g1]
+                    x1 = by_sample[j + 1, g0:g1]
+                    x2 = by_sample[j + 2, g0:g1]
+                    x3 = by_sample[j + 3, g0:g1]
+                    for p in range(rows):
+                        for v in range(n_vectors):
+                            y0 = ys[p, v, j]
+                            y1 = ys[p, v, j + 1]
+                            y2 = ys[p, v, j + 2]
+                            y3 = ys[p, v, j + 3]
+                            sums = dots[p, v, :width]
+                            for w in range(width):
+                                sums[w] = (((sums[w] + y0 * x0[w]) + y1 * x1[w]) + y2 * x2[w]) + y3 * x3[w]
+                for j in range(in_fours, n_samples):
+                    x = by_sample[j, g0:g1]
+                    for p in range(rows):
+                        for v in range(n_vectors):
+                            y = ys[p, v, j]
+                            sums = dots[p, v, :width]
+                            for w in range(width):
+                                sums[w] += y * x[w]
+                for p in range(rows):
+                    for w in range(width):
+                        explained = 0.0
+                        for v in range(1, n_vectors):
+                            explained = explained + dots[p, v, w] * dots[p, v, w]
+                        out[first + p, g0 + w] = _freedman_lane_t(dots[p, 0, w], explained, residual_ss[g0 + w], sxx,
+                                                                  sqrt_sxx, df)
 
 
 @numba.njit(cache=True, error_model="numpy")
