@@ -113,10 +113,11 @@ def test_gsea_java_preranked_es(shared_data):
 
 @pytest.mark.parametrize("weight", [0.0, 1.0, 1.5])
 def test_set_scoring_by_walk_and_by_bitmap_give_the_same_bits(weight):
-    """The two CPU set scorers (sort each set's ranks through a bitmap; walk the ranked
-    list appending positions to every set) differ only in speed: exact equality, on
-    ties, signed zeros, infinite statistics, sets of 1 and n - 1 genes, and a gene
-    count that is not a multiple of 64."""
+    """The two CPU set scorers (sort each set's ranks through a bitmap, two permutations
+    at a time; walk the ranked list appending positions to every set) differ only in
+    speed: exact equality, on ties, signed zeros, infinite statistics in one permutation
+    of a pair, a set whose weights sum to 0 in one of them, odd permutations per thread,
+    sets of 1 and n - 1 genes, and a gene count that is not a multiple of 64."""
     from permenrich.backends import cpu
     from permenrich.genesets import gene_to_sets
 
@@ -128,6 +129,8 @@ def test_set_scoring_by_walk_and_by_bitmap_give_the_same_bits(weight):
     stats[3, [3, 90]] = [np.inf, -np.inf]
     sizes = [1, n_genes - 1, 2, 64, 65, 150] + list(rng.integers(1, 120, size=60))
     sets = [np.sort(rng.choice(n_genes, size=k, replace=False)) for k in sizes]
+    sets.append(np.arange(5))  # all zero in row 1: N_R = 0 there, not in its pair's row 0
+    sizes.append(5)
     members = np.concatenate(sets).astype(np.int64)
     offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
     gene_offsets, gene_ids = gene_to_sets(members, offsets, n_genes)
