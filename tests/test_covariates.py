@@ -210,7 +210,7 @@ def test_tiled_freedman_lane_kernel_adds_samples_in_order():
     from permenrich.backends import cpu
 
     rng = np.random.default_rng(21)
-    n_samples, n_genes, n_vectors, n_shuffles = 19, cpu.FREEDMAN_LANE_TILE_GENES + 77, 3, 10
+    n_samples, n_genes, n_vectors, n_shuffles = 19, cpu.DOT_TILE_GENES // 2 + 77, 3, 10
     by_sample = rng.normal(size=(n_samples, n_genes))
     vectors = rng.normal(size=(n_vectors, n_samples))
     shuffles = np.array([rng.permutation(n_samples) for _ in range(n_shuffles)])

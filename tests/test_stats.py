@@ -160,7 +160,7 @@ def test_tiled_correlation_adds_samples_in_order():
     from permenrich.backends import cpu
 
     rng = np.random.default_rng(12)
-    n_genes, n_samples, n_shuffles = cpu.CORRELATION_TILE_GENES + 333, 18, 11
+    n_genes, n_samples, n_shuffles = cpu.DOT_TILE_GENES + 333, 18, 11
     genes_by_sample = rng.normal(size=(n_samples, n_genes))
     phenotype = rng.normal(size=n_samples)
     shuffles = np.array([rng.permutation(n_samples) for _ in range(n_shuffles)])
