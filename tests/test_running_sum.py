@@ -157,6 +157,8 @@ def test_set_scorer_walks_only_dense_sets_in_gene_order():
     dense = np.tile(np.arange(n_genes), 5)
     offsets = np.arange(0, dense.size + 1, n_genes)
     assert cpu._KsStatistic(dense, offsets, 1.0, n_genes, backend).walk
+    with_empty_set = np.r_[offsets[:2], offsets[1:]]  # an empty set between the first two
+    assert cpu._KsStatistic(dense, with_empty_set, 1.0, n_genes, backend).walk
     shuffled = dense.copy()
     shuffled[:2] = [1, 0]  # a set not in gene order: its N_R must be added in member order
     assert not cpu._KsStatistic(shuffled, offsets, 1.0, n_genes, backend).walk

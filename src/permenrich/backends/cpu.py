@@ -629,8 +629,10 @@ class _KsStatistic:
         # The walk pays per gene and the bitmap per member: walk when genes average
         # WALK_MEMBERS_PER_GENE sets or more, and members are in gene order (as the
         # set index stores them), so that the walk adds N_R in member order too.
-        ascending = bool(np.all((np.diff(self.members) > 0) | np.isin(np.arange(1, self.members.size),
-                                                                       self.offsets[1:-1])))
+        increasing = np.diff(self.members) > 0  # [i]: members i and i + 1 in order
+        starts = self.offsets[1:-1]
+        increasing[starts[(starts > 0) & (starts < self.members.size)] - 1] = True  # a set boundary
+        ascending = bool(increasing.all())
         self.walk = ascending and self.members.size >= WALK_MEMBERS_PER_GENE * max(1, self.n_genes)
         if self.walk:
             self.gene_set_offsets, self.gene_set_ids = gene_to_sets(self.members, self.offsets, self.n_genes)
