@@ -88,3 +88,32 @@ def test_options_are_checked_before_any_file_is_read(bad, message):
     """The inputs do not exist: the option is reported first, as one line."""
     with pytest.raises(permenrich.OptionError, match=re.escape(message)):
         permenrich.gsea("no-such-file.gct", "no-such-file.cls", "no-such-file.gmt", **bad)
+
+
+def test_kernel_caches_dropped_when_any_source_changes(tmp_path):
+    """Numba checks a cached kernel against its own file only; a change to any source
+    (a helper compiled into kernels of other modules) must drop the in-tree caches."""
+    from permenrich._compile import drop_stale_kernel_caches
+
+    package, kernels = tmp_path / "package", tmp_path / "kernels"
+    (package / "__pycache__").mkdir(parents=True)
+    (kernels / "__pycache__").mkdir(parents=True)
+    helper = package / "helper.py"
+    helper.write_text("x = 1\n")
+    (kernels / "device.py").write_text("y = 2\n")
+
+    def cache_files() -> list:
+        for root in (package, kernels):
+            for name in ("f-1.py311.nbi", "f-1.py311.1.nbc"):
+                (root / "__pycache__" / name).write_bytes(b"cached")
+        return sorted(tmp_path.rglob("*.nb[ic]"))
+
+    assert len(cache_files()) == 4
+    assert drop_stale_kernel_caches([package, kernels])  # first look: nothing recorded yet
+    assert not list(tmp_path.rglob("*.nb[ic]"))
+    cached = cache_files()
+    assert not drop_stale_kernel_caches([package, kernels])  # unchanged sources: kept
+    assert sorted(tmp_path.rglob("*.nb[ic]")) == cached
+    helper.write_text("x = 10\n")  # a helper edited: every kernel may inline it
+    assert drop_stale_kernel_caches([package, kernels])
+    assert not list(tmp_path.rglob("*.nb[ic]"))

@@ -12,11 +12,28 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._compile import drop_stale_kernel_caches
 from .errors import InputError, OptionError, PermenrichError
 # Imported now (it is light): the function ``report`` must shadow its submodule's name.
 from .report import report
 
 __version__ = "0.1.0"
+
+
+def _kernel_source_roots() -> list[str]:
+    """This package's folder and the CUDA kernels' (``permenrich.kernels``, which an
+    editable install maps to the checkout's ``kernels/``)."""
+    import importlib.util
+
+    roots = list(__path__)
+    spec = importlib.util.find_spec(f"{__name__}.kernels")
+    if spec is not None and spec.submodule_search_locations:
+        roots += [r for r in spec.submodule_search_locations if r not in roots]
+    return roots
+
+
+# Before any cached kernel loads: see drop_stale_kernel_caches.
+drop_stale_kernel_caches(_kernel_source_roots())
 
 _LAZY = {name: ".api" for name in ("contrasts", "genes", "gsea", "meta", "ora", "ora_lists", "prerank",
                                    "write_results")}

@@ -9,9 +9,57 @@ so the same source becomes CPU code (``numba.njit``) or CUDA device code
 
 from __future__ import annotations
 
+import hashlib
 import types
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
+
+#: Where :func:`drop_stale_kernel_caches` records the sources it last saw.
+SOURCES_STAMP = "kernel-sources.sha256"
+
+
+def drop_stale_kernel_caches(roots: Iterable[Path]) -> bool:
+    """Delete Numba's in-tree caches under ``roots`` when any Python source there changed.
+
+    Numba checks a cached kernel against the timestamp of the file that defines it only,
+    not of the files its compiled-in helpers come from (the ranking, the RNG, the
+    metrics are compiled into kernels of other modules), so editing a helper would leave
+    those kernels stale, silently. The digest of every source's path, size and
+    modification time is compared with the one recorded in the first root's
+    ``__pycache__``; when it differs, the ``*.nbi``/``*.nbc`` files under the roots are
+    deleted (recompiled on next use) and the digest recorded. A read-only install (whose
+    caches Numba keeps elsewhere, and whose sources do not change) is left alone.
+
+    Returns
+    -------
+    bool
+        Whether caches were dropped.
+    """
+    roots = [Path(root) for root in roots]
+    digest = hashlib.sha256()
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            info = path.stat()
+            digest.update(f"{path.relative_to(root).as_posix()}:{info.st_size}:{info.st_mtime_ns};".encode())
+    stamp = roots[0] / "__pycache__" / SOURCES_STAMP
+    try:
+        if stamp.read_text() == digest.hexdigest():
+            return False
+    except OSError:
+        pass
+    try:
+        for root in roots:
+            for pattern in ("*.nbi", "*.nbc"):
+                for cached in root.rglob(pattern):
+                    cached.unlink(missing_ok=True)
+        stamp.parent.mkdir(exist_ok=True)
+        partial = stamp.with_suffix(".tmp")
+        partial.write_text(digest.hexdigest())
+        partial.replace(stamp)
+    except OSError:
+        return False
+    return True
 
 
 def inline(function: Callable[..., Any]) -> Callable[..., Any]:
