@@ -92,6 +92,53 @@ def test_ranking_long_near_tie_runs_match_lexsort(order):
     assert np.array_equal(rank_genes(x), ranking_reference(x))
 
 
+def _by_value(x: np.ndarray) -> np.ndarray:
+    from permenrich.stats import ranking
+
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    n = x.size
+    order = np.empty(n, np.int64)
+    ranking.rank_descending_by_value(x, x.view(np.uint64), order, np.empty(n, np.uint64), np.empty(n, np.uint64),
+                                     np.empty(n, np.int64), np.zeros((ranking.CPU_PASSES, ranking.RADIX_SIZE), np.int64))
+    return order
+
+
+@pytest.mark.parametrize("kind", ["normal", "large", "rounded", "signed_zeros", "near_ties", "half_zeros", "outlier",
+                                  "tiny_spread", "subnormal_spread", "crowded_edge", "long_bucket_run", "two", "one", "all_equal",
+                                  "nan", "infinities"])
+def test_ranking_by_value_buckets_matches_the_full_radix_sort(kind):
+    """The CPU kernels' two-pass ranking on value buckets gives exactly the order of the
+    full radix sort (and of lexsort), whether it sorts the buckets (spread statistics,
+    near ties within a bucket) or hands over to the three-pass sort (ties, an outlier,
+    NaN, infinities, no spread)."""
+    from permenrich.stats.ranking import FULL_PASSES
+
+    rng = np.random.default_rng(17)
+    x = {
+        "normal": lambda: rng.normal(size=9033),
+        "large": lambda: rng.standard_t(3, size=20_639),
+        "rounded": lambda: np.round(rng.normal(size=5000), 2),
+        "signed_zeros": lambda: np.r_[rng.normal(size=3000), np.zeros(40), -np.zeros(40)],
+        "near_ties": lambda: np.r_[rng.normal(size=3000), 0.5 + rng.random(300) * 1e-15],
+        "half_zeros": lambda: np.r_[np.zeros(4000), rng.normal(size=4000) * 1e-9],
+        "outlier": lambda: np.r_[rng.normal(size=5000), 1e12],
+        "tiny_spread": lambda: rng.normal(size=2000) * 1e-300,
+        "subnormal_spread": lambda: rng.normal(size=500) * 1e-315,
+        "crowded_edge": lambda: np.r_[rng.normal(size=4000), np.full(300, 0.25), np.nextafter(np.full(20, 0.25), 1)],
+        "long_bucket_run": lambda: np.r_[rng.normal(size=20_000), 0.5 + rng.random(300) * 1e-15, np.full(5, 0.7)],
+        "two": lambda: np.array([0.0, -0.0]),
+        "one": lambda: np.array([3.0]),
+        "all_equal": lambda: np.full(100, 2.5),
+        "nan": lambda: np.r_[rng.normal(size=300), np.nan, -np.nan],
+        "infinities": lambda: np.r_[rng.normal(size=300), np.inf, -np.inf],
+    }[kind]()
+    rng.shuffle(x)
+    order = _by_value(x)
+    assert np.array_equal(order, rank_genes(x, passes=FULL_PASSES))
+    if kind != "nan":
+        assert np.array_equal(order, ranking_reference(x))
+
+
 class _WriteBudget(np.ndarray):
     """An array that fails once more than ``budget`` element writes were made to it."""
 

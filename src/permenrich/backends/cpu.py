@@ -10,7 +10,7 @@ thread computed it, nor on the tiles a kernel works in):
 * :func:`correlation_batch` and :func:`freedman_lane_batch` — dot products with shuffled
   vectors, summed in sample order (:func:`_shuffled_dots`;
   :mod:`permenrich.stats.correlation`, :mod:`permenrich.stats.covariates`);
-* :func:`ks_scores` — rank (radix sort), then the running-sum ES of every set from its
+* :func:`ks_scores` — rank (radix sort on value buckets), then the running-sum ES of every set from its
   members' ranks, sorted through a bitmap or, for sets that share genes heavily, by a
   walk down the ranked list, and scored in the closed form the GPU kernels use
   (:mod:`permenrich.enrich.running_sum`);
@@ -58,7 +58,7 @@ _ks_pair_from_sorted_positions = _cpu._ks_pair_from_sorted_positions
 _sorted_positions_score = _cpu._sorted_positions_score
 _random_set_null_row = _cpu._random_set_null_row
 _freedman_lane_t = numba.njit(cache=True, error_model="numpy", inline="always")(_freedman_lane_t_py)
-_rank_descending = _cpu._rank_descending
+_rank_descending_by_value = _cpu._rank_descending_by_value
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -429,7 +429,7 @@ def ks_scores(stats, weight, set_members, set_offsets, largest_set, gene_set_off
             n_infinite = np.empty(n_sets, dtype=np.int64)
             slots = np.empty(set_members.shape[0], dtype=np.int32)
             for b in range(first, stop):
-                _rank_descending(stats[b], stats_bits[b], CPU_PASSES, order[0], keys, keys_tmp, order_tmp, histogram)
+                _rank_descending_by_value(stats[b], stats_bits[b], order[0], keys, keys_tmp, order_tmp, histogram)
                 _set_scores_by_walk(stats[b], order[0], weight, set_offsets, gene_set_offsets, gene_set_ids, cursors,
                                     norms, n_infinite, slots, ranked_stat, out[b])
         else:
@@ -440,9 +440,9 @@ def ks_scores(stats, weight, set_members, set_offsets, largest_set, gene_set_off
             positions = np.empty((2, largest_set + 1), dtype=np.int64)
             for b in range(first, stop, 2):
                 b_next = min(b + 1, stop - 1)
-                _rank_descending(stats[b], stats_bits[b], CPU_PASSES, order[0], keys, keys_tmp, order_tmp, histogram)
-                _rank_descending(stats[b_next], stats_bits[b_next], CPU_PASSES, order[1], keys, keys_tmp, order_tmp,
-                                 histogram)
+                _rank_descending_by_value(stats[b], stats_bits[b], order[0], keys, keys_tmp, order_tmp, histogram)
+                _rank_descending_by_value(stats[b_next], stats_bits[b_next], order[1], keys, keys_tmp, order_tmp,
+                                          histogram)
                 _set_scores_from_ranks(stats[b], stats[b_next], order[0], order[1], weight, set_members, set_offsets,
                                        rank, ranked_stats, bits, summary, positions, out[b], out[b_next])
 
