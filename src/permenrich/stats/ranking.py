@@ -44,6 +44,50 @@ def _descending_key(value, bits):
     return ~(bits ^ flip)
 
 
+@inline
+def _scatter_by_digit(src_keys, src_order, dst_keys, dst_order, start, stop, shift, counts):
+    """One stable radix pass over slots ``start..stop-1``: ``counts`` (the digit
+    histogram of those keys at ``shift``) becomes the digits' next free slots, and every
+    key moves, with its gene, to its digit's slot in ``dst_keys``/``dst_order``."""
+    mask = np.uint64(RADIX_SIZE - 1)
+    total = start
+    for d in range(RADIX_SIZE):
+        count = counts[d]
+        counts[d] = total
+        total += count
+    for i in range(start, stop):
+        key = src_keys[i]
+        d = np.int64((key >> shift) & mask)
+        position = counts[d]
+        counts[d] = position + 1
+        dst_keys[position] = key
+        dst_order[position] = src_order[i]
+
+
+@inline
+def _order_run(keys, order, spare_keys, spare_order, start, stop, low_bits, counts):
+    """Put slots ``start..stop-1`` (keys equal above their ``low_bits`` lowest bits, genes
+    ascending among equal keys) in full-key order, stably: insertion for a short run,
+    radix passes over the low bits for a long one (O(n) whatever the ties), nothing for a
+    long run already in order (e.g. exact ties)."""
+    if stop - start > INSERTION_RUN:
+        for m in range(start + 1, stop):
+            if keys[m] < keys[m - 1]:
+                _radix_sort_run(keys, order, spare_keys, spare_order, start, stop, low_bits, counts)
+                return
+        return
+    for m in range(start + 1, stop):
+        key = keys[m]
+        gene = order[m]
+        j = m - 1
+        while j >= start and keys[j] > key:
+            keys[j + 1] = keys[j]
+            order[j + 1] = order[j]
+            j -= 1
+        keys[j + 1] = key
+        order[j + 1] = gene
+
+
 def _radix_sort_run(keys, order, spare_keys, spare_order, start, stop, low_bits, histogram):
     """Stable LSD radix sort of slots ``start..stop-1`` on their ``low_bits`` lowest key
     bits (their higher bits are equal), through the spare buffers: O(m) for a run of m
@@ -57,18 +101,7 @@ def _radix_sort_run(keys, order, spare_keys, spare_order, start, stop, low_bits,
             histogram[d] = 0
         for i in range(start, stop):
             histogram[np.int64((src_keys[i] >> np.uint64(shift)) & mask)] += 1
-        total = start
-        for d in range(RADIX_SIZE):
-            count = histogram[d]
-            histogram[d] = total
-            total += count
-        for i in range(start, stop):
-            key = src_keys[i]
-            d = np.int64((key >> np.uint64(shift)) & mask)
-            position = histogram[d]
-            histogram[d] = position + 1
-            dst_keys[position] = key
-            dst_order[position] = src_order[i]
+        _scatter_by_digit(src_keys, src_order, dst_keys, dst_order, start, stop, np.uint64(shift), histogram)
         src_keys, src_order, dst_keys, dst_order = dst_keys, dst_order, src_keys, src_order
         in_spare = not in_spare
         shift += RADIX_BITS
@@ -115,18 +148,7 @@ def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, 
         first_digit = np.int64((src_keys[0] >> shift) & mask)
         if histogram[p, first_digit] == n:
             continue
-        total = 0
-        for d in range(RADIX_SIZE):
-            count = histogram[p, d]
-            histogram[p, d] = total
-            total += count
-        for i in range(n):
-            key = src_keys[i]
-            d = np.int64((key >> shift) & mask)
-            position = histogram[p, d]
-            histogram[p, d] = position + 1
-            dst_keys[position] = key
-            dst_order[position] = src_order[i]
+        _scatter_by_digit(src_keys, src_order, dst_keys, dst_order, 0, n, shift, histogram[p])
         swapped = not swapped
     src_keys = keys_tmp if swapped else keys
     src_order = order_tmp if swapped else order
@@ -143,29 +165,8 @@ def _rank_descending(stat, stat_bits, passes, order, keys, keys_tmp, order_tmp, 
         while stop < n and not ((src_keys[stop] ^ src_keys[start]) & high_mask):
             stop += 1
         i = stop + 1
-        if stop - start > INSERTION_RUN:
-            # The radix passes were stable: keys already in order (e.g. exact ties) are
-            # in (key, gene) order and need nothing.
-            in_order = True
-            for m in range(start + 1, stop):
-                if src_keys[m] < src_keys[m - 1]:
-                    in_order = False
-                    break
-            if not in_order:
-                spare_keys = keys if swapped else keys_tmp
-                spare_order = order if swapped else order_tmp
-                _radix_sort_run(src_keys, src_order, spare_keys, spare_order, start, stop, low_bits, histogram[0])
-        else:
-            for m in range(start + 1, stop):
-                key = src_keys[m]
-                gene = src_order[m]
-                j = m - 1
-                while j >= start and src_keys[j] > key:
-                    src_keys[j + 1] = src_keys[j]
-                    src_order[j + 1] = src_order[j]
-                    j -= 1
-                src_keys[j + 1] = key
-                src_order[j + 1] = gene
+        _order_run(src_keys, src_order, keys if swapped else keys_tmp, order if swapped else order_tmp, start, stop,
+                   low_bits, histogram[0])
     if swapped:
         for i in range(n):
             order[i] = src_order[i]
@@ -222,19 +223,7 @@ def _rank_descending_by_value(stat, stat_bits, order, keys, keys_tmp, order_tmp,
         dst_keys = keys if p == 1 else keys_tmp
         src_order = order_tmp if p == 1 else order
         dst_order = order if p == 1 else order_tmp
-        shift = np.uint64(p * RADIX_BITS)
-        total = 0
-        for d in range(RADIX_SIZE):
-            count = histogram[p, d]
-            histogram[p, d] = total
-            total += count
-        for i in range(n):
-            key = src_keys[i]
-            d = np.int64((key >> shift) & mask)
-            position = histogram[p, d]
-            histogram[p, d] = position + 1
-            dst_keys[position] = key
-            dst_order[position] = src_order[i]
+        _scatter_by_digit(src_keys, src_order, dst_keys, dst_order, 0, n, np.uint64(p * RADIX_BITS), histogram[p])
     # Two passes: the buckets are back in ``keys``, the genes in ``order``.
     i = 1
     while i < n:
@@ -249,23 +238,12 @@ def _rank_descending_by_value(stat, stat_bits, order, keys, keys_tmp, order_tmp,
         for m in range(start, stop):
             gene = order[m]
             keys[m] = _descending_key(stat[gene], stat_bits[gene])
-        if stop - start > INSERTION_RUN:
-            _radix_sort_run(keys, order, keys_tmp, order_tmp, start, stop, 64, histogram[0])
-        else:
-            for m in range(start + 1, stop):
-                key = keys[m]
-                gene = order[m]
-                j = m - 1
-                while j >= start and keys[j] > key:
-                    keys[j + 1] = keys[j]
-                    order[j + 1] = order[j]
-                    j -= 1
-                keys[j + 1] = key
-                order[j + 1] = gene
+        _order_run(keys, order, keys_tmp, order_tmp, start, stop, 64, histogram[0])
 
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
-SCALAR_FUNCTIONS = (_descending_key, _radix_sort_run, _rank_descending, _rank_descending_by_value)
+SCALAR_FUNCTIONS = (_descending_key, _scatter_by_digit, _order_run, _radix_sort_run, _rank_descending,
+                    _rank_descending_by_value)
 _cpu = cpu_family(SCALAR_FUNCTIONS)
 rank_descending = _cpu._rank_descending
 rank_descending_by_value = _cpu._rank_descending_by_value
