@@ -198,6 +198,112 @@ def test_table_bad_input(tmp_path: Path, text: str, fragments: list[str]) -> Non
         assert fragment in message
 
 
+def _same_table(fast: ExpressionData, rows: ExpressionData) -> None:
+    """Bit-for-bit: values (NaN payloads included), gene and sample names."""
+    assert fast.values.dtype == rows.values.dtype and fast.values.shape == rows.values.shape
+    assert fast.values.tobytes() == rows.values.tobytes()
+    assert list(fast.gene_ids) == list(rows.gene_ids)
+    assert list(fast.sample_ids) == list(rows.sample_ids)
+
+
+def _random_table(sep: str, formatter: str, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal((40, 5)) * 10.0 ** rng.integers(-30, 30, size=(40, 5))
+    values[3, 2], values[7, 4], values[9, 0] = np.inf, -np.inf, 0.0
+    lines = [sep.join(["gene", *[f"S{j}" for j in range(5)]])]
+    for i, row in enumerate(values):
+        lines.append(sep.join([f"g{i}", *[format(float(v), formatter) for v in row]]))
+    return "\n".join(lines) + "\n"
+
+
+PLAIN_TABLES = {
+    "repr digits": _random_table("\t", "", 1),
+    "six digits": _random_table("\t", ".6g", 2),
+    "exponents": _random_table("\t", ".3e", 3),
+    "csv": _random_table(",", "", 4),
+    "crlf": _random_table("\t", "", 5).replace("\n", "\r\n"),
+    "no final newline": "gene\tA\tB\ng1\t1\t2\ng2\t3\t4",
+    "spaces, signs, nan and inf words": "gene\tA\tB\n g1 \t +1.5 \t.5\ng#2\tnan\tInfinity\ng3\t-inf\t1.\n",
+    "R header": "A\tB\ng1\t1\t2\ng2\t3\t4\n",
+    "trailing tabs on the header": "gene\tA\tB\t\t\ng1\t1\t2\ng2\t3\t4\n",
+    "descriptive columns": "Gene\tNAME\tDescription\tA\tB\nMAPK3\t1000_at\tkinase\t1\t2\nTIE1\t1001_at\tx\t3\t4\n",
+}
+# Each of these leaves the plain path for the row parser, which reads it.
+ROW_PARSED_TABLES = {
+    "missing values": "gene\tA\tB\ng1\tNA\t2\ng2\t\t4\n",
+    "quotes": '"gene"\t"A"\t"B"\n"g1"\t1\t2\n',
+    "blank line": "gene\tA\tB\ng1\t1\t2\n\ng2\t3\t4\n",
+    "underscored digits": "gene\tA\tB\ng1\t1_0\t2\ng2\t3\t4\n",
+    "non-ASCII digits": "gene\tA\tB\ng1\t\u0661\t2\ng2\t3\t4\n",
+    "trailing tab on a row": "gene\tA\tB\ng1\t1\t2\t\ng2\t3\t4\n",
+    "four descriptive columns": "g\ta\tb\tc\td\tA\ng1\tx\ty\tz\tw\t1\n",
+    "lone carriage return": "gene\tA\tB\rg1\t1\t2\n",
+}
+
+
+@pytest.mark.parametrize("name", [*PLAIN_TABLES, *ROW_PARSED_TABLES])
+def test_plain_table_path_reads_what_the_row_parser_reads(tmp_path: Path, name: str) -> None:
+    """Tables read whole through NumPy's C reader give the row parser's result, bit for
+    bit; anything that is not plain goes to the row parser (and is still read)."""
+    import io
+
+    from permenrich.io.expression import _parse_plain_table, _parse_table, _parse_table_rows
+
+    text = PLAIN_TABLES.get(name, ROW_PARSED_TABLES.get(name))
+    sep = "," if name == "csv" else "\t"
+    plain = _parse_plain_table(text, "t", sep)
+    assert (plain is not None) == (name in PLAIN_TABLES)
+    rows = _parse_table_rows(io.StringIO(text, newline=""), "t", sep)
+    if plain is not None:
+        _same_table(plain, rows)
+    path = tmp_path / "t.txt"
+    path.write_bytes(text.encode())
+    _same_table(_parse_table(path, "t", encoding="utf-8-sig", sep=sep), rows)
+
+
+GCT13_PLAIN = (
+    "#1.3\n2\t3\t2\t1\nid\tsymbol\tchrom\tA\tB\tC\ndose\tna\tna\t1\t2\t3\n"
+    "p1\tTP53\t17\t1.25\t-2e-3\t3\np2\tEGFR\t7\t4\tnan\t6e300\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        (GCT12, True),  # "na" and empty descriptions are not values
+        (GCT12.replace("\n", "\r\n") + "\r\n\n", True),  # blank lines are skipped either way
+        (GCT13_PLAIN, True),
+        (GCT12.replace("\t2\n", "\t2\t\n"), False),  # a stray tab: trimmed by the row parser
+        (GCT12.replace("4e2", "NA"), False),
+        (GCT12.replace("\n", "\r"), False),  # old Mac line ends
+    ],
+)
+def test_plain_gct_path_reads_what_the_row_parser_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, plain: bool
+) -> None:
+    from permenrich.io import expression
+
+    path = write(tmp_path / "x.gct", text)
+    taken = []
+    whole_rows = expression._plain_rows
+    monkeypatch.setattr(expression, "_plain_rows", lambda *args: taken.append(whole_rows(*args)) or taken[-1])
+    fast = read_expression(path, nan_policy="drop")
+    assert any(result is not None for result in taken) == plain
+    monkeypatch.setattr(expression, "_plain_rows", lambda *args: None)
+    _same_table(fast, read_expression(path, nan_policy="drop"))
+
+
+def test_table_larger_than_the_whole_text_limit_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from permenrich.io import expression
+
+    text = PLAIN_TABLES["repr digits"]
+    path = write(tmp_path / "t.tsv", text)
+    whole = expression._parse_table(path, "t", encoding="utf-8-sig", sep="\t")
+    monkeypatch.setattr(expression, "_WHOLE_TEXT_CHARS", len(text) // 3)
+    monkeypatch.setattr(expression, "_parse_plain_table", None)  # must not be reached
+    _same_table(expression._parse_table(path, "t", encoding="utf-8-sig", sep="\t"), whole)
+
+
 # ----------------------------------------------------------------- in-memory inputs
 
 
@@ -396,6 +502,11 @@ def test_real_leukemia_gct(shared_data: Path) -> None:
     assert expr.sample_ids[0] == "ALL_1" and expr.sample_ids[-1] == "AML_24"
     reference = pd.read_csv(shared_data / "leukemia" / "Leukemia_hgu95av2.gct", sep="\t", skiprows=2, index_col=0)
     np.testing.assert_array_equal(expr.values, reference.drop(columns="Description").to_numpy())
+    from permenrich.io import expression  # read whole through NumPy's C reader: the row parser's bits
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(expression, "_plain_rows", lambda *args: None)
+        _same_table(expr, read_expression(shared_data / "leukemia" / "Leukemia_hgu95av2.gct"))
 
 
 def test_real_leukemia_chip(shared_data: Path) -> None:
@@ -414,6 +525,11 @@ def test_real_leukemia_symbol_table(shared_data: Path) -> None:
     assert expr.n_samples == 48 and expr.sample_ids[0] == "ALL_1"  # NAME column skipped
     assert expr.gene_ids[0] == "MAPK3"
     assert not pd.Index(expr.gene_ids).is_unique
+    # Read whole through NumPy's C reader; the row parser gives the same bits.
+    from permenrich.io.expression import _parse_table_rows
+
+    with open(shared_data / "leukemia" / "Leukemia_hgu95av2.trim.txt", encoding="utf-8-sig", newline="") as handle:
+        _same_table(expr, _parse_table_rows(handle, "t", "\t"))
 
 
 # ------------------------------------------------------------------ the value range

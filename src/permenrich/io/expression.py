@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import itertools
 import logging
 import posixpath
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence, TextIO
@@ -41,6 +43,10 @@ _TEXT_SUFFIXES = {".gct", ".tsv", ".txt", ".csv", ".tab"}
 _H5AD_SUFFIXES = {".h5ad"}
 _HDF5_SUFFIXES = {".h5", ".hdf5", ".he5"}
 _COLLAPSE_METHODS = ("mean", "max", "median")
+# A text file of up to this many characters (64 Mi: 20,000 genes x 300 samples) is read
+# into memory at once and, when plain, parsed by NumPy's C reader; a larger one streams
+# row by row in blocks, bounding memory.
+_WHOLE_TEXT_CHARS = 1 << 26
 
 
 @dataclass
@@ -633,12 +639,27 @@ def _parse_gct(path: Path, where: str, *, encoding: str) -> ExpressionData:
         meta_rows = [handle.readline().rstrip("\r\n").split("\t") for _ in range(n_col_meta)]
         _fix_field_counts(meta_rows, n_fields, np.arange(4, 4 + n_col_meta), where)
 
+        body: TextIO = handle
+        start = handle.tell()
+        text = handle.read(_WHOLE_TEXT_CHARS + 1)
+        if len(text) <= _WHOLE_TEXT_CHARS:
+            lines = _split_lines(text)
+            # Blank lines: GSEA skips them, and a final newline makes one.
+            data_lines = None if lines is None else [line for line in lines if line.strip()]
+            plain = None if data_lines is None or len(data_lines) != n_rows else _plain_rows(
+                data_lines, n_lead, n_fields, "\t")
+            if plain is not None:
+                return ExpressionData(values=plain[1], gene_ids=plain[0], sample_ids=sample_ids, source=where)
+            body = io.StringIO(text, newline="")
+        else:
+            handle.seek(start)
+
         blocks = _Blocks()
         chunk = _chunk_rows(n_fields)
         rows: list[list[str]] = []
         numbers: list[int] = []
         n_seen = 0
-        for line_number, line in enumerate(handle, start=4 + n_col_meta):
+        for line_number, line in enumerate(body, start=4 + n_col_meta):
             if not line.strip():
                 continue  # blank lines: GSEA skips them, and a final newline makes one
             n_seen += 1
@@ -675,69 +696,152 @@ def _flush_rows(
 def _parse_table(path: Path, where: str, *, encoding: str, sep: str) -> ExpressionData:
     """Delimited genes x samples table with a header row (quotes allowed), streamed."""
     with _open_text(path, encoding) as handle:
-        reader = csv.reader(handle, delimiter=sep)
+        text = handle.read(_WHOLE_TEXT_CHARS + 1)
+        if len(text) <= _WHOLE_TEXT_CHARS:
+            plain = _parse_plain_table(text, where, sep)
+            return plain if plain is not None else _parse_table_rows(io.StringIO(text, newline=""), where, sep)
+        handle.seek(0)
+        return _parse_table_rows(handle, where, sep)
 
-        def nonblank() -> Iterator[tuple[int, list[str]]]:
-            try:
-                for row in reader:
-                    if row and any(field.strip() for field in row):
-                        yield reader.line_num, row
-            except csv.Error as exc:
-                raise InputError(f"{where}: line {reader.line_num}: {exc}; check the quoting on that line") from exc
 
-        rows_iter = nonblank()
-        first = list(itertools.islice(rows_iter, 2))
-        if len(first) < 2:
-            raise InputError(
-                f"{where}: expected a header row and at least one gene row, found {len(first)} non-blank rows"
-            )
-        (header_line, header), (_, first_row) = first
-        n_fields = len(header)
-        while n_fields > 1 and not header[n_fields - 1].strip():
-            n_fields -= 1  # trailing separators on the header line
-        trimmed = n_fields < len(header)
-        header = header[:n_fields]
-        # R's write.table omits the row-name header cell: rows are one field longer.
-        if not trimmed and len(first_row) == n_fields + 1 and first_row[-1].strip():
-            header = [""] + header
-            n_fields += 1
-        if n_fields < 2:
-            raise InputError(
-                f"{where}: line {header_line} has 1 field; expected gene ids then sample columns "
-                f"separated by {'commas' if sep == ',' else 'tabs'}"
-            )
+def _table_fields(header: list[str], first_row: list[str], header_line: int, where: str,
+                  sep: str) -> tuple[list[str], int]:
+    """The header's names and the number of fields of a row, from the header and first row."""
+    n_fields = len(header)
+    while n_fields > 1 and not header[n_fields - 1].strip():
+        n_fields -= 1  # trailing separators on the header line
+    trimmed = n_fields < len(header)
+    header = header[:n_fields]
+    # R's write.table omits the row-name header cell: rows are one field longer.
+    if not trimmed and len(first_row) == n_fields + 1 and first_row[-1].strip():
+        header = [""] + header
+        n_fields += 1
+    if n_fields < 2:
+        raise InputError(
+            f"{where}: line {header_line} has 1 field; expected gene ids then sample columns "
+            f"separated by {'commas' if sep == ',' else 'tabs'}"
+        )
+    return header, n_fields
 
-        chunk = _chunk_rows(n_fields)
-        rows: list[list[str]] = [first_row]
-        numbers: list[int] = [first[1][0]]
-        for line_number, row in itertools.islice(rows_iter, chunk - 1):
+
+def _table_samples(header: list[str], n_lead: int, header_line: int, where: str) -> np.ndarray:
+    """Sample names: the header's fields from the first value column on."""
+    if n_lead == len(header):
+        raise InputError(
+            f"{where}: no numeric sample column found (all {n_lead - 1} columns after the gene ids hold text); "
+            "expected gene ids in column 1 and numeric samples after"
+        )
+    if n_lead > 1:
+        logger.debug("%s: ignoring descriptive columns %s", where, header[1:n_lead])
+    sample_ids = np.array([h.strip() for h in header[n_lead:]], dtype=object)
+    empty = np.flatnonzero(sample_ids == "")
+    if empty.size:
+        raise InputError(
+            f"{where}: line {header_line}, column {n_lead + empty[0] + 1}: sample name is empty; "
+            "name every sample column"
+        )
+    return sample_ids
+
+
+def _split_lines(text: str) -> list[str] | None:
+    """A text's lines, ended by '\\n' or '\\r\\n'; None when a lone '\\r' ends one."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            return None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _plain_rows(rows: list[str], n_lead: int, n_fields: int, sep: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Gene ids and float64 values of plain data lines at C speed; None when not plain.
+
+    Plain: every line has ``n_fields`` fields, a gene id and values NumPy's ``loadtxt``
+    reads. ``loadtxt`` takes a subset of what ``float()`` takes (no underscores, no
+    non-ASCII digits, no missing values) and rounds the same way, so what it reads is what
+    the row parsers read; anything else is left to them, to read or to say where it is wrong.
+    """
+    # Joining adds len(rows) - 1 separators to the n_fields - 1 of each row.
+    if not rows or sep.join(rows).count(sep) != len(rows) * n_fields - 1:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # loadtxt warns on input it then rejects
+            values = np.loadtxt(rows, delimiter=sep, usecols=range(n_lead, n_fields), dtype=np.float64,
+                                comments=None, ndmin=2)
+    except ValueError:
+        return None
+    gene_ids = np.array([line.split(sep, 1)[0].strip() for line in rows], dtype=object)
+    if values.shape != (len(rows), n_fields - n_lead) or not all(gene_ids):
+        return None
+    return gene_ids, values
+
+
+def _parse_plain_table(text: str, where: str, sep: str) -> ExpressionData | None:
+    """A plain table's whole text parsed at C speed; None hands it to the row parser.
+
+    Plain: no quotes, no blank lines, the first value column among the first four, and
+    plain data lines (:func:`_plain_rows`); names and errors are those of the row parser.
+    """
+    lines = None if '"' in text else _split_lines(text)
+    if lines is None or len(lines) < 2 or any(not line.strip() for line in lines):
+        return None
+    header, n_fields = _table_fields(lines[0].split(sep), lines[1].split(sep), 1, where, sep)
+    rows = lines[1:]
+    # The first value column, decided on the first block of rows as the row parser does.
+    width = min(n_fields, 4)
+    leading = [line.split(sep, width)[:width] for line in rows[:_chunk_rows(n_fields)]]
+    if any(len(fields) != width for fields in leading):
+        return None
+    n_lead = _descriptive_columns(np.array(leading, dtype=object), width)
+    plain = None if n_lead == width else _plain_rows(rows, n_lead, n_fields, sep)
+    if plain is None:
+        return None
+    return ExpressionData(values=plain[1], gene_ids=plain[0], sample_ids=_table_samples(header, n_lead, 1, where),
+                          source=where)
+
+
+def _parse_table_rows(handle: TextIO, where: str, sep: str) -> ExpressionData:
+    """Delimited table read row by row with the csv module, in blocks of rows."""
+    reader = csv.reader(handle, delimiter=sep)
+
+    def nonblank() -> Iterator[tuple[int, list[str]]]:
+        try:
+            for row in reader:
+                if row and any(field.strip() for field in row):
+                    yield reader.line_num, row
+        except csv.Error as exc:
+            raise InputError(f"{where}: line {reader.line_num}: {exc}; check the quoting on that line") from exc
+
+    rows_iter = nonblank()
+    first = list(itertools.islice(rows_iter, 2))
+    if len(first) < 2:
+        raise InputError(
+            f"{where}: expected a header row and at least one gene row, found {len(first)} non-blank rows"
+        )
+    (header_line, header), (_, first_row) = first
+    header, n_fields = _table_fields(header, first_row, header_line, where, sep)
+
+    chunk = _chunk_rows(n_fields)
+    rows: list[list[str]] = [first_row]
+    numbers: list[int] = [first[1][0]]
+    for line_number, row in itertools.islice(rows_iter, chunk - 1):
+        rows.append(row)
+        numbers.append(line_number)
+    # Leading non-numeric columns after the ids (NAME, Description, ...) are descriptive;
+    # decided on the first block of rows.
+    _fix_field_counts(rows, n_fields, np.asarray(numbers), where)
+    n_lead = _descriptive_columns(np.array(rows, dtype=object), n_fields)
+    sample_ids = _table_samples(header, n_lead, header_line, where)
+    blocks = _Blocks()
+    while rows:
+        _flush_rows(blocks, rows, numbers, n_fields, n_lead, where, "gene id")
+        rows, numbers = [], []
+        for line_number, row in itertools.islice(rows_iter, chunk):
             rows.append(row)
             numbers.append(line_number)
-        # Leading non-numeric columns after the ids (NAME, Description, ...) are descriptive;
-        # decided on the first block of rows.
-        _fix_field_counts(rows, n_fields, np.asarray(numbers), where)
-        n_lead = _descriptive_columns(np.array(rows, dtype=object), n_fields)
-        if n_lead == n_fields:
-            raise InputError(
-                f"{where}: no numeric sample column found (all {n_fields - 1} columns after the gene ids hold text); "
-                "expected gene ids in column 1 and numeric samples after"
-            )
-        if n_lead > 1:
-            logger.debug("%s: ignoring descriptive columns %s", where, header[1:n_lead])
-        sample_ids = np.array([h.strip() for h in header[n_lead:]], dtype=object)
-        empty = np.flatnonzero(sample_ids == "")
-        if empty.size:
-            raise InputError(
-                f"{where}: line {header_line}, column {n_lead + empty[0] + 1}: sample name is empty; "
-                "name every sample column"
-            )
-        blocks = _Blocks()
-        while rows:
-            _flush_rows(blocks, rows, numbers, n_fields, n_lead, where, "gene id")
-            rows, numbers = [], []
-            for line_number, row in itertools.islice(rows_iter, chunk):
-                rows.append(row)
-                numbers.append(line_number)
     gene_ids, values = blocks.result(len(sample_ids))
     return ExpressionData(values=values, gene_ids=gene_ids, sample_ids=sample_ids, source=where)
 
