@@ -12,8 +12,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# An editable install leaves byte-compiling to the first import, which never happens where
+# PYTHONDONTWRITEBYTECODE is set (containers, CI): compile once here, as pip does for a
+# wheel, so a run does not spend ~65 ms compiling the package's sources on every start.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m compileall -q src
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
