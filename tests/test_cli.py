@@ -186,6 +186,25 @@ def test_importing_the_cli_is_light():
     assert done.stdout.split() == ["False", "False"]
 
 
+def test_console_entry_exits_with_mains_status_and_freezes_the_heap(monkeypatch):
+    """The command exits with main()'s status, having moved every object to the
+    collector's permanent generation (the interpreter's teardown then skips its passes
+    over them); main() itself, called from Python, leaves the caller's heap alone."""
+    import gc
+
+    import permenrich.cli
+
+    monkeypatch.setattr(permenrich.cli, "main", lambda: 3)
+    assert gc.get_freeze_count() == 0
+    try:
+        with pytest.raises(SystemExit) as info:
+            permenrich.cli.entry()
+        assert info.value.code == 3
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_lazy_package_keeps_every_public_name():
     import permenrich
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -590,5 +591,20 @@ def _interrupt_on_sigterm() -> object:
         return None
 
 
+def entry() -> None:
+    """The ``permenrich`` command: :func:`main`, then exit with its status.
+
+    Before the process exits every object moves to the collector's permanent generation
+    (:func:`gc.freeze`), so the interpreter's teardown skips its collection passes over
+    the ~140,000 objects of the numerical stack (Numba's typing registries above all):
+    a quarter of a second of a small run. Objects are still released (files closed,
+    finalizers run) by reference counting; only ``main``'s process does this, never a
+    caller's.
+    """
+    status = main()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
