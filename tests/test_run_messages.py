@@ -2,8 +2,6 @@
 will take very long, and timings that keep one-time costs apart from permutation time."""
 
 import logging
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,36 +19,81 @@ def _study():
     return expr, ["a"] * 6 + ["b"] * 6
 
 
-def _dispatcher(index):
-    return SimpleNamespace(_cache=SimpleNamespace(_cache_file=SimpleNamespace(_load_index=lambda: index)))
+def _compile(module: str):
+    """A fresh function of ``module`` (not cached: it compiles when called)."""
+    import numba
+
+    def probe(x):
+        return x + 1
+
+    probe.__module__ = module
+    return numba.njit(cache=False)(probe)
 
 
-def test_kernels_compiled_reads_numbas_cache_index():
-    assert _pipeline.kernels_compiled([_dispatcher({"sig": 1}), _dispatcher({"sig": 2})])
-    assert not _pipeline.kernels_compiled([_dispatcher({"sig": 1}), _dispatcher({})])  # stale or missing
-
-
-def test_first_run_says_it_is_compiling(monkeypatch, caplog):
-    monkeypatch.setattr(_pipeline, "kernels_compiled", lambda dispatchers: False)
-    expr, labels = _study()
-    with caplog.at_level(logging.WARNING, logger="permenrich"):
-        permenrich.genes(expr, labels, case="a", control="b", permutations=50, device="cpu")
-    assert any("compiling kernels (first run only" in r.getMessage() for r in caplog.records)
+def test_the_compile_notice_is_said_once_when_a_permenrich_kernel_compiles(monkeypatch, caplog):
+    _pipeline.watch_compilation()
+    _pipeline.watch_compilation()  # idempotent: one listener
+    monkeypatch.setitem(_pipeline._compile_notice, "given", False)
     caplog.clear()
-    monkeypatch.setattr(_pipeline, "kernels_compiled", lambda dispatchers: True)
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        _compile("numpy.probe")(1)  # another package's code: nothing to say
+        assert not caplog.records
+        _compile("permenrich.probe")(1)
+        _compile("permenrich.probe")(1)
+    notices = [r for r in caplog.records if r.getMessage() == _pipeline.COMPILE_NOTICE]
+    assert len(notices) == 1
+
+
+def test_a_run_with_its_kernels_compiled_says_nothing(monkeypatch, caplog):
+    expr, labels = _study()
+    permenrich.genes(expr, labels, case="a", control="b", permutations=50, device="cpu")  # compiles if need be
+    monkeypatch.setitem(_pipeline._compile_notice, "given", False)
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="permenrich"):
         permenrich.genes(expr, labels, case="a", control="b", permutations=50, device="cpu")
     assert not any("compiling" in r.getMessage() for r in caplog.records)
 
 
-def test_cli_shows_the_compile_notice_on_stderr(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(_pipeline, "kernels_compiled", lambda dispatchers: False)
+def test_a_process_loading_cached_kernels_says_nothing(tmp_path):
+    """A new process loads the kernels from Numba's cache: no compile, no notice (before,
+    any of eight kernels missing from the cache, used by this run or not, said it)."""
+    import subprocess
+    import sys
+
+    gct, cls = _study_files(tmp_path)
+    command = [sys.executable, "-m", "permenrich.cli", "genes", "--expr", str(gct), "--cls", str(cls),
+               "--permutations", "20", "--device", "cpu"]
+    subprocess.run([*command, "--out", str(tmp_path / "first")], capture_output=True, check=True)
+    second = subprocess.run([*command, "--out", str(tmp_path / "second")], capture_output=True, text=True, check=True)
+    assert "compiling" not in second.stderr
+
+
+def _study_files(tmp_path):
     expr, labels = _study()
     gct = tmp_path / "x.gct"
     gct.write_text("#1.2\n30\t12\nNAME\tDescription\t" + "\t".join(expr.columns) + "\n" + "".join(
         f"{g}\tna\t" + "\t".join(map(str, row.tolist())) + "\n" for g, row in zip(expr.index, expr.to_numpy())))
     cls = tmp_path / "x.cls"
     cls.write_text("12 2 1\n# a b\n" + " ".join(labels) + "\n")
+    return gct, cls
+
+
+def test_cli_shows_the_compile_notice_on_stderr(monkeypatch, tmp_path, capsys):
+    """Numba starting to compile one of permenrich's kernels during a CLI run (simulated:
+    the kernels are compiled by now) is a WARNING line on stderr."""
+    from numba.core import event
+
+    from permenrich.backends import cpu
+    from permenrich.modes import _shared
+
+    def watch_and_compile():
+        _pipeline.watch_compilation()
+        with event.trigger_event("numba:compile", data={"dispatcher": cpu.ks_scores}):
+            pass
+
+    monkeypatch.setattr(_shared, "watch_compilation", watch_and_compile)
+    monkeypatch.setitem(_pipeline._compile_notice, "given", False)
+    gct, cls = _study_files(tmp_path)
     assert permenrich.cli.main(["genes", "--expr", str(gct), "--cls", str(cls), "--permutations", "20",
                                 "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
     assert "permenrich: WARNING: compiling kernels (first run only" in capsys.readouterr().err

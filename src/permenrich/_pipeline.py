@@ -525,25 +525,34 @@ def choose_batch_size(batch_size: int | None, budget: int, bytes_per_permutation
     return int(min(n_perm, max(64, min(fit, 8192, max(256, -(-n_perm // 20))))))
 
 
-def kernels_compiled(dispatchers: Iterable[Any]) -> bool:
-    """Whether Numba's on-disk cache holds code for the current source of every one of
-    ``dispatchers`` (False: the first run compiles them, which takes about a minute)."""
-    for dispatcher in dispatchers:
-        try:
-            if not dispatcher._cache._cache_file._load_index():  # noqa: SLF001 - Numba has no public query
-                return False
-        except Exception:  # noqa: BLE001 - another Numba layout: assume compiled, say nothing
-            continue
-    return True
+COMPILE_NOTICE = "compiling kernels (first run only: about a minute; cached for later runs)"
+# Whether this process has said COMPILE_NOTICE, and the listener that says it.
+_compile_notice = {"given": False, "listener": None}
 
 
-def announce_compilation(dispatchers: Iterable[Any]) -> bool:
-    """Say (a WARNING on the package logger, shown by the CLI) that kernels are about to be
-    compiled when Numba's cache lacks them; returns whether it said so."""
-    if kernels_compiled(dispatchers):
-        return False
-    logger.warning("compiling kernels (first run only: about a minute; cached for later runs)")
-    return True
+def watch_compilation() -> None:
+    """Say, once per process (a WARNING on the package logger, shown by the CLI), when
+    one of permenrich's kernels starts compiling: Numba's on-disk cache lacks it, and
+    compiling takes about a minute. Loading a cached kernel, or compiling code of another
+    package, says nothing: the notice listens to Numba's compile events, which fire only
+    when compiling starts, so it is said exactly when it is true."""
+    if _compile_notice["listener"] is not None:
+        return
+    from numba.core import event
+
+    class CompileNotice(event.Listener):
+        def on_start(self, started: event.Event) -> None:
+            function = getattr(started.data.get("dispatcher"), "py_func", None)
+            module = getattr(function, "__module__", None) or ""
+            if module.split(".")[0] == "permenrich" and not _compile_notice["given"]:
+                _compile_notice["given"] = True
+                logger.warning(COMPILE_NOTICE)
+
+        def on_end(self, ended: event.Event) -> None:
+            pass
+
+    _compile_notice["listener"] = CompileNotice()
+    event.register("numba:compile", _compile_notice["listener"])
 
 
 # ---- provenance -----------------------------------------------------------------------------

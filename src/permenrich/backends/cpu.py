@@ -499,15 +499,6 @@ def sorted_positions_scores(members: np.ndarray, offsets: np.ndarray, ranked_sta
     return out
 
 
-def compiled_kernels() -> list[Any]:
-    """The Numba dispatchers a CPU run may compile (for the first-run notice)."""
-    from ..nulls import _exact_add, _exceedance_counts, _tail_histogram
-    from ..rng import fill_labellings
-
-    return [whole_matrix_statistics, ks_scores, random_set_scores, correlation_batch, fill_labellings,
-            _exceedance_counts, _exact_add, _tail_histogram]
-
-
 class InMemoryMatrix:
     """A matrix held in memory, served as one block of all samples and genes."""
 

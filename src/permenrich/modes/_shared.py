@@ -14,12 +14,12 @@ from .._pipeline import (
     P_FLOOR_WARNING,
     TIE_RULE,
     Study,
-    announce_compilation,
     load_study,
     choose_batch_size,
     design_warning,
     parse_memory,
     versions,
+    watch_compilation,
 )
 from ..backends import get_backend
 from ..design import PermutationPlan, TwoGroupLabels
@@ -44,9 +44,7 @@ def common_setup(memory: str | int, device: str, threads: int | None) -> tuple[i
     budget = parse_memory(memory)
     backend = get_backend(device, threads=threads)
     if backend.name == "cpu":
-        from ..backends.cpu import compiled_kernels
-
-        announce_compilation(compiled_kernels())
+        watch_compilation()
     return budget, backend
 
 
