@@ -63,6 +63,7 @@ hit_weight = _device._hit_weight
 heap_sort = _device._heap_sort
 ks_from_sorted_positions = _device._ks_from_sorted_positions
 shuffled_correlation = _device._shuffled_correlation
+two_valued_correlation = _device._two_valued_correlation
 
 #: Threads per block of every kernel; launchers in this package own the grid sizes.
 THREADS_PER_BLOCK = 128

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from numba import cuda
 
-from .device import grid_genes_by_batch, shuffled_correlation, statistic_from_sums
+from .device import grid_genes_by_batch, shuffled_correlation, statistic_from_sums, two_valued_correlation
 
 
 @cuda.jit
@@ -88,6 +88,17 @@ def correlation_kernel(genes_by_sample, phenotype, shuffles, out):
     out[b, g] = shuffled_correlation(genes_by_sample, g, phenotype, shuffles[b])
 
 
+@cuda.jit
+def two_valued_correlation_kernel(genes_by_sample, phenotype, picked, step, other, gene_totals, shuffles, out):
+    """``out[b, g]``: r of gene g with a two-valued phenotype shuffled by ``shuffles[b]``,
+    from the smaller class's sums (as on the CPU); consecutive threads take consecutive genes."""
+    g, b = cuda.grid(2)
+    if g >= genes_by_sample.shape[1] or b >= shuffles.shape[0]:
+        return
+    out[b, g] = two_valued_correlation(genes_by_sample, g, phenotype, shuffles[b], picked, step, other,
+                                       gene_totals[g])
+
+
 def launch_two_group(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq, drawn_positions,  # noqa: ANN001
                      drawn_is_case, metric, out, stream):
     """Two-group statistics of a matrix held on the device, one thread per (labelling, gene)."""
@@ -112,7 +123,11 @@ def launch_finish_two_group(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_s
                                              drawn_is_case, metric, out)
 
 
-def launch_correlation(genes_by_sample, phenotype, shuffles, out, stream):  # noqa: ANN001
-    """Correlations with shuffled phenotypes, one thread per (shuffle, gene)."""
+def launch_correlation(genes_by_sample, phenotype, shuffles, out, stream, two_valued=None):  # noqa: ANN001
+    """Correlations with shuffled phenotypes, one thread per (shuffle, gene); with
+    ``two_valued`` (picked, step, other, device gene totals) from the smaller class's sums."""
     blocks, threads = grid_genes_by_batch(genes_by_sample.shape[1], shuffles.shape[0])
-    correlation_kernel[blocks, threads, stream](genes_by_sample, phenotype, shuffles, out)
+    if two_valued is None:
+        correlation_kernel[blocks, threads, stream](genes_by_sample, phenotype, shuffles, out)
+    else:
+        two_valued_correlation_kernel[blocks, threads, stream](genes_by_sample, phenotype, *two_valued, shuffles, out)

@@ -64,11 +64,13 @@ def test_genes_and_correlation_gpu_equal_cpu():
         pd.testing.assert_frame_equal(permenrich.genes(expr, labels, device="cpu", metric=metric, **kwargs),
                                       permenrich.genes(expr, labels, device="gpu", metric=metric, **kwargs),
                                       check_exact=True)
-    sheet = pd.DataFrame({"age": np.linspace(20, 60, expr.shape[1]) ** 1.5}, index=expr.columns)
+    sheet = pd.DataFrame({"age": np.linspace(20, 60, expr.shape[1]) ** 1.5,
+                          "label": [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0][:expr.shape[1]]}, index=expr.columns)
     for metric in ("pearson", "spearman"):
-        kwargs = dict(metric=metric, phenotype_column="age", permutations=10, seed=2)
-        pd.testing.assert_frame_equal(permenrich.genes(expr, sheet, device="cpu", **kwargs),
-                                      permenrich.genes(expr, sheet, device="gpu", **kwargs), check_exact=True)
+        for column in ("age", "label"):  # a 0/1 label: the smaller class's sums on both devices
+            kwargs = dict(metric=metric, phenotype_column=column, permutations=10, seed=2)
+            pd.testing.assert_frame_equal(permenrich.genes(expr, sheet, device="cpu", **kwargs),
+                                          permenrich.genes(expr, sheet, device="gpu", **kwargs), check_exact=True)
 
 
 def test_prerank_gpu_equals_cpu():

@@ -25,7 +25,8 @@ def _cohort(seed=0, n_genes=400, n_case=9, n_control=11):
     sets = {f"S{j}": list(rng.choice(genes, size=k, replace=False)) for j, k in enumerate(sizes)}
     sets["PLANTED"] = genes[:30]
     sheet = pd.DataFrame({"group": ["A"] * n_case + ["B"] * n_control,
-                          "score": rng.normal(size=n_case + n_control)}, index=expr.columns)
+                          "score": rng.normal(size=n_case + n_control),
+                          "label": [1.0] * n_case + [0.0] * n_control}, index=expr.columns)
     return expr, sheet, sets
 
 
@@ -33,14 +34,15 @@ SETTINGS = [dict(batch_size=1000, threads=2), dict(batch_size=7, threads=1), dic
             dict(batch_size=33, threads=2, memory="1MB")]  # 1MB: the null is regenerated, not cached
 
 
-@pytest.mark.parametrize("metric,set_statistic", [("signal_to_noise", "ks"), ("pearson", "ks"),
-                                                  ("welch_t", "maxmean"), ("spearman", "mean")])
-def test_gsea_tables_byte_identical_across_settings(metric, set_statistic):
+@pytest.mark.parametrize("metric,set_statistic,column", [("signal_to_noise", "ks", None), ("pearson", "ks", "score"),
+                                                         ("pearson", "ks", "label"), ("welch_t", "maxmean", None),
+                                                         ("spearman", "mean", "score")])
+def test_gsea_tables_byte_identical_across_settings(metric, set_statistic, column):
     expr, sheet, sets = _cohort()
     kwargs = dict(groupby="group", case="A", control="B", metric=metric, set_statistic=set_statistic,
                   permutations=1000, seed=5, device="cpu")
-    if metric in ("pearson", "spearman"):
-        kwargs = dict(kwargs, groupby=None, case=None, control=None, phenotype_column="score")
+    if column is not None:  # a 0/1 label correlates through the smaller class's sums
+        kwargs = dict(kwargs, groupby=None, case=None, control=None, phenotype_column=column)
     tables = [_tsv(permenrich.gsea(expr, sheet, sets, **kwargs, **setting)) for setting in SETTINGS]
     assert all(t == tables[0] for t in tables[1:])
 

@@ -201,6 +201,62 @@ def test_tiled_in_memory_statistics_equal_the_row_by_row_sums(metric):
         assert np.array_equal(row_by_row[0, ::97], scalar, equal_nan=True)
 
 
+@pytest.mark.parametrize("n_picked", [7, 16])
+def test_two_valued_correlation_adds_the_smaller_class_in_order(n_picked):
+    """A 0/1 label's correlation from the smaller class's sums: the tiled kernel (8
+    shuffles, 1,024 genes, 8 samples per pass, then the rest one by one) adds, for every
+    shuffle, the picked samples one by one in order, then step * S + other * total:
+    compared exactly with NumPy doing that, and to rounding with the products."""
+    from permenrich.backends import cpu
+    from permenrich.stats.correlation import CorrelationStatistic
+
+    rng = np.random.default_rng(13)
+    n_genes, n_samples, n_shuffles = cpu.DOT_TILE_GENES + 333, 37, 11
+    label = np.array([1.0] * n_picked + [0.0] * (n_samples - n_picked))
+    statistic = CorrelationStatistic(rng.normal(size=(n_genes, n_samples)), rng.permutation(label), spearman=False)
+    assert statistic.two_valued and statistic.picked == statistic.phenotype.max()  # the smaller class: the 1s
+    shuffles = np.array([rng.permutation(n_samples) for _ in range(n_shuffles)])
+    out = np.empty((n_shuffles, n_genes))
+    cpu.two_valued_correlation_batch(statistic.genes_by_sample, statistic.phenotype, statistic.picked, statistic.step,
+                                     statistic.other, statistic.gene_totals, shuffles, 2, out)
+    products = np.empty_like(out)
+    cpu.correlation_batch(statistic.genes_by_sample, statistic.phenotype, shuffles, 2, products)
+    totals = np.zeros(n_genes)
+    for j in range(n_samples):
+        totals = totals + statistic.genes_by_sample[j]
+    assert np.array_equal(statistic.gene_totals, totals)
+    for b in range(n_shuffles):
+        picked = np.zeros(n_genes)
+        for j in range(n_samples):
+            if statistic.phenotype[shuffles[b, j]] == statistic.picked:
+                picked = picked + statistic.genes_by_sample[j]
+        assert np.array_equal(out[b], statistic.step * picked + statistic.other * totals)
+    np.testing.assert_allclose(out, products, rtol=0, atol=1e-14)
+
+
+def test_correlation_takes_the_two_valued_path_only_for_two_values():
+    from scipy import stats
+
+    from permenrich.stats.correlation import CorrelationStatistic
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(6, 12))
+    balanced = CorrelationStatistic(values, np.array([0.0, 1.0] * 6), spearman=False)
+    assert balanced.two_valued and balanced.picked > balanced.other  # a tie: the higher value
+    assert not CorrelationStatistic(values, rng.normal(size=12), spearman=False).two_valued
+    label = np.array([2.5] * 9 + [-1.0] * 3)
+    spearman = CorrelationStatistic(values, label, spearman=True)  # mid-ranks of a label: two values
+    assert spearman.two_valued and spearman.picked == spearman.phenotype.min()
+    from permenrich.backends.cpu import CpuBackend
+    from permenrich.stats.metrics import get_metric
+
+    backend = CpuBackend(threads=1)
+    backend.prepare_statistic(values, get_metric("pearson"), phenotype=label)
+    observed = backend.gene_statistics(np.arange(12)[None, :])[0]
+    expected = [stats.pearsonr(row, label)[0] for row in values]
+    np.testing.assert_allclose(observed, expected, rtol=0, atol=1e-13)
+
+
 def test_tiled_correlation_adds_samples_in_order():
     """The correlation kernel's tiles (8 shuffles, 1,024 genes, 4 samples per pass) must
     not change a single sum: compared exactly with NumPy adding the samples one by one."""

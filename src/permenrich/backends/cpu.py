@@ -10,6 +10,7 @@ thread computed it, nor on the tiles a kernel works in):
 * :func:`correlation_batch` and :func:`freedman_lane_batch` — dot products with shuffled
   vectors, summed in sample order (:func:`_shuffled_dots`;
   :mod:`permenrich.stats.correlation`, :mod:`permenrich.stats.covariates`);
+  :func:`two_valued_correlation_batch` — the smaller class's sums for a 0/1 label;
 * :func:`ks_scores` — rank (radix sort on value buckets), then the running-sum ES of every set from its
   members' ranks, sorted through a bitmap or, for sets that share genes heavily, by a
   walk down the ranked list, and scored in the closed form the GPU kernels use
@@ -241,6 +242,64 @@ def correlation_batch(genes_by_sample, phenotype, shuffles, n_chunks, out):
                 _shuffled_dots(genes_by_sample, vectors, shuffles, first, rows, g0, g1, ys, dots)
                 for p in range(rows):
                     out[first + p, g0:g1] = dots[p, 0, :g1 - g0]
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def two_valued_correlation_batch(genes_by_sample, phenotype, picked, step, other, gene_totals, shuffles, n_chunks,
+                                 out):
+    """``out[b, g]``: r of gene g with a two-valued phenotype shuffled by ``shuffles[b]``,
+    :func:`permenrich.stats.correlation._two_valued_correlation`'s sums: the samples the
+    shuffle gives ``picked`` (the smaller class), added one by one in order, eight per
+    pass over a tile of 1,024 genes; 8 shuffles take their turns on a tile, whose rows
+    stay in the L2 cache. Half the work of :func:`correlation_batch`'s products for a
+    balanced 0/1 label, less for an unbalanced one: 0.025 -> 0.0175 ms per permutation on
+    leukemia (24 of 48 samples)."""
+    n_batch, n_samples = shuffles.shape
+    n_genes = genes_by_sample.shape[1]
+    n_picked = 0
+    for j in range(n_samples):
+        n_picked += phenotype[j] == picked
+    in_eights = n_picked - n_picked % 8
+    n_groups = (n_batch + SHUFFLE_TILE - 1) // SHUFFLE_TILE
+    chunk = (n_groups + n_chunks - 1) // n_chunks
+    for c in numba.prange(n_chunks):
+        picks = np.empty((SHUFFLE_TILE, n_picked), dtype=np.int64)
+        sums = np.empty(DOT_TILE_GENES)
+        for group in range(c * chunk, min(n_groups, (c + 1) * chunk)):
+            first = group * SHUFFLE_TILE
+            rows = min(SHUFFLE_TILE, n_batch - first)
+            for p in range(rows):
+                k = 0
+                for j in range(n_samples):
+                    if phenotype[shuffles[first + p, j]] == picked:
+                        picks[p, k] = j
+                        k += 1
+            for g0 in range(0, n_genes, DOT_TILE_GENES):
+                g1 = min(n_genes, g0 + DOT_TILE_GENES)
+                width = g1 - g0
+                totals = gene_totals[g0:g1]
+                for p in range(rows):
+                    tile = sums[:width]  # a view of the tile's width: 10% faster than indexing sums
+                    tile[:] = 0.0
+                    for q in range(0, in_eights, 8):
+                        x0 = genes_by_sample[picks[p, q], g0:g1]
+                        x1 = genes_by_sample[picks[p, q + 1], g0:g1]
+                        x2 = genes_by_sample[picks[p, q + 2], g0:g1]
+                        x3 = genes_by_sample[picks[p, q + 3], g0:g1]
+                        x4 = genes_by_sample[picks[p, q + 4], g0:g1]
+                        x5 = genes_by_sample[picks[p, q + 5], g0:g1]
+                        x6 = genes_by_sample[picks[p, q + 6], g0:g1]
+                        x7 = genes_by_sample[picks[p, q + 7], g0:g1]
+                        for w in range(width):
+                            tile[w] = (((((((tile[w] + x0[w]) + x1[w]) + x2[w]) + x3[w]) + x4[w]) + x5[w]) + x6[w]
+                                       ) + x7[w]
+                    for q in range(in_eights, n_picked):
+                        x = genes_by_sample[picks[p, q], g0:g1]
+                        for w in range(width):
+                            tile[w] += x[w]
+                    row = out[first + p, g0:g1]
+                    for w in range(width):
+                        row[w] = step * tile[w] + other * totals[w]
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -584,9 +643,15 @@ class _CorrelationKernel:
 
     def batch(self, shuffles: np.ndarray) -> np.ndarray:
         shuffles = np.ascontiguousarray(shuffles, dtype=np.int64)
-        out = np.empty((shuffles.shape[0], self.statistic.n_genes))
-        correlation_batch(self.statistic.genes_by_sample, self.statistic.phenotype, shuffles,
-                          self.backend.chunks(shuffles.shape[0]), out)
+        statistic = self.statistic
+        out = np.empty((shuffles.shape[0], statistic.n_genes))
+        if statistic.two_valued:
+            two_valued_correlation_batch(statistic.genes_by_sample, statistic.phenotype, statistic.picked,
+                                         statistic.step, statistic.other, statistic.gene_totals, shuffles,
+                                         self.backend.chunks(shuffles.shape[0]), out)
+        else:
+            correlation_batch(statistic.genes_by_sample, statistic.phenotype, shuffles,
+                              self.backend.chunks(shuffles.shape[0]), out)
         return out
 
 

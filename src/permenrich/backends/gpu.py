@@ -110,6 +110,7 @@ class _DeviceStreamed:
 class _DeviceCorrelation:
     genes_by_sample: Any
     phenotype: Any
+    two_valued: tuple | None  # (picked, step, other, gene totals on the device) for a 0/1 label
 
 
 @dataclass
@@ -270,8 +271,10 @@ class GpuBackend:
             from ..stats.correlation import CorrelationStatistic
 
             statistic = CorrelationStatistic(values, phenotype, spearman=metric.rank_transform)
+            two_valued = ((statistic.picked, statistic.step, statistic.other, self._to_device(statistic.gene_totals))
+                          if statistic.two_valued else None)
             self._statistic = _DeviceCorrelation(self._to_device(statistic.genes_by_sample),
-                                                 self._to_device(statistic.phenotype))
+                                                 self._to_device(statistic.phenotype), two_valued)
             return
         from .cpu import InMemoryMatrix, class_moment_totals
 
@@ -340,7 +343,8 @@ class GpuBackend:
         if isinstance(statistic, _DeviceCorrelation):
             n_genes = statistic.genes_by_sample.shape[1]
             out = self._empty((drawn.shape[0], n_genes), np.float64)
-            launch_correlation(statistic.genes_by_sample, statistic.phenotype, drawn, out, self.stream)
+            launch_correlation(statistic.genes_by_sample, statistic.phenotype, drawn, out, self.stream,
+                               statistic.two_valued)
         else:
             n_genes = statistic.arrays[0].shape[1]
             out = self._empty((drawn.shape[0], n_genes), np.float64)

@@ -32,8 +32,22 @@ def _shuffled_correlation(genes_by_sample, g, phenotype, shuffle):
     return total
 
 
+def _two_valued_correlation(genes_by_sample, g, phenotype, shuffle, picked, step, other, gene_total):
+    """:func:`_shuffled_correlation` of a phenotype with two values (a 0/1 label): with
+    ``picked`` the value of the smaller class, ``step = picked - other`` and ``gene_total``
+    the gene's sum over all samples in order, r = step * S + other * gene_total, where S
+    adds, in sample order, the gene's values at the samples the shuffle gives ``picked``:
+    the smaller class's values only, not a product per sample. Equal to
+    :func:`_shuffled_correlation` up to rounding; the CPU kernel runs these sums."""
+    total = 0.0
+    for j in range(shuffle.shape[0]):
+        if phenotype[shuffle[j]] == picked:
+            total += genes_by_sample[j, g]
+    return step * total + other * gene_total
+
+
 #: Device-neutral functions; the GPU kernels compile the same list for CUDA.
-SCALAR_FUNCTIONS = (_shuffled_correlation,)
+SCALAR_FUNCTIONS = (_shuffled_correlation, _two_valued_correlation)
 
 
 class CorrelationStatistic:
@@ -60,6 +74,18 @@ class CorrelationStatistic:
         # values for consecutive genes are contiguous (CPU vector loads, coalesced on GPU).
         self.genes_by_sample = np.ascontiguousarray((x / norms[:, None]).T)
         self.phenotype = np.ascontiguousarray(y / np.sqrt(y @ y))
+        # A phenotype of two values (a 0/1 label: fgseaLabel's design) correlates through
+        # its smaller class's sums (:func:`_two_valued_correlation`), half the work or less.
+        values, counts = np.unique(self.phenotype, return_counts=True)
+        self.two_valued = values.size == 2
+        if self.two_valued:
+            smaller = int(np.argmin(counts)) if counts[0] != counts[1] else 1
+            self.picked, self.other = float(values[smaller]), float(values[1 - smaller])
+            self.step = self.picked - self.other
+            totals = np.zeros(self.genes_by_sample.shape[1])
+            for row in self.genes_by_sample:  # sample order, one rounding per addition
+                totals = totals + row
+            self.gene_totals = totals
 
     @property
     def n_genes(self) -> int:
