@@ -116,3 +116,47 @@ def test_prerank_ties_do_not_depend_on_the_scores_scale(set_statistic):
     for scale in (1e-6, 1e6):
         pd.testing.assert_series_equal(tables[scale].pval, tables[1.0].pval, check_exact=True)
         np.testing.assert_allclose(tables[scale].nes, tables[1.0].nes, rtol=1e-9)
+
+
+def test_gsea_null_compiled_passes_equal_the_array_passes():
+    """The CPU's one-pass kernels of the GSEA null (counts, exact sums, null NES, FDR and
+    FWER tails) give the array-module version's numbers exactly: snapping to 0 within the
+    tie tolerance, ties with the observed score, sets whose null has one sign only (a NaN
+    scale for the other)."""
+    from permenrich.nulls import TIE_TOLERANCE, GseaNullAccumulator
+
+    class NumpyWithoutIdentity:  # any module other than numpy itself takes the array path
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    rng = np.random.default_rng(21)
+    n_sets = 37
+    observed = rng.normal(scale=0.4, size=n_sets)
+    observed[4] = 0.0
+    observed[7], observed[8] = -0.3, 0.3  # against a null of the other sign only: NES NaN
+    batches = [rng.normal(scale=0.4, size=(n, n_sets)) for n in (1, 19, 64)]
+    batches[1][:, 7] = np.abs(batches[1][:, 7])  # set 7: a positive null only
+    batches[2][:, 7] = np.abs(batches[2][:, 7])
+    batches[0][:, 7] = np.abs(batches[0][:, 7])
+    for batch in batches:
+        batch[:, 8] = -np.abs(batch[:, 8])  # set 8: a negative null only
+    batches[2][:5, 3] = TIE_TOLERANCE / 2  # rounding noise around 0: snapped to 0
+    batches[2][5:9, 3] = -TIE_TOLERANCE / 2
+    batches[1][:, 5] = observed[5]  # ties with the observed score count as exceedances
+    n_perm = sum(b.shape[0] for b in batches)
+    results = []
+    for xp in (np, NumpyWithoutIdentity()):
+        accumulator = GseaNullAccumulator(observed, n_perm, exact=False, xp=xp)
+        for batch in batches:
+            accumulator.add(0, batch)
+        accumulator.begin_pass(1, accumulator.end_pass(0))
+        for batch in batches:
+            accumulator.add(1, batch)
+        results.append((accumulator.finish(), accumulator.state(0), accumulator.state(1)))
+    (table, first, second), (reference_table, reference_first, reference_second) = results
+    for name in reference_table:
+        assert np.asarray(table[name]).tobytes() == np.asarray(reference_table[name]).tobytes(), name
+    for part, reference in ((first, reference_first), (second, reference_second)):
+        for name in reference:
+            assert np.array_equal(np.asarray(part[name]), np.asarray(reference[name])), name
+    assert np.isnan(reference_table["nes"][[7, 8]]).all() and reference_second["fwer_neg"].sum() > 0
