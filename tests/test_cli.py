@@ -2,9 +2,11 @@
 line on stderr, exit status 2, and nothing half-written."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
+
 import pytest
 
 from permenrich.api import RESULT_COLUMNS
@@ -184,6 +186,23 @@ def test_importing_the_cli_is_light():
     code = "import permenrich.cli, sys; print('numba' in sys.modules, 'pandas' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_threads_option_sizes_numbas_and_the_blas_pools():
+    """--threads N caps every thread pool (Numba's, the BLAS's), keeping what the user
+    set; it acts before NumPy loads, so it is checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import argparse, os, permenrich.cli as c; c._size_thread_pool(argparse.Namespace(threads=3)); "
+            "print(*[os.environ.get(v) for v in c.THREAD_POOL_VARIABLES])")
+    environment = {k: v for k, v in os.environ.items() if k not in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                                    "MKL_NUM_THREADS", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment)
+    assert done.stdout.split() == ["3", "3", "3", "3"]
+    environment["OPENBLAS_NUM_THREADS"] = "2"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment)
+    assert done.stdout.split() == ["3", "2", "3", "3"]
 
 
 def test_console_entry_exits_with_mains_status_and_freezes_the_heap(monkeypatch):
