@@ -643,7 +643,7 @@ def _parse_gct(path: Path, where: str, *, encoding: str) -> ExpressionData:
         start = handle.tell()
         text = handle.read(_WHOLE_TEXT_CHARS + 1)
         if len(text) <= _WHOLE_TEXT_CHARS:
-            lines = _split_lines(text)
+            lines = _line_list(text)
             # Blank lines: GSEA skips them, and a final newline makes one.
             data_lines = None if lines is None else [line for line in lines if line.strip()]
             plain = None if data_lines is None or len(data_lines) != n_rows else _plain_rows(
@@ -743,13 +743,13 @@ def _table_samples(header: list[str], n_lead: int, header_line: int, where: str)
     return sample_ids
 
 
-def _split_lines(text: str) -> list[str] | None:
-    """A text's lines, ended by '\\n' or '\\r\\n'; None when a lone '\\r' ends one."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-        if "\r" in text:
-            return None
-    lines = text.split("\n")
+def _line_list(text: str) -> list[str] | None:
+    """:func:`_split_lines` for the plain-text path, without the empty string a final line
+    end leaves; None when a lone '\\r' ends a line (old Mac files: the row parsers split
+    there, and read them)."""
+    lines = _split_lines(text)
+    if "\r" in text and any("\r" in line for line in lines):
+        return None
     if lines[-1] == "":
         lines.pop()
     return lines
@@ -785,7 +785,7 @@ def _parse_plain_table(text: str, where: str, sep: str) -> ExpressionData | None
     Plain: no quotes, no blank lines, the first value column among the first four, and
     plain data lines (:func:`_plain_rows`); names and errors are those of the row parser.
     """
-    lines = None if '"' in text else _split_lines(text)
+    lines = None if '"' in text else _line_list(text)
     if lines is None or len(lines) < 2 or any(not line.strip() for line in lines):
         return None
     header, n_fields = _table_fields(lines[0].split(sep), lines[1].split(sep), 1, where, sep)
