@@ -357,24 +357,22 @@ def _first_pass_split(null_es, tie, observed, positive_observed, n_positive, n_n
                       negative_part):
     """CPU kernel of :meth:`GseaNullAccumulator.add_first_pass`: in one pass over a batch,
     the same snapping to 0, sign counts and exceedances as the array-module version, and
-    the positive and negative parts for the exact sums."""
+    the positive and negative parts for the exact sums. Selects, not branches: a null
+    score's sign is a coin toss, and which comparison a set needs repeats only with the
+    set count."""
     n_batch, n_sets = null_es.shape
     for b in range(n_batch):
         for s in range(n_sets):
             value = null_es[b, s]
             value = 0.0 if abs(value) <= tie else value
-            if value >= 0:
-                n_positive[s] += 1
-                positive_part[b, s] = value
-                negative_part[b, s] = 0.0
-            else:
-                n_negative[s] += 1
-                positive_part[b, s] = 0.0
-                negative_part[b, s] = value
-            if positive_observed[s]:
-                n_exceed[s] += value >= observed[s] - tie
-            else:
-                n_exceed[s] += value <= observed[s] + tie
+            positive = value >= 0
+            n_positive[s] += positive
+            n_negative[s] += not positive
+            positive_part[b, s] = value if positive else 0.0
+            negative_part[b, s] = 0.0 if positive else value
+            above = value >= observed[s] - tie
+            below = value <= observed[s] + tie
+            n_exceed[s] += above if positive_observed[s] else below
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -383,7 +381,9 @@ def _second_pass_split(null_es, tie, scale_positive, scale_negative, positive_ne
     """CPU kernel of :meth:`GseaNullAccumulator.add_second_pass`'s arithmetic: in one pass,
     the null NES of each sign (magnitudes, NaN left out, row-major order as the
     array-module version's masks take them) and each permutation's largest of each sign
-    (-inf where none). Returns how many of each sign were written."""
+    (-inf where none). Returns how many of each sign were written. Both quotients are
+    computed and each written at its cursor, which advances only if kept: no branch on
+    the sign. ``positive_nes`` and ``negative_nes`` need one spare slot."""
     n_batch, n_sets = null_es.shape
     n_positive = 0
     n_negative = 0
@@ -393,18 +393,17 @@ def _second_pass_split(null_es, tie, scale_positive, scale_negative, positive_ne
         for s in range(n_sets):
             value = null_es[b, s]
             value = 0.0 if abs(value) <= tie else value
-            if value >= 0:
-                nes = value / scale_positive[s]
-                if nes == nes:
-                    positive_nes[n_positive] = nes
-                    n_positive += 1
-                    top_positive = nes if nes > top_positive else top_positive
-            else:
-                nes = -(value / scale_negative[s])
-                if nes == nes:
-                    negative_nes[n_negative] = nes
-                    n_negative += 1
-                    top_negative = nes if nes > top_negative else top_negative
+            positive = value >= 0
+            nes = value / scale_positive[s]
+            keep = positive and nes == nes
+            positive_nes[n_positive] = nes
+            n_positive += keep
+            top_positive = nes if keep and nes > top_positive else top_positive
+            nes = -(value / scale_negative[s])
+            keep = not positive and nes == nes
+            negative_nes[n_negative] = nes
+            n_negative += keep
+            top_negative = nes if keep and nes > top_negative else top_negative
         max_positive[b] = top_positive
         max_negative[b] = top_negative
     return n_positive, n_negative
@@ -573,7 +572,7 @@ class GseaNullAccumulator:
         xp = self.xp
         if xp is np:  # one compiled pass instead of a dozen array passes: same values
             null_es = np.ascontiguousarray(null_es, dtype=np.float64)
-            pos_values, neg_values = np.empty(null_es.size), np.empty(null_es.size)
+            pos_values, neg_values = np.empty(null_es.size + 1), np.empty(null_es.size + 1)
             max_pos, max_neg = np.empty(null_es.shape[0]), np.empty(null_es.shape[0])
             n_pos, n_neg = _second_pass_split(null_es, self.tie_tolerance, self._scale_pos, self._scale_neg,
                                               pos_values, neg_values, max_pos, max_neg)
