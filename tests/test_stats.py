@@ -204,14 +204,14 @@ def test_tiled_in_memory_statistics_equal_the_row_by_row_sums(metric):
 @pytest.mark.parametrize("n_picked", [7, 16])
 def test_two_valued_correlation_adds_the_smaller_class_in_order(n_picked):
     """A 0/1 label's correlation from the smaller class's sums: the tiled kernel (8
-    shuffles, 1,024 genes, 8 samples per pass, then the rest one by one) adds, for every
+    shuffles, 2,048 genes, 8 samples per pass, then the rest one by one) adds, for every
     shuffle, the picked samples one by one in order, then step * S + other * total:
     compared exactly with NumPy doing that, and to rounding with the products."""
     from permenrich.backends import cpu
     from permenrich.stats.correlation import CorrelationStatistic
 
     rng = np.random.default_rng(13)
-    n_genes, n_samples, n_shuffles = cpu.DOT_TILE_GENES + 333, 37, 11
+    n_genes, n_samples, n_shuffles = cpu.TWO_VALUED_TILE_GENES + 333, 37, 11
     label = np.array([1.0] * n_picked + [0.0] * (n_samples - n_picked))
     statistic = CorrelationStatistic(rng.normal(size=(n_genes, n_samples)), rng.permutation(label), spearman=False)
     assert statistic.two_valued and statistic.picked == statistic.phenotype.max()  # the smaller class: the 1s
