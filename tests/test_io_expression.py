@@ -293,6 +293,22 @@ def test_plain_gct_path_reads_what_the_row_parser_reads(
     _same_table(fast, read_expression(path, nan_policy="drop"))
 
 
+@pytest.mark.parametrize("name", ["x.gct", "x.gct.gz"])
+def test_gct_larger_than_the_whole_text_limit_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      name: str) -> None:
+    """Past the whole-text limit a GCT goes back to its first data row and streams."""
+    import gzip
+
+    from permenrich.io import expression
+
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(GCT13_PLAIN.encode()) if name.endswith(".gz") else GCT13_PLAIN.encode())
+    whole = read_expression(path, nan_policy="drop")
+    monkeypatch.setattr(expression, "_WHOLE_TEXT_CHARS", 10)
+    monkeypatch.setattr(expression, "_plain_rows", None)  # must not be reached
+    _same_table(read_expression(path, nan_policy="drop"), whole)
+
+
 def test_table_larger_than_the_whole_text_limit_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from permenrich.io import expression
 
