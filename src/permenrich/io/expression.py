@@ -585,7 +585,8 @@ def _parse_rows(
 
 
 def _parse_gct(path: Path, where: str, *, encoding: str) -> ExpressionData:
-    """GCT 1.2 / 1.3 (FORMATS.md), streamed in blocks of rows."""
+    """GCT 1.2 / 1.3 (FORMATS.md): parsed whole by NumPy when plain (:func:`_plain_rows`), else
+    in blocks of rows."""
     with _open_text(path, encoding) as handle:
         head = [handle.readline().rstrip("\r\n") for _ in range(3)]
         version = head[0].strip()
@@ -694,7 +695,8 @@ def _flush_rows(
 
 
 def _parse_table(path: Path, where: str, *, encoding: str, sep: str) -> ExpressionData:
-    """Delimited genes x samples table with a header row (quotes allowed), streamed."""
+    """Delimited genes x samples table with a header row (quotes allowed): parsed whole by
+    NumPy when plain (:func:`_parse_plain_table`), else row by row in blocks."""
     with _open_text(path, encoding) as handle:
         text = handle.read(_WHOLE_TEXT_CHARS + 1)
         if len(text) <= _WHOLE_TEXT_CHARS:
