@@ -89,6 +89,9 @@ def main() -> int:
     parser.add_argument("--old-max", type=int, default=10_000,
                         help="largest permutation count run with the first GPU kernel (gpu-per-permutation)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--leukemia-cpu-threads", nargs="+", type=int, default=[],
+                        help="also run leukemia on the CPU at these thread counts (the GPU target compares "
+                             "with the 2-thread CPU run)")
     parser.add_argument("--memory", default="8GB")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=None)
@@ -117,18 +120,29 @@ def main() -> int:
             rows.append(("cudaGSEA workload", label, n_perm, wall, n_perm / wall,
                          f"{watch.peak / 2**30:.2f} GiB" if watch else "—", run["null_storage"]))
             print(rows[-1], flush=True)
+            write_report(args, rows)
         leukemia = args.data_dir / "leukemia"
-        if leukemia.is_dir():
-            gmts = [args.data_dir / "genesets" / "h.all.v7.0.symbols.gmt",
-                    args.data_dir / "genesets" / "c2.cp.kegg.v7.5.1.symbols.gmt"]
+        if not leukemia.is_dir():
+            continue
+        gmts = [args.data_dir / "genesets" / "h.all.v7.0.symbols.gmt",
+                args.data_dir / "genesets" / "c2.cp.kegg.v7.5.1.symbols.gmt"]
+        thread_counts = [args.threads] + (args.leukemia_cpu_threads if device == "cpu" else [])
+        for threads in thread_counts:
             start = time.perf_counter()
             permenrich.gsea(leukemia / "Leukemia_hgu95av2.gct", leukemia / "Leukemia.cls", gmts,
                             chip=leukemia / "Human_AFFY_HG_U95_MSigDB_7_0_final.chip", permutations=10_000,
-                            seed=0, device=device, threads=args.threads)
+                            seed=0, device=device, threads=threads)
             wall = time.perf_counter() - start
-            rows.append(("leukemia (Hallmark + KEGG)", label, 10_000, wall, 10_000 / wall, "—", ""))
+            name = label if threads is None else f"{label}, {threads} threads"
+            rows.append(("leukemia (Hallmark + KEGG)", name, 10_000, wall, 10_000 / wall, "—", ""))
             print(rows[-1], flush=True)
+            write_report(args, rows)
+    print("report written", flush=True)
+    return 0
 
+
+def write_report(args: argparse.Namespace, rows: list[tuple]) -> None:
+    """(Re)write the report after each run, so that a run cut short still leaves its rows."""
     today = dt.date.today().isoformat()
     out = args.out or ROOT / "benchmarks" / "results" / f"cudagsea_{'_'.join(args.devices)}_{today}.md"
     cpu = cpu_model()
@@ -139,10 +153,8 @@ def main() -> int:
              "phenotype permutations; exact ES (no approximation).", "",
              "| data | device | permutations | wall (s) | permutations / s | peak device memory | null |",
              "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
-    lines += [f"| {d} | {dev} | {n:,} | {w:.1f} | {r:,.0f} | {m} | {note} |" for d, dev, n, w, r, m, note in rows]
+    lines += [f"| {d} | {dev} | {n:,} | {w:.2f} | {r:,.0f} | {m} | {note} |" for d, dev, n, w, r, m, note in rows]
     out.write_text("\n".join(lines) + "\n")
-    print(f"report written to {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,8 +23,13 @@ export PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 # permenrich itself, offline (the image has setuptools and wheel); kernels/ is mapped to
 # permenrich.kernels by the install, so a bare PYTHONPATH=src would not do.
-"$python" -m pip install -q --no-deps --no-build-isolation --no-index -e . > "$out/install.log" 2>&1 \
-  || { echo "install failed, see $out/install.log"; tail -5 "$out/install.log"; }
+# Where the image's setuptools is too old for pyproject's metadata, fall back to the same
+# layout by hand: kernels/ linked in as permenrich/kernels, src/ on the path.
+if ! "$python" -m pip install -q --no-deps --no-build-isolation --no-index -e . > "$out/install.log" 2>&1; then
+  echo "install failed (see install.log), running from src/ with kernels/ linked in"; tail -3 "$out/install.log"
+  ln -sfn ../../kernels src/permenrich/kernels
+  export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+fi
 data=../shared/data
 [ -d .device_data ] && data=$PWD/.device_data
 export PERMENRICH_SHARED_DATA=$data
@@ -41,6 +46,8 @@ print(f"python {platform.python_version()}, numpy {numpy.__version__}, scipy {sc
       f"pandas {pandas.__version__}, h5py {h5py.__version__}, numba {numba.__version__}, cupy {cupy.__version__}, "
       f"CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}, driver {cupy.cuda.runtime.driverGetVersion()}")
 print("numba sees:", cuda.get_current_device().name)
+from importlib.metadata import version
+print("numba-cuda", version("numba-cuda"), "| setuptools", version("setuptools"))
 PY
   git rev-parse HEAD 2>/dev/null || true
 } > "$out/machine.txt" 2>&1
@@ -61,7 +68,7 @@ timeout 60 "$python" benchmarks/bench_gpu_kernels.py --batch 4096 --old-batch 25
 perms=(10000 100000 1000000)
 [ "$quick" = quick ] && perms=(10000)
 timeout 270 "$python" benchmarks/bench_cudagsea.py --devices gpu gpu-per-permutation cpu --cpu-max 10000 \
-  --old-max 2000 --permutations "${perms[@]}" --data-dir "$data" \
+  --old-max 2000 --leukemia-cpu-threads 2 --permutations "${perms[@]}" --data-dir "$data" \
   --out "$out/cudagsea_gpu_cpu_$(date -u +%F).md" 2>&1 | tail -20
 
 # 4. kernel counters (a short run; ncu replays each kernel, so keep it small)
