@@ -56,9 +56,9 @@ cat "$out/machine.txt"
 # 1. tests (anndata-based tests are skipped or ignored where the image lacks anndata)
 ignore=()
 "$python" -c "import anndata" 2>/dev/null || ignore=(--ignore=tests/test_streaming.py --ignore=tests/test_demo.py)
-timeout 150 "$python" -m pytest -q -rs -p no:cacheprovider "${ignore[@]}" tests/test_gpu.py tests/test_gpu_kernels.py \
-  2>&1 | tail -60 > "$out/pytest_gpu.log"
-tail -5 "$out/pytest_gpu.log"
+timeout 150 "$python" -m pytest -q -rfEs --tb=short -p no:cacheprovider "${ignore[@]}" tests/test_gpu.py \
+  tests/test_gpu_kernels.py > "$out/pytest_gpu.log" 2>&1
+grep -E "^(FAILED|ERROR)|passed|failed" "$out/pytest_gpu.log" | tail -25
 
 # 2. the set-scoring kernels alone, old and new side by side (scores compared exactly)
 timeout 60 "$python" benchmarks/bench_gpu_kernels.py --batch 4096 --old-batch 256 --repeats 3 \

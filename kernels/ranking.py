@@ -50,6 +50,9 @@ DIGIT_BITS = 4
 N_DIGITS = 1 << DIGIT_BITS
 KEY_BITS = 32
 KEY_PASSES = KEY_BITS // DIGIT_BITS
+#: Entries of a tile's digit-start table (one past the last digit). A named constant, as
+#: Numba-CUDA sizes shared arrays from literals only (``N_DIGITS + 1`` is typed int64).
+DIGIT_STARTS = N_DIGITS + 1
 #: Keys per thread in a tile, and the padded row length of a thread's items in shared
 #: memory (odd, so that threads reading their j-th item hit different banks).
 TILE_ITEMS = 8
@@ -82,7 +85,7 @@ def block_rank_kernel(n_threads: int):  # noqa: ANN201 - a Numba kernel
         tile_genes = cuda.shared.array(tile_size, int32)
         totals = cuda.shared.array(totals_size, int32)
         digit_base = cuda.shared.array(N_DIGITS, int32)
-        tile_digit_start = cuda.shared.array(N_DIGITS + 1, int32)
+        tile_digit_start = cuda.shared.array(DIGIT_STARTS, int32)
         rank_block(n_threads, stats, stats_bits, keys, genes, rank, ranked_stat, stat_by_gene,
                    (counts, partial, tile_keys, tile_genes, totals, digit_base, tile_digit_start))
 
