@@ -9,6 +9,8 @@ the operation order is the same.
 
 from __future__ import annotations
 
+import inspect
+
 from numba import cuda
 
 from permenrich._compile import jit_family
@@ -44,8 +46,24 @@ def _compile_without_fma_contraction() -> bool:
     return True
 
 
-#: Whether kernels compile with ``-fma=0`` (reported in run.json's backend section).
+#: Options of every kernel's ``cuda.jit``. Numba-CUDA >= 0.2x links kernels with
+#: link-time optimisation wherever nvJitLink is installed: NVVM then emits LTO-IR, and
+#: nvJitLink, which takes no ``-fma=0``, generates the code and contracts a*b+c again
+#: (seen on an H200: the ES differed from the CPU's in the last bits). Our kernels call
+#: only our own device functions, compiled into the same NVVM module, so LTO gains
+#: nothing here: it is turned off where this Numba-CUDA has the option.
+KERNEL_OPTIONS = {"lto": False} if "lto" in inspect.signature(cuda.jit).parameters else {}
+
+#: Whether kernels compile without FMA contraction (reported in run.json's backend section).
 FMA_CONTRACTION_OFF = _compile_without_fma_contraction()
+
+
+def kernel_jit(function):  # noqa: ANN001, ANN201 - a Python function in, a Numba kernel out
+    """``cuda.jit`` with :data:`KERNEL_OPTIONS`: the decorator of every kernel here.
+
+    The function goes in the same call: Numba-CUDA 0.30's ``cuda.jit(**options)``, the
+    decorator form, forgets ``lto``."""
+    return cuda.jit(function, **KERNEL_OPTIONS)
 
 _device = jit_family(dict.fromkeys(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS + CORRELATION_FUNCTIONS),
                      cuda.jit(device=True))

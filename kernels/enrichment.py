@@ -29,8 +29,8 @@ from numba import cuda, uint16
 
 from permenrich.stats.ranking import FULL_PASSES
 
-from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, heap_sort, hit_weight, ks_from_sorted_positions,
-                     rank_descending)
+from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, heap_sort, hit_weight, kernel_jit,
+                     ks_from_sorted_positions, rank_descending)
 
 
 @cuda.jit(device=True)
@@ -56,7 +56,7 @@ def set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set
     return ks_from_sorted_positions(members, ranked_stat[:, b], weight, norm, n_infinite, stat.shape[0])
 
 
-@cuda.jit
+@kernel_jit
 def es_from_ranks_shared_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, slot, out):
     """``out[b, s]`` for the sets ``class_sets`` (sizes up to ``slot``): thread x of a block
     is a permutation, blocks along x take the sets and along y the groups of
@@ -76,7 +76,7 @@ def es_from_ranks_shared_kernel(stat, rank, ranked_stat, weight, set_members, se
         out[b, s] = set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, mine)
 
 
-@cuda.jit
+@kernel_jit
 def es_from_ranks_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, starts, positions,
                          out):
     """``out[b, s]`` for the sets ``class_sets`` whose ranks do not fit in shared memory
@@ -145,7 +145,7 @@ def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,
     return classes
 
 
-@cuda.jit
+@kernel_jit
 def ks_kernel(stats, stats_bits, weight, set_members, set_offsets, gene_set_offsets, gene_set_ids, order,
               keys, keys_tmp, order_tmp, histogram, gene_weight, state, out):
     """The first GPU kernel, kept for benchmarks: ``out[b, s]``, ES of set s for the

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from numba import cuda
 
-from .device import fill_labelling, grid_1d, random_set_null_row_sparse
+from .device import fill_labelling, grid_1d, kernel_jit, random_set_null_row_sparse
 
 
-@cuda.jit
+@kernel_jit
 def labellings_kernel(seed, perm_start, mode, exact, stratum_offsets, stratum_members, stratum_drawn,
                       stratum_radix, binom, factorial, pool, out):
     """``out[b]``: labelling ``perm_start + b`` (see :func:`permenrich.rng.fill_labellings`);
@@ -19,7 +19,7 @@ def labellings_kernel(seed, perm_start, mode, exact, stratum_offsets, stratum_me
                    stratum_radix, binom, factorial, pool[b], out[b])
 
 
-@cuda.jit
+@kernel_jit
 def random_set_kernel(seed, perm_start, ranked_stat, weight, statistic, sizes, table_keys, table_values, sequence,
                       prefix, out):
     """``out[b, i]``: statistic of the random set of ``sizes[i]`` ranked genes (ascending)

@@ -40,7 +40,7 @@ import functools
 import numpy as np
 from numba import cuda, int32, uint32, uint64
 
-from .device import descending_key
+from .device import descending_key, kernel_jit
 
 #: Threads per ranking block on a device (the shared-memory tables are sized for it);
 #: Numba's simulator, which runs every thread of a block as a Python thread, takes fewer.
@@ -72,7 +72,7 @@ def block_rank_kernel(n_threads: int):  # noqa: ANN201 - a Numba kernel
     tile_size = n_threads * TILE_STRIDE
     totals_size = KEY_PASSES * N_DIGITS
 
-    @cuda.jit
+    @kernel_jit
     def kernel(stats, stats_bits, keys, genes, rank, ranked_stat, stat_by_gene):
         """Block ``b`` ranks ``stats[b]``: ``rank[g, b]`` = position of gene g (0 = largest
         statistic, ties by lower index), ``ranked_stat[p, b]`` = statistic at position p,

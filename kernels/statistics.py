@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from numba import cuda
 
-from .device import grid_genes_by_batch, shuffled_correlation, statistic_from_sums, two_valued_correlation
+from .device import grid_genes_by_batch, kernel_jit, shuffled_correlation, statistic_from_sums, two_valued_correlation
 
 
-@cuda.jit
+@kernel_jit
 def two_group_kernel(samples_by_gene, squares_by_gene, gene_mean, total_sum, total_sumsq, drawn_positions,
                      drawn_is_case, metric, out):
     """``out[b, g]``: statistic of gene g under labelling b (rows of ``drawn_positions``)."""
@@ -32,7 +32,7 @@ def two_group_kernel(samples_by_gene, squares_by_gene, gene_mean, total_sum, tot
                                     n_drawn, drawn_is_case, metric)
 
 
-@cuda.jit
+@kernel_jit
 def two_group_block_kernel(block, block_start, block_stop, gene_offset, gene_mean, drawn_positions, sums, sumsqs):
     """Add to ``sums[b, g]`` / ``sumsqs[b, g]`` the centred values (and squares) of the
     samples labelling ``b`` draws among block rows ``block_start..block_stop-1``.
@@ -67,7 +67,7 @@ def two_group_block_kernel(block, block_start, block_stop, gene_offset, gene_mea
     sumsqs[b, g] = total_sq
 
 
-@cuda.jit
+@kernel_jit
 def finish_two_group_kernel(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_samples, n_drawn, drawn_is_case,
                             metric, out):
     """``out[b, g]`` from the drawn class's sums accumulated over all blocks."""
@@ -78,7 +78,7 @@ def finish_two_group_kernel(sums, sumsqs, total_sum, total_sumsq, gene_mean, n_s
                                     n_drawn, drawn_is_case, metric)
 
 
-@cuda.jit
+@kernel_jit
 def correlation_kernel(genes_by_sample, phenotype, shuffles, out):
     """``out[b, g]``: r of gene g with the phenotype shuffled by ``shuffles[b]`` (samples
     summed in order, as on the CPU); consecutive threads take consecutive genes."""
@@ -88,7 +88,7 @@ def correlation_kernel(genes_by_sample, phenotype, shuffles, out):
     out[b, g] = shuffled_correlation(genes_by_sample, g, phenotype, shuffles[b])
 
 
-@cuda.jit
+@kernel_jit
 def two_valued_correlation_kernel(genes_by_sample, phenotype, picked, step, other, gene_totals, shuffles, out):
     """``out[b, g]``: r of gene g with a two-valued phenotype shuffled by ``shuffles[b]``,
     from the smaller class's sums (as on the CPU); consecutive threads take consecutive genes."""
