@@ -14,6 +14,7 @@ import inspect
 from numba import cuda
 
 from permenrich._compile import jit_family
+from permenrich.enrich.linear import SCALAR_FUNCTIONS as LINEAR_FUNCTIONS
 from permenrich.enrich.running_sum import SCALAR_FUNCTIONS as WALK_FUNCTIONS
 from permenrich.rng import SCALAR_FUNCTIONS as RNG_FUNCTIONS
 from permenrich.stats.correlation import SCALAR_FUNCTIONS as CORRELATION_FUNCTIONS
@@ -65,7 +66,8 @@ def kernel_jit(function):  # noqa: ANN001, ANN201 - a Python function in, a Numb
     decorator form, forgets ``lto``."""
     return cuda.jit(function, **KERNEL_OPTIONS)
 
-_device = jit_family(dict.fromkeys(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS + CORRELATION_FUNCTIONS),
+_device = jit_family(dict.fromkeys(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS + CORRELATION_FUNCTIONS
+                                   + LINEAR_FUNCTIONS),
                      cuda.jit(device=True))
 
 permutation_word = _device._permutation_word
@@ -82,6 +84,7 @@ heap_sort = _device._heap_sort
 ks_from_sorted_positions = _device._ks_from_sorted_positions
 shuffled_correlation = _device._shuffled_correlation
 two_valued_correlation = _device._two_valued_correlation
+linear_set_score = _device._linear_set_score
 
 #: Threads per block of every kernel; launchers in this package own the grid sizes.
 THREADS_PER_BLOCK = 128

@@ -30,7 +30,7 @@ from numba import cuda, uint16
 from permenrich.stats.ranking import FULL_PASSES
 
 from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, heap_sort, hit_weight, kernel_jit,
-                     ks_from_sorted_positions, rank_descending)
+                     ks_from_sorted_positions, linear_set_score, rank_descending)
 
 
 @cuda.jit(device=True)
@@ -113,6 +113,26 @@ def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes,
         else:
             es_from_ranks_kernel[grid, (width, 1), stream](*tables, weight, set_members, set_offsets, class_sets,
                                                            starts, positions, out)
+
+
+@kernel_jit
+def linear_set_kernel(gene_scores, set_members, set_offsets, maxmean, out):
+    """``out[b, s]``: ``mean``/``maxmean`` of set s under row b, one thread each
+    (consecutive threads: consecutive sets of one permutation, gathering from one row)."""
+    i = cuda.grid(1)
+    n_sets = out.shape[1]
+    if i < out.shape[0] * n_sets:
+        b = i // n_sets
+        s = i - b * n_sets
+        out[b, s] = linear_set_score(gene_scores, b, set_members, set_offsets[s], set_offsets[s + 1], maxmean)
+
+
+def launch_linear_set_scores(gene_scores, set_members, set_offsets, maxmean: bool, out, stream) -> None:  # noqa: ANN001
+    """``mean``/``maxmean`` of every (permutation, set) into ``out`` (n_batch, n_sets)."""
+    if out.size == 0:
+        return
+    blocks, threads = grid_1d(out.shape[0] * out.shape[1])
+    linear_set_kernel[blocks, threads, stream](gene_scores, set_members, set_offsets, maxmean, out)
 
 
 def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,

@@ -12,6 +12,7 @@ from numba import cuda
 
 from permenrich.backends.cpu import CpuBackend
 from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation, gpu_available
+from permenrich.enrich.linear import linear_set_statistic_reference
 from permenrich.kernels.enrichment import size_classes
 from permenrich.kernels.ranking import RANK_THREADS, SIMULATOR_RANK_THREADS, launch_block_rank, rank_scratch
 from permenrich.rng import random_sequence, random_sequence_sparse, sparse_table_capacity
@@ -88,6 +89,30 @@ def test_device_running_sum_scores_equal_cpu_walk(es_kernel, shared_bytes, weigh
     got = gpu.to_host(gpu.set_scores(stats))
     assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))
     assert np.isfinite(expected).all() and (expected != 0).any()
+
+
+@pytest.mark.parametrize("set_statistic", ["mean", "maxmean"])
+def test_device_linear_set_scores_equal_cpu(set_statistic):
+    """mean/maxmean: the device's sums are the CPU's, bit for bit, and both agree with an
+    independent NumPy reference to rounding."""
+    n_genes = 40
+    stats = _awkward_stats(n_genes, 7, seed=3)
+    stats[3, 1:6] = 0.0  # finite only (infinite scores are refused), signed zeros included
+    stats[3, 6:9] = -0.0
+    stats[4] = -np.abs(stats[4])  # no positive part
+    stats = stats * 1e3 + 0.1  # sums that round
+    members, offsets = _sets_case(n_genes)
+    cpu = CpuBackend(threads=2)
+    cpu.prepare_sets(set_statistic, members, offsets, 1.0, n_genes)
+    expected = cpu.set_scores(stats)
+    gpu = GpuBackend()
+    gpu.prepare_sets(set_statistic, members, offsets, 1.0, n_genes)
+    got = gpu.to_host(gpu.set_scores(stats))
+    assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))
+    for b in range(stats.shape[0]):
+        for s in range(offsets.size - 1):
+            reference = linear_set_statistic_reference(set_statistic, stats[b], members[offsets[s]:offsets[s + 1]])
+            assert expected[b, s] == pytest.approx(reference, rel=1e-13, abs=1e-13)
 
 
 def test_sparse_random_sequence_equals_pool_shuffle():

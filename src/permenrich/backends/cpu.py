@@ -18,10 +18,11 @@ thread computed it, nor on the tiles a kernel works in):
 * :func:`random_set_scores` — the gene-set (gene-label) permutation null of preranked
   mode: random sets of each size drawn from the ranked list.
 
+* :func:`linear_set_scores_batch` — ``mean``/``maxmean`` of every set
+  (:mod:`permenrich.enrich.linear`).
+
 The per-permutation bodies are device-neutral functions compiled here for the CPU and in
-``kernels/`` for CUDA; these drivers only split a batch over threads. The linear set
-statistics are sparse matrix products shared with the GPU backend
-(:mod:`permenrich.enrich.linear`).
+``kernels/`` for CUDA; these drivers only split a batch over threads.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from typing import Any
 
 import numba
 import numpy as np
-import scipy.sparse
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .._compile import cpu_family
+from ..enrich.linear import SCALAR_FUNCTIONS as LINEAR_FUNCTIONS
 from ..enrich.linear import LinearSetStatistic
 from ..enrich.running_sum import SCALAR_FUNCTIONS as WALK_FUNCTIONS
 from ..genesets import gene_to_sets
@@ -49,7 +50,8 @@ SET_STATISTIC_CODES = {"ks": 0, "mean": 1, "maxmean": 2}
 #: than by sorting each set's ranks (measured crossover about 3; cudaGSEA's shape is 59,
 #: leukemia's Hallmark + KEGG 1.7).
 WALK_MEMBERS_PER_GENE = 4
-_cpu = cpu_family(two_group.SCALAR_FUNCTIONS + WALK_FUNCTIONS)
+_cpu = cpu_family(dict.fromkeys(two_group.SCALAR_FUNCTIONS + WALK_FUNCTIONS + LINEAR_FUNCTIONS))
+_linear_set_score = _cpu._linear_set_score
 _accumulate_rows = _cpu._accumulate_rows
 _accumulate_totals = _cpu._accumulate_totals
 _statistic_from_sums = _cpu._statistic_from_sums
@@ -242,6 +244,30 @@ def correlation_batch(genes_by_sample, phenotype, shuffles, n_chunks, out):
                 _shuffled_dots(genes_by_sample, vectors, shuffles, first, rows, g0, g1, ys, dots)
                 for p in range(rows):
                     out[first + p, g0:g1] = dots[p, 0, :g1 - g0]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def hit_weights(values, weight):
+    """``|values| ** weight`` element by element, by the kernels' own hit weight (for the
+    leading edge, which must see the weights the scores saw)."""
+    out = np.empty(values.shape[0])
+    for i in range(values.shape[0]):
+        out[i] = _hit_weight(values[i], weight)
+    return out
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def linear_set_scores_batch(gene_scores, set_members, set_offsets, maxmean, n_chunks, out):
+    """``out[b, s]``: ``mean`` (or ``maxmean``) of set s under row b of ``gene_scores``,
+    by :func:`permenrich.enrich.linear._linear_set_score`."""
+    n_batch = gene_scores.shape[0]
+    n_sets = set_offsets.shape[0] - 1
+    chunk = (n_batch + n_chunks - 1) // n_chunks
+    for c in numba.prange(n_chunks):
+        for b in range(c * chunk, min(n_batch, (c + 1) * chunk)):
+            for s in range(n_sets):
+                out[b, s] = _linear_set_score(gene_scores, b, set_members, set_offsets[s], set_offsets[s + 1],
+                                              maxmean)
 
 
 #: Genes per tile of :func:`two_valued_correlation_batch` (2,048: 6% faster than 1,024 on
@@ -720,7 +746,6 @@ class CpuBackend:
 
     name = "cpu"
     xp = np
-    sparse = scipy.sparse
     #: Permutations per kernel call inside :meth:`score`: bounds the gene-statistic buffer.
     chunk_rows = 256
 
@@ -759,8 +784,17 @@ class CpuBackend:
         if set_statistic == "ks":
             self._set_statistic = _KsStatistic(set_members, set_offsets, weight, n_genes, self)
         else:
-            self._set_statistic = LinearSetStatistic(set_statistic, set_members, set_offsets, n_genes,
-                                                     xp=np, sparse=scipy.sparse)
+            self._set_statistic = LinearSetStatistic(set_statistic, np.asarray(set_members, dtype=np.int64),
+                                                     np.asarray(set_offsets, dtype=np.int64), np,
+                                                     self._linear_scores)
+
+    def _linear_scores(self, gene_scores: np.ndarray, set_members: np.ndarray, set_offsets: np.ndarray,
+                       maxmean: bool) -> np.ndarray:
+        gene_scores = np.ascontiguousarray(gene_scores, dtype=np.float64)
+        out = np.empty((gene_scores.shape[0], set_offsets.size - 1))
+        linear_set_scores_batch(gene_scores, set_members, set_offsets, maxmean, self.chunks(gene_scores.shape[0]),
+                                out)
+        return out
 
     # -- kernels --------------------------------------------------------------------------
     def labellings(self, plan: Any, start: int, stop: int) -> np.ndarray:

@@ -13,7 +13,7 @@ kernels differ, and they are compiled from the same device-neutral functions:
 * running-sum ES from the rank table: one thread per (set, permutation) gathers and
   sorts the set's member ranks (:mod:`permenrich.kernels.enrichment`);
 * correlation: one thread per (shuffle, gene), samples summed in order as on the CPU;
-* mean/maxmean set statistics: CuPy sparse matrix products (cuSPARSE);
+* mean/maxmean set statistics: one thread per (set, permutation), summing in the CPU's order;
 * gene-set permutation null: one thread per permutation, drawn on the device with a
   hash table of swaps instead of a pool as long as the gene list.
 
@@ -27,10 +27,9 @@ there (``xp = cupy``); only counts and per-set summaries come back. Without CuPy
 under ``NUMBA_ENABLE_CUDASIM=1`` in CI, where the kernels run in Numba's simulator) the
 arrays are brought back and the accumulators use NumPy.
 
-Float64 throughout and no fused multiply-add (``fastmath`` off, NVVM ``-fma=0``), so
-gene statistics, ES and the null summaries match the CPU's bit for bit (checked with
-exact equality under the simulator); on hardware, cuSPARSE's sums for mean/maxmean may
-differ in the last bits.
+Float64 throughout and no fused multiply-add (``fastmath`` off, NVVM ``-fma=0``, kernels
+linked without LTO), so gene statistics, ES and the null summaries match the CPU's bit
+for bit (checked with exact equality under the simulator and on an H200).
 """
 
 from __future__ import annotations
@@ -190,18 +189,13 @@ class GpuBackend:
         if not self.simulated:
             try:
                 import cupy
-                import cupyx.scipy.sparse
 
                 self.cupy = cupy
                 self.xp = cupy
-                self.sparse = cupyx.scipy.sparse
             except ImportError:
                 self.cupy = None
         if self.cupy is None:
-            import scipy.sparse
-
             self.xp = np
-            self.sparse = scipy.sparse
         self.scratch_bytes = int(scratch_bytes)
         #: Dynamic shared memory per block for the ES kernel's sort slots (the default
         #: limit without an opt-in).
@@ -308,8 +302,17 @@ class GpuBackend:
         else:
             from ..enrich.linear import LinearSetStatistic
 
-            self._sets = LinearSetStatistic(set_statistic, set_members, set_offsets, n_genes, xp=self.xp,
-                                            sparse=self.sparse)
+            self._sets = LinearSetStatistic(set_statistic, self._to_device(np.asarray(set_members, dtype=np.int64)),
+                                            self._to_device(np.asarray(set_offsets, dtype=np.int64)), self.xp,
+                                            self._linear_scores)
+
+    def _linear_scores(self, gene_scores: Any, set_members: Any, set_offsets: Any, maxmean: bool) -> Any:
+        from permenrich.kernels.enrichment import launch_linear_set_scores
+
+        device_scores = self._as_device(gene_scores)
+        out = self._empty((device_scores.shape[0], set_offsets.shape[0] - 1), np.float64)
+        launch_linear_set_scores(device_scores, set_members, set_offsets, maxmean, out, self.stream)
+        return self._as_xp(out)
 
     # -- kernels --------------------------------------------------------------------------
     def labellings(self, plan: Any, start: int, stop: int) -> Any:

@@ -43,6 +43,8 @@ from .._compile import inline
 from ..rng import SCALAR_FUNCTIONS as RNG_FUNCTIONS
 from ..rng import STREAM_GENE_SET, _insert_sorted, _random_sequence, _random_sequence_sparse  # noqa: F401 (jit_family)
 from ..stats.ranking import SCALAR_FUNCTIONS as RANKING_FUNCTIONS
+from ..portable_math import SCALAR_FUNCTIONS as PORTABLE_MATH_FUNCTIONS
+from ..portable_math import _power  # noqa: F401 (jit_family)
 
 #: Positive and negative extremes whose magnitudes differ by at most this are tied.
 ES_TIE_TOLERANCE = 1e-12
@@ -154,13 +156,17 @@ WALK_STATE_WIDTH = 8
 
 @inline
 def _hit_weight(value, weight):
-    """|value| ** weight, with the common weights 1 and 0 exact and cheap."""
+    """|value| ** weight: the common weights 1, 0 and 2 exact and cheap, others by
+    :func:`~permenrich.portable_math._power` (the same bits on every backend, unlike the
+    C library's and CUDA's ``pow``)."""
     a = abs(value)
     if weight == 1.0:
         return a
     if weight == 0.0:
         return 1.0
-    return a ** weight
+    if weight == 2.0:
+        return a * a
+    return _power(a, weight)
 
 
 @inline
@@ -431,7 +437,7 @@ def _score_prefixes(sequence, ranked_stat, weight, statistic, sizes, prefix, out
 
 
 #: Walk and random-set scoring with the ranking and the draws they use; compile together.
-SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, *RNG_FUNCTIONS, _hit_weight, _step_weight, _pick_extreme, _enrichment_scores,
+SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, *RNG_FUNCTIONS, *PORTABLE_MATH_FUNCTIONS, _hit_weight, _step_weight, _pick_extreme, _enrichment_scores,
                     _sorted_positions_score, _ks_step, _ks_from_sorted_positions,
                     _ks_pair_from_sorted_positions, _sift_down, _heap_sort, _score_prefixes,
                     _random_set_null_row, _random_set_null_row_sparse)

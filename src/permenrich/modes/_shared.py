@@ -22,6 +22,7 @@ from .._pipeline import (
     watch_compilation,
 )
 from ..backends import get_backend
+from ..backends.cpu import hit_weights
 from ..design import PermutationPlan, TwoGroupLabels
 from ..errors import InputError, option
 from ..enrich.running_sum import running_sum
@@ -166,7 +167,7 @@ def leading_edges(index: GeneSetIndex, gene_ids: np.ndarray, stat: np.ndarray, w
     order = rank_genes(stat)
     position_of_gene = np.empty_like(order)
     position_of_gene[order] = np.arange(order.size)
-    ranked_weights = np.abs(stat[order]) ** weight
+    ranked_weights = hit_weights(np.ascontiguousarray(stat[order], dtype=np.float64), float(weight))
     edges = []
     for s in range(index.n_sets):
         members = index.members[index.offsets[s]:index.offsets[s + 1]]

@@ -42,6 +42,8 @@ import numpy as np
 
 from .._compile import cpu_family, inline
 from ..errors import OptionError
+from ..portable_math import SCALAR_FUNCTIONS as PORTABLE_MATH_FUNCTIONS
+from ..portable_math import _log2
 
 
 def _scipy_stats():  # noqa: ANN202
@@ -223,7 +225,7 @@ def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b):
     if code == 2:
         return mean_a / mean_b
     if code == 4:
-        return math.log2(mean_a / mean_b)
+        return _log2(mean_a / mean_b)  # the same bits on CPU and GPU (portable_math)
     var_a = var_a if var_a > 0.0 else 0.0
     var_b = var_b if var_b > 0.0 else 0.0
     if code == 5:
@@ -244,7 +246,7 @@ def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b):
 
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
-SCALAR_FUNCTIONS = (_floored_sd, _metric_from_moments)
+SCALAR_FUNCTIONS = (*PORTABLE_MATH_FUNCTIONS, _floored_sd, _metric_from_moments)
 _cpu = cpu_family(SCALAR_FUNCTIONS)
 metric_from_moments = _cpu._metric_from_moments
 
