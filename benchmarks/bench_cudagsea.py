@@ -19,8 +19,11 @@ for a side-by-side comparison with the default kernels, up to ``--old-max`` perm
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime as dt
+import io
 import os
+import pstats
 import platform
 import subprocess
 import sys
@@ -95,6 +98,9 @@ def main() -> int:
     parser.add_argument("--memory", default="8GB")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="file for cProfile summaries of the GPU runs of the cudaGSEA workload, one after "
+                             "the other (where the host waits: the part of a run that is not the kernels)")
     args = parser.parse_args()
 
     expr, labels, sets = cudagsea_workload()
@@ -111,11 +117,17 @@ def main() -> int:
             if (device == "cpu" and n_perm > args.cpu_max) or (label != device and n_perm > args.old_max):
                 continue
             watch = DeviceMemoryWatch() if device == "gpu" else None
+            profiler = cProfile.Profile() if args.profile and device == "gpu" else None
             start = time.perf_counter()
+            if profiler:
+                profiler.enable()
             result = permenrich.gsea(expr, labels, sets, case="case", control="control", permutations=n_perm,
                                      seed=0, device=device, threads=args.threads, memory=args.memory,
                                      progress=watch)
             wall = time.perf_counter() - start
+            if profiler:
+                profiler.disable()
+                write_profile(profiler, args.profile, f"{label}, {n_perm:,} permutations", wall)
             run = result.attrs["run"]
             rows.append(("cudaGSEA workload", label, n_perm, wall, n_perm / wall,
                          f"{watch.peak / 2**30:.2f} GiB" if watch else "—", run["null_storage"]))
@@ -139,6 +151,19 @@ def main() -> int:
             write_report(args, rows)
     print("report written", flush=True)
     return 0
+
+
+def write_profile(profiler: cProfile.Profile, path: Path, title: str, wall: float) -> None:
+    """Append the 40 functions with the most cumulative time, and the 25 with the most own
+    time, under ``title``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = io.StringIO()
+    text.write(f"## {title}: wall {wall:.3f} s\n")
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("cumulative").print_stats(40)
+    stats.sort_stats("tottime").print_stats(25)
+    with path.open("a") as handle:
+        handle.write(text.getvalue())
 
 
 def write_report(args: argparse.Namespace, rows: list[tuple]) -> None:

@@ -69,7 +69,7 @@ perms=(10000 100000 1000000)
 [ "$quick" = quick ] && perms=(10000)
 timeout 270 "$python" benchmarks/bench_cudagsea.py --devices gpu gpu-per-permutation cpu --cpu-max 10000 \
   --old-max 2000 --leukemia-cpu-threads 2 --permutations "${perms[@]}" --data-dir "$data" \
-  --out "$out/cudagsea_gpu_cpu_$(date -u +%F).md" 2>&1 | tail -20
+  --out "$out/cudagsea_gpu_cpu_$(date -u +%F).md" --profile "$out/profiles_gpu.txt" 2>&1 | tail -20
 
 # 4. kernel counters (a short run; ncu replays each kernel, so keep it small)
 if command -v ncu >/dev/null && [ "$quick" != quick ]; then
@@ -77,4 +77,5 @@ if command -v ncu >/dev/null && [ "$quick" != quick ]; then
     --launch-count 8 --section SpeedOfLight --section MemoryWorkloadAnalysis --csv \
     "$python" benchmarks/bench_gpu_kernels.py --batch 512 --old-batch 64 --repeats 1 > "$out/ncu_kernels.csv" 2>&1 || true
 fi
+[ -s "$out/install.log" ] || rm -f "$out/install.log"  # at most 8 files come back
 ls -la "$out"
