@@ -4,8 +4,12 @@ Gene statistics for a batch of permutations are made once on the device (random
 normals, as signal-to-noise values look), then each kernel is timed on them:
 
 * ``per-permutation``: the first kernel, one thread ranks and walks a whole permutation;
-* ``block ranking``: one block per permutation (:mod:`permenrich.kernels.ranking`);
-* ``ES from ranks``: one thread per (set, permutation) (:mod:`permenrich.kernels.enrichment`).
+* ``ranks``: block ranking (one block per permutation, :mod:`permenrich.kernels.ranking`)
+  then the ES from ranks, one thread per (set, permutation)
+  (:mod:`permenrich.kernels.enrichment`); also with the sets whose shared-memory blocks
+  would be narrower than 64 or 128 permutations sorted in global scratch instead
+  (``min_shared_width``: the first H200 run found the narrowest blocks latency bound);
+* ``ranking only``: the block ranking alone, to split the time between the two.
 
 Reports the median seconds per launch over ``--repeats`` launches (after one warm-up),
 the seconds per 1e6 permutations this extrapolates to, the device memory the memory model
@@ -63,29 +67,46 @@ def main() -> int:
     stats = np.random.default_rng(1).normal(size=(args.batch, args.genes))
     rows = []
     results = {}
-    for kernel in ("ranks", "per-permutation"):
+    variants = [("ranks", "ranks", 32), ("ranks, large sets global (< 64 wide)", "ranks", 64),
+                ("ranks, large sets global (< 128 wide)", "ranks", 128), ("ranking only", "ranks", 32),
+                ("per-permutation", "per-permutation", 32)]
+    for name, kernel, min_width in variants:
         batch = args.batch if kernel == "ranks" else min(args.batch, args.old_batch)
         backend = GpuBackend(es_kernel=kernel, scratch_bytes=1 << 62)
+        backend.min_shared_width = min_width
         backend.prepare_sets("ks", members, offsets, 1.0, args.genes)
         device_stats = backend._to_device(stats[:batch])
-        backend.set_scores(device_stats)  # compile and warm up
+        if name == "ranking only":
+            from permenrich.kernels.ranking import launch_block_rank, rank_scratch
+
+            scratch = rank_scratch(batch, args.genes, backend.stream)
+
+            def launch() -> None:
+                launch_block_rank(device_stats, device_stats.view(np.uint64), scratch, backend.stream,
+                                  backend.rank_threads)
+        else:
+            def launch() -> None:
+                results[name] = backend.set_scores(device_stats)
+        launch()  # compile and warm up
         cuda.synchronize()
         pool = getattr(backend.cupy, "get_default_memory_pool", lambda: None)() if backend.cupy else None
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            scores = backend.set_scores(device_stats)
+            launch()
             cuda.synchronize()
             times.append(time.perf_counter() - start)
-        results[kernel] = backend.to_host(scores)
+        if name in results:
+            results[name] = backend.to_host(results[name])
         median = statistics.median(times)
         model = device_bytes_per_permutation(args.genes, args.sets, int(offsets[-1]), 17, kernel)
         peak = f"{pool.total_bytes() / 2**30:.2f} GiB" if pool is not None else "—"
-        rows.append((kernel, batch, median, median / batch * 1e6, sum(model.values()) * batch / 2**30, peak))
+        rows.append((name, batch, median, median / batch * 1e6, sum(model.values()) * batch / 2**30, peak))
         print(rows[-1], flush=True)
     common = min(args.batch, args.old_batch)
-    identical = np.array_equal(results["ranks"][:common].view(np.uint64),
-                               results["per-permutation"][:common].view(np.uint64))
+    reference = results["ranks"]
+    identical = all(np.array_equal(other[:common].view(np.uint64), reference[:common].view(np.uint64))
+                    for other in results.values())
     print("scores identical:", identical)
     if args.out:
         from bench_cudagsea import gpu_description
@@ -94,7 +115,7 @@ def main() -> int:
                  f"Run by `benchmarks/bench_gpu_kernels.py`. GPU: {gpu_description()}.", "",
                  f"{args.genes:,} genes, {args.sets:,} sets (15-500 genes, {int(offsets[-1]):,} memberships), "
                  f"median of {args.repeats} launches. "
-                 f"Scores of both kernels identical: {identical}.", "",
+                 f"Scores of all variants identical: {identical}.", "",
                  "| kernel | batch | s per launch | s per 1e6 permutations | model GiB per launch | CuPy pool |",
                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
         lines += [f"| {k} | {b:,} | {t:.4f} | {m:.1f} | {g:.2f} | {p} |" for k, b, t, m, g, p in rows]

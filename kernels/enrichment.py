@@ -136,16 +136,18 @@ def launch_linear_set_scores(gene_scores, set_members, set_offsets, maxmean: boo
 
 
 def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,
-                 threads_per_block: int = THREADS_PER_BLOCK) -> list[tuple[np.ndarray, int, int, np.ndarray]]:
+                 threads_per_block: int = THREADS_PER_BLOCK,
+                 min_shared_width: int = 32) -> list[tuple[np.ndarray, int, int, np.ndarray]]:
     """Group sets by size for :func:`launch_es_from_ranks`: (set indices, slot, widest
     block, scratch starts).
 
     Sets go to the shared-memory kernel in classes of power-of-two slots (at least 32
     positions), with blocks of as many permutations (up to ``threads_per_block``, whole
-    warps) as ``shared_bytes`` of uint16 slots allow; sets too large for a warp's slots,
-    and every set when positions do not fit in 16 bits, go to the global-scratch kernel
-    (slot 0; ``starts`` are their rows of the global scratch, whose length is the last
-    start).
+    warps) as ``shared_bytes`` of uint16 slots allow; sets whose blocks would hold fewer
+    than ``min_shared_width`` permutations (a warp by default: few resident warps per SM
+    then, which the first H200 measurements showed latency bound), and every set when
+    positions do not fit in 16 bits, go to the global-scratch kernel (slot 0; ``starts``
+    are their rows of the global scratch, whose length is the last start).
     """
     sizes = np.asarray(sizes, dtype=np.int64)
     slots = np.maximum(32, 2 ** np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64))
@@ -154,7 +156,7 @@ def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,
     for slot in sorted(set(slots.tolist())):
         members = np.flatnonzero(slots == slot).astype(np.int64)
         width = min(threads_per_block, shared_bytes // (2 * slot)) // 32 * 32
-        if n_genes > np.iinfo(np.uint16).max + 1 or width < 32:
+        if n_genes > np.iinfo(np.uint16).max + 1 or width < max(32, min_shared_width):
             global_sets.append(members)
             continue
         classes.append((members, int(slot), int(width), np.zeros(1, np.int64)))

@@ -153,6 +153,33 @@ def test_size_classes_cover_every_set_once():
         else:  # too large for a warp of slots in 48 KB: global scratch, sliced by starts
             assert set(sizes[sets].tolist()) == {513, 2000} and starts[-1] == 2513
     assert all(slot == 0 for _, slot, _, _ in size_classes(sizes, 70_000))  # positions beyond 16 bits
+    # Blocks of at least 64 permutations: the sets of slot 512 (blocks of 32) go global too.
+    wide = size_classes(sizes, 20_639, min_shared_width=64)
+    assert all(threads >= 64 for _, slot, threads, _ in wide if slot)
+    assert {int(x) for c, slot, _, _ in wide if not slot for x in sizes[c]} == {500, 513, 2000}
+
+
+def test_large_sets_in_global_scratch_give_the_same_scores():
+    """The min_shared_width knob moves sets between the shared and the global kernel:
+    same scores, bit for bit."""
+    n_genes = 270
+    stats = _awkward_stats(n_genes, 3, seed=4)
+    rng = np.random.default_rng(5)
+    # slots 32, 256 (blocks of 96) and 512 (blocks of 32): the knob moves the last two
+    sets = [np.sort(rng.choice(n_genes, size=k, replace=False)) for k in (20, 140, 261)]
+    members = np.concatenate(sets).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in sets])]).astype(np.int64)
+    scores = []
+    for min_width in (32, 64, 128):
+        gpu = GpuBackend()
+        gpu.min_shared_width = min_width
+        gpu.prepare_sets("ks", members, offsets, 1.5, n_genes)
+        scores.append(gpu.to_host(gpu.set_scores(stats)))
+    cpu = CpuBackend(threads=1)
+    cpu.prepare_sets("ks", members, offsets, 1.5, n_genes)
+    expected = cpu.set_scores(stats)
+    for got in scores:
+        assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))
 
 
 def test_memory_model_counts_every_allocation():

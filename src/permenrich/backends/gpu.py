@@ -200,6 +200,9 @@ class GpuBackend:
         #: Dynamic shared memory per block for the ES kernel's sort slots (the default
         #: limit without an opt-in).
         self.shared_scratch_bytes = 48 * 1024
+        #: Narrowest block (permutations) the shared-memory ES kernel runs; sets whose
+        #: slots allow fewer go to global scratch (``size_classes``; a benchmark knob).
+        self.min_shared_width = 32
         self.stream = cuda.stream()
         self._width = 0
         self.device_cache_bytes = device_cache_bytes
@@ -293,7 +296,7 @@ class GpuBackend:
             arrays = tuple(self._to_device(np.asarray(a, dtype=np.int64)) for a in index)
 
             sizes = np.diff(np.asarray(set_offsets, dtype=np.int64))
-            classes = size_classes(sizes, n_genes, self.shared_scratch_bytes)
+            classes = size_classes(sizes, n_genes, self.shared_scratch_bytes, min_shared_width=self.min_shared_width)
             in_global = sum(int(starts[-1]) for _, slot, _, starts in classes if slot == 0)
             self._sets = _DeviceKs(arrays, self._to_device(np.asarray(set_members, dtype=np.int32)),
                                    [(self._to_device(c), slot, threads, self._to_device(starts))
