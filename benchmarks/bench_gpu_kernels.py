@@ -8,7 +8,9 @@ normals, as signal-to-noise values look), then each kernel is timed on them:
   then the ES from ranks, one thread per (set, permutation)
   (:mod:`permenrich.kernels.enrichment`); also with the sets whose shared-memory blocks
   would be narrower than 64 or 128 permutations sorted in global scratch instead
-  (``min_shared_width``: the first H200 run found the narrowest blocks latency bound);
+  (``min_shared_width``: the first H200 run found the narrowest blocks latency bound),
+  and with the shared-memory sets sorted by a bitonic network instead of a heap sort
+  (``es_sort``: branch-free, the same exchanges in every thread);
 * ``ranking only``: the block ranking alone, to split the time between the two.
 
 Reports the median seconds per launch over ``--repeats`` launches (after one warm-up),
@@ -67,13 +69,16 @@ def main() -> int:
     stats = np.random.default_rng(1).normal(size=(args.batch, args.genes))
     rows = []
     results = {}
-    variants = [("ranks", "ranks", 32), ("ranks, large sets global (< 64 wide)", "ranks", 64),
-                ("ranks, large sets global (< 128 wide)", "ranks", 128), ("ranking only", "ranks", 32),
-                ("per-permutation", "per-permutation", 32)]
-    for name, kernel, min_width in variants:
+    variants = [("ranks", "ranks", 32, "heap"), ("ranks, bitonic sort", "ranks", 32, "bitonic"),
+                ("ranks, large sets global (< 64 wide)", "ranks", 64, "heap"),
+                ("ranks, large sets global (< 128 wide)", "ranks", 128, "heap"),
+                ("ranks, bitonic, large sets global (< 128 wide)", "ranks", 128, "bitonic"),
+                ("ranking only", "ranks", 32, "heap"), ("per-permutation", "per-permutation", 32, "heap")]
+    for name, kernel, min_width, sort in variants:
         batch = args.batch if kernel == "ranks" else min(args.batch, args.old_batch)
         backend = GpuBackend(es_kernel=kernel, scratch_bytes=1 << 62)
         backend.min_shared_width = min_width
+        backend.es_sort = sort
         backend.prepare_sets("ks", members, offsets, 1.0, args.genes)
         device_stats = backend._to_device(stats[:batch])
         if name == "ranking only":

@@ -61,7 +61,7 @@ timeout 150 "$python" -m pytest -q -rfEs --tb=short -p no:cacheprovider "${ignor
 grep -E "^(FAILED|ERROR)|passed|failed" "$out/pytest_gpu.log" | tail -25
 
 # 2. the set-scoring kernels alone, old and new side by side (scores compared exactly)
-timeout 60 "$python" benchmarks/bench_gpu_kernels.py --batch 4096 --old-batch 256 --repeats 3 \
+timeout 90 "$python" benchmarks/bench_gpu_kernels.py --batch 4096 --old-batch 256 --repeats 3 \
   --out "$out/gpu_kernels_$(date -u +%F).md" 2>&1 | tail -5
 
 # 3. whole runs

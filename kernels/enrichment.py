@@ -33,10 +33,43 @@ from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, heap_sort, h
                      ks_from_sorted_positions, linear_set_score, rank_descending)
 
 
+#: Ranked-position sorts of the shared-memory ES kernel (``GpuBackend.es_sort``).
+ES_SORTS = ("heap", "bitonic")
+#: Pads a bitonic sort's slot: sorts after every position (positions are below 65,536;
+#: a real 65,535 ties with it and is kept, being among the k smallest either way).
+_PAD = 0xFFFF
+
+
 @cuda.jit(device=True)
-def set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, scratch):
+def bitonic_sort(values, n):
+    """Sort ``values[:n]`` ascending, ``n`` a power of two: a bitonic network. Every thread
+    makes the same compare-exchanges whatever its data (a warp never diverges, and the
+    exchanges of a stage are independent), selecting rather than branching on the data:
+    n/2 log2(n) (log2(n) + 1) / 2 exchanges, against a heap sort's ~2 k log2 k dependent,
+    divergent steps."""
+    size = 2
+    while size <= n:
+        stride = size >> 1
+        while stride > 0:
+            for pair in range(n >> 1):
+                i = ((pair & ~(stride - 1)) << 1) | (pair & (stride - 1))
+                j = i + stride
+                x = values[i]
+                y = values[j]
+                lower = min(x, y)
+                upper = max(x, y)
+                ascending = (i & size) == 0
+                values[i] = lower if ascending else upper
+                values[j] = upper if ascending else lower
+            stride >>= 1
+        size <<= 1
+
+
+@cuda.jit(device=True)
+def set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, scratch, bitonic):
     """ES of set s for permutation b from the gene-major tables of the ranking kernel:
-    gather its members' ranks into ``scratch`` (at least the set's size), heap-sort them,
+    gather its members' ranks into ``scratch`` (at least the set's size; with ``bitonic``,
+    at least the power of two above it), sort them (heap or bitonic sort: the same result),
     and take the running-sum extremum in closed form. ``N_R`` is added in member order,
     as the CPU's walk adds it."""
     first = set_offsets[s]
@@ -51,13 +84,22 @@ def set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set
         else:
             norm += w
         scratch[t - first] = rank[gene, b]
-    members = scratch[: last - first]
-    heap_sort(members, last - first)
-    return ks_from_sorted_positions(members, ranked_stat[:, b], weight, norm, n_infinite, stat.shape[0])
+    k = last - first
+    if bitonic:
+        n = 1
+        while n < k:
+            n <<= 1
+        for t in range(k, n):
+            scratch[t] = _PAD
+        bitonic_sort(scratch, n)
+    else:
+        heap_sort(scratch, k)
+    return ks_from_sorted_positions(scratch[:k], ranked_stat[:, b], weight, norm, n_infinite, stat.shape[0])
 
 
 @kernel_jit
-def es_from_ranks_shared_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, slot, out):
+def es_from_ranks_shared_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, slot,
+                                bitonic, out):
     """``out[b, s]`` for the sets ``class_sets`` (sizes up to ``slot``): thread x of a block
     is a permutation, blocks along x take the sets and along y the groups of
     permutations (so the blocks running at once share one group's tables in L2). Each thread sorts its ranks in a slot
@@ -73,7 +115,8 @@ def es_from_ranks_shared_kernel(stat, rank, ranked_stat, weight, set_members, se
     mine = scratch[t: t + slot * width: width]
     for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
         s = class_sets[i]
-        out[b, s] = set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, mine)
+        out[b, s] = set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, mine,
+                                         bitonic)
 
 
 @kernel_jit
@@ -89,7 +132,7 @@ def es_from_ranks_kernel(stat, rank, ranked_stat, weight, set_members, set_offse
     for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
         s = class_sets[i]
         out[b, s] = set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets,
-                                         positions[starts[i]:starts[i + 1], b])
+                                         positions[starts[i]:starts[i + 1], b], False)
 
 
 #: Blocks along a grid's x axis at most (further sets loop); CUDA allows 2**31 - 1.
@@ -97,19 +140,22 @@ MAX_GRID_X = 2**20
 
 
 def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes, positions, out,  # noqa: ANN001
-                         stream):
+                         stream, sort="heap"):
     """ES of every (set, permutation); ``tables`` = (stat, rank, ranked_stat), gene-major,
     from the ranking kernel. A warp is 32 permutations of one set: the member ids are
     read once, the rank and statistic gathers are coalesced, and every thread sorts the
     same number of ranks. ``size_classes``: (device set indices, slot, widest block,
-    scratch starts) from :func:`size_classes`."""
+    scratch starts) from :func:`size_classes`. ``sort``: one of :data:`ES_SORTS`, for the
+    sets sorted in shared memory (whose slots are powers of two); the global scratch,
+    exactly as long as each set, is heap-sorted."""
     n_batch = tables[0].shape[1]
+    bitonic = sort == "bitonic"
     for class_sets, slot, widest, starts in size_classes:
         width = min(widest, n_batch)
         grid = (min(class_sets.shape[0], MAX_GRID_X), (n_batch + width - 1) // width)
         if slot:
             es_from_ranks_shared_kernel[grid, (width, 1), stream, 2 * slot * width](
-                *tables, weight, set_members, set_offsets, class_sets, slot, out)
+                *tables, weight, set_members, set_offsets, class_sets, slot, bitonic, out)
         else:
             es_from_ranks_kernel[grid, (width, 1), stream](*tables, weight, set_members, set_offsets, class_sets,
                                                            starts, positions, out)

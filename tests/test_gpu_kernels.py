@@ -13,7 +13,7 @@ from numba import cuda
 from permenrich.backends.cpu import CpuBackend
 from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation, gpu_available
 from permenrich.enrich.linear import linear_set_statistic_reference
-from permenrich.kernels.enrichment import size_classes
+from permenrich.kernels.enrichment import bitonic_sort, size_classes
 from permenrich.kernels.ranking import RANK_THREADS, SIMULATOR_RANK_THREADS, launch_block_rank, rank_scratch
 from permenrich.rng import random_sequence, random_sequence_sparse, sparse_table_capacity
 from permenrich.stats.ranking import ranking_reference
@@ -62,14 +62,16 @@ def _sets_case(n_genes):
     return members, offsets
 
 
-@pytest.mark.parametrize(("es_kernel", "shared_bytes"), [
-    ("ranks", 48 * 1024),  # every set sorts in shared memory
-    ("ranks", 2 * 32 * 32),  # only slots of 32 fit a warp: the set of 39 goes to global scratch
-    ("ranks", 0),  # all in global scratch
-    ("per-permutation", 0),
+@pytest.mark.parametrize(("es_kernel", "shared_bytes", "sort"), [
+    ("ranks", 48 * 1024, "heap"),  # every set sorts in shared memory
+    ("ranks", 2 * 32 * 32, "heap"),  # only slots of 32 fit a warp: the set of 39 goes to global scratch
+    ("ranks", 0, "heap"),  # all in global scratch
+    ("per-permutation", 0, "heap"),
+    ("ranks", 48 * 1024, "bitonic"),  # padded to powers of two in the shared slots
+    ("ranks", 2 * 32 * 32, "bitonic"),  # bitonic in shared memory, heap in global scratch
 ])
 @pytest.mark.parametrize("weight", [1.0, 0.0, 1.5])
-def test_device_running_sum_scores_equal_cpu_walk(es_kernel, shared_bytes, weight):
+def test_device_running_sum_scores_equal_cpu_walk(es_kernel, shared_bytes, sort, weight):
     n_genes = 40
     stats = _awkward_stats(n_genes, 6, seed=1)
     sets = _sets_case(n_genes)
@@ -79,6 +81,7 @@ def test_device_running_sum_scores_equal_cpu_walk(es_kernel, shared_bytes, weigh
     # A scratch budget of two permutations: three device chunks of the batch of six.
     gpu = GpuBackend(es_kernel=es_kernel, scratch_bytes=1)
     gpu.shared_scratch_bytes = shared_bytes
+    gpu.es_sort = sort
     gpu.prepare_sets("ks", *sets, weight, n_genes)
     slots = [slot for _, slot, _, _ in gpu._sets.size_classes]
     assert (max(slots) > 0) == (es_kernel == "ranks" and shared_bytes > 0)
@@ -113,6 +116,23 @@ def test_device_linear_set_scores_equal_cpu(set_statistic):
         for s in range(offsets.size - 1):
             reference = linear_set_statistic_reference(set_statistic, stats[b], members[offsets[s]:offsets[s + 1]])
             assert expected[b, s] == pytest.approx(reference, rel=1e-13, abs=1e-13)
+
+
+def test_bitonic_sort_sorts_padded_power_of_two_slots():
+    @cuda.jit
+    def sort_rows(rows, n):
+        i = cuda.grid(1)
+        if i < rows.shape[0]:
+            bitonic_sort(rows[i], n)
+
+    rng = np.random.default_rng(6)
+    for n in (1, 2, 8, 64):
+        rows = rng.integers(0, 70, size=(5, n)).astype(np.uint16)  # repeats too
+        rows[0, n // 2:] = 0xFFFF  # padding sorts last
+        expected = np.sort(rows, axis=1)
+        device = cuda.to_device(rows)
+        sort_rows[1, 5](device, n)
+        assert np.array_equal(device.copy_to_host(), expected), n
 
 
 def test_sparse_random_sequence_equals_pool_shuffle():

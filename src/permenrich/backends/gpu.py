@@ -203,6 +203,9 @@ class GpuBackend:
         #: Narrowest block (permutations) the shared-memory ES kernel runs; sets whose
         #: slots allow fewer go to global scratch (``size_classes``; a benchmark knob).
         self.min_shared_width = 32
+        #: How the shared-memory ES kernel sorts a set's positions: "heap" or "bitonic"
+        #: (``kernels.enrichment.ES_SORTS``; the same scores; a benchmark knob).
+        self.es_sort = "heap"
         self.stream = cuda.stream()
         self._width = 0
         self.device_cache_bytes = device_cache_bytes
@@ -508,7 +511,7 @@ class GpuBackend:
         rank, ranked_stat, stat_by_gene = scratch[2:]
         positions = self._empty((max(1, sets.n_global_memberships), n), np.int32)  # sets too large for shared
         launch_es_from_ranks((stat_by_gene, rank, ranked_stat), sets.weight, sets.members32, sets.arrays[1],
-                             sets.size_classes, positions, out, self.stream)
+                             sets.size_classes, positions, out, self.stream, self.es_sort)
 
     def score(self, labellings: Any, keep_stat: bool = False) -> tuple[Any, Any]:
         """Set statistics (and, with ``keep_stat``, gene statistics) of a batch, in device
@@ -566,7 +569,8 @@ class GpuBackend:
         info: dict[str, Any] = {"backend": "gpu", "simulated": self.simulated,
                                 "array_module": "cupy" if self.cupy is not None else "numpy",
                                 "fma_contraction": "off" if FMA_CONTRACTION_OFF else "NVVM default",
-                                "es_kernel": self.es_kernel, "device_scratch_bytes": self.scratch_bytes}
+                                "es_kernel": self.es_kernel, "es_sort": self.es_sort,
+                                "device_scratch_bytes": self.scratch_bytes}
         if self.streamed_matrix is not None:
             info["streamed_matrix"] = self.streamed_matrix
         try:
