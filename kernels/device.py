@@ -16,6 +16,7 @@ from numba import cuda
 from permenrich._compile import jit_family
 from permenrich.enrich.linear import SCALAR_FUNCTIONS as LINEAR_FUNCTIONS
 from permenrich.enrich.running_sum import SCALAR_FUNCTIONS as WALK_FUNCTIONS
+from permenrich.nulls import SCALAR_FUNCTIONS as NULL_FUNCTIONS
 from permenrich.rng import SCALAR_FUNCTIONS as RNG_FUNCTIONS
 from permenrich.stats.correlation import SCALAR_FUNCTIONS as CORRELATION_FUNCTIONS
 from permenrich.stats.two_group import SCALAR_FUNCTIONS as TWO_GROUP_FUNCTIONS
@@ -67,7 +68,7 @@ def kernel_jit(function):  # noqa: ANN001, ANN201 - a Python function in, a Numb
     return cuda.jit(function, **KERNEL_OPTIONS)
 
 _device = jit_family(dict.fromkeys(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS + CORRELATION_FUNCTIONS
-                                   + LINEAR_FUNCTIONS),
+                                   + LINEAR_FUNCTIONS + NULL_FUNCTIONS),
                      cuda.jit(device=True))
 
 permutation_word = _device._permutation_word
@@ -85,6 +86,11 @@ ks_from_sorted_positions = _device._ks_from_sorted_positions
 shuffled_correlation = _device._shuffled_correlation
 two_valued_correlation = _device._two_valued_correlation
 linear_set_score = _device._linear_set_score
+add_to_digits = _device._add_to_digits
+carry_digits = _device._carry_digits
+first_pass_value = _device._first_pass_value
+second_pass_value = _device._second_pass_value
+count_at_most = _device._count_at_most
 
 #: Threads per block of every kernel; launchers in this package own the grid sizes.
 THREADS_PER_BLOCK = 128

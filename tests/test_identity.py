@@ -66,6 +66,14 @@ def test_gsea_tables_byte_identical_cpu_and_gpu_simulator():
     assert _tsv(cpu) == _tsv(gpu)
 
 
+class _NumpyWithoutIdentity:
+    """NumPy under another name: the accumulators take their device (CuPy) path for any
+    array module other than numpy itself, and its CUDA kernels run in the simulator."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
 def test_exact_sums_independent_of_split_and_order():
     """The null sums behind NES: exact (equal to math.fsum's correctly rounded sum), so any
     split into batches or merged parts gives the same bits; float addition does not."""
@@ -86,11 +94,14 @@ def test_exact_sums_independent_of_split_and_order():
     expected = np.array([math.fsum(values[:, j]) for j in range(4)])
     for sums in (whole, split, right):
         assert np.array_equal(sums.totals(), expected)
-    # The array-module version (used with CuPy) gives the same digits as the CPU kernel.
-    arrays = ExactColumnSums(4)
-    arrays._add_rows(values)
-    arrays._normalise()
-    assert np.array_equal(arrays.digits, whole.digits)
+    # The device version (a CUDA kernel, run here in Numba's simulator) gives the CPU
+    # kernel's digits, also when batches are split.
+    device = ExactColumnSums(4, xp=_NumpyWithoutIdentity())
+    device.add(values[:1000])
+    device.add(values[1000:])
+    assert np.array_equal(device.digits, whole.digits)
+    with pytest.raises(ValueError, match="finite"):
+        device.add(np.array([[1.0, np.inf, 0.0, 0.0]]))
     naive = [values[i:i + 77].sum(axis=0) for i in range(0, 3000, 77)]
     assert not np.array_equal(np.sum(naive, axis=0), values.sum(axis=0))  # the bug this prevents
 
@@ -118,16 +129,13 @@ def test_prerank_ties_do_not_depend_on_the_scores_scale(set_statistic):
         np.testing.assert_allclose(tables[scale].nes, tables[1.0].nes, rtol=1e-9)
 
 
-def test_gsea_null_compiled_passes_equal_the_array_passes():
+def test_gsea_null_compiled_passes_equal_the_device_passes():
     """The CPU's one-pass kernels of the GSEA null (counts, exact sums, null NES, FDR and
-    FWER tails) give the array-module version's numbers exactly: snapping to 0 within the
-    tie tolerance, ties with the observed score, sets whose null has one sign only (a NaN
+    FWER tails) give the device path's numbers exactly (its CUDA first-pass kernel, run in
+    Numba's simulator, and its array-module second pass): snapping to 0 within the tie
+    tolerance, ties with the observed score, sets whose null has one sign only (a NaN
     scale for the other)."""
     from permenrich.nulls import TIE_TOLERANCE, GseaNullAccumulator
-
-    class NumpyWithoutIdentity:  # any module other than numpy itself takes the array path
-        def __getattr__(self, name):
-            return getattr(np, name)
 
     rng = np.random.default_rng(21)
     n_sets = 37
@@ -145,7 +153,7 @@ def test_gsea_null_compiled_passes_equal_the_array_passes():
     batches[1][:, 5] = observed[5]  # ties with the observed score count as exceedances
     n_perm = sum(b.shape[0] for b in batches)
     results = []
-    for xp in (np, NumpyWithoutIdentity()):
+    for xp in (np, _NumpyWithoutIdentity()):
         accumulator = GseaNullAccumulator(observed, n_perm, exact=False, xp=xp)
         for batch in batches:
             accumulator.add(0, batch)

@@ -36,6 +36,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from ._compile import cpu_family, inline
+
 #: Scores closer than this are tied in every comparison (see module docs).
 TIE_TOLERANCE = 1e-12
 
@@ -78,17 +80,103 @@ def bh_adjust(pvalues: np.ndarray) -> np.ndarray:
 _DIGIT_BITS = 32
 _LSB_EXPONENT = -1126
 _N_DIGITS = 70
-#: Rows added per bincount: each bin then sums fewer than 2**21 parts below 2**32, which
-#: float64 adds exactly (< 2**53) in any order, on the CPU and with GPU atomics alike.
-_ROWS_PER_BINCOUNT = 1 << 20
+
+
+@inline
+def _add_to_digits(pattern, digits, column):
+    """Add the float64 whose IEEE-754 bits are ``pattern`` (as int64) to row ``column`` of
+    ``digits``, exactly; False if it is not finite (then nothing is added). The CPU and the
+    GPU kernels of the exact sums both go through here."""
+    biased = (pattern >> 52) & 0x7FF
+    fraction = pattern & 0xFFFFFFFFFFFFF
+    if biased == 0x7FF:
+        return False
+    if biased == 0:
+        if fraction == 0:
+            return True  # +-0
+        biased = 1  # subnormal: no hidden bit
+    else:
+        fraction |= np.int64(1) << 52
+    # value = fraction * 2**(biased - 1075), lowest digit bit 2**_LSB_EXPONENT
+    offset = biased - 1075 - _LSB_EXPONENT
+    digit = offset >> 5
+    shift = offset & (_DIGIT_BITS - 1)
+    low_width = _DIGIT_BITS - shift
+    rest = fraction >> low_width
+    low = (fraction & ((np.int64(1) << low_width) - 1)) << shift
+    if pattern >= 0:
+        digits[column, digit] += low
+        digits[column, digit + 1] += rest & 0xFFFFFFFF
+        digits[column, digit + 2] += rest >> 32
+    else:
+        digits[column, digit] -= low
+        digits[column, digit + 1] -= rest & 0xFFFFFFFF
+        digits[column, digit + 2] -= rest >> 32
+    return True
+
+
+def _carry_digits(digits, column):
+    """Carry row ``column`` of ``digits`` so that every digit but the top one lies in
+    [0, 2**32): canonical, with room for the next batch."""
+    for d in range(_N_DIGITS - 1):
+        carry = digits[column, d] >> _DIGIT_BITS  # floor division, also for negative digits
+        digits[column, d] -= carry << _DIGIT_BITS
+        digits[column, d + 1] += carry
+
+
+@inline
+def _first_pass_value(value, tie, observed, positive_observed):
+    """One null score of the GSEA null's first pass: (the score snapped to 0 within the
+    tie tolerance, whether it counts as positive, whether it is as extreme as the
+    observed score in the observed score's direction). Selects rather than branches: a
+    null score's sign is a coin toss."""
+    value = 0.0 if abs(value) <= tie else value
+    positive = value >= 0
+    above = value >= observed - tie
+    below = value <= observed + tie
+    return value, positive, above if positive_observed else below
+
+
+@inline
+def _second_pass_value(value, tie, scale_positive, scale_negative):
+    """One null score of the GSEA null's second pass: (its null NES as a magnitude, whether
+    it counts in the positive null, whether in the negative one); a NaN NES (a set whose
+    null of that sign is empty) counts in neither."""
+    value = 0.0 if abs(value) <= tie else value
+    positive = value >= 0
+    nes = value / scale_positive if positive else -(value / scale_negative)
+    return nes, positive and nes == nes, (not positive) and nes == nes
+
+
+def _count_at_most(thresholds, value):
+    """How many of the ascending ``thresholds`` are <= ``value`` (``np.searchsorted``,
+    side "right"), by bisection."""
+    low = 0
+    high = thresholds.shape[0]
+    while low < high:
+        middle = (low + high) >> 1
+        if thresholds[middle] <= value:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+#: The device-neutral functions of the null accumulators (compiled for the CPU here and
+#: for CUDA in ``kernels/``).
+SCALAR_FUNCTIONS = (_add_to_digits, _carry_digits, _first_pass_value, _second_pass_value, _count_at_most)
+_cpu = cpu_family(SCALAR_FUNCTIONS)
+_add_to_digits_cpu = _cpu._add_to_digits
+_carry_digits_cpu = _cpu._carry_digits
+_first_pass_value_cpu = _cpu._first_pass_value
+_second_pass_value_cpu = _cpu._second_pass_value
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def _exact_add(bits, digits, n_chunks):
     """CPU kernel of :meth:`ExactColumnSums.add` on the values' IEEE-754 bit patterns
-    (``bits``: float64 viewed as int64): the same exact integers as the array-module
-    version, columns split over threads (each column's digits have one owner), then
-    carries normalised. Returns False if a value is not finite."""
+    (``bits``: float64 viewed as int64), columns split over threads (each column's digits
+    have one owner), then carries normalised. Returns False if a value is not finite."""
     n_rows, n_columns = bits.shape
     finite = np.ones(n_chunks, dtype=np.bool_)
     for chunk in numba.prange(n_chunks):
@@ -96,38 +184,10 @@ def _exact_add(bits, digits, n_chunks):
         last = (chunk + 1) * n_columns // n_chunks
         for r in range(n_rows):
             for c in range(first, last):
-                pattern = bits[r, c]
-                biased = (pattern >> 52) & 0x7FF
-                fraction = pattern & 0xFFFFFFFFFFFFF
-                if biased == 0x7FF:
+                if not _add_to_digits_cpu(bits[r, c], digits, c):
                     finite[chunk] = False
-                    continue
-                if biased == 0:
-                    if fraction == 0:
-                        continue  # +-0
-                    biased = 1  # subnormal: no hidden bit
-                else:
-                    fraction |= np.int64(1) << 52
-                # value = fraction * 2**(biased - 1075), lowest digit bit 2**_LSB_EXPONENT
-                offset = biased - 1075 - _LSB_EXPONENT
-                digit = offset >> 5
-                shift = offset & (_DIGIT_BITS - 1)
-                low_width = _DIGIT_BITS - shift
-                rest = fraction >> low_width
-                low = (fraction & ((np.int64(1) << low_width) - 1)) << shift
-                if pattern >= 0:
-                    digits[c, digit] += low
-                    digits[c, digit + 1] += rest & 0xFFFFFFFF
-                    digits[c, digit + 2] += rest >> 32
-                else:
-                    digits[c, digit] -= low
-                    digits[c, digit + 1] -= rest & 0xFFFFFFFF
-                    digits[c, digit + 2] -= rest >> 32
         for c in range(first, last):
-            for d in range(_N_DIGITS - 1):
-                carry = digits[c, d] >> _DIGIT_BITS
-                digits[c, d] -= carry << _DIGIT_BITS
-                digits[c, d + 1] += carry
+            _carry_digits_cpu(digits, c)
     return finite.all()
 
 
@@ -138,8 +198,9 @@ class ExactColumnSums:
 
     Each value ``m * 2**e`` (53-bit integer mantissa ``m``) is added as integers into a
     fixed-point number of :data:`_N_DIGITS` 32-bit digits per column; :meth:`totals`
-    rounds the exact sum to float64 once (correctly rounded). Written against the array
-    module ``xp``, so CuPy batches are summed on the device.
+    rounds the exact sum to float64 once (correctly rounded). NumPy batches are added by a
+    CPU kernel, CuPy batches on the device by a CUDA kernel (one thread per column), both
+    through :func:`_add_to_digits`.
 
     Parameters
     ----------
@@ -155,35 +216,17 @@ class ExactColumnSums:
 
     def add(self, values: Any) -> None:
         """Add a batch, shape (n_rows, n_columns), of finite values."""
-        if self.xp is np:
-            values = np.ascontiguousarray(values, dtype=np.float64)
-            n_chunks = max(1, min(self.n_columns, 4 * numba.get_num_threads()))
-            if not _exact_add(values.view(np.int64), self.digits, n_chunks):
-                raise ValueError("exact sums need finite values")
-            return
-        for start in range(0, int(values.shape[0]), _ROWS_PER_BINCOUNT):
-            self._add_rows(values[start:start + _ROWS_PER_BINCOUNT])
-        self._normalise()
-
-    def _add_rows(self, values: Any) -> None:
         xp = self.xp
-        if not bool(xp.isfinite(values).all()):
+        values = xp.ascontiguousarray(values, dtype=xp.float64)
+        if xp is np:
+            n_chunks = max(1, min(self.n_columns, 4 * numba.get_num_threads()))
+            finite = _exact_add(values.view(np.int64), self.digits, n_chunks)
+        else:  # device arrays (CuPy): one CUDA thread per column, no temporaries
+            from permenrich.kernels.accumulators import launch_exact_add
+
+            finite = launch_exact_add(values.view(xp.int64), self.digits)
+        if not finite:
             raise ValueError("exact sums need finite values")
-        mantissa, exponent = xp.frexp(values)
-        scaled = (mantissa * 2.0**53).astype(xp.int64)  # exact: |scaled| < 2**53
-        offset = exponent.astype(xp.int64) - 53 - _LSB_EXPONENT
-        digit = offset >> 5
-        shift = offset & (_DIGIT_BITS - 1)
-        magnitude = xp.abs(scaled)
-        sign = xp.where(scaled < 0, -1.0, 1.0)
-        low_width = _DIGIT_BITS - shift
-        rest = magnitude >> low_width
-        parts = ((magnitude & ((xp.int64(1) << low_width) - 1)) << shift, rest & 0xFFFFFFFF, rest >> 32)
-        bins = (xp.arange(self.n_columns, dtype=xp.int64) * _N_DIGITS)[None, :] + digit
-        size = self.n_columns * _N_DIGITS
-        for k, part in enumerate(parts):
-            summed = xp.bincount((bins + k).ravel(), weights=(sign * part).ravel(), minlength=size)
-            self.digits += summed.astype(xp.int64).reshape(self.n_columns, _N_DIGITS)
 
     def _normalise(self) -> None:
         """Carry so that every digit but the top one lies in [0, 2**32): a canonical form,
@@ -363,16 +406,12 @@ def _first_pass_split(null_es, tie, observed, positive_observed, n_positive, n_n
     n_batch, n_sets = null_es.shape
     for b in range(n_batch):
         for s in range(n_sets):
-            value = null_es[b, s]
-            value = 0.0 if abs(value) <= tie else value
-            positive = value >= 0
+            value, positive, exceeds = _first_pass_value_cpu(null_es[b, s], tie, observed[s], positive_observed[s])
             n_positive[s] += positive
             n_negative[s] += not positive
             positive_part[b, s] = value if positive else 0.0
             negative_part[b, s] = 0.0 if positive else value
-            above = value >= observed[s] - tie
-            below = value <= observed[s] + tie
-            n_exceed[s] += above if positive_observed[s] else below
+            n_exceed[s] += exceeds
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -380,10 +419,10 @@ def _second_pass_split(null_es, tie, scale_positive, scale_negative, positive_ne
                        max_negative):
     """CPU kernel of :meth:`GseaNullAccumulator.add_second_pass`'s arithmetic: in one pass,
     the null NES of each sign (magnitudes, NaN left out, row-major order as the
-    array-module version's masks take them) and each permutation's largest of each sign
-    (-inf where none). Returns how many of each sign were written. Both quotients are
-    computed and each written at its cursor, which advances only if kept: no branch on
-    the sign. ``positive_nes`` and ``negative_nes`` need one spare slot."""
+    device version's order) and each permutation's largest of each sign (-inf where none).
+    Returns how many of each sign were written. The NES is written at both cursors, each
+    advancing only if kept: no branch on the sign. ``positive_nes`` and ``negative_nes``
+    need one spare slot."""
     n_batch, n_sets = null_es.shape
     n_positive = 0
     n_negative = 0
@@ -391,19 +430,14 @@ def _second_pass_split(null_es, tie, scale_positive, scale_negative, positive_ne
         top_positive = -math.inf
         top_negative = -math.inf
         for s in range(n_sets):
-            value = null_es[b, s]
-            value = 0.0 if abs(value) <= tie else value
-            positive = value >= 0
-            nes = value / scale_positive[s]
-            keep = positive and nes == nes
+            nes, keep_positive, keep_negative = _second_pass_value_cpu(null_es[b, s], tie, scale_positive[s],
+                                                                       scale_negative[s])
             positive_nes[n_positive] = nes
-            n_positive += keep
-            top_positive = nes if keep and nes > top_positive else top_positive
-            nes = -(value / scale_negative[s])
-            keep = not positive and nes == nes
+            n_positive += keep_positive
+            top_positive = nes if keep_positive and nes > top_positive else top_positive
             negative_nes[n_negative] = nes
-            n_negative += keep
-            top_negative = nes if keep and nes > top_negative else top_negative
+            n_negative += keep_negative
+            top_negative = nes if keep_negative and nes > top_negative else top_negative
         max_positive[b] = top_positive
         max_negative[b] = top_negative
     return n_positive, n_negative
@@ -472,15 +506,15 @@ class GseaNullAccumulator:
             self.sum_positive.add(positive_part)
             self.sum_negative.add(negative_part)
             return
-        null_es = self._snap_zero(null_es, xp)
-        positive = null_es >= 0
-        self.n_positive += positive.sum(axis=0)
-        self.n_negative += (~positive).sum(axis=0)
-        self.sum_positive.add(xp.where(positive, null_es, 0.0))
-        self.sum_negative.add(xp.where(positive, 0.0, null_es))
-        exceed = xp.where(self._positive_obs, null_es >= self._es_dev - self.tie_tolerance,
-                          null_es <= self._es_dev + self.tie_tolerance)
-        self.n_exceed += exceed.sum(axis=0)
+        # Device arrays: one CUDA thread per set, counts and exact sums in one pass and
+        # without temporaries the size of the batch (which the memory model does not hold).
+        from permenrich.kernels.accumulators import launch_gsea_first_pass
+
+        null_es = xp.ascontiguousarray(null_es, dtype=xp.float64)
+        if not launch_gsea_first_pass(null_es, null_es.view(xp.int64), self.tie_tolerance, self._es_dev,
+                                      self._positive_obs, self.n_positive, self.n_negative, self.n_exceed,
+                                      self.sum_positive.digits, self.sum_negative.digits):
+            raise ValueError("exact sums need finite values")
 
     def finish_first_pass(self) -> None:
         """Compute NES, nominal p and the thresholds the second pass counts against."""
@@ -577,16 +611,16 @@ class GseaNullAccumulator:
             n_pos, n_neg = _second_pass_split(null_es, self.tie_tolerance, self._scale_pos, self._scale_neg,
                                               pos_values, neg_values, max_pos, max_neg)
             pos_values, neg_values = pos_values[:n_pos], neg_values[:n_neg]
-        else:
-            null_es = self._snap_zero(null_es, xp)
-            positive = null_es >= 0
-            null_nes = xp.where(positive, null_es / self._scale_pos, null_es / self._scale_neg)
-            valid = ~xp.isnan(null_nes)
-            pos_values = null_nes[valid & positive]
-            neg_values = -null_nes[valid & ~positive]
-            # Per permutation: the most extreme null NES of each sign over all sets.
-            max_pos = xp.where(valid & positive, null_nes, -xp.inf).max(axis=1)
-            max_neg = xp.where(valid & ~positive, -null_nes, -xp.inf).max(axis=1)
+        else:  # device arrays: one CUDA thread per permutation, counting straight into the tails
+            from permenrich.kernels.accumulators import launch_gsea_second_pass
+
+            n_pos, n_neg = launch_gsea_second_pass(
+                xp.ascontiguousarray(null_es, dtype=xp.float64), self.tie_tolerance, self._scale_pos,
+                self._scale_neg, self._fdr_pos, self._fdr_neg, self._fwer_pos, self._fwer_neg)
+            self._null_nes_pos_total += n_pos
+            self._null_nes_neg_total += n_neg
+            self.seen_second += int(null_es.shape[0])
+            return
         self._null_nes_pos_total += int(pos_values.size)
         self._null_nes_neg_total += int(neg_values.size)
         self._fdr_pos.add(pos_values, xp)

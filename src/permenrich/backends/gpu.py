@@ -1,5 +1,5 @@
 """GPU backend: Numba-CUDA kernels from ``kernels/`` (installed as permenrich.kernels),
-CuPy for the regular maths and the null accumulators.
+CuPy for the device arrays and the regular maths.
 
 Same protocol and same pipeline as :class:`permenrich.backends.cpu.CpuBackend`; only the
 kernels differ, and they are compiled from the same device-neutral functions:
@@ -15,7 +15,10 @@ kernels differ, and they are compiled from the same device-neutral functions:
 * correlation: one thread per (shuffle, gene), samples summed in order as on the CPU;
 * mean/maxmean set statistics: one thread per (set, permutation), summing in the CPU's order;
 * gene-set permutation null: one thread per permutation, drawn on the device with a
-  hash table of swaps instead of a pool as long as the gene list.
+  hash table of swaps instead of a pool as long as the gene list;
+* the GSEA null's accumulators (:mod:`permenrich.kernels.accumulators`): one thread per
+  set for the counts and exact sums, one per permutation for the FDR/FWER tails, with
+  nothing the size of a batch allocated.
 
 Every launch, allocation and copy goes to the backend's own CUDA stream (a blocking
 stream, so CuPy's work on the default stream stays ordered with it). How many
