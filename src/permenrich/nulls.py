@@ -144,7 +144,10 @@ def _second_pass_value(value, tie, scale_positive, scale_negative):
     null of that sign is empty) counts in neither."""
     value = 0.0 if abs(value) <= tie else value
     positive = value >= 0
-    nes = value / scale_positive if positive else -(value / scale_negative)
+    # Both quotients, then a select: a branch on the sign (a coin toss) mispredicts.
+    positive_nes = value / scale_positive
+    negative_nes = -(value / scale_negative)
+    nes = positive_nes if positive else negative_nes
     return nes, positive and nes == nes, (not positive) and nes == nes
 
 
