@@ -148,17 +148,35 @@ def test_sparse_random_sequence_equals_pool_shuffle():
             assert np.unique(sparse).size == k
 
 
-@pytest.mark.parametrize("set_statistic", ["ks", "maxmean"])
-def test_device_random_sets_equal_cpu(set_statistic):
+@pytest.mark.parametrize(("set_statistic", "weight"), [("ks", 1.0), ("ks", 1.5), ("maxmean", 1.5)])
+def test_device_random_sets_equal_cpu(set_statistic, weight):
     n_genes = 30
     ranked = np.sort(np.random.default_rng(2).normal(size=n_genes))[::-1].copy()
     ranked[4:8] = ranked[4]  # ties
     sizes = np.array([1, 2, 5, n_genes - 1])
     for start, stop in [(0, 7), (7, 10)]:  # a batch that does not divide the permutations
-        cpu = CpuBackend(threads=1).random_set_null(11, start, stop, ranked, 1.0, set_statistic, sizes)
+        cpu = CpuBackend(threads=1).random_set_null(11, start, stop, ranked, weight, set_statistic, sizes)
         gpu = GpuBackend()
-        got = gpu.to_host(gpu.random_set_null(11, start, stop, ranked, 1.0, set_statistic, sizes))
+        got = gpu.to_host(gpu.random_set_null(11, start, stop, ranked, weight, set_statistic, sizes))
         assert np.array_equal(got.view(np.uint64), cpu.view(np.uint64))
+
+
+def test_hit_weights_computed_once_give_the_per_member_bits():
+    """A costly weight (p = 1.5) is applied once to the ranked list and the closed form
+    run with weight 1: the same bits as applying it member by member."""
+    from permenrich.backends.cpu import SET_STATISTIC_CODES, _sorted_positions_scores, sorted_positions_scores
+
+    rng = np.random.default_rng(12)
+    ranked = np.sort(rng.normal(size=200))[::-1].copy()
+    ranked[0] = np.inf  # an infinite weight: the limit rule
+    members = np.concatenate([rng.choice(200, size=k, replace=False) for k in (1, 15, 40, 199)])
+    offsets = np.array([0, 1, 16, 56, 255])
+    for weight in (1.5, 0.25, 3.0):
+        per_member = np.empty(4)
+        _sorted_positions_scores(members.astype(np.int64), offsets, ranked, weight, SET_STATISTIC_CODES["ks"],
+                                 per_member)
+        once = sorted_positions_scores(members, offsets, ranked, weight, "ks")
+        assert np.array_equal(once.view(np.uint64), per_member.view(np.uint64))
 
 
 def test_size_classes_cover_every_set_once():

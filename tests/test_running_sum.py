@@ -111,7 +111,7 @@ def test_gsea_java_preranked_es(shared_data):
         assert es == pytest.approx(records[fields[0]][0], abs=5.01e-5), fields[0]
 
 
-@pytest.mark.parametrize("weight", [0.0, 1.0, 1.5])
+@pytest.mark.parametrize("weight", [0.0, 1.0, 1.5, 2.0])
 def test_set_scoring_by_walk_and_by_bitmap_give_the_same_bits(weight):
     """The two CPU set scorers (sort each set's ranks through a bitmap, two permutations
     at a time; walk the ranked list appending positions to every set) differ only in

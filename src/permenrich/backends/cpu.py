@@ -256,6 +256,18 @@ def hit_weights(values, weight):
     return out
 
 
+def closed_form_inputs(ranked_stat: np.ndarray, weight: float, set_statistic: str) -> tuple[np.ndarray, float]:
+    """The ranked values and weight to give the closed-form scorers of a fixed ranked list
+    (preranked mode's observed scores and gene-set permutation null): for the running sum
+    with a weight that needs a power (not 0, 1 or 2), the hit weights themselves and
+    weight 1 (|w| = w: the same values, so the same bits), computed once for the list
+    rather than once per member of every random set."""
+    ranked_stat = np.ascontiguousarray(ranked_stat, dtype=np.float64)
+    if set_statistic == "ks" and weight not in (0.0, 1.0, 2.0):
+        return hit_weights(ranked_stat, float(weight)), 1.0
+    return ranked_stat, float(weight)
+
+
 @numba.njit(cache=True, parallel=True, error_model="numpy")
 def linear_set_scores_batch(gene_scores, set_members, set_offsets, maxmean, n_chunks, out):
     """``out[b, s]``: ``mean`` (or ``maxmean``) of set s under row b of ``gene_scores``,
@@ -410,8 +422,8 @@ def _marked_ranks(bits, summary, positions):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _set_scores_from_ranks(stat_a, stat_b, order_a, order_b, weight, set_members, set_offsets, rank, ranked_stat,
-                           bits, summary, positions, out_a, out_b):
+def _set_scores_from_ranks(stat_a, stat_b, order_a, order_b, weight, set_members, set_offsets, rank, ranked_weight,
+                           gene_weight, bits, summary, positions, out_a, out_b):
     """``out_a[s]``, ``out_b[s]``: running-sum ES of every set under two rankings
     (``order_a``, ``order_b``; the same one twice for an odd last permutation), from each
     set's members' ranks: sorted through a bitmap of the ranked list per ranking, and
@@ -421,15 +433,28 @@ def _set_scores_from_ranks(stat_a, stat_b, order_a, order_b, weight, set_members
     walk's bits. Two rankings share each set's member loads and their sums are
     independent chains that the CPU overlaps (17% less time than one at a time).
     Scratch has a row per ranking; ``bits`` and ``summary`` must be zero and are left
-    zero; ``positions`` has room for the largest set plus one."""
+    zero; ``positions`` has room for the largest set plus one.
+
+    A weight that needs a power (not 0, 1 or 2) is computed once per gene (``gene_weight``,
+    and ``ranked_weight`` in ranked order, which the closed form then takes with weight 1:
+    |w| = w) rather than once per membership and ranking: the same values, so the same
+    bits, for n_genes powers instead of 2 k per set (2.2x faster than the C library's
+    pow per membership on the cudaGSEA shape at p = 1.5). The cheap weights stay per
+    membership, on the statistics, which is about 5% faster for them."""
     n_genes = stat_a.shape[0]
+    costly = weight != 0.0 and weight != 1.0 and weight != 2.0
     for position in range(n_genes):
         gene = order_a[position]
         rank[0, gene] = position
-        ranked_stat[0, position] = stat_a[gene]
+        w = _hit_weight(stat_a[gene], weight) if costly else stat_a[gene]
+        ranked_weight[0, position] = w
+        gene_weight[0, gene] = w
         gene = order_b[position]
         rank[1, gene] = position
-        ranked_stat[1, position] = stat_b[gene]
+        w = _hit_weight(stat_b[gene], weight) if costly else stat_b[gene]
+        ranked_weight[1, position] = w
+        gene_weight[1, gene] = w
+    closed_form_weight = 1.0 if costly else weight
     for s in range(set_offsets.shape[0] - 1):
         norm_a = 0.0
         norm_b = 0.0
@@ -437,12 +462,12 @@ def _set_scores_from_ranks(stat_a, stat_b, order_a, order_b, weight, set_members
         n_infinite_b = 0
         for t in range(set_offsets[s], set_offsets[s + 1]):
             gene = set_members[t]
-            w = _hit_weight(stat_a[gene], weight)
+            w = _hit_weight(gene_weight[0, gene], closed_form_weight)
             if w == math.inf:
                 n_infinite_a += 1
             else:
                 norm_a += w
-            w = _hit_weight(stat_b[gene], weight)
+            w = _hit_weight(gene_weight[1, gene], closed_form_weight)
             if w == math.inf:
                 n_infinite_b += 1
             else:
@@ -451,14 +476,14 @@ def _set_scores_from_ranks(stat_a, stat_b, order_a, order_b, weight, set_members
             _mark_rank(bits[1], summary[1], rank[1, gene])
         k = _marked_ranks(bits[0], summary[0], positions[0])
         _marked_ranks(bits[1], summary[1], positions[1])
-        out_a[s], out_b[s] = _ks_pair_from_sorted_positions(positions[0, :k], positions[1, :k], ranked_stat[0],
-                                                            ranked_stat[1], weight, norm_a, norm_b, n_infinite_a,
-                                                            n_infinite_b, n_genes)
+        out_a[s], out_b[s] = _ks_pair_from_sorted_positions(positions[0, :k], positions[1, :k], ranked_weight[0],
+                                                            ranked_weight[1], closed_form_weight, norm_a, norm_b,
+                                                            n_infinite_a, n_infinite_b, n_genes)
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _set_scores_by_walk(stat, order, weight, set_offsets, gene_set_offsets, gene_set_ids, cursors, norms,
-                        n_infinite, slots, ranked_stat, out):
+                        n_infinite, slots, ranked_weight, gene_weight, out):
     """:func:`_set_scores_from_ranks` for many sets per gene (sets sorted by gene index):
     one walk down the ranked list appends each gene's position to the slots of its
     sets, which leaves every set's positions in ascending order with no per-set sort;
@@ -474,14 +499,16 @@ def _set_scores_by_walk(stat, order, weight, set_offsets, gene_set_offsets, gene
         n_infinite[s] = 0
     for position in range(n_genes):
         gene = order[position]
-        ranked_stat[position] = stat[gene]
+        w = _hit_weight(stat[gene], weight)  # once per gene (see the pair version)
+        ranked_weight[position] = w
+        gene_weight[gene] = w
         for t in range(gene_set_offsets[gene], gene_set_offsets[gene + 1]):
             s = gene_set_ids[t]
             slot = cursors[s]
             slots[slot] = position
             cursors[s] = slot + 1
     for gene in range(n_genes):
-        w = _hit_weight(stat[gene], weight)
+        w = gene_weight[gene]
         infinite = w == math.inf
         for t in range(gene_set_offsets[gene], gene_set_offsets[gene + 1]):
             s = gene_set_ids[t]
@@ -490,7 +517,7 @@ def _set_scores_by_walk(stat, order, weight, set_offsets, gene_set_offsets, gene
             else:
                 norms[s] += w
     for s in range(n_sets):
-        out[s] = _ks_from_sorted_positions(slots[set_offsets[s]:set_offsets[s + 1]], ranked_stat, weight, norms[s],
+        out[s] = _ks_from_sorted_positions(slots[set_offsets[s]:set_offsets[s + 1]], ranked_weight, 1.0, norms[s],
                                            n_infinite[s], n_genes)
 
 
@@ -513,7 +540,8 @@ def ks_scores(stats, weight, set_members, set_offsets, largest_set, gene_set_off
         histogram = np.empty((CPU_PASSES, RADIX_SIZE), dtype=np.int64)
         stats_bits = stats.view(np.uint64)
         if walk:
-            ranked_stat = np.empty(n_genes)
+            ranked_weight = np.empty(n_genes)
+            gene_weight = np.empty(n_genes)
             cursors = np.empty(n_sets, dtype=np.int64)
             norms = np.empty(n_sets)
             n_infinite = np.empty(n_sets, dtype=np.int64)
@@ -521,10 +549,11 @@ def ks_scores(stats, weight, set_members, set_offsets, largest_set, gene_set_off
             for b in range(first, stop):
                 _rank_descending_by_value(stats[b], stats_bits[b], order[0], keys, keys_tmp, order_tmp, histogram)
                 _set_scores_by_walk(stats[b], order[0], weight, set_offsets, gene_set_offsets, gene_set_ids, cursors,
-                                    norms, n_infinite, slots, ranked_stat, out[b])
+                                    norms, n_infinite, slots, ranked_weight, gene_weight, out[b])
         else:
             rank = np.empty((2, n_genes), dtype=np.int32)  # half the cache lines of int64
-            ranked_stats = np.empty((2, n_genes))
+            ranked_weights = np.empty((2, n_genes))
+            gene_weights = np.empty((2, n_genes))
             bits = np.zeros((2, n_words), dtype=np.uint64)
             summary = np.zeros((2, (n_words + 63) // 64), dtype=np.uint64)
             positions = np.empty((2, largest_set + 1), dtype=np.int64)
@@ -534,7 +563,8 @@ def ks_scores(stats, weight, set_members, set_offsets, largest_set, gene_set_off
                 _rank_descending_by_value(stats[b_next], stats_bits[b_next], order[1], keys, keys_tmp, order_tmp,
                                           histogram)
                 _set_scores_from_ranks(stats[b], stats[b_next], order[0], order[1], weight, set_members, set_offsets,
-                                       rank, ranked_stats, bits, summary, positions, out[b], out[b_next])
+                                       rank, ranked_weights, gene_weights, bits, summary, positions, out[b],
+                                       out[b_next])
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -582,9 +612,9 @@ def sorted_positions_scores(members: np.ndarray, offsets: np.ndarray, ranked_sta
     ndarray of float64, shape (n_sets,)
     """
     out = np.empty(np.asarray(offsets).size - 1)
+    values, weight = closed_form_inputs(ranked_stat, weight, set_statistic)
     _sorted_positions_scores(np.ascontiguousarray(members, dtype=np.int64),
-                             np.ascontiguousarray(offsets, dtype=np.int64),
-                             np.ascontiguousarray(ranked_stat, dtype=np.float64), float(weight),
+                             np.ascontiguousarray(offsets, dtype=np.int64), values, weight,
                              SET_STATISTIC_CODES[set_statistic], out)
     return out
 
@@ -831,9 +861,9 @@ class CpuBackend:
         """Gene-set permutation null: statistic of random sets of each size, shape
         (n_batch, n_sizes)."""
         out = np.empty((perm_stop - perm_start, sizes.size))
+        values, weight = closed_form_inputs(ranked_stat, weight, set_statistic)
         with self._threads():
-            random_set_scores(np.uint64(seed), perm_start, np.ascontiguousarray(ranked_stat, dtype=np.float64),
-                              float(weight), SET_STATISTIC_CODES[set_statistic],
+            random_set_scores(np.uint64(seed), perm_start, values, weight, SET_STATISTIC_CODES[set_statistic],
                               np.ascontiguousarray(sizes, dtype=np.int64), self.chunks(out.shape[0]), out)
         return out
 

@@ -552,7 +552,7 @@ class GpuBackend:
         from permenrich.kernels.permutations import launch_random_sets
 
         from ..rng import sparse_table_capacity
-        from .cpu import SET_STATISTIC_CODES
+        from .cpu import SET_STATISTIC_CODES, closed_form_inputs
 
         n = perm_stop - perm_start
         largest = int(np.max(sizes))
@@ -560,9 +560,10 @@ class GpuBackend:
         scratch = (self._empty((n, capacity), np.int64), self._empty((n, capacity), np.int64),
                    self._empty((n, largest), np.int64), self._empty((n, largest), np.int64))
         out = self._empty((n, np.asarray(sizes).size), np.float64)
-        launch_random_sets(np.uint64(seed), perm_start, self._to_device(np.asarray(ranked_stat, dtype=np.float64)),
-                           float(weight), SET_STATISTIC_CODES[set_statistic],
-                           self._to_device(np.asarray(sizes, dtype=np.int64)), scratch, out, self.stream)
+        values, weight = closed_form_inputs(ranked_stat, weight, set_statistic)  # the CPU's inputs, same bits
+        launch_random_sets(np.uint64(seed), perm_start, self._to_device(values), weight,
+                           SET_STATISTIC_CODES[set_statistic], self._to_device(np.asarray(sizes, dtype=np.int64)),
+                           scratch, out, self.stream)
         return self._as_xp(out)
 
     def describe(self) -> dict:
