@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+if "PYTHONPATH" not in os.environ:  # an explicit PYTHONPATH picks the checkout to measure
+    sys.path.insert(0, str(ROOT / "src"))
 
 
 def workload_sets(n_genes: int, n_sets: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -24,21 +24,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 if "PYTHONPATH" not in os.environ:  # an explicit PYTHONPATH picks the checkout to measure
     sys.path.insert(0, str(ROOT / "src"))
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import permenrich  # noqa: E402
+from bench_gpu_kernels import workload_sets  # noqa: E402 (the cudaGSEA set sizes)
 from permenrich.backends.cpu import CpuBackend  # noqa: E402
-
-
-def workload_sets(n_genes: int, n_sets: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Set sizes 15-500, log-uniform (as bench_cudagsea.py)."""
-    rng = np.random.default_rng(seed)
-    sizes = np.clip(np.exp(rng.uniform(np.log(15), np.log(500), size=n_sets)).astype(int), 15, min(500, n_genes - 1))
-    members = np.concatenate([np.sort(rng.choice(n_genes, size=k, replace=False)) for k in sizes])
-    return members.astype(np.int64), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 def best_seconds(function, repeats: int = 5) -> float:  # noqa: ANN001
