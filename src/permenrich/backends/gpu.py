@@ -31,8 +31,10 @@ under ``NUMBA_ENABLE_CUDASIM=1`` in CI, where the kernels run in Numba's simulat
 arrays are brought back and the accumulators use NumPy.
 
 Float64 throughout and no fused multiply-add (``fastmath`` off, NVVM ``-fma=0``, kernels
-linked without LTO), so gene statistics, ES and the null summaries match the CPU's bit
-for bit (checked with exact equality under the simulator and on an H200).
+linked without LTO), and the transcendental functions of the statistics computed by
+:mod:`permenrich.portable_math`, so gene statistics, ES and the null summaries match the
+CPU's bit for bit (checked with exact equality under the simulator, and on an H200 for
+the kernels as they were on 2026-11-30: see benchmarks/README.md).
 """
 
 from __future__ import annotations
