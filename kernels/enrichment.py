@@ -135,6 +135,29 @@ def es_from_ranks_kernel(stat, rank, ranked_stat, weight, set_members, set_offse
                                          positions[starts[i]:starts[i + 1], b], False)
 
 
+@kernel_jit
+def hit_weights_kernel(values, weight):
+    """``values[i] = hit_weight(values[i], weight)`` in place, one thread per element."""
+    i = cuda.grid(1)
+    if i < values.shape[0]:
+        values[i] = hit_weight(values[i], weight)
+
+
+def weigh_tables(tables, weight: float, stream) -> float:  # noqa: ANN001 - device arrays
+    """For a weight that needs a power (not 0, 1 or 2), turn the ranking kernel's
+    statistic tables into hit weights in place, once per gene and permutation, and return
+    the weight the ES kernels then take (1: |w| = w, so the same values and bits as
+    weighing each member, for n_genes powers per permutation instead of two per
+    membership); otherwise leave them and return ``weight``."""
+    if weight in (0.0, 1.0, 2.0):
+        return weight
+    for table in tables:
+        flat = table.reshape(table.size)
+        blocks, threads = grid_1d(flat.shape[0])
+        hit_weights_kernel[blocks, threads, stream](flat, weight)
+    return 1.0
+
+
 #: Blocks along a grid's x axis at most (further sets loop); CUDA allows 2**31 - 1.
 MAX_GRID_X = 2**20
 
