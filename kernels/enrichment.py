@@ -27,6 +27,7 @@ import math
 import numpy as np
 from numba import cuda, uint16
 
+from permenrich.enrich.running_sum import _needs_power
 from permenrich.stats.ranking import FULL_PASSES
 
 from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, heap_sort, hit_weight, kernel_jit,
@@ -149,7 +150,7 @@ def weigh_tables(tables, weight: float, stream) -> float:  # noqa: ANN001 - devi
     the weight the ES kernels then take (1: |w| = w, so the same values and bits as
     weighing each member, for n_genes powers per permutation instead of two per
     membership); otherwise leave them and return ``weight``."""
-    if weight in (0.0, 1.0, 2.0):
+    if not _needs_power(weight):
         return weight
     for table in tables:
         flat = table.reshape(table.size)

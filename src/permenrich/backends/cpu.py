@@ -38,6 +38,7 @@ from .._compile import cpu_family
 from ..enrich.linear import SCALAR_FUNCTIONS as LINEAR_FUNCTIONS
 from ..enrich.linear import LinearSetStatistic
 from ..enrich.running_sum import SCALAR_FUNCTIONS as WALK_FUNCTIONS
+from ..enrich.running_sum import _needs_power as _needs_power_py
 from ..genesets import gene_to_sets
 from ..stats import two_group
 from ..stats.correlation import CorrelationStatistic
@@ -56,6 +57,7 @@ _accumulate_rows = _cpu._accumulate_rows
 _accumulate_totals = _cpu._accumulate_totals
 _statistic_from_sums = _cpu._statistic_from_sums
 _hit_weight = _cpu._hit_weight
+_needs_power = _cpu._needs_power
 _ks_from_sorted_positions = _cpu._ks_from_sorted_positions
 _ks_pair_from_sorted_positions = _cpu._ks_pair_from_sorted_positions
 _sorted_positions_score = _cpu._sorted_positions_score
@@ -263,7 +265,7 @@ def closed_form_inputs(ranked_stat: np.ndarray, weight: float, set_statistic: st
     weight 1 (|w| = w: the same values, so the same bits), computed once for the list
     rather than once per member of every random set."""
     ranked_stat = np.ascontiguousarray(ranked_stat, dtype=np.float64)
-    if set_statistic == "ks" and weight not in (0.0, 1.0, 2.0):
+    if set_statistic == "ks" and _needs_power_py(weight):
         return hit_weights(ranked_stat, float(weight)), 1.0
     return ranked_stat, float(weight)
 
@@ -442,7 +444,7 @@ def _set_scores_from_ranks(stat_a, stat_b, order_a, order_b, weight, set_members
     pow per membership on the cudaGSEA shape at p = 1.5). The cheap weights stay per
     membership, on the statistics, which is about 5% faster for them."""
     n_genes = stat_a.shape[0]
-    costly = weight != 0.0 and weight != 1.0 and weight != 2.0
+    costly = _needs_power(weight)
     for position in range(n_genes):
         gene = order_a[position]
         rank[0, gene] = position

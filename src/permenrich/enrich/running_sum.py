@@ -155,6 +155,13 @@ WALK_STATE_WIDTH = 8
 
 
 @inline
+def _needs_power(weight):
+    """Whether :func:`_hit_weight` computes a power for ``weight`` (0, 1 and 2 are exact
+    shortcuts): callers then weigh each gene once rather than each membership."""
+    return weight != 0.0 and weight != 1.0 and weight != 2.0
+
+
+@inline
 def _hit_weight(value, weight):
     """|value| ** weight: the common weights 1, 0 and 2 exact and cheap, others by
     :func:`~permenrich.portable_math._power` (the same bits on every backend, unlike the
@@ -437,7 +444,7 @@ def _score_prefixes(sequence, ranked_stat, weight, statistic, sizes, prefix, out
 
 
 #: Walk and random-set scoring with the ranking and the draws they use; compile together.
-SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, *RNG_FUNCTIONS, *PORTABLE_MATH_FUNCTIONS, _hit_weight, _step_weight, _pick_extreme, _enrichment_scores,
-                    _sorted_positions_score, _ks_step, _ks_from_sorted_positions,
-                    _ks_pair_from_sorted_positions, _sift_down, _heap_sort, _score_prefixes,
+SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, *RNG_FUNCTIONS, *PORTABLE_MATH_FUNCTIONS, _needs_power, _hit_weight,
+                    _step_weight, _pick_extreme, _enrichment_scores, _sorted_positions_score, _ks_step,
+                    _ks_from_sorted_positions, _ks_pair_from_sorted_positions, _sift_down, _heap_sort, _score_prefixes,
                     _random_set_null_row, _random_set_null_row_sparse)
