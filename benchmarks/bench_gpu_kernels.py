@@ -10,8 +10,11 @@ normals, as signal-to-noise values look), then each kernel is timed on them:
   would be narrower than 64 or 128 permutations sorted in global scratch instead
   (``min_shared_width``: the first H200 run found the narrowest blocks latency bound),
   and with the shared-memory sets sorted by a bitonic network instead of a heap sort
-  (``es_sort``: branch-free, the same exchanges in every thread);
-* ``ranking only``: the block ranking alone, to split the time between the two.
+  (``es_sort``: branch-free, the same exchanges in every thread) or by a warp through a
+  bitmap of ranked positions (``es_sort="bitmap"``);
+* ``ranking only``: the block ranking alone, to split the time between the two;
+* each size class of sets alone under each sort (the ES kernels only, on one batch's
+  rank tables), to choose a sort per class.
 
 Reports the median seconds per launch over ``--repeats`` launches (after one warm-up),
 the seconds per 1e6 permutations this extrapolates to, the device memory the memory model
@@ -47,6 +50,46 @@ def workload_sets(n_genes: int, n_sets: int, seed: int = 0) -> tuple[np.ndarray,
     return members.astype(np.int64), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
+def time_size_classes(members: np.ndarray, offsets: np.ndarray, stats: np.ndarray, n_genes: int, sort: str,
+                      repeats: int) -> list[tuple[int, int, int, float]]:
+    """(slot, sets, memberships, median seconds) of the ES kernels for each size class
+    alone under ``sort``, on the rank tables of one ranked batch. Every sort puts the sets
+    of 15-500 genes in the same slots, so the rows of two sorts are the same classes."""
+    from numba import cuda
+
+    from permenrich.backends.gpu import GpuBackend
+    from permenrich.kernels.enrichment import launch_es_from_ranks
+    from permenrich.kernels.ranking import launch_block_rank, rank_scratch
+
+    backend = GpuBackend(scratch_bytes=1 << 62)
+    backend.es_sort = sort
+    backend.prepare_sets("ks", members, offsets, 1.0, n_genes)
+    device_stats = backend._to_device(stats)
+    scratch = rank_scratch(stats.shape[0], n_genes, backend.stream)
+    launch_block_rank(device_stats, device_stats.view(np.uint64), scratch, backend.stream, backend.rank_threads)
+    rank, ranked_stat, stat_by_gene = scratch[2:]
+    sets = backend._sets
+    positions = backend._empty((max(1, sets.n_global_memberships), stats.shape[0]), np.int32)
+    out = backend._empty((stats.shape[0], sets.n_sets), np.float64)
+    sizes = np.diff(offsets)
+    timings = []
+    for size_class in sorted(sets.size_classes, key=lambda c: c[1]):
+        def launch() -> None:
+            launch_es_from_ranks((stat_by_gene, rank, ranked_stat), 1.0, sets.members32, sets.arrays[1],
+                                 [size_class], positions, out, backend.stream, sort)
+        launch()  # compile and warm up
+        cuda.synchronize()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            launch()
+            cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        class_sets = backend.to_host(size_class[0])
+        timings.append((size_class[1], class_sets.size, int(sizes[class_sets].sum()), statistics.median(times)))
+    return timings
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--genes", type=int, default=20_639)
@@ -65,12 +108,14 @@ def main() -> int:
     from numba import cuda
 
     from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation
+    from permenrich.kernels.enrichment import ES_SORTS
 
     members, offsets = workload_sets(args.genes, args.sets)
     stats = np.random.default_rng(1).normal(size=(args.batch, args.genes))
     rows = []
     results = {}
     variants = [("ranks", "ranks", 32, "heap"), ("ranks, bitonic sort", "ranks", 32, "bitonic"),
+                ("ranks, bitmap sort", "ranks", 32, "bitmap"),
                 ("ranks, large sets global (< 64 wide)", "ranks", 64, "heap"),
                 ("ranks, large sets global (< 128 wide)", "ranks", 128, "heap"),
                 ("ranks, bitonic, large sets global (< 128 wide)", "ranks", 128, "bitonic"),
@@ -109,6 +154,10 @@ def main() -> int:
         peak = f"{pool.total_bytes() / 2**30:.2f} GiB" if pool is not None else "—"
         rows.append((name, batch, median, median / batch * 1e6, sum(model.values()) * batch / 2**30, peak))
         print(rows[-1], flush=True)
+    by_class = {sort: time_size_classes(members, offsets, stats[:args.batch], args.genes, sort, args.repeats)
+                for sort in ES_SORTS}
+    for sort, timings in by_class.items():
+        print(sort, [(slot, round(seconds, 5)) for slot, _, _, seconds in timings], flush=True)
     common = min(args.batch, args.old_batch)
     reference = results["ranks"]
     identical = all(np.array_equal(other[:common].view(np.uint64), reference[:common].view(np.uint64))
@@ -125,6 +174,14 @@ def main() -> int:
                  "| kernel | batch | s per launch | s per 1e6 permutations | model GiB per launch | CuPy pool |",
                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
         lines += [f"| {k} | {b:,} | {t:.4f} | {m:.1f} | {g:.2f} | {p} |" for k, b, t, m, g, p in rows]
+        lines += ["", f"ES kernels alone, one size class at a time (batch {args.batch:,}, weight 1; slot 0: global "
+                  "scratch), median ms per launch:", "",
+                  "| slot | sets | memberships | " + " | ".join(ES_SORTS) + " |",
+                  "| ---: | ---: | ---: | " + " | ".join("---:" for _ in ES_SORTS) + " |"]
+        for row in zip(*by_class.values()):
+            slot, n_sets, n_members = row[0][:3]
+            lines.append(f"| {slot} | {n_sets:,} | {n_members:,} | "
+                         + " | ".join(f"{seconds * 1e3:.2f}" for *_, seconds in row) + " |")
         args.out.write_text("\n".join(lines) + "\n")
         print(f"report written to {args.out}")
     return 0 if identical else 1

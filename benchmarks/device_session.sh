@@ -3,7 +3,8 @@
 #   1. the GPU tests with the GPU visible (they run on the device, not in Numba's simulator;
 #      tests/test_gpu.py's real-GPU test compares leukemia CPU vs GPU); about 10 minutes in all;
 #   2. the set-scoring kernels alone, old (one thread per permutation) and new (block
-#      ranking + ES from member ranks), on the cudaGSEA shape (benchmarks/bench_gpu_kernels.py);
+#      ranking + ES from member ranks, each sort, each size class alone), on the cudaGSEA
+#      shape (benchmarks/bench_gpu_kernels.py);
 #   3. the cudaGSEA workload at 1e4, 1e5, 1e6 permutations on the GPU (new kernels), the old
 #      kernel at 2e3, plus leukemia GPU and CPU in the same run (benchmarks/bench_cudagsea.py),
 #      with peak device memory;
@@ -61,19 +62,19 @@ timeout 150 "$python" -m pytest -q -rfEs --tb=short -p no:cacheprovider "${ignor
 grep -E "^(FAILED|ERROR)|passed|failed" "$out/pytest_gpu.log" | tail -25
 
 # 2. the set-scoring kernels alone, old and new side by side (scores compared exactly)
-timeout 90 "$python" benchmarks/bench_gpu_kernels.py --batch 4096 --old-batch 256 --repeats 3 \
+timeout 120 "$python" benchmarks/bench_gpu_kernels.py --batch 4096 --old-batch 256 --repeats 3 \
   --out "$out/gpu_kernels_$(date -u +%F).md" 2>&1 | tail -5
 
 # 3. whole runs
 perms=(10000 100000 1000000)
 [ "$quick" = quick ] && perms=(10000)
-timeout 270 "$python" benchmarks/bench_cudagsea.py --devices gpu gpu-per-permutation cpu --cpu-max 10000 \
+timeout 240 "$python" benchmarks/bench_cudagsea.py --devices gpu gpu-per-permutation cpu --cpu-max 10000 \
   --old-max 2000 --leukemia-cpu-threads 2 --permutations "${perms[@]}" --data-dir "$data" \
   --out "$out/cudagsea_gpu_cpu_$(date -u +%F).md" --profile "$out/profiles_gpu.txt" 2>&1 | tail -20
 
 # 4. kernel counters (a short run; ncu replays each kernel, so keep it small)
 if command -v ncu >/dev/null && [ "$quick" != quick ]; then
-  timeout 90 ncu --target-processes all --kernel-name regex:"two_group|block_rank|es_from_ranks|ks_kernel|random_set" \
+  timeout 60 ncu --target-processes all --kernel-name regex:"two_group|block_rank|es_from_ranks|ks_kernel|random_set" \
     --launch-count 8 --section SpeedOfLight --section MemoryWorkloadAnalysis --csv \
     "$python" benchmarks/bench_gpu_kernels.py --batch 512 --old-batch 64 --repeats 1 > "$out/ncu_kernels.csv" 2>&1 || true
 fi

@@ -64,8 +64,12 @@ def kernel_jit(function):  # noqa: ANN001, ANN201 - a Python function in, a Numb
     """``cuda.jit`` with :data:`KERNEL_OPTIONS`: the decorator of every kernel here.
 
     The function goes in the same call: Numba-CUDA 0.30's ``cuda.jit(**options)``, the
-    decorator form, forgets ``lto``."""
-    return cuda.jit(function, **KERNEL_OPTIONS)
+    decorator form, forgets ``lto``. Kernels are cached on disk, as the CPU kernels are:
+    NVVM and ptxas take seconds for the dozen kernels of a run, in every new process
+    otherwise. Numba checks a cached kernel against its own file only;
+    :func:`permenrich._compile.drop_stale_kernel_caches` drops the caches when any source
+    they compile in changes."""
+    return cuda.jit(function, cache=True, **KERNEL_OPTIONS)
 
 _device = jit_family(dict.fromkeys(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS + CORRELATION_FUNCTIONS
                                    + LINEAR_FUNCTIONS + NULL_FUNCTIONS),

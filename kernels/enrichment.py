@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, uint16
+from numba import cuda, uint16, uint32
 
 from permenrich.enrich.running_sum import _needs_power
 from permenrich.stats.ranking import FULL_PASSES
@@ -34,8 +34,14 @@ from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, heap_sort, h
                      ks_from_sorted_positions, linear_set_score, rank_descending)
 
 
-#: Ranked-position sorts of the shared-memory ES kernel (``GpuBackend.es_sort``).
-ES_SORTS = ("heap", "bitonic")
+#: Ranked-position sorts of the shared-memory ES kernel (``GpuBackend.es_sort``): each
+#: thread sorts its own slot (``heap``, ``bitonic``), or a warp sorts its 32 slots one
+#: after another through a bitmap of ranked positions (``bitmap``).
+ES_SORTS = ("heap", "bitonic", "bitmap")
+#: uint16 slots of a bitmap-sorted block are this much wider than its 32 threads: element
+#: j of thread t at ``j * BITMAP_STRIDE + t``. A warp reading one thread's elements then
+#: touches 32 distinct banks (17 j + t/2 mod 32, 17 odd), as does a thread-per-slot pass.
+BITMAP_STRIDE = 34
 #: Pads a bitonic sort's slot: sorts after every position (positions are below 65,536;
 #: a real 65,535 ties with it and is kept, being among the k smallest either way).
 _PAD = 0xFFFF
@@ -67,17 +73,14 @@ def bitonic_sort(values, n):
 
 
 @cuda.jit(device=True)
-def set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, scratch, bitonic):
-    """ES of set s for permutation b from the gene-major tables of the ranking kernel:
-    gather its members' ranks into ``scratch`` (at least the set's size; with ``bitonic``,
-    at least the power of two above it), sort them (heap or bitonic sort: the same result),
-    and take the running-sum extremum in closed form. ``N_R`` is added in member order,
-    as the CPU's walk adds it."""
+def gather_member_ranks(b, s, stat, weight, rank, set_members, set_offsets, scratch):
+    """Write the ranked positions of set s's members under permutation b into
+    ``scratch`` (member order) and return (the sum ``N_R`` of their finite hit weights,
+    added in member order as the CPU's walk adds it, the count of infinite ones)."""
     first = set_offsets[s]
-    last = set_offsets[s + 1]
     norm = 0.0
     n_infinite = 0
-    for t in range(first, last):
+    for t in range(first, set_offsets[s + 1]):
         gene = set_members[t]
         w = hit_weight(stat[gene, b], weight)
         if w == math.inf:
@@ -85,7 +88,17 @@ def set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set
         else:
             norm += w
         scratch[t - first] = rank[gene, b]
-    k = last - first
+    return norm, n_infinite
+
+
+@cuda.jit(device=True)
+def set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, scratch, bitonic):
+    """ES of set s for permutation b from the gene-major tables of the ranking kernel:
+    gather its members' ranks into ``scratch`` (at least the set's size; with ``bitonic``,
+    at least the power of two above it), sort them (heap or bitonic sort: the same result),
+    and take the running-sum extremum in closed form."""
+    norm, n_infinite = gather_member_ranks(b, s, stat, weight, rank, set_members, set_offsets, scratch)
+    k = set_offsets[s + 1] - set_offsets[s]
     if bitonic:
         n = 1
         while n < k:
@@ -136,6 +149,91 @@ def es_from_ranks_kernel(stat, rank, ranked_stat, weight, set_members, set_offse
                                          positions[starts[i]:starts[i + 1], b], False)
 
 
+def bitmap_words_per_lane(n_genes: int) -> int:
+    """32-bit words of the ranked-position bitmap each lane of a warp owns (a contiguous
+    run; odd, so that the 32 lanes' i-th words fall in 32 distinct banks)."""
+    words = (n_genes + 31) // 32
+    per_lane = max(1, (words + 31) // 32)
+    return per_lane if per_lane % 2 else per_lane + 1
+
+
+def bitmap_block_bytes(slot: int, n_genes: int) -> int:
+    """Dynamic shared memory of a bitmap-sorted block: 32 slots of ``slot`` uint16
+    positions (row stride :data:`BITMAP_STRIDE`), then the warp's bitmap and its 32 lane
+    counts (uint32)."""
+    return _bitmap_offset(slot) * 4 + (32 * bitmap_words_per_lane(n_genes) + 32) * 4
+
+
+def _bitmap_offset(slot: int) -> int:
+    """Index, in uint32 words, of a bitmap-sorted block's bitmap (after the slots)."""
+    return (2 * slot * BITMAP_STRIDE + 3) // 4
+
+
+@kernel_jit
+def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, slot,
+                                bitmap, words_per_lane, out):
+    """``out[b, s]`` for the sets ``class_sets`` (sizes up to ``slot``), one warp per
+    block: thread x is permutation ``blockIdx.y * 32 + x``, blocks along x take the sets.
+
+    Each thread gathers its permutation's member ranks into its slot, as in
+    :func:`es_from_ranks_shared_kernel`; then the warp sorts the 32 slots one after
+    another: its lanes set each rank's bit in a bitmap of the ranked positions (ranks of
+    one permutation are distinct, so the bitmap holds them exactly), count the bits of
+    their own runs of words, and write the positions back in ascending order (each lane
+    from the offset the lanes before it counted), clearing the bitmap as they go. That is
+    ~k/32 + n_genes/1024 steps per lane per slot, against a heap sort's ~2 k log2 k
+    dependent, divergent steps per thread. Each thread then takes the running-sum
+    extremum of its own sorted slot (sequential float64 sums, the CPU's order). ``bitmap``:
+    where the bitmap starts in the dynamic shared memory, in uint32 words."""
+    t = cuda.threadIdx.x
+    b = cuda.blockIdx.y * 32 + t
+    active = b < stat.shape[1]
+    positions = cuda.shared.array(0, dtype=uint16)
+    words = cuda.shared.array(0, dtype=uint32)
+    my_words = bitmap + t * words_per_lane
+    counts = bitmap + 32 * words_per_lane
+    for w in range(words_per_lane):
+        words[my_words + w] = 0
+    n_genes = stat.shape[0]
+    for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
+        s = class_sets[i]
+        k = set_offsets[s + 1] - set_offsets[s]
+        norm = 0.0
+        n_infinite = 0
+        if active:
+            norm, n_infinite = gather_member_ranks(b, s, stat, weight, rank, set_members, set_offsets,
+                                                   positions[t: t + slot * BITMAP_STRIDE: BITMAP_STRIDE])
+        cuda.syncthreads()
+        for owner in range(min(32, stat.shape[1] - cuda.blockIdx.y * 32)):
+            for j in range(t, k, 32):
+                r = positions[j * BITMAP_STRIDE + owner]
+                cuda.atomic.or_(words, bitmap + (r >> 5), uint32(1 << int(r & 31)))  # int(): the simulator would shift a uint16 in 16 bits
+            cuda.syncthreads()
+            count = 0
+            for w in range(words_per_lane):
+                count += cuda.popc(words[my_words + w])
+            words[counts + t] = count
+            cuda.syncthreads()
+            at = 0
+            for lane in range(t):
+                at += words[counts + lane]
+            for w in range(words_per_lane):
+                word = words[my_words + w]
+                if word != 0:
+                    words[my_words + w] = 0
+                    base = (t * words_per_lane + w) * 32
+                    while word != 0:
+                        rest = word & (word - 1)
+                        positions[at * BITMAP_STRIDE + owner] = base + cuda.popc((word ^ rest) - 1)
+                        at += 1
+                        word = rest
+            cuda.syncthreads()
+        if active:
+            out[b, s] = ks_from_sorted_positions(positions[t: t + k * BITMAP_STRIDE: BITMAP_STRIDE], ranked_stat[:, b],
+                                                 weight, norm, n_infinite, n_genes)
+        cuda.syncthreads()
+
+
 @kernel_jit
 def hit_weights_kernel(values, weight):
     """``values[i] = hit_weight(values[i], weight)`` in place, one thread per element."""
@@ -171,12 +269,20 @@ def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes,
     same number of ranks. ``size_classes``: (device set indices, slot, widest block,
     scratch starts) from :func:`size_classes`. ``sort``: one of :data:`ES_SORTS`, for the
     sets sorted in shared memory (whose slots are powers of two); the global scratch,
-    exactly as long as each set, is heap-sorted."""
-    n_batch = tables[0].shape[1]
+    exactly as long as each set, is heap-sorted. ``bitmap`` blocks are one warp whatever
+    :func:`size_classes` chose for the others."""
+    n_genes, n_batch = tables[0].shape
     bitonic = sort == "bitonic"
     for class_sets, slot, widest, starts in size_classes:
+        n_blocks = min(class_sets.shape[0], MAX_GRID_X)
+        if slot and sort == "bitmap":
+            grid = (n_blocks, (n_batch + 31) // 32)
+            es_from_ranks_bitmap_kernel[grid, (32, 1), stream, bitmap_block_bytes(slot, n_genes)](
+                *tables, weight, set_members, set_offsets, class_sets, slot, _bitmap_offset(slot),
+                bitmap_words_per_lane(n_genes), out)
+            continue
         width = min(widest, n_batch)
-        grid = (min(class_sets.shape[0], MAX_GRID_X), (n_batch + width - 1) // width)
+        grid = (n_blocks, (n_batch + width - 1) // width)
         if slot:
             es_from_ranks_shared_kernel[grid, (width, 1), stream, 2 * slot * width](
                 *tables, weight, set_members, set_offsets, class_sets, slot, bitonic, out)
@@ -207,7 +313,7 @@ def launch_linear_set_scores(gene_scores, set_members, set_offsets, maxmean: boo
 
 def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,
                  threads_per_block: int = THREADS_PER_BLOCK,
-                 min_shared_width: int = 32) -> list[tuple[np.ndarray, int, int, np.ndarray]]:
+                 min_shared_width: int = 32, sort: str = "heap") -> list[tuple[np.ndarray, int, int, np.ndarray]]:
     """Group sets by size for :func:`launch_es_from_ranks`: (set indices, slot, widest
     block, scratch starts).
 
@@ -217,7 +323,9 @@ def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,
     than ``min_shared_width`` permutations (a warp by default: few resident warps per SM
     then, which the first H200 measurements showed latency bound), and every set when
     positions do not fit in 16 bits, go to the global-scratch kernel (slot 0; ``starts``
-    are their rows of the global scratch, whose length is the last start).
+    are their rows of the global scratch, whose length is the last start). With
+    ``sort="bitmap"`` blocks are one warp, with its bitmap (:func:`bitmap_block_bytes`),
+    and a class is in shared memory when that block fits ``shared_bytes``.
     """
     sizes = np.asarray(sizes, dtype=np.int64)
     slots = np.maximum(32, 2 ** np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64))
@@ -225,8 +333,13 @@ def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,
     global_sets = []
     for slot in sorted(set(slots.tolist())):
         members = np.flatnonzero(slots == slot).astype(np.int64)
-        width = min(threads_per_block, shared_bytes // (2 * slot)) // 32 * 32
-        if n_genes > np.iinfo(np.uint16).max + 1 or width < max(32, min_shared_width):
+        if sort == "bitmap":
+            fits = bitmap_block_bytes(slot, n_genes) <= shared_bytes
+            width = 32
+        else:
+            width = min(threads_per_block, shared_bytes // (2 * slot)) // 32 * 32
+            fits = width >= max(32, min_shared_width)
+        if n_genes > np.iinfo(np.uint16).max + 1 or not fits:
             global_sets.append(members)
             continue
         classes.append((members, int(slot), int(width), np.zeros(1, np.int64)))

@@ -13,7 +13,7 @@ from numba import cuda
 from permenrich.backends.cpu import CpuBackend
 from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation, gpu_available
 from permenrich.enrich.linear import linear_set_statistic_reference
-from permenrich.kernels.enrichment import bitonic_sort, size_classes
+from permenrich.kernels.enrichment import bitmap_block_bytes, bitonic_sort, launch_es_from_ranks, size_classes
 from permenrich.kernels.ranking import RANK_THREADS, SIMULATOR_RANK_THREADS, launch_block_rank, rank_scratch
 from permenrich.rng import random_sequence, random_sequence_sparse, sparse_table_capacity
 from permenrich.stats.ranking import ranking_reference
@@ -69,6 +69,8 @@ def _sets_case(n_genes):
     ("per-permutation", 0, "heap"),
     ("ranks", 48 * 1024, "bitonic"),  # padded to powers of two in the shared slots
     ("ranks", 2 * 32 * 32, "bitonic"),  # bitonic in shared memory, heap in global scratch
+    ("ranks", 48 * 1024, "bitmap"),  # a warp sorts its 32 slots through a bitmap
+    ("ranks", 2 * 34 * 32 + 4 * 64, "bitmap"),  # only the warp of slots of 32 fits: the set of 39 goes global
 ])
 @pytest.mark.parametrize("weight", [1.0, 0.0, 1.5])
 def test_device_running_sum_scores_equal_cpu_walk(es_kernel, shared_bytes, sort, weight):
@@ -195,6 +197,11 @@ def test_size_classes_cover_every_set_once():
     wide = size_classes(sizes, 20_639, min_shared_width=64)
     assert all(threads >= 64 for _, slot, threads, _ in wide if slot)
     assert {int(x) for c, slot, _, _ in wide if not slot for x in sizes[c]} == {500, 513, 2000}
+    # A bitmap-sorted block is one warp with its bitmap: slot 512 fits 48 KB, 1024 does not.
+    bitmap = size_classes(sizes, 20_639, sort="bitmap")
+    assert all(threads == 32 and bitmap_block_bytes(slot, 20_639) <= 48 * 1024 for _, slot, threads, _ in bitmap
+               if slot)
+    assert {int(x) for c, slot, _, _ in bitmap if not slot for x in sizes[c]} == {513, 2000}
 
 
 def test_large_sets_in_global_scratch_give_the_same_scores():
@@ -218,6 +225,38 @@ def test_large_sets_in_global_scratch_give_the_same_scores():
     expected = cpu.set_scores(stats)
     for got in scores:
         assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))
+
+
+def test_bitmap_sort_gives_the_same_scores_across_words_blocks_and_partial_warps():
+    """The warp's bitmap sort with runs of 3 words per lane (1,100 genes), a batch of 33
+    (a second block with one permutation in its warp), sets of 1 to 512 members (the last
+    in its own class of slot 512) and one too large for a block (global scratch): the CPU
+    walk's scores, bit for bit. The rank tables come from the CPU's ranking (the block
+    ranking has its own tests, and is slow in the simulator at this size)."""
+    n_genes, n_batch = 1_100, 33
+    stats = _awkward_stats(n_genes, n_batch, seed=7)
+    rng = np.random.default_rng(8)
+    sets = [[n_genes - 1], *(np.sort(rng.choice(n_genes, size=k, replace=False)) for k in (33, 200, 512, 600))]
+    members = np.concatenate(sets).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in sets])]).astype(np.int64)
+    cpu = CpuBackend(threads=1)
+    cpu.prepare_sets("ks", members, offsets, 1.0, n_genes)
+    gpu = GpuBackend()
+    gpu.es_sort = "bitmap"
+    gpu.prepare_sets("ks", members, offsets, 1.0, n_genes)
+    assert sorted(slot for _, slot, _, _ in gpu._sets.size_classes) == [0, 32, 64, 256, 512]
+    orders = [ranking_reference(row) for row in stats]
+    rank = np.empty((n_genes, n_batch), np.int32)
+    for b, order in enumerate(orders):
+        rank[order, b] = np.arange(n_genes)
+    ranked_stat = np.stack([row[order] for row, order in zip(stats, orders)], axis=1)
+    tables = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (stats.T, rank, ranked_stat))
+    sets_on_device = gpu._sets
+    out = cuda.device_array((n_batch, len(sets)), np.float64)
+    positions = cuda.device_array((sets_on_device.n_global_memberships, n_batch), np.int32)
+    launch_es_from_ranks(tables, 1.0, sets_on_device.members32, sets_on_device.arrays[1],
+                         sets_on_device.size_classes, positions, out, gpu.stream, "bitmap")
+    assert np.array_equal(out.copy_to_host().view(np.uint64), cpu.set_scores(stats).view(np.uint64))
 
 
 def test_memory_model_counts_every_allocation():

@@ -50,7 +50,7 @@ def drop_stale_kernel_caches(roots: Iterable[Path]) -> bool:
         pass
     try:
         for root in roots:
-            for pattern in ("*.nbi", "*.nbc"):
+            for pattern in ("*.nbi", "*.nbc", "*.lcs"):  # .lcs: Numba-CUDA's launch-config markers
                 for cached in root.rglob(pattern):
                     cached.unlink(missing_ok=True)
         stamp.parent.mkdir(exist_ok=True)

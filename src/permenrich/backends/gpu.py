@@ -208,8 +208,9 @@ class GpuBackend:
         #: Narrowest block (permutations) the shared-memory ES kernel runs; sets whose
         #: slots allow fewer go to global scratch (``size_classes``; a benchmark knob).
         self.min_shared_width = 32
-        #: How the shared-memory ES kernel sorts a set's positions: "heap" or "bitonic"
-        #: (``kernels.enrichment.ES_SORTS``; the same scores; a benchmark knob).
+        #: How the shared-memory ES kernel sorts a set's positions: "heap", "bitonic" or
+        #: "bitmap" (``kernels.enrichment.ES_SORTS``; the same scores; a benchmark knob
+        #: until a device has measured which is fastest; set before ``prepare_sets``).
         self.es_sort = "heap"
         self.stream = cuda.stream()
         self._width = 0
@@ -304,7 +305,8 @@ class GpuBackend:
             arrays = tuple(self._to_device(np.asarray(a, dtype=np.int64)) for a in index)
 
             sizes = np.diff(np.asarray(set_offsets, dtype=np.int64))
-            classes = size_classes(sizes, n_genes, self.shared_scratch_bytes, min_shared_width=self.min_shared_width)
+            classes = size_classes(sizes, n_genes, self.shared_scratch_bytes, min_shared_width=self.min_shared_width,
+                                   sort=self.es_sort)
             in_global = sum(int(starts[-1]) for _, slot, _, starts in classes if slot == 0)
             self._sets = _DeviceKs(arrays, self._to_device(np.asarray(set_members, dtype=np.int32)),
                                    [(self._to_device(c), slot, threads, self._to_device(starts))
