@@ -104,16 +104,17 @@ def test_kernel_caches_dropped_when_any_source_changes(tmp_path):
 
     def cache_files() -> list:
         for root in (package, kernels):
-            for name in ("f-1.py311.nbi", "f-1.py311.1.nbc"):
+            # index, data, and Numba-CUDA's launch-config marker
+            for name in ("f-1.py311.nbi", "f-1.py311.1.nbc", "f-1.py311.lcs"):
                 (root / "__pycache__" / name).write_bytes(b"cached")
-        return sorted(tmp_path.rglob("*.nb[ic]"))
+        return sorted(tmp_path.rglob("*.[nl][bc][ics]"))
 
-    assert len(cache_files()) == 4
+    assert len(cache_files()) == 6
     assert drop_stale_kernel_caches([package, kernels])  # first look: nothing recorded yet
-    assert not list(tmp_path.rglob("*.nb[ic]"))
+    assert not list(tmp_path.rglob("*.[nl][bc][ics]"))
     cached = cache_files()
     assert not drop_stale_kernel_caches([package, kernels])  # unchanged sources: kept
-    assert sorted(tmp_path.rglob("*.nb[ic]")) == cached
+    assert sorted(tmp_path.rglob("*.[nl][bc][ics]")) == cached
     helper.write_text("x = 10\n")  # a helper edited: every kernel may inline it
     assert drop_stale_kernel_caches([package, kernels])
-    assert not list(tmp_path.rglob("*.nb[ic]"))
+    assert not list(tmp_path.rglob("*.[nl][bc][ics]"))

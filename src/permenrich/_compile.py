@@ -27,7 +27,7 @@ def drop_stale_kernel_caches(roots: Iterable[Path]) -> bool:
     metrics are compiled into kernels of other modules), so editing a helper would leave
     those kernels stale, silently. The digest of every source's path, size and
     modification time is compared with the one recorded in the first root's
-    ``__pycache__``; when it differs, the ``*.nbi``/``*.nbc`` files under the roots are
+    ``__pycache__``; when it differs, the ``*.nbi``/``*.nbc``/``*.lcs`` files under the roots are
     deleted (recompiled on next use) and the digest recorded. A read-only install (whose
     caches Numba keeps elsewhere, and whose sources do not change) is left alone.
 
