@@ -99,8 +99,8 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--profile", type=Path, default=None,
-                        help="file for cProfile summaries of the GPU runs of the cudaGSEA workload, one after "
-                             "the other (where the host waits: the part of a run that is not the kernels)")
+                        help="file for cProfile summaries of the GPU runs (cudaGSEA workload, then leukemia), one "
+                             "after the other (where the host waits: the part of a run that is not the kernels)")
     args = parser.parse_args()
 
     expr, labels, sets = cudagsea_workload()
@@ -140,11 +140,17 @@ def main() -> int:
                 args.data_dir / "genesets" / "c2.cp.kegg.v7.5.1.symbols.gmt"]
         thread_counts = [args.threads] + (args.leukemia_cpu_threads if device == "cpu" else [])
         for threads in thread_counts:
+            profiler = cProfile.Profile() if args.profile and label == "gpu" else None
             start = time.perf_counter()
+            if profiler:
+                profiler.enable()
             permenrich.gsea(leukemia / "Leukemia_hgu95av2.gct", leukemia / "Leukemia.cls", gmts,
                             chip=leukemia / "Human_AFFY_HG_U95_MSigDB_7_0_final.chip", permutations=10_000,
                             seed=0, device=device, threads=threads)
             wall = time.perf_counter() - start
+            if profiler:
+                profiler.disable()
+                write_profile(profiler, args.profile, f"{label}, leukemia, 10,000 permutations", wall)
             name = label if threads is None else f"{label}, {threads} threads"
             rows.append(("leukemia (Hallmark + KEGG)", name, 10_000, wall, 10_000 / wall, "—", ""))
             print(rows[-1], flush=True)
