@@ -181,7 +181,8 @@ def write_report(args: argparse.Namespace, rows: list[tuple]) -> None:
              f"Run by `benchmarks/bench_cudagsea.py`. GPU: {gpu_description()}. CPU: {cpu}. "
              f"python {platform.python_version()}, permenrich {permenrich.__version__}.", "",
              "Workload: 20,639 genes x 200 samples (183 + 17), 4,725 sets of 15-500 genes, signal-to-noise, "
-             "phenotype permutations; exact ES (no approximation).", "",
+             "phenotype permutations; exact ES (no approximation). GPU ES sort per size class: "
+             f"{os.environ.get('PERMENRICH_GPU_ES_SORT') or 'heap (the default)'}.", "",
              "| data | device | permutations | wall (s) | permutations / s | peak device memory | null |",
              "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     lines += [f"| {d} | {dev} | {n:,} | {w:.2f} | {r:,.0f} | {m} | {note} |" for d, dev, n, w, r, m, note in rows]

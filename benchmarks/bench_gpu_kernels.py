@@ -158,6 +158,11 @@ def main() -> int:
                 for sort in ES_SORTS}
     for sort, timings in by_class.items():
         print(sort, [(slot, round(seconds, 5)) for slot, _, _, seconds in timings], flush=True)
+    # The fastest sort of each shared-memory class, as PERMENRICH_GPU_ES_SORT takes it
+    # (device_session.sh passes it on to the whole runs).
+    best = ",".join(f"{row[0][0]}={min(zip(ES_SORTS, row), key=lambda pair: pair[1][3])[0]}"
+                    for row in zip(*by_class.values()) if row[0][0])
+    print(f"fastest sort per class: {best}", flush=True)
     common = min(args.batch, args.old_batch)
     reference = results["ranks"]
     identical = all(np.array_equal(other[:common].view(np.uint64), reference[:common].view(np.uint64))
@@ -182,6 +187,7 @@ def main() -> int:
             slot, n_sets, n_members = row[0][:3]
             lines.append(f"| {slot} | {n_sets:,} | {n_members:,} | "
                          + " | ".join(f"{seconds * 1e3:.2f}" for *_, seconds in row) + " |")
+        lines += ["", f"Fastest sort per class (`PERMENRICH_GPU_ES_SORT`): `{best}`."]
         args.out.write_text("\n".join(lines) + "\n")
         print(f"report written to {args.out}")
     return 0 if identical else 1

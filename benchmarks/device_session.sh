@@ -63,9 +63,12 @@ grep -E "^(FAILED|ERROR)|passed|failed" "$out/pytest_gpu.log" | tail -25
 
 # 2. the set-scoring kernels alone, old and new side by side (scores compared exactly)
 timeout 120 "$python" benchmarks/bench_gpu_kernels.py --batch 4096 --old-batch 256 --repeats 3 \
-  --out "$out/gpu_kernels_$(date -u +%F).md" 2>&1 | tail -5
+  --out "$out/gpu_kernels_$(date -u +%F).md" 2>&1 | tee /tmp/bench_gpu_kernels.log | tail -7
 
-# 3. whole runs
+# 3. whole runs, with the fastest sort of each size class that step 2 measured (same scores
+#    whatever the sort; the report names the sorts used)
+best=$(sed -n 's/^fastest sort per class: //p' /tmp/bench_gpu_kernels.log | tail -1)
+[ -n "$best" ] && export PERMENRICH_GPU_ES_SORT=$best
 perms=(10000 100000 1000000)
 [ "$quick" = quick ] && perms=(10000)
 timeout 240 "$python" benchmarks/bench_cudagsea.py --devices gpu gpu-per-permutation cpu --cpu-max 10000 \

@@ -38,6 +38,47 @@ from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, heap_sort, h
 #: thread sorts its own slot (``heap``, ``bitonic``), or a warp sorts its 32 slots one
 #: after another through a bitmap of ranked positions (``bitmap``).
 ES_SORTS = ("heap", "bitonic", "bitmap")
+
+
+def es_sorts_by_slot(spec: str) -> tuple[str, dict[int, str]]:
+    """Parse a sort choice for the shared-memory ES kernels (``GpuBackend.es_sort``, or
+    ``PERMENRICH_GPU_ES_SORT``): one name of :data:`ES_SORTS` for every size class, or
+    comma-separated items, ``<slot>=<sort>`` for the sets of one slot and at most one bare
+    name for the others (heap when none), e.g. ``"bitmap,32=heap"``.
+
+    Returns
+    -------
+    tuple of (str, dict of int to str)
+        The sort of the slots not named, and the sort of each slot named.
+
+    Raises
+    ------
+    ValueError
+        An item names no known sort, or a slot that is not a power of two from 32.
+    """
+    default = None
+    by_slot = {}
+    for item in (part.strip() for part in spec.split(",")):
+        slot, _, sort = item.rpartition("=")
+        if sort not in ES_SORTS:
+            raise ValueError(f"ES sort {spec!r}: {item!r} names no sort of {', '.join(ES_SORTS)}")
+        if not slot:
+            if default is not None:
+                raise ValueError(f"ES sort {spec!r}: more than one sort for the slots not named")
+            default = sort
+        elif not slot.isdigit() or int(slot) < 32 or int(slot) & (int(slot) - 1):
+            raise ValueError(f"ES sort {spec!r}: slot {slot!r} is not a power of two from 32")
+        else:
+            by_slot[int(slot)] = sort
+    return default or "heap", by_slot
+
+
+def es_sort_of_slot(spec: str, slot: int) -> str:
+    """The sort ``spec`` (:func:`es_sorts_by_slot`) gives the sets of ``slot``."""
+    default, by_slot = es_sorts_by_slot(spec)
+    return by_slot.get(slot, default)
+
+
 #: uint16 slots of a bitmap-sorted block are this much wider than its 32 threads: element
 #: j of thread t at ``j * BITMAP_STRIDE + t``. A warp reading one thread's elements then
 #: touches 32 distinct banks (17 j + t/2 mod 32, 17 odd), as does a thread-per-slot pass.
@@ -267,15 +308,15 @@ def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes,
     from the ranking kernel. A warp is 32 permutations of one set: the member ids are
     read once, the rank and statistic gathers are coalesced, and every thread sorts the
     same number of ranks. ``size_classes``: (device set indices, slot, widest block,
-    scratch starts) from :func:`size_classes`. ``sort``: one of :data:`ES_SORTS`, for the
-    sets sorted in shared memory (whose slots are powers of two); the global scratch,
-    exactly as long as each set, is heap-sorted. ``bitmap`` blocks are one warp whatever
-    :func:`size_classes` chose for the others."""
+    scratch starts) from :func:`size_classes` (given the same ``sort``). ``sort``: the sort
+    of the sets in shared memory (whose slots are powers of two), one of :data:`ES_SORTS`
+    or one per slot (:func:`es_sorts_by_slot`); the global scratch, exactly as long as
+    each set, is heap-sorted. ``bitmap`` blocks are one warp."""
     n_genes, n_batch = tables[0].shape
-    bitonic = sort == "bitonic"
     for class_sets, slot, widest, starts in size_classes:
         n_blocks = min(class_sets.shape[0], MAX_GRID_X)
-        if slot and sort == "bitmap":
+        class_sort = es_sort_of_slot(sort, slot)
+        if slot and class_sort == "bitmap":
             grid = (n_blocks, (n_batch + 31) // 32)
             es_from_ranks_bitmap_kernel[grid, (32, 1), stream, bitmap_block_bytes(slot, n_genes)](
                 *tables, weight, set_members, set_offsets, class_sets, slot, _bitmap_offset(slot),
@@ -285,7 +326,7 @@ def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes,
         grid = (n_blocks, (n_batch + width - 1) // width)
         if slot:
             es_from_ranks_shared_kernel[grid, (width, 1), stream, 2 * slot * width](
-                *tables, weight, set_members, set_offsets, class_sets, slot, bitonic, out)
+                *tables, weight, set_members, set_offsets, class_sets, slot, class_sort == "bitonic", out)
         else:
             es_from_ranks_kernel[grid, (width, 1), stream](*tables, weight, set_members, set_offsets, class_sets,
                                                            starts, positions, out)
@@ -323,9 +364,10 @@ def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,
     than ``min_shared_width`` permutations (a warp by default: few resident warps per SM
     then, which the first H200 measurements showed latency bound), and every set when
     positions do not fit in 16 bits, go to the global-scratch kernel (slot 0; ``starts``
-    are their rows of the global scratch, whose length is the last start). With
-    ``sort="bitmap"`` blocks are one warp, with its bitmap (:func:`bitmap_block_bytes`),
-    and a class is in shared memory when that block fits ``shared_bytes``.
+    are their rows of the global scratch, whose length is the last start). Where ``sort``
+    (:func:`es_sorts_by_slot`) bitmap-sorts a slot, blocks are one warp, with its bitmap
+    (:func:`bitmap_block_bytes`), and the class is in shared memory when that fits
+    ``shared_bytes``.
     """
     sizes = np.asarray(sizes, dtype=np.int64)
     slots = np.maximum(32, 2 ** np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64))
@@ -333,7 +375,7 @@ def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,
     global_sets = []
     for slot in sorted(set(slots.tolist())):
         members = np.flatnonzero(slots == slot).astype(np.int64)
-        if sort == "bitmap":
+        if es_sort_of_slot(sort, slot) == "bitmap":
             fits = bitmap_block_bytes(slot, n_genes) <= shared_bytes
             width = 32
         else:

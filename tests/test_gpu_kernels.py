@@ -13,7 +13,8 @@ from numba import cuda
 from permenrich.backends.cpu import CpuBackend
 from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation, gpu_available
 from permenrich.enrich.linear import linear_set_statistic_reference
-from permenrich.kernels.enrichment import bitmap_block_bytes, bitonic_sort, launch_es_from_ranks, size_classes
+from permenrich.kernels.enrichment import (bitmap_block_bytes, bitonic_sort, es_sorts_by_slot, launch_es_from_ranks,
+                                          size_classes)
 from permenrich.kernels.ranking import RANK_THREADS, SIMULATOR_RANK_THREADS, launch_block_rank, rank_scratch
 from permenrich.rng import random_sequence, random_sequence_sparse, sparse_table_capacity
 from permenrich.stats.ranking import ranking_reference
@@ -71,6 +72,7 @@ def _sets_case(n_genes):
     ("ranks", 2 * 32 * 32, "bitonic"),  # bitonic in shared memory, heap in global scratch
     ("ranks", 48 * 1024, "bitmap"),  # a warp sorts its 32 slots through a bitmap
     ("ranks", 2 * 34 * 32 + 4 * 64, "bitmap"),  # only the warp of slots of 32 fits: the set of 39 goes global
+    ("ranks", 48 * 1024, "bitmap,32=heap"),  # one sort per size class: heap for slot 32, bitmap for 64
 ])
 @pytest.mark.parametrize("weight", [1.0, 0.0, 1.5])
 def test_device_running_sum_scores_equal_cpu_walk(es_kernel, shared_bytes, sort, weight):
@@ -179,6 +181,20 @@ def test_hit_weights_computed_once_give_the_per_member_bits():
                                  per_member)
         once = sorted_positions_scores(members, offsets, ranked, weight, "ks")
         assert np.array_equal(once.view(np.uint64), per_member.view(np.uint64))
+
+
+def test_es_sort_per_slot_parses_and_refuses_clearly():
+    assert es_sorts_by_slot("heap") == ("heap", {})
+    assert es_sorts_by_slot("bitmap, 32=heap") == ("bitmap", {32: "heap"})
+    assert es_sorts_by_slot("64=bitonic,512=bitmap") == ("heap", {64: "bitonic", 512: "bitmap"})
+    for bad, why in [("quick", "names no sort"), ("heap,bitmap", "more than one sort"),
+                     ("48=heap", "not a power of two"), ("16=heap", "not a power of two"),
+                     ("x=heap", "not a power of two")]:
+        with pytest.raises(ValueError, match=why):
+            es_sorts_by_slot(bad)
+    # a class bitmap-sorted is one warp wide; the others keep their widths
+    classes = {slot: threads for _, slot, threads, _ in size_classes(np.array([20, 100]), 20_639, sort="32=bitmap")}
+    assert classes == {32: 32, 128: 128}
 
 
 def test_size_classes_cover_every_set_once():

@@ -187,6 +187,7 @@ class GpuBackend:
         from numba import config
 
         self.simulated = bool(config.ENABLE_CUDASIM)
+        from permenrich.kernels.enrichment import es_sorts_by_slot
         from permenrich.kernels.ranking import RANK_THREADS, SIMULATOR_RANK_THREADS
 
         self.rank_threads = SIMULATOR_RANK_THREADS if self.simulated else RANK_THREADS
@@ -209,9 +210,15 @@ class GpuBackend:
         #: slots allow fewer go to global scratch (``size_classes``; a benchmark knob).
         self.min_shared_width = 32
         #: How the shared-memory ES kernel sorts a set's positions: "heap", "bitonic" or
-        #: "bitmap" (``kernels.enrichment.ES_SORTS``; the same scores; a benchmark knob
-        #: until a device has measured which is fastest; set before ``prepare_sets``).
-        self.es_sort = "heap"
+        #: "bitmap", or one per size class ("bitmap,32=heap"; see
+        #: ``kernels.enrichment.es_sorts_by_slot``); the same scores. A benchmark knob
+        #: (``PERMENRICH_GPU_ES_SORT``) until a device has measured which is fastest;
+        #: set before ``prepare_sets``.
+        self.es_sort = os.environ.get("PERMENRICH_GPU_ES_SORT") or "heap"
+        try:
+            es_sorts_by_slot(self.es_sort)
+        except ValueError as error:
+            raise OptionError(f"PERMENRICH_GPU_ES_SORT: {error}") from None
         self.stream = cuda.stream()
         self._width = 0
         self.device_cache_bytes = device_cache_bytes
