@@ -17,6 +17,7 @@ from permenrich.io import (
     read_chip,
     read_expression,
 )
+from permenrich.io.chip import read_probe_map
 
 
 def write(path: Path, text: str) -> Path:
@@ -497,6 +498,15 @@ def test_read_chip_and_apply(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     assert list(out.gene_ids) == ["EGFR", "TP53"]
     np.testing.assert_array_equal(out.values, [[1, 2], [9, 10]])
     assert "dropped 2 of 5 probes" in caplog.text
+
+
+def test_probe_map_of_a_chip_with_a_byte_order_mark_and_multi_gene_probes(tmp_path: Path) -> None:
+    """The header is recognised behind a UTF-8 BOM (Excel writes one); 'A /// B' maps a
+    probe to each gene, '---' among them dropped."""
+    chip = tmp_path / "bom.chip"
+    chip.write_bytes(("\ufeffProbe Set ID\tGene Symbol\n"
+                      "p1\tTP53\np2\tEGFR /// ERBB2\np3\tMYC /// ---\n").encode("utf-8"))
+    assert read_probe_map(chip) == {"p1": ["TP53"], "p2": ["EGFR", "ERBB2"], "p3": ["MYC"]}
 
 
 def test_chip_errors(tmp_path: Path) -> None:
