@@ -9,8 +9,11 @@ permutations of one set, so the set's member ids are read once per warp, the gat
 from the gene-major tables are coalesced and every thread sorts the same number of
 ranks. The sort runs in dynamic shared memory (uint16 positions, interleaved slots;
 :func:`size_classes` groups the sets so that a block's slots fit in 48 KB), or in global
-memory for sets too large for that. The extremum stays one thread's sequential pass: its
-float64 sums must be added in the CPU's order to give the CPU's bits.
+memory for sets too large for that. Each thread heap-sorts (default) or bitonic-sorts its
+own slot, or (``es_sort="bitmap"``) a warp sorts its 32 slots in turn through a bitmap
+of ranked positions; :func:`es_sorts_by_slot` picks one per size class. The extremum
+stays one thread's sequential pass: its float64 sums must be added in the CPU's order to
+give the CPU's bits.
 
 ``es_kernel="per-permutation"`` keeps the first GPU kernel (one thread ranks and walks a
 whole permutation, scratch in global memory) for side-by-side benchmarks only.
@@ -114,7 +117,7 @@ def bitonic_sort(values, n):
 
 
 @cuda.jit(device=True)
-def gather_member_ranks(b, s, stat, weight, rank, set_members, set_offsets, scratch):
+def gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets, scratch):
     """Write the ranked positions of set s's members under permutation b into
     ``scratch`` (member order) and return (the sum ``N_R`` of their finite hit weights,
     added in member order as the CPU's walk adds it, the count of infinite ones)."""
@@ -138,7 +141,7 @@ def set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set
     gather its members' ranks into ``scratch`` (at least the set's size; with ``bitonic``,
     at least the power of two above it), sort them (heap or bitonic sort: the same result),
     and take the running-sum extremum in closed form."""
-    norm, n_infinite = gather_member_ranks(b, s, stat, weight, rank, set_members, set_offsets, scratch)
+    norm, n_infinite = gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets, scratch)
     k = set_offsets[s + 1] - set_offsets[s]
     if bitonic:
         n = 1
@@ -242,7 +245,7 @@ def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, weight, set_members, se
         norm = 0.0
         n_infinite = 0
         if active:
-            norm, n_infinite = gather_member_ranks(b, s, stat, weight, rank, set_members, set_offsets,
+            norm, n_infinite = gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets,
                                                    positions[t: t + slot * BITMAP_STRIDE: BITMAP_STRIDE])
         cuda.syncthreads()
         for owner in range(min(32, stat.shape[1] - cuda.blockIdx.y * 32)):
