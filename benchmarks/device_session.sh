@@ -7,7 +7,8 @@
 #      shape (benchmarks/bench_gpu_kernels.py);
 #   3. the cudaGSEA workload at 1e4, 1e5, 1e6 permutations on the GPU (new kernels), the old
 #      kernel at 2e3, plus leukemia GPU and CPU in the same run (benchmarks/bench_cudagsea.py),
-#      with peak device memory;
+#      with peak device memory and each run's setup time; then preranked GSEA on the same
+#      shape, CPU and GPU (3b);
 #   4. Nsight Compute on the hot kernels (memory throughput, duration), where ncu works.
 # Results go to $OUT (the device tool brings them back) or benchmarks/results/device_<date>/;
 # commit them to benchmarks/results/ with the machine.txt this writes.
@@ -71,9 +72,14 @@ best=$(sed -n 's/^fastest sort per class: //p' /tmp/bench_gpu_kernels.log | tail
 [ -n "$best" ] && export PERMENRICH_GPU_ES_SORT=$best
 perms=(10000 100000 1000000)
 [ "$quick" = quick ] && perms=(10000)
-timeout 240 "$python" benchmarks/bench_cudagsea.py --devices gpu gpu-per-permutation cpu --cpu-max 10000 \
+timeout 210 "$python" benchmarks/bench_cudagsea.py --devices gpu gpu-per-permutation cpu --cpu-max 10000 \
   --old-max 2000 --leukemia-cpu-threads 2 --permutations "${perms[@]}" --data-dir "$data" \
   --out "$out/cudagsea_gpu_cpu_$(date -u +%F).md" --profile "$out/profiles_gpu.txt" 2>&1 | tail -20
+
+# 3b. preranked GSEA on the same shape (random sets drawn on the device), CPU first so that
+#     a slow GPU run cut short by the timeout still leaves the comparison's first row
+timeout 60 "$python" benchmarks/bench_cudagsea.py --prerank --devices cpu gpu --cpu-max 10000 \
+  --permutations 10000 100000 --out "$out/prerank_gpu_cpu_$(date -u +%F).md" 2>&1 | tail -5
 
 # 4. kernel counters (a short run; ncu replays each kernel, so keep it small)
 if command -v ncu >/dev/null && [ "$quick" != quick ]; then
