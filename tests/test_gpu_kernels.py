@@ -13,8 +13,8 @@ from numba import cuda
 from permenrich.backends.cpu import CpuBackend
 from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation, gpu_available
 from permenrich.enrich.linear import linear_set_statistic_reference
-from permenrich.kernels.enrichment import (bitmap_block_bytes, bitonic_sort, es_sorts_by_slot, launch_es_from_ranks,
-                                          size_classes)
+from permenrich.kernels.enrichment import (ES_SORTS, bitmap_block_bytes, bitonic_sort, es_sorts_by_slot,
+                                          launch_es_from_ranks, size_classes)
 from permenrich.kernels.ranking import RANK_THREADS, SIMULATOR_RANK_THREADS, launch_block_rank, rank_scratch
 from permenrich.rng import random_sequence, random_sequence_sparse, sparse_table_capacity
 from permenrich.stats.ranking import ranking_reference
@@ -208,7 +208,8 @@ def test_size_classes_cover_every_set_once():
             assert (sizes[sets] <= slot).all() and 2 * slot * threads <= 48 * 1024
         else:  # too large for a warp of slots in 48 KB: global scratch, sliced by starts
             assert set(sizes[sets].tolist()) == {513, 2000} and starts[-1] == 2513
-    assert all(slot == 0 for _, slot, _, _ in size_classes(sizes, 70_000))  # positions beyond 16 bits
+    for sort in ES_SORTS:  # positions beyond 16 bits: every set sorts in global scratch
+        assert all(slot == 0 for _, slot, _, _ in size_classes(sizes, 70_000, sort=sort))
     # Blocks of at least 64 permutations: the sets of slot 512 (blocks of 32) go global too.
     wide = size_classes(sizes, 20_639, min_shared_width=64)
     assert all(threads >= 64 for _, slot, threads, _ in wide if slot)
