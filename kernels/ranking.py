@@ -236,11 +236,16 @@ def launch_block_rank(stats, stats_bits, scratch, stream, n_threads=RANK_THREADS
     block_rank_kernel(n_threads)[stats.shape[0], n_threads, stream](stats, stats_bits, *scratch)
 
 
-def rank_scratch(n_batch: int, n_genes: int, stream) -> tuple:  # noqa: ANN001
+def rank_scratch(n_batch: int, n_genes: int, stream, allocate=None) -> tuple:  # noqa: ANN001
     """Device buffers for :func:`launch_block_rank`: keys, genes (scratch), then the
-    outputs rank, ranked_stat and stat_by_gene, gene-major (n_genes, n_batch)."""
-    return (cuda.device_array((2, n_batch, n_genes), dtype=np.uint32, stream=stream),
-            cuda.device_array((2, n_batch, n_genes), dtype=np.int32, stream=stream),
-            cuda.device_array((n_genes, n_batch), dtype=np.int32, stream=stream),
-            cuda.device_array((n_genes, n_batch), dtype=np.float64, stream=stream),
-            cuda.device_array((n_genes, n_batch), dtype=np.float64, stream=stream))
+    outputs rank, ranked_stat and stat_by_gene, gene-major (n_genes, n_batch).
+    ``allocate(name, shape, dtype)`` supplies them (e.g. buffers reused between batches);
+    by default they are new device arrays."""
+    if allocate is None:
+        def allocate(_name, shape, dtype):  # noqa: ANN001, ANN202
+            return cuda.device_array(shape, dtype=dtype, stream=stream)
+    return (allocate("rank keys", (2, n_batch, n_genes), np.uint32),
+            allocate("rank genes", (2, n_batch, n_genes), np.int32),
+            allocate("rank", (n_genes, n_batch), np.int32),
+            allocate("ranked stat", (n_genes, n_batch), np.float64),
+            allocate("stat by gene", (n_genes, n_batch), np.float64))

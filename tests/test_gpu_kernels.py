@@ -276,6 +276,32 @@ def test_bitmap_sort_gives_the_same_scores_across_words_blocks_and_partial_warps
     assert np.array_equal(out.copy_to_host().view(np.uint64), cpu.set_scores(stats).view(np.uint64))
 
 
+def test_scratch_is_reused_between_batches_and_grown_when_needed():
+    """Ranking and sorting scratch is carved from buffers kept between calls: batches of
+    3, 3 and 1 (a smaller last one), then a call with more rows than before (the buffers
+    grow), give the CPU's scores bit for bit, and the buffers are allocated once per size."""
+    n_genes = 40
+    stats = _awkward_stats(n_genes, 7, seed=9)
+    members, offsets = _sets_case(n_genes)
+    cpu = CpuBackend(threads=1)
+    cpu.prepare_sets("ks", members, offsets, 1.0, n_genes)
+    gpu = GpuBackend(scratch_bytes=1)
+    gpu.shared_scratch_bytes = 2 * 32 * 32  # the set of 39 sorts in global scratch too
+    gpu.prepare_sets("ks", members, offsets, 1.0, n_genes)
+    gpu.scratch_bytes = 3 * sum(gpu.memory_model(n_genes).values())
+    first = gpu.to_host(gpu.set_scores(stats[:1]))
+    small = gpu._workspace["rank"]
+    assert small.size == n_genes
+    got = gpu.to_host(gpu.set_scores(stats))
+    buffers = dict(gpu._workspace)
+    assert buffers["rank"].size == 3 * n_genes and buffers["global positions"].size == 3 * 39
+    again = gpu.to_host(gpu.set_scores(stats))
+    assert all(gpu._workspace[name] is buffer for name, buffer in buffers.items())  # reused, not reallocated
+    expected = cpu.set_scores(stats)
+    for scores, rows in ((first, expected[:1]), (got, expected), (again, expected)):
+        assert np.array_equal(scores.view(np.uint64), rows.view(np.uint64))
+
+
 def test_memory_model_counts_every_allocation():
     """The cudaGSEA workload: the model's figures are what the kernels allocate."""
     model = device_bytes_per_permutation(20_639, 4_725, 648_970, 17)
@@ -285,6 +311,8 @@ def test_memory_model_counts_every_allocation():
     assert 0.9e6 < total < 1.2e6  # about 1 MB per permutation: 14,000 at once in 16 GB
     old = device_bytes_per_permutation(20_639, 4_725, 648_970, 17, "per-permutation")
     assert sum(old.values()) > total
+    # the labelling kernel's scratch (a pool of the largest stratum's 200 samples) counts too
+    assert device_bytes_per_permutation(20_639, 4_725, 648_970, 17, pool_width=200)["labelling"] == 8 * 217
 
 
 def test_device_chunks_of_a_batch_give_the_cpu_scores():

@@ -39,6 +39,7 @@ the kernels as they were on 2026-11-30: see benchmarks/README.md).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,8 @@ ES_KERNELS = ("ranks", "per-permutation")
 
 
 def device_bytes_per_permutation(n_genes: int, n_sets: int, n_memberships: int, width: int,
-                                 es_kernel: str = "ranks", global_memberships: int = 0) -> dict[str, int]:
+                                 es_kernel: str = "ranks", global_memberships: int = 0,
+                                 pool_width: int = 0) -> dict[str, int]:
     """Device memory one permutation of a batch needs, by allocation.
 
     Parameters
@@ -68,6 +70,8 @@ def device_bytes_per_permutation(n_genes: int, n_sets: int, n_memberships: int, 
         block's shared memory).
     width
         Labelling width (samples drawn, or shuffled).
+    pool_width
+        The labelling kernel's scratch per permutation (the largest stratum's samples).
     es_kernel
         One of :data:`ES_KERNELS`.
 
@@ -86,7 +90,7 @@ def device_bytes_per_permutation(n_genes: int, n_sets: int, n_memberships: int, 
     else:
         ranking = RANK_BYTES_PER_GENE * n_genes if n_memberships else 0
         members = 4 * global_memberships
-    return {"labelling": 8 * width, "gene_statistics": 8 * n_genes, "ranking": ranking, "member_ranks": members,
+    return {"labelling": 8 * (width + pool_width), "gene_statistics": 8 * n_genes, "ranking": ranking, "member_ranks": members,
             "set_scores": 8 * n_sets, "accumulators": 3 * 8 * n_sets}
 
 
@@ -221,6 +225,8 @@ class GpuBackend:
             raise OptionError(f"PERMENRICH_GPU_ES_SORT: {error}") from None
         self.stream = cuda.stream()
         self._width = 0
+        self._pool_width = 0
+        self._workspace: dict[str, Any] = {}  # see _scratch
         self.device_cache_bytes = device_cache_bytes
         self.streamed_matrix: str | None = None
         self._statistic: Any = None
@@ -232,6 +238,23 @@ class GpuBackend:
 
     def _empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         return _cuda().device_array(shape, dtype=dtype, stream=self.stream)
+
+    def _scratch(self, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
+        """Device scratch that does not outlive the call asking for it, carved from a
+        buffer kept between calls (grown when a batch needs more): a run allocates its
+        scratch once instead of per batch. Numba releases freed device memory lazily (ten
+        frees, or a fifth of the device, at a time), so per-batch scratch outlived its
+        batch beyond the memory model; and each large allocation or free costs time.
+        Work on the scratch is ordered by the backend's stream, so a batch's kernels
+        never overwrite the previous batch's buffers while those are still read."""
+        dtype = np.dtype(dtype)
+        size = max(1, math.prod(shape))
+        buffer = self._workspace.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.size < size:
+            self._workspace.pop(name, None)  # release the smaller one first
+            buffer = self._empty((size,), dtype)
+            self._workspace[name] = buffer
+        return buffer[:math.prod(shape)].reshape(shape)
 
     def _as_xp(self, device_array: Any) -> Any:
         """A kernel's output as an ``xp`` array (zero-copy with CuPy; CuPy's default
@@ -342,8 +365,9 @@ class GpuBackend:
         mode, exact, offsets, members, drawn, radix, binom, factorial, largest = plan.generator_arrays()
         n = stop - start
         self._width = int(plan.width)
+        self._pool_width = max(1, int(largest))
         out = self._empty((n, plan.width), np.int64)
-        pool = self._empty((n, max(1, largest)), np.int64)
+        pool = self._scratch("labelling pool", (n, self._pool_width), np.int64)
         launch_labellings(np.uint64(plan.seed), start, mode, exact, tuple(
             self._to_device(a) for a in (offsets, members, drawn, radix, binom, factorial)), pool, out, self.stream)
         return out
@@ -483,7 +507,8 @@ class GpuBackend:
         n_sets = sets.n_sets if isinstance(sets, _DeviceKs) else int(getattr(sets, "n_sets", 0))
         memberships = sets.n_memberships if isinstance(sets, _DeviceKs) else 0
         in_global = sets.n_global_memberships if isinstance(sets, _DeviceKs) else 0
-        return device_bytes_per_permutation(n_genes, n_sets, memberships, self._width, self.es_kernel, in_global)
+        return device_bytes_per_permutation(n_genes, n_sets, memberships, self._width, self.es_kernel, in_global,
+                                            self._pool_width)
 
     def device_rows(self, n_genes: int) -> int:
         """Permutations sent to the device at once: as many as ``scratch_bytes`` holds
@@ -520,11 +545,11 @@ class GpuBackend:
         from permenrich.kernels.enrichment import launch_es_from_ranks, weigh_tables
         from permenrich.kernels.ranking import launch_block_rank, rank_scratch
 
-        scratch = rank_scratch(n, n_genes, self.stream)
+        scratch = rank_scratch(n, n_genes, self.stream, self._scratch)
         launch_block_rank(stats, bits, scratch, self.stream, self.rank_threads)
         rank, ranked_stat, stat_by_gene = scratch[2:]
         weight = weigh_tables((ranked_stat, stat_by_gene), sets.weight, self.stream)
-        positions = self._empty((max(1, sets.n_global_memberships), n), np.int32)  # sets too large for shared
+        positions = self._scratch("global positions", (max(1, sets.n_global_memberships), n), np.int32)
         launch_es_from_ranks((stat_by_gene, rank, ranked_stat), weight, sets.members32, sets.arrays[1],
                              sets.size_classes, positions, out, self.stream, self.es_sort)
 
@@ -569,8 +594,10 @@ class GpuBackend:
         n = perm_stop - perm_start
         largest = int(np.max(sizes))
         capacity = sparse_table_capacity(largest)
-        scratch = (self._empty((n, capacity), np.int64), self._empty((n, capacity), np.int64),
-                   self._empty((n, largest), np.int64), self._empty((n, largest), np.int64))
+        scratch = (self._scratch("swap table keys", (n, capacity), np.int64),
+                   self._scratch("swap table values", (n, capacity), np.int64),
+                   self._scratch("random sequence", (n, largest), np.int64),
+                   self._scratch("sequence prefix", (n, largest), np.int64))
         out = self._empty((n, np.asarray(sizes).size), np.float64)
         values, weight = closed_form_inputs(ranked_stat, weight, set_statistic)  # the CPU's inputs, same bits
         launch_random_sets(np.uint64(seed), perm_start, self._to_device(values), weight,
