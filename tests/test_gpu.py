@@ -38,8 +38,14 @@ def test_device_labellings_bit_identical(design):
         plan = PermutationPlan(TwoGroupLabels(is_case), 300 if design == "exact" else 12, seed=3)
     n = min(plan.n_perm, 40)
     assert plan.exact == (design == "exact")
-    device = GpuBackend().labellings(plan, 0, n)
+    backend = GpuBackend()
+    device = backend.labellings(plan, 0, n)
     assert np.array_equal(device.copy_to_host(), plan.labellings(0, n))
+    # a second batch of the same plan: its generator arrays are not uploaded again
+    uploaded = backend._uploads["plan"][1]
+    later = backend.labellings(plan, 5, n)
+    assert backend._uploads["plan"][1] is uploaded
+    assert np.array_equal(later.copy_to_host(), plan.labellings(5, n))
 
 
 @pytest.mark.parametrize("options", [

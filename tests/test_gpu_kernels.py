@@ -158,11 +158,17 @@ def test_device_random_sets_equal_cpu(set_statistic, weight):
     ranked = np.sort(np.random.default_rng(2).normal(size=n_genes))[::-1].copy()
     ranked[4:8] = ranked[4]  # ties
     sizes = np.array([1, 2, 5, n_genes - 1])
-    for start, stop in [(0, 7), (7, 10)]:  # a batch that does not divide the permutations
-        cpu = CpuBackend(threads=1).random_set_null(11, start, stop, ranked, weight, set_statistic, sizes)
-        gpu = GpuBackend()
-        got = gpu.to_host(gpu.random_set_null(11, start, stop, ranked, weight, set_statistic, sizes))
+    gpu = GpuBackend()  # one backend: the ranked list's inputs go to the device once, for every batch
+    # a batch that does not divide the permutations; then another weight, which must not
+    # reuse the first weight's uploaded inputs
+    for start, stop, w in [(0, 7, weight), (7, 10, weight), (0, 7, 0.0)]:
+        cpu = CpuBackend(threads=1).random_set_null(11, start, stop, ranked, w, set_statistic, sizes)
+        got = gpu.to_host(gpu.random_set_null(11, start, stop, ranked, w, set_statistic, sizes))
         assert np.array_equal(got.view(np.uint64), cpu.view(np.uint64))
+        if stop == 7 and w == weight:
+            uploaded = gpu._uploads["random sets"][1]
+        elif w == weight:
+            assert gpu._uploads["random sets"][1] is uploaded
 
 
 def test_hit_weights_computed_once_give_the_per_member_bits():

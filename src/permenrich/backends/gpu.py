@@ -227,6 +227,7 @@ class GpuBackend:
         self._width = 0
         self._pool_width = 0
         self._workspace: dict[str, Any] = {}  # see _scratch
+        self._uploads: dict[str, tuple] = {}  # see _uploaded_once
         self.device_cache_bytes = device_cache_bytes
         self.streamed_matrix: str | None = None
         self._statistic: Any = None
@@ -238,6 +239,21 @@ class GpuBackend:
 
     def _empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         return _cuda().device_array(shape, dtype=dtype, stream=self.stream)
+
+    def _uploaded_once(self, name: str, sources: tuple, make: Any) -> tuple:
+        """``make()``'s items, its NumPy arrays copied to the device, made once for the same
+        ``sources`` (numbers and strings by equality, anything else by identity) rather
+        than per batch: what stays the same for a run (a plan's generator arrays, a ranked
+        list's closed-form inputs). Fewer allocations per batch also means fewer of Numba's lazy
+        frees, which synchronise the device every ten."""
+        cached = self._uploads.get(name)
+        if cached is not None and len(cached[0]) == len(sources) and all(
+                old is new or (isinstance(new, (int, float, str)) and old == new)
+                for old, new in zip(cached[0], sources)):
+            return cached[1]
+        items = tuple(self._to_device(item) if isinstance(item, np.ndarray) else item for item in make())
+        self._uploads[name] = (sources, items)
+        return items
 
     def _scratch(self, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
         """Device scratch that does not outlive the call asking for it, carved from a
@@ -368,8 +384,8 @@ class GpuBackend:
         self._pool_width = max(1, int(largest))
         out = self._empty((n, plan.width), np.int64)
         pool = self._scratch("labelling pool", (n, self._pool_width), np.int64)
-        launch_labellings(np.uint64(plan.seed), start, mode, exact, tuple(
-            self._to_device(a) for a in (offsets, members, drawn, radix, binom, factorial)), pool, out, self.stream)
+        generator = self._uploaded_once("plan", (plan,), lambda: (offsets, members, drawn, radix, binom, factorial))
+        launch_labellings(np.uint64(plan.seed), start, mode, exact, generator, pool, out, self.stream)
         return out
 
     def gene_statistics(self, labellings: Any) -> Any:
@@ -599,10 +615,12 @@ class GpuBackend:
                    self._scratch("random sequence", (n, largest), np.int64),
                    self._scratch("sequence prefix", (n, largest), np.int64))
         out = self._empty((n, np.asarray(sizes).size), np.float64)
-        values, weight = closed_form_inputs(ranked_stat, weight, set_statistic)  # the CPU's inputs, same bits
-        launch_random_sets(np.uint64(seed), perm_start, self._to_device(values), weight,
-                           SET_STATISTIC_CODES[set_statistic], self._to_device(np.asarray(sizes, dtype=np.int64)),
-                           scratch, out, self.stream)
+        # the CPU's inputs (same bits), once per ranked list rather than per batch
+        values, weight, device_sizes = self._uploaded_once(
+            "random sets", (ranked_stat, weight, set_statistic, sizes),
+            lambda: (*closed_form_inputs(ranked_stat, weight, set_statistic), np.asarray(sizes, dtype=np.int64)))
+        launch_random_sets(np.uint64(seed), perm_start, values, weight, SET_STATISTIC_CODES[set_statistic],
+                           device_sizes, scratch, out, self.stream)
         return self._as_xp(out)
 
     def describe(self) -> dict:

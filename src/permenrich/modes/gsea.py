@@ -437,10 +437,12 @@ def prepare_prerank(options: dict) -> Prepared:
     sizes, size_slot = np.unique(index.sizes, return_inverse=True)
     n_perm = int(o.permutations)
 
+    size_slot = backend.xp.asarray(size_slot)  # on the device once, not per batch
+
     def score_batch(start: int, stop: int) -> Any:
         null_by_size = backend.random_set_null(int(o.seed), start, stop, ranked_stat, float(o.weight),
                                                o.set_statistic, sizes)
-        return null_by_size[:, backend.xp.asarray(size_slot)]
+        return null_by_size[:, size_slot]
 
     job, null_info = gsea_job(score_batch, observed, n_perm=n_perm, exact=False, xp=backend.xp,
                               n_sets=index.n_sets, batch_size=o.batch_size, budget=budget, extra_bytes=0,
