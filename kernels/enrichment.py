@@ -251,7 +251,8 @@ def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, weight, set_members, se
         for owner in range(min(32, stat.shape[1] - cuda.blockIdx.y * 32)):
             for j in range(t, k, 32):
                 r = positions[j * BITMAP_STRIDE + owner]
-                cuda.atomic.or_(words, bitmap + (r >> 5), uint32(1 << int(r & 31)))  # int(): the simulator would shift a uint16 in 16 bits
+                # int(): the simulator would shift a uint16 within 16 bits
+                cuda.atomic.or_(words, bitmap + (r >> 5), uint32(1 << int(r & 31)))
             cuda.syncthreads()
             count = 0
             for w in range(words_per_lane):

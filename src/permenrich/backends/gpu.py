@@ -90,8 +90,8 @@ def device_bytes_per_permutation(n_genes: int, n_sets: int, n_memberships: int, 
     else:
         ranking = RANK_BYTES_PER_GENE * n_genes if n_memberships else 0
         members = 4 * global_memberships
-    return {"labelling": 8 * (width + pool_width), "gene_statistics": 8 * n_genes, "ranking": ranking, "member_ranks": members,
-            "set_scores": 8 * n_sets, "accumulators": 3 * 8 * n_sets}
+    return {"labelling": 8 * (width + pool_width), "gene_statistics": 8 * n_genes, "ranking": ranking,
+            "member_ranks": members, "set_scores": 8 * n_sets, "accumulators": 3 * 8 * n_sets}
 
 
 
@@ -244,8 +244,8 @@ class GpuBackend:
         """``make()``'s items, its NumPy arrays copied to the device, made once for the same
         ``sources`` (numbers and strings by equality, anything else by identity) rather
         than per batch: what stays the same for a run (a plan's generator arrays, a ranked
-        list's closed-form inputs). Fewer allocations per batch also means fewer of Numba's lazy
-        frees, which synchronise the device every ten."""
+        list's closed-form inputs). Fewer allocations per batch also means fewer of
+        Numba's lazy frees, which synchronise the device every ten."""
         cached = self._uploads.get(name)
         if cached is not None and len(cached[0]) == len(sources) and all(
                 old is new or (isinstance(new, (int, float, str)) and old == new)
