@@ -55,6 +55,21 @@ PY
 } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 
+# 0. the kernels' disk cache (new, never yet run on a device): if a tiny GPU run fails with
+#    it and passes without, run everything without it (and say so in machine.txt)
+smoke='import numpy as np, pandas as pd, permenrich
+g = [f"g{i}" for i in range(40)]
+x = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 8)), index=g)
+permenrich.gsea(x, ["a"] * 4 + ["b"] * 4, {"S": g[:10], "T": g[5:25]}, permutations=20, min_size=5, device="gpu")'
+if ! "$python" -c "$smoke" > /tmp/cache_smoke.log 2>&1; then
+  if PERMENRICH_GPU_KERNEL_CACHE=0 "$python" -c "$smoke" >> /tmp/cache_smoke.log 2>&1; then
+    export PERMENRICH_GPU_KERNEL_CACHE=0
+    { echo "kernel disk cache failed on this device, turned off:"; tail -5 /tmp/cache_smoke.log; } >> "$out/machine.txt"
+  else
+    { echo "a tiny GPU run fails with and without the kernel cache:"; tail -8 /tmp/cache_smoke.log; } >> "$out/machine.txt"
+  fi
+fi
+
 # 1. tests (anndata-based tests are skipped or ignored where the image lacks anndata)
 ignore=()
 "$python" -c "import anndata" 2>/dev/null || ignore=(--ignore=tests/test_streaming.py --ignore=tests/test_demo.py)

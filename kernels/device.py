@@ -10,6 +10,7 @@ the operation order is the same.
 from __future__ import annotations
 
 import inspect
+import os
 
 from numba import cuda
 
@@ -68,8 +69,9 @@ def kernel_jit(function):  # noqa: ANN001, ANN201 - a Python function in, a Numb
     NVVM and ptxas take seconds for the dozen kernels of a run, in every new process
     otherwise. Numba checks a cached kernel against its own file only;
     :func:`permenrich._compile.drop_stale_kernel_caches` drops the caches when any source
-    they compile in changes."""
-    return cuda.jit(function, cache=True, **KERNEL_OPTIONS)
+    they compile in changes. ``PERMENRICH_GPU_KERNEL_CACHE=0`` turns the cache off (a
+    way out should a Numba-CUDA version fail to cache or load a kernel)."""
+    return cuda.jit(function, cache=os.environ.get("PERMENRICH_GPU_KERNEL_CACHE", "1") != "0", **KERNEL_OPTIONS)
 
 _device = jit_family(dict.fromkeys(RNG_FUNCTIONS + TWO_GROUP_FUNCTIONS + WALK_FUNCTIONS + CORRELATION_FUNCTIONS
                                    + LINEAR_FUNCTIONS + NULL_FUNCTIONS),
