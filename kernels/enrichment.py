@@ -76,12 +76,6 @@ def es_sorts_by_slot(spec: str) -> tuple[str, dict[int, str]]:
     return default or "heap", by_slot
 
 
-def es_sort_of_slot(spec: str, slot: int) -> str:
-    """The sort ``spec`` (:func:`es_sorts_by_slot`) gives the sets of ``slot``."""
-    default, by_slot = es_sorts_by_slot(spec)
-    return by_slot.get(slot, default)
-
-
 #: uint16 slots of a bitmap-sorted block are this much wider than its 32 threads: element
 #: j of thread t at ``j * BITMAP_STRIDE + t``. A warp reading one thread's elements then
 #: touches 32 distinct banks (17 j + t/2 mod 32, 17 odd), as does a thread-per-slot pass.
@@ -317,9 +311,10 @@ def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes,
     or one per slot (:func:`es_sorts_by_slot`); the global scratch, exactly as long as
     each set, is heap-sorted. ``bitmap`` blocks are one warp."""
     n_genes, n_batch = tables[0].shape
+    default_sort, sort_by_slot = es_sorts_by_slot(sort)
     for class_sets, slot, widest, starts in size_classes:
         n_blocks = min(class_sets.shape[0], MAX_GRID_X)
-        class_sort = es_sort_of_slot(sort, slot)
+        class_sort = sort_by_slot.get(slot, default_sort)
         if slot and class_sort == "bitmap":
             grid = (n_blocks, (n_batch + 31) // 32)
             es_from_ranks_bitmap_kernel[grid, (32, 1), stream, bitmap_block_bytes(slot, n_genes)](
@@ -375,11 +370,12 @@ def size_classes(sizes: np.ndarray, n_genes: int, shared_bytes: int = 48 * 1024,
     """
     sizes = np.asarray(sizes, dtype=np.int64)
     slots = np.maximum(32, 2 ** np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64))
+    default_sort, sort_by_slot = es_sorts_by_slot(sort)
     classes = []
     global_sets = []
     for slot in sorted(set(slots.tolist())):
         members = np.flatnonzero(slots == slot).astype(np.int64)
-        if es_sort_of_slot(sort, slot) == "bitmap":
+        if sort_by_slot.get(slot, default_sort) == "bitmap":
             fits = bitmap_block_bytes(slot, n_genes) <= shared_bytes
             width = 32
         else:
