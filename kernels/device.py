@@ -87,7 +87,6 @@ random_set_null_row = _device._random_set_null_row
 random_set_null_row_sparse = _device._random_set_null_row_sparse
 descending_key = _device._descending_key
 hit_weight = _device._hit_weight
-heap_sort = _device._heap_sort
 ks_from_sorted_positions = _device._ks_from_sorted_positions
 shuffled_correlation = _device._shuffled_correlation
 two_valued_correlation = _device._two_valued_correlation

@@ -28,12 +28,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, uint16, uint32
+from numba import cuda, uint16, uint32, uint64
 
 from permenrich.enrich.running_sum import _needs_power
 from permenrich.stats.ranking import FULL_PASSES
 
-from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, heap_sort, hit_weight, kernel_jit,
+from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, hit_weight, kernel_jit,
                      ks_from_sorted_positions, linear_set_score, rank_descending)
 
 
@@ -85,29 +85,96 @@ BITMAP_STRIDE = 34
 _PAD = 0xFFFF
 
 
-@cuda.jit(device=True)
-def bitonic_sort(values, n):
-    """Sort ``values[:n]`` ascending, ``n`` a power of two: a bitonic network. Every thread
-    makes the same compare-exchanges whatever its data (a warp never diverges, and the
-    exchanges of a stage are independent), selecting rather than branching on the data:
-    n/2 log2(n) (log2(n) + 1) / 2 exchanges, against a heap sort's ~2 k log2 k dependent,
-    divergent steps."""
-    size = 2
-    while size <= n:
-        stride = size >> 1
-        while stride > 0:
-            for pair in range(n >> 1):
-                i = ((pair & ~(stride - 1)) << 1) | (pair & (stride - 1))
-                j = i + stride
-                x = values[i]
-                y = values[j]
-                lower = min(x, y)
-                upper = max(x, y)
-                ascending = (i & size) == 0
-                values[i] = lower if ascending else upper
-                values[j] = upper if ascending else lower
-            stride >>= 1
-        size <<= 1
+def _slot_sorts(index):  # noqa: ANN001, ANN202 - a Numba integer type in, device functions out
+    """The sorts of one slot ``values[first + j * stride]`` (j < n) of a flat array, with
+    every index computed in ``index``: uint32 for the shared-memory slots, so that an
+    element's address is one 32-bit multiply-add (a view ``values[j]`` of a strided slice
+    costs a 64-bit multiply and Numba's negative-index fix-up per access, about half the
+    instructions of a sort step in the first device run's kernels); uint64 for the global
+    scratch, which may pass 2**32 elements. Constants are cast too: Numba types uint64
+    with int64 as float64."""
+    zero, one, two = index(0), index(1), index(2)
+
+    @cuda.jit(device=True)
+    def sift(values, first, stride, root, n):
+        """Restore the max-heap of the slot's first n elements below ``root`` (its subtrees
+        are heaps), bottom-up (Floyd): the hole at ``root`` descends to a leaf along the
+        larger children, a number of levels set by n and root alone (the same for every
+        thread of a warp, whose slots are one set's), and the root's value then climbs back
+        to its place (rarely more than a level or two)."""
+        value = values[index(first + root * stride)]
+        hole = root
+        child = index(two * hole + one)
+        while child < n:
+            at = index(first + child * stride)
+            larger = values[at]
+            if index(child + one) < n:
+                right = values[index(at + stride)]
+                if right > larger:
+                    larger = right
+                    child = index(child + one)
+            values[index(first + hole * stride)] = larger
+            hole = child
+            child = index(two * hole + one)
+        while hole > root:
+            parent = index(index(hole - one) >> one)
+            above = values[index(first + parent * stride)]
+            if above >= value:
+                break
+            values[index(first + hole * stride)] = above
+            hole = parent
+        values[index(first + hole * stride)] = value
+
+    @cuda.jit(device=True)
+    def heap_sort(values, first, stride, n):
+        """Sort the slot's first n elements ascending in place: a heap sort, no scratch."""
+        root = index(n >> one)
+        while root > zero:
+            root = index(root - one)
+            sift(values, first, stride, root, n)
+        end = n
+        while end > one:
+            end = index(end - one)
+            at = index(first + end * stride)
+            largest = values[first]
+            values[first] = values[at]
+            values[at] = largest
+            sift(values, first, stride, zero, end)
+
+    @cuda.jit(device=True)
+    def bitonic_sort(values, first, stride, n):
+        """Sort the slot's first n elements ascending, n a power of two: a bitonic network.
+        Every thread makes the same compare-exchanges whatever its data (a warp never
+        diverges, and the exchanges of a stage are independent), selecting rather than
+        branching on the data: n/2 log2(n) (log2(n) + 1) / 2 exchanges, against a heap
+        sort's ~2 n log2 n dependent steps."""
+        size = two
+        while size <= n:
+            gap = index(size >> one)
+            while gap > zero:
+                low_bits = index(gap - one)
+                pair = zero
+                while pair < index(n >> one):
+                    i = index(((pair & ~low_bits) << one) | (pair & low_bits))
+                    at_i = index(first + i * stride)
+                    at_j = index(at_i + gap * stride)
+                    x = values[at_i]
+                    y = values[at_j]
+                    lower = min(x, y)
+                    upper = max(x, y)
+                    ascending = (i & size) == zero
+                    values[at_i] = lower if ascending else upper
+                    values[at_j] = upper if ascending else lower
+                    pair = index(pair + one)
+                gap = index(gap >> one)
+            size = index(size << one)
+
+    return heap_sort, bitonic_sort
+
+
+#: Sorts of the shared-memory slots (32-bit indices) and of the global scratch (64-bit).
+slot_heap_sort, slot_bitonic_sort = _slot_sorts(uint32)
+global_heap_sort, _ = _slot_sorts(uint64)
 
 
 @cuda.jit(device=True)
@@ -130,23 +197,22 @@ def gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets, scra
 
 
 @cuda.jit(device=True)
-def set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, scratch, bitonic):
-    """ES of set s for permutation b from the gene-major tables of the ranking kernel:
-    gather its members' ranks into ``scratch`` (at least the set's size; with ``bitonic``,
-    at least the power of two above it), sort them (heap or bitonic sort: the same result),
-    and take the running-sum extremum in closed form."""
-    norm, n_infinite = gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets, scratch)
-    k = set_offsets[s + 1] - set_offsets[s]
+def sort_shared_slot(values, first, stride, k, bitonic):
+    """Sort thread slot ``values[first + j * stride]`` (j < k) of the dynamic shared memory:
+    heap sort, or a bitonic network over the power of two above k (padded; the slot is at
+    least that long). Both give the same order."""
+    first = uint32(first)
+    stride = uint32(stride)
+    k = uint32(k)
     if bitonic:
-        n = 1
+        n = uint32(1)
         while n < k:
-            n <<= 1
-        for t in range(k, n):
-            scratch[t] = _PAD
-        bitonic_sort(scratch, n)
+            n = uint32(n << uint32(1))
+        for j in range(k, n):
+            values[uint32(first + uint32(j) * stride)] = _PAD
+        slot_bitonic_sort(values, first, stride, n)
     else:
-        heap_sort(scratch, k)
-    return ks_from_sorted_positions(scratch[:k], ranked_stat[:, b], weight, norm, n_infinite, stat.shape[0])
+        slot_heap_sort(values, first, stride, k)
 
 
 @kernel_jit
@@ -154,10 +220,12 @@ def es_from_ranks_shared_kernel(stat, rank, ranked_stat, weight, set_members, se
                                 bitonic, out):
     """``out[b, s]`` for the sets ``class_sets`` (sizes up to ``slot``): thread x of a block
     is a permutation, blocks along x take the sets and along y the groups of
-    permutations (so the blocks running at once share one group's tables in L2). Each thread sorts its ranks in a slot
-    of the block's dynamic shared memory (uint16 positions) interleaved with its
-    neighbours' (element j of thread t at ``j * width + t``), so a warp's accesses fall in
-    distinct banks whatever each thread's heap index."""
+    permutations (so the blocks running at once share one group's tables in L2). Each
+    thread gathers its members' ranks into a slot of the block's dynamic shared memory
+    (uint16 positions) interleaved with its neighbours' (element j of thread t at
+    ``j * width + t``, so a warp's accesses fall in distinct banks whatever each thread's
+    heap index), sorts them (:func:`sort_shared_slot`) and takes the running-sum extremum
+    in closed form."""
     b = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
     scratch = cuda.shared.array(0, dtype=uint16)
     if b >= stat.shape[1]:
@@ -167,24 +235,29 @@ def es_from_ranks_shared_kernel(stat, rank, ranked_stat, weight, set_members, se
     mine = scratch[t: t + slot * width: width]
     for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
         s = class_sets[i]
-        out[b, s] = set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets, mine,
-                                         bitonic)
+        k = set_offsets[s + 1] - set_offsets[s]
+        norm, n_infinite = gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets, mine)
+        sort_shared_slot(scratch, t, width, k, bitonic)
+        out[b, s] = ks_from_sorted_positions(mine[:k], ranked_stat[:, b], weight, norm, n_infinite, stat.shape[0])
 
 
 @kernel_jit
 def es_from_ranks_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, starts, positions,
-                         out):
+                         flat_positions, out):
     """``out[b, s]`` for the sets ``class_sets`` whose ranks do not fit in shared memory
     (large sets, or more than 65,536 genes): set ``class_sets[i]`` sorts in
     ``positions[starts[i]:starts[i + 1], b]`` (permutation-minor, so a warp's equal
-    indices are adjacent)."""
+    indices are adjacent; ``flat_positions`` is the same memory, 1-D, for the sort)."""
     b = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
     if b >= stat.shape[1]:
         return
+    n_batch = positions.shape[1]
     for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
         s = class_sets[i]
-        out[b, s] = set_score_from_ranks(b, s, stat, rank, ranked_stat, weight, set_members, set_offsets,
-                                         positions[starts[i]:starts[i + 1], b], False)
+        mine = positions[starts[i]:starts[i + 1], b]
+        norm, n_infinite = gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets, mine)
+        global_heap_sort(flat_positions, uint64(starts[i] * n_batch + b), uint64(n_batch), uint64(mine.shape[0]))
+        out[b, s] = ks_from_sorted_positions(mine, ranked_stat[:, b], weight, norm, n_infinite, stat.shape[0])
 
 
 def bitmap_words_per_lane(n_genes: int) -> int:
@@ -230,8 +303,10 @@ def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, weight, set_members, se
     words = cuda.shared.array(0, dtype=uint32)
     my_words = bitmap + t * words_per_lane
     counts = bitmap + 32 * words_per_lane
+    # Indices are cast to uint32 where used (as in _slot_sorts): 32-bit multiply-adds, no
+    # negative-index fix-ups.
     for w in range(words_per_lane):
-        words[my_words + w] = 0
+        words[uint32(my_words + w)] = 0
     n_genes = stat.shape[0]
     for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
         s = class_sets[i]
@@ -244,26 +319,26 @@ def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, weight, set_members, se
         cuda.syncthreads()
         for owner in range(min(32, stat.shape[1] - cuda.blockIdx.y * 32)):
             for j in range(t, k, 32):
-                r = positions[j * BITMAP_STRIDE + owner]
+                r = positions[uint32(j * BITMAP_STRIDE + owner)]
                 # int(): the simulator would shift a uint16 within 16 bits
-                cuda.atomic.or_(words, bitmap + (r >> 5), uint32(1 << int(r & 31)))
+                cuda.atomic.or_(words, uint32(bitmap + (r >> 5)), uint32(1 << int(r & 31)))
             cuda.syncthreads()
             count = 0
             for w in range(words_per_lane):
-                count += cuda.popc(words[my_words + w])
-            words[counts + t] = count
+                count += cuda.popc(words[uint32(my_words + w)])
+            words[uint32(counts + t)] = count
             cuda.syncthreads()
             at = 0
             for lane in range(t):
-                at += words[counts + lane]
+                at += words[uint32(counts + lane)]
             for w in range(words_per_lane):
-                word = words[my_words + w]
+                word = words[uint32(my_words + w)]
                 if word != 0:
-                    words[my_words + w] = 0
+                    words[uint32(my_words + w)] = 0
                     base = (t * words_per_lane + w) * 32
                     while word != 0:
                         rest = word & (word - 1)
-                        positions[at * BITMAP_STRIDE + owner] = base + cuda.popc((word ^ rest) - 1)
+                        positions[uint32(at * BITMAP_STRIDE + owner)] = base + cuda.popc((word ^ rest) - 1)
                         at += 1
                         word = rest
             cuda.syncthreads()
@@ -328,7 +403,7 @@ def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes,
                 *tables, weight, set_members, set_offsets, class_sets, slot, class_sort == "bitonic", out)
         else:
             es_from_ranks_kernel[grid, (width, 1), stream](*tables, weight, set_members, set_offsets, class_sets,
-                                                           starts, positions, out)
+                                                           starts, positions, positions.reshape(positions.size), out)
 
 
 @kernel_jit

@@ -8,13 +8,13 @@ Every comparison is exact: the device must give the CPU's bits.
 
 import numpy as np
 import pytest
-from numba import cuda
+from numba import cuda, uint32
 
 from permenrich.backends.cpu import CpuBackend
 from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation, gpu_available
 from permenrich.enrich.linear import linear_set_statistic_reference
-from permenrich.kernels.enrichment import (ES_SORTS, bitmap_block_bytes, bitonic_sort, es_sorts_by_slot,
-                                          launch_es_from_ranks, size_classes)
+from permenrich.kernels.enrichment import (ES_SORTS, bitmap_block_bytes, es_sorts_by_slot, launch_es_from_ranks,
+                                          size_classes, slot_bitonic_sort, slot_heap_sort)
 from permenrich.kernels.ranking import RANK_THREADS, SIMULATOR_RANK_THREADS, launch_block_rank, rank_scratch
 from permenrich.rng import random_sequence, random_sequence_sparse, sparse_table_capacity
 from permenrich.stats.ranking import ranking_reference
@@ -122,21 +122,30 @@ def test_device_linear_set_scores_equal_cpu(set_statistic):
             assert expected[b, s] == pytest.approx(reference, rel=1e-13, abs=1e-13)
 
 
-def test_bitonic_sort_sorts_padded_power_of_two_slots():
+@pytest.mark.parametrize("sort", ["heap", "bitonic"])
+def test_slot_sorts_sort_interleaved_slots(sort):
+    """Each thread sorts its slot ``values[t + j * threads]`` of one flat array, as in shared
+    memory: every length from 1 to 70 (bitonic: the powers of two, padding last), values
+    with repeats, and neighbouring slots left as they were."""
+    sort_slot = slot_heap_sort if sort == "heap" else slot_bitonic_sort
+
     @cuda.jit
-    def sort_rows(rows, n):
-        i = cuda.grid(1)
-        if i < rows.shape[0]:
-            bitonic_sort(rows[i], n)
+    def sort_slots(values, threads, n):
+        t = cuda.grid(1)
+        if t < threads:
+            sort_slot(values, uint32(t), uint32(threads), uint32(n))
 
     rng = np.random.default_rng(6)
-    for n in (1, 2, 8, 64):
-        rows = rng.integers(0, 70, size=(5, n)).astype(np.uint16)  # repeats too
-        rows[0, n // 2:] = 0xFFFF  # padding sorts last
-        expected = np.sort(rows, axis=1)
-        device = cuda.to_device(rows)
-        sort_rows[1, 5](device, n)
-        assert np.array_equal(device.copy_to_host(), expected), n
+    threads = 5
+    for n in (1, 2, 8, 64) if sort == "bitonic" else range(1, 71):
+        rows = rng.integers(0, 70, size=(threads, n + 3)).astype(np.uint16)  # repeats too; 3 beyond the slot
+        if sort == "bitonic":
+            rows[0, n // 2:n] = 0xFFFF  # padding sorts last
+        expected = rows.copy()
+        expected[:, :n] = np.sort(rows[:, :n], axis=1)
+        device = cuda.to_device(np.ascontiguousarray(rows.T).reshape(-1))  # element j of thread t at t + j * threads
+        sort_slots[1, 8](device, threads, n)
+        assert np.array_equal(device.copy_to_host().reshape(n + 3, threads).T, expected), n
 
 
 def test_sparse_random_sequence_equals_pool_shuffle():

@@ -375,35 +375,6 @@ def _ks_pair_from_sorted_positions(positions_a, positions_b, ranked_a, ranked_b,
             _pick_extreme(top_b, bottom_b, top_at_b, bottom_at_b))
 
 
-def _heap_sort(values, n):
-    """Sort ``values[:n]`` ascending in place: O(n log n) with no scratch (a set's member
-    positions on the device, where a thread has no room for a second buffer)."""
-    for root in range(n // 2 - 1, -1, -1):
-        _sift_down(values, root, n)
-    for end in range(n - 1, 0, -1):
-        largest = values[0]
-        values[0] = values[end]
-        values[end] = largest
-        _sift_down(values, 0, end)
-
-
-@inline
-def _sift_down(values, root, n):
-    """Move ``values[root]`` down the max-heap ``values[:n]`` to its place."""
-    value = values[root]
-    parent = root
-    child = 2 * parent + 1
-    while child < n:
-        if child + 1 < n and values[child + 1] > values[child]:
-            child += 1
-        if values[child] <= value:
-            break
-        values[parent] = values[child]
-        parent = child
-        child = 2 * parent + 1
-    values[parent] = value
-
-
 def _random_set_null_row(seed, perm_index, ranked_stat, weight, statistic, sizes, pool, sequence, prefix, out):
     """``out[i]``: statistic of the random set of ``sizes[i]`` ranked genes under gene-set
     permutation ``perm_index``, for ``sizes`` ascending.
@@ -446,5 +417,5 @@ def _score_prefixes(sequence, ranked_stat, weight, statistic, sizes, prefix, out
 #: Walk and random-set scoring with the ranking and the draws they use; compile together.
 SCALAR_FUNCTIONS = (*RANKING_FUNCTIONS, *RNG_FUNCTIONS, *PORTABLE_MATH_FUNCTIONS, _needs_power, _hit_weight,
                     _step_weight, _pick_extreme, _enrichment_scores, _sorted_positions_score, _ks_step,
-                    _ks_from_sorted_positions, _ks_pair_from_sorted_positions, _sift_down, _heap_sort, _score_prefixes,
+                    _ks_from_sorted_positions, _ks_pair_from_sorted_positions, _score_prefixes,
                     _random_set_null_row, _random_set_null_row_sparse)
