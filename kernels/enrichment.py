@@ -30,7 +30,6 @@ import math
 import numpy as np
 from numba import cuda, uint16, uint32, uint64
 
-from permenrich.enrich.running_sum import _needs_power
 from permenrich.stats.ranking import FULL_PASSES
 
 from .device import (THREADS_PER_BLOCK, enrichment_scores, grid_1d, hit_weight, kernel_jit,
@@ -178,21 +177,57 @@ global_heap_sort, _ = _slot_sorts(uint64)
 
 
 @cuda.jit(device=True)
-def gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets, scratch):
+def _add_hit(w, norm, n_infinite):
+    """Add one member's hit weight to (the sum of the finite ones, the count of infinite ones)."""
+    if w == math.inf:
+        return norm, n_infinite + 1
+    return norm + w, n_infinite
+
+
+@cuda.jit(device=True)
+def gather_member_ranks(b, s, weights, rank, set_members, set_offsets, scratch):
     """Write the ranked positions of set s's members under permutation b into
     ``scratch`` (member order) and return (the sum ``N_R`` of their finite hit weights,
-    added in member order as the CPU's walk adds it, the count of infinite ones)."""
+    added in member order as the CPU's walk adds it, the count of infinite ones).
+    ``weights``: the gene-major table :func:`weigh_tables` left (hit weights, or the
+    statistic for weight 1, whose hit weight is its absolute value).
+
+    Members go four at a time, their twelve loads issued before any value is used: a warp
+    then waits for memory once per four members, where one member at a time it waited
+    three times per member (member id, then its weight and rank, each a round trip to L2).
+    The sum's order is unchanged."""
     first = set_offsets[s]
+    end = set_offsets[s + 1]
     norm = 0.0
     n_infinite = 0
-    for t in range(first, set_offsets[s + 1]):
+    t = first
+    while t + 4 <= end:
+        g0 = set_members[t]
+        g1 = set_members[t + 1]
+        g2 = set_members[t + 2]
+        g3 = set_members[t + 3]
+        w0 = weights[g0, b]
+        w1 = weights[g1, b]
+        w2 = weights[g2, b]
+        w3 = weights[g3, b]
+        r0 = rank[g0, b]
+        r1 = rank[g1, b]
+        r2 = rank[g2, b]
+        r3 = rank[g3, b]
+        norm, n_infinite = _add_hit(hit_weight(w0, 1.0), norm, n_infinite)
+        norm, n_infinite = _add_hit(hit_weight(w1, 1.0), norm, n_infinite)
+        norm, n_infinite = _add_hit(hit_weight(w2, 1.0), norm, n_infinite)
+        norm, n_infinite = _add_hit(hit_weight(w3, 1.0), norm, n_infinite)
+        scratch[t - first] = r0
+        scratch[t + 1 - first] = r1
+        scratch[t + 2 - first] = r2
+        scratch[t + 3 - first] = r3
+        t += 4
+    while t < end:
         gene = set_members[t]
-        w = hit_weight(stat[gene, b], weight)
-        if w == math.inf:
-            n_infinite += 1
-        else:
-            norm += w
+        norm, n_infinite = _add_hit(hit_weight(weights[gene, b], 1.0), norm, n_infinite)
         scratch[t - first] = rank[gene, b]
+        t += 1
     return norm, n_infinite
 
 
@@ -216,7 +251,7 @@ def sort_shared_slot(values, first, stride, k, bitonic):
 
 
 @kernel_jit
-def es_from_ranks_shared_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, slot,
+def es_from_ranks_shared_kernel(stat, rank, ranked_stat, set_members, set_offsets, class_sets, slot,
                                 bitonic, out):
     """``out[b, s]`` for the sets ``class_sets`` (sizes up to ``slot``): thread x of a block
     is a permutation, blocks along x take the sets and along y the groups of
@@ -236,13 +271,13 @@ def es_from_ranks_shared_kernel(stat, rank, ranked_stat, weight, set_members, se
     for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
         s = class_sets[i]
         k = set_offsets[s + 1] - set_offsets[s]
-        norm, n_infinite = gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets, mine)
+        norm, n_infinite = gather_member_ranks(b, s, stat, rank, set_members, set_offsets, mine)
         sort_shared_slot(scratch, t, width, k, bitonic)
-        out[b, s] = ks_from_sorted_positions(mine[:k], ranked_stat[:, b], weight, norm, n_infinite, stat.shape[0])
+        out[b, s] = ks_from_sorted_positions(mine[:k], ranked_stat[:, b], 1.0, norm, n_infinite, stat.shape[0])
 
 
 @kernel_jit
-def es_from_ranks_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, starts, positions,
+def es_from_ranks_kernel(stat, rank, ranked_stat, set_members, set_offsets, class_sets, starts, positions,
                          flat_positions, out):
     """``out[b, s]`` for the sets ``class_sets`` whose ranks do not fit in shared memory
     (large sets, or more than 65,536 genes): set ``class_sets[i]`` sorts in
@@ -255,9 +290,9 @@ def es_from_ranks_kernel(stat, rank, ranked_stat, weight, set_members, set_offse
     for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
         s = class_sets[i]
         mine = positions[starts[i]:starts[i + 1], b]
-        norm, n_infinite = gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets, mine)
+        norm, n_infinite = gather_member_ranks(b, s, stat, rank, set_members, set_offsets, mine)
         global_heap_sort(flat_positions, uint64(starts[i] * n_batch + b), uint64(n_batch), uint64(mine.shape[0]))
-        out[b, s] = ks_from_sorted_positions(mine, ranked_stat[:, b], weight, norm, n_infinite, stat.shape[0])
+        out[b, s] = ks_from_sorted_positions(mine, ranked_stat[:, b], 1.0, norm, n_infinite, stat.shape[0])
 
 
 def bitmap_words_per_lane(n_genes: int) -> int:
@@ -281,7 +316,7 @@ def _bitmap_offset(slot: int) -> int:
 
 
 @kernel_jit
-def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, weight, set_members, set_offsets, class_sets, slot,
+def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, set_members, set_offsets, class_sets, slot,
                                 bitmap, words_per_lane, out):
     """``out[b, s]`` for the sets ``class_sets`` (sizes up to ``slot``), one warp per
     block: thread x is permutation ``blockIdx.y * 32 + x``, blocks along x take the sets.
@@ -314,7 +349,7 @@ def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, weight, set_members, se
         norm = 0.0
         n_infinite = 0
         if active:
-            norm, n_infinite = gather_member_ranks(b, s, stat, rank, weight, set_members, set_offsets,
+            norm, n_infinite = gather_member_ranks(b, s, stat, rank, set_members, set_offsets,
                                                    positions[t: t + slot * BITMAP_STRIDE: BITMAP_STRIDE])
         cuda.syncthreads()
         for owner in range(min(32, stat.shape[1] - cuda.blockIdx.y * 32)):
@@ -344,7 +379,7 @@ def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, weight, set_members, se
             cuda.syncthreads()
         if active:
             out[b, s] = ks_from_sorted_positions(positions[t: t + k * BITMAP_STRIDE: BITMAP_STRIDE], ranked_stat[:, b],
-                                                 weight, norm, n_infinite, n_genes)
+                                                 1.0, norm, n_infinite, n_genes)
         cuda.syncthreads()
 
 
@@ -356,19 +391,19 @@ def hit_weights_kernel(values, weight):
         values[i] = hit_weight(values[i], weight)
 
 
-def weigh_tables(tables, weight: float, stream) -> float:  # noqa: ANN001 - device arrays
-    """For a weight that needs a power (not 0, 1 or 2), turn the ranking kernel's
-    statistic tables into hit weights in place, once per gene and permutation, and return
-    the weight the ES kernels then take (1: |w| = w, so the same values and bits as
-    weighing each member, for n_genes powers per permutation instead of two per
-    membership); otherwise leave them and return ``weight``."""
-    if not _needs_power(weight):
-        return weight
+def weigh_tables(tables, weight: float, stream) -> None:  # noqa: ANN001 - device arrays
+    """For any weight but 1, turn the ranking kernel's statistic tables into hit weights in
+    place, once per gene and permutation: the ES kernels then take the hit weight of an
+    entry as its absolute value (weight 1), which leaves these values and their bits. A
+    power costs n_genes evaluations per permutation instead of two per membership, and
+    the ES kernels, compiled for weight 1 alone, carry no power in their loops (whose
+    bodies then stay small enough to unroll)."""
+    if weight == 1.0:
+        return
     for table in tables:
         flat = table.reshape(table.size)
         blocks, threads = grid_1d(flat.shape[0])
         hit_weights_kernel[blocks, threads, stream](flat, weight)
-    return 1.0
 
 
 #: Blocks along a grid's x axis at most (further sets loop); CUDA allows 2**31 - 1.
@@ -384,8 +419,11 @@ def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes,
     scratch starts) from :func:`size_classes` (given the same ``sort``). ``sort``: the sort
     of the sets in shared memory (whose slots are powers of two), one of :data:`ES_SORTS`
     or one per slot (:func:`es_sorts_by_slot`); the global scratch, exactly as long as
-    each set, is heap-sorted. ``bitmap`` blocks are one warp."""
+    each set, is heap-sorted. ``bitmap`` blocks are one warp. For a ``weight`` other than
+    1, the statistic tables (first and last) are turned into hit weights in place
+    (:func:`weigh_tables`)."""
     n_genes, n_batch = tables[0].shape
+    weigh_tables((tables[2], tables[0]), weight, stream)
     default_sort, sort_by_slot = es_sorts_by_slot(sort)
     for class_sets, slot, widest, starts in size_classes:
         n_blocks = min(class_sets.shape[0], MAX_GRID_X)
@@ -393,16 +431,16 @@ def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes,
         if slot and class_sort == "bitmap":
             grid = (n_blocks, (n_batch + 31) // 32)
             es_from_ranks_bitmap_kernel[grid, (32, 1), stream, bitmap_block_bytes(slot, n_genes)](
-                *tables, weight, set_members, set_offsets, class_sets, slot, _bitmap_offset(slot),
+                *tables, set_members, set_offsets, class_sets, slot, _bitmap_offset(slot),
                 bitmap_words_per_lane(n_genes), out)
             continue
         width = min(widest, n_batch)
         grid = (n_blocks, (n_batch + width - 1) // width)
         if slot:
             es_from_ranks_shared_kernel[grid, (width, 1), stream, 2 * slot * width](
-                *tables, weight, set_members, set_offsets, class_sets, slot, class_sort == "bitonic", out)
+                *tables, set_members, set_offsets, class_sets, slot, class_sort == "bitonic", out)
         else:
-            es_from_ranks_kernel[grid, (width, 1), stream](*tables, weight, set_members, set_offsets, class_sets,
+            es_from_ranks_kernel[grid, (width, 1), stream](*tables, set_members, set_offsets, class_sets,
                                                            starts, positions, positions.reshape(positions.size), out)
 
 

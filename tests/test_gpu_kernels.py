@@ -76,6 +76,16 @@ def _sets_case(n_genes):
 ])
 @pytest.mark.parametrize("weight", [1.0, 0.0, 1.5])
 def test_device_running_sum_scores_equal_cpu_walk(es_kernel, shared_bytes, sort, weight):
+    _check_running_sum_scores(es_kernel, shared_bytes, sort, weight)
+
+
+@pytest.mark.parametrize("shared_bytes", [48 * 1024, 0])
+def test_device_running_sum_squares_weights_once(shared_bytes):
+    """Weight 2 (a square, not a power): the tables are weighed once, as for the others."""
+    _check_running_sum_scores("ranks", shared_bytes, "heap", 2.0)
+
+
+def _check_running_sum_scores(es_kernel, shared_bytes, sort, weight):
     n_genes = 40
     stats = _awkward_stats(n_genes, 6, seed=1)
     sets = _sets_case(n_genes)

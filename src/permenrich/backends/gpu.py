@@ -558,15 +558,14 @@ class GpuBackend:
                        self._empty((n, n_genes), np.float64), self._empty((n, sets.n_sets, 8), np.float64)]
             launch_ks(stats, bits, sets.weight, sets.arrays, scratch, out, self.stream)
             return
-        from permenrich.kernels.enrichment import launch_es_from_ranks, weigh_tables
+        from permenrich.kernels.enrichment import launch_es_from_ranks
         from permenrich.kernels.ranking import launch_block_rank, rank_scratch
 
         scratch = rank_scratch(n, n_genes, self.stream, self._scratch)
         launch_block_rank(stats, bits, scratch, self.stream, self.rank_threads)
         rank, ranked_stat, stat_by_gene = scratch[2:]
-        weight = weigh_tables((ranked_stat, stat_by_gene), sets.weight, self.stream)
         positions = self._scratch("global positions", (max(1, sets.n_global_memberships), n), np.int32)
-        launch_es_from_ranks((stat_by_gene, rank, ranked_stat), weight, sets.members32, sets.arrays[1],
+        launch_es_from_ranks((stat_by_gene, rank, ranked_stat), sets.weight, sets.members32, sets.arrays[1],
                              sets.size_classes, positions, out, self.stream, self.es_sort)
 
     def score(self, labellings: Any, keep_stat: bool = False) -> tuple[Any, Any]:
