@@ -295,53 +295,67 @@ def es_from_ranks_kernel(stat, rank, ranked_stat, set_members, set_offsets, clas
         out[b, s] = ks_from_sorted_positions(mine, ranked_stat[:, b], 1.0, norm, n_infinite, stat.shape[0])
 
 
-def bitmap_words_per_lane(n_genes: int) -> int:
-    """32-bit words of the ranked-position bitmap each lane of a warp owns (a contiguous
-    run; odd, so that the 32 lanes' i-th words fall in 32 distinct banks)."""
+def bitmap_lane_shift(n_genes: int) -> int:
+    """log2 of the 32-bit words of the ranked-position bitmap each lane of a warp owns (a
+    contiguous run, a power of two so that a word's lane is a shift; the runs are laid
+    out one pad word apart, so the lanes' i-th words fall in 32 distinct banks)."""
     words = (n_genes + 31) // 32
     per_lane = max(1, (words + 31) // 32)
-    return per_lane if per_lane % 2 else per_lane + 1
+    return (per_lane - 1).bit_length()
+
+
+def _bitmap_layout(slot: int, n_genes: int) -> tuple[int, int, int, int]:
+    """Offsets, in uint32 words of a bitmap-sorted block's dynamic shared memory, of its
+    bitmap, its summary masks and its lane counts (after the 32 slots of ``slot`` uint16
+    positions, row stride :data:`BITMAP_STRIDE`), and the words in all."""
+    lane_words = 1 << bitmap_lane_shift(n_genes)
+    bitmap = (2 * slot * BITMAP_STRIDE + 3) // 4
+    summary = bitmap + 32 * (lane_words + 1)
+    counts = summary + 32 * ((lane_words + 31) // 32)
+    return bitmap, summary, counts, counts + 2 * 32
 
 
 def bitmap_block_bytes(slot: int, n_genes: int) -> int:
     """Dynamic shared memory of a bitmap-sorted block: 32 slots of ``slot`` uint16
-    positions (row stride :data:`BITMAP_STRIDE`), then the warp's bitmap and its 32 lane
-    counts (uint32)."""
-    return _bitmap_offset(slot) * 4 + (32 * bitmap_words_per_lane(n_genes) + 32) * 4
-
-
-def _bitmap_offset(slot: int) -> int:
-    """Index, in uint32 words, of a bitmap-sorted block's bitmap (after the slots)."""
-    return (2 * slot * BITMAP_STRIDE + 3) // 4
+    positions, the warp's bitmap (a run of words per lane and a pad word), each lane's
+    mask of its non-empty words and two rows of 32 lane counts (uint32)."""
+    return 4 * _bitmap_layout(slot, n_genes)[3]
 
 
 @kernel_jit
-def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, set_members, set_offsets, class_sets, slot,
-                                bitmap, words_per_lane, out):
+def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, set_members, set_offsets, class_sets, slot, bitmap,
+                                summary, counts, lane_shift, out):
     """``out[b, s]`` for the sets ``class_sets`` (sizes up to ``slot``), one warp per
     block: thread x is permutation ``blockIdx.y * 32 + x``, blocks along x take the sets.
 
     Each thread gathers its permutation's member ranks into its slot, as in
     :func:`es_from_ranks_shared_kernel`; then the warp sorts the 32 slots one after
-    another: its lanes set each rank's bit in a bitmap of the ranked positions (ranks of
-    one permutation are distinct, so the bitmap holds them exactly), count the bits of
-    their own runs of words, and write the positions back in ascending order (each lane
-    from the offset the lanes before it counted), clearing the bitmap as they go. That is
-    ~k/32 + n_genes/1024 steps per lane per slot, against a heap sort's ~2 k log2 k
-    dependent, divergent steps per thread. Each thread then takes the running-sum
-    extremum of its own sorted slot (sequential float64 sums, the CPU's order). ``bitmap``:
-    where the bitmap starts in the dynamic shared memory, in uint32 words."""
+    another. Its lanes set each rank's bit in a bitmap of the ranked positions (ranks of
+    one permutation are distinct, so the bitmap holds them exactly) and the word's bit in
+    its owner lane's summary mask (lane l owns the words ``l << lane_shift`` onwards, a
+    contiguous run of positions); each lane counts the bits of its non-empty words (the
+    mask lists them: a set of k members touches at most k words), a scan of the 32 counts
+    gives each lane its first output place, and each lane writes its positions back in
+    ascending order, clearing its words and mask as it goes. Per lane and slot that is
+    ~k/32 marks and ~2 visits per non-empty word, against a heap sort's ~2 k log2 k
+    dependent steps per thread. Each thread then takes the running-sum extremum of its
+    own sorted slot (sequential float64 sums, the CPU's order). ``bitmap``, ``summary``,
+    ``counts``: word offsets in the dynamic shared memory (:func:`_bitmap_layout`).
+    Indices are cast to uint32 (as in :func:`_slot_sorts`)."""
     t = cuda.threadIdx.x
     b = cuda.blockIdx.y * 32 + t
     active = b < stat.shape[1]
     positions = cuda.shared.array(0, dtype=uint16)
     words = cuda.shared.array(0, dtype=uint32)
-    my_words = bitmap + t * words_per_lane
-    counts = bitmap + 32 * words_per_lane
-    # Indices are cast to uint32 where used (as in _slot_sorts): 32-bit multiply-adds, no
-    # negative-index fix-ups.
-    for w in range(words_per_lane):
-        words[uint32(my_words + w)] = 0
+    lane_words = uint32(1 << lane_shift)
+    run = uint32(lane_words + 1)
+    masks = uint32((lane_words + 31) >> 5)
+    my_run = uint32(bitmap + t * run)
+    my_masks = uint32(summary + t * masks)
+    for w in range(run):
+        words[uint32(my_run + w)] = 0
+    for m in range(masks):
+        words[uint32(my_masks + m)] = 0
     n_genes = stat.shape[0]
     for i in range(cuda.blockIdx.x, class_sets.shape[0], cuda.gridDim.x):
         s = class_sets[i]
@@ -355,27 +369,49 @@ def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, set_members, set_offset
         for owner in range(min(32, stat.shape[1] - cuda.blockIdx.y * 32)):
             for j in range(t, k, 32):
                 r = positions[uint32(j * BITMAP_STRIDE + owner)]
+                word = uint32(r >> 5)
+                lane = uint32(word >> lane_shift)
+                within = uint32(word & (lane_words - 1))
                 # int(): the simulator would shift a uint16 within 16 bits
-                cuda.atomic.or_(words, uint32(bitmap + (r >> 5)), uint32(1 << int(r & 31)))
+                cuda.atomic.or_(words, uint32(bitmap + word + lane), uint32(1 << int(r & 31)))
+                cuda.atomic.or_(words, uint32(summary + lane * masks + (within >> 5)), uint32(1 << int(within & 31)))
             cuda.syncthreads()
             count = 0
-            for w in range(words_per_lane):
-                count += cuda.popc(words[uint32(my_words + w)])
-            words[uint32(counts + t)] = count
+            for m in range(masks):
+                mask = words[uint32(my_masks + m)]
+                while mask != 0:
+                    rest = mask & (mask - 1)
+                    count += cuda.popc(words[uint32(my_run + m * 32 + cuda.popc((mask ^ rest) - 1))])
+                    mask = rest
+            # Inclusive scan of the lane counts (Hillis-Steele, two rows of 32 in turn).
+            total = count
+            row = 0
+            words[uint32(counts + t)] = total
             cuda.syncthreads()
-            at = 0
-            for lane in range(t):
-                at += words[uint32(counts + lane)]
-            for w in range(words_per_lane):
-                word = words[uint32(my_words + w)]
-                if word != 0:
-                    words[uint32(my_words + w)] = 0
-                    base = (t * words_per_lane + w) * 32
+            step = 1
+            while step < 32:
+                if t >= step:
+                    total += words[uint32(counts + row * 32 + t - step)]
+                row = 1 - row
+                words[uint32(counts + row * 32 + t)] = total
+                step <<= 1
+                cuda.syncthreads()
+            at = total - count
+            for m in range(masks):
+                mask = words[uint32(my_masks + m)]
+                words[uint32(my_masks + m)] = 0
+                while mask != 0:
+                    rest = mask & (mask - 1)
+                    w = uint32(m * 32 + cuda.popc((mask ^ rest) - 1))
+                    word = words[uint32(my_run + w)]
+                    words[uint32(my_run + w)] = 0
+                    base = uint32(((t << lane_shift) + w) * 32)
                     while word != 0:
-                        rest = word & (word - 1)
-                        positions[uint32(at * BITMAP_STRIDE + owner)] = base + cuda.popc((word ^ rest) - 1)
+                        lower = word & (word - 1)
+                        positions[uint32(at * BITMAP_STRIDE + owner)] = base + cuda.popc((word ^ lower) - 1)
                         at += 1
-                        word = rest
+                        word = lower
+                    mask = rest
             cuda.syncthreads()
         if active:
             out[b, s] = ks_from_sorted_positions(positions[t: t + k * BITMAP_STRIDE: BITMAP_STRIDE], ranked_stat[:, b],
@@ -430,9 +466,10 @@ def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes,
         class_sort = sort_by_slot.get(slot, default_sort)
         if slot and class_sort == "bitmap":
             grid = (n_blocks, (n_batch + 31) // 32)
-            es_from_ranks_bitmap_kernel[grid, (32, 1), stream, bitmap_block_bytes(slot, n_genes)](
-                *tables, set_members, set_offsets, class_sets, slot, _bitmap_offset(slot),
-                bitmap_words_per_lane(n_genes), out)
+            bitmap, summary, counts, n_words = _bitmap_layout(slot, n_genes)
+            es_from_ranks_bitmap_kernel[grid, (32, 1), stream, 4 * n_words](
+                *tables, set_members, set_offsets, class_sets, slot, bitmap, summary, counts,
+                bitmap_lane_shift(n_genes), out)
             continue
         width = min(widest, n_batch)
         grid = (n_blocks, (n_batch + width - 1) // width)

@@ -13,8 +13,8 @@ from numba import cuda, uint32
 from permenrich.backends.cpu import CpuBackend
 from permenrich.backends.gpu import GpuBackend, device_bytes_per_permutation, gpu_available
 from permenrich.enrich.linear import linear_set_statistic_reference
-from permenrich.kernels.enrichment import (ES_SORTS, bitmap_block_bytes, es_sorts_by_slot, launch_es_from_ranks,
-                                          size_classes, slot_bitonic_sort, slot_heap_sort)
+from permenrich.kernels.enrichment import (ES_SORTS, bitmap_block_bytes, bitmap_lane_shift, es_sorts_by_slot,
+                                          launch_es_from_ranks, size_classes, slot_bitonic_sort, slot_heap_sort)
 from permenrich.kernels.ranking import RANK_THREADS, SIMULATOR_RANK_THREADS, launch_block_rank, rank_scratch
 from permenrich.rng import random_sequence, random_sequence_sparse, sparse_table_capacity
 from permenrich.stats.ranking import ranking_reference
@@ -71,7 +71,7 @@ def _sets_case(n_genes):
     ("ranks", 48 * 1024, "bitonic"),  # padded to powers of two in the shared slots
     ("ranks", 2 * 32 * 32, "bitonic"),  # bitonic in shared memory, heap in global scratch
     ("ranks", 48 * 1024, "bitmap"),  # a warp sorts its 32 slots through a bitmap
-    ("ranks", 2 * 34 * 32 + 4 * 64, "bitmap"),  # only the warp of slots of 32 fits: the set of 39 goes global
+    ("ranks", bitmap_block_bytes(32, 40), "bitmap"),  # only the warp of slots of 32 fits: the set of 39 goes global
     ("ranks", 48 * 1024, "bitmap,32=heap"),  # one sort per size class: heap for slot 32, bitmap for 64
 ])
 @pytest.mark.parametrize("weight", [1.0, 0.0, 1.5])
@@ -269,13 +269,16 @@ def test_large_sets_in_global_scratch_give_the_same_scores():
         assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))
 
 
-def test_bitmap_sort_gives_the_same_scores_across_words_blocks_and_partial_warps():
-    """The warp's bitmap sort with runs of 3 words per lane (1,100 genes), a batch of 33
-    (a second block with one permutation in its warp), sets of 1 to 512 members (the last
-    in its own class of slot 512) and one too large for a block (global scratch): the CPU
-    walk's scores, bit for bit. The rank tables come from the CPU's ranking (the block
-    ranking has its own tests, and is slow in the simulator at this size)."""
-    n_genes, n_batch = 1_100, 33
+@pytest.mark.parametrize("n_genes", [1_100, 40_000])
+def test_bitmap_sort_gives_the_same_scores_across_words_blocks_and_partial_warps(n_genes):
+    """The warp's bitmap sort with runs of 2 words per lane (1,100 genes) and of 64 (40,000
+    genes: two summary masks per lane), a batch of 33 (a second block with one permutation
+    in its warp), sets of 1 to 512 members (the last in its own class of slot 512) and one
+    too large for a block (global scratch): the CPU walk's scores, bit for bit. The rank
+    tables come from the CPU's ranking (the block ranking has its own tests, and is slow
+    in the simulator at this size)."""
+    n_batch = 33
+    assert bitmap_lane_shift(n_genes) == {1_100: 1, 40_000: 6}[n_genes]
     stats = _awkward_stats(n_genes, n_batch, seed=7)
     rng = np.random.default_rng(8)
     sets = [[n_genes - 1], *(np.sort(rng.choice(n_genes, size=k, replace=False)) for k in (33, 200, 512, 600))]
