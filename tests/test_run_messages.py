@@ -115,3 +115,33 @@ def test_long_run_is_announced_after_its_second_batch(monkeypatch, caplog):
 def test_absurd_permutation_counts_are_refused_before_reading():
     with pytest.raises(OptionError, match=r"permutations=1000000000000 is above the limit of 10,000,000,000"):
         permenrich.genes("no-such-file.gct", None, permutations=10**12)
+
+
+def test_garbage_collection_pauses_while_a_run_reads_and_resumes_after(monkeypatch):
+    """Reading makes many small containers and no cycles: the cyclic collector is off
+    while a run prepares (also when preparing fails) and back on afterwards; a caller that
+    had it off keeps it off."""
+    import gc
+
+    from permenrich.modes import _shared
+
+    states = []
+    load_study = _shared.load_study
+
+    def recording_load_study(*args, **kwargs):
+        states.append(gc.isenabled())
+        return load_study(*args, **kwargs)
+
+    monkeypatch.setattr(_shared, "load_study", recording_load_study)
+    expr, labels = _study()
+    permenrich.genes(expr, labels, case="a", control="b", permutations=20, device="cpu")
+    assert states == [False] and gc.isenabled()
+    with pytest.raises(OptionError, match="no-such-group"):
+        permenrich.genes(expr, labels, case="a", control="no-such-group", permutations=20, device="cpu")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        permenrich.genes(expr, labels, case="a", control="b", permutations=20, device="cpu")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -24,6 +24,8 @@ complete, what the next pass needs); ``begin_pass(pass_index, setup)``; ``finish
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import threading
@@ -107,7 +109,8 @@ def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = Non
     # On a cluster the workers start preparing (reading the inputs) while the client does.
     cluster = _Cluster(client, prepare, options) if client is not None else None
     try:
-        prepared = prepare(options)
+        with collection_paused():
+            prepared = prepare(options)
     except BaseException:
         if cluster is not None:
             cluster.cancel()
@@ -123,6 +126,25 @@ def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = Non
         accumulator, timings = run_distributed(cluster, prepared.job, progress)
     timings["setup_seconds"] = setup_seconds
     return prepared.finish(accumulator, timings)
+
+
+@contextlib.contextmanager
+def collection_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a run reads its inputs and prepares.
+
+    Parsing makes hundreds of thousands of small containers (a list per line) and no
+    reference cycles, while each full collection it triggers walks every object the
+    imported libraries hold (about 150,000 with pandas and Numba: ~70 ms each, measured
+    on the leukemia CHIP read at 40-270 ms instead of 40 ms). Reference counting frees
+    everything as usual; collection resumes afterwards (unless the caller had it off).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Progress:
