@@ -273,7 +273,7 @@ def es_from_ranks_shared_kernel(stat, rank, ranked_stat, set_members, set_offset
         k = set_offsets[s + 1] - set_offsets[s]
         norm, n_infinite = gather_member_ranks(b, s, stat, rank, set_members, set_offsets, mine)
         sort_shared_slot(scratch, t, width, k, bitonic)
-        out[b, s] = ks_from_sorted_positions(mine[:k], ranked_stat[:, b], 1.0, norm, n_infinite, stat.shape[0])
+        out[b, s] = ks_from_sorted_positions(mine[:k], ranked_stat[b], 1.0, norm, n_infinite, stat.shape[0])
 
 
 @kernel_jit
@@ -292,7 +292,7 @@ def es_from_ranks_kernel(stat, rank, ranked_stat, set_members, set_offsets, clas
         mine = positions[starts[i]:starts[i + 1], b]
         norm, n_infinite = gather_member_ranks(b, s, stat, rank, set_members, set_offsets, mine)
         global_heap_sort(flat_positions, uint64(starts[i] * n_batch + b), uint64(n_batch), uint64(mine.shape[0]))
-        out[b, s] = ks_from_sorted_positions(mine, ranked_stat[:, b], 1.0, norm, n_infinite, stat.shape[0])
+        out[b, s] = ks_from_sorted_positions(mine, ranked_stat[b], 1.0, norm, n_infinite, stat.shape[0])
 
 
 def bitmap_lane_shift(n_genes: int) -> int:
@@ -414,7 +414,7 @@ def es_from_ranks_bitmap_kernel(stat, rank, ranked_stat, set_members, set_offset
                     mask = rest
             cuda.syncthreads()
         if active:
-            out[b, s] = ks_from_sorted_positions(positions[t: t + k * BITMAP_STRIDE: BITMAP_STRIDE], ranked_stat[:, b],
+            out[b, s] = ks_from_sorted_positions(positions[t: t + k * BITMAP_STRIDE: BITMAP_STRIDE], ranked_stat[b],
                                                  1.0, norm, n_infinite, n_genes)
         cuda.syncthreads()
 
@@ -448,8 +448,8 @@ MAX_GRID_X = 2**20
 
 def launch_es_from_ranks(tables, weight, set_members, set_offsets, size_classes, positions, out,  # noqa: ANN001
                          stream, sort="heap"):
-    """ES of every (set, permutation); ``tables`` = (stat, rank, ranked_stat), gene-major,
-    from the ranking kernel. A warp is 32 permutations of one set: the member ids are
+    """ES of every (set, permutation); ``tables`` = (stat, rank, ranked_stat) from the
+    ranking kernel (the first two gene-major, the last permutation-major). A warp is 32 permutations of one set: the member ids are
     read once, the rank and statistic gathers are coalesced, and every thread sorts the
     same number of ranks. ``size_classes``: (device set indices, slot, widest block,
     scratch starts) from :func:`size_classes` (given the same ``sort``). ``sort``: the sort

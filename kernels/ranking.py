@@ -21,11 +21,13 @@ radix sort):
   relative) is put in full 64-bit key order by the thread where it starts, by insertion
   (runs are short; exact ties are already in index order and cost one comparison each).
   Result: the CPU's order exactly (decreasing statistic, ties by lower gene index);
-* outputs, gene-major so that the ES kernel's warps (32 permutations of one set) read
-  them coalesced: the rank table ``rank[gene, b]`` (int32), the statistics in ranked
-  order ``ranked_stat[position, b]`` and the statistics ``stat[gene, b]`` (float64).
-  These writes are strided by the batch (a sector each): ~0.4 s per 1e6 permutations
-  in the cost model, against ~5 s saved on the ES kernel's gathers.
+* outputs: gene-major where the ES kernel's warps (32 permutations of one set) gather
+  by gene, so that they read them coalesced: the rank table ``rank[gene, b]`` (int32) and
+  the statistics ``stat[gene, b]`` (float64), whose writes here are strided by the batch
+  (a sector each: ~0.3 s per 1e6 permutations in the cost model, against ~5 s saved on
+  the gathers); permutation-major where each thread reads at its own positions anyway:
+  the statistics in ranked order ``ranked_stat[b, position]`` (float64), written
+  coalesced, and a row the ES's closed-form pass indexes without a multiply.
 
 Why 4-bit digits: the per-thread counts of 8-bit digits for 256 threads need 256 KB of
 shared memory (or atomics in shared memory, which lose stability); 16 digits x 256
@@ -75,7 +77,7 @@ def block_rank_kernel(n_threads: int):  # noqa: ANN201 - a Numba kernel
     @kernel_jit
     def block_rank(stats, stats_bits, keys, genes, rank, ranked_stat, stat_by_gene):
         """Block ``b`` ranks ``stats[b]``: ``rank[g, b]`` = position of gene g (0 = largest
-        statistic, ties by lower index), ``ranked_stat[p, b]`` = statistic at position p,
+        statistic, ties by lower index), ``ranked_stat[b, p]`` = statistic at position p,
         ``stat_by_gene[g, b]`` = ``stats[b, g]``. ``keys`` (2, n_batch, n_genes) uint32 and
         ``genes`` (2, n_batch, n_genes) int32 are scratch."""
         # One shared array per line: the simulator tells them apart by line.
@@ -226,7 +228,7 @@ def rank_block(n_threads, stats, stats_bits, keys, genes, rank, ranked_stat, sta
     for position in range(t, n, n_threads):
         gene = genes[src, b, position]
         rank[gene, b] = position
-        ranked_stat[position, b] = stats[b, gene]
+        ranked_stat[b, position] = stats[b, gene]
         stat_by_gene[position, b] = stats[b, position]
 
 
@@ -238,7 +240,8 @@ def launch_block_rank(stats, stats_bits, scratch, stream, n_threads=RANK_THREADS
 
 def rank_scratch(n_batch: int, n_genes: int, stream, allocate=None) -> tuple:  # noqa: ANN001
     """Device buffers for :func:`launch_block_rank`: keys, genes (scratch), then the
-    outputs rank, ranked_stat and stat_by_gene, gene-major (n_genes, n_batch).
+    outputs rank (n_genes, n_batch), ranked_stat (n_batch, n_genes) and stat_by_gene
+    (n_genes, n_batch).
     ``allocate(name, shape, dtype)`` supplies them (e.g. buffers reused between batches);
     by default they are new device arrays."""
     if allocate is None:
@@ -247,5 +250,5 @@ def rank_scratch(n_batch: int, n_genes: int, stream, allocate=None) -> tuple:  #
     return (allocate("rank keys", (2, n_batch, n_genes), np.uint32),
             allocate("rank genes", (2, n_batch, n_genes), np.int32),
             allocate("rank", (n_genes, n_batch), np.int32),
-            allocate("ranked stat", (n_genes, n_batch), np.float64),
+            allocate("ranked stat", (n_batch, n_genes), np.float64),
             allocate("stat by gene", (n_genes, n_batch), np.float64))

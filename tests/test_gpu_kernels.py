@@ -47,7 +47,8 @@ def test_block_ranking_equals_reference(threads, n_genes):
     stream = cuda.stream()
     scratch = rank_scratch(n_batch, n_genes, stream)
     launch_block_rank(device, device.view(np.uint64), scratch, stream, threads)
-    rank, ranked_stat, stat_by_gene = (a.copy_to_host().T for a in scratch[2:])
+    rank, stat_by_gene = (a.copy_to_host().T for a in (scratch[2], scratch[4]))  # gene-major
+    ranked_stat = scratch[3].copy_to_host()  # permutation-major
     assert np.array_equal(stat_by_gene.view(np.uint64), stats.view(np.uint64))
     for b in range(n_batch):
         order = ranking_reference(stats[b])
@@ -294,7 +295,7 @@ def test_bitmap_sort_gives_the_same_scores_across_words_blocks_and_partial_warps
     rank = np.empty((n_genes, n_batch), np.int32)
     for b, order in enumerate(orders):
         rank[order, b] = np.arange(n_genes)
-    ranked_stat = np.stack([row[order] for row, order in zip(stats, orders)], axis=1)
+    ranked_stat = np.stack([row[order] for row, order in zip(stats, orders)])
     tables = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (stats.T, rank, ranked_stat))
     sets_on_device = gpu._sets
     out = cuda.device_array((n_batch, len(sets)), np.float64)
