@@ -63,6 +63,20 @@ def test_gsea_gpu_equals_cpu(options):
     assert gpu.attrs["run"]["backend"]["backend"] == "gpu"
 
 
+def test_device_scratch_is_a_quarter_of_the_memory_budget():
+    """--memory bounds the device too: the backend's scratch (ranking tables, sort
+    scratch) is the quarter of the budget that batches and kept null scores leave."""
+    from permenrich._pipeline import parse_memory
+
+    expr, labels, sets = _tiny()
+    kwargs = dict(case="a", control="b", permutations=12, seed=1, min_size=5)
+    cpu = permenrich.gsea(expr, labels, sets, device="cpu", **kwargs)
+    for memory in ("4MB", "1GB"):
+        gpu = permenrich.gsea(expr, labels, sets, device="gpu", memory=memory, **kwargs)
+        assert gpu.attrs["run"]["backend"]["device_scratch_bytes"] == parse_memory(memory) // 4
+        pd.testing.assert_frame_equal(cpu, gpu, check_exact=True)
+
+
 def test_genes_and_correlation_gpu_equal_cpu():
     expr, labels, _ = _tiny()
     kwargs = dict(case="a", control="b", permutations=15, seed=2)

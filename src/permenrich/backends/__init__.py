@@ -17,16 +17,21 @@ from .cpu import CpuBackend
 DEVICES = ("cpu", "gpu", "auto")
 
 
-def get_backend(device: str, *, threads: int | None = None) -> Any:
+def get_backend(device: str, *, threads: int | None = None, memory: int | None = None) -> Any:
     """The backend for ``device``: ``"cpu"``, ``"gpu"`` (CUDA; an error without one) or
-    ``"auto"`` (the GPU when Numba sees a real one, else the CPU)."""
+    ``"auto"`` (the GPU when Numba sees a real one, else the CPU). ``memory``: the run's
+    budget in bytes (``--memory``), of which a GPU backend takes a quarter for its device
+    scratch (ranking tables, sort scratch): the batches' buffers take another quarter and
+    the null scores kept for a second pass at most half, so that the run's device memory
+    stays within the budget. None: the GPU backend's default scratch."""
     if device == "cpu":
         return CpuBackend(threads=threads)
     if device in ("gpu", "auto"):
         from .gpu import GpuBackend, gpu_available
 
         if device == "gpu" or gpu_available():
-            return GpuBackend(threads=threads)
+            return GpuBackend(threads=threads) if memory is None else GpuBackend(threads=threads,
+                                                                                 scratch_bytes=memory // 4)
         return CpuBackend(threads=threads)
     raise OptionError(f"{option('device')} must be one of {', '.join(DEVICES)}, got {device!r}")
 

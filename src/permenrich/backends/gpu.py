@@ -167,7 +167,8 @@ class GpuBackend:
         Ignored (host threads are not used for the kernels); kept for a uniform signature.
     scratch_bytes
         Device memory for one kernel launch's per-permutation scratch (ranking buffers,
-        walk state); sets how many permutations a launch handles.
+        walk state); sets how many permutations a launch handles. A run gives a quarter
+        of its ``--memory`` (:func:`permenrich.backends.get_backend`).
     device_cache_bytes
         Largest matrix (centred values and their squares, float64) kept on the device
         when the host streams it from disk: it is then read once and reused by every

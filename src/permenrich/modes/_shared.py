@@ -43,7 +43,7 @@ def common_setup(memory: str | int, device: str, threads: int | None) -> tuple[i
     """The memory budget and the backend of a run whose options
     :func:`permenrich.options.check_options` has checked (and the first-run notice)."""
     budget = parse_memory(memory)
-    backend = get_backend(device, threads=threads)
+    backend = get_backend(device, threads=threads, memory=budget)
     if backend.name == "cpu":
         watch_compilation()
     return budget, backend
