@@ -132,21 +132,29 @@ def exclusive_scan_counts(n_threads, t, counts, partial):
 def rank_block(n_threads, stats, stats_bits, keys, genes, rank, ranked_stat, stat_by_gene, shared):
     """The body of :func:`block_rank_kernel`; ``shared`` holds the block's tables (digit
     counts per thread, scan buffer, one tile of keys and genes, each pass's digit totals,
-    the digit bases and the current tile's digit starts)."""
+    the digit bases and the current tile's digit starts).
+
+    The permutation's rows (``keys[src, b]`` ...) are taken as contiguous 1-D views and
+    every index is cast to uint32 where used: an element's address is then one add,
+    without the 64-bit multiplies of a 3-D index or Numba's negative-index fix-ups."""
     counts, partial, tile_keys, tile_genes, totals, digit_base, tile_digit_start = shared
     b = cuda.blockIdx.x
     t = cuda.threadIdx.x
     n = stats.shape[1]
+    stat_row = stats[b]
+    bits_row = stats_bits[b]
     for i in range(t, KEY_PASSES * N_DIGITS, n_threads):
         totals[i] = 0
     cuda.syncthreads()
     # Keys, and the digit totals of every pass (counts: atomics keep them exact).
+    first_keys = keys[0, b]
+    first_genes = genes[0, b]
     for i in range(t, n, n_threads):
-        key = uint32(descending_key(stats[b, i], stats_bits[b, i]) >> uint64(32))
-        keys[0, b, i] = key
-        genes[0, b, i] = i
+        key = uint32(descending_key(stat_row[uint32(i)], bits_row[uint32(i)]) >> uint64(32))
+        first_keys[uint32(i)] = key
+        first_genes[uint32(i)] = i
         for p in range(KEY_PASSES):
-            cuda.atomic.add(totals, p * N_DIGITS + digit_of(key, p), 1)
+            cuda.atomic.add(totals, uint32(p * N_DIGITS + digit_of(key, p)), 1)
     cuda.syncthreads()
     tile = n_threads * TILE_ITEMS
     src = 0
@@ -164,20 +172,25 @@ def rank_block(n_threads, stats, stats_bits, keys, genes, rank, ranked_stat, sta
             for d in range(N_DIGITS):
                 digit_base[d] = running
                 running += totals[p * N_DIGITS + d]
+        source_keys = keys[src, b]
+        source_genes = genes[src, b]
+        target_keys = keys[1 - src, b]
+        target_genes = genes[1 - src, b]
         for tile_start in range(0, n, tile):
             # The tile, read coalesced; thread u's items land in its own padded row
             # (an odd stride, so the rows fall in different banks).
             for i in range(t, tile, n_threads):
                 if tile_start + i < n:
-                    slot = (i // TILE_ITEMS) * TILE_STRIDE + i % TILE_ITEMS
-                    tile_keys[slot] = keys[src, b, tile_start + i]
-                    tile_genes[slot] = genes[src, b, tile_start + i]
+                    at = uint32((uint32(i) // TILE_ITEMS) * TILE_STRIDE + uint32(i) % TILE_ITEMS)
+                    tile_keys[at] = source_keys[uint32(tile_start + i)]
+                    tile_genes[at] = source_genes[uint32(tile_start + i)]
             for d in range(N_DIGITS):
-                counts[d * n_threads + t] = 0
+                counts[uint32(d * n_threads + t)] = 0
             cuda.syncthreads()
             mine = min(TILE_ITEMS, max(0, n - tile_start - t * TILE_ITEMS))
+            row = uint32(t * TILE_STRIDE)
             for j in range(mine):
-                counts[digit_of(tile_keys[t * TILE_STRIDE + j], p) * n_threads + t] += 1
+                counts[uint32(digit_of(tile_keys[uint32(row + j)], p) * n_threads + t)] += 1
             cuda.syncthreads()
             exclusive_scan_counts(n_threads, t, counts, partial)
             # counts[d, u] is now the tile's items before (d, u) in digit-major order;
@@ -188,15 +201,15 @@ def rank_block(n_threads, stats, stats_bits, keys, genes, rank, ranked_stat, sta
                 tile_digit_start[N_DIGITS] = min(tile, n - tile_start)
             cuda.syncthreads()
             for d in range(N_DIGITS):
-                counts[d * n_threads + t] += digit_base[d] - tile_digit_start[d]
+                counts[uint32(d * n_threads + t)] += digit_base[d] - tile_digit_start[d]
             # Stable scatter: a thread's items in order, threads in order within a digit.
             for j in range(mine):
-                key = tile_keys[t * TILE_STRIDE + j]
-                d = digit_of(key, p)
-                slot = counts[d * n_threads + t]
-                counts[d * n_threads + t] = slot + 1
-                keys[1 - src, b, slot] = key
-                genes[1 - src, b, slot] = tile_genes[t * TILE_STRIDE + j]
+                key = tile_keys[uint32(row + j)]
+                at = uint32(digit_of(key, p) * n_threads + t)
+                place = counts[at]
+                counts[at] = place + 1
+                target_keys[uint32(place)] = key
+                target_genes[uint32(place)] = tile_genes[uint32(row + j)]
             cuda.syncthreads()
             for d in range(t, N_DIGITS, n_threads):
                 digit_base[d] += tile_digit_start[d + 1] - tile_digit_start[d]
@@ -204,32 +217,35 @@ def rank_block(n_threads, stats, stats_bits, keys, genes, rank, ranked_stat, sta
         src = 1 - src
     # Runs of equal high bits into full-key order; each run is handled by the thread
     # whose chunk holds its first slot (runs are disjoint, so no two threads write alike).
+    sorted_keys = keys[src, b]
+    sorted_genes = genes[src, b]
     chunk = (n + n_threads - 1) // n_threads
     lo = min(n, t * chunk)
     hi = min(n, lo + chunk)
     for i in range(lo, hi):
-        key = keys[src, b, i]
-        if (i == 0 or keys[src, b, i - 1] != key) and i + 1 < n and keys[src, b, i + 1] == key:
+        key = sorted_keys[uint32(i)]
+        if (i == 0 or sorted_keys[uint32(i - 1)] != key) and i + 1 < n and sorted_keys[uint32(i + 1)] == key:
             stop = i + 1
-            while stop < n and keys[src, b, stop] == key:
+            while stop < n and sorted_keys[uint32(stop)] == key:
                 stop += 1
             for a in range(i + 1, stop):
-                gene = genes[src, b, a]
-                full = descending_key(stats[b, gene], stats_bits[b, gene])
+                gene = sorted_genes[uint32(a)]
+                full = descending_key(stat_row[uint32(gene)], bits_row[uint32(gene)])
                 c = a - 1
                 while c >= i:
-                    other = genes[src, b, c]
-                    if descending_key(stats[b, other], stats_bits[b, other]) <= full:
+                    other = sorted_genes[uint32(c)]
+                    if descending_key(stat_row[uint32(other)], bits_row[uint32(other)]) <= full:
                         break
-                    genes[src, b, c + 1] = other
+                    sorted_genes[uint32(c + 1)] = other
                     c -= 1
-                genes[src, b, c + 1] = gene
+                sorted_genes[uint32(c + 1)] = gene
     cuda.syncthreads()
+    ranked_row = ranked_stat[b]
     for position in range(t, n, n_threads):
-        gene = genes[src, b, position]
-        rank[gene, b] = position
-        ranked_stat[b, position] = stats[b, gene]
-        stat_by_gene[position, b] = stats[b, position]
+        gene = sorted_genes[uint32(position)]
+        rank[uint32(gene), b] = position
+        ranked_row[uint32(position)] = stat_row[uint32(gene)]
+        stat_by_gene[uint32(position), b] = stat_row[uint32(position)]
 
 
 def launch_block_rank(stats, stats_bits, scratch, stream, n_threads=RANK_THREADS):  # noqa: ANN001
