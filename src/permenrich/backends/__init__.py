@@ -30,8 +30,9 @@ def get_backend(device: str, *, threads: int | None = None, memory: int | None =
         from .gpu import GpuBackend, gpu_available
 
         if device == "gpu" or gpu_available():
-            return GpuBackend(threads=threads) if memory is None else GpuBackend(threads=threads,
-                                                                                 scratch_bytes=memory // 4)
+            if memory is None:
+                return GpuBackend(threads=threads)
+            return GpuBackend(threads=threads, scratch_bytes=memory // 4)
         return CpuBackend(threads=threads)
     raise OptionError(f"{option('device')} must be one of {', '.join(DEVICES)}, got {device!r}")
 
