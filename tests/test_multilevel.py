@@ -4,12 +4,16 @@ end to end."""
 
 import math
 
+import numba
 import numpy as np
 import pandas as pd
 import pytest
 
 import permenrich
 from permenrich.enrich.multilevel import multilevel_error, multilevel_pvalues
+from permenrich.rng import _cpu as _rng
+
+_bounded_index_tagged = _rng._bounded_index_tagged
 
 
 def test_against_fgsea_multilevel_cpp(shared_data):
@@ -35,6 +39,72 @@ def test_multilevel_error_formula():
 
     expected = math.sqrt(34 * float(polygamma(1, 501) - polygamma(1, 1002))) / math.log(2)
     assert multilevel_error(1e-10, 1001) == pytest.approx(expected, rel=1e-12)
+
+
+@numba.njit(cache=True)
+def _reference_move(weights, samples, bound, seed, stream, tag, cursor):
+    """The chain as defined: every proposal decided by scanning the running sum of the
+    changed set (no candidate, no chunks, no cached Philox block)."""
+    m, k = samples.shape
+    n = weights.shape[0]
+    moves = 0
+    while moves < m * k:
+        for s in range(m):
+            sample = samples[s]
+            norm = 0.0
+            for j in range(k):
+                norm += weights[sample[j]]
+            for _ in range(max(1, int(0.1 * k))):
+                index, cursor = _bounded_index_tagged(seed, stream, tag, cursor, k)
+                value, cursor = _bounded_index_tagged(seed, stream, tag, cursor, n)
+                old = sample[index]
+                if np.any(sample == value):
+                    moves += value == old
+                    continue
+                new_norm = norm - weights[old] + weights[value]
+                changed = np.sort(np.concatenate((sample[:index], sample[index + 1:], np.array([value]))))
+                rises = False
+                if new_norm > 0.0:
+                    miss, hit = 1.0 / (n - k), 1.0 / new_norm
+                    running, last = 0.0, -1
+                    for position in changed:
+                        running += hit * weights[position] - miss * (position - last - 1)
+                        if running > bound:
+                            rises = True
+                            break
+                        last = position
+                if rises:
+                    sample[:] = changed
+                    norm = new_norm
+                    moves += 1
+    return cursor
+
+
+@pytest.mark.parametrize("size, n_genes, zeros", [(15, 300, 0), (40, 2000, 0), (176, 2000, 0), (60, 400, 150),
+                                                  (399, 420, 0)])
+def test_chain_shortcuts_decide_as_the_running_sum(size, n_genes, zeros):
+    """The chain's shortcuts (a candidate where the running sum exceeded the bound,
+    chunks of positions that a rejection skips) decide every proposal as a scan of the
+    running sum does: level after level, the samples and the stream cursor are exactly
+    those of the plain chain. Also with weights of 0 (a set's norm can reach 0) and with
+    sets of nearly every gene."""
+    from permenrich.enrich.multilevel import STREAM_MULTILEVEL, _move, _record_and_split
+
+    rng = np.random.default_rng(size)
+    weights = np.sort(np.abs(rng.standard_t(3, size=n_genes)))[::-1]
+    weights[rng.choice(n_genes, zeros, replace=False)] = 0.0
+    samples = np.sort(np.stack([rng.choice(n_genes, size, replace=False) for _ in range(31)]), axis=1)
+    levels, corrector = np.empty(31 * 40), np.empty(31 * 40, dtype=np.int64)
+    filled = _record_and_split(weights, samples, levels, corrector, 0)
+    cursor = 0
+    for _ in range(12):
+        expected = samples.copy()
+        expected_cursor = _reference_move(weights, expected, levels[filled - 1], np.uint64(7), 2 * size,
+                                          STREAM_MULTILEVEL, cursor)
+        cursor = _move(weights, samples, levels[filled - 1], np.uint64(7), 2 * size, STREAM_MULTILEVEL, cursor)
+        assert cursor == expected_cursor
+        assert np.array_equal(samples, expected)
+        filled = _record_and_split(weights, samples, levels, corrector, filled)
 
 
 def _ranked_list(seed=3, n=2000):
