@@ -33,6 +33,7 @@ from .io import (
     read_expression,
     sample_annotation,
 )
+from .io.expression import check_constant_genes
 from .stats.metrics import Metric
 
 logger = logging.getLogger("permenrich")
@@ -427,7 +428,7 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
                               f"{option('pseudobulk')}, or choose "
                               "signal_to_noise, t_test, diff_of_classes, student_t or welch_t")
         matrix = StreamedMatrix(loaded.source, np.flatnonzero(keep), max_block_bytes=info["max_block_bytes"],
-                                normalise=info.get("normalize", "none"))
+                                normalise=info.get("normalize", "none"), zero_variance=zero_variance)
         return Study(matrix, matrix.gene_ids, design, data.source, info)
     # Kept samples-major (values.T C-ordered): the kernels read samples x genes, so the
     # backends then need no copy; none at all when every sample is analysed.
@@ -478,17 +479,9 @@ def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None
 def _drop_constant_genes(values: np.ndarray, gene_ids: np.ndarray, policy: str,
                          source: str) -> tuple[np.ndarray, np.ndarray]:
     constant = np.ptp(values, axis=1) == 0
+    check_constant_genes(constant, gene_ids, policy, source)
     if not constant.any():
         return values, gene_ids
-    if constant.all():
-        raise InputError(f"{source}: every gene has the same value in all analysed samples; "
-                         "nothing can be ranked")
-    if policy == "error":
-        first = gene_ids[np.flatnonzero(constant)[0]]
-        raise InputError(f"{source}: gene {first!r} has zero variance across the analysed samples "
-                         f"({int(constant.sum())} such genes); remove them or pass "
-                         f"{option('zero_variance', 'drop')}")
-    logger.warning("dropped %d zero-variance genes (constant across the analysed samples)", int(constant.sum()))
     return np.ascontiguousarray(values.T[:, ~constant]).T, gene_ids[~constant]  # samples-major, one copy
 
 

@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, OptionError, option
-from .io.expression import MAX_ABS_VALUE, ExpressionData, data_place, first_out_of_range, value_error
+from .io.expression import (
+    MAX_ABS_VALUE,
+    ExpressionData,
+    check_constant_genes,
+    data_place,
+    first_out_of_range,
+    value_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -282,11 +289,15 @@ class StreamedMatrix:
     normalise
         ``"none"`` or ``"log1p_cpm"`` (applied per block; library sizes from the raw
         counts over all genes).
+    zero_variance
+        ``"drop"`` or ``"error"``: genes constant in the analysed samples (after
+        normalising), as for a matrix in memory (:func:`check_constant_genes`).
     """
 
     storage = "streamed"
 
-    def __init__(self, source: Any, samples: np.ndarray, *, max_block_bytes: int, normalise: str = "none") -> None:
+    def __init__(self, source: Any, samples: np.ndarray, *, max_block_bytes: int, normalise: str = "none",
+                 zero_variance: str = "drop") -> None:
         if normalise not in NORMALISATIONS:
             raise OptionError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {normalise!r}")
         self.source = source
@@ -301,7 +312,7 @@ class StreamedMatrix:
         self._kept_before = np.arange(source.n_genes + 1)
         self.gene_ids = np.asarray(source.gene_ids, dtype=object)
         self.n_genes = source.n_genes
-        self._quality_pass()
+        self._quality_pass(zero_variance)
 
     def _value_error(self, file_sample: int, gene: int, value: float) -> InputError:
         """The error for a value the quality pass refuses (see :func:`_sparse_quality`)."""
@@ -336,9 +347,12 @@ class StreamedMatrix:
         np.maximum(maximum, 0.0, out=maximum, where=implicit_zero)
         return True
 
-    def _quality_pass(self) -> None:
+    def _quality_pass(self, zero_variance: str) -> None:
         """One pass: library sizes (if normalising), the value range (non-finite values,
-        values beyond ±``MAX_ABS_VALUE``, negative counts when normalising), constant genes.
+        values beyond ±``MAX_ABS_VALUE``, negative counts when normalising), constant genes
+        (after normalising: a second pass then, as the values analysed in memory are the
+        normalised ones, and a raw count constant across equal library sizes stays
+        constant, while raw counts that differ can normalise to one value).
 
         Sparse storage is checked on its stored values (the implicit zeros only count
         towards each gene's minimum and maximum); library sizes are then the same
@@ -371,16 +385,13 @@ class StreamedMatrix:
             # indexed by file sample, for transforms of stored sparse values (others: unused)
             self._file_library_sizes = np.ones(self.source.n_samples)
             self._file_library_sizes[self.samples] = sizes
-            # log1p(x * c) is monotone in x, so a constant raw gene may still vary after
-            # scaling by library size; only all-zero genes stay constant.
-            constant = maximum == 0
-        else:
-            constant = maximum == minimum
-        if constant.all():
-            raise InputError(f"{self.source.source}: every gene is constant in the analysed samples")
-        if constant.any():
-            logger.warning("dropped %d zero-variance genes (constant across the analysed samples)",
-                           int(constant.sum()))
+            minimum[:], maximum[:] = np.inf, -np.inf
+            for _, _, gene_start, gene_stop, values in self.blocks():  # every gene kept so far
+                minimum[gene_start:gene_stop] = np.minimum(minimum[gene_start:gene_stop], values.min(axis=0))
+                maximum[gene_start:gene_stop] = np.maximum(maximum[gene_start:gene_stop], values.max(axis=0))
+        constant = maximum == minimum
+        check_constant_genes(constant, self.source.gene_ids, zero_variance,
+                             data_place(self.source.source, self.source.dataset))
         self._keep = ~constant
         self._kept_before = np.concatenate([[0], np.cumsum(self._keep)])
         self.gene_ids = np.asarray(self.source.gene_ids, dtype=object)[self._keep]

@@ -655,6 +655,46 @@ def class_moment_totals(matrix: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return gene_mean, total_sum, total_sumsq
 
 
+def drawn_class_sums(matrix: Any, gene_mean: np.ndarray, drawn_positions: np.ndarray,
+                     n_chunks: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Each labelling's sums of its drawn samples' gene-centred values and of their
+    squares, shape (n_batch, n_genes), over a matrix served in blocks (one pass;
+    sequential sums in sample order)."""
+    n_batch = drawn_positions.shape[0]
+    sums = np.zeros((n_batch, matrix.n_genes))
+    sumsqs = np.zeros((n_batch, matrix.n_genes))
+    cursors = np.zeros(n_batch, dtype=np.int64)
+    for sample_start, sample_stop, gene_start, gene_stop, block in matrix.blocks():
+        if gene_stop - gene_start < matrix.n_genes:
+            cursors[:] = 0  # a gene block holds every sample: walk each labelling from its start
+        accumulate_block(block, sample_start, sample_stop, gene_start, drawn_positions, cursors, gene_mean, sums,
+                         sumsqs, n_chunks)
+    return sums, sumsqs
+
+
+def observed_class_moments(matrix: Any, is_case: np.ndarray, code: int
+                           ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, int]:
+    """The two-group statistic ``code`` of the observed labelling and its class variances
+    (ddof 1), from the same sums as the permutation statistics: (statistic, var_case,
+    n_case, var_control, n_control), per gene.
+
+    For a matrix served in blocks (in memory or streamed: the same bits) three passes:
+    :func:`class_moment_totals`, then the case class's sums."""
+    gene_mean, total_sum, total_sumsq = class_moment_totals(matrix)
+    case = np.flatnonzero(is_case).astype(np.int64)[None, :]
+    sums, sumsqs = drawn_class_sums(matrix, gene_mean, case)
+    n_case, n_control = case.shape[1], matrix.n_samples - case.shape[1]
+    statistic = np.empty((1, matrix.n_genes))
+    finish_statistics(sums, sumsqs, total_sum, total_sumsq, gene_mean, matrix.n_samples, n_case, True, code,
+                      statistic)
+    # the variances as _statistic_from_sums forms them (the other class: totals minus the case's)
+    mean_case = sums[0] * (1.0 / n_case)
+    var_case = (sumsqs[0] - n_case * mean_case * mean_case) / (n_case - 1)
+    mean_control = (total_sum - sums[0]) * (1.0 / n_control)
+    var_control = (total_sumsq - sumsqs[0] - n_control * mean_control * mean_control) / (n_control - 1)
+    return statistic[0], var_case, n_case, var_control, n_control
+
+
 class _TwoGroupStatistic:
     """Two-group statistics from class moments of the gene-centred values (centring keeps
     float64 sums of squares exact enough for intensities in the thousands).
@@ -683,14 +723,7 @@ class _TwoGroupStatistic:
             whole_matrix_statistics(self.matrix.samples_by_gene, drawn_positions, self.gene_mean, self.total_sum,
                                     self.total_sumsq, self.drawn_is_case, self.code, chunks, out)
             return out
-        sums = np.zeros((n_batch, n_genes))
-        sumsqs = np.zeros((n_batch, n_genes))
-        cursors = np.zeros(n_batch, dtype=np.int64)
-        for sample_start, sample_stop, gene_start, gene_stop, block in self.matrix.blocks():
-            if gene_stop - gene_start < n_genes:
-                cursors[:] = 0  # a gene block holds every sample: walk each labelling from its start
-            accumulate_block(block, sample_start, sample_stop, gene_start, drawn_positions, cursors, self.gene_mean,
-                             sums, sumsqs, chunks)
+        sums, sumsqs = drawn_class_sums(self.matrix, self.gene_mean, drawn_positions, chunks)
         out = np.empty((n_batch, n_genes))
         finish_statistics(sums, sumsqs, self.total_sum, self.total_sumsq, self.gene_mean, self.matrix.n_samples,
                           n_drawn, self.drawn_is_case, self.code, out)

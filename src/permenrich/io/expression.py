@@ -185,6 +185,30 @@ def data_place(source: str, dataset: str | None) -> str:
 # --------------------------------------------------------------------------------------
 
 
+def check_constant_genes(constant: np.ndarray, gene_ids: Sequence[Any], policy: str, source: str) -> None:
+    """Apply the ``zero_variance`` policy to the genes marked ``constant`` (the same value
+    in every analysed sample): refuse them (``"error"``), or warn that they are dropped
+    (``"drop"``; the caller drops them). Refused whatever the policy when every gene is
+    constant. One rule for matrices in memory and streamed ones.
+
+    Raises
+    ------
+    InputError
+        Every gene is constant, or some are and the policy is ``"error"``.
+    """
+    if not constant.any():
+        return
+    if constant.all():
+        raise InputError(f"{source}: every gene has the same value in all analysed samples; "
+                         "nothing can be ranked")
+    if policy == "error":
+        first = gene_ids[int(np.flatnonzero(constant)[0])]
+        raise InputError(f"{source}: gene {first!r} has zero variance across the analysed samples "
+                         f"({int(constant.sum())} such genes); remove them or pass "
+                         f"{option('zero_variance', 'drop')}")
+    logger.warning("dropped %d zero-variance genes (constant across the analysed samples)", int(constant.sum()))
+
+
 def first_out_of_range(values: np.ndarray) -> tuple[int, ...] | None:
     """Index of the first value (C order) that is NaN, ±inf or beyond ±``MAX_ABS_VALUE``.
 

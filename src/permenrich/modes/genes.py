@@ -111,11 +111,14 @@ def prepare_genes(options: dict) -> Prepared:
 
     def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
         result = accumulator.finish()
-        # Textbook p-values need the values in memory (not for a streamed matrix); SciPy's
+        # The t tests' textbook p-values come from class sums, streamed or not; the others
+        # need the values in memory (a streamed matrix has none of those metrics). SciPy's
         # temporaries are as large as its input, so genes go in slices of ~64 MB.
         parametric = np.full(n_genes, np.nan)
         if study.covariates is not None:
             parametric = t_pvalues(observed, study.covariates.df, o.alternative)
+        elif metric_record.parametric_from_sums:
+            parametric = metric_record.parametric(study.values, parametric_phenotype, o.alternative)
         elif metric_record.parametric is not None and study.in_memory:
             step = max(1, (64 << 20) // (8 * study.values.shape[1]))
             for start in range(0, n_genes, step):

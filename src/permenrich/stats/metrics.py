@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -79,7 +79,13 @@ class Metric:
         One of GSEA desktop's ranking metrics.
     parametric
         ``parametric(values, phenotype, alternative) -> p-values``: the textbook p-value
-        (SciPy), reported beside the permutation p-value; None when there is none.
+        (SciPy's distributions), reported beside the permutation p-value; None when there
+        is none.
+    parametric_from_sums
+        ``parametric`` also takes a matrix served in blocks (a streamed one), as it needs
+        only the class sums: the t tests. Their statistic and class variances come from
+        the same sequential sums as the permutation statistics, so a streamed matrix and
+        the same matrix in memory give the same p-values, bit for bit.
     pvalue_of_statistic
         For statistics whose textbook null distribution is a fixed function of the
         statistic for each gene (same df or variance under every relabelling):
@@ -95,15 +101,27 @@ class Metric:
     rank_transform: bool = False
     positive_values: bool = False
     gsea_desktop: bool = False
-    parametric: Callable[[np.ndarray, np.ndarray, str], np.ndarray] | None = None
+    parametric: Callable[[Any, np.ndarray, str], np.ndarray] | None = None
+    parametric_from_sums: bool = False
     pvalue_of_statistic: Callable[..., Callable[[np.ndarray], np.ndarray]] | None = None
 
 
-def _ttest_p(equal_var: bool) -> Callable[[np.ndarray, np.ndarray, str], np.ndarray]:
-    def pvalues(values: np.ndarray, is_case: np.ndarray, alternative: str) -> np.ndarray:
-        result = _scipy_stats().ttest_ind(values[:, is_case], values[:, ~is_case], axis=1,
-                                       equal_var=equal_var, alternative=alternative)
-        return np.asarray(result.pvalue, dtype=np.float64)
+def _ttest_p(equal_var: bool) -> Callable[[Any, np.ndarray, str], np.ndarray]:
+    """Student's (``equal_var``) or Welch's t test: SciPy's t distribution at the
+    statistic and degrees of freedom computed from the class sums
+    (:func:`permenrich.backends.cpu.observed_class_moments`); ``values`` is a genes x
+    samples array or a matrix served in blocks."""
+    def pvalues(values: Any, is_case: np.ndarray, alternative: str) -> np.ndarray:
+        from ..backends.cpu import InMemoryMatrix, observed_class_moments
+
+        matrix = values if hasattr(values, "blocks") else InMemoryMatrix(values)
+        statistic, var_a, n_a, var_b, n_b = observed_class_moments(matrix, is_case, 5 if equal_var else 6)
+        if equal_var:
+            return _t_tail(statistic, n_a + n_b - 2, alternative)
+        share_a, share_b = np.maximum(var_a, 0.0) / n_a, np.maximum(var_b, 0.0) / n_b
+        with np.errstate(divide="ignore", invalid="ignore"):  # both classes constant: NaN, as SciPy
+            df = (share_a + share_b) ** 2 / (share_a ** 2 / (n_a - 1) + share_b ** 2 / (n_b - 1))
+        return _t_tail(statistic, df, alternative)
     return pvalues
 
 
@@ -180,8 +198,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("ratio_of_classes", 2, "two_group", positive_values=True, gsea_desktop=True),
     Metric("diff_of_classes", 3, "two_group", gsea_desktop=True),
     Metric("log2_ratio_of_classes", 4, "two_group", positive_values=True, gsea_desktop=True),
-    Metric("student_t", 5, "two_group", parametric=_ttest_p(equal_var=True), pvalue_of_statistic=_student_p_of_t),
-    Metric("welch_t", 6, "two_group", parametric=_ttest_p(equal_var=False)),
+    Metric("student_t", 5, "two_group", parametric=_ttest_p(equal_var=True), parametric_from_sums=True,
+           pvalue_of_statistic=_student_p_of_t),
+    Metric("welch_t", 6, "two_group", parametric=_ttest_p(equal_var=False), parametric_from_sums=True),
     Metric("mann_whitney", 7, "two_group", rank_transform=True, parametric=_mann_whitney_p,
            pvalue_of_statistic=_mann_whitney_p_of_u),
     Metric("pearson", 8, "correlation", parametric=_correlation_p(spearman=False),
