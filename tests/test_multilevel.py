@@ -44,7 +44,7 @@ def test_multilevel_error_formula():
 @numba.njit(cache=True)
 def _reference_move(weights, samples, bound, seed, stream, tag, cursor):
     """The chain as defined: every proposal decided by scanning the running sum of the
-    changed set (no candidate, no chunks, no cached Philox block)."""
+    changed set, which is shifted into place first (no candidate)."""
     m, k = samples.shape
     n = weights.shape[0]
     moves = 0
@@ -83,11 +83,11 @@ def _reference_move(weights, samples, bound, seed, stream, tag, cursor):
 @pytest.mark.parametrize("size, n_genes, zeros", [(15, 300, 0), (40, 2000, 0), (176, 2000, 0), (60, 400, 150),
                                                   (399, 420, 0)])
 def test_chain_shortcuts_decide_as_the_running_sum(size, n_genes, zeros):
-    """The chain's shortcuts (a candidate where the running sum exceeded the bound,
-    chunks of positions that a rejection skips) decide every proposal as a scan of the
-    running sum does: level after level, the samples and the stream cursor are exactly
-    those of the plain chain. Also with weights of 0 (a set's norm can reach 0) and with
-    sets of nearly every gene."""
+    """The chain's shortcut (a candidate where the running sum exceeded the bound,
+    updated in O(1)) decides every proposal as a scan of the running sum does: level
+    after level, the samples and the stream cursor are exactly those of the plain chain.
+    Also with weights of 0 (a set's norm can reach 0) and with sets of nearly every
+    gene."""
     from permenrich.enrich.multilevel import STREAM_MULTILEVEL, _move, _record_and_split
 
     rng = np.random.default_rng(size)

@@ -108,31 +108,6 @@ def _bounded_index_tagged(seed, perm_index, tag, word_cursor, bound):
         return np.int64(m >> _SHIFT32), word_cursor
 
 
-def _bounded_index_cached(seed, perm_index, tag, word_cursor, bound, block):
-    """:func:`_bounded_index_tagged`, the same values from the same words, with the last
-    Philox block kept in ``block`` (uint64[5]: the four words, then the block's index + 1;
-    0 = none): one Philox evaluation per four words instead of one per word, for callers
-    that read a stream word after word (the multilevel chain)."""
-    s = np.uint64(bound)
-    while True:
-        index = np.uint64(word_cursor) >> np.uint64(2)
-        if block[4] != index + np.uint64(1):
-            k = np.uint64(perm_index)
-            key = np.uint64(seed)
-            block[0], block[1], block[2], block[3] = _philox4x32_10(
-                k & _MASK32, k >> _SHIFT32, index & _MASK32, np.uint64(tag) & _MASK32,
-                key & _MASK32, key >> _SHIFT32,
-            )
-            block[4] = index + np.uint64(1)
-        x = block[np.uint64(word_cursor) & np.uint64(3)]
-        word_cursor += 1
-        m = x * s
-        # 2**32 mod bound < bound: a low word >= bound is accepted without the division
-        if (m & _MASK32) < s and (m & _MASK32) < ((np.uint64(1) << _SHIFT32) - s) % s:
-            continue
-        return np.int64(m >> _SHIFT32), word_cursor
-
-
 def _insert_sorted(values, start, stop):
     """Sort ``values[:stop]`` ascending in place, ``values[:start]`` being sorted already:
     each later element is inserted into the sorted part (n is small: a class or a set)."""
@@ -361,7 +336,7 @@ def _fill_labelling(seed, perm_index, mode, exact, stratum_offsets, stratum_memb
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_philox4x32_10, _stream_word, _permutation_word, _bounded_index, _bounded_index_tagged,
-                    _bounded_index_cached, _insert_sorted, _insertion_sort, _shuffle_prefix, _draw_stratified, _shuffle_stratified,
+                    _insert_sorted, _insertion_sort, _shuffle_prefix, _draw_stratified, _shuffle_stratified,
                     _random_sequence, _table_slot, _table_get, _table_set, _random_sequence_sparse,
                     _unrank_subset, _unrank_stratified, _unrank_shuffle, _fill_labelling)
 _cpu = cpu_family(SCALAR_FUNCTIONS)
