@@ -13,7 +13,6 @@ same statistics, bit for bit, as the same data held in memory.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,8 +29,6 @@ from .io.expression import (
     first_out_of_range,
     value_error,
 )
-
-logger = logging.getLogger(__name__)
 
 NORMALISATIONS = ("none", "log1p_cpm", "log2")
 _CPM = 1e6
