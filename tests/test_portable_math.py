@@ -65,6 +65,25 @@ def test_special_values():
     assert _power(1e-300, 1.05) == _power_reference(1e-300, 1.05)  # a subnormal result
     assert _log2(0.0) == -math.inf and _log2(math.inf) == math.inf and math.isnan(_log2(-1.0))
     assert _log2(1.0) == 0.0
+    # a huge exponent (a user's --weight 1e308): the double-double split of p overflowed
+    # to NaN and the scaling by 2**NaN never ended
+    for a, expected in ((0.5, 0.0), (1.0, 1.0), (1.0 + 2**-52, math.inf), (3.0, math.inf), (1e-300, 0.0)):
+        assert _power(a, 1e308) == expected and _compiled._power(a, 1e308) == expected
+        assert _power(a, math.ldexp(1.0, 1000)) == expected
+
+
+def test_huge_weight_runs():
+    """GSEA's exponent p = 1e308: |s| ** p is 0, 1 or inf, and the run completes (the
+    infinite weights dominate the running sum as for any weight that overflows)."""
+    import pandas as pd
+
+    import permenrich
+
+    rng = np.random.default_rng(2)
+    scores = pd.Series(rng.normal(0, 2, size=200), index=[f"g{i}" for i in range(200)])
+    sets = {"A": [f"g{i}" for i in range(0, 60, 3)], "B": [f"g{i}" for i in range(100, 140)]}
+    table = permenrich.prerank(scores, sets, permutations=20, seed=1, weight=1e308, min_size=5, device="cpu")
+    assert len(table) == 2 and table.pval.notna().all()
 
 
 def test_compiled_functions_give_the_plain_python_bits():

@@ -119,7 +119,17 @@ def _power(a, p):
         return a  # 0 (0 ** p = 0 for p > 0) or NaN
     if a == math.inf:
         return math.inf
+    if a == 1.0:
+        return 1.0
     log_a, log_a_low = _log_double_double(a)
+    # Far beyond the range of exp (a huge p): settled before the double-double product,
+    # whose splitting of p overflows to NaN for |p| > ~1e300 (and a NaN exponent made the
+    # scaling by 2**n loop for ever). |log a| >= 1.1e-16 for a != 1, so such a p always
+    # lands here.
+    if p * log_a > _EXP_OVERFLOW + 1.0:
+        return math.inf
+    if p * log_a < _EXP_UNDERFLOW - 1.0:
+        return 0.0
     # t = p log a
     t, t_low = _two_product(p, log_a)
     t_low = t_low + p * log_a_low
