@@ -1,9 +1,11 @@
 """Static census of the hot GPU kernels' PTX for sm_90, without a GPU.
 
-Compiles the ES kernels (shared-memory slots, warp bitmap, global scratch) and the block
-ranking for compute capability 9.0 (H100/H200) with the installed Numba-CUDA and NVVM,
-and counts per kernel: PTX instructions, 64-bit integer multiplies (each several SASS
-instructions; Numba's int64 indexing makes them), fused multiply-adds (must be none: the
+Compiles the ES kernels (shared-memory slots, warp bitmap, global scratch), the block
+ranking and the permutation kernels (labellings, random sets) for compute capability 9.0
+(H100/H200) with the installed Numba-CUDA and NVVM, and counts per kernel: PTX
+instructions, 64-bit integer multiplies (each several SASS instructions; Numba's int64
+indexing makes them) and divisions or remainders (a subroutine of dozens), fused
+multiply-adds (must be none: the
 CPU rounds a*b+c twice), shared-memory atomics, barriers, and the instructions of each
 innermost loop (a label to a branch back to it), largest first, with what the loop
 touches. A device run measures time; this shows, between two commits and on any
@@ -47,11 +49,23 @@ def compile_kernels() -> dict[str, str]:
              "class_sets": l1, "bitonic": t.boolean, "out": f2, "starts": l1, "positions": i2, "flat_positions": i1,
              "stats": f2, "stats_bits": t.Array(t.uint64, 2, "C"), "keys": t.Array(t.uint32, 3, "C"),
              "genes": t.Array(t.int32, 3, "C"), "stat_by_gene": f2}
+    from permenrich.kernels import permutations
+
     kernels = {"es_from_ranks_shared_kernel": enrichment.es_from_ranks_shared_kernel,
                "es_from_ranks_bitmap_kernel": enrichment.es_from_ranks_bitmap_kernel,
                "es_from_ranks_kernel": enrichment.es_from_ranks_kernel,
-               "block_rank": block_rank_kernel(RANK_THREADS)}
-    signatures = {name: (kernel, tuple(types.get(p, t.int64) for p in inspect.signature(kernel.py_func).parameters))
+               "block_rank": block_rank_kernel(RANK_THREADS),
+               "labellings_kernel": permutations.labellings_kernel,
+               "random_set_kernel": permutations.random_set_kernel}
+    # The permutation kernels' own argument types where a name means something else above.
+    l2 = t.Array(t.int64, 2, "C")
+    own = {"labellings_kernel": {"seed": t.uint64, "exact": t.boolean, "stratum_offsets": l1, "stratum_members": l1,
+                                 "stratum_drawn": l1, "stratum_radix": l1, "binom": l2, "factorial": l1, "pool": l2,
+                                 "out": l2},
+           "random_set_kernel": {"seed": t.uint64, "ranked_stat": t.Array(t.float64, 1, "C"), "sizes": l1,
+                                 "table_keys": l2, "table_values": l2, "sequence": l2, "prefix": l2, "out": f2}}
+    signatures = {name: (kernel, tuple(own.get(name, {}).get(p, types.get(p, t.int64))
+                                       for p in inspect.signature(kernel.py_func).parameters))
                   for name, kernel in kernels.items()}
     return {name: cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))[0]
             for name, (kernel, signature) in signatures.items()}
@@ -89,7 +103,9 @@ def census(ptx: str) -> dict[str, object]:
             shared.append(len(loop))
         elif "ld." in text or "st." in text:
             other.append(len(loop))
-    return {"instructions": len(body), "mul.lo.s64": ptx.count("mul.lo.s64"), "fma.rn.f64": ptx.count("fma.rn.f64"),
+    return {"instructions": len(body), "mul.lo.s64": ptx.count("mul.lo.s64"),
+            "64-bit division": ptx.count("rem.u64") + ptx.count("div.u64") + ptx.count("rem.s64") + ptx.count("div.s64"),
+            "fma.rn.f64": ptx.count("fma.rn.f64"),
             "atom.shared": ptx.count("atom.shared"), "bar.sync": ptx.count("bar.sync"),
             "shared loops": ", ".join(map(str, sorted(shared))), "global loops": ", ".join(map(str, sorted(other)))}
 
@@ -109,11 +125,12 @@ def main() -> int:
                   "PTX instructions per iteration of each innermost loop (as NVVM unrolled it) that touches "
                   "shared memory (sorts, bitmap marks and scans) or else global memory (gathers, closed-form "
                   "passes, scatters).", "",
-                  "| code | kernel | PTX instructions | mul.lo.s64 | fma.rn.f64 | shared atomics | barriers | "
-                  "shared-memory loops | global-memory loops |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+                  "| code | kernel | PTX instructions | mul.lo.s64 | 64-bit div/rem | fma.rn.f64 | shared atomics | "
+                  "barriers | shared-memory loops | global-memory loops |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for label, name, c in rows:
-        lines.append(f"| {label} | {name} | {c['instructions']:,} | {c['mul.lo.s64']} | {c['fma.rn.f64']} | "
+        lines.append(f"| {label} | {name} | {c['instructions']:,} | {c['mul.lo.s64']} | {c['64-bit division']} | "
+                     f"{c['fma.rn.f64']} | "
                      f"{c['atom.shared']} | {c['bar.sync']} | {c['shared loops']} | {c['global loops']} |")
     text = "\n".join(lines) + "\n"
     print(text)
