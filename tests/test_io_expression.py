@@ -218,6 +218,7 @@ def _random_table(sep: str, formatter: str, seed: int) -> str:
 
 
 PLAIN_TABLES = {
+    "lone carriage return": "gene\tA\tB\rg1\t1\t2\n",  # a line end, as in GSEA's readers
     "repr digits": _random_table("\t", "", 1),
     "six digits": _random_table("\t", ".6g", 2),
     "exponents": _random_table("\t", ".3e", 3),
@@ -238,7 +239,6 @@ ROW_PARSED_TABLES = {
     "non-ASCII digits": "gene\tA\tB\ng1\t\u0661\t2\ng2\t3\t4\n",
     "trailing tab on a row": "gene\tA\tB\ng1\t1\t2\t\ng2\t3\t4\n",
     "four descriptive columns": "g\ta\tb\tc\td\tA\ng1\tx\ty\tz\tw\t1\n",
-    "lone carriage return": "gene\tA\tB\rg1\t1\t2\n",
 }
 
 
@@ -276,7 +276,7 @@ GCT13_PLAIN = (
         (GCT13_PLAIN, True),
         (GCT12.replace("\t2\n", "\t2\t\n"), False),  # a stray tab: trimmed by the row parser
         (GCT12.replace("4e2", "NA"), False),
-        (GCT12.replace("\n", "\r"), False),  # old Mac line ends
+        (GCT12.replace("\n", "\r"), True),  # old Mac line ends: lines as any other
     ],
 )
 def test_plain_gct_path_reads_what_the_row_parser_reads(

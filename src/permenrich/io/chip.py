@@ -113,16 +113,17 @@ def read_probe_map(path: str | Path) -> dict[str, list[str]]:
     """Probe id -> gene symbols from a GSEA CHIP file, a GEO platform table (GPL SOFT
     family or ``.annot``) or a two-column TSV (probe, symbol). A probe annotated with
     several genes (``A /// B``) maps to each of them."""
-    from permenrich.io.geo import _first_line, is_platform_table, read_platform_table
+    from permenrich.io.geo import _first_line, read_platform_table
 
-    if not is_platform_table(_existing_file(path, "probe annotation")):
-        # The header alone says which format (reading the whole file for it read a large
-        # CHIP twice); utf-8-sig, as _read_text decodes it.
-        header = [h.strip().lower() for h in _first_line(Path(path)).lstrip("\ufeff").split("\t")]
-        if _PROBE_COLUMN in header and _SYMBOL_COLUMN in header:
-            # read_chip's symbols are stripped and never empty; most name one gene.
-            return {probe: [g.strip() for g in symbol.split("///") if g.strip() not in _NO_SYMBOL]
-                    if "///" in symbol else [symbol] for probe, symbol in read_chip(path).items()}
+    # The header alone says which format (reading the whole file for it read a large CHIP
+    # twice); utf-8-sig, as _read_text decodes it. A CHIP is known by its header, whatever
+    # the file's name.
+    first = _first_line(_existing_file(path, "probe annotation")).lstrip("\ufeff")
+    header = [h.strip().lower() for h in first.split("\t")]
+    if not first.startswith(("^", "!")) and _PROBE_COLUMN in header and _SYMBOL_COLUMN in header:
+        # read_chip's symbols are stripped and never empty; most name one gene.
+        return {probe: [g.strip() for g in symbol.split("///") if g.strip() not in _NO_SYMBOL]
+                if "///" in symbol else [symbol] for probe, symbol in read_chip(path).items()}
     return read_platform_table(path)
 
 

@@ -146,19 +146,23 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """``(line number, text without the line ending)`` of each line, one at a time.
 
     The streaming form of ``_split_lines(_read_text(path))``: gzip if the name ends in
-    .gz; lines end at ``\\n`` or ``\\r\\n`` only; each line is UTF-8 or, failing that,
-    Latin-1 (decided per line, since earlier lines may already have been used).
+    .gz; lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r`` (old Mac files, which GSEA's
+    readers also split); each line is UTF-8 or, failing that, Latin-1 (decided per line,
+    since earlier lines may already have been used).
     """
     try:
         with gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
+            number = 0
+            for raw in handle:
                 raw = raw[:-1] if raw.endswith(b"\n") else raw
                 raw = raw[:-1] if raw.endswith(b"\r") else raw
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    line = raw.decode("latin-1")
-                yield number, line.removeprefix("\ufeff") if number == 1 else line
+                for piece in raw.split(b"\r") if b"\r" in raw else (raw,):
+                    number += 1
+                    try:
+                        line = piece.decode("utf-8")
+                    except UnicodeDecodeError:
+                        line = piece.decode("latin-1")
+                    yield number, line.removeprefix("\ufeff") if number == 1 else line
     except (OSError, EOFError) as exc:
         raise InputError(f"{path}: cannot read the file ({exc}); check that it is complete and readable") from exc
 
@@ -171,8 +175,9 @@ def _preview(items: Sequence[Any], limit: int = 5) -> str:
 
 
 def _split_lines(text: str) -> list[str]:
-    """Split on ``\\n`` / ``\\r\\n`` only (``str.splitlines`` also splits on form feeds etc.)."""
-    return text.replace("\r\n", "\n").split("\n")
+    """Split on ``\\n``, ``\\r\\n`` or a lone ``\\r`` (old Mac files; GSEA's readers end lines
+    at all three), and nothing else (``str.splitlines`` also splits on form feeds etc.)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def data_place(source: str, dataset: str | None) -> str:
@@ -670,9 +675,8 @@ def _parse_gct(path: Path, where: str, *, encoding: str) -> ExpressionData:
         if len(text) <= _WHOLE_TEXT_CHARS:
             lines = _line_list(text)
             # Blank lines: GSEA skips them, and a final newline makes one.
-            data_lines = None if lines is None else [line for line in lines if line.strip()]
-            plain = None if data_lines is None or len(data_lines) != n_rows else _plain_rows(
-                data_lines, n_lead, n_fields, "\t")
+            data_lines = [line for line in lines if line.strip()]
+            plain = None if len(data_lines) != n_rows else _plain_rows(data_lines, n_lead, n_fields, "\t")
             if plain is not None:
                 return ExpressionData(values=plain[1], gene_ids=plain[0], sample_ids=sample_ids, source=where)
             body = io.StringIO(text, newline="")
@@ -769,13 +773,10 @@ def _table_samples(header: list[str], n_lead: int, header_line: int, where: str)
     return sample_ids
 
 
-def _line_list(text: str) -> list[str] | None:
+def _line_list(text: str) -> list[str]:
     """:func:`_split_lines` for the plain-text path, without the empty string a final line
-    end leaves; None when a lone '\\r' ends a line (old Mac files: the row parsers split
-    there, and read them)."""
+    end leaves."""
     lines = _split_lines(text)
-    if "\r" in text and any("\r" in line for line in lines):
-        return None
     if lines[-1] == "":
         lines.pop()
     return lines

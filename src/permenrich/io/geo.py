@@ -30,7 +30,7 @@ from permenrich.io.expression import ExpressionData, _existing_file, _preview, _
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["looks_like_series_matrix", "read_series_matrix", "read_platform_table", "is_platform_table"]
+__all__ = ["looks_like_series_matrix", "read_series_matrix", "read_platform_table"]
 
 _TABLE_BEGIN, _TABLE_END = "!series_matrix_table_begin", "!series_matrix_table_end"
 _PLATFORM_BEGIN, _PLATFORM_END = "!platform_table_begin", "!platform_table_end"
@@ -59,12 +59,6 @@ def _first_line(path: Path) -> str:
 def looks_like_series_matrix(path: str | Path) -> bool:
     """Whether a text file is a GEO series matrix (its first line is a ``!Series_`` field)."""
     return isinstance(path, (str, Path)) and Path(path).is_file() and _first_line(Path(path)).startswith("!Series_")
-
-
-def is_platform_table(path: str | Path) -> bool:
-    """Whether a file is a GEO platform table (SOFT family or ``.annot``) rather than a CHIP."""
-    first = _first_line(Path(path))
-    return first.startswith(("^", "!")) or "annot" in Path(path).name.lower()
 
 
 def _fields(line: str) -> list[str]:
@@ -130,6 +124,9 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
                              "(ID_REF and one value per sample); the table is ragged")
         ids.append(fields[0])
         rows.append(fields[1:])
+    if not rows:
+        raise InputError(f"{where}: the table between lines {begin + 1} and {end + 1} has a header but no data rows; "
+                         "the download may be incomplete")
     table = np.array(rows, dtype=object)
     values = np.full(table.shape, np.nan)
     missing = np.isin(np.char.lower(table.astype(str)), _MISSING)
@@ -146,7 +143,7 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
     finite = values[np.isfinite(values)]
     if finite.size and finite.max() > UNLOGGED_ABOVE:
         logger.warning("%s: values reach %.4g: the series looks unlogged; most analyses expect log2 values "
-                       "(normalize='log2')", where, float(finite.max()))
+                       "(normalize='log2', --normalize log2)", where, float(finite.max()))
     return ExpressionData(values=values, gene_ids=np.array(ids, dtype=object),
                           sample_ids=np.array(samples, dtype=object), source=where, obs=obs)
 
@@ -188,9 +185,18 @@ def read_platform_table(path: str | Path) -> dict[str, list[str]]:
             raise InputError(f"{where}: line {header_at + 1}: the platform table has no gene symbol column (looked "
                              f"for 'Gene Symbol', 'GENE_SYMBOL', 'Symbol'); found {_preview(_fields(table[0]))}")
         rows = table[1:]
+    elif header and header[0] in ("id", "id_ref", "probe", "probe set id"):  # a headed table
+        # the symbols' column by its name (a header such as 'Probe Set ID, Gene Title'
+        # must not turn titles into gene ids)
+        symbol_col = next((header.index(name) for name in _SYMBOL_COLUMNS if name in header), None)
+        if symbol_col is None:
+            raise InputError(f"{where}: line {header_at + 1}: no gene symbol column (looked for 'Gene Symbol', "
+                             f"'GENE_SYMBOL', 'Symbol'); found {_preview(_fields(table[0]))}; name the symbols' "
+                             "column 'Gene Symbol', or drop the header of a two-column (probe, symbol) file")
+        rows = table[1:]
     else:
         symbol_col = 1
-        rows = table[1:] if header and header[0] in ("id", "id_ref", "probe", "probe set id") else table
+        rows = table
     mapping: dict[str, list[str]] = {}
     for line in rows:
         fields = _fields(line)

@@ -42,6 +42,13 @@ from ..errors import InputError
 COLLINEARITY_TOLERANCE = 1e-10
 
 
+def _finite_number(value: object) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
 def covariate_matrix(columns: dict[str, np.ndarray], source: str) -> tuple[np.ndarray, list[str]]:
     """The design matrix of the covariates: an intercept, then each column (numeric as is,
     categorical as indicators of every level but the first, in sorted order).
@@ -76,6 +83,13 @@ def covariate_matrix(columns: dict[str, np.ndarray], source: str) -> tuple[np.nd
             numbers = np.array([float(v) for v in values])
         except (TypeError, ValueError):
             numbers = None
+        finite = [_finite_number(v) for v in values]
+        if any(finite) and not all(finite):
+            # one typo ('abc', 'inf') must not turn a numeric covariate into a factor
+            bad = finite.index(False)
+            raise InputError(f"{source}: covariate {name!r} is a number for {sum(finite)} analysed sample(s) but "
+                             f"{str(values[bad]).strip()!r} for sample {bad + 1}; correct that value, or make "
+                             "every value text (e.g. 'batch1') for a categorical covariate")
         if numbers is not None and np.isfinite(numbers).all():
             if np.ptp(numbers) == 0:
                 raise InputError(f"{source}: covariate {name!r} is constant ({numbers[0]:g}) in the analysed "
