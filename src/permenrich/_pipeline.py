@@ -42,6 +42,8 @@ logger = logging.getLogger("permenrich")
 TIE_RULE = ("genes ranked by decreasing statistic; ties ordered by row index after collapsing "
             "(lower index first); -0.0 == 0.0")
 
+#: Largest memory budget taken (1 EB): anything larger is a typo.
+MAX_MEMORY_BYTES = 10**18
 _MEMORY_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                  "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -55,7 +57,11 @@ def parse_memory(memory: str | int) -> int:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(memory))
         if not match or match.group(2).upper() not in _MEMORY_UNITS:
             raise OptionError(f"{option('memory')} must look like 512MB, 2GB or 1GiB, got {memory!r}")
-        value = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])
+        number = float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()]
+        if not math.isfinite(number) or number > MAX_MEMORY_BYTES:
+            raise OptionError(f"{option('memory')} {memory!r} is beyond any machine (over 1 EB); give the memory "
+                              "to use, e.g. 16GB")
+        value = int(number)
     if value < 10**6:
         raise OptionError(f"memory budget {memory!r} is below 1 MB; give at least {option('memory', '1MB')}")
     return value
@@ -66,6 +72,8 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise OptionError(f"{option(name)} must be one of {', '.join(choices)}, got {value!r}")
 
 
+#: Most threads one run accepts (Numba starts them all as OS threads).
+MAX_THREADS = 1024
 #: Most permutations one run accepts: p-values down to 1e-10, hours on a GPU; a request
 #: beyond it is almost certainly a typo that would run for years.
 MAX_PERMUTATIONS = 10**10
@@ -85,6 +93,10 @@ def check_run_options(*, permutations: int, seed: int, batch_size: int | None, t
         raise OptionError(f"{option('batch_size')} must be a positive integer, got {batch_size!r}")
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
         raise OptionError(f"{option('threads')} must be a positive integer, got {threads!r}")
+    if threads is not None and int(threads) > MAX_THREADS:
+        # each is an OS thread with its own stack: 100,000 of them crashed the process
+        raise OptionError(f"{option('threads', threads)} is above the limit of {MAX_THREADS:,}; give at most "
+                          "the machine's cores")
     if weight is not None and (not isinstance(weight, (int, float)) or isinstance(weight, bool)
                                or not math.isfinite(weight) or weight < 0):
         raise OptionError(f"{option('weight')} must be a finite number >= 0 (GSEA uses 0, 1, 1.5 or 2), got {weight!r}")

@@ -38,6 +38,12 @@ import numpy as np
 
 from ._compile import cpu_family, inline
 
+
+class NonFiniteScores(ValueError):
+    """Null scores that are not finite reached an exact sum (the runner turns it into a
+    one-line input error)."""
+
+
 #: Scores closer than this are tied in every comparison (see module docs).
 TIE_TOLERANCE = 1e-12
 
@@ -229,7 +235,7 @@ class ExactColumnSums:
 
             finite = launch_exact_add(values.view(xp.int64), self.digits)
         if not finite:
-            raise ValueError("exact sums need finite values")
+            raise NonFiniteScores("exact sums need finite values")
 
     def _normalise(self) -> None:
         """Carry so that every digit but the top one lies in [0, 2**32): a canonical form,
@@ -517,7 +523,7 @@ class GseaNullAccumulator:
         if not launch_gsea_first_pass(null_es, null_es.view(xp.int64), self.tie_tolerance, self._es_dev,
                                       self._positive_obs, self.n_positive, self.n_negative, self.n_exceed,
                                       self.sum_positive.digits, self.sum_negative.digits):
-            raise ValueError("exact sums need finite values")
+            raise NonFiniteScores("exact sums need finite values")
 
     def finish_first_pass(self) -> None:
         """Compute NES, nominal p and the thresholds the second pass counts against."""

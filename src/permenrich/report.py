@@ -93,7 +93,16 @@ def report(out_dir: str | os.PathLike, *, result: pd.DataFrame | None = None) ->
     _require_matplotlib()
     from .io.output import atomic_write_text, output_lock
 
-    page = _render(out, run, table, result)
+    try:
+        page = _render(out, run, table, result)
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
+        if result is not None:
+            raise  # the run's own table: not a damaged file
+        # A folder edited or damaged after its run: its files no longer say what the
+        # report reads (a column, a number, a section of run.json).
+        raise InputError(f"{str(out)!r}: its results.tsv, ranking.tsv or run.json no longer hold what permenrich "
+                         f"wrote ({type(error).__name__}: {error}); rerun the analysis to write the folder again"
+                         ) from None
     # Under the folder's lock: a run publishing a new output there cannot swap the folder
     # out from under the report (re-entrant: the command line already holds it).
     with output_lock(out.resolve()):

@@ -33,6 +33,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,12 +121,31 @@ def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = Non
             cluster.cancel()
         return prepared.finish(None, {"setup_seconds": time.perf_counter() - started})
     setup_seconds = time.perf_counter() - started
-    if cluster is None:
-        accumulator, timings = run_local(prepared.job, progress)
-    else:
-        accumulator, timings = run_distributed(cluster, prepared.job, progress)
+    from .nulls import NonFiniteScores
+
+    try:
+        if cluster is None:
+            accumulator, timings = run_local(prepared.job, progress)
+        else:
+            accumulator, timings = run_distributed(cluster, prepared.job, progress)
+    except NonFiniteScores:
+        raise _non_finite_error(options) from None
     timings["setup_seconds"] = setup_seconds
     return prepared.finish(accumulator, timings)
+
+
+def _non_finite_error(options: dict) -> Exception:
+    """The one-line error for null scores that are not finite: with a running-sum weight
+    p, |statistic| ** p (or the sum over a set's members) overflowing float64 is the cause
+    a user can act on."""
+    from .errors import InputError, option
+
+    weight = options.get("weight")
+    if weight is not None and float(weight) > 2:
+        return InputError(f"the permutations' enrichment scores overflow: hit weights |statistic| ** {weight:g} "
+                          f"exceed the float64 range; use a smaller {option('weight')} (GSEA uses 0, 1, 1.5 or 2)")
+    return InputError("the permutations' scores are not finite (overflow in the statistics); check the input for "
+                      "extreme values")
 
 
 @contextlib.contextmanager
@@ -416,6 +436,8 @@ def client_from(scheduler: str | None = None, scheduler_file: str | None = None)
 
     if scheduler is not None and scheduler_file is not None:
         raise OptionError(f"give {option('scheduler')} or {option('scheduler_file')}, not both")
+    if scheduler_file is not None:
+        _check_scheduler_file(scheduler_file)
     try:
         from distributed import Client
     except ImportError:
@@ -426,3 +448,32 @@ def client_from(scheduler: str | None = None, scheduler_file: str | None = None)
     except (OSError, TimeoutError, ValueError) as error:
         where = scheduler_file or scheduler
         raise OptionError(f"cannot reach the Dask scheduler at {where!r} ({error}); check that it is running") from None
+
+
+#: How long a scheduler file that does not exist yet is waited for (a batch job may start
+#: the client while the scheduler is still writing it); Dask itself waits for ever.
+SCHEDULER_FILE_WAIT_SECONDS = 30.0
+
+
+def _check_scheduler_file(path_text: str) -> None:
+    """Refuse a scheduler file that does not appear within
+    :data:`SCHEDULER_FILE_WAIT_SECONDS`, or that is not a Dask scheduler file (JSON with an
+    ``address``), with one line rather than a wait for ever or Dask's assertion."""
+    import json
+
+    from .errors import OptionError, option
+
+    path = Path(path_text)
+    deadline = time.monotonic() + SCHEDULER_FILE_WAIT_SECONDS
+    while not path.is_file():
+        if path.exists() or time.monotonic() >= deadline:
+            raise OptionError(f"{option('scheduler_file')} {path_text!r}: no such file (waited "
+                              f"{SCHEDULER_FILE_WAIT_SECONDS:g} s for the scheduler to write it); check the path")
+        time.sleep(0.5)
+    try:
+        address = json.loads(path.read_text())["address"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        address = None
+    if not isinstance(address, str):
+        raise OptionError(f"{path_text}: not a Dask scheduler file (JSON with the scheduler's 'address', as "
+                          "'dask scheduler --scheduler-file' writes); check the path")

@@ -1,0 +1,142 @@
+"""Inputs at the edges, found by a bad-input audit of the command line: each was a silent
+wrong answer, a traceback or a hang, and is now read right or refused in one line."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import permenrich
+from permenrich.cli import main
+from permenrich.errors import InputError, OptionError
+
+
+def _run(args, capsys):
+    status = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture()
+def study(tmp_path):
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(200)]
+    values = rng.normal(8, 1, size=(200, 12))
+    values[:20, :6] += 1.5
+    lines = ["#1.2", "200\t12", "\t".join(["NAME", "Description", *[f"S{i}" for i in range(12)]])]
+    lines += ["\t".join([g, "na", *(f"{v:.6g}" for v in row)]) for g, row in zip(genes, values)]
+    (tmp_path / "expr.gct").write_text("\n".join(lines) + "\n")
+    (tmp_path / "pheno.cls").write_text("12 2 1\n# t n\n" + " ".join(["t"] * 6 + ["n"] * 6) + "\n")
+    (tmp_path / "sets.gmt").write_text("UP\tplanted\t" + "\t".join(genes[:20]) + "\n"
+                                       "RANDOM\tnull\t" + "\t".join(genes[100:130]) + "\n")
+    return tmp_path
+
+
+def _one_line_error(status, err, expected):
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and expected in lines[0], err
+
+
+def test_old_mac_line_ends_are_line_ends(study, capsys):
+    """A lone CR ends a line, as in GSEA's readers: a CR-only GMT was one merged set, a
+    CR-only RNK one line of 400 fields."""
+    gmt, rnk = study / "cr.gmt", study / "cr.rnk"
+    gmt.write_bytes((study / "sets.gmt").read_bytes().replace(b"\n", b"\r"))
+    rnk.write_bytes("".join(f"G{i}\t{200 - i}\r" for i in range(200)).encode())
+    table = permenrich.prerank(rnk, gmt, permutations=20, seed=0, min_size=5, device="cpu")
+    expected = permenrich.prerank(rnk, study / "sets.gmt", permutations=20, seed=0, min_size=5, device="cpu")
+    assert sorted(table.gene_set) == ["RANDOM", "UP"]
+    table.attrs, expected.attrs = {}, {}
+    pd.testing.assert_frame_equal(table, expected, check_exact=True)
+
+
+def test_chip_is_known_by_its_header(study, capsys):
+    """A CHIP without 'Gene Symbol' mapped probes to the next column (gene titles) as a
+    two-column table; a CHIP whose name held 'annot' was read as a GEO .annot file."""
+    header = "Probe Set ID\tGene Title\n"
+    (study / "titles.chip").write_text(header + "".join(f"G{i}\tgene number {i}\n" for i in range(200)))
+    status, _, err = _run(["genes", "--expr", study / "expr.gct", "--cls", study / "pheno.cls", "--chip",
+                           study / "titles.chip", "--permutations", 20, "--out", study / "o1", "--quiet"], capsys)
+    _one_line_error(status, err, "no gene symbol column")
+    chip = study / "hgu95_annot_v2.chip"
+    chip.write_text("Probe Set ID\tGene Title\tGene Symbol\n" + "".join(f"G{i}\tgene {i}\tSYM{i}\n" for i in range(200)))
+    table = permenrich.genes(study / "expr.gct", study / "pheno.cls", chip=chip, permutations=20, device="cpu")
+    assert set(table.gene) == {f"SYM{i}" for i in range(200)}
+
+
+def test_numeric_cls_names_each_phenotype_once(study):
+    cls = study / "age.cls"
+    cls.write_text("#numeric\n#age\n" + " ".join(map(str, range(12))) + "\n#age\n" +
+                   " ".join(map(str, range(12, 0, -1))) + "\n")
+    with pytest.raises(InputError, match=r"line 4: phenotype 'age' is named again \(first on line 2\)"):
+        permenrich.gsea(study / "expr.gct", cls, study / "sets.gmt", permutations=20, metric="pearson",
+                        device="cpu")
+
+
+@pytest.mark.parametrize("typo", ["abc", "inf"])
+def test_a_typo_does_not_make_a_numeric_covariate_categorical(study, typo):
+    ages = [str(20 + i) for i in range(12)]
+    ages[3] = typo
+    sheet = pd.DataFrame({"sample": [f"S{i}" for i in range(12)], "group": ["t"] * 6 + ["n"] * 6, "age": ages})
+    sheet.to_csv(study / "sheet.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match=f"covariate 'age' is a number for 11 analysed sample.* but '{typo}' for "
+                                         "sample 4"):
+        permenrich.gsea(study / "expr.gct", study / "sheet.tsv", study / "sets.gmt", groupby="group", case="t",
+                        control="n", covariates=["age"], metric="student_t", permutations=20, device="cpu")
+
+
+def test_series_matrix_without_rows(tmp_path):
+    path = tmp_path / "GSE2_series_matrix.txt"
+    path.write_text('!Series_title\t"t"\n!Sample_geo_accession\t"GSM1"\t"GSM2"\t"GSM3"\t"GSM4"\n'
+                    '!Sample_characteristics_ch1\t"group: A"\t"group: A"\t"group: B"\t"group: B"\n'
+                    '!series_matrix_table_begin\n"ID_REF"\t"GSM1"\t"GSM2"\t"GSM3"\t"GSM4"\n'
+                    '!series_matrix_table_end\n')
+    with pytest.raises(InputError, match="has a header but no data rows"):
+        permenrich.genes(path, groupby="group", case="A", control="B", permutations=20, device="cpu")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--memory", "1e400"], "beyond any machine"),
+    (["--memory", "1e400GB"], "beyond any machine"),
+    (["--threads", "100000"], "--threads 100000 is above the limit of 1,024"),
+    (["--weight", "1000"], "hit weights |statistic| ** 1000 exceed the float64 range"),
+])
+def test_option_extremes_are_one_line(study, capsys, args, expected):
+    status, _, err = _run(["gsea", "--expr", study / "expr.gct", "--cls", study / "pheno.cls", "--gene-sets",
+                           study / "sets.gmt", "--permutations", 20, *args, "--out", study / "out", "--quiet"],
+                          capsys)
+    _one_line_error(status, err, expected)
+    assert not (study / "out").exists()
+
+
+def test_scheduler_file_missing_or_not_dasks(study, monkeypatch):
+    from permenrich import runner
+
+    monkeypatch.setattr(runner, "SCHEDULER_FILE_WAIT_SECONDS", 0.0)  # Dask itself waits for ever
+    with pytest.raises(OptionError, match="no such file"):
+        runner.client_from(scheduler_file=str(study / "nowhere.json"))
+    (study / "bad.json").write_text("{bad")
+    with pytest.raises(OptionError, match="not a Dask scheduler file"):
+        runner.client_from(scheduler_file=str(study / "bad.json"))
+    (study / "list.json").write_text(json.dumps(["tcp://x"]))
+    with pytest.raises(OptionError, match="not a Dask scheduler file"):
+        runner.client_from(scheduler_file=str(study / "list.json"))
+
+
+def test_report_on_an_edited_folder_is_one_line(study, capsys):
+    pytest.importorskip("matplotlib")
+    out = study / "run"
+    status, _, err = _run(["prerank", "--rnk", _rnk(study), "--gene-sets", study / "sets.gmt", "--min-size", 5,
+                           "--permutations", 20, "--out", out, "--quiet"], capsys)
+    assert status == 0, err
+    (out / "ranking.tsv").write_text("x\ty\n1\t2\n")
+    status, _, err = _run(["report", out], capsys)
+    _one_line_error(status, err, "no longer hold what permenrich wrote (KeyError")
+    assert not (out / "report.html").exists()
+
+
+def _rnk(study):
+    path = study / "list.rnk"
+    path.write_text("".join(f"G{i}\t{200 - i}\n" for i in range(200)))
+    return path
