@@ -140,3 +140,45 @@ def _rnk(study):
     path = study / "list.rnk"
     path.write_text("".join(f"G{i}\t{200 - i}\n" for i in range(200)))
     return path
+
+
+def test_encodings_and_separators_say_what_is_wrong(study, capsys):
+    """UTF-16 (Excel's 'Unicode text'), a gzip file without .gz and a GCT separated by
+    spaces gave misleading line errors; each is now named."""
+    import gzip
+
+    gmt16 = study / "sets16.gmt"
+    gmt16.write_bytes((study / "sets.gmt").read_text().encode("utf-16"))
+    gz = study / "packed.gct"
+    gz.write_bytes(gzip.compress((study / "expr.gct").read_bytes()))
+    spaced = study / "spaced.gct"
+    spaced.write_text((study / "expr.gct").read_text().replace("\t", " "))
+    base = ["--cls", study / "pheno.cls", "--permutations", 20, "--out", study / "out", "--quiet"]
+    for args, expected in (
+        (["gsea", "--expr", study / "expr.gct", "--gene-sets", gmt16], "is UTF-16 text"),
+        (["genes", "--expr", gz], "is gzip-compressed; name it with a .gz ending"),
+        (["genes", "--expr", spaced], "line 3: the header has no tabs"),
+    ):
+        status, _, err = _run([*args, *base], capsys)
+        _one_line_error(status, err, expected)
+
+
+def test_sheet_samples_missing_from_the_matrix_are_reported(study, caplog):
+    """A sample column the table reader took for text (decimal commas) left the analysis
+    with no word; sheet samples absent from the matrix, and samples without a label, are
+    now warned about."""
+    text = (study / "expr.gct").read_text().splitlines()
+    rows = ["\t".join(["gene", *[f"S{i}" for i in range(12)]])]
+    rows += ["\t".join([line.split("\t")[0], line.split("\t")[2].replace(".", ","), *line.split("\t")[3:]])
+             for line in text[3:]]
+    (study / "comma.tsv").write_text("\n".join(rows) + "\n")
+    groups = ["t"] * 6 + ["n"] * 5 + [""]
+    pd.DataFrame({"sample": [f"S{i}" for i in range(12)], "group": groups}).to_csv(study / "sheet.tsv", sep="\t",
+                                                                                  index=False)
+    with caplog.at_level("WARNING"):
+        table = permenrich.genes(study / "comma.tsv", study / "sheet.tsv", groupby="group", case="t",
+                                 control="n", permutations=20, device="cpu")
+    assert table.attrs["run"]["design"]["n_case"] == 5  # S0 was read as a text column
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "1 of its 12 samples are not sample columns of" in messages and "'S0'" in messages
+    assert "1 of 11 samples have no group label (empty or NA)" in messages

@@ -250,7 +250,7 @@ class _Census:
                 )
             return message + (
                 f"; no gene id of the data is in any set{example}: check the gene id type (e.g. probe ids vs "
-                f"symbols; pass {option('chip')} to map probes to symbols)"
+                f"symbols: {option('chip')} maps probes to symbols, when its symbol column is the sets' kind of id)"
             )
         return message + (
             f"; check the gene id type (e.g. probe ids vs symbols; {option('chip')} maps probes) or change "

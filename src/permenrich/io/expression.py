@@ -135,11 +135,20 @@ def _read_text(path: Path) -> str:
             raw = path.read_bytes()
     except (OSError, EOFError) as exc:
         raise InputError(f"{path}: cannot read the file ({exc}); check that it is complete and readable") from exc
+    _refuse_utf16(raw[:2], path)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         # Old GSEA files are often Latin-1; names only need to round-trip, not be pretty.
         return raw.decode("latin-1")
+
+
+def _refuse_utf16(start: bytes, path: Path) -> None:
+    """UTF-16 text (Excel's 'Unicode text') decodes as Latin-1 into lines of NUL-padded
+    characters, which every reader would misparse: refuse it by its byte-order mark."""
+    if start in (b"\xff\xfe", b"\xfe\xff"):
+        raise InputError(f"{path}: the file is UTF-16 text (e.g. Excel's 'Unicode text'); save it as UTF-8 "
+                         "(or plain tab-delimited text)")
 
 
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -153,6 +162,7 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
         with gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb") as handle:
             number = 0
+            _refuse_utf16(handle.peek(2)[:2] if hasattr(handle, "peek") else b"", path)
             for raw in handle:
                 raw = raw[:-1] if raw.endswith(b"\n") else raw
                 raw = raw[:-1] if raw.endswith(b"\r") else raw
@@ -619,6 +629,9 @@ def _parse_gct(path: Path, where: str, *, encoding: str) -> ExpressionData:
     with _open_text(path, encoding) as handle:
         head = [handle.readline().rstrip("\r\n") for _ in range(3)]
         version = head[0].strip()
+        if head[0].startswith("\x1f\x8b"):
+            raise InputError(f"{where}: the file is gzip-compressed; name it with a .gz ending (e.g. {Path(where).name}"
+                             ".gz) or decompress it")
         if version not in ("#1.2", "#1.3"):
             raise InputError(
                 f"{where}: line 1: expected the GCT version '#1.2' or '#1.3', found {head[0][:40]!r}; "
@@ -648,6 +661,8 @@ def _parse_gct(path: Path, where: str, *, encoding: str) -> ExpressionData:
         header = head[2].split("\t")
         while len(header) > n_fields and not header[-1].strip():
             header.pop()  # trailing tabs
+        if len(header) == 1 and " " in header[0]:
+            raise InputError(f"{where}: line 3: the header has no tabs; GCT fields are separated by tabs, not spaces")
         if len(header) != n_fields:
             raise InputError(
                 f"{where}: line 3: header has {len(header) - n_lead} sample names after {n_lead} leading columns "

@@ -454,10 +454,15 @@ def design_from_phenotype(
         class_order = _categories(phenotype)
     design = two_group_design(labels, case=case, control=control, class_order=class_order, source=source)
     n_dropped = int((~design.keep).sum())
-    if n_dropped:
+    n_unlabelled = sum(1 for label in labels if label == "")
+    if n_unlabelled:
+        # missing labels are data problems more often than choices: say so louder
+        logger.warning("%s: %d of %d samples have no group label (empty or NA) and are left out", source,
+                       n_unlabelled, expr.n_samples)
+    if n_dropped > n_unlabelled:
         logger.info(
             "%s: %d of %d samples are in neither %r nor %r and are left out",
-            source, n_dropped, expr.n_samples, design.case, design.control,
+            source, n_dropped - n_unlabelled, expr.n_samples, design.case, design.control,
         )
     return design
 
@@ -491,6 +496,14 @@ def _match_by_sample(expr: ExpressionData, labels: pd.Series, source: str) -> li
             f"(e.g. {_preview(missing, 3)}); sheet samples look like {_preview(list(index[:3]), 3)}; "
             "add them or check that the sample names match"
         )
+    matrix_samples = set(expr.sample_ids)
+    absent = [s for s in index if s not in matrix_samples]
+    if absent:
+        # Often a subset on purpose; but a sample column the reader took for text (decimal
+        # commas, 'n/a') also lands here, and must not vanish without a word.
+        logger.warning("%s: %d of its %d samples are not sample columns of %s (e.g. %s) and are left out; if they "
+                       "are columns there, their values are not numbers", source, len(absent), len(index),
+                       expr.source, _preview(absent, 3))
     return [_label(v) for v in by_name.loc[list(expr.sample_ids)].to_numpy()]
 
 
