@@ -182,3 +182,15 @@ def test_sheet_samples_missing_from_the_matrix_are_reported(study, caplog):
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "1 of its 12 samples are not sample columns of" in messages and "'S0'" in messages
     assert "1 of 11 samples have no group label (empty or NA)" in messages
+
+
+def test_options_that_would_be_ignored_are_refused(study, capsys):
+    """--phenotype-column with a two-group metric, and --covariates naming no column, ran
+    an analysis that silently left them out."""
+    base = ["gsea", "--expr", study / "expr.gct", "--cls", study / "pheno.cls", "--gene-sets", study / "sets.gmt",
+            "--permutations", 20, "--out", study / "out", "--quiet"]
+    status, _, err = _run([*base, "--phenotype-column", "age"], capsys)
+    _one_line_error(status, err, "--phenotype-column is the numeric phenotype of the correlation metrics")
+    status, _, err = _run([*base, "--covariates", ",", "--metric", "student_t"], capsys)
+    _one_line_error(status, err, "',' names no column")
+    assert not (study / "out").exists()

@@ -390,6 +390,10 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         design: TwoGroupLabels | ContinuousPhenotype = ContinuousPhenotype(numbers, stratum)
         info.update({"phenotype": name, "n_samples": int(numbers.size)})
     else:
+        if phenotype_column is not None:
+            raise OptionError(f"{option('phenotype_column')} is the numeric phenotype of the correlation metrics; "
+                              f"give {option('metric', 'pearson')} (or spearman), or drop it for a two-group "
+                              f"analysis of {metric.name}")
         _check_classes_kept(info, groupby, case, control)
         two = design_from_phenotype(data, phenotype, groupby=groupby, case=case, control=control)
         keep = np.asarray(two.keep, dtype=bool)

@@ -90,6 +90,15 @@ class ProgressBar:
         self.stream.flush()
 
 
+
+def _column_names(text: str) -> list[str]:
+    """``age,sex`` -> ['age', 'sex']; a list naming no column is a usage error, not an
+    unadjusted run."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no column; give e.g. age,sex")
+    return names
+
 def _add_run_options(parser: argparse.ArgumentParser, permutations: int) -> None:
     parser.add_argument("--permutations", type=int, default=permutations,
                         help=f"permutations (default {permutations}); all labellings are enumerated "
@@ -122,7 +131,7 @@ def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool =
     parser.add_argument("--phenotype-column", help="numeric phenotype column (metrics pearson, spearman)")
     parser.add_argument("--strata", help="column of strata: labels are permuted within strata only")
     parser.add_argument("--pairs", help="column of pair ids (one case + one control each): swaps within pairs")
-    parser.add_argument("--covariates", type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+    parser.add_argument("--covariates", type=_column_names,
                         help="comma-separated columns to adjust for (e.g. age,sex): t of the phenotype in "
                              "expression ~ covariates + phenotype, Freedman-Lane permutations "
                              "(metric student_t or pearson)")
