@@ -361,7 +361,7 @@ def test_one_study_ora_meta_equals_the_expression_mode_ora() -> None:
                                threads=1, min_size=10)
     assert combined.to_csv() == alone.to_csv()
     assert combined.set_index("gene_set").pval_perm.loc["PLANTED"] < 0.01
-    with pytest.raises(OptionError, match=r"give top=N"):
+    with pytest.raises(OptionError, match=r"give the number of genes, e.g. top=100"):
         permenrich.meta([study], sets, mode="ora", permutations=20)
     with pytest.raises(OptionError, match=r"not ora"):
         permenrich.meta([study, study | {"name": "b"}], sets, mode="ora", top=5, leave_one_out=True, permutations=20)

@@ -66,7 +66,7 @@ def option(name: str, value: object = None) -> str:
     """
     if _CLI_RUNNING.get():
         flag = _CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
-        return flag if value is None else f"{flag} {value}"
+        return flag if value is None or value is True else f"{flag} {value}"  # True: a switch
     return f"{name}=" if value is None else f"{name}={value!r}"
 
 

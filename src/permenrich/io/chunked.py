@@ -35,7 +35,7 @@ from typing import Any, Iterator, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from permenrich.errors import InputError, OptionError
+from permenrich.errors import InputError, OptionError, option
 from permenrich.io.expression import (
     _existing_file,
     _h5_get as _get,
@@ -748,9 +748,9 @@ def open_matrix(
                 parts = _open_h5ad(f, where, layer=layer, use_raw=use_raw)
             else:
                 if layer is not None or use_raw:
-                    option = f"layer={layer!r}" if layer is not None else "use_raw=True"
+                    given = option("layer", layer) if layer is not None else option("use_raw", True)
                     raise OptionError(
-                        f"{option} applies only to h5ad input, not to {where} (not an h5ad file); drop the option"
+                        f"{given} applies only to h5ad input, not to {where} (not an h5ad file); drop the option"
                     )
                 if hdf5_layout(f, where, h5_dataset) == "10x":
                     parts = _open_10x(f, where, gene_id_field=gene_id_field)
@@ -784,7 +784,7 @@ def _open_h5ad(f: Any, where: str, *, layer: str | None, use_raw: bool) -> _Part
 
     if use_raw:
         if not isinstance(_get(f, "raw"), h5py.Group):
-            raise InputError(f"{where}: use_raw=True but the file has no 'raw' group; drop use_raw to read X")
+            raise InputError(f"{where}: {option('use_raw', True)} but the file has no 'raw' group; drop it to read X")
         matrix_path, var_path = "raw/X", "raw/var"
     elif layer is not None:
         layers = _get(f, "layers")

@@ -436,9 +436,9 @@ def check_layer_options(layer: str | None, use_raw: bool) -> None:
 
 def _no_layer(layer: str | None, use_raw: bool, what: str) -> None:
     if layer is not None:
-        raise OptionError(f"layer={layer!r} applies only to h5ad/AnnData input, not to {what}; drop the layer option")
+        raise OptionError(f"{option('layer', layer)} applies only to h5ad/AnnData input, not to {what}; drop it")
     if use_raw:
-        raise OptionError(f"use_raw=True applies only to h5ad/AnnData input, not to {what}; drop the use_raw option")
+        raise OptionError(f"{option('use_raw', True)} applies only to h5ad/AnnData input, not to {what}; drop it")
 
 
 def _finalize(expr: ExpressionData, *, nan_policy: str) -> ExpressionData:

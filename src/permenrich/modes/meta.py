@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._pipeline import choose_batch_size, digests, file_digest, load_gene_sets
-from ..errors import InputError, OptionError
+from ..errors import InputError, OptionError, option
 from ..io.manifest import read_manifest_rows, relative_to
 from ..nulls import ExceedanceAccumulator, GseaNullAccumulator, StackedAccumulator, bh_adjust
 from ..runner import Job, Prepared, ProgressCallback, run
@@ -179,13 +179,15 @@ def prepare_meta(options: dict) -> Prepared:
     o = SimpleNamespace(**options)
     started = time.perf_counter()
     if o.mode in ("gsea", "ora") and o.gene_sets is None:
-        raise OptionError(f"mode {o.mode!r} needs gene sets: give gene_sets (GMT/GMX files or a mapping)")
+        raise OptionError(f"mode {o.mode!r} needs gene sets: give {option('gene_sets')} (GMT/GMX files or a mapping)")
     if o.mode == "ora" and o.top is None:
-        raise OptionError("mode 'ora' tests the top genes of the combined statistic: give top=N (--top N)")
+        raise OptionError(f"mode 'ora' tests the top genes of the combined statistic: give the number of genes, e.g. "
+                          f"{option('top', 100)}")
     if o.mode == "ora" and o.leave_one_out:
-        raise OptionError("leave_one_out is available for modes genes and gsea, not ora")
+        raise OptionError(f"{option('leave_one_out', True)} is available for modes genes and gsea, not ora")
     if o.method in ("fixed", "random") and o.metric != "hedges_g":
-        raise OptionError(f"method {o.method!r} combines Hedges' g; use metric 'hedges_g' (got {o.metric!r})")
+        raise OptionError(f"{option('method', o.method)} combines Hedges' g; use {option('metric', 'hedges_g')} "
+                          f"(got {o.metric!r})")
     if isinstance(o.studies, (str, os.PathLike)):
         o.studies = read_manifest(o.studies)
     if not isinstance(o.studies, Sequence) or not o.studies:
@@ -325,7 +327,7 @@ def _ora_of_combined(o: Any, genes: np.ndarray, statistic: np.ndarray, combined_
     from .ora import _select_genes, overlap_test
 
     if int(o.top) >= genes.size:
-        raise OptionError(f"top={o.top} selects every one of the {genes.size} joined genes; choose fewer")
+        raise OptionError(f"{option('top', o.top)} selects every one of the {genes.size} joined genes; choose fewer")
 
     def select(stats: np.ndarray) -> np.ndarray:
         return _select_genes(stats, top=int(o.top), fdr=None, direction=o.direction, centre=0.0,
