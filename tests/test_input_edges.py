@@ -194,3 +194,15 @@ def test_options_that_would_be_ignored_are_refused(study, capsys):
     status, _, err = _run([*base, "--covariates", ",", "--metric", "student_t"], capsys)
     _one_line_error(status, err, "',' names no column")
     assert not (study / "out").exists()
+
+
+def test_gene_set_file_twice_and_a_huge_covariate(study):
+    with pytest.raises(InputError, match="sets.gmt: the gene-set file is given more than once"):
+        permenrich.prerank(_rnk(study), [study / "sets.gmt", str(study / "sets.gmt")], permutations=20,
+                           min_size=5, device="cpu")
+    sheet = pd.DataFrame({"sample": [f"S{i}" for i in range(12)], "group": ["t"] * 6 + ["n"] * 6,
+                          "age": [str(20 + i) for i in range(11)] + ["1e300"]})
+    sheet.to_csv(study / "sheet.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match=r"covariate 'age' is 1e\+300 for sample 12, beyond"):
+        permenrich.gsea(study / "expr.gct", study / "sheet.tsv", study / "sets.gmt", groupby="group", case="t",
+                        control="n", covariates=["age"], metric="student_t", permutations=20, device="cpu")

@@ -152,6 +152,10 @@ def iter_gene_sets(sources: GeneSetSources) -> Iterator[GeneSet]:
         items = [sources] if isinstance(sources, (str, Path, GeneSet)) else list(sources)
         if not items:
             raise InputError("no gene-set source given; pass at least one GMT/GMX file")
+        paths = [Path(item).resolve() for item in items if isinstance(item, (str, Path))]
+        if len(set(paths)) < len(paths):
+            twice = next(p for p in paths if paths.count(p) > 1)
+            raise InputError(f"{twice}: the gene-set file is given more than once; give each file once")
     return _unique_names(lambda: _located(items))
 
 

@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 from ..errors import InputError
+from ..io.expression import MAX_ABS_VALUE
 
 #: A covariate (or the phenotype) whose remaining variation after the other columns is
 #: below this fraction of its own is taken as explained by them (collinear).
@@ -91,6 +92,10 @@ def covariate_matrix(columns: dict[str, np.ndarray], source: str) -> tuple[np.nd
                              f"{str(values[bad]).strip()!r} for sample {bad + 1}; correct that value, or make "
                              "every value text (e.g. 'batch1') for a categorical covariate")
         if numbers is not None and np.isfinite(numbers).all():
+            if np.abs(numbers).max() > MAX_ABS_VALUE:  # its square overflows in the model's algebra
+                bad = int(np.argmax(np.abs(numbers)))
+                raise InputError(f"{source}: covariate {name!r} is {numbers[bad]:g} for sample {bad + 1}, beyond "
+                                 f"±{MAX_ABS_VALUE:g}; check the value (or rescale the covariate)")
             if np.ptp(numbers) == 0:
                 raise InputError(f"{source}: covariate {name!r} is constant ({numbers[0]:g}) in the analysed "
                                  "samples; leave it out")
