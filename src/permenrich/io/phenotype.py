@@ -580,8 +580,8 @@ def sample_annotation(expr: ExpressionData, phenotype: Any, column: str, *, what
             raise InputError(f"{expr.source}: {what} column {column!r} not in obs; available columns: "
                              f"{_preview([str(c) for c in expr.obs.columns], 10)}")
         return np.array([_label(v) for v in expr.obs[column].to_numpy()], dtype=object)
-    raise InputError(f"{what} column {column!r} needs a sample sheet ({option('phenotype')}) or an h5ad whose obs "
-                     "has that column")
+    raise InputError(f"{what} column {column!r} needs a sample sheet with that column ({option('phenotype')}: a "
+                     "CLS holds only the labels) or an h5ad whose obs has it")
 
 
 def continuous_phenotype(expr: ExpressionData, phenotype: Any, column: str | None) -> tuple[str, np.ndarray]:
