@@ -206,3 +206,15 @@ def test_gene_set_file_twice_and_a_huge_covariate(study):
     with pytest.raises(InputError, match=r"covariate 'age' is 1e\+300 for sample 12, beyond"):
         permenrich.gsea(study / "expr.gct", study / "sheet.tsv", study / "sets.gmt", groupby="group", case="t",
                         control="n", covariates=["age"], metric="student_t", permutations=20, device="cpu")
+
+
+def test_manifest_row_longer_than_its_header(tmp_path):
+    """One cell too many in a manifest's only row shifted every cell under the wrong
+    column (pandas took the first as an index)."""
+    from permenrich.io.manifest import read_manifest_rows
+
+    path = tmp_path / "studies.tsv"
+    path.write_text("name\texpr\tphenotype\nA\ta.gct\ta.cls\textra\n")
+    with pytest.raises(InputError, match="studies.tsv: a row has more cells than the header"):
+        read_manifest_rows(path, columns=("name", "expr", "phenotype"), required=("expr",), what="meta manifest",
+                           entry="study")

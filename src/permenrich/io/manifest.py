@@ -4,6 +4,7 @@ the same way for :func:`permenrich.meta` and :func:`permenrich.ora_lists`."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -33,8 +34,15 @@ def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], req
         found = " (it is a directory)" if Path(path).is_dir() else ""
         raise InputError(f"{where}: {what} not found{found}; give {expected}")
     try:
-        table = pd.read_csv(path, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
-                            keep_default_na=False, comment="#")
+        with warnings.catch_warnings():
+            # A row with one cell more than the header would make its first cell an index
+            # and shift the others under the wrong columns; index_col=False turns that into
+            # pandas' warning about lost data, refused here.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(path, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
+                                keep_default_na=False, comment="#", index_col=False)
+    except pd.errors.ParserWarning:
+        raise InputError(f"{where}: a row has more cells than the header; give {expected}") from None
     except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
         reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc).splitlines()[-1]
         raise InputError(f"{where}: cannot read the {what} ({reason}); give {expected}") from exc
