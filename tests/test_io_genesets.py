@@ -162,7 +162,7 @@ def test_no_set_remains_message() -> None:
 
 def test_no_match_suggests_chip_or_case() -> None:
     sets = [GeneSet("S", "", ["TP53", "EGFR"], "h.gmt")]
-    with pytest.raises(InputError, match="probe ids vs symbols; pass chip= to map"):
+    with pytest.raises(InputError, match="probe ids vs symbols: chip= maps probes to symbols"):
         build_gene_set_index(sets, ["1000_at", "1001_at"], min_size=1)
     with pytest.raises(InputError, match="2 set members would ignoring case"):
         build_gene_set_index(sets, ["tp53", "egfr"], min_size=1)
