@@ -218,3 +218,19 @@ def test_manifest_row_longer_than_its_header(tmp_path):
     with pytest.raises(InputError, match="studies.tsv: a row has more cells than the header"):
         read_manifest_rows(path, columns=("name", "expr", "phenotype"), required=("expr",), what="meta manifest",
                            entry="study")
+
+
+def test_list_mode_universe_from_expression_uses_the_chip(study):
+    """ORA of a gene list against the genes of a probe-level matrix: --chip maps the
+    probes, as for every expression analysis (it was ignored, and no listed gene was
+    in the universe)."""
+    text = (study / "expr.gct").read_text()
+    for i in range(200):
+        text = text.replace(f"\nG{i}\t", f"\nP{i}\t")
+    (study / "probes.gct").write_text(text)
+    (study / "probes.chip").write_text("Probe Set ID\tGene Symbol\n" + "".join(f"P{i}\tG{i}\n" for i in range(200)))
+    (study / "list.txt").write_text("\n".join(f"G{i}" for i in range(15)) + "\n")
+    table = permenrich.ora(study / "list.txt", study / "sets.gmt", expr=study / "probes.gct",
+                           chip=study / "probes.chip", min_size=5, device="cpu")
+    assert table.set_index("gene_set").loc["UP", "overlap"] == 15
+    assert table.attrs["run"]["data"]["n_universe"] == 200

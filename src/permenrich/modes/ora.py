@@ -288,6 +288,10 @@ def prepare_ora(options: dict) -> Prepared:
         elif o.expr is not None:
             from ..io import read_expression
             expression = read_expression(o.expr, nan_policy="drop", layer=o.layer, use_raw=o.use_raw)
+            if o.chip is not None:  # probes to the list's kind of id, as an expression analysis maps them
+                from ..io import apply_chip
+
+                expression = apply_chip(expression, o.chip, method=o.collapse)
             gene_ids = np.asarray(expression.gene_ids, dtype=object)
             universe_name = f"the genes of {expression.source}"
         else:
