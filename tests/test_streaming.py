@@ -340,6 +340,11 @@ def test_streamed_batches_read_the_file_once_each(cohort):
     pd.testing.assert_frame_equal(_drop_run(result),
                                   _drop_run(permenrich.gsea(paths["csr"], None, sets, batch_size=7, **kwargs)),
                                   check_exact=True)
+    # genes with Welch's t: the textbook p-value reuses the run's totals and adds one pass
+    # (the case class's sums)
+    genes = permenrich.genes(paths["csr"], None, groupby="group", case="T", control="B", permutations=300,
+                             batch_size=300, metric="welch_t", seed=3, device="cpu", memory="1MB")
+    assert genes.attrs["run"]["design"]["streaming"]["passes"] == 6
     assert choose_batch_size(None, 4 * 10**9, 1000, 10**6) == 8192
     assert choose_batch_size(None, 4 * 10**9, 1000, 10**6, streamed=True) == 10**6
     assert choose_batch_size(None, 4 * 10**9, 10**7, 10**6, streamed=True) == 100

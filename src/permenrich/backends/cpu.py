@@ -28,6 +28,7 @@ The per-permutation bodies are device-neutral functions compiled here for the CP
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import numba
@@ -635,13 +636,22 @@ class InMemoryMatrix:
         yield 0, self.n_samples, 0, self.n_genes, self.samples_by_gene
 
 
+#: :func:`class_moment_totals` of the matrices still alive: a streamed matrix's totals
+#: are read once per run, however many users they have (the statistic of the backend,
+#: the t tests' textbook p-values).
+_MOMENT_TOTALS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def class_moment_totals(matrix: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-gene mean, and sums of the centred values and of their squares over all
-    samples, of a matrix served in blocks (two passes, sequential sums in sample order).
+    samples, of a matrix served in blocks (two passes, sequential sums in sample order;
+    computed once per matrix object, and shared: callers must not write into them).
 
     Shared by the CPU and GPU backends: the other class's moments are these totals minus
     the drawn class's.
     """
+    if matrix in _MOMENT_TOTALS:
+        return _MOMENT_TOTALS[matrix]
     n_genes = matrix.n_genes
     sums = np.zeros(n_genes)
     unused = np.zeros(n_genes)
@@ -652,6 +662,7 @@ def class_moment_totals(matrix: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
     total_sumsq = np.zeros(n_genes)
     for _, _, gene_start, _, block in matrix.blocks():
         accumulate_totals(block, gene_start, gene_mean, True, total_sum, total_sumsq)
+    _MOMENT_TOTALS[matrix] = gene_mean, total_sum, total_sumsq
     return gene_mean, total_sum, total_sumsq
 
 
