@@ -591,7 +591,8 @@ def continuous_phenotype(expr: ExpressionData, phenotype: Any, column: str | Non
         name, values = read_numeric_cls(phenotype, column)
         source = str(phenotype)
         if values.size != expr.n_samples:
-            raise InputError(f"{source}: has {values.size} values but {expr.source} has {expr.n_samples} samples")
+            raise InputError(f"{source}: has {values.size} values but {expr.source} has {expr.n_samples} samples; give "
+                             "one value per sample, in the matrix's column order")
     elif column is None:
         if phenotype is None or isinstance(phenotype, (str, Path)):
             raise InputError(f"a continuous phenotype needs {option('phenotype_column')} (a sample sheet or obs "
