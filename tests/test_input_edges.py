@@ -116,6 +116,8 @@ def test_scheduler_file_missing_or_not_dasks(study, monkeypatch):
     monkeypatch.setattr(runner, "SCHEDULER_FILE_WAIT_SECONDS", 0.0)  # Dask itself waits for ever
     with pytest.raises(OptionError, match="no such file"):
         runner.client_from(scheduler_file=str(study / "nowhere.json"))
+    with pytest.raises(OptionError, match="is a folder, not a file"):
+        runner.client_from(scheduler_file=str(study))
     (study / "bad.json").write_text("{bad")
     with pytest.raises(OptionError, match="not a Dask scheduler file"):
         runner.client_from(scheduler_file=str(study / "bad.json"))

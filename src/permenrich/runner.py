@@ -33,8 +33,8 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -466,7 +466,10 @@ def _check_scheduler_file(path_text: str) -> None:
     path = Path(path_text)
     deadline = time.monotonic() + SCHEDULER_FILE_WAIT_SECONDS
     while not path.is_file():
-        if path.exists() or time.monotonic() >= deadline:
+        if path.exists():
+            raise OptionError(f"{option('scheduler_file')} {path_text!r} is a folder, not a file; give the file the "
+                              "scheduler writes")
+        if time.monotonic() >= deadline:
             raise OptionError(f"{option('scheduler_file')} {path_text!r}: no such file (waited "
                               f"{SCHEDULER_FILE_WAIT_SECONDS:g} s for the scheduler to write it); check the path")
         time.sleep(0.5)
