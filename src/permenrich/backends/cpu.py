@@ -689,8 +689,9 @@ def observed_class_moments(matrix: Any, is_case: np.ndarray, code: int
     (ddof 1), from the same sums as the permutation statistics: (statistic, var_case,
     n_case, var_control, n_control), per gene.
 
-    For a matrix served in blocks (in memory or streamed: the same bits) three passes:
-    :func:`class_moment_totals`, then the case class's sums."""
+    For a matrix served in blocks (in memory or streamed: the same bits): the totals of
+    :func:`class_moment_totals` (shared with the run's statistic), then one pass for the
+    case class's sums."""
     gene_mean, total_sum, total_sumsq = class_moment_totals(matrix)
     case = np.flatnonzero(is_case).astype(np.int64)[None, :]
     sums, sumsqs = drawn_class_sums(matrix, gene_mean, case)
