@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from permenrich.errors import InputError
+from permenrich.errors import InputError, option
 from permenrich.io.expression import ExpressionData, _existing_file, _preview, _read_text, _split_lines
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
     finite = values[np.isfinite(values)]
     if finite.size and finite.max() > UNLOGGED_ABOVE:
         logger.warning("%s: values reach %.4g: the series looks unlogged; most analyses expect log2 values "
-                       "(normalize='log2', --normalize log2)", where, float(finite.max()))
+                       "(%s)", where, float(finite.max()), option("normalize", "log2"))
     return ExpressionData(values=values, gene_ids=np.array(ids, dtype=object),
                           sample_ids=np.array(samples, dtype=object), source=where, obs=obs)
 

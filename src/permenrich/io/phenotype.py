@@ -533,10 +533,11 @@ def read_numeric_cls(path: str | Path, name: str | None = None) -> tuple[str, np
     for (name_line, label), (value_line, values) in zip(body[0::2], body[1::2]):
         if not label.startswith("#"):
             raise InputError(f"{where}: line {name_line}: expected '#name' of a phenotype, got {label[:30]!r}")
-        if label[1:].strip() in found:
-            raise InputError(f"{where}: line {name_line}: phenotype {label[1:].strip()!r} is named again (first on "
-                             f"line {found[label[1:].strip()][0] - 1}); give each phenotype its own name")
-        found[label[1:].strip()] = (value_line, values)
+        phenotype = label[1:].strip()
+        if phenotype in found:
+            raise InputError(f"{where}: line {name_line}: phenotype {phenotype!r} is named again (first on line "
+                             f"{found[phenotype][0] - 1}); give each phenotype its own name")
+        found[phenotype] = (value_line, values)
     chosen = name if name is not None else next(iter(found))
     if chosen not in found:
         raise InputError(f"{where}: phenotype {chosen!r} not found; the file has {_preview(list(found), 10)}")

@@ -80,10 +80,6 @@ def covariate_matrix(columns: dict[str, np.ndarray], source: str) -> tuple[np.nd
         if missing:
             raise InputError(f"{source}: covariate {name!r} is missing for {len(missing)} analysed sample(s) "
                              f"(e.g. sample {missing[0] + 1}); fill it in or leave the covariate out")
-        try:
-            numbers = np.array([float(v) for v in values])
-        except (TypeError, ValueError):
-            numbers = None
         finite = [_finite_number(v) for v in values]
         if any(finite) and not all(finite):
             # one typo ('abc', 'inf') must not turn a numeric covariate into a factor
@@ -91,7 +87,8 @@ def covariate_matrix(columns: dict[str, np.ndarray], source: str) -> tuple[np.nd
             raise InputError(f"{source}: covariate {name!r} is a number for {sum(finite)} analysed sample(s) but "
                              f"{str(values[bad]).strip()!r} for sample {bad + 1}; correct that value, or make "
                              "every value text (e.g. 'batch1') for a categorical covariate")
-        if numbers is not None and np.isfinite(numbers).all():
+        if all(finite):
+            numbers = np.array([float(v) for v in values])
             if np.abs(numbers).max() > MAX_ABS_VALUE:  # its square overflows in the model's algebra
                 bad = int(np.argmax(np.abs(numbers)))
                 raise InputError(f"{source}: covariate {name!r} is {numbers[bad]:g} for sample {bad + 1}, beyond "
