@@ -69,17 +69,23 @@ def _lemire_reference(seed, stream, tag, cursor, bound):
 
 @pytest.mark.parametrize("bound", [1, 7, 9033, 2**31 + 1, 2**32 - 5])
 def test_bounded_draws_follow_lemire_exactly(bound):
-    """The compiled draw (the threshold's division only when a low word falls below the
-    bound) gives Lemire's values and cursors, also for bounds that reject often
-    (2**31 + 1: about half the words)."""
+    """The compiled draws (the threshold's division only when a low word falls below the
+    bound; words read one Philox block at a time, or a block per word) give Lemire's
+    values and cursors, also for bounds that reject often (2**31 + 1: about half the
+    words)."""
     from permenrich.rng import _cpu
 
     seed, stream, tag = 0xDEADBEEF_12345678, 2**40 + 3, 0x4D4C0000
-    cursor = expected_cursor = 0
+    cursor = expected_cursor = buffered_cursor = 0
+    block = np.zeros(5, dtype=np.uint64)
     for _ in range(40):
         expected, expected_cursor = _lemire_reference(seed, stream, tag, expected_cursor, bound)
         value, cursor = _cpu._bounded_index_tagged(np.uint64(seed), stream, tag, cursor, bound)
         assert (value, cursor) == (expected, expected_cursor)
+        # the multilevel chain's draw, which keeps the current Philox block between draws
+        value, buffered_cursor = _cpu._bounded_index_buffered(np.uint64(seed), stream, tag, buffered_cursor, bound,
+                                                              block)
+        assert (value, buffered_cursor) == (expected, expected_cursor)
 
 
 def _labels(n_case, n_control):

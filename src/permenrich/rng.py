@@ -102,10 +102,39 @@ def _bounded_index_tagged(seed, perm_index, tag, word_cursor, bound):
         x = _stream_word(seed, perm_index, word_cursor, tag)
         word_cursor += 1
         m = x * s
-        # 2**32 mod bound < bound: a low word >= bound is accepted without the division
-        if (m & _MASK32) < s and (m & _MASK32) < ((np.uint64(1) << _SHIFT32) - s) % s:
-            continue
-        return np.int64(m >> _SHIFT32), word_cursor
+        if _lemire_accepts(m, s):
+            return np.int64(m >> _SHIFT32), word_cursor
+
+
+@inline
+def _lemire_accepts(m, s):
+    """Whether Lemire's product ``m`` of a 32-bit word and the bound ``s`` gives a uniform
+    index (its low word is at least 2**32 mod s). That remainder is below s, so a low
+    word >= s is accepted without the division."""
+    return not ((m & _MASK32) < s and (m & _MASK32) < ((np.uint64(1) << _SHIFT32) - s) % s)
+
+
+@inline
+def _bounded_index_buffered(seed, perm_index, tag, word_cursor, bound, block):
+    """:func:`_bounded_index_tagged` (the same words, the same values and cursors) for a
+    caller that reads a stream word after word: ``block`` (uint64[5], zeros at first)
+    keeps the last Philox block's four words and, in ``block[4]``, its index + 1, so
+    that four consecutive words cost one block instead of four."""
+    s = np.uint64(bound)
+    while True:
+        block_index = np.uint64(word_cursor) >> np.uint64(2)
+        if block[4] != block_index + np.uint64(1):
+            k = np.uint64(perm_index)
+            key = np.uint64(seed)
+            block[0], block[1], block[2], block[3] = _philox4x32_10(
+                k & _MASK32, k >> _SHIFT32, block_index & _MASK32, np.uint64(tag) & _MASK32,
+                key & _MASK32, key >> _SHIFT32)
+            block[4] = block_index + np.uint64(1)
+        x = block[np.uint64(word_cursor) & np.uint64(3)]
+        word_cursor += 1
+        m = x * s
+        if _lemire_accepts(m, s):
+            return np.int64(m >> _SHIFT32), word_cursor
 
 
 def _insert_sorted(values, start, stop):
@@ -336,6 +365,7 @@ def _fill_labelling(seed, perm_index, mode, exact, stratum_offsets, stratum_memb
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
 SCALAR_FUNCTIONS = (_philox4x32_10, _stream_word, _permutation_word, _bounded_index, _bounded_index_tagged,
+                    _lemire_accepts, _bounded_index_buffered,
                     _insert_sorted, _insertion_sort, _shuffle_prefix, _draw_stratified, _shuffle_stratified,
                     _random_sequence, _table_slot, _table_get, _table_set, _random_sequence_sparse,
                     _unrank_subset, _unrank_stratified, _unrank_shuffle, _fill_labelling)
