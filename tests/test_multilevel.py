@@ -107,6 +107,20 @@ def test_chain_shortcuts_decide_as_the_running_sum(size, n_genes, zeros):
         filled = _record_and_split(weights, samples, levels, corrector, filled)
 
 
+@pytest.mark.parametrize("size", [1, 2, 176, 1024, 1025, 3000])
+def test_insertion_point_is_numpys_searchsorted(size):
+    """The chain's insertion point (members counted up to 1,024 members, bisected
+    beyond) is ``np.searchsorted(sample, value, "left")`` for members, non-members and
+    values beyond either end."""
+    from permenrich.enrich.multilevel import _COUNT_BELOW_MAX, _insertion_point
+
+    assert 1024 == _COUNT_BELOW_MAX  # both branches are among the sizes
+    rng = np.random.default_rng(size)
+    sample = np.sort(rng.choice(4 * size + 10, size, replace=False)).astype(np.int64)
+    for value in [-1, 0, *rng.integers(0, 4 * size + 10, 200), *sample[:50], sample[-1], sample[-1] + 1]:
+        assert _insertion_point(sample, np.int64(value)) == np.searchsorted(sample, value, side="left")
+
+
 def _ranked_list(seed=3, n=2000):
     rng = np.random.default_rng(seed)
     genes = [f"g{i}" for i in range(n)]
@@ -153,6 +167,28 @@ def test_multilevel_reaches_far_below_the_permutation_floor_and_is_reproducible(
     # a pure function of (seed, set size, sign): the same whatever the other sets
     again = permenrich.prerank(scores, {"STRONG": sets["STRONG"], "RANDOM": sets["RANDOM"]}, **kwargs)
     assert again.set_index("gene_set").loc["STRONG", "pval"] == strong.pval
+
+
+def test_multilevel_rulers_on_threads_give_the_same_table():
+    """Rulers of different sizes run on threads: one thread or three give the same p-values
+    and errors, bit for bit. A set whose permutation error is below any multilevel
+    error (a large p) keeps its permutation p and error (no ruler runs for it)."""
+    from permenrich.enrich.multilevel import multilevel_error, permutation_error
+
+    scores, sets = _ranked_list()
+    order = scores.sort_values(ascending=False).index
+    sets["SMALL_TOP"] = list(order[:16:2])  # a size of its own
+    sets["EVEN"] = list(order[25::50])  # spread evenly over the ranking: ES near 0, p near 1
+    kwargs = dict(permutations=300, seed=9, min_size=5, device="cpu", p_method="multilevel")
+    one = permenrich.prerank(scores, sets, threads=1, **kwargs).set_index("gene_set")
+    three = permenrich.prerank(scores, sets, threads=3, **kwargs).set_index("gene_set")
+    assert one["size"].nunique() >= 4
+    for column in ("pval", "log2err", "nes"):
+        assert np.array_equal(one[column].to_numpy(), three[column].to_numpy(), equal_nan=True), column
+    even = one.loc["EVEN"]
+    b = int(round(even.pval * (even.n_null_same_sign + 1))) - 1
+    assert even.log2err == permutation_error(b, int(even.n_null_same_sign)) <= multilevel_error(1.0, 101)
+    assert one.loc["STRONG", "pval"] < 1 / 301  # while the strong sets got rulers
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Literal
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -452,7 +453,8 @@ def prepare_prerank(options: dict) -> Prepared:
         stats = accumulator.finish()
         if o.p_method == "multilevel":
             started_multilevel = time.perf_counter()
-            stats["pval"], stats["log2err"] = _multilevel(index, stats, ranked_stat, n_perm, o)
+            workers = o.threads or numba.get_num_threads()  # --threads, else Numba's (all cores)
+            stats["pval"], stats["log2err"] = _multilevel(index, stats, ranked_stat, n_perm, o, workers)
             timings["multilevel_seconds"] = time.perf_counter() - started_multilevel
         table = gsea_table(index, stats, observed,
                            leading_edges(index, gene_ids, ranked_stat, float(o.weight), o.set_statistic))
@@ -484,26 +486,42 @@ def prepare_prerank(options: dict) -> Prepared:
     return Prepared(job, finish)
 
 
-def _multilevel(index: Any, stats: dict, ranked_stat: np.ndarray, n_perm: int, o: Any
+def _multilevel(index: Any, stats: dict, ranked_stat: np.ndarray, n_perm: int, o: Any, workers: int
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Nominal p-values and their log2 errors with multilevel estimates where they are the
     more precise (fgseaMultilevel's rule): the multilevel probability of the score with
     its sign (one ruler per set size and sign) divided by the permutations' estimate of
     P(sign), (m + 1)/(permutations + 1); elsewhere the permutation p and its error.
-    p-values below ``eps`` are reported as ``eps`` with no error."""
+    p-values below ``eps`` are reported as ``eps`` with no error.
+
+    A set whose permutation error is already at most the smallest error a multilevel
+    estimate can have (that of p = 1) keeps its permutation p whatever a ruler would say,
+    so no ruler is run for it. The rulers of different sizes run on ``workers`` threads
+    (each is a pure function of (seed, size, sign), so the result does not depend on
+    their number)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..enrich.multilevel import multilevel_error, multilevel_pvalues, permutation_error
 
     es, pval, n_same = stats["es"], stats["pval"].copy(), stats["n_null_same_sign"]
+    sample_size = int(o.sample_size) | 1
     errors = np.array([permutation_error(int(round(p * (m + 1))) - 1, int(m)) for p, m in zip(pval, n_same)])
-    for size in np.unique(index.sizes):
-        which = np.flatnonzero(index.sizes == size)
+    may_gain = errors > multilevel_error(1.0, sample_size)
+
+    def estimate(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        which = np.flatnonzero((index.sizes == size) & may_gain)
         joint, reliable = multilevel_pvalues(ranked_stat, float(o.weight), int(size), es[which],
-                                             sample_size=int(o.sample_size), seed=int(o.seed), eps=float(o.eps))
-        for i, probability, good in zip(which, joint, reliable):
-            p = min(1.0, probability / ((n_same[i] + 1) / (n_perm + 1)))
-            error = multilevel_error(p, int(o.sample_size) | 1) if p > 0 else np.inf
-            if error < errors[i]:
-                pval[i], errors[i] = p, (error if good else np.nan)
+                                             sample_size=sample_size, seed=int(o.seed), eps=float(o.eps))
+        return which, joint, reliable
+
+    sizes = np.unique(index.sizes[may_gain])[::-1]  # the largest (slowest) rulers first
+    with ThreadPoolExecutor(max(1, min(int(workers), sizes.size))) as pool:
+        for which, joint, reliable in pool.map(estimate, sizes):
+            for i, probability, good in zip(which, joint, reliable):
+                p = min(1.0, probability / ((n_same[i] + 1) / (n_perm + 1)))
+                error = multilevel_error(p, sample_size) if p > 0 else np.inf
+                if error < errors[i]:
+                    pval[i], errors[i] = p, (error if good else np.nan)
     below = pval < o.eps
     pval[below], errors[below] = o.eps, np.nan
     return pval, errors
