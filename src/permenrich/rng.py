@@ -37,6 +37,7 @@ STREAM_PERMUTATION = 0x5045524D  # "PERM"
 STREAM_GENE_SET = 0x47530000  # "GS"
 
 
+@inline  # a call per block cost more than the block (7 against 26 ns per two buffered draws)
 def _philox4x32_10(c0, c1, c2, c3, k0, k1):
     """Philox4x32 with 10 rounds on one 128-bit counter; all arguments ``np.uint64``
     holding 32-bit values. Returns the four 32-bit output words (as ``np.uint64``)."""
