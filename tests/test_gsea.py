@@ -175,6 +175,38 @@ def test_exact_enumeration_matches_brute_force(metric, weight):
         np.testing.assert_allclose(got[column], expected[column], rtol=1e-9, atol=1e-12, err_msg=column)
 
 
+@pytest.mark.parametrize("set_statistic", ["ks", "mean"])
+def test_mann_whitney_ranks_by_u_less_its_no_effect_value(set_statistic):
+    """GSEA with Mann-Whitney's U ranks genes by U - n_A n_B / 2 (SciPy's U, centred),
+    so a set of genes down in the cases scores as far below 0 as its mirror image above:
+    raw U (never negative) would weigh the most down-regulated genes least."""
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(200, 12))
+    values[:15, :6] += 2.0
+    values[15:30, :6] -= 2.0
+    expr = pd.DataFrame(values, index=[f"g{i}" for i in range(200)])
+    labels = ["case"] * 6 + ["ctrl"] * 6
+    sets = {"UP": [f"g{i}" for i in range(15)], "DOWN": [f"g{i}" for i in range(15, 30)],
+            "MIXED": [f"g{i}" for i in range(0, 60, 4)]}
+    result = permenrich.gsea(expr, labels, sets, case="case", control="ctrl", metric="mann_whitney",
+                             set_statistic=set_statistic, permutations=200, seed=0, threads=1, min_size=5)
+    result = result.set_index("gene_set")
+    centred = mannwhitneyu(values[:, :6], values[:, 6:], axis=1).statistic - 18.0
+    order = np.lexsort((np.arange(200), -centred))
+    for name, genes in sets.items():
+        members = np.isin(expr.index.to_numpy()[order], genes)
+        if set_statistic == "ks":
+            curve = running_sum_dense(members, centred[order], 1.0)
+            expected = curve[np.argmax(np.abs(curve) >= np.abs(curve).max() - 1e-12)]
+        else:
+            expected = centred[order][members].mean()
+        assert result.loc[name, "es"] == pytest.approx(expected, abs=1e-9), name
+    assert result.loc["DOWN", "es"] < 0 < result.loc["UP", "es"]
+    assert result.loc["DOWN", "pval"] < 0.05 and result.loc["UP", "pval"] < 0.05
+
+
 def test_continuous_phenotype_gsea_matches_literal_correlation_ranking():
     """GSEA with a correlation metric: ES from the Pearson ranking, by the literal definition."""
     rng = np.random.default_rng(8)

@@ -133,6 +133,40 @@ def test_one_study_meta_equals_the_single_study_run() -> None:
             assert np.array_equal(combined.statistic.to_numpy(), alone.statistic.to_numpy())
 
 
+@pytest.mark.parametrize("metric", ["mann_whitney", "ratio_of_classes"])
+def test_one_study_meta_with_a_statistic_not_centred_at_zero(metric) -> None:
+    """Mann-Whitney's U (no effect: n_A n_B / 2) and ratio_of_classes (no effect: 1)
+    enter the combination centred, U also over its null sd: a one-study meta-analysis
+    gives the single-study p-values exactly, a strongly down-regulated gene included
+    (tested against 0 instead, it got p = 1), and its statistic is SciPy's U standardised."""
+    from scipy.stats import mannwhitneyu
+
+    study = _study(np.random.default_rng(21), n_genes=20, n_case=6, n_control=6, modules=False)
+    study["expr"] = study["expr"] + 10.0  # positive values for the ratio
+    study["expr"].iloc[0, :6] -= 3.0  # gene g0 strongly down in the cases
+    # fewer permutations than the 924 labellings: the single study draws too, as the meta-analysis does
+    alone = permenrich.genes(**study, metric=metric, permutations=800, seed=1, threads=1).set_index("gene")
+    combined = permenrich.meta([study], metric=metric, permutations=800, seed=1, threads=1)
+    combined = combined.set_index("gene").loc[alone.index]
+    assert np.array_equal(combined.pval.to_numpy(), alone.pval.to_numpy())
+    assert np.array_equal(combined.pval_maxt.to_numpy(), alone.pval_maxt.to_numpy())
+    assert combined.loc["g0", "pval"] < 0.05 and combined.loc["g0", "statistic"] < 0
+    if metric == "mann_whitney":
+        values = study["expr"].to_numpy()
+        u = mannwhitneyu(values[:, :6], values[:, 6:], axis=1).statistic
+        expected = (u - 18.0) / np.sqrt(36 * 13 / 12)
+        assert combined.statistic.to_numpy() == pytest.approx(expected[[int(g[1:]) for g in alone.index]],
+                                                              rel=1e-12, abs=1e-12)
+    else:
+        assert np.array_equal(combined.statistic.to_numpy(), alone.statistic.to_numpy() - 1.0)
+    down = {"DOWN": [f"g{i}" for i in range(8)], "REST": [f"g{i}" for i in range(8, 20)]}
+    study["expr"].iloc[1:8, :6] -= 3.0
+    # direction both: the most extreme genes either way, measured from the no-effect value
+    ora = permenrich.meta([study], down, mode="ora", top=8, direction="both", metric=metric, permutations=500,
+                          seed=2, threads=1, min_size=5).set_index("gene_set")
+    assert ora.loc["DOWN", "overlap"] >= 7 and ora.loc["DOWN", "pval_perm"] < 0.1
+
+
 def test_small_study_draws_random_labellings_not_the_enumeration() -> None:
     study = _study(np.random.default_rng(5), n_case=3, n_control=3)  # 20 distinct labellings
     result = permenrich.meta([study, study | {"name": "again"}], permutations=100, seed=1, threads=1)

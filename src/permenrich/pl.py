@@ -444,7 +444,7 @@ def _gsea_null(ranking: Any, s: int) -> np.ndarray:
     kind, the same labellings of the plan, gene statistics and set score, for one set."""
     from .genesets import GeneSetIndex
     from .modes._shared import prepare_gene_statistic
-    from .stats.metrics import get_metric
+    from .stats.metrics import get_metric, ranking_metric
 
     reference = ranking.study
     study, plan = reference.study, reference.plan
@@ -455,7 +455,7 @@ def _gsea_null(ranking: Any, s: int) -> np.ndarray:
                            sizes=np.asarray([members.size], dtype=np.int32),
                            sizes_original=np.asarray([members.size], dtype=np.int32))
     backend = _backend_like(reference.backend)
-    prepare_gene_statistic(backend, study, get_metric(reference.metric))
+    prepare_gene_statistic(backend, study, ranking_metric(get_metric(reference.metric)))
     backend.prepare_sets(ranking.set_statistic, one_set.members, one_set.offsets, float(ranking.weight),
                          study.n_genes)
     # Batches bound the gene statistics held at once (n_batch x n_genes float64).

@@ -29,7 +29,7 @@ from ..enrich.running_sum import running_sum
 from ..genesets import GeneSetIndex
 from ..nulls import GseaNullAccumulator, bh_adjust, tie_tolerance
 from ..runner import Job
-from ..stats.metrics import Metric, get_metric
+from ..stats.metrics import METRIC_CODES, Metric, get_metric, ranking_metric
 from ..stats.ranking import rank_genes
 
 RESULT_COLUMNS = [
@@ -65,11 +65,15 @@ class StudyRun:
     centre: float
 
 
-def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | None = None) -> StudyRun:
+def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | None = None, *,
+                  ranking: bool = False) -> StudyRun:
     """Read the expression data and the phenotype of options ``o``, plan the
     permutations and prepare the backend's per-gene statistic (``restrict`` may first
-    narrow the study, e.g. ORA's universe)."""
+    narrow the study, e.g. ORA's universe; ``ranking``: the statistic ranks genes for a
+    set statistic, :func:`~permenrich.stats.metrics.ranking_metric`)."""
     metric = get_metric(o.metric)
+    if ranking:
+        metric = ranking_metric(metric)
     budget, backend = common_setup(o.memory, o.device, o.threads)
     study = load_study(o.expr, o.phenotype, metric=metric, groupby=o.groupby, case=o.case, control=o.control,
                        phenotype_column=o.phenotype_column, strata=o.strata, pairs=o.pairs, chip=o.chip,
@@ -87,8 +91,16 @@ def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | N
     prepare_gene_statistic(backend, study, metric)
     centre = 0.0
     if isinstance(design, TwoGroupLabels):
-        centre = {"mann_whitney": design.n_case * design.n_control / 2, "ratio_of_classes": 1.0}.get(o.metric, 0.0)
+        centre = no_effect_value(metric, design.n_case, design.n_control)
     return StudyRun(metric, budget, backend, study, plan, read_seconds, centre)
+
+
+def no_effect_value(metric: Metric, n_case: int, n_control: int) -> float:
+    """A two-group statistic's value under no effect: n_A n_B / 2 for Mann-Whitney's U,
+    1 for ratio_of_classes, 0 otherwise (the centred U of a ranking included)."""
+    if metric.code == METRIC_CODES["mann_whitney"]:
+        return n_case * n_control / 2
+    return 1.0 if metric.name == "ratio_of_classes" else 0.0
 
 
 def prepare_gene_statistic(backend: Any, study: Study, metric: Metric) -> None:

@@ -295,7 +295,7 @@ def prepare_gsea(options: dict) -> Prepared:
     scores; the runner's :class:`~permenrich.runner.Prepared` (also run on Dask workers)."""
     o = SimpleNamespace(**options)
     started = time.perf_counter()
-    study_run = prepare_study(o, started)
+    study_run = prepare_study(o, started, ranking=True)
     budget, backend, study, plan = study_run.budget, study_run.backend, study_run.study, study_run.plan
     index = load_gene_sets(o.gene_sets, study.gene_ids, min_size=o.min_size, max_size=o.max_size)
     read_seconds = time.perf_counter() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import time
 import os
 from collections.abc import Mapping, Sequence
@@ -135,6 +136,10 @@ def meta(
     metric
         Per-study statistic: any two-group metric for ``stouffer`` (default
         ``welch_t``); ``hedges_g`` (the default and only choice) for ``fixed``/``random``.
+        Each study's statistic is combined (and reported as ``statistic_<study>``) less
+        its no-effect value: ``ratio_of_classes`` - 1, and Mann-Whitney's U as
+        (U - n_A n_B / 2) / sqrt(n_A n_B (n + 1) / 12), its null sd, since U's scale
+        grows with the class sizes.
     alternative, permutations, seed, batch_size, memory, threads, device, client, progress
         As in :func:`permenrich.genes`. Study 1 is permuted with ``seed``, study s with
         a seed mixed from (seed, s): permutation k is a pure function of (seed, k).
@@ -223,6 +228,18 @@ def prepare_meta(options: dict) -> Prepared:
             raise InputError(f"study {name!r} shares no gene with the others: check its gene ids or its chip")
     sizes = np.array([[r.study.design.n_case, r.study.design.n_control] for r in runs], dtype=np.float64)
     weights = np.sqrt(sizes.sum(axis=1))
+    # Each study's statistic enters the combination centred at its no-effect value (so
+    # that two-sided tests, ORA's directions and a GSEA ranking of the combination see
+    # 0 as no effect), and Mann-Whitney's U over its null sd, as U's scale grows with
+    # each study's class sizes.
+    centres = np.array([r.centre for r in runs])
+    scales = np.array([math.sqrt(a * b * (a + b + 1) / 12) if o.metric == "mann_whitney" else 1.0
+                       for a, b in sizes])
+
+    def as_combined(s: int, statistic: Any) -> np.ndarray:
+        """Study ``s``'s statistics as they are combined."""
+        statistic = np.asarray(statistic)
+        return statistic if centres[s] == 0 and scales[s] == 1 else (statistic - centres[s]) / scales[s]
 
     if o.leave_one_out and len(runs) < 2:
         raise OptionError("leave_one_out needs at least two studies")
@@ -248,15 +265,16 @@ def prepare_meta(options: dict) -> Prepared:
     def combined_statistics(start: int, stop: int) -> np.ndarray:
         """The combined statistics of permutations [start, stop) for every subset: each
         study's labellings k, on its own backend, combined on the host."""
-        per_study = [np.asarray(r.backend.to_host(r.backend.gene_statistics(r.backend.labellings(r.plan, start, stop))))
-                     for r in runs]
+        per_study = [as_combined(s, r.backend.to_host(r.backend.gene_statistics(r.backend.labellings(r.plan, start,
+                                                                                                   stop))))
+                     for s, r in enumerate(runs)]
         return subset_statistics(per_study)
 
     observed_each = []
-    for r in runs:
+    for s, r in enumerate(runs):
         stat = np.asarray(r.backend.to_host(r.backend.gene_statistics(r.plan.observed())))[0]
         check_observed_statistics(stat, r.study.gene_ids, o.metric, r.study.source)
-        observed_each.append(stat)
+        observed_each.append(as_combined(s, stat))
     observed = combined([stat[None, :] for stat in observed_each]).row(0)
     observed_subsets = subset_statistics([stat[None, :] for stat in observed_each])[:, 0]
     check_observed_statistics(observed.statistic, genes, o.metric, "the combined statistic",

@@ -16,6 +16,10 @@ phenotype) and class B (control):
                            mid-ranks of the gene across samples (Wilcoxon rank-sum)
 =========================  ==============================================================
 
+A gene-set ranking weighs genes by |score|^p, so it needs a score whose no-effect value
+is 0: GSEA ranks by U_A - n_A n_B / 2 (:func:`ranking_metric`), the per-gene tests
+report U_A itself (SciPy's statistic) and compare it with n_A n_B / 2.
+
 For the GSEA ``signal_to_noise`` and ``t_test`` each sigma is floored as GSEA does (its
 default ``FIX_LOW=true``): sigma >= 0.2 * |mu|, where a mean of exactly 0 counts as 1, so
 the floor is then 0.2. (GSEApy 1.3.1 applies the floor to signal-to-noise only, and sets
@@ -33,6 +37,7 @@ the kernels against.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -215,6 +220,19 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
 #: Metric name -> integer code passed to compiled kernels.
 METRIC_CODES: dict[str, int] = {name: m.code for name, m in METRICS.items()}
 
+#: Mann-Whitney's U less its no-effect value n_A n_B / 2: how GSEA ranks by U.
+_CENTRED_MANN_WHITNEY = dataclasses.replace(METRICS["mann_whitney"], code=11)
+
+
+def ranking_metric(metric: Metric) -> Metric:
+    """The statistic a gene-set ranking uses for ``metric``: ``metric`` itself, except
+    Mann-Whitney's U, which is never negative (its no-effect value is n_A n_B / 2): the
+    running sum weighs genes by |U|^p, so the most down-regulated genes would weigh
+    least and a set of them could not score below 0 under ``mean``/``maxmean``. The
+    ranking uses U - n_A n_B / 2 instead, signed around 0 like the other statistics.
+    (GSEA's ``ratio_of_classes`` stays as GSEA desktop ranks by it.)"""
+    return _CENTRED_MANN_WHITNEY if metric.name == "mann_whitney" else metric
+
 
 def get_metric(name: str) -> Metric:
     """The :class:`Metric` record of ``name``, or an :class:`OptionError` listing the choices."""
@@ -254,6 +272,8 @@ def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b):
         return (mean_a - mean_b) / math.sqrt(var_a / n_a + var_b / n_b)
     if code == 7:
         return n_a * mean_a - n_a * (n_a + 1) * 0.5
+    if code == 11:  # U - n_A n_B / 2: ranking_metric's centred U
+        return n_a * mean_a - n_a * (n_a + n_b + 1) * 0.5
     if code == 10:  # Hedges' g: the pooled-sd standardized difference, small-sample corrected
         pooled = ((n_a - 1) * var_a + (n_b - 1) * var_b) / (n_a + n_b - 2)
         return (1.0 - 3.0 / (4.0 * (n_a + n_b) - 9.0)) * (mean_a - mean_b) / math.sqrt(pooled)
