@@ -67,16 +67,52 @@ def test_expression_mode_equals_brute_force_loop(rule):
     def overlaps(chosen):
         return np.array([len(chosen & set(sets[n])) for n in names])
 
-    observed = overlaps(altered(is_case))
-    exceed = np.zeros(len(names))
+    n_universe = len(expr)
+    k = np.array([len(sets[n]) for n in names], dtype=float)
+
+    def z_scores(chosen):
+        """The overlap's z under the hypergeometric null of the list's size (0 if no variance)."""
+        f = len(chosen) / n_universe
+        variance = k * f * (1 - f) * (n_universe - k) / (n_universe - 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(variance > 0, (overlaps(chosen) - k * f) / np.sqrt(variance), 0.0)
+
+    observed_list = altered(is_case)
+    observed = z_scores(observed_list)
+    exceed, exceed_max = np.zeros(len(names)), np.zeros(len(names))
     for drawn in plan.labellings(0, n_perm):
         mask = np.zeros(is_case.size, dtype=bool)
         mask[drawn] = True  # drawn class is the case class here (6 vs 6)
-        exceed += overlaps(altered(mask)) >= observed
-    expected = (exceed + 1) / (n_perm + 1)
+        z = z_scores(altered(mask))
+        exceed += z >= observed
+        exceed_max += z.max() >= observed  # single-step maxT: the largest null z of the permutation
     got = result.loc[names]
-    assert (got.overlap.to_numpy() == observed).all()
-    np.testing.assert_allclose(got.pval_perm.to_numpy(), expected, rtol=0, atol=0)
+    assert (got.overlap.to_numpy() == overlaps(observed_list)).all()
+    np.testing.assert_allclose(got.pval_perm.to_numpy(), (exceed + 1) / (n_perm + 1), rtol=0, atol=0)
+    # step-down maxT is at least the permutation p and at most the single-step one
+    assert (got.pval_perm_maxt.to_numpy() >= got.pval_perm.to_numpy()).all()
+    assert (got.pval_perm_maxt.to_numpy() <= (exceed_max + 1) / (n_perm + 1) + 1e-15).all()
+
+
+def test_fdr_rule_judges_a_set_against_the_relabelled_list_sizes(caplog):
+    """Under an FDR rule the relabelled lists are far shorter than the observed one: a
+    set found less often than its size and the list's would give by chance is not
+    called enriched (its raw overlap, 2, beat the empty relabelled lists' 0 every time),
+    while a set of altered genes is; the user is told what the p-values then test."""
+    rng = np.random.default_rng(8)
+    values = rng.normal(size=(200, 12))
+    values[:60, :6] += 4.0
+    genes = [f"g{i}" for i in range(200)]
+    expr = pd.DataFrame(values, index=genes)
+    sets = {"ALTERED": genes[:20], "DEPLETED": genes[58:90]}  # 2 altered genes of 32: 9.6 expected
+    with caplog.at_level("WARNING", logger="permenrich"):
+        result = permenrich.ora(expr=expr, phenotype=["A"] * 6 + ["B"] * 6, gene_sets=sets, case="A", control="B",
+                                metric="student_t", fdr=0.05, direction="up", permutations=200, seed=1,
+                                min_size=5, threads=1).set_index("gene_set")
+    assert result.loc["DEPLETED", "overlap"] == 2 and result.loc["DEPLETED", "pval_hypergeom"] > 0.99
+    assert result.loc["DEPLETED", "pval_perm"] > 0.5
+    assert result.loc["ALTERED", "pval_perm"] < 0.01
+    assert "mostly test whether any gene is altered" in caplog.text and "top=" in caplog.text
 
 
 def test_expression_mode_errors():

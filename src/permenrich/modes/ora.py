@@ -145,7 +145,8 @@ def ora(
         (Fisher) p-value — the exact gene-resampling null (random sets of equal size);
         in expression mode ``pval_perm`` is the sample-label permutation p-value,
         re-deriving the altered list under each permutation so that gene-gene
-        correlation is respected, and ``pval_perm_maxt`` its Westfall–Young maxT
+        correlation is respected, of the overlap as a z-score given the list's size
+        (:func:`standardised_overlap`), and ``pval_perm_maxt`` its Westfall–Young maxT
         adjustment over sets. Sorted by the permutation p-value when there is one, else
         by the hypergeometric one.
 
@@ -324,7 +325,8 @@ def prepare_ora(options: dict) -> Prepared:
         table.attrs["run"] = provenance(
             "ora",
             {"mode": "expression" if expression_mode else "list", "metric": o.metric if expression_mode else None,
-             "top": o.top, "fdr": o.fdr, "direction": o.direction, "permutations": int(o.permutations),
+             "top": o.top, "fdr": o.fdr, "direction": o.direction,
+             "permutations": int(o.permutations) if expression_mode else None,  # list mode permutes nothing
              "seed": int(o.seed), "min_size": o.min_size, "max_size": o.max_size, "strata": o.strata,
              "pairs": o.pairs, "memory_bytes": budget, "device": o.device},
             started,
@@ -342,6 +344,18 @@ def prepare_ora(options: dict) -> Prepared:
         return table
 
     return Prepared(test.job, finish)
+
+
+def _warn_if_lists_shrink(observed: int, null: dict) -> None:
+    """Say when the relabelled lists are far shorter than the observed one: the
+    permutation p-values then mostly say that the labels matter at all (hardly any gene
+    passes the rule without them), not that a set stands out among the altered genes."""
+    if null["mean"] >= observed / 4:
+        return
+    logger.warning("the relabelled data selected %.1f genes on average (%d-%d) against %d observed: the permutation "
+                   "p-values then mostly test whether any gene is altered, not whether a set stands out among the "
+                   "altered ones; for that, use a list of fixed size (%s) or pval_hypergeom",
+                   null["mean"], null["min"], null["max"], observed, option("top"))
 
 
 @dataclass
@@ -374,6 +388,7 @@ class OverlapTest:
         sort_key = table.pval_hypergeom.to_numpy()
         if accumulator is not None:
             result = accumulator.finish()
+            _warn_if_lists_shrink(int(self.selected.sum()), accumulator.list_sizes())
             pval, p_maxt = np.ones(index.n_sets), np.ones(index.n_sets)
             pval[self.tested], p_maxt[self.tested] = result["pval"], result["p_maxt"]
             table["pval_perm"] = pval
@@ -398,14 +413,47 @@ def overlap_test(index: GeneSetIndex, gene_ids: np.ndarray, selected: np.ndarray
     job = None
     if selections is not None:
         counter = OverlapCounter(index.members, index.offsets, gene_ids.size)
+        set_sizes = index.sizes[tested].astype(np.float64)
 
         def score_batch(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
             chosen = selections(start, stop)
-            return counter.counts(chosen)[:, tested].astype(np.float64), chosen.sum(axis=1)
+            list_sizes = chosen.sum(axis=1)
+            return standardised_overlap(counter.counts(chosen)[:, tested], list_sizes, set_sizes,
+                                        gene_ids.size), list_sizes
 
+        observed_z = standardised_overlap(observed["overlap"][tested][None, :], np.array([selected.sum()]),
+                                          set_sizes, gene_ids.size)[0]
         job = Job(n_perm=n_perm, batch_size=choose_batch_size(batch_size, budget, 8 * gene_ids.size * 6, n_perm),
                   cache=False, score=score_batch,
-                  new_accumulator=lambda: _OverlapNull(observed["overlap"][tested].astype(np.float64),
-                                                       alternative="greater", centre=0.0, n_perm=n_perm,
+                  new_accumulator=lambda: _OverlapNull(observed_z, alternative="greater", centre=0.0, n_perm=n_perm,
                                                        exact=exact, threads=threads))
     return OverlapTest(index, gene_ids, selected, observed, tested, job)
+
+
+def standardised_overlap(overlaps: np.ndarray, list_sizes: np.ndarray, set_sizes: np.ndarray,
+                         n_universe: int) -> np.ndarray:
+    """The permutation test's statistic: each overlap x of a list of n genes with a set
+    of k, as a z-score under the hypergeometric null of that list size,
+    (x - k n/N) / sqrt(k (n/N) (1 - n/N) (N - k)/(N - 1)); 0 where the variance is 0 (an
+    empty list, or every gene).
+
+    With a fixed list size (``top``) it orders the overlaps of a set as the overlaps
+    themselves do, so the permutation p-values are those of the overlap; but it puts
+    sets of different sizes on one scale for the maxT adjustment, and when the list's
+    size changes under relabelling (``fdr``), a set is judged against what its size
+    and the list's would give by chance: a set found less often than expected is not
+    called enriched because the relabelled lists were shorter.
+
+    Parameters
+    ----------
+    overlaps : ndarray, shape (n_lists, n_sets)
+    list_sizes : ndarray, shape (n_lists,)
+    set_sizes : ndarray, shape (n_sets,)
+    n_universe : int
+    """
+    fraction = np.asarray(list_sizes, dtype=np.float64)[:, None] / n_universe
+    k = np.asarray(set_sizes, dtype=np.float64)[None, :]
+    variance = k * fraction * (1.0 - fraction) * (n_universe - k) / (n_universe - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (np.asarray(overlaps, dtype=np.float64) - k * fraction) / np.sqrt(variance)
+    return np.where(variance > 0, z, 0.0)
