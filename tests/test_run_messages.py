@@ -145,3 +145,26 @@ def test_garbage_collection_pauses_while_a_run_reads_and_resumes_after(monkeypat
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_warnings_are_kept_in_run_json_and_listed_by_the_report(tmp_path, capsys):
+    """What a run warns about (here: 20 permutations set a p-value floor) is kept in
+    attrs["run"]["warnings"] and run.json, also under --quiet, which silences only the
+    console; the report lists it."""
+    expr, labels = _study()
+    table = permenrich.genes(expr, labels, case="a", control="b", permutations=20, device="cpu")
+    assert any("no p-value can fall below" in w for w in table.attrs["run"]["warnings"])
+    gct, cls = _study_files(tmp_path)
+    out = tmp_path / "quiet"
+    assert permenrich.cli.main(["genes", "--expr", str(gct), "--cls", str(cls), "--permutations", "20",
+                                "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    import json
+
+    recorded = json.loads((out / "run.json").read_text())["warnings"]
+    assert any("no p-value can fall below" in w for w in recorded)
+    pytest.importorskip("matplotlib")
+    from permenrich.report import report
+
+    html = report(out).read_text()
+    assert "no p-value can fall below" in html and "The run gave no warnings" not in html

@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     d.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
+    d.add_argument("--report", action="store_true",
+                   help="also write OUT/report.html (needs permenrich[plot]; not with --cohort, whose folder holds "
+                        "two analyses)")
     d.add_argument("--meta", action="store_true",
                    help="three SIMULATED studies instead (GEO series + platform table, GCT + CHIP, RNA-seq counts): "
                         "GSEA of each alone and their meta-analysis (Stouffer, leave-one-out)")
@@ -292,8 +295,10 @@ def _cli_logging(quiet: bool) -> Iterator[None]:
     saved = (package_logger.handlers[:], package_logger.level, package_logger.propagate)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("permenrich: %(levelname)s: %(message)s"))
+    # --quiet silences the console only: run.json still records the warnings
+    handler.setLevel(logging.ERROR if quiet else logging.WARNING)
     package_logger.handlers[:] = [handler]
-    package_logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+    package_logger.setLevel(logging.WARNING)
     package_logger.propagate = False
     try:
         yield
@@ -476,6 +481,9 @@ def _run_meta(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import format_demo_summary, run_demo
 
+    if args.report and args.cohort:
+        raise PermenrichError("--report draws one analysis per folder, and the cohort demo writes two (without and "
+                              "with covariates); run the demo without --report")
     if getattr(args, "meta", False):
         from .demo_meta import format_meta_summary, run_meta_demo
 
@@ -483,6 +491,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                               seed=args.seed, threads=args.threads, progress=_progress_bar(args))
         print(format_meta_summary(table))
         print(f"\nwrote {Path(args.out) / 'results.tsv'} and {Path(args.out) / 'run.json'}")
+        _WRITTEN_RESULT.set(table)  # for --report
         return 0
     if getattr(args, "cohort", False):
         from .demo_cohort import format_cohort_summary, run_cohort_demo
@@ -498,6 +507,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                      quiet=args.quiet, progress=_progress_bar(args))
     print(format_demo_summary(table))
     print(f"\nwrote {Path(args.out) / 'results.tsv'} and {Path(args.out) / 'run.json'}")
+    _WRITTEN_RESULT.set(table)  # for --report
     return 0
 
 

@@ -125,6 +125,10 @@ def _read_output(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else f"not valid JSON: {exc}"
         raise InputError(f"cannot read {str(run_file)!r} ({reason}); rerun the analysis to write it again") from None
+    if isinstance(run, dict) and "analyses" in (run.get("demo") or {}):
+        raise InputError(f"{str(run_file)!r} records the cohort demo's two analyses (without and with covariates) in "
+                         "one folder; a report draws one analysis: run gsea with and without --covariates into "
+                         "folders of their own")
     if not isinstance(run, dict) or "command" not in run:
         raise InputError(f"{str(run_file)!r} is not a permenrich run record (no 'command' entry); rerun the "
                          "analysis to write it again")
@@ -192,13 +196,14 @@ def _run_section(run: Mapping[str, Any]) -> str:
     parts = ['<h2 id="run">Run: parameters and provenance</h2>',
              _key_values({"command": run.get("command"), "permutation type": run.get("permutation_type"),
                           "null storage": run.get("null_storage"), "tie rule": run.get("tie_rule")})]
-    warnings = run.get("warnings")
+    # what the run's console said; records written before it was kept hold the design's only
+    warnings = run.get("warnings") or (run.get("design") or {}).get("warnings")
     if warnings:
         items = warnings if isinstance(warnings, list) else [warnings]
         parts.append("<h3>Warnings</h3><ul>" + "".join(f'<li class="warning">{_e(_text(w))}</li>' for w in items)
                      + "</ul>")
     else:
-        parts.append('<p class="note">run.json records no warnings.</p>')
+        parts.append('<p class="note">The run gave no warnings.</p>')
     for key, heading in (("parameters", "Parameters"), ("backend", "Backend and device"), ("timings", "Timings"),
                          ("data", "Inputs"), ("versions", "Versions")):
         value = run.get(key)
@@ -212,7 +217,14 @@ def _run_section(run: Mapping[str, Any]) -> str:
 
 
 def _p_floor(run: Mapping[str, Any]) -> str:
-    """The smallest p-value the run can report, in words."""
+    """The smallest p-value the run can report, in words (each contrast's, for a run of
+    several)."""
+    contrasts = run.get("contrasts")
+    if isinstance(contrasts, Mapping) and contrasts:
+        floors = {name: _p_floor(part) for name, part in contrasts.items() if isinstance(part, Mapping)}
+        if len(set(floors.values())) == 1:
+            return f"{next(iter(floors.values()))}, in every contrast"
+        return "; ".join(f"{name}: {floor}" for name, floor in floors.items())
     plan = run.get("permutation_plan") or {}
     parameters = run.get("parameters") or {}
     permutations = plan.get("permutations", parameters.get("permutations"))

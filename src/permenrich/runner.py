@@ -106,6 +106,15 @@ def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = Non
     from .options import check_options
 
     check_options(options)  # before any file is read or any backend is built
+    with WarningsRecorded() as warnings:
+        table = _run(prepare, options, client, progress)
+    if warnings.messages and isinstance(table.attrs.get("run"), dict):
+        table.attrs["run"]["warnings"] = warnings.messages
+    return table
+
+
+def _run(prepare: Callable[[dict], Prepared], options: dict, client: Any,
+         progress: ProgressCallback | bool | None) -> pd.DataFrame:
     started = time.perf_counter()
     # On a cluster the workers start preparing (reading the inputs) while the client does.
     cluster = _Cluster(client, prepare, options) if client is not None else None
@@ -132,6 +141,31 @@ def run(prepare: Callable[[dict], Prepared], options: dict, *, client: Any = Non
         raise _non_finite_error(options) from None
     timings["setup_seconds"] = setup_seconds
     return prepared.finish(accumulator, timings)
+
+
+class WarningsRecorded(logging.Handler):
+    """Collects the warnings the ``permenrich`` logger gives in this thread while a run
+    prepares, permutes and finishes (repeated probes dropped, ids collapsed, a p-value
+    floor, ...), so that run.json and the report list what the console said. They are
+    still printed as before."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self._thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread:  # not another run's, in another thread
+            message = record.getMessage()
+            if message not in self.messages:
+                self.messages.append(message)
+
+    def __enter__(self) -> WarningsRecorded:
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logger.removeHandler(self)
 
 
 def _non_finite_error(options: dict) -> Exception:

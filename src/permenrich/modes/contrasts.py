@@ -21,6 +21,7 @@ from ..errors import InputError, OptionError, option
 from ..io import sample_annotation
 from ..io.output import write_output_dir
 from ..options import check_options
+from ..runner import WarningsRecorded
 from ._shared import provenance
 from .genes import genes
 from .gsea import gsea
@@ -173,9 +174,10 @@ def contrasts(
     else:
         table, columns = None, [one_vs_rest]
     keys = tuple(dict.fromkeys([*columns, *(c for c in (options.get("strata"), options.get("pairs")) if c)]))
-    loaded = load_data(expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
-                       budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys,
-                       pseudobulk_method=pseudobulk_method, layer=layer, use_raw=use_raw, min_cells=min_cells)
+    with WarningsRecorded() as loading:  # each contrast's run records its own
+        loaded = load_data(expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
+                           budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys,
+                           pseudobulk_method=pseudobulk_method, layer=layer, use_raw=use_raw, min_cells=min_cells)
     if options.get("client") is not None and loaded.source is not None:
         loaded.source.close()
         raise OptionError(f"{loaded.data.source} is streamed from disk (larger than half of {option('memory')}), and "
@@ -220,6 +222,10 @@ def contrasts(
                                                                "memory_bytes": budget}, started,
                                         data={"expression": file_digest(expr) or {"object": type(expr).__name__},
                                               **loaded.info}, contrasts=runs, contrast_files=files)
+    warnings = loading.messages + [f"contrast {name!r}: {w}" for name, part in runs.items()
+                                   for w in part.get("warnings", [])]
+    if warnings:
+        combined.attrs["run"]["warnings"] = warnings
     combined.attrs["per_contrast"] = per_contrast
     return combined
 
