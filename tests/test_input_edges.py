@@ -195,6 +195,14 @@ def test_options_that_would_be_ignored_are_refused(study, capsys):
     _one_line_error(status, err, "--phenotype-column is the numeric phenotype of the correlation metrics")
     status, _, err = _run([*base, "--covariates", ",", "--metric", "student_t"], capsys)
     _one_line_error(status, err, "',' names no column")
+    # a correlation has no groups: --groupby (or --case/--control) would be ignored
+    sheet = pd.DataFrame({"sample": [f"S{i}" for i in range(12)], "group": ["t"] * 6 + ["n"] * 6,
+                          "age": [str(20 + i) for i in range(12)]})
+    sheet.to_csv(study / "ages.tsv", sep="\t", index=False)
+    status, _, err = _run(["gsea", "--expr", study / "expr.gct", "--sample-sheet", study / "ages.tsv", "--groupby",
+                           "group", "--phenotype-column", "age", "--metric", "pearson", "--gene-sets",
+                           study / "sets.gmt", "--permutations", 20, "--out", study / "out", "--quiet"], capsys)
+    _one_line_error(status, err, "--groupby chooses the groups of a two-group metric; pearson correlates")
     assert not (study / "out").exists()
 
 

@@ -284,6 +284,10 @@ def test_cli_manifest_run_equals_the_api_and_bad_manifests_are_one_line(tmp_path
         "unknown column": ("study\texpr\tcolour\nx\tdata/gpl571.tsv\tred\n",
                            r"studies.tsv: line 1: unknown column 'colour'"),
         "empty expr": ("study\texpr\nx\t\n", r"studies.tsv: line 2: the 'expr' cell is empty"),
+        # the file's own line numbers, past comment and blank lines
+        "commented header": ("# our studies\n\nstudyy\texpr\nx\ty\n", r"studies.tsv: line 3: unknown column 'studyy'"),
+        "commented row": ("study\texpr\n# first\nx\tdata/gpl571.tsv\n\ny\t\n",
+                          r"studies.tsv: line 5: the 'expr' cell is empty"),
         "missing file": ("study\texpr\tphenotype\tcase\tcontrol\nx\tdata/none.tsv\tdata/gpl571.cls\tcase\tctrl\n",
                          r"study 'x': .*none.tsv"),
     }

@@ -168,3 +168,14 @@ def test_warnings_are_kept_in_run_json_and_listed_by_the_report(tmp_path, capsys
 
     html = report(out).read_text()
     assert "no p-value can fall below" in html and "The run gave no warnings" not in html
+
+
+def test_notices_about_the_process_are_not_kept_with_the_run():
+    """Kernels compiling or a long run ahead are said on the console, not kept as the
+    run's warnings; repeated warnings are kept once."""
+    log = logging.getLogger("permenrich")
+    with runner.WarningsRecorded() as recorded:
+        log.warning(_pipeline.COMPILE_NOTICE, extra=_pipeline.CONSOLE_ONLY)
+        log.warning("genes dropped")
+        log.warning("genes dropped")
+    assert recorded.messages == ["genes dropped"]

@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import __version__
 from .design import ContinuousPhenotype, TwoGroupLabels, pair_codes, strata_codes
-from .errors import InputError, OptionError, option
+from .errors import InputError, OptionError, gene_set_inputs, option
 from .genesets import GeneSetIndex, build_gene_set_index
 from .io import (
     ExpressionData,
@@ -383,6 +383,10 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         if pairs is not None:
             raise OptionError(f"{option('pairs')} apply to two-group designs; use {option('strata')} for a continuous "
                               "phenotype")
+        for name, value in (("groupby", groupby), ("case", case), ("control", control)):
+            if value is not None:  # a correlation has no groups: the option would be ignored
+                raise OptionError(f"{option(name)} chooses the groups of a two-group metric; {metric.name} "
+                                  f"correlates with the numeric {option('phenotype_column')}: drop {option(name)}")
         name, numbers = continuous_phenotype(data, phenotype, phenotype_column)
         keep = np.ones(data.n_samples, dtype=bool)
         stratum = (strata_codes(sample_annotation(data, phenotype, strata, what="strata"), source=data.source)
@@ -507,7 +511,7 @@ def load_gene_sets(gene_sets: Any, gene_ids: np.ndarray, *, min_size: int, max_s
     within the size bounds are kept; ``index.n_read`` counts every set read). A set holding every
     gene is refused, unless ``allow_full`` (ORA gives it p = 1)."""
     if gene_sets is None:
-        raise OptionError(f"{option('gene_sets')} is required: give GMT/GMX file(s) or a mapping of set name to genes")
+        raise OptionError(f"{option('gene_sets')} is required: give {gene_set_inputs()}")
     index = build_gene_set_index(iter_gene_sets(gene_sets), gene_ids, min_size=min_size, max_size=max_size)
     full = np.flatnonzero(index.sizes >= len(gene_ids))
     if full.size and not allow_full:
@@ -535,6 +539,8 @@ def choose_batch_size(batch_size: int | None, budget: int, bytes_per_permutation
 
 
 COMPILE_NOTICE = "compiling kernels (first run only: about a minute; cached for later runs)"
+#: ``extra`` of a notice about the process, not the analysis: run.json does not keep it.
+CONSOLE_ONLY = {"console_only": True}
 # Whether this process has said COMPILE_NOTICE, and the listener that says it.
 _compile_notice = {"given": False, "listener": None}
 
@@ -555,7 +561,7 @@ def watch_compilation() -> None:
             module = getattr(function, "__module__", None) or ""
             if module.split(".")[0] == "permenrich" and not _compile_notice["given"]:
                 _compile_notice["given"] = True
-                logger.warning(COMPILE_NOTICE)
+                logger.warning(COMPILE_NOTICE, extra=CONSOLE_ONLY)
 
         def on_end(self, ended: event.Event) -> None:
             pass

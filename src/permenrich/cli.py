@@ -121,7 +121,7 @@ def _add_run_options(parser: argparse.ArgumentParser, permutations: int) -> None
 
 
 def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    parser.add_argument("--expr", required=required, help="expression: GCT, TSV/CSV/TXT, h5ad or HDF5")
+    parser.add_argument("--expr", required=required, help="expression: GCT, TSV/CSV/TXT, GEO series matrix, h5ad, 10x or plain HDF5")
     pheno = parser.add_mutually_exclusive_group()
     pheno.add_argument("--cls", help="CLS phenotype file (categorical; #numeric for correlation metrics)")
     pheno.add_argument("--sample-sheet", help="TSV/CSV with sample ids and annotation columns")
@@ -136,7 +136,7 @@ def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool =
                              "expression ~ covariates + phenotype, Freedman-Lane permutations "
                              "(metric student_t or pearson)")
     parser.add_argument("--collapse", default="mean", help="merge duplicated genes/probes: mean, max, median")
-    parser.add_argument("--chip", help="GSEA CHIP file mapping probe ids to gene symbols")
+    parser.add_argument("--chip", help="probe ids -> gene symbols: a GSEA CHIP, a GEO platform table (GPL) or a two-column TSV")
     parser.add_argument("--nan-policy", default="error", help="genes with missing values: error or drop")
     parser.add_argument("--zero-variance", default="drop", help="constant genes: drop (with a warning) or error")
     parser.add_argument("--normalize", default="none",
@@ -164,7 +164,10 @@ WEIGHT_HELP = ("running-sum weight p: any finite number >= 0 (GSEA's choices are
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="permenrich", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="permenrich",
+                     description="Gene-set enrichment and permutation tests (GSEA, preranked GSEA, per-gene tests, "
+                                 "ORA, meta-analysis) on the CPU or a GPU. 'permenrich COMMAND --help' for each "
+                                 "command; 'permenrich demo' runs one on embedded simulated data.")
     parser.add_argument("--version", action="version", version=f"permenrich {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     parser.commands = sub.choices
@@ -204,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_expression_options(n)
     n.add_argument("--metric", default="welch_t",
                    help="welch_t (default), student_t, mann_whitney, hedges_g, pearson, spearman, or a GSEA metric")
-    n.add_argument("--alternative", default="two-sided", help="two-sided (default), greater, less")
+    n.add_argument("--alternative", default="two-sided", help="two-sided (default); greater: case above control (or positive correlation); less: below")
     _add_contrast_options(n)
     n.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(n, permutations=10000)
@@ -241,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--join", default="inner", help="inner (genes in every study, default) or outer (any study)")
     m.add_argument("--metric", default=None,
                    help="per-study statistic: welch_t for stouffer (default), hedges_g for fixed/random")
-    m.add_argument("--alternative", default="two-sided", help="two-sided (default), greater, less")
+    m.add_argument("--alternative", default="two-sided", help="two-sided (default); greater: case above control (or positive correlation); less: below")
     m.add_argument("--mode", default="genes",
                    help="genes (default: per-gene p-values and maxT of the combined statistic), gsea (GSEA on the "
                         "combined ranking) or ora (the --top genes of the combined statistic); gsea and ora need "
@@ -399,7 +402,8 @@ def _report(table: object, out: str, what: str) -> None:
     _WRITTEN_RESULT.set(table)  # for --report, whose enrichment plots need the in-memory ranking
     run = table.attrs["run"]  # type: ignore[attr-defined]
     contrast_tables = len(table.attrs.get("per_contrast") or {})  # type: ignore[attr-defined]
-    written = (f"wrote {Path(paths['results']).parent} (results.tsv, run.json and {contrast_tables} contrast tables)"
+    kind = "list" if "lists" in run.get("command", "") else "contrast"  # ora --lists: one table per list
+    written = (f"wrote {Path(paths['results']).parent} (results.tsv, run.json and {contrast_tables} {kind} tables)"
                if contrast_tables else f"wrote {paths['results']} and {paths['run']}")
     plan = run.get("permutation_plan") or {}
     exact = " (exact enumeration of all labellings)" if plan.get("exact_enumeration") else ""

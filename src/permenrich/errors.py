@@ -70,6 +70,11 @@ def option(name: str, value: object = None) -> str:
     return f"{name}=" if value is None else f"{name}={value!r}"
 
 
+def gene_set_inputs() -> str:
+    """What gene sets can be, as the interface in use takes them."""
+    return "GMT/GMX file(s)" if _CLI_RUNNING.get() else "GMT/GMX file(s) or a mapping of set name to genes"
+
+
 @contextlib.contextmanager
 def cli_option_names() -> Iterator[None]:
     """Within this block, :func:`option` spells options as command-line flags.

@@ -145,8 +145,9 @@ def running_sum_curve(result: pd.DataFrame, set_name: str) -> tuple[np.ndarray, 
     _check_mode(result, _GSEA_MODES, "enrichment", ("gene_set", "es"))
     ranking = result.attrs.get("ranking")
     if ranking is None:
-        raise ValueError("enrichment() needs the ranked list in result.attrs['ranking'], which permenrich.gsea() "
-                         "and permenrich.prerank() keep; rerun with this version of permenrich")
+        raise ValueError("enrichment() needs the ranked list in result.attrs['ranking'], which the table "
+                         "permenrich.gsea() or permenrich.prerank() returns has and a table read from a file does "
+                         "not; use the returned table, or 'permenrich report OUT/' for an output folder")
     if ranking.set_statistic != "ks":
         raise ValueError(f"enrichment() draws the running sum; this result used "
                          f"set_statistic={ranking.set_statistic!r} (rerun with set_statistic='ks')")
@@ -770,9 +771,15 @@ def maxt(result: pd.DataFrame | Any, *, alpha: float = 0.05, label: int = 10, ax
     ax.axhline(-np.log10(alpha), color="tab:red", linestyle="--", linewidth=0.8)
     named = np.flatnonzero(passing)
     named = named[np.lexsort((-np.abs(statistic[named]), adjusted[named]))][:max(0, int(label))]
-    for i in named:
+    # The strongest genes share the floor of the adjusted p (one height): their labels are
+    # stacked downwards from the point, with a leader line, instead of on top of each other.
+    stacked: dict[float, int] = {}
+    for i in named[np.argsort(-statistic[named], kind="stable")]:
+        row = stacked.get(float(height[i]), 0)
+        stacked[float(height[i])] = row + 1
         ax.annotate(str(result["gene"].iloc[i]), (statistic[i], height[i]), fontsize="x-small",
-                    xytext=(3, 2), textcoords="offset points")
+                    xytext=(3, 2 - 8 * row), textcoords="offset points",
+                    arrowprops={"arrowstyle": "-", "linewidth": 0.4, "color": "0.6"} if row else None)
     ax.set_xlabel("statistic")
     ax.set_ylabel("-log10 maxT-adjusted p (FWER)")
     ax.set_title("Westfall–Young maxT", fontsize="medium")

@@ -146,8 +146,9 @@ def _run(prepare: Callable[[dict], Prepared], options: dict, client: Any,
 class WarningsRecorded(logging.Handler):
     """Collects the warnings the ``permenrich`` logger gives in this thread while a run
     prepares, permutes and finishes (repeated probes dropped, ids collapsed, a p-value
-    floor, ...), so that run.json and the report list what the console said. They are
-    still printed as before."""
+    floor, ...), so that run.json and the report list what the console said about the
+    analysis (not notices about the process, ``extra={"console_only": True}``: kernels
+    compiling, a long run ahead). They are still printed as before."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -155,7 +156,8 @@ class WarningsRecorded(logging.Handler):
         self._thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self._thread:  # not another run's, in another thread
+        # not another run's (in another thread), nor a notice about the process (compiling)
+        if record.thread == self._thread and not getattr(record, "console_only", False):
             message = record.getMessage()
             if message not in self.messages:
                 self.messages.append(message)
@@ -326,7 +328,7 @@ def _warn_if_long(seconds_each: float, remaining: int, n_perm: int, passes: int,
     if seconds > LONG_RUN_SECONDS:
         logger.warning("this run will take about %s more (%s permutations at %.3g ms each%s); stop it with "
                        "Ctrl-C if that is not what you meant", _duration(seconds), f"{n_perm:,}", 1000 * seconds_each,
-                       ", scored twice for FDR/FWER" if passes == 2 and not cache else "")
+                       ", scored twice for FDR/FWER" if passes == 2 and not cache else "", extra={"console_only": True})
 
 
 # ---- Dask -------------------------------------------------------------------------------

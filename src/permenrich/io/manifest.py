@@ -47,23 +47,38 @@ def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], req
         reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc).splitlines()[-1]
         raise InputError(f"{where}: cannot read the {what} ({reason}); give {expected}") from exc
     table.columns = [str(c).strip().lower() for c in table.columns]
+    # The file's own line numbers: pandas skips comment and blank lines.
+    lines = _content_lines(path)
+    header_line = lines[0] if lines else 1
+    row_lines = (lines[1:] if len(lines) == len(table) + 1
+                 else list(range(header_line + 1, header_line + 1 + len(table))))
     unknown = [c for c in table.columns if c not in columns]
     if unknown:
-        raise InputError(f"{where}: line 1: unknown column {unknown[0]!r}; a {what} has the columns "
+        raise InputError(f"{where}: line {header_line}: unknown column {unknown[0]!r}; a {what} has the columns "
                          f"{', '.join(columns)}")
     for column in required:
         if column not in table.columns:
-            raise InputError(f"{where}: line 1: the column {column!r} is required")
+            raise InputError(f"{where}: line {header_line}: the column {column!r} is required")
     if table.empty:
         raise InputError(f"{where}: no {entry} listed; give one row per {entry} under the header")
     rows = []
-    for line, record in enumerate(table.to_dict("records"), start=2):
+    for line, record in zip(row_lines, table.to_dict("records")):
         cells = {column: str(record.get(column, "")).strip() for column in columns}
         for column in required:
             if not cells[column]:
                 raise InputError(f"{where}: line {line}: the {column!r} cell is empty; every {entry} needs one")
         rows.append(cells)
     return rows
+
+
+def _content_lines(path: str | os.PathLike) -> list[int]:
+    """1-based numbers of the lines pandas reads (not blank, not starting with '#')."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [number for number, line in enumerate(text.splitlines(), start=1)
+            if line.split("#", 1)[0].strip()]
 
 
 def relative_to(path: str | os.PathLike, text: str) -> str:

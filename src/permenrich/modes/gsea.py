@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .._pipeline import (
+    P_FLOOR_WARNING,
     digests,
     file_digest,
     load_gene_sets,
@@ -36,6 +38,8 @@ from ._shared import (
     provenance,
     score_scale,
 )
+
+logger = logging.getLogger("permenrich")
 
 
 def _dropped() -> None:
@@ -437,6 +441,9 @@ def prepare_prerank(options: dict) -> Prepared:
     observed = sorted_positions_scores(index.members, index.offsets, ranked_stat, float(o.weight), o.set_statistic)
     sizes, size_slot = np.unique(index.sizes, return_inverse=True)
     n_perm = int(o.permutations)
+    if o.p_method == "permutation" and 1 / (n_perm + 1) > P_FLOOR_WARNING:  # as gsea and genes say
+        logger.warning("%s: no p-value can fall below %.3g: %d permutations; raise %s for smaller p-values",
+                       ranked.source, 1 / (n_perm + 1), n_perm, option("permutations"))
 
     size_slot = backend.xp.asarray(size_slot)  # on the device once, not per batch
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._pipeline import choose_batch_size, digests, file_digest, load_gene_sets
-from ..errors import InputError, OptionError, option
+from ..errors import InputError, OptionError, gene_set_inputs, option
 from ..io.manifest import read_manifest_rows, relative_to
 from ..nulls import ExceedanceAccumulator, GseaNullAccumulator, StackedAccumulator, bh_adjust
 from ..runner import Job, Prepared, ProgressCallback, run
@@ -184,7 +184,7 @@ def prepare_meta(options: dict) -> Prepared:
     o = SimpleNamespace(**options)
     started = time.perf_counter()
     if o.mode in ("gsea", "ora") and o.gene_sets is None:
-        raise OptionError(f"mode {o.mode!r} needs gene sets: give {option('gene_sets')} (GMT/GMX files or a mapping)")
+        raise OptionError(f"mode {o.mode!r} needs gene sets: give {option('gene_sets')} ({gene_set_inputs()})")
     if o.mode == "ora" and o.top is None:
         raise OptionError(f"mode 'ora' tests the top genes of the combined statistic: give the number of genes, e.g. "
                           f"{option('top', 100)}")
