@@ -167,6 +167,27 @@ def test_one_study_meta_with_a_statistic_not_centred_at_zero(metric) -> None:
     assert ora.loc["DOWN", "overlap"] >= 7 and ora.loc["DOWN", "pval_perm"] < 0.1
 
 
+def test_studies_with_covariates_combine_their_freedman_lane_t() -> None:
+    """A study may adjust for covariates (the manifest's covariates column): its
+    statistic is the Freedman-Lane t, and a one-study meta-analysis equals genes() with
+    the same covariates exactly; other metrics are refused with covariates, naming the
+    study. (Such studies were refused as if case and control were missing.)"""
+    rng = np.random.default_rng(31)
+    study = _study(rng, n_genes=40, n_case=7, n_control=7, shift=1.5, shifted=range(4))
+    sheet = pd.DataFrame({"group": study["phenotype"], "age": rng.normal(50, 10, 14)},
+                         index=study["expr"].columns)
+    study = {**study, "phenotype": sheet, "groupby": "group", "covariates": ["age"]}
+    combined = permenrich.meta([study], metric="student_t", permutations=300, seed=3, threads=1).set_index("gene")
+    alone = permenrich.genes(study["expr"], sheet, groupby="group", case="case", control="ctrl", covariates=["age"],
+                             metric="student_t", permutations=300, seed=3, threads=1).set_index("gene")
+    alone = alone.loc[combined.index]
+    for column in ("statistic", "pval", "pval_maxt"):
+        assert np.array_equal(combined[column].to_numpy(), alone[column].to_numpy()), column
+    assert combined.attrs["run"]["studies"][0]["n_case"] == 7
+    with pytest.raises(OptionError, match=r"study 'study1': covariates make its statistic the t .* not 'welch_t'"):
+        permenrich.meta([study], permutations=20)
+
+
 def test_small_study_draws_random_labellings_not_the_enumeration() -> None:
     study = _study(np.random.default_rng(5), n_case=3, n_control=3)  # 20 distinct labellings
     result = permenrich.meta([study, study | {"name": "again"}], permutations=100, seed=1, threads=1)

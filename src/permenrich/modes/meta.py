@@ -178,6 +178,19 @@ def _study_options(options: dict, study: Mapping[str, Any], index: int, name: st
     return merged
 
 
+def _class_sizes(study: Any, name: str) -> tuple[int, int]:
+    """A study's (n_case, n_control): of its labels, or, with covariates (the phenotype
+    then a 0/1 column of the linear model, whose residuals are permuted), of that column."""
+    design = study.design
+    if hasattr(design, "n_case"):
+        return int(design.n_case), int(design.n_control)
+    if study.covariates is not None and "case" in study.info:
+        values = np.asarray(design.values)
+        return int((values == 1).sum()), int((values == 0).sum())
+    raise InputError(f"study {name!r}: the meta-analysis compares two groups, and this study's phenotype is "
+                     "continuous; give its groupby, case and control")
+
+
 def prepare_meta(options: dict) -> Prepared:
     """Read and check every study, prepare each one's backend and the combined observed
     statistics; the runner's :class:`~permenrich.runner.Prepared`."""
@@ -205,20 +218,23 @@ def prepare_meta(options: dict) -> Prepared:
     if len(set(names)) != len(names):
         raise OptionError(f"study names must be unique, got {names}")
 
-    runs = []
+    runs, class_sizes = [], []
     for i, study in enumerate(o.studies):
+        if study.get("covariates") and o.metric != "student_t":
+            raise OptionError(f"study {names[i]!r}: covariates make its statistic the t of the phenotype in a linear "
+                              f"model (Freedman-Lane); use {option('metric', 'student_t')} with "
+                              f"{option('method', 'stouffer')}, not {o.metric!r}")
         study_options = SimpleNamespace(**_study_options(options, study, i, names[i]))
         try:
             study_run = prepare_study(study_options, started)
         except (InputError, OptionError) as error:  # say which study, keep the one-line message
             raise type(error)(f"study {names[i]!r}: {error}") from None
-        design = study_run.study.design
-        if not hasattr(design, "n_case"):
-            raise InputError(f"study {names[i]!r}: the meta-analysis compares two groups; give case and control")
-        if min(design.n_case, design.n_control) < MIN_PER_CLASS:
-            raise InputError(f"study {names[i]!r} has {design.n_case} case and {design.n_control} control samples; "
+        n_case, n_control = _class_sizes(study_run.study, names[i])
+        if min(n_case, n_control) < MIN_PER_CLASS:
+            raise InputError(f"study {names[i]!r} has {n_case} case and {n_control} control samples; "
                              f"each class needs at least {MIN_PER_CLASS}: drop the study or add samples")
         runs.append(study_run)
+        class_sizes.append((n_case, n_control))
     genes, positions = join_genes([r.study.gene_ids for r in runs], o.join)
     if genes.size == 0:
         raise InputError("the studies share no gene: check that their gene ids are of one kind "
@@ -226,7 +242,7 @@ def prepare_meta(options: dict) -> Prepared:
     for name, found in zip(names, positions):
         if not (found >= 0).any():
             raise InputError(f"study {name!r} shares no gene with the others: check its gene ids or its chip")
-    sizes = np.array([[r.study.design.n_case, r.study.design.n_control] for r in runs], dtype=np.float64)
+    sizes = np.array(class_sizes, dtype=np.float64)
     weights = np.sqrt(sizes.sum(axis=1))
     # Each study's statistic enters the combination centred at its no-effect value (so
     # that two-sided tests, ORA's directions and a GSEA ranking of the combination see
@@ -281,14 +297,15 @@ def prepare_meta(options: dict) -> Prepared:
                               o.set_statistic if o.mode == "gsea" else None)
     n_perm = int(o.permutations)
     budget, backend = runs[0].budget, runs[0].backend
-    studies_record = [{"name": name, "seed": r.plan.seed, "n_case": r.study.design.n_case,
-                       "n_control": r.study.design.n_control, "n_genes": int(r.study.n_genes),
+    studies_record = [{"name": name, "seed": r.plan.seed, "n_case": n_case,
+                       "n_control": n_control, "n_genes": int(r.study.n_genes),
                        "n_genes_joined": int((found >= 0).sum()), "case": r.study.info.get("case"),
                        "control": r.study.info.get("control"), "permutation_plan": r.plan.describe(),
                        "design": {k: v for k, v in r.study.info.items() if k not in ("case", "control")},
                        "expression": file_digest(s.get("expr")) or {"object": type(s.get("expr")).__name__},
                        "phenotype": file_digest(s.get("phenotype"))}
-                      for name, r, found, s in zip(names, runs, positions, o.studies)]
+                      for name, r, found, s, (n_case, n_control) in zip(names, runs, positions, o.studies,
+                                                                         class_sizes)]
     parameters = {"mode": o.mode, "method": o.method, "join": o.join, "metric": o.metric,
                   "alternative": o.alternative, "permutations": n_perm, "seed": int(o.seed), "memory_bytes": budget,
                   "device": o.device, "stouffer_weights": "sqrt(n)" if o.method == "stouffer" else None,
