@@ -218,3 +218,25 @@ def test_report_renders_in_a_headless_browser(study, tmp_path):
     # no script and the probe logs nothing, so any console line is a problem.
     console_lines = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     assert not console_lines, console_lines
+
+
+def test_a_report_of_several_contrasts_draws_each_contrast_and_states_the_floor(study):
+    """A run of several contrasts gets a dot plot per contrast (enrichment plots are each
+    contrast's own: named, not drawn), and the p-value floor of its permutations (it
+    said 'not a permutation test')."""
+    import pandas as pd
+
+    sheet = pd.DataFrame({"tissue": ["tumour"] * 6 + ["normal"] * 6, "batch": ["a", "b"] * 6},
+                         index=[f"S{i}" for i in range(12)])
+    contrasts = pd.DataFrame({"name": ["tumour_vs_normal", "a_vs_b"], "groupby": ["tissue", "batch"],
+                              "case": ["tumour", "a"], "control": ["normal", "b"]})
+    table = permenrich.contrasts(study / "expr.gct", contrasts, study / "sets.gmt", phenotype=sheet, min_size=5,
+                                 permutations=200, seed=1, device="cpu")
+    out = study / "out"
+    permenrich.write_results(table, out)
+    page = _parse(permenrich.report(out))
+    text = " ".join(page.text)
+    assert len(page.images) == 2
+    assert "contrast tumour_vs_normal: Top gene sets by NES" in text and "contrast a_vs_b: Top gene sets" in text
+    assert "1/(200+1) = 0.00498 (random permutations), in every contrast" in text
+    assert "not a permutation test" not in text

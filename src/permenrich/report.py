@@ -343,22 +343,50 @@ def _folder_ranking(out: Path, run: Mapping[str, Any]) -> tuple[Any, str]:
                    float(parameters.get("weight", 1.0)), str(parameters.get("set_statistic", "ks"))), ""
 
 
+#: Contrasts (or lists) of one table that get their own figures; the rest are named.
+FIGURES_PER_CONTRAST_MAX = 8
+
+
+def _figures_of_parts(analysis: str, table: pd.DataFrame, column: str, out: Path
+                      ) -> tuple[list[tuple[str, str, str]], list[str], dict[str, str]]:
+    """The figures of each contrast (or list) of a table of several: its own dot plot,
+    volcano or overlap plot, for up to ``FIGURES_PER_CONTRAST_MAX`` of them."""
+    figures: list[tuple[str, str, str]] = []
+    notes: list[str] = []
+    names = list(dict.fromkeys(table[column].astype(str)))
+    for number, name in enumerate(names[:FIGURES_PER_CONTRAST_MAX]):
+        part = table[table[column].astype(str) == name].drop(columns=column).reset_index(drop=True)
+        part.attrs = {}
+        drawn, _, _ = _figures(analysis, part, None, out, {}, enrichment=False)
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name)[:40]
+        figures += [(f"{anchor}-{number}-{slug}", f"{column} {name}: {caption}", png) for anchor, caption, png in drawn]
+    if len(names) > FIGURES_PER_CONTRAST_MAX:
+        notes.append(f"Figures of {len(names) - FIGURES_PER_CONTRAST_MAX} more {column}s left out (the first "
+                     f"{FIGURES_PER_CONTRAST_MAX} are drawn); draw the others' tables with permenrich.pl.")
+    if analysis == "gene_sets":
+        notes.append(f"Enrichment plots left out: each {column} has its own ranked list; draw them with "
+                     "permenrich.pl.enrichment from the run's attrs['per_contrast'] tables.")
+    return figures, notes, {}
+
+
 def _figures(analysis: str, table: pd.DataFrame, result: pd.DataFrame | None,
-             out: Path, run: Mapping[str, Any]) -> tuple[list[tuple[str, str, str]], list[str], dict[str, str]]:
+             out: Path, run: Mapping[str, Any], *, enrichment: bool = True
+             ) -> tuple[list[tuple[str, str, str]], list[str], dict[str, str]]:
     """(anchor, caption, base64 PNG) of each figure drawn, one-line notes on those left
-    out, and gene set -> anchor of its enrichment plot."""
+    out, and gene set -> anchor of its enrichment plot (``enrichment``: draw those)."""
     from . import pl
 
     figures: list[tuple[str, str, str]] = []
     notes: list[str] = []
     anchors: dict[str, str] = {}
-    if "contrast" in table.columns or "list" in table.columns:
-        notes.append("Figures left out: the table holds several contrasts or lists; draw each one's table with "
-                     "permenrich.pl.")
-        return figures, notes, anchors
+    for column in ("contrast", "list"):
+        if column in table.columns:
+            return _figures_of_parts(analysis, table, column, out)
     if analysis == "gene_sets":
         figures.append(("figure-dotplot", "Top gene sets by NES (dot size: set size, colour: FDR q)",
                         _png(pl.dotplot(table, top=10))))
+        if not enrichment:
+            return figures, notes, anchors
         ranking = None if result is None else result.attrs.get("ranking")
         if ranking is None:
             ranking, why_not = _folder_ranking(out, run)
@@ -386,28 +414,11 @@ def _figures(analysis: str, table: pd.DataFrame, result: pd.DataFrame | None,
         figures.append(("figure-volcano", "Volcano plot: per-gene statistic against -log10 permutation p",
                         _png(pl.volcano(table))))
     elif analysis == "ora":
-        figures.append(("figure-ora", "Top gene sets by over-representation p-value", _png(_ora_bars(table))))
+        figures.append(("figure-ora", "Top gene sets: the list's genes in each set against the number expected "
+                        "by chance (colour: -log10 p)", _png(pl.overlap(table, top=15))))
     else:
         notes.append("No figure for this kind of result.")
     return figures, notes, anchors
-
-
-def _ora_bars(table: pd.DataFrame) -> Any:
-    """-log10 p of the top over-represented sets as horizontal bars."""
-    import matplotlib.figure
-    import numpy as np
-
-    column = "pval_perm" if "pval_perm" in table.columns and table["pval_perm"].notna().any() else "pval_hypergeom"
-    top = table.sort_values(column, kind="stable").head(15)
-    p = top[column].to_numpy(dtype=np.float64)
-    height = -np.log10(np.clip(p, 1e-300, 1.0))
-    figure = matplotlib.figure.Figure(figsize=(7.0, 1.2 + 0.3 * max(len(top), 1)), layout="constrained")
-    ax = figure.add_subplot()
-    y = np.arange(len(top))[::-1]
-    ax.barh(y, height, color="tab:blue")
-    ax.set_yticks(y, top["gene_set"].astype(str))
-    ax.set_xlabel(f"-log10 {column}")
-    return figure
 
 
 def _png(figure: Any) -> str:
