@@ -179,3 +179,16 @@ def test_notices_about_the_process_are_not_kept_with_the_run():
         log.warning("genes dropped")
         log.warning("genes dropped")
     assert recorded.messages == ["genes dropped"]
+
+
+def test_plain_python_still_prints_a_runs_warnings(tmp_path):
+    """Recording a run's warnings (a handler on the package logger) must not silence
+    them in a plain Python session, where logging's last resort prints them."""
+    import subprocess
+    import sys
+
+    gct, cls = _study_files(tmp_path)
+    code = (f"import permenrich; t = permenrich.genes({str(gct)!r}, {str(cls)!r}, permutations=20, device='cpu'); "
+            "print(len(t.attrs['run']['warnings']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "no p-value can fall below" in done.stderr and done.stdout.strip() == "1"

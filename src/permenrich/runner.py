@@ -154,8 +154,11 @@ class WarningsRecorded(logging.Handler):
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
         self._thread = threading.get_ident()
+        self._print_too = False
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._print_too:  # Python's last resort would have printed it, had no handler been found
+            logging.lastResort.handle(record)
         # not another run's (in another thread), nor a notice about the process (compiling)
         if record.thread == self._thread and not getattr(record, "console_only", False):
             message = record.getMessage()
@@ -163,6 +166,9 @@ class WarningsRecorded(logging.Handler):
                 self.messages.append(message)
 
     def __enter__(self) -> WarningsRecorded:
+        # Without a handler of the user's (plain Python), warnings go to stderr through
+        # logging's last resort, which is skipped once any handler, this one, takes them.
+        self._print_too = not logger.hasHandlers() and logging.lastResort is not None
         logger.addHandler(self)
         return self
 
