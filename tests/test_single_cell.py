@@ -307,3 +307,41 @@ def test_tl_errors_are_one_line(cells):
     with pytest.raises(permenrich.OptionError, match=r"case= is set for each group"):
         tl.genes(adata, "cell_type", case="T")
     assert "permenrich" not in adata.uns
+
+
+# ---- log1p_cpm: library sizes and unusable cells ----------------------------------------------
+def test_library_sizes_count_every_feature_before_duplicates_are_merged():
+    """A cell's library size is the sum of all its counts, duplicated feature names
+    included (they are merged after normalising): it was the sum over the merged genes."""
+    from permenrich._pipeline import load_data
+
+    counts = np.array([[10.0, 20, 70], [5, 5, 90], [30, 30, 40], [1, 1, 98]])  # every cell totals 100
+    adata = anndata.AnnData(counts, obs=pd.DataFrame({"g": list("AABB")}, index=list("wxyz")),
+                            var=pd.DataFrame(index=["DUP", "DUP", "OTHER"]))
+    data = load_data(adata, chip=None, collapse="mean", nan_policy="error", normalize="log1p_cpm", budget=10**9).data
+    assert list(data.gene_ids) == ["DUP", "OTHER"]
+    np.testing.assert_allclose(data.values[1], np.log1p(counts[:, 2] / 100 * 1e6), rtol=1e-15)
+    np.testing.assert_allclose(data.values[0], np.log1p(counts[:, :2] / 100 * 1e6).mean(axis=1), rtol=1e-15)
+
+
+def test_an_empty_cell_outside_the_comparison_is_ignored_in_memory_as_when_streamed(cells, tmp_path):
+    """A cell without counts (or with a negative value) in a group not compared: log1p_cpm
+    of the others runs, read whole or streamed, with the same result; compared, it is
+    refused in both, with the same message."""
+    adata, _ = cells
+    adata = adata.copy()
+    counts = adata.layers["counts"]
+    nk, mono = np.flatnonzero(GROUPS == "NK")[0], np.flatnonzero(GROUPS == "Mono")[0]
+    counts[nk] = 0.0
+    counts[mono, 5] = -1.0
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    kwargs = dict(groupby="cell_type", case="T", control="B", layer="counts", normalize="log1p_cpm", **FAST)
+    in_memory = permenrich.genes(adata, **kwargs)
+    streamed = permenrich.genes(path, memory="1MB", **kwargs)
+    assert streamed.attrs["run"]["design"]["matrix_storage"] == "streamed from disk"
+    pd.testing.assert_frame_equal(in_memory, streamed, check_exact=True)
+    for case, message in (("NK", f"sample 'c{nk}' has no counts"), ("Mono", f"sample 'c{mono}' has a negative")):
+        for source, memory in ((adata, "1GB"), (path, "1MB")):
+            with pytest.raises(permenrich.InputError, match=message):
+                permenrich.genes(source, **{**kwargs, "case": case}, memory=memory)

@@ -140,6 +140,9 @@ class LoadedData:
     data: ExpressionData
     source: Any = None
     info: dict = field(default_factory=dict)
+    #: Samples that log1p_cpm could not normalise (id -> why): refused only if analysed,
+    #: as a streamed matrix refuses them (a contrast may leave them out).
+    unusable: dict = field(default_factory=dict)
 
 
 _HDF5_SUFFIXES = (".h5ad", ".h5", ".hdf5")
@@ -258,12 +261,16 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
             _warn_unless_counts(data.values, data_place(data.source, data.dataset), info)
         if _is_hdf5_path(expr) or _is_anndata(expr):  # cells; not the annotated samples of a GEO series
             _warn_if_pseudoreplicated(data.obs, data.source, info)
-    data = apply_chip(data, chip, method=collapse) if chip is not None else collapse_duplicates(data, method=collapse)
+    # Normalised before probes or duplicated ids are merged: a library size is the sum of
+    # every count of the sample, as a streamed matrix's is.
+    unusable: dict[Any, str] = {}
     if normalize in ("log1p_cpm", "log2"):
-        values = log1p_cpm(data.values, source=data) if normalize == "log1p_cpm" else log2_values(data)
+        values = (log1p_cpm(data.values, source=data, unusable=unusable) if normalize == "log1p_cpm"
+                  else log2_values(data))
         data = ExpressionData(values=values, gene_ids=data.gene_ids, sample_ids=data.sample_ids, source=data.source,
-                              obs=data.obs)
-    return LoadedData(data, None, info)
+                              dataset=data.dataset, obs=data.obs)
+    data = apply_chip(data, chip, method=collapse) if chip is not None else collapse_duplicates(data, method=collapse)
+    return LoadedData(data, None, info, unusable)
 
 
 # ---- design warnings -------------------------------------------------------------------------
@@ -450,6 +457,9 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         matrix = StreamedMatrix(loaded.source, np.flatnonzero(keep), max_block_bytes=info["max_block_bytes"],
                                 normalise=info.get("normalize", "none"), zero_variance=zero_variance)
         return Study(matrix, matrix.gene_ids, design, data.source, info)
+    for sample in np.asarray(data.sample_ids, dtype=object)[keep]:
+        if sample in loaded.unusable:  # normalised with the others, analysed here: refused as streaming does
+            raise InputError(loaded.unusable[sample])
     # Kept samples-major (values.T C-ordered): the kernels read samples x genes, so the
     # backends then need no copy; none at all when every sample is analysed.
     values = data.values if keep.all() else np.ascontiguousarray(data.values.T[keep]).T

@@ -199,7 +199,8 @@ def log2_values(data: ExpressionData) -> np.ndarray:
     return np.log2(values)
 
 
-def log1p_cpm(values: np.ndarray, *, source: ExpressionData | None = None) -> np.ndarray:
+def log1p_cpm(values: np.ndarray, *, source: ExpressionData | None = None,
+              unusable: dict[Any, str] | None = None) -> np.ndarray:
     """log(1 + counts per million) of a genes x samples matrix (library size = column sum).
 
     Parameters
@@ -211,6 +212,10 @@ def log1p_cpm(values: np.ndarray, *, source: ExpressionData | None = None) -> np
     source : ExpressionData, optional
         The data ``values`` belong to, to name the file, dataset, gene and sample in
         messages.
+    unusable : dict, optional
+        Instead of raising, record each sample that cannot be normalised (sample id ->
+        the error's message) and leave its column NaN: whether it is analysed is decided
+        later, and a streamed matrix refuses only analysed samples.
 
     Returns
     -------
@@ -220,20 +225,35 @@ def log1p_cpm(values: np.ndarray, *, source: ExpressionData | None = None) -> np
     Raises
     ------
     InputError
-        A negative value, or a sample whose counts are all 0.
+        A negative value, or a sample whose counts are all 0 (without ``unusable``).
     """
     values = np.asarray(values, dtype=np.float64)
     where = "<matrix>" if source is None else data_place(source.source, source.dataset)
+    sample_ids = np.arange(values.shape[1]) if source is None else source.sample_ids
+    problems: dict[int, str] = {}
     if values.size and values.min() < 0:
-        gene, sample = np.argwhere(values < 0)[0]
-        raise _negative_count_error(where, gene if source is None else source.gene_ids[gene],
-                                    sample if source is None else source.sample_ids[sample], values[gene, sample])
+        negative = values < 0
+        if unusable is None:
+            gene, sample = np.argwhere(negative)[0]
+            raise _negative_count_error(where, gene if source is None else source.gene_ids[gene], sample_ids[sample],
+                                        values[gene, sample])
+        samples = np.flatnonzero(negative.any(axis=0))
+        for sample, gene in zip(samples, negative[:, samples].argmax(axis=0)):  # each one's first negative gene
+            problems[int(sample)] = str(_negative_count_error(where, gene if source is None else source.gene_ids[gene],
+                                                              sample_ids[sample], values[gene, sample]))
     # samples x genes; no copy when ``values`` is already a transposed samples x genes array
     samples_by_gene = np.ascontiguousarray(values.T)
     sizes = library_sizes(samples_by_gene)
-    _check_library_sizes(sizes, where, np.arange(sizes.size) if source is None else source.sample_ids)
+    empty = [int(i) for i in np.flatnonzero(sizes <= 0) if int(i) not in problems]
+    if unusable is None:
+        _check_library_sizes(sizes, where, sample_ids)
+    for i in empty:
+        problems[i] = _empty_library_message(where, sample_ids[i], len(empty))
     out = np.empty_like(samples_by_gene)
-    _log1p_cpm(samples_by_gene, sizes, 0, out)
+    _log1p_cpm(samples_by_gene, np.where(sizes > 0, sizes, 1.0), 0, out)
+    for i, message in problems.items():
+        out[i] = np.nan
+        unusable[sample_ids[i]] = message  # type: ignore[index]
     return out.T  # genes x samples view of the samples-major result: no second copy
 
 
@@ -249,8 +269,12 @@ def _check_library_sizes(sizes: np.ndarray, where: str, sample_ids: np.ndarray) 
     """Every library size must be positive (negative counts are refused before)."""
     empty = np.flatnonzero(sizes <= 0)
     if empty.size:
-        raise InputError(f"{where}: sample {str(sample_ids[empty[0]])!r} has no counts (all 0; {empty.size} such "
-                         f"samples); log1p_cpm needs counts: drop empty samples or use {option('normalize', 'none')}")
+        raise InputError(_empty_library_message(where, sample_ids[empty[0]], empty.size))
+
+
+def _empty_library_message(where: str, sample: Any, n_empty: int) -> str:
+    return (f"{where}: sample {str(sample)!r} has no counts (all 0; {n_empty} such samples); log1p_cpm needs "
+            f"counts: drop empty samples or use {option('normalize', 'none')}")
 
 
 def _sparse_position(k: int, line_start: int, indices: np.ndarray, indptr: np.ndarray,
