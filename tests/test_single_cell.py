@@ -345,3 +345,29 @@ def test_an_empty_cell_outside_the_comparison_is_ignored_in_memory_as_when_strea
         for source, memory in ((adata, "1GB"), (path, "1MB")):
             with pytest.raises(permenrich.InputError, match=message):
                 permenrich.genes(source, **{**kwargs, "case": case}, memory=memory)
+
+
+def test_a_streamed_file_is_released_after_the_run_and_reopened_unchanged_only(cells, tmp_path):
+    """After a streamed run the HDF5 file is closed, so it can be written again while the
+    result is alive (it stayed open through attrs['ranking']); redrawing a set's null
+    reads it again, unless the file changed, which is refused rather than read."""
+    import gc
+
+    from permenrich import pl
+
+    adata, _ = cells
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    kwargs = dict(groupby="cell_type", case="T", control="B", layer="counts", memory="1MB", min_size=2, **FAST)
+    result = permenrich.gsea(path, None, _sets(), **kwargs)
+    assert result.attrs["run"]["design"]["matrix_storage"] == "streamed from disk"
+    expected = pl.null_scores(result, "S0")  # reads the file again
+    gc.collect()
+    adata.write_h5ad(tmp_path / "copy.h5ad")
+    np.testing.assert_array_equal(pl.null_scores(result, "S0"), expected)
+    adata.obs["extra"] = 1
+    adata.write_h5ad(path)  # possible now: the run's file is released again after each read
+    with pytest.raises(permenrich.InputError, match="the file changed .* since this run read it"):
+        pl.null_scores(result, "S1")
+    permenrich.genes(path, **{k: v for k, v in kwargs.items() if k != "min_size"})
+    adata.write_h5ad(path)  # genes released it too

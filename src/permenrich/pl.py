@@ -461,9 +461,13 @@ def _gsea_null(ranking: Any, s: int) -> np.ndarray:
                          study.n_genes)
     # Batches bound the gene statistics held at once (n_batch x n_genes float64).
     batch = max(1, min(1024, (64 << 20) // (8 * max(1, study.n_genes))))
-    parts = [np.asarray(backend.to_host(backend.score(backend.labellings(plan, start, min(plan.n_perm,
-                                                                                          start + batch)))[0]))
-             for start in range(0, plan.n_perm, batch)]
+    try:
+        parts = [np.asarray(backend.to_host(backend.score(backend.labellings(plan, start, min(plan.n_perm,
+                                                                                              start + batch)))[0]))
+                 for start in range(0, plan.n_perm, batch)]
+    finally:
+        if not study.in_memory:
+            study.values.release()  # free for others again, until the next figure reads it
     return np.concatenate(parts)[:, 0]
 
 

@@ -451,6 +451,11 @@ class StreamedMatrix:
             yield (block.sample_start, block.sample_stop, int(self._kept_before[block.gene_start]),
                    int(self._kept_before[block.gene_stop]), values)
 
+    def release(self) -> None:
+        """The run is done: close the file until it is read again (see
+        :meth:`permenrich.io.chunked.MatrixSource.release`)."""
+        self.source.release()
+
     def describe(self) -> dict:
         return {"matrix_storage": "streamed from disk", "source_storage": self.source.storage,
                 "max_block_bytes": self.max_block_bytes, "passes": self.passes,

@@ -24,6 +24,7 @@ what to do.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import posixpath
@@ -542,6 +543,10 @@ class MatrixSource:
         self.nbytes = self.n_samples * self.n_genes * 8
         self.dataset_paths: tuple[str, ...] = reader.dataset_paths
         self.dataset: str = reader.matrix_path
+        #: How to open the file again after :meth:`release` (set by :func:`open_matrix`),
+        #: and the file's (size, modification time) then, to refuse a changed file.
+        self._reopen: Any = None
+        self._identity: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -562,9 +567,29 @@ class MatrixSource:
 
     def close(self) -> None:
         """Close the HDF5 file (idempotent); later :meth:`blocks` calls fail."""
+        self._reopen = None
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def release(self) -> None:
+        """Close the HDF5 file until it is read again (a finished run's result may still
+        read it, e.g. to redraw a set's null): other programs can then write the file.
+        Reading it again reopens it, and refuses it if it changed meanwhile."""
+        if self._file is not None and self._reopen is not None:
+            self._file.close()
+            self._file = None
+
+    def _ensure_open(self) -> None:
+        if self._file is not None or self._reopen is None:
+            return
+        path = Path(self._reopen.args[0])
+        if _file_identity(path) != self._identity:
+            raise InputError(f"{self.source}: the file changed (or is gone) since this run read it; rerun the "
+                             "analysis on it")
+        again = self._reopen()
+        self._file, self._reader = again._file, again._reader
+        again._file = None  # now ours
 
     def sparse_blocks(self, max_block_bytes: int, *, check_indices: bool = True
                       ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] | None:
@@ -578,6 +603,7 @@ class MatrixSource:
         ``0 <= index < n_minor`` itself (a kernel can do it on the fly) and to call
         :meth:`check_sparse_indices` on a slice that fails.
         """
+        self._ensure_open()
         if self.closed:
             raise ValueError(f"{self.source}: the matrix source is closed")
         if not isinstance(self._reader, _CompressedReader):
@@ -638,6 +664,7 @@ class MatrixSource:
         inside the band and the dataset is opened with a chunk cache holding one band, so
         each chunk is still read and decompressed once.
         """
+        self._ensure_open()
         if self._file is None:
             raise ValueError(f"{self.source}: MatrixSource is closed; open it again with open_matrix")
         is_integer = isinstance(max_block_bytes, (int, np.integer)) and not isinstance(max_block_bytes, bool)
@@ -772,8 +799,20 @@ def open_matrix(
         f.close()
         raise
     source = MatrixSource(file=f, source=where, reader=reader, sample_ids=sample_ids, gene_ids=gene_ids, obs=obs)
+    source._reopen = functools.partial(open_matrix, file_path, layer=layer, use_raw=use_raw, h5_dataset=h5_dataset,
+                                       gene_id_field=gene_id_field)
+    source._identity = _file_identity(file_path)
     logger.debug("%s: opened %r", where, source)
     return source
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, None if it is gone."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
 _Parts = tuple[Any, np.ndarray, np.ndarray, "pd.DataFrame | None"]

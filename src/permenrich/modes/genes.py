@@ -133,6 +133,7 @@ def prepare_genes(options: dict) -> Prepared:
         timings["read_seconds"] = read_seconds
         if not study.in_memory:
             study.info["streaming"] = study.values.describe()
+            study.values.release()  # the file is free for others
         table.attrs["run"] = provenance(
             "genes",
             {"metric": o.metric, "alternative": o.alternative, "permutations": int(o.permutations),

@@ -325,6 +325,7 @@ def prepare_gsea(options: dict) -> Prepared:
         timings["read_seconds"] = read_seconds
         if not study.in_memory:
             study.info["streaming"] = study.values.describe()
+            study.values.release()  # the file is free for others; a figure that reads it again reopens it
         table.attrs["run"] = provenance(
             "gsea",
             {"metric": o.metric, "set_statistic": o.set_statistic, "weight": float(o.weight),

@@ -313,6 +313,9 @@ def prepare_meta(options: dict) -> Prepared:
     data = {"n_genes": int(genes.size), "manifest": file_digest(options["studies"])}
 
     def record(table: pd.DataFrame, timings: dict, **sections: Any) -> None:
+        for r in runs:  # the run is done: streamed files are free for others
+            if not r.study.in_memory:
+                r.study.values.release()
         table.attrs["run"] = provenance(
             "meta", parameters, started, studies=studies_record,
             permutation_type="phenotype (sample labels), every study relabelled independently",

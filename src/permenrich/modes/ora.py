@@ -322,6 +322,8 @@ def prepare_ora(options: dict) -> Prepared:
             sections.update(permutation_plan=plan.describe(), permutation_type="phenotype (sample labels)",
                             design={k: v for k, v in study.info.items() if k not in ("strata", "pairs")},
                             null_list_size=accumulator.list_sizes(), backend=backend.describe())
+            if not study.in_memory:
+                study.values.release()  # the file is free for others
         table.attrs["run"] = provenance(
             "ora",
             {"mode": "expression" if expression_mode else "list", "metric": o.metric if expression_mode else None,
