@@ -371,3 +371,60 @@ def test_a_streamed_file_is_released_after_the_run_and_reopened_unchanged_only(c
         pl.null_scores(result, "S1")
     permenrich.genes(path, **{k: v for k, v in kwargs.items() if k != "min_size"})
     adata.write_h5ad(path)  # genes released it too
+
+
+def test_numeric_obs_classes_are_named_by_their_numbers(cells):
+    """Clusters numbered in an integer obs column are classes '0', '1', ...: case=1 names
+    the same class as case='1' (it was 'not a class')."""
+    adata, _ = cells
+    adata = adata.copy()
+    adata.obs["cluster"] = pd.Categorical(GROUPS).codes.astype(int)
+    kwargs = dict(groupby="cluster", control="rest", layer="counts", **FAST)
+    by_number = permenrich.genes(adata, case=1, **kwargs)
+    by_text = permenrich.genes(adata, case="1", **kwargs)
+    pd.testing.assert_frame_equal(by_number, by_text, check_exact=True)
+
+
+def test_cells_without_a_pseudobulk_key_are_said_to_be_left_out(cells, caplog):
+    """Cells whose donor (or group) is missing cannot join a pseudo-sample: they are left
+    out, now with a warning and a count in run.json (they were dropped silently)."""
+    adata, _ = cells
+    adata = adata.copy()
+    adata.obs["donor"] = pd.array([f"d{i % 4}" for i in range(N_CELLS)], dtype="string")
+    adata.obs.loc[adata.obs_names[:6], "donor"] = pd.NA
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        table = permenrich.genes(adata, groupby="cell_type", case="T", control="B", layer="counts",
+                                 pseudobulk="donor", min_cells=0, **FAST)
+    assert f"6 of {N_CELLS} cells have no value in 'donor' or 'cell_type'" in caplog.text
+    assert table.attrs["run"]["design"]["pseudobulk"]["cells_without_keys"] == 6
+
+
+@pytest.mark.parametrize("storage", ["csr", "csc", "dense"])
+def test_a_backed_anndata_reads_as_the_file(cells, tmp_path, storage):
+    """anndata.read_h5ad(path, backed='r') with sparse X gave a bare ValueError; it now
+    reads as the file does."""
+    import scipy.sparse
+
+    adata, _ = cells
+    counts = adata.layers["counts"]
+    stored = anndata.AnnData({"csr": scipy.sparse.csr_matrix, "csc": scipy.sparse.csc_matrix,
+                              "dense": np.asarray}[storage](counts), obs=adata.obs.copy(), var=adata.var.copy())
+    path = tmp_path / f"{storage}.h5ad"
+    stored.write_h5ad(path)
+    kwargs = dict(groupby="cell_type", case="T", control="B", **FAST)
+    backed = anndata.read_h5ad(path, backed="r")
+    try:
+        got = permenrich.genes(backed, **kwargs)
+    finally:
+        backed.file.close()
+    pd.testing.assert_frame_equal(got, permenrich.genes(path, **kwargs), check_exact=True)
+
+
+def test_pseudo_sample_names_that_would_collide_are_refused(cells):
+    adata, _ = cells
+    adata = adata.copy()
+    adata.obs["donor"] = ["x|T" if g == "B" else "x" for g in GROUPS]
+    adata.obs["kind"] = ["B" if g == "B" else ("T|B" if g == "T" else "other") for g in GROUPS]
+    with pytest.raises(permenrich.InputError, match=r"make the same pseudo-sample name 'x\|T\|B'.*remove '\|'"):
+        permenrich.genes(adata, groupby="kind", case="B", control="rest", layer="counts", pseudobulk="donor",
+                         min_cells=0, **FAST)

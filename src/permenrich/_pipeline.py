@@ -233,11 +233,16 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
                                      max_block_bytes=block_bytes, max_result_bytes=budget // 2)
         if source is not None:
             source.close()
+        unkeyed = len(obs) - int(data.obs["n_cells"].sum())
+        if unkeyed:
+            design_warning(info, f"{matrix_source.source}: {unkeyed} of {len(obs)} cells have no value in "
+                                 f"{' or '.join(repr(c) for c in columns)} and are left out of the pseudobulk")
         data, dropped = _drop_small_pseudo_samples(data, min_cells, columns, info)
         info.update({"matrix_storage": "in memory (pseudobulk)", "pseudobulk": {
             "by": columns, "method": pseudobulk_method, "samples": int(data.n_samples),
             "cells_per_sample_min": int(data.obs["n_cells"].min()),
-            "cells_per_sample_max": int(data.obs["n_cells"].max()), "min_cells": int(min_cells), **dropped}})
+            "cells_per_sample_max": int(data.obs["n_cells"].max()), "min_cells": int(min_cells),
+            "cells_without_keys": unkeyed, **dropped}})
         source = None
     elif source is not None and normalize == "log2":
         source.close()

@@ -511,6 +511,10 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     codes_complete = codes_complete.ravel()
     uniques = np.array(["|".join(str(column_levels[j][combo[j]]) for j in range(combos.shape[1]))
                         for combo in combos], dtype=object)
+    if pd.Index(uniques).has_duplicates:  # '|' inside values: ('x|A', 'B') and ('x', 'A|B')
+        name = pd.Index(uniques)[pd.Index(uniques).duplicated()][0]
+        raise InputError(f"{source.source}: two combinations of {', '.join(keys.columns)} make the same pseudo-sample "
+                         f"name {name!r} (names join the values with '|'); remove '|' from the values")
     labels = pd.DataFrame({column: column_levels[j][combos[:, j]] for j, column in enumerate(keys.columns)})
     group_of_row = np.full(len(keys), -1, dtype=np.int64)
     group_of_row[complete] = codes_complete

@@ -926,6 +926,8 @@ def _from_dataframe(df: pd.DataFrame, where: str = "<DataFrame>") -> ExpressionD
 
 def _dense_genes_by_samples(matrix: Any) -> np.ndarray:
     """(n_samples, n_genes) dense or sparse -> C-contiguous float64 (n_genes, n_samples) copy."""
+    if hasattr(matrix, "to_memory"):  # a backed AnnData's sparse X (anndata's on-disk CSR/CSC dataset)
+        matrix = matrix.to_memory()
     if hasattr(matrix, "toarray"):  # scipy.sparse matrix or array
         dense = matrix.T.toarray(order="C")
         return np.ascontiguousarray(dense, dtype=np.float64)

@@ -296,6 +296,10 @@ def two_group_design(
     InputError
         Fewer than two classes, or a chosen class has fewer than 2 samples.
     """
+    # Labels are compared as text, as they are read: a number given as a class (an
+    # integer obs column, case=1) is its text too ("1"; 1.0 is "1.0").
+    case = case if case is None or isinstance(case, str) else str(case)
+    control = control if control is None or isinstance(control, str) else str(control)
     labels_arr = np.array([str(label) for label in labels], dtype=object)
     if control == REST:
         labels_arr = _case_against_rest(labels_arr, case, source)
