@@ -106,3 +106,24 @@ def test_cli_min_cells(cells, tmp_path, capsys):
     assert main([str(a) for a in [*common, "--min-cells", 13, "--out", tmp_path / "bad"]]) == 2
     err = capsys.readouterr().err.strip()
     assert "--min-cells 13 dropped every pseudo-sample of cell_type 'B'" in err and "\n" not in err
+
+
+def test_tl_over_every_group_leaves_out_a_group_too_rare_to_pseudobulk(cells, caplog):
+    """permenrich.tl over every group: a rare cell type whose pseudo-samples min_cells
+    drops entirely is left out with a warning (and named in params), the other groups'
+    tables are kept (the whole run was lost); asked for by name, it still stops."""
+    from permenrich import tl
+
+    rare = cells[:20].copy()
+    rare.obs["cell_type"] = "pDC"
+    rare.obs_names = [f"r{i}" for i in range(rare.n_obs)]
+    rare.obs["donor"] = [DONORS[i % 6] for i in range(rare.n_obs)]  # 3-4 cells per donor
+    adata = anndata.concat([cells, rare])
+    options = dict(pseudobulk="donor", permutations=50, seed=5, device="cpu")
+    with caplog.at_level("WARNING", logger="permenrich"):
+        tl.genes(adata, "cell_type", **options)
+    store = adata.uns["permenrich"]["permenrich_genes"]
+    assert set(store["results"].group) == {"B", "T"} and store["params"]["groups"] == ["B", "T"]
+    assert "pDC" in store["params"]["skipped_groups"] and "group 'pDC' left out" in caplog.text
+    with pytest.raises(permenrich.InputError, match=r"dropped every pseudo-sample of cell_type 'pDC'"):
+        tl.genes(adata, "cell_type", groups=["pDC"], **options)

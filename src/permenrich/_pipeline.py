@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import __version__
 from .design import ContinuousPhenotype, TwoGroupLabels, pair_codes, strata_codes
-from .errors import InputError, OptionError, gene_set_inputs, option
+from .errors import ClassEmptiedError, InputError, OptionError, gene_set_inputs, option
 from .genesets import GeneSetIndex, build_gene_set_index
 from .io import (
     ExpressionData,
@@ -326,8 +326,9 @@ def _check_classes_kept(info: dict, groupby: str | None, case: str | None, contr
     named = [c for c in (case, control) if c is not None and c != "rest"]
     lost = [c for c in named if str(c) in emptied] if named else emptied
     if lost:
-        raise InputError(f"{option('min_cells', pseudo['min_cells'])} dropped every pseudo-sample of {groupby} "
-                         f"{lost[0]!r} (each has fewer cells); lower {option('min_cells')}")
+        raise ClassEmptiedError(f"{option('min_cells', pseudo['min_cells'])} dropped every pseudo-sample of "
+                                f"{groupby} {lost[0]!r} (each has fewer cells); lower {option('min_cells')}",
+                                level=str(lost[0]))
 
 
 def design_warning(info: dict, message: str) -> None:

@@ -40,6 +40,15 @@ class OptionError(PermenrichError):
     """An invalid option value (unknown metric, negative permutations, ...)."""
 
 
+class ClassEmptiedError(InputError):
+    """``min_cells`` dropped every pseudo-sample of a compared class (``level``): that
+    comparison cannot run (``permenrich.tl`` skips such a group when it runs every group)."""
+
+    def __init__(self, message: str, level: str) -> None:
+        super().__init__(message)
+        self.level = level
+
+
 def option(name: str, value: object = None) -> str:
     """An option (and a value for it) as the interface in use spells it.
 

@@ -23,13 +23,16 @@ As scanpy does, ``copy=False`` (default) adds to ``adata`` and returns None;
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
 
-from .errors import InputError, OptionError, option
+from .errors import ClassEmptiedError, InputError, OptionError, option
 from .io.phenotype import REST
+
+logger = logging.getLogger("permenrich")
 
 __all__ = ["gsea", "genes", "ora"]
 
@@ -184,17 +187,29 @@ def _each_group(mode: str, run: Callable[..., pd.DataFrame], adata: Any, groupby
     chosen, reference = _groups(adata.obs, groupby, groups, reference)
     use_raw = bool(use_raw)  # None (scanpy's "not given") reads X, as False does
     parts = []
-    runs = {}
+    runs: dict[str, str] = {}
+    skipped: dict[str, str] = {}
     for group in chosen:
-        table = run(adata, groupby=groupby, case=group, control=reference, layer=layer, use_raw=use_raw, **options)
+        try:
+            table = run(adata, groupby=groupby, case=group, control=reference, layer=layer, use_raw=use_raw,
+                        **options)
+        except ClassEmptiedError as error:
+            # Running every group: one too rare to pseudobulk (at min_cells) should not
+            # discard the others; a group asked for by name, or the reference, still stops.
+            if groups is not None or error.level != str(group) or len(skipped) + 1 == len(chosen):
+                raise
+            logger.warning("permenrich.tl.%s: group %r left out: %s", mode, group, error)
+            skipped[group] = str(error)
+            continue
         runs[group] = json.dumps(table.attrs["run"], default=str)
         part = pd.DataFrame(table, copy=True)
         part.attrs = {}  # provenance goes to "runs"; attrs would not survive writing the AnnData
         part.insert(0, "group", group)
         parts.append(part)
     results = pd.concat(parts, ignore_index=True)
-    params = {"mode": mode, "groupby": groupby, "reference": reference, "groups": list(chosen),
-              "layer": layer, "use_raw": use_raw,
+    params = {"mode": mode, "groupby": groupby, "reference": reference,
+              "groups": [g for g in chosen if g not in skipped], "layer": layer, "use_raw": use_raw,
+              **({"skipped_groups": json.dumps(skipped)} if skipped else {}),
               **{name: value for name, value in options.items() if isinstance(value, (str, int, float, bool))}}
     target = adata.copy() if copy else adata
     store = dict(target.uns.get("permenrich", {}))
