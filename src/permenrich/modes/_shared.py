@@ -111,21 +111,25 @@ def prepare_gene_statistic(backend: Any, study: Study, metric: Metric) -> None:
                               drawn_is_case=getattr(design, "drawn_is_case", True), covariates=study.covariates)
 
 
-def smallest_p_value(plan: PermutationPlan) -> float:
-    """The smallest p-value a plan can give: 1/labellings under exact enumeration (the
-    observed labelling is one of them), else 1/(permutations + 1)."""
-    return 1.0 / plan.n_perm if plan.exact else 1.0 / (plan.n_perm + 1)
-
-
 def _warn_about_p_floor(plan: PermutationPlan, study: Study) -> None:
     """Say up front when no p-value of the run can fall below :data:`P_FLOOR_WARNING`."""
-    floor = smallest_p_value(plan)
+    message = p_floor_warning(study.source, plan.n_perm, plan.exact)
+    if message is not None:
+        design_warning(study.info, message)
+
+
+def p_floor_warning(source: str, n_perm: int, exact: bool = False) -> str | None:
+    """The warning that no p-value of a run of ``n_perm`` permutations (all of them, when
+    ``exact``) can fall below :data:`P_FLOOR_WARNING`, or None when one can. The floor
+    is 1/labellings under exact enumeration (the observed labelling is one of them),
+    else 1/(permutations + 1)."""
+    floor = 1.0 / n_perm if exact else 1.0 / (n_perm + 1)
     if floor <= P_FLOOR_WARNING:
-        return
-    why = (f"the design has only {plan.n_perm} distinct labellings (all enumerated); smaller p-values need more "
-           "samples (or fewer strata)" if plan.exact
-           else f"{plan.n_perm} permutations; raise {option('permutations')} for smaller p-values")
-    design_warning(study.info, f"{study.source}: no p-value can fall below {floor:.3g}: {why}")
+        return None
+    why = (f"the design has only {n_perm} distinct labellings (all enumerated); smaller p-values need more "
+           "samples (or fewer strata)" if exact
+           else f"{n_perm} permutations; raise {option('permutations')} for smaller p-values")
+    return f"{source}: no p-value can fall below {floor:.3g}: {why}"
 
 
 def check_observed_statistics(stat: np.ndarray, gene_ids: np.ndarray, metric: str, source: str,

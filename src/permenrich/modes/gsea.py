@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from .._pipeline import (
-    P_FLOOR_WARNING,
     digests,
     file_digest,
     load_gene_sets,
@@ -32,6 +31,7 @@ from ._shared import (
     common_setup,
     gsea_job,
     options_of,
+    p_floor_warning,
     prepare_study,
     gsea_table,
     leading_edges,
@@ -442,9 +442,9 @@ def prepare_prerank(options: dict) -> Prepared:
     observed = sorted_positions_scores(index.members, index.offsets, ranked_stat, float(o.weight), o.set_statistic)
     sizes, size_slot = np.unique(index.sizes, return_inverse=True)
     n_perm = int(o.permutations)
-    if o.p_method == "permutation" and 1 / (n_perm + 1) > P_FLOOR_WARNING:  # as gsea and genes say
-        logger.warning("%s: no p-value can fall below %.3g: %d permutations; raise %s for smaller p-values",
-                       ranked.source, 1 / (n_perm + 1), n_perm, option("permutations"))
+    floor = p_floor_warning(ranked.source, n_perm) if o.p_method == "permutation" else None
+    if floor is not None:  # as gsea and genes say
+        logger.warning("%s", floor)
 
     size_slot = backend.xp.asarray(size_slot)  # on the device once, not per batch
 
