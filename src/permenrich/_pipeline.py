@@ -463,9 +463,10 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         matrix = StreamedMatrix(loaded.source, np.flatnonzero(keep), max_block_bytes=info["max_block_bytes"],
                                 normalise=info.get("normalize", "none"), zero_variance=zero_variance)
         return Study(matrix, matrix.gene_ids, design, data.source, info)
-    for sample in np.asarray(data.sample_ids, dtype=object)[keep]:
-        if sample in loaded.unusable:  # normalised with the others, analysed here: refused as streaming does
-            raise InputError(loaded.unusable[sample])
+    if loaded.unusable:  # samples log1p_cpm could not normalise, analysed here: refused as streaming does
+        for sample in np.asarray(data.sample_ids, dtype=object)[keep]:
+            if sample in loaded.unusable:
+                raise InputError(loaded.unusable[sample])
     # Kept samples-major (values.T C-ordered): the kernels read samples x genes, so the
     # backends then need no copy; none at all when every sample is analysed.
     values = data.values if keep.all() else np.ascontiguousarray(data.values.T[keep]).T
