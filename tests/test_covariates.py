@@ -228,3 +228,50 @@ def test_tiled_freedman_lane_kernel_adds_samples_in_order():
         expected = [cpu._freedman_lane_t(dots[0, g], explained[g], residual_ss[g], sxx, np.sqrt(sxx), df)
                     for g in range(n_genes)]
         assert np.array_equal(out[b], expected)
+
+
+def test_covariates_as_geo_writes_them(caplog):
+    """GEO characteristics carry units ('45 yrs') and code batches as numbers: a number with
+    one unit is fitted as the number (said), number codes as a slope (said, C(name) offered),
+    and C(batch) fits the same indicators as text levels, to the bit."""
+    import logging
+
+    expr, sheet = _cohort(seed=8)
+    sheet["age_text"] = [f"{a:.6f} yrs" for a in sheet.age]
+    sheet["age_rounded"] = [float(f"{a:.6f}") for a in sheet.age]
+    sheet["batch"] = [1, 2, 3] * 10
+    sheet["batch_text"] = ["b1", "b2", "b3"] * 10
+    kwargs = dict(groupby="group", case="case", control="control", metric="student_t", permutations=100,
+                  device="cpu")
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        with_units = permenrich.genes(expr, sheet, covariates=["age_text", "sex"], **kwargs)
+    numbers = permenrich.genes(expr, sheet, covariates=["age_rounded", "sex"], **kwargs)
+    assert with_units.drop(columns=[]).to_csv() == numbers.to_csv()
+    assert with_units.attrs["run"]["design"]["covariates"] == ["age_text", "sex[M]"]
+    assert "covariate 'age_text': every value carries the unit 'yrs' (e.g. '" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        slope = permenrich.genes(expr, sheet, covariates=["batch"], **kwargs)
+    assert slope.attrs["run"]["design"]["covariates"] == ["batch"]
+    assert "covariate 'batch' takes the values 1, 2, 3: fitted as a number (one slope); if they code categories " \
+           "(batches), write C(batch)" in caplog.text
+    categories = permenrich.genes(expr, sheet, covariates=["C(batch)"], **kwargs)
+    text_levels = permenrich.genes(expr, sheet, covariates=["batch_text"], **kwargs)
+    assert categories.attrs["run"]["design"]["covariates"] == ["batch[2]", "batch[3]"]
+    assert categories.to_csv() == text_levels.to_csv()
+    assert not categories.equals(slope)
+
+
+def test_covariate_levels_that_look_like_mistakes_are_warned_about(caplog):
+    import logging
+
+    design, terms = None, None
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        design, terms = covariate_matrix({"sex": np.array(["M", "F", "F", "M", "male", "F", "M", "m"])}, "sheet.tsv",
+                                         sample_ids=[f"s{i}" for i in range(8)])
+    assert terms == ["sex[M]", "sex[m]", "sex[male]"]
+    assert "covariate 'sex' has levels that differ only in case or spacing ('M' and 'm')" in caplog.text
+    assert "covariate 'sex' has 2 level(s) of one sample ('m', 'male'): such a sample is fitted exactly" in caplog.text
+    with pytest.raises(permenrich.PermenrichError, match="is a number for 7 analysed sample.s. but 'x' for sample 's4'"):
+        covariate_matrix({"age": np.array(["30", "41", "52", "33", "x", "45", "38", "29"])}, "sheet.tsv",
+                         sample_ids=[f"s{i}" for i in range(8)])

@@ -81,7 +81,7 @@ def test_a_typo_does_not_make_a_numeric_covariate_categorical(study, typo):
     sheet = pd.DataFrame({"sample": [f"S{i}" for i in range(12)], "group": ["t"] * 6 + ["n"] * 6, "age": ages})
     sheet.to_csv(study / "sheet.tsv", sep="\t", index=False)
     with pytest.raises(InputError, match=f"covariate 'age' is a number for 11 analysed sample.* but '{typo}' for "
-                                         "sample 4"):
+                                         "sample 'S3'"):
         permenrich.gsea(study / "expr.gct", study / "sheet.tsv", study / "sets.gmt", groupby="group", case="t",
                         control="n", covariates=["age"], metric="student_t", permutations=20, device="cpu")
 
@@ -213,7 +213,7 @@ def test_gene_set_file_twice_and_a_huge_covariate(study):
     sheet = pd.DataFrame({"sample": [f"S{i}" for i in range(12)], "group": ["t"] * 6 + ["n"] * 6,
                           "age": [str(20 + i) for i in range(11)] + ["1e300"]})
     sheet.to_csv(study / "sheet.tsv", sep="\t", index=False)
-    with pytest.raises(InputError, match=r"covariate 'age' is 1e\+300 for sample 12, beyond"):
+    with pytest.raises(InputError, match=r"covariate 'age' is 1e\+300 for sample 'S11', beyond"):
         permenrich.gsea(study / "expr.gct", study / "sheet.tsv", study / "sets.gmt", groupby="group", case="t",
                         control="n", covariates=["age"], metric="student_t", permutations=20, device="cpu")
 

@@ -97,6 +97,27 @@ def test_samples_outside_the_two_classes_are_left_out() -> None:
     np.testing.assert_array_equal(design.keep, [True, False, True, True, False, True, False])
     np.testing.assert_array_equal(design.is_case, [False, True, False, True])
     assert design.is_case.dtype == bool and design.keep.dtype == bool
+    assert design.excluded == {"b": 2}
+
+
+def test_classes_spelled_like_a_compared_one_are_warned_about(caplog) -> None:
+    """'all' beside 'ALL' is a typo more often than a class: left out (or put in 'rest')
+    with a warning, not quietly; other classes are left out as asked."""
+    import logging
+
+    labels = ["ALL"] * 3 + ["AML"] * 3 + ["all", "A ML", "T-cell", "T-cell"]
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        design = two_group_design(labels, case="ALL", control="AML")
+    assert design.excluded == {"all": 1, "A ML": 1, "T-cell": 2} and design.keep.sum() == 6
+    assert ("classes 'all' (1 sample), 'A ML' (1 sample) are spelled like the compared 'ALL' and 'AML' but for case "
+            "or spacing, and are left out; correct the label if it is the same class") in caplog.text
+    assert "T-cell" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        rest = two_group_design(labels, case="ALL", control="rest")
+    assert rest.n_case == 3 and rest.n_control == 7
+    assert "class 'all' (1 sample) is spelled like the compared 'ALL' but for case or spacing, and is counted in " \
+           "'rest'" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ from .io import (
     sample_annotation,
 )
 from .io.expression import check_constant_genes
+from .io.geo import looks_like_series_matrix, warn_if_unlogged
 from .stats.metrics import Metric
 
 logger = logging.getLogger("permenrich")
@@ -262,6 +263,8 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
     else:
         data = read_expression(expr, nan_policy=nan_policy, layer=layer, use_raw=use_raw)
         info["matrix_storage"] = "in memory"
+        if normalize == "none" and looks_like_series_matrix(expr):
+            warn_if_unlogged(data)
         if normalize == "log1p_cpm":
             _warn_unless_counts(data.values, data_place(data.source, data.dataset), info)
         if _is_hdf5_path(expr) or _is_anndata(expr):  # cells; not the annotated samples of a GEO series
@@ -425,21 +428,25 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         design = TwoGroupLabels(is_case, stratum)
         info.update({"case": two.case, "control": two.control, "n_case": two.n_case,
                      "n_control": two.n_control, "n_samples_excluded": int((~keep).sum())})
+        if two.excluded:
+            info["excluded_classes"] = dict(two.excluded)
     info["strata"] = strata
     info["pairs"] = pairs
     reduced_design = None
     if covariates:
-        from .stats.covariates import covariate_matrix
+        from .io.phenotype import is_missing
+        from .stats.covariates import covariate_column, covariate_matrix
 
         if loaded.source is not None:
             raise OptionError(f"{option('covariates')} need the matrix in memory, but {data.source} is streamed "
                               f"(larger than half of {option('memory')}): raise {option('memory')} or use "
                               f"{option('pseudobulk')}")
-        columns = {name: sample_annotation(data, phenotype, name, what="covariate")[keep] for name in covariates}
+        columns = {name: sample_annotation(data, phenotype, covariate_column(name)[0], what="covariate")[keep]
+                   for name in covariates}
         if nan_policy == "drop":  # samples without a covariate value leave the analysis
             complete = np.ones(int(keep.sum()), dtype=bool)
             for values in columns.values():
-                complete &= np.array([str(v).strip() not in ("", "nan", "NaN", "NA", "None") for v in values])
+                complete &= np.array([not is_missing(str(v)) for v in values])
             if not complete.all():
                 logger.warning("%s: %d analysed sample(s) lack a covariate value and are left out (nan_policy "
                                "'drop')", data.source, int((~complete).sum()))
@@ -449,7 +456,8 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
                 columns = {name: values[complete] for name, values in columns.items()}
                 design = _subset_design(design, complete)
                 info["n_samples_without_covariates"] = int((~complete).sum())
-        reduced_design, terms = covariate_matrix(columns, data.source)
+        reduced_design, terms = covariate_matrix(columns, data.source,
+                                                 sample_ids=np.asarray(data.sample_ids, dtype=object)[keep])
         x = design.values if isinstance(design, ContinuousPhenotype) else design.is_case.astype(np.float64)
         design = ContinuousPhenotype(np.asarray(x, dtype=np.float64), stratum)  # residuals move, not labels
         info["covariates"] = terms
@@ -503,7 +511,10 @@ def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None
                min_cells: int = 10) -> Study:
     """Read the expression data (unless ``expr`` is already :class:`LoadedData`) and the
     phenotype into a :class:`Study`."""
-    keys = tuple(c for c in (groupby, strata, pairs, phenotype_column, *(covariates or ())) if c is not None)
+    from .stats.covariates import covariate_column
+
+    columns = [covariate_column(name)[0] for name in covariates or ()]
+    keys = tuple(c for c in (groupby, strata, pairs, phenotype_column, *columns) if c is not None)
     loaded = expr if isinstance(expr, LoadedData) else load_data(
         expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
         budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys, pseudobulk_method=pseudobulk_method,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["TwoGroupDesign", "read_cls", "read_sample_sheet", "two_group_design", "design_from_phenotype"]
 
-# Labels meaning "no group" in sample sheets and obs columns.
-_MISSING_LABELS = ("", "NA", "na", "N/A", "nan", "NaN", "None")
+# Labels meaning "no value" in sample sheets and obs columns (a group, a covariate):
+# pandas' default missing-value spellings that occur in sample annotations, GEO's "null".
+_MISSING_LABELS = ("", "NA", "na", "N/A", "n/a", "#N/A", "<NA>", "nan", "NaN", "None", "NULL", "null")
 _SHEET_SUFFIXES = {".tsv", ".txt", ".csv", ".tab"}
 _MIN_PER_CLASS = 2
 
@@ -46,6 +47,8 @@ class TwoGroupDesign:
         Group sizes.
     source : str
         Where the labels came from, for messages.
+    excluded : dict of str to int
+        The other classes, left out, with their sample counts.
     """
 
     is_case: np.ndarray
@@ -55,6 +58,7 @@ class TwoGroupDesign:
     n_case: int
     n_control: int
     source: str
+    excluded: dict[str, int] = field(default_factory=dict)
 
 
 def read_cls(path: str | Path) -> tuple[list[str], list[str]]:
@@ -257,6 +261,8 @@ def _case_against_rest(labels: np.ndarray, case: str | None, source: str) -> np.
                           "class but the case; choose a case class")
     if case not in set(labels):
         return labels  # refused below, listing the classes as given
+    others = dict(zip(*np.unique(labels[(labels != case) & (labels != "")].astype(str), return_counts=True)))
+    _warn_of_variants({str(c): int(n) for c, n in others.items()}, (case,), source, fate=f"counted in {REST!r}")
     return np.where(labels == case, case, np.where(labels == "", "", REST)).astype(object)
 
 
@@ -343,6 +349,8 @@ def two_group_design(
             )
     keep = (labels_arr == case) | (labels_arr == control)
     is_case = labels_arr[keep] == case
+    excluded = {c: counts[c] for c in present if c not in (case, control)}
+    _warn_of_variants(excluded, (case, control), source)
     return TwoGroupDesign(
         is_case=np.asarray(is_case, dtype=bool),
         keep=np.asarray(keep, dtype=bool),
@@ -351,7 +359,27 @@ def two_group_design(
         n_case=int(is_case.sum()),
         n_control=int((~is_case).sum()),
         source=source,
+        excluded=excluded,
     )
+
+
+def _spelling(label: str) -> str:
+    """A label without case, spaces, underscores and hyphens: what a variant spelling of
+    the same class shares with it."""
+    return "".join(ch for ch in label.casefold() if not (ch.isspace() or ch in "_-"))
+
+
+def _warn_of_variants(others: dict[str, int], chosen: tuple[str, ...], source: str, fate: str = "left out") -> None:
+    """Other classes spelled like a compared one but for case and spacing ('all' beside
+    'ALL') are most likely typos of it: said, not left out (or put in 'rest') quietly."""
+    spellings = {_spelling(c): c for c in chosen}
+    variants = [(c, n, spellings[_spelling(c)]) for c, n in others.items() if _spelling(c) in spellings]
+    if variants:
+        verb = "is" if len(variants) == 1 else "are"
+        logger.warning("%s: class%s %s %s spelled like the compared %s but for case or spacing, and %s %s; correct "
+                       "the label if it is the same class", source, "es" * (len(variants) > 1),
+                       ", ".join(f"{c!r} ({n} sample{'s' * (n != 1)})" for c, n, _ in variants), verb,
+                       " and ".join(dict.fromkeys(repr(like) for _, _, like in variants)), verb, fate)
 
 
 def design_from_phenotype(
@@ -465,10 +493,16 @@ def design_from_phenotype(
                        n_unlabelled, expr.n_samples)
     if n_dropped > n_unlabelled:
         logger.info(
-            "%s: %d of %d samples are in neither %r nor %r and are left out",
+            "%s: %d of %d samples are in neither %r nor %r and are left out (%s)",
             source, n_dropped - n_unlabelled, expr.n_samples, design.case, design.control,
+            ", ".join(f"{c!r}: {n}" for c, n in design.excluded.items()),
         )
     return design
+
+
+def is_missing(text: str) -> bool:
+    """Whether an annotation's text means "no value" (empty, NA, nan, null, ...)."""
+    return text.strip() in _MISSING_LABELS
 
 
 def _label(value: Any) -> str:

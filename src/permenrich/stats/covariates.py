@@ -29,14 +29,19 @@ linear model. NeuroImage 92:381-397.
 
 from __future__ import annotations
 
-from typing import Any
-
+import logging
 import math
+import re
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
-from ..io.expression import MAX_ABS_VALUE
+from ..errors import InputError, option
+from ..io.expression import MAX_ABS_VALUE, _preview
+from ..io.phenotype import is_missing
+
+logger = logging.getLogger(__name__)
 
 #: A covariate (or the phenotype) whose remaining variation after the other columns is
 #: below this fraction of its own is taken as explained by them (collinear).
@@ -50,15 +55,77 @@ def _finite_number(value: object) -> bool:
         return False
 
 
-def covariate_matrix(columns: dict[str, np.ndarray], source: str) -> tuple[np.ndarray, list[str]]:
+#: ``C(name)``: the column ``name`` fitted as categories even when its values are numbers
+#: (batches coded 1, 2, 3), as in R's and statsmodels' formulas.
+_CATEGORICAL = re.compile(r"^C\((.+)\)$")
+#: A number followed by a unit, as GEO characteristics often write ages ("45 yrs").
+_NUMBER_WITH_UNIT = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\W\d_][^\d]*)$")
+#: Numbers coded as consecutive integers from 0 or 1 with at most this many values look
+#: like category codes (batch 1, 2, 3): the fit of a slope is said, and C(name) offered.
+_MAX_CODES = 12
+
+
+def covariate_column(name: str) -> tuple[str, bool]:
+    """The annotation column a covariate names, and whether it is forced categorical:
+    ``C(batch)`` is the column ``batch`` as categories."""
+    match = _CATEGORICAL.match(name.strip())
+    return (match.group(1).strip(), True) if match else (name.strip(), False)
+
+
+def _unit_numbers(name: str, values: Sequence[str], source: str) -> np.ndarray | None:
+    """The numbers of a column whose every value is a number followed by one unit ("45
+    yrs"; a plural "s" and the case aside), else None."""
+    matches = [_NUMBER_WITH_UNIT.match(v) for v in values]
+    if not all(matches):
+        return None
+    units = {m.group(2).strip().rstrip(".").lower().removesuffix("s") for m in matches}
+    if len(units) > 1:  # ordinals ('1st', '2nd') or mixed units: categories, whose levels are checked
+        return None
+    logger.warning("%s: covariate %r: every value carries the unit %r (e.g. %r); fitted as the number", source,
+                   name, matches[0].group(2).strip(), values[0])
+    return np.array([float(m.group(1)) for m in matches])
+
+
+def _level_order(levels: set[str]) -> list[str]:
+    """Levels in numeric order when every level is a number (C(batch): 1, 2, 10), else
+    sorted as text; the first is the baseline."""
+    if all(_finite_number(level) for level in levels):
+        return sorted(levels, key=lambda level: (float(level), level))
+    return sorted(levels)
+
+
+def _check_levels(name: str, labels: np.ndarray, levels: list[str], source: str) -> None:
+    """Warn about levels that are likely mistakes: spellings that differ only in case or
+    spacing, and levels of one sample (fitted exactly, so that sample adds nothing)."""
+    by_spelling: dict[str, list[str]] = {}
+    for level in levels:
+        by_spelling.setdefault(re.sub(r"[\s_-]+", "", level).casefold(), []).append(level)
+    variants = [group for group in by_spelling.values() if len(group) > 1]
+    if variants:
+        logger.warning("%s: covariate %r has levels that differ only in case or spacing (%s); each is its own "
+                       "category: correct the spelling if they are the same", source, name,
+                       "; ".join(" and ".join(repr(level) for level in group) for group in variants[:3]))
+    single = [level for level in levels if int((labels == level).sum()) == 1]
+    if single:
+        logger.warning("%s: covariate %r has %d level(s) of one sample (%s): such a sample is fitted exactly and "
+                       "adds nothing to the test; correct their spelling, merge rare levels or leave the covariate out", source, name,
+                       len(single), _preview(single, 4))
+
+
+def covariate_matrix(columns: dict[str, np.ndarray], source: str,
+                     sample_ids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """The design matrix of the covariates: an intercept, then each column (numeric as is,
     categorical as indicators of every level but the first, in sorted order).
 
     Parameters
     ----------
     columns : dict of name -> array of the analysed samples' values (strings or numbers)
+        A name ``C(column)`` fits that column as categories even if its values are
+        numbers. Numbers that all carry one unit ("45 yrs") are fitted as numbers.
     source : str
         For messages.
+    sample_ids : sequence of str, optional
+        The analysed samples' ids, named in messages (else their positions).
 
     Returns
     -------
@@ -73,38 +140,56 @@ def covariate_matrix(columns: dict[str, np.ndarray], source: str) -> tuple[np.nd
         that the others (with the intercept) explain; each names the column.
     """
     n = len(next(iter(columns.values()))) if columns else 0
+
+    def sample(i: int) -> str:
+        return repr(str(sample_ids[i])) if sample_ids is not None else str(i + 1)
+
     blocks, terms, owners = [np.ones((n, 1))], [], []
-    for name, raw in columns.items():
+    for given, raw in columns.items():
+        name, categorical = covariate_column(given)
         values = np.asarray(raw, dtype=object)
-        missing = [i for i, v in enumerate(values) if v is None or str(v).strip() in ("", "nan", "NaN", "NA")]
+        missing = [i for i, v in enumerate(values) if v is None or is_missing(str(v))]
         if missing:
             raise InputError(f"{source}: covariate {name!r} is missing for {len(missing)} analysed sample(s) "
-                             f"(e.g. sample {missing[0] + 1}); fill it in or leave the covariate out")
-        finite = [_finite_number(v) for v in values]
-        if any(finite) and not all(finite):
+                             f"(e.g. sample {sample(missing[0])}); fill it in, leave the covariate out, or leave "
+                             f"such samples out ({option('nan_policy', 'drop')})")
+        texts = [str(v).strip() for v in values]
+        finite = [_finite_number(v) for v in texts]
+        numbers = None
+        if not categorical and all(finite):
+            numbers = np.array([float(v) for v in texts])
+        elif not categorical and not any(finite):
+            numbers = _unit_numbers(name, texts, source)
+        elif not categorical:
             # one typo ('abc', 'inf') must not turn a numeric covariate into a factor
             bad = finite.index(False)
             raise InputError(f"{source}: covariate {name!r} is a number for {sum(finite)} analysed sample(s) but "
-                             f"{str(values[bad]).strip()!r} for sample {bad + 1}; correct that value, or make "
-                             "every value text (e.g. 'batch1') for a categorical covariate")
-        if all(finite):
-            numbers = np.array([float(v) for v in values])
+                             f"{texts[bad]!r} for sample {sample(bad)}; correct that value, or make every value "
+                             "text (e.g. 'batch1') for a categorical covariate")
+        if numbers is not None:
             if np.abs(numbers).max() > MAX_ABS_VALUE:  # its square overflows in the model's algebra
                 bad = int(np.argmax(np.abs(numbers)))
-                raise InputError(f"{source}: covariate {name!r} is {numbers[bad]:g} for sample {bad + 1}, beyond "
-                                 f"±{MAX_ABS_VALUE:g}; check the value (or rescale the covariate)")
+                raise InputError(f"{source}: covariate {name!r} is {numbers[bad]:g} for sample {sample(bad)}, "
+                                 f"beyond ±{MAX_ABS_VALUE:g}; check the value (or rescale the covariate)")
             if np.ptp(numbers) == 0:
                 raise InputError(f"{source}: covariate {name!r} is constant ({numbers[0]:g}) in the analysed "
                                  "samples; leave it out")
+            distinct = np.unique(numbers)
+            if (3 <= distinct.size <= _MAX_CODES and distinct[0] in (0.0, 1.0)
+                    and np.array_equal(distinct, distinct[0] + np.arange(distinct.size))):
+                logger.warning("%s: covariate %r takes the values %s: fitted as a number (one slope); if they "
+                               "code categories (batches), write C(%s)", source, name,
+                               ", ".join(f"{v:g}" for v in distinct), name)
             blocks.append(numbers[:, None])
             terms.append(name)
             owners.append(name)
             continue
-        levels = sorted({str(v) for v in values})
+        labels = np.array(texts)
+        levels = _level_order(set(texts))
         if len(levels) < 2:
             raise InputError(f"{source}: covariate {name!r} has one level ({levels[0]!r}) in the analysed samples; "
                              "leave it out")
-        labels = np.array([str(v) for v in values])
+        _check_levels(name, labels, levels, source)
         for level in levels[1:]:
             blocks.append((labels == level).astype(np.float64)[:, None])
             terms.append(f"{name}[{level}]")
