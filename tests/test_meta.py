@@ -211,6 +211,10 @@ def test_platforms_with_different_genes_are_joined() -> None:
     assert (counts.loc[[f"g{i}" for i in range(10)]] == 1).all() and (counts.loc["g15"] == 2)
     alone = outer.set_index("gene").loc["g3"]
     assert alone.statistic == alone.statistic_study1 and np.isnan(alone.statistic_study2)
+    # The inner join's loss of a third of study 1's genes is said (and --join outer offered).
+    assert ("study 'study1': 10 of its 30 genes (33%) are not measured by every study and are left out; "
+            "join='outer' keeps them (combined over the studies that measure them)") in inner.attrs["run"]["warnings"]
+    assert not any("not measured by every study" in w for w in outer.attrs["run"]["warnings"])
     # The combined statistic of a shared gene is Stouffer's sum of the two studies' Welch t.
     row = inner.set_index("gene").loc["g15"]
     w = np.sqrt([13.0, 13.0])
@@ -319,6 +323,41 @@ def test_cli_manifest_run_equals_the_api_and_bad_manifests_are_one_line(tmp_path
         assert status == 2 and len(err) == 1, (label, err)
         assert re.search(pattern, err[0]), (label, err[0])
         assert not (tmp_path / label).exists()
+
+
+def test_missing_values_policy_for_every_study_or_per_manifest_row(tmp_path, capsys) -> None:
+    """A GEO series with null cells is routine: meta takes nan_policy for every study, a
+    manifest row may set its own, and a '#' inside a cell is part of the cell (only a line
+    starting with '#' is a comment)."""
+    from permenrich.cli import main
+
+    rng = np.random.default_rng(11)
+    studies = [_study(rng), _study(rng, n_case=7, n_control=6)]
+    studies[1]["expr"].iloc[3, 2] = np.nan
+    _write_study_files(tmp_path / "data", studies[0], "a")
+    _write_study_files(tmp_path / "data", studies[1], "b")
+    with pytest.raises(InputError, match=r"^study 'study2': .*nan_policy='drop'"):
+        permenrich.meta(studies, permutations=20, threads=1)
+    dropped = permenrich.meta(studies, nan_policy="drop", permutations=100, threads=1)
+    assert "g3" not in set(dropped.gene) and len(dropped) == 29
+    manifest = tmp_path / "studies.tsv"
+    rows = "a\tdata/a.tsv\tdata/a.cls\tcase\tctrl\t\nb\tdata/b.tsv\tdata/b.cls\tcase\tctrl\tdrop\n"
+    manifest.write_text("# studies of the #1 cohort\nstudy\texpr\tphenotype\tcase\tcontrol\tnan_policy\n" + rows)
+    assert main(["meta", "--manifest", str(manifest), "--permutations", "100", "--threads", "1",
+                 "--out", str(tmp_path / "row"), "--quiet"]) == 0
+    manifest.write_text("study\texpr\tphenotype\tcase\tcontrol\n" + rows.replace("\t\n", "\n").replace("\tdrop", ""))
+    assert main(["meta", "--manifest", str(manifest), "--nan-policy", "drop", "--permutations", "100",
+                 "--threads", "1", "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    written = [(tmp_path / out / "results.tsv").read_text() for out in ("row", "cli")]
+    direct = tmp_path / "direct"
+    permenrich.write_results(dropped.rename(columns={"statistic_study1": "statistic_a",
+                                                     "statistic_study2": "statistic_b"}), direct)
+    assert written[0] == written[1] == (direct / "results.tsv").read_text()
+    capsys.readouterr()
+    # '#' inside a cell: a class 'case#2' that does not exist, not 'case' with the rest of the row cut off
+    manifest.write_text("study\texpr\tphenotype\tcase\tcontrol\na\tdata/a.tsv\tdata/a.cls\tcase#2\tctrl\n")
+    assert main(["meta", "--manifest", str(manifest), "--permutations", "20", "--out", str(tmp_path / "hash")]) == 2
+    assert "case='case#2' is not a class" in capsys.readouterr().err.replace("--case case#2", "case='case#2'")
 
 
 def _sets(genes):

@@ -237,14 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(per-study statistic columns) and OUT/run.json.")
     m.add_argument("--manifest", required=True,
                    help="TSV, one row per study: study, expr (required); phenotype (CLS or sample sheet), groupby, "
-                        "case, control, strata, pairs, covariates, chip, collapse, normalize (optional); paths "
-                        "relative to the manifest")
+                        "case, control, strata, pairs, covariates, chip, collapse, normalize, nan_policy, "
+                        "zero_variance (optional); paths relative to the manifest")
     m.add_argument("--method", default="stouffer",
                    help="stouffer (default; weights sqrt(n)), fixed or random (DerSimonian-Laird) on Hedges' g")
     m.add_argument("--join", default="inner", help="inner (genes in every study, default) or outer (any study)")
     m.add_argument("--metric", default=None,
                    help="per-study statistic: welch_t for stouffer (default), hedges_g for fixed/random")
     m.add_argument("--alternative", default="two-sided", help="two-sided (default); greater: case above control (or positive correlation); less: below")
+    m.add_argument("--nan-policy", default="error",
+                   help="genes with missing values: error or drop, for studies whose manifest row sets none")
+    m.add_argument("--zero-variance", default="drop",
+                   help="constant genes: drop (with a warning) or error, for studies whose manifest row sets none")
     m.add_argument("--mode", default="genes",
                    help="genes (default: per-gene p-values and maxT of the combined statistic), gsea (GSEA on the "
                         "combined ranking) or ora (the --top genes of the combined statistic); gsea and ora need "
@@ -474,7 +478,8 @@ def _run_meta(args: argparse.Namespace) -> int:
     from .api import meta
 
     table = meta(args.manifest, args.gene_sets, mode=args.mode, method=args.method, join=args.join,
-                 metric=args.metric, alternative=args.alternative, set_statistic=args.set_statistic,
+                 metric=args.metric, alternative=args.alternative, nan_policy=args.nan_policy,
+                 zero_variance=args.zero_variance, set_statistic=args.set_statistic,
                  weight=args.weight, min_size=args.min_size, max_size=args.max_size, top=args.top,
                  direction=args.direction, leave_one_out=args.leave_one_out, **_run_kwargs(args))
     what = "genes" if args.mode == "genes" else "gene sets"

@@ -3,6 +3,7 @@ the same way for :func:`permenrich.meta` and :func:`permenrich.ora_lists`."""
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -34,13 +35,17 @@ def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], req
         found = " (it is a directory)" if Path(path).is_dir() else ""
         raise InputError(f"{where}: {what} not found{found}; give {expected}")
     try:
+        # A line starting with '#' is a comment; a '#' inside a cell is part of the cell
+        # (pandas' comment= would cut the row there and leave its other cells empty).
+        text = Path(path).read_text(encoding="utf-8-sig")
+        kept = "\n".join("" if _is_comment(line) else line for line in text.splitlines())
         with warnings.catch_warnings():
             # A row with one cell more than the header would make its first cell an index
             # and shift the others under the wrong columns; index_col=False turns that into
             # pandas' warning about lost data, refused here.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            table = pd.read_csv(path, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
-                                keep_default_na=False, comment="#", index_col=False)
+            table = pd.read_csv(io.StringIO(kept), sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
+                                keep_default_na=False, index_col=False)
     except pd.errors.ParserWarning:
         raise InputError(f"{where}: a row has more cells than the header; give {expected}") from None
     except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
@@ -78,7 +83,11 @@ def _content_lines(path: str | os.PathLike) -> list[int]:
     except OSError:
         return []
     return [number for number, line in enumerate(text.splitlines(), start=1)
-            if line.split("#", 1)[0].strip()]
+            if line.strip() and not _is_comment(line)]
+
+
+def _is_comment(line: str) -> bool:
+    return line.lstrip().startswith("#")
 
 
 def relative_to(path: str | os.PathLike, text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import math
 import time
 import os
@@ -34,6 +35,8 @@ from ._shared import (
     score_scale,
 )
 
+logger = logging.getLogger(__name__)
+
 #: What one study may set: the single-study input options of :func:`permenrich.genes`.
 STUDY_KEYS = ("name", "expr", "phenotype", "groupby", "case", "control", "phenotype_column", "strata", "pairs",
               "covariates", "collapse", "chip", "nan_policy", "zero_variance", "normalize", "pseudobulk",
@@ -43,9 +46,12 @@ STUDY_KEYS = ("name", "expr", "phenotype", "groupby", "case", "control", "phenot
 MIN_PER_CLASS = 2
 
 
+#: A study losing this fraction of its genes to the inner join is warned about.
+INNER_JOIN_LOSS_WARNED = 0.1
+
 #: Manifest columns (one row per study); the file-path ones are relative to the manifest.
 MANIFEST_COLUMNS = ("study", "expr", "phenotype", "groupby", "case", "control", "strata", "pairs", "covariates",
-                    "chip", "collapse", "normalize")
+                    "chip", "collapse", "normalize", "nan_policy", "zero_variance")
 _PATH_COLUMNS = ("expr", "phenotype", "chip")
 
 
@@ -88,6 +94,8 @@ def meta(
     join: Literal["inner", "outer"] = "inner",
     metric: MetricName | None = None,
     alternative: Alternative = "two-sided",
+    nan_policy: Literal["error", "drop"] = "error",
+    zero_variance: Literal["error", "drop"] = "drop",
     permutations: int = 10000,
     seed: int = 0,
     batch_size: int | None = None,
@@ -140,6 +148,9 @@ def meta(
         its no-effect value: ``ratio_of_classes`` - 1, and Mann-Whitney's U as
         (U - n_A n_B / 2) / sqrt(n_A n_B (n + 1) / 12), its null sd, since U's scale
         grows with the class sizes.
+    nan_policy, zero_variance
+        As in :func:`permenrich.genes`, for every study that does not set its own (a
+        study's ``nan_policy``/``zero_variance``, or its manifest cell).
     alternative, permutations, seed, batch_size, memory, threads, device, client, progress
         As in :func:`permenrich.genes`. Study 1 is permuted with ``seed``, study s with
         a seed mixed from (seed, s): permutation k is a pure function of (seed, k).
@@ -172,7 +183,8 @@ def _study_options(options: dict, study: Mapping[str, Any], index: int, name: st
         raise OptionError(f"study {name!r}: 'expr' is required (the study's expression data)")
     defaults = {name: p.default for name, p in inspect.signature(genes).parameters.items()
                 if p.default is not inspect.Parameter.empty and name not in ("client", "progress")}
-    shared = {k: options[k] for k in ("alternative", "permutations", "batch_size", "memory", "threads", "device")}
+    shared = {k: options[k] for k in ("alternative", "permutations", "batch_size", "memory", "threads", "device",
+                                      "nan_policy", "zero_variance")}
     merged = {**defaults, **shared, **{k: v for k, v in study.items() if k != "name"}}
     merged.update(metric=options["metric"], seed=study_seed(options["seed"], index), random_only=True)
     return merged
@@ -239,9 +251,15 @@ def prepare_meta(options: dict) -> Prepared:
     if genes.size == 0:
         raise InputError("the studies share no gene: check that their gene ids are of one kind "
                          "(map probes to symbols with each study's chip)")
-    for name, found in zip(names, positions):
+    for name, found, r in zip(names, positions, runs):
         if not (found >= 0).any():
             raise InputError(f"study {name!r} shares no gene with the others: check its gene ids or its chip")
+        lost = len(r.study.gene_ids) - int((found >= 0).sum())
+        if o.join == "inner" and lost >= INNER_JOIN_LOSS_WARNED * len(r.study.gene_ids):
+            logger.warning("study %r: %s of its %s genes (%.0f%%) are not measured by every study and are left out; "
+                           "%s keeps them (combined over the studies that measure them)", name, f"{lost:,}",
+                           f"{len(r.study.gene_ids):,}", 100 * lost / len(r.study.gene_ids),
+                           option("join", "outer"))
     sizes = np.array(class_sizes, dtype=np.float64)
     weights = np.sqrt(sizes.sum(axis=1))
     # Each study's statistic enters the combination centred at its no-effect value (so
