@@ -107,15 +107,27 @@ def test_cli_groupby_on_a_series_matrix_and_log2(tmp_path, capsys):
                                   "--min-size", "5", "--normalize", "log2", "--permutations", "50", "--device", "cpu",
                                   "--out", str(out)])
     assert status == 0, capsys.readouterr().err
-    assert "series looks unlogged" in capsys.readouterr().err
+    # asked to take the log, the run does not also warn that the series looks unlogged
+    assert "series looks unlogged" not in capsys.readouterr().err
     assert (out / "results.tsv").is_file()
+    status = permenrich.cli.main(["genes", "--expr", str(series), "--groupby", "disease state", "--case", "VTE",
+                                  "--control", "control", "--permutations", "20", "--device", "cpu",
+                                  "--out", str(tmp_path / "unlogged")])
+    assert status == 0 and "series looks unlogged" in capsys.readouterr().err
+
+
+def test_characteristics_without_a_key_are_skipped_with_a_warning(tmp_path, caplog):
+    """Older series describe samples without 'key:' ('bone marrow'): the matrix is still
+    read (a sample sheet can carry the phenotype), the entries named in a warning."""
+    series = _series(tmp_path, extra_lines=['!Sample_characteristics_ch1\t' + "\t".join(['"tissue blood"'] * N)])
+    data = read_series_matrix(series)
+    assert data.values.shape == (30, N) and "tissue blood" not in data.obs.columns
+    assert "line 9: 12 sample characteristic(s) are not 'key: value' (e.g. 'tissue blood')" in caplog.text
 
 
 @pytest.mark.parametrize("break_it, message", [
     (dict(drop_end=True), "no '!series_matrix_table_begin' ... '!series_matrix_table_end' table"),
     (dict(ragged=True), "fields, expected 13 (ID_REF and one value per sample); the table is ragged"),
-    (dict(extra_lines=['!Sample_characteristics_ch1\t' + "\t".join(['"tissue blood"'] * N)]),
-     "characteristic 'tissue blood' is not 'key: value'"),
     (dict(extra_lines=['!Sample_characteristics_ch1\t' + "\t".join(['"age: 1"'] * N)]),
      "characteristic 'age' is given twice"),
 ])

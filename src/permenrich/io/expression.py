@@ -221,7 +221,8 @@ def check_constant_genes(constant: np.ndarray, gene_ids: Sequence[Any], policy: 
         raise InputError(f"{source}: gene {first!r} has zero variance across the analysed samples "
                          f"({int(constant.sum())} such genes); remove them or pass "
                          f"{option('zero_variance', 'drop')}")
-    logger.warning("dropped %d zero-variance genes (constant across the analysed samples)", int(constant.sum()))
+    logger.warning("%s: dropped %d zero-variance genes (constant across the analysed samples)", source,
+                   int(constant.sum()))
 
 
 def first_out_of_range(values: np.ndarray) -> tuple[int, ...] | None:

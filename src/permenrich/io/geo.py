@@ -71,9 +71,14 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
     Raises
     ------
     InputError
-        No table markers, a ragged row, a non-numeric value, a characteristics entry
-        without ``key: value`` or a key given twice for one sample (naming the line), or
-        no sample.
+        No table markers, a ragged row, a non-numeric value, or a characteristics key
+        given twice for one sample (naming the line), or no sample.
+
+    Notes
+    -----
+    Characteristics written ``key: value`` become ``obs`` columns; entries without a
+    key (older series) are skipped with a warning. Whether the values look unlogged is
+    checked by the run (:func:`warn_if_unlogged`), which knows whether it takes the log.
     """
     where = str(path)
     lines = _split_lines(_read_text(_existing_file(path, "GEO series matrix")))
@@ -92,6 +97,7 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
     samples = header[1:]
     annotations: dict[str, list[str]] = {}
     characteristics: list[dict[str, str]] = [{} for _ in samples]
+    keyless: list[tuple[int, str]] = []  # (line, first entry) of characteristics without a key
     for number, line in enumerate(lines[:begin], start=1):
         if not line.startswith("!Sample_"):
             continue
@@ -105,14 +111,18 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
             for sample, value in enumerate(values):
                 if not value:
                     continue
-                if ":" not in value:
-                    raise InputError(f"{where}: line {number}, sample {samples[sample]}: characteristic {value!r} "
-                                     "is not 'key: value'; GEO characteristics name what they measure")
+                if ":" not in value:  # older series: a bare description ('bone marrow'), no column to fill
+                    keyless.append((number, value))
+                    continue
                 name, entry = (part.strip() for part in value.split(":", 1))
                 if name in characteristics[sample] and characteristics[sample][name] != entry:
                     raise InputError(f"{where}: line {number}, sample {samples[sample]}: characteristic {name!r} "
                                      f"is given twice ({characteristics[sample][name]!r}, {entry!r})")
                 characteristics[sample][name] = entry
+    if keyless:
+        logger.warning("%s: line %d: %d sample characteristic(s) are not 'key: value' (e.g. %r) and are not read as "
+                       "annotation columns; give such annotations in a sample sheet (%s) if the analysis needs "
+                       "them", where, keyless[0][0], len(keyless), keyless[0][1], option("phenotype"))
     ids, rows = [], []
     for number in range(begin + 2, end):
         line = lines[number]
@@ -140,12 +150,17 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
     for name in dict.fromkeys(k for entry in characteristics for k in entry):
         obs[name] = [entry.get(name, "") for entry in characteristics]
     obs.index = obs.index.astype(str)
-    finite = values[np.isfinite(values)]
-    if finite.size and finite.max() > UNLOGGED_ABOVE:
-        logger.warning("%s: values reach %.4g: the series looks unlogged; most analyses expect log2 values "
-                       "(%s)", where, float(finite.max()), option("normalize", "log2"))
     return ExpressionData(values=values, gene_ids=np.array(ids, dtype=object),
                           sample_ids=np.array(samples, dtype=object), source=where, obs=obs)
+
+
+def warn_if_unlogged(data: ExpressionData) -> None:
+    """Warn that a series matrix whose values exceed :data:`UNLOGGED_ABOVE` looks
+    unlogged (a run says so unless it was asked to take the log itself)."""
+    finite = data.values[np.isfinite(data.values)]
+    if finite.size and finite.max() > UNLOGGED_ABOVE:
+        logger.warning("%s: values reach %.4g: the series looks unlogged; most analyses expect log2 values "
+                       "(%s)", data.source, float(finite.max()), option("normalize", "log2"))
 
 
 def _is_number(text: object) -> bool:
