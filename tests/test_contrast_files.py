@@ -87,7 +87,16 @@ def test_contrast_names_may_hold_any_text_but_not_be_empty(tmp_path: Path) -> No
         read_contrasts(spec.assign(name=[TREG, "  "]))
     path = tmp_path / "c.tsv"
     path.write_text("name\tgroupby\tcase\tcontrol\n\tg\ta\trest\n")
-    with pytest.raises(InputError, match=r"c.tsv: contrast 1 has no name"):
+    with pytest.raises(InputError, match=r"c.tsv: line 2: the 'name' cell is empty"):
+        read_contrasts(path)
+    # a '#' inside a cell is text (a level 'CD4 #2'); only a line starting with '#' is a comment
+    path.write_text("# contrasts of the #1 screen\nname\tgroupby\tcase\tcontrol\nCD4 #2 vs rest\tg\tCD4 #2\trest\n")
+    assert read_contrasts(path).iloc[0].tolist() == ["CD4 #2 vs rest", "g", "CD4 #2", "rest"]
+    path.write_text("name\tgroupby\tcase\tcontrol\nx\tg\ta\trest\ny\tg\tb\tb\n")
+    with pytest.raises(InputError, match=r"c.tsv: line 3: contrast 'y' compares 'b' with itself"):
+        read_contrasts(path)
+    path.write_text("name\tgroupby\tcase\tcontrol\nx\tg\ta\trest\textra\n")
+    with pytest.raises(InputError, match=r"c.tsv: a row has more cells than the header"):
         read_contrasts(path)
 
 

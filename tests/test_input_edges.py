@@ -244,3 +244,78 @@ def test_list_mode_universe_from_expression_uses_the_chip(study):
                            chip=study / "probes.chip", min_size=5, device="cpu")
     assert table.set_index("gene_set").loc["UP", "overlap"] == 15
     assert table.attrs["run"]["data"]["n_universe"] == 200
+
+
+def test_options_that_would_be_ignored_are_refused(study, capsys):
+    """Second input audit: each of these ran (exit 0) with an option silently ignored."""
+    sheet = study / "sheet.tsv"
+    sheet.write_text("sample\tgroup\tstratum\n" + "".join(
+        f"S{i}\t{'t' if i < 6 else 'n'}\t{'A' if i < 6 else 'B'}\n" for i in range(12)))
+    base = ["--expr", study / "expr.gct", "--gene-sets", study / "sets.gmt", "--min-size", 5, "--permutations", 20]
+    cases = [
+        # strata that separate the classes: no label can move (it wrote p = 1 everywhere)
+        (["gsea", *base, "--sample-sheet", sheet, "--groupby", "group", "--strata", "stratum"],
+         "sheet.tsv: every stratum of --strata stratum holds one class only, so no label can move"),
+        (["gsea", *base, "--cls", study / "pheno.cls", "--groupby", "nothing"],
+         "pheno.cls: --groupby nothing names a column of a sample sheet or of the data's obs, and a CLS file holds "
+         "only the labels"),
+        (["ora", "--gene-sets", study / "sets.gmt", "--gene-list", study / "list.txt", "--expr", study / "expr.gct",
+          "--top", 20, "--min-size", 5, "--permutations", 20],
+         "--top belongs to expression mode"),
+        (["ora", "--gene-sets", study / "sets.gmt", "--gene-list", study / "list.txt", "--expr", study / "expr.gct",
+          "--cls", study / "pheno.cls", "--min-size", 5],
+         "give either --gene-list or --expr with a phenotype, not both"),
+        (["gsea", *base, "--sample-sheet", sheet, "--contrasts", study / "contrasts.tsv", "--case", "t"],
+         "--contrasts names the groups of every contrast; drop --case"),
+        (["prerank", "--rnk", study / "ranks.rnk", "--gene-sets", study / "sets.gmt", "--min-size", 5,
+          "--eps", 1e-10], "--eps sets the multilevel p-values; give --p-method multilevel too"),
+        (["gsea", *base, "--cls", study / "pheno.cls", "--set-statistic", "maxmean", "--weight", 2],
+         "--weight weighs the running sum (set statistic ks)"),
+    ]
+    (study / "list.txt").write_text("\n".join(f"G{i}" for i in range(30)) + "\n")
+    (study / "contrasts.tsv").write_text("name\tgroupby\tcase\tcontrol\ntn\tgroup\tt\tn\n")
+    (study / "ranks.rnk").write_text("".join(f"G{i}\t{200 - i}\n" for i in range(200)))
+    for index, (args, expected) in enumerate(cases):
+        status, _, err = _run([*args, "--out", study / f"out{index}"], capsys)
+        _one_line_error(status, err, expected)
+        assert not (study / f"out{index}").exists()
+
+
+def test_readers_skip_gct_comments_and_refuse_utf16_alike(study, capsys):
+    """A '#' line inside GCT data is skipped, as GSEA does (it was counted as a row); a
+    UTF-16 GCT or sample sheet gets the same line as every other reader, and a Latin-1
+    sample sheet is read as Latin-1 GCT and CLS files are."""
+    text = (study / "expr.gct").read_text().splitlines()
+    (study / "commented.gct").write_text("\n".join(text[:5] + ["# a comment in the data"] + text[5:]) + "\n")
+    read = permenrich.io.read_expression(study / "commented.gct")
+    same = permenrich.io.read_expression(study / "expr.gct")
+    assert np.array_equal(read.values, same.values) and list(read.gene_ids) == list(same.gene_ids)
+    (study / "utf16.gct").write_bytes("\n".join(text).encode("utf-16"))
+    with pytest.raises(InputError, match="utf16.gct: the file is UTF-16 text"):
+        permenrich.io.read_expression(study / "utf16.gct")
+    latin = study / "latin.tsv"
+    latin.write_bytes("sample\tgroup\n".encode() + "".join(
+        f"S{i}\t{'caf' + chr(233) if i < 6 else 'n'}\n" for i in range(12)).encode("latin-1"))
+    table = permenrich.genes(study / "expr.gct", latin, groupby="group", permutations=20, device="cpu")
+    assert table.attrs["run"]["parameters"]["case"] == "caf\u00e9"
+    latin.write_bytes(latin.read_text(encoding="latin-1").encode("utf-16"))
+    with pytest.raises(InputError, match="latin.tsv: the file is UTF-16 text"):
+        permenrich.genes(study / "expr.gct", latin, groupby="group", permutations=20, device="cpu")
+
+
+def test_numeric_cls_with_several_phenotypes_says_which_and_same_study_twice_in_meta(study, caplog):
+    import logging
+
+    (study / "numeric.cls").write_text("#numeric\n#age\n" + " ".join(str(30 + i) for i in range(12)) +
+                                       "\n#bmi\n" + " ".join(str(20 + i % 5) for i in range(12)) + "\n")
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        permenrich.genes(study / "expr.gct", study / "numeric.cls", metric="pearson", permutations=20,
+                         device="cpu")
+    assert "numeric.cls: holds 2 phenotypes ('age', 'bmi'); correlating with the first, 'age'" in caplog.text
+    caplog.clear()
+    twice = [{"name": name, "expr": study / "expr.gct", "phenotype": study / "pheno.cls"} for name in ("a", "b")]
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        permenrich.meta(twice, permutations=20, threads=1)
+    assert "studies 'a' and 'b' read the same expression data" in caplog.text
+    with pytest.raises(OptionError, match="gene_sets= are tested with mode='gsea' or mode='ora'"):
+        permenrich.meta(twice, study / "sets.gmt", permutations=20)

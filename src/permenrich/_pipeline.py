@@ -382,6 +382,14 @@ def _warn_if_pseudoreplicated(obs: pd.DataFrame | None, where: str, info: dict) 
                 return
 
 
+def annotation_source(data: ExpressionData, phenotype: Any) -> str:
+    """Where per-sample annotations (strata, pairs, covariates) come from, for messages:
+    the sample sheet's path, else the expression data (its obs) or a DataFrame."""
+    if isinstance(phenotype, (str, os.PathLike)):
+        return str(phenotype)
+    return "<DataFrame>" if isinstance(phenotype, pd.DataFrame) else data.source
+
+
 def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: str | None, case: str | None,
                control: str | None, phenotype_column: str | None, strata: str | None, pairs: str | None,
                zero_variance: str, covariates: Sequence[str] | None = None, nan_policy: str = "error") -> Study:
@@ -405,7 +413,8 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
                                   f"correlates with the numeric {option('phenotype_column')}: drop {option(name)}")
         name, numbers = continuous_phenotype(data, phenotype, phenotype_column)
         keep = np.ones(data.n_samples, dtype=bool)
-        stratum = (strata_codes(sample_annotation(data, phenotype, strata, what="strata"), source=data.source)
+        stratum = (strata_codes(sample_annotation(data, phenotype, strata, what="strata"),
+                                source=annotation_source(data, phenotype), sample_ids=data.sample_ids)
                    if strata is not None else None)
         design: TwoGroupLabels | ContinuousPhenotype = ContinuousPhenotype(numbers, stratum)
         info.update({"phenotype": name, "n_samples": int(numbers.size)})
@@ -419,12 +428,18 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         keep = np.asarray(two.keep, dtype=bool)
         is_case = np.asarray(two.is_case, dtype=bool)
         stratum = None
+        kept_ids = np.asarray(data.sample_ids, dtype=object)[keep]
         if strata is not None:
             stratum = strata_codes(sample_annotation(data, phenotype, strata, what="strata")[keep],
-                                   source=data.source)
+                                   source=annotation_source(data, phenotype), sample_ids=kept_ids)
+            if not any(np.unique(is_case[stratum == code]).size == 2 for code in range(int(stratum.max()) + 1)):
+                raise InputError(f"{annotation_source(data, phenotype)}: every stratum of {option('strata', strata)} "
+                                 f"holds one class only, so no label can move and no permutation test is possible; "
+                                 f"use a stratum column that mixes {two.case!r} and {two.control!r}, or leave "
+                                 f"{option('strata')} out")
         elif pairs is not None:
             stratum = pair_codes(sample_annotation(data, phenotype, pairs, what="pairs")[keep], is_case,
-                                 source=data.source)
+                                 source=annotation_source(data, phenotype))
         design = TwoGroupLabels(is_case, stratum)
         info.update({"case": two.case, "control": two.control, "n_case": two.n_case,
                      "n_control": two.n_control, "n_samples_excluded": int((~keep).sum())})
@@ -456,7 +471,7 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
                 columns = {name: values[complete] for name, values in columns.items()}
                 design = _subset_design(design, complete)
                 info["n_samples_without_covariates"] = int((~complete).sum())
-        reduced_design, terms = covariate_matrix(columns, data.source,
+        reduced_design, terms = covariate_matrix(columns, annotation_source(data, phenotype),
                                                  sample_ids=np.asarray(data.sample_ids, dtype=object)[keep])
         x = design.values if isinstance(design, ContinuousPhenotype) else design.is_case.astype(np.float64)
         design = ContinuousPhenotype(np.asarray(x, dtype=np.float64), stratum)  # residuals move, not labels

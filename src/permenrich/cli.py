@@ -350,7 +350,9 @@ def _run_contrasts(args: argparse.Namespace, mode: str, **mode_options: object) 
 
     expression = _expression_kwargs(args)
     for key in ("groupby", "case", "control"):
-        expression.pop(key)
+        if expression.pop(key) is not None:  # each contrast names its own groups
+            flag = "--contrasts" if args.contrasts else "--one-vs-rest"
+            raise PermenrichError(f"{flag} names the groups of every contrast; drop --{key}")
     run = _run_kwargs(args)
     table = contrasts(args.expr, args.contrasts, getattr(args, "gene_sets", None), mode=mode,
                       one_vs_rest=args.one_vs_rest, phenotype=args.sample_sheet or args.cls, **expression,
@@ -466,7 +468,8 @@ def _run_ora(args: argparse.Namespace) -> int:
     if expression_mode and args.expr is None:
         raise PermenrichError("give --gene-list FILE (list mode), or --expr FILE with a phenotype and --top N or "
                               "--fdr Q (expression mode)")
-    phenotype = _phenotype_source(args) if expression_mode else None
+    # in list mode a phenotype is refused by ora() rather than ignored
+    phenotype = _phenotype_source(args) if expression_mode else args.cls or args.sample_sheet
     table = ora(args.gene_list, args.gene_sets, universe=args.universe, map=args.map, expr=args.expr,
                 phenotype=phenotype, metric=args.metric, top=args.top, fdr=args.fdr, direction=args.direction,
                 min_size=args.min_size, max_size=args.max_size, **_expression_kwargs(args), **_run_kwargs(args))

@@ -23,7 +23,9 @@ labellings: the plan counts them and enumerates all when they are few.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -107,11 +109,16 @@ class ContinuousPhenotype:
         return np.arange(self.n_samples, dtype=np.int64)[None, :]
 
 
-def strata_codes(labels: np.ndarray, *, source: str, what: str = "stratum") -> np.ndarray:
-    """Integer codes of stratum labels; a stratum with a single sample is an error."""
+def strata_codes(labels: np.ndarray, *, source: str, what: str = "stratum",
+                 sample_ids: Sequence[Any] | None = None) -> np.ndarray:
+    """Integer codes of stratum labels; a sample without one, or a stratum with a single
+    sample, is an error (naming the sample when ``sample_ids`` are given)."""
     labels = np.asarray(labels, dtype=object)
-    if any(v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == "" for v in labels):
-        raise InputError(f"{source}: a sample has no {what}; give every analysed sample one")
+    empty = [i for i, v in enumerate(labels) if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == ""]
+    if empty:
+        which = f"sample {str(sample_ids[empty[0]])!r}" if sample_ids is not None else "a sample"
+        raise InputError(f"{source}: {which} has no {what} ({len(empty)} analysed sample(s) lack one); give every "
+                         "analysed sample one")
     names, codes = np.unique(labels.astype(str), return_inverse=True)
     counts = np.bincount(codes)
     if (counts < 2).any():

@@ -100,9 +100,30 @@ def check_options(options: dict[str, Any]) -> None:
         if options.get("pairs") is not None:
             raise OptionError(f"{option('pairs')} cannot be combined with {option('covariates')}; use "
                               f"{option('strata')} for the pairs")
+    _check_nothing_ignored(options)
     if options.get("layer") is not None and not isinstance(options["layer"], str):
         raise OptionError(f"{option('layer')} must be the name of a layer (e.g. 'counts'), got {options['layer']!r}")
     if "use_raw" in options and not isinstance(options["use_raw"], bool):
         raise OptionError(f"{option('use_raw')} must be True or False, got {options['use_raw']!r}")
     if options.get("strata") is not None and options.get("pairs") is not None:
         raise OptionError(f"give either {option('strata')} or {option('pairs')}, not both")
+
+
+def _check_nothing_ignored(options: dict[str, Any]) -> None:
+    """Refuse an option that the rest of the run would ignore: the user meant something by it."""
+    from .enrich.multilevel import DEFAULT_EPS, DEFAULT_SAMPLE_SIZE
+
+    if "p_method" in options and options["p_method"] != "multilevel":
+        for name, default in (("sample_size", DEFAULT_SAMPLE_SIZE), ("eps", DEFAULT_EPS)):
+            if options.get(name, default) != default:
+                raise OptionError(f"{option(name)} sets the multilevel p-values; give "
+                                  f"{option('p_method', 'multilevel')} too, or drop {option(name)}")
+    weight = options.get("weight", 1.0)
+    if options.get("set_statistic") in ("mean", "maxmean") and weight is not None and weight != 1.0:
+        raise OptionError(f"{option('weight')} weighs the running sum (set statistic ks); "
+                          f"{option('set_statistic', options['set_statistic'])} averages the gene statistics "
+                          f"unweighted: drop {option('weight')}")
+    if "studies" in options and options.get("mode", "genes") == "genes" and options.get("gene_sets") is not None:
+        raise OptionError(f"{option('gene_sets')} are tested with {option('mode', 'gsea')} or "
+                          f"{option('mode', 'ora')}; the default mode genes tests genes: give a mode, or drop "
+                          f"{option('gene_sets')}")

@@ -335,6 +335,11 @@ def _beta_mean_log(a: float, b: float) -> float:
     return float(digamma(a) - digamma(b + 1))
 
 
+#: Default random sets per level, and the smallest p-value estimated (fgsea's defaults).
+DEFAULT_SAMPLE_SIZE = 101
+DEFAULT_EPS = 1e-50
+
+
 def multilevel_error(pvalue: float, sample_size: int) -> float:
     """Standard deviation of log2 p of a multilevel estimate (fgsea's ``multilevelError``)."""
     from scipy.special import polygamma
@@ -344,7 +349,7 @@ def multilevel_error(pvalue: float, sample_size: int) -> float:
 
 
 def multilevel_pvalues(ranked_stat: np.ndarray, weight: float, size: int, scores: np.ndarray, *,
-                       sample_size: int = 101, seed: int = 0, eps: float = 1e-50) -> tuple[np.ndarray, np.ndarray]:
+                       sample_size: int = DEFAULT_SAMPLE_SIZE, seed: int = 0, eps: float = DEFAULT_EPS) -> tuple[np.ndarray, np.ndarray]:
     """Multilevel estimates of P(ES of a random set of ``size`` genes reaches each score
     with its sign), the quantity of fgseaMultilevelCpp; divide by P(ES has that sign) for
     GSEA's sign-specific nominal p (:func:`permenrich.modes.gsea.prerank` does).

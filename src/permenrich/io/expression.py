@@ -576,8 +576,11 @@ def _first_line(path: Path) -> str:
 
 
 def _with_encoding(parse: Callable[..., ExpressionData], path: Path, where: str, **kwargs: Any) -> ExpressionData:
-    """Run a streaming parser as UTF-8, again as Latin-1 if the bytes are not UTF-8."""
+    """Run a streaming parser as UTF-8, again as Latin-1 if the bytes are not UTF-8
+    (UTF-16 refused first, as every reader does)."""
     try:
+        with gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb") as handle:
+            _refuse_utf16(handle.read(2), path)
         try:
             return parse(path, where, encoding="utf-8-sig", **kwargs)
         except UnicodeDecodeError:
@@ -690,8 +693,8 @@ def _parse_gct(path: Path, where: str, *, encoding: str) -> ExpressionData:
         text = handle.read(_WHOLE_TEXT_CHARS + 1)
         if len(text) <= _WHOLE_TEXT_CHARS:
             lines = _line_list(text)
-            # Blank lines: GSEA skips them, and a final newline makes one.
-            data_lines = [line for line in lines if line.strip()]
+            # Blank and '#' lines: GSEA skips them (a final newline makes a blank one).
+            data_lines = [line for line in lines if line.strip() and not line.startswith("#")]
             plain = None if len(data_lines) != n_rows else _plain_rows(data_lines, n_lead, n_fields, "\t")
             if plain is not None:
                 return ExpressionData(values=plain[1], gene_ids=plain[0], sample_ids=sample_ids, source=where)
@@ -705,8 +708,8 @@ def _parse_gct(path: Path, where: str, *, encoding: str) -> ExpressionData:
         numbers: list[int] = []
         n_seen = 0
         for line_number, line in enumerate(body, start=4 + n_col_meta):
-            if not line.strip():
-                continue  # blank lines: GSEA skips them, and a final newline makes one
+            if not line.strip() or line.startswith("#"):
+                continue  # blank and comment lines: GSEA skips them (a final newline makes a blank one)
             n_seen += 1
             if n_seen > n_rows:
                 raise InputError(

@@ -14,14 +14,15 @@ from permenrich.errors import InputError
 
 
 def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], required: tuple[str, ...],
-                       what: str, entry: str) -> list[dict[str, str]]:
+                       what: str, entry: str) -> list[ManifestRow]:
     """The rows of a manifest: a TSV (CSV for ``.csv``) whose header names some of
     ``columns`` (any case) and one ``entry`` per row.
 
     Returns
     -------
-    list of dict
-        Each row's cells, stripped (an empty string for an empty or absent cell).
+    list of ManifestRow
+        Each row's cells, stripped (an empty string for an empty or absent cell), with
+        the row's ``line`` in the file for messages.
 
     Raises
     ------
@@ -72,8 +73,16 @@ def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], req
         for column in required:
             if not cells[column]:
                 raise InputError(f"{where}: line {line}: the {column!r} cell is empty; every {entry} needs one")
-        rows.append(cells)
+        rows.append(ManifestRow(cells, line))
     return rows
+
+
+class ManifestRow(dict):
+    """One row's cells (a dict of column -> stripped text) and its ``line`` in the file."""
+
+    def __init__(self, cells: dict[str, str], line: int) -> None:
+        super().__init__(cells)
+        self.line = line
 
 
 def _content_lines(path: str | os.PathLike) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,9 +196,10 @@ def read_sample_sheet(
     where = str(path)
     file = _existing_file(path, "sample sheet")
     sep = "," if _format_suffix(file) == ".csv" else "\t"
+    text = _read_text(file)  # UTF-8 or Latin-1 (as the other readers), UTF-16 refused
     try:
-        table = pd.read_csv(file, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(
             f"{where}: cannot parse the sample sheet ({str(exc).strip()}); "
             "expected a header row then one row per sample"
@@ -426,6 +428,10 @@ def design_from_phenotype(
         source = str(phenotype)
         suffix = _format_suffix(file)
         if suffix == ".cls":
+            if groupby is not None:  # would be ignored: the CLS is the one label column
+                raise OptionError(f"{source}: {option('groupby', groupby)} names a column of a sample sheet or of the "
+                                  f"data's obs, and a CLS file holds only the labels; drop {option('groupby')} or "
+                                  "give a sample sheet")
             class_order, cls_labels = read_cls(phenotype)
             if len(cls_labels) != expr.n_samples:
                 raise InputError(
@@ -577,6 +583,9 @@ def read_numeric_cls(path: str | Path, name: str | None = None) -> tuple[str, np
                              f"{found[phenotype][0] - 1}); give each phenotype its own name")
         found[phenotype] = (value_line, values)
     chosen = name if name is not None else next(iter(found))
+    if name is None and len(found) > 1:
+        logger.warning("%s: holds %d phenotypes (%s); correlating with the first, %r (choose another with %s)",
+                       where, len(found), _preview(list(found), 5), chosen, option("phenotype_column"))
     if chosen not in found:
         raise InputError(f"{where}: phenotype {chosen!r} not found; the file has {_preview(list(found), 10)}")
     line, text = found[chosen]

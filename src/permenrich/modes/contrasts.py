@@ -19,6 +19,7 @@ from .._pipeline import (
 )
 from ..errors import InputError, OptionError, option
 from ..io import sample_annotation
+from ..io.manifest import read_manifest_rows
 from ..io.output import write_output_dir
 from ..options import check_options
 from ..runner import WarningsRecorded
@@ -66,6 +67,10 @@ def contrast_file_names(names: Iterable[str]) -> dict[str, str]:
     return files
 
 
+#: The columns of a contrasts table, every one required.
+CONTRAST_COLUMNS = ("name", "groupby", "case", "control")
+
+
 def read_contrasts(spec: Any, *, one_vs_rest: str | None = None, levels: list[str] | None = None) -> pd.DataFrame:
     """Contrasts as a table with columns ``name, groupby, case, control``.
 
@@ -82,19 +87,15 @@ def read_contrasts(spec: Any, *, one_vs_rest: str | None = None, levels: list[st
     if isinstance(spec, pd.DataFrame):
         table, where = spec.copy(), "<contrasts>"
     else:
+        # the manifests' reader: line numbers, '#' comment lines only, a row longer than its header refused
         where = str(spec)
-        if Path(spec).is_dir():
-            raise InputError(f"{where}: expected a contrasts file, found a directory; give the file inside it")
-        if not Path(spec).is_file():
-            raise InputError(f"{where}: contrasts file not found")
-        try:
-            table = pd.read_csv(spec, sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
-                                keep_default_na=False, comment="#")
-        except (ValueError, OSError) as exc:  # ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
-            reason = ("empty file" if isinstance(exc, pd.errors.EmptyDataError)
-                      else (str(exc).splitlines() or [type(exc).__name__])[-1])
-            raise InputError(f"{where}: cannot read the contrasts table ({reason}); give a UTF-8 TSV (CSV for .csv) "
-                             "with the columns name, groupby, case, control") from exc
+        rows = read_manifest_rows(spec, columns=CONTRAST_COLUMNS, required=CONTRAST_COLUMNS, what="contrasts table",
+                                  entry="contrast")
+        for row in rows:
+            if row["case"] == row["control"]:
+                raise InputError(f"{where}: line {row.line}: contrast {row['name']!r} compares {row['case']!r} with "
+                                 "itself; give two different levels (or control 'rest')")
+        table = pd.DataFrame(rows, columns=list(CONTRAST_COLUMNS))
     table.columns = [str(c).strip().lower() for c in table.columns]
     missing = [c for c in ("name", "groupby", "case", "control") if c not in table.columns]
     if missing:
@@ -206,10 +207,13 @@ def contrasts(
                                  "has no samples; check the contrast table")
             contrast_labels = labels
         kwargs = dict(options, case=contrast.case, control=contrast.control, memory=memory)
-        if mode == "gsea":
-            result = gsea(loaded, list(contrast_labels), gene_sets, **kwargs)
-        else:
-            result = genes(loaded, list(contrast_labels), **kwargs)
+        try:
+            if mode == "gsea":
+                result = gsea(loaded, list(contrast_labels), gene_sets, **kwargs)
+            else:
+                result = genes(loaded, list(contrast_labels), **kwargs)
+        except (InputError, OptionError) as error:  # say which contrast, keep the one line
+            raise type(error)(f"contrast {contrast.name!r}: {error}") from None
         per_contrast[contrast.name] = result
         runs[contrast.name] = result.attrs["run"]
         part = result.copy()

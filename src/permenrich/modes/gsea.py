@@ -21,6 +21,7 @@ from .._pipeline import (
 )
 from ..backends.cpu import sorted_positions_scores
 from ..enrich.linear import SetStatisticName
+from ..enrich.multilevel import DEFAULT_EPS, DEFAULT_SAMPLE_SIZE
 from ..errors import OptionError, option
 from ..io.rnk import read_rnk
 from ..runner import Prepared, ProgressCallback, run
@@ -366,8 +367,8 @@ def prerank(
     max_size: int = 500,
     duplicates: Literal["error", "mean", "max", "min", "first"] = "error",
     p_method: Literal["permutation", "multilevel"] = "permutation",
-    sample_size: int = 101,
-    eps: float = 1e-50,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    eps: float = DEFAULT_EPS,
     batch_size: int | None = None,
     memory: str | int = "1GB",
     threads: int | None = None,

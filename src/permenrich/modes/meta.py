@@ -203,6 +203,22 @@ def _class_sizes(study: Any, name: str) -> tuple[int, int]:
                      "continuous; give its groupby, case and control")
 
 
+def _warn_of_shared_data(names: Sequence[str], records: Sequence[dict]) -> None:
+    """Two studies reading the same expression file (the same SHA-256) are one study's
+    samples counted twice (or overlapping): the combination assumes independent studies."""
+    first_of: dict[str, str] = {}
+    for name, record in zip(names, records):
+        digest = record["expression"].get("sha256")
+        if digest is None:
+            continue
+        if digest in first_of:
+            logger.warning("studies %r and %r read the same expression data (%s): the meta-analysis takes studies "
+                           "to be independent, and shared samples count twice; leave one out unless they compare "
+                           "disjoint samples", first_of[digest], name, record["expression"]["path"])
+        else:
+            first_of[digest] = name
+
+
 def prepare_meta(options: dict) -> Prepared:
     """Read and check every study, prepare each one's backend and the combined observed
     statistics; the runner's :class:`~permenrich.runner.Prepared`."""
@@ -324,6 +340,7 @@ def prepare_meta(options: dict) -> Prepared:
                        "phenotype": file_digest(s.get("phenotype"))}
                       for name, r, found, s, (n_case, n_control) in zip(names, runs, positions, o.studies,
                                                                          class_sizes)]
+    _warn_of_shared_data(names, studies_record)
     parameters = {"mode": o.mode, "method": o.method, "join": o.join, "metric": o.metric,
                   "alternative": o.alternative, "permutations": n_perm, "seed": int(o.seed), "memory_bytes": budget,
                   "device": o.device, "stouffer_weights": "sqrt(n)" if o.method == "stouffer" else None,

@@ -212,6 +212,13 @@ def prepare_ora(options: dict) -> Prepared:
                           f"{option('gene_list')} too")
     if not expression_mode and o.expr is not None and o.phenotype is not None:
         raise InputError(f"give either {option('gene_list')} or {option('expr')} with a phenotype, not both")
+    if not expression_mode:  # options of expression mode would be ignored: the list is the selection
+        chosen = next((name for name in ("top", "fdr", "groupby", "case", "control", "covariates")
+                       if o.__dict__.get(name) is not None), None)
+        if chosen is not None:
+            raise OptionError(f"{option(chosen)} belongs to expression mode, where the altered genes are chosen "
+                              f"from {option('expr')} and a phenotype; with {option('gene_list')} the list is the "
+                              f"selection: drop {option(chosen)} (or the gene list)")
     sections: dict[str, Any] = {}
     if expression_mode:
         if (o.top is None) == (o.fdr is None):
