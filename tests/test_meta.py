@@ -313,6 +313,8 @@ def test_cli_manifest_run_equals_the_api_and_bad_manifests_are_one_line(tmp_path
         "commented header": ("# our studies\n\nstudyy\texpr\nx\ty\n", r"studies.tsv: line 3: unknown column 'studyy'"),
         "commented row": ("study\texpr\n# first\nx\tdata/gpl571.tsv\n\ny\t\n",
                           r"studies.tsv: line 5: the 'expr' cell is empty"),
+        "study twice": ("study\texpr\nx\tdata/gpl571.tsv\nx\tdata/gpl10558.tsv\n",
+                        r"studies.tsv: line 3: study 'x' is listed twice \(also line 2\)"),
         "missing file": ("study\texpr\tphenotype\tcase\tcontrol\nx\tdata/none.tsv\tdata/gpl571.cls\tcase\tctrl\n",
                          r"study 'x': .*none.tsv"),
     }

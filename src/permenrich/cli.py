@@ -496,6 +496,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     if args.report and args.cohort:
         raise PermenrichError("--report draws one analysis per folder, and the cohort demo writes two (without and "
                               "with covariates); run the demo without --report")
+    if args.meta and args.cohort:
+        raise PermenrichError("--meta and --cohort are two demos; run one, then the other into another --out")
     if getattr(args, "meta", False):
         from .demo_meta import format_meta_summary, run_meta_demo
 

@@ -113,7 +113,8 @@ def _existing_file(path: str | Path, what: str) -> Path:
     if not p.exists():
         raise InputError(f"{path}: {what} file not found; check the path")
     if p.is_dir():
-        raise InputError(f"{path}: expected a {what} file, found a directory; give the file inside it")
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise InputError(f"{path}: expected {article} {what} file, found a directory; give the file inside it")
     return p
 
 

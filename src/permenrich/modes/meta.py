@@ -62,6 +62,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     sheet, ``covariates`` a comma-separated list of its columns; relative paths are
     relative to the manifest's folder."""
     studies = []
+    line_of: dict[str, int] = {}
     for cells in read_manifest_rows(path, columns=MANIFEST_COLUMNS, required=("study", "expr"),
                                     what="manifest", entry="study"):
         study: dict[str, Any] = {}
@@ -74,6 +75,10 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
                 study[column] = [c.strip() for c in text.split(",") if c.strip()]
             else:
                 study["name" if column == "study" else column] = text
+        if study["name"] in line_of:
+            raise InputError(f"{path}: line {cells.line}: study {study['name']!r} is listed twice (also line "
+                             f"{line_of[study['name']]}); give every study its own name")
+        line_of[study["name"]] = cells.line
         studies.append(study)
     return studies
 
