@@ -16,6 +16,7 @@ from permenrich.api import read_contrasts  # noqa: E402
 from permenrich.cli import main  # noqa: E402
 from permenrich.errors import InputError  # noqa: E402
 from permenrich.modes.contrasts import contrast_file_names  # noqa: E402
+from _tables import assert_identical
 
 TREG = "CD4+/CD25 T Reg"  # as in scanpy's pbmc68k_reduced
 
@@ -58,7 +59,7 @@ def test_one_vs_rest_with_a_slash_in_a_cell_type(cells: Path, tmp_path: Path, ca
     combined = pd.read_csv(out / "results.tsv", sep="\t")
     treg = pd.read_csv(out / "CD4_CD25_T_Reg_vs_rest.tsv", sep="\t")
     assert f"{TREG}_vs_rest" in set(combined.contrast) and f"{TREG}_vs_rest" in run["contrasts"]
-    pd.testing.assert_frame_equal(
+    assert_identical(
         combined[combined.contrast == f"{TREG}_vs_rest"].drop(columns="contrast").reset_index(drop=True), treg)
 
 

@@ -275,3 +275,15 @@ def test_covariate_levels_that_look_like_mistakes_are_warned_about(caplog):
     with pytest.raises(permenrich.PermenrichError, match="is a number for 7 analysed sample.s. but 'x' for sample 's4'"):
         covariate_matrix({"age": np.array(["30", "41", "52", "33", "x", "45", "38", "29"])}, "sheet.tsv",
                          sample_ids=[f"s{i}" for i in range(8)])
+
+
+def test_few_residual_degrees_of_freedom_are_warned_about(caplog):
+    import logging
+
+    expr, sheet = _cohort(seed=9, n=10, n_genes=12)
+    sheet["site"] = ["a", "b", "c", "d", "e"] * 2
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        table = permenrich.genes(expr, sheet, groupby="group", case="case", control="control", metric="student_t",
+                                 covariates=["age", "site"], permutations=50, device="cpu")
+    assert table.attrs["run"]["design"]["residual_df"] == 3
+    assert "10 samples leave 3 residual degree(s) of freedom after 5 covariate term(s)" in caplog.text

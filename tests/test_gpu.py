@@ -13,6 +13,7 @@ import pytest
 import permenrich
 from permenrich.backends.gpu import GpuBackend, gpu_available
 from permenrich.design import ContinuousPhenotype, PermutationPlan, TwoGroupLabels
+from _tables import assert_identical
 
 real_gpu = pytest.mark.skipif(not gpu_available(), reason="needs a CUDA GPU (and CuPy) for real-device checks")
 
@@ -59,7 +60,7 @@ def test_gsea_gpu_equals_cpu(options):
     kwargs = dict(case="a", control="b", permutations=12, seed=1, min_size=5, **options)
     cpu = permenrich.gsea(expr, labels, sets, device="cpu", **kwargs)
     gpu = permenrich.gsea(expr, labels, sets, device="gpu", **kwargs)
-    pd.testing.assert_frame_equal(cpu, gpu, check_exact=True)
+    assert_identical(cpu, gpu)
     assert gpu.attrs["run"]["backend"]["backend"] == "gpu"
 
 
@@ -74,23 +75,22 @@ def test_device_scratch_is_a_quarter_of_the_memory_budget():
     for memory in ("4MB", "1GB"):
         gpu = permenrich.gsea(expr, labels, sets, device="gpu", memory=memory, **kwargs)
         assert gpu.attrs["run"]["backend"]["device_scratch_bytes"] == parse_memory(memory) // 4
-        pd.testing.assert_frame_equal(cpu, gpu, check_exact=True)
+        assert_identical(cpu, gpu)
 
 
 def test_genes_and_correlation_gpu_equal_cpu():
     expr, labels, _ = _tiny()
     kwargs = dict(case="a", control="b", permutations=15, seed=2)
     for metric in ("welch_t", "student_t", "signal_to_noise"):
-        pd.testing.assert_frame_equal(permenrich.genes(expr, labels, device="cpu", metric=metric, **kwargs),
-                                      permenrich.genes(expr, labels, device="gpu", metric=metric, **kwargs),
-                                      check_exact=True)
+        assert_identical(permenrich.genes(expr, labels, device="cpu", metric=metric, **kwargs),
+                                      permenrich.genes(expr, labels, device="gpu", metric=metric, **kwargs))
     sheet = pd.DataFrame({"age": np.linspace(20, 60, expr.shape[1]) ** 1.5,
                           "label": [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0][:expr.shape[1]]}, index=expr.columns)
     for metric in ("pearson", "spearman"):
         for column in ("age", "label"):  # a 0/1 label: the smaller class's sums on both devices
             kwargs = dict(metric=metric, phenotype_column=column, permutations=10, seed=2)
-            pd.testing.assert_frame_equal(permenrich.genes(expr, sheet, device="cpu", **kwargs),
-                                          permenrich.genes(expr, sheet, device="gpu", **kwargs), check_exact=True)
+            assert_identical(permenrich.genes(expr, sheet, device="cpu", **kwargs),
+                                          permenrich.genes(expr, sheet, device="gpu", **kwargs))
 
 
 def test_prerank_gpu_equals_cpu():
@@ -99,8 +99,8 @@ def test_prerank_gpu_equals_cpu():
     scores = pd.Series(rng.normal(size=40), index=genes)
     sets = {"A": genes[:8], "B": genes[10:25], "C": genes[20:28]}
     kwargs = dict(permutations=10, seed=5, min_size=5)
-    pd.testing.assert_frame_equal(permenrich.prerank(scores, sets, device="cpu", **kwargs),
-                                  permenrich.prerank(scores, sets, device="gpu", **kwargs), check_exact=True)
+    assert_identical(permenrich.prerank(scores, sets, device="cpu", **kwargs),
+                                  permenrich.prerank(scores, sets, device="gpu", **kwargs))
 
 
 def _tiny_hdf5(path, layout, n_cells=14, n_genes=11, seed=6):
@@ -167,7 +167,7 @@ def test_streamed_genes_on_gpu_equals_in_memory_cpu(tmp_path):
     assert gpu.attrs["run"]["design"]["matrix_storage"] == "streamed from disk"
     assert gpu.attrs["run"]["backend"]["backend"] == "gpu"
     cpu.attrs, gpu.attrs = {}, {}
-    pd.testing.assert_frame_equal(cpu, gpu, check_exact=True)
+    assert_identical(cpu, gpu)
 
 
 @pytest.mark.parametrize("mode", ["genes", "gsea"])
@@ -180,7 +180,7 @@ def test_meta_gpu_equals_cpu(mode):
     kwargs = dict(mode=mode, method="random", permutations=12, seed=1, min_size=5, leave_one_out=True)
     cpu = permenrich.meta(studies, sets if mode == "gsea" else None, device="cpu", **kwargs)
     gpu = permenrich.meta(studies, sets if mode == "gsea" else None, device="gpu", **kwargs)
-    pd.testing.assert_frame_equal(cpu, gpu, check_exact=True)
+    assert_identical(cpu, gpu)
     assert gpu.attrs["run"]["backend"]["backend"] == "gpu"
 
 
@@ -207,7 +207,7 @@ def test_leukemia_gpu_matches_cpu_on_device(shared_data, monkeypatch):
         gpu = permenrich.gsea(base / "Leukemia_hgu95av2.gct", base / "Leukemia.cls", gmts, device="gpu", **kwargs)
         assert gpu.attrs["run"]["backend"]["array_module"] == "cupy"
         assert gpu.attrs["run"]["backend"]["es_sort"] == sort
-        pd.testing.assert_frame_equal(cpu, gpu, check_exact=True)
+        assert_identical(cpu, gpu)
 
 
 def test_both_backends_implement_the_protocol():

@@ -10,6 +10,7 @@ import pytest
 import permenrich
 from permenrich.cli import main
 from permenrich.errors import InputError, OptionError
+from _tables import assert_identical
 
 
 def _run(args, capsys):
@@ -48,7 +49,7 @@ def test_old_mac_line_ends_are_line_ends(study, capsys):
     expected = permenrich.prerank(rnk, study / "sets.gmt", permutations=20, seed=0, min_size=5, device="cpu")
     assert sorted(table.gene_set) == ["RANDOM", "UP"]
     table.attrs, expected.attrs = {}, {}
-    pd.testing.assert_frame_equal(table, expected, check_exact=True)
+    assert_identical(table, expected)
 
 
 def test_chip_is_known_by_its_header(study, capsys):
@@ -246,7 +247,7 @@ def test_list_mode_universe_from_expression_uses_the_chip(study):
     assert table.attrs["run"]["data"]["n_universe"] == 200
 
 
-def test_options_that_would_be_ignored_are_refused(study, capsys):
+def test_more_options_that_would_be_ignored_are_refused(study, capsys):
     """Second input audit: each of these ran (exit 0) with an option silently ignored."""
     sheet = study / "sheet.tsv"
     sheet.write_text("sample\tgroup\tstratum\n" + "".join(

@@ -10,6 +10,7 @@ import pytest
 import permenrich
 from permenrich.errors import InputError
 from permenrich.io.genesets import network_sets, read_gene_sets
+from _tables import assert_identical
 
 
 def _data():
@@ -29,7 +30,7 @@ def test_network_gives_the_same_sets_as_a_dict():
     from_dict = permenrich.gsea(expr, labels, sets, **kwargs)
     from_network = permenrich.gsea(expr, labels, network, **kwargs)
     by_name = [table.sort_values("gene_set").reset_index(drop=True) for table in (from_dict, from_network)]
-    pd.testing.assert_frame_equal(*by_name, check_exact=True)
+    assert_identical(*by_name)
 
 
 def test_network_weights_are_not_used_and_say_so():

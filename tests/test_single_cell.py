@@ -11,6 +11,7 @@ import pytest
 import permenrich
 from permenrich import tl
 from permenrich.cli import main
+from _tables import assert_identical
 
 anndata = pytest.importorskip("anndata")
 
@@ -54,20 +55,20 @@ def test_layer_and_raw_equal_the_counts_as_a_dataframe(cells, tmp_path, choice):
     expected_genes = permenrich.genes(frame, labels, case="T", control="B", **FAST)
     expected_gsea = permenrich.gsea(frame, labels, _sets(), case="T", control="B", min_size=2, **FAST)
     got = permenrich.genes(adata, groupby="cell_type", case="T", control="B", **choice, **FAST)
-    pd.testing.assert_frame_equal(got, expected_genes, check_exact=True)
+    assert_identical(got, expected_genes)
     got = permenrich.gsea(adata, None, _sets(), groupby="cell_type", case="T", control="B", min_size=2, **choice,
                           **FAST)
-    pd.testing.assert_frame_equal(got, expected_gsea, check_exact=True)
+    assert_identical(got, expected_gsea)
     # the same from an h5ad, read whole and streamed (a budget far below the matrix)
     path = tmp_path / "cells.h5ad"
     adata.write_h5ad(path)
     in_memory = permenrich.genes(path, groupby="cell_type", case="T", control="B", **choice, **FAST)
-    pd.testing.assert_frame_equal(in_memory, expected_genes, check_exact=True)
+    assert_identical(in_memory, expected_genes)
     streamed = permenrich.genes(path, groupby="cell_type", case="T", control="B", memory="1MB", metric="welch_t",
                                 **choice, **FAST)
     assert streamed.attrs["run"]["design"]["matrix_storage"] == "streamed from disk"
     assert streamed.pval_parametric.notna().all()  # Welch's t from the class sums, streamed too
-    pd.testing.assert_frame_equal(streamed, in_memory, check_exact=True)
+    assert_identical(streamed, in_memory)
     assert in_memory.attrs["run"]["design"]["matrix"] == ("raw.X" if "use_raw" in choice else "layers['counts']")
 
 
@@ -105,7 +106,7 @@ def test_ora_takes_a_layer(cells):
                               top=10, min_size=2, **FAST)
     got = permenrich.ora(None, _sets(), expr=adata, groupby="cell_type", case="T", control="B", top=10, min_size=2,
                          layer="counts", **FAST)
-    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert_identical(got, expected)
 
 
 def test_cli_layer_and_use_raw(cells, tmp_path, capsys):
@@ -119,9 +120,9 @@ def test_cli_layer_and_use_raw(cells, tmp_path, capsys):
         status = main(["genes", "--expr", str(path), "--groupby", "cell_type", "--case", "T", "--control", "B",
                        "--permutations", "100", "--device", "cpu", "--quiet", "--out", str(out), *flags])
         assert status == 0, capsys.readouterr().err
-        written = pd.read_csv(out / "results.tsv", sep="\t")
-        np.testing.assert_array_equal(written.gene, expected.gene)
-        np.testing.assert_allclose(written.statistic, expected.statistic, rtol=1e-12)
+        # the CLI's file holds the API's table exactly (as written by write_results)
+        permenrich.write_results(expected, tmp_path / "api")
+        assert (out / "results.tsv").read_text() == (tmp_path / "api" / "results.tsv").read_text()
     status = main(["genes", "--expr", str(path), "--groupby", "cell_type", "--case", "T", "--control", "B",
                    "--layer", "counts", "--use-raw", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err
@@ -152,8 +153,8 @@ def test_control_rest_equals_explicitly_relabelled_groups(cells):
         from_labels = function(frame, list(labels), *args, case="T", control="rest", **extra, **FAST)
         from_obs = function(adata, None, *args, groupby="cell_type", case="T", control="rest", layer="counts",
                             **extra, **FAST)
-        pd.testing.assert_frame_equal(from_labels, expected, check_exact=True)
-        pd.testing.assert_frame_equal(from_obs, expected, check_exact=True)
+        assert_identical(from_labels, expected)
+        assert_identical(from_obs, expected)
         assert from_obs.attrs["run"]["design"]["n_control"] == 30
 
 
@@ -263,7 +264,7 @@ def test_tl_gsea_stores_what_direct_calls_give(cells):
         direct = permenrich.gsea(before, None, _sets(), groupby="cell_type", case=group, control="rest",
                                  layer="counts", **options)
         part = table[table.group == group].drop(columns="group").reset_index(drop=True)
-        pd.testing.assert_frame_equal(part, direct, check_exact=True, check_like=False)
+        assert_identical(part, direct)
         assert json.loads(stored["runs"][group])["parameters"]["case"] == group
     assert stored["params"] == {"mode": "gsea", "groupby": "cell_type", "reference": "rest",
                                 "groups": ["B", "Mono", "NK", "T"], "layer": "counts", "use_raw": False,
@@ -278,13 +279,13 @@ def test_tl_copy_named_reference_groups_and_other_modes(cells, tmp_path):
     assert "permenrich" not in adata.uns and adata.X.tolist() == before.X.tolist()
     table = copied.uns["permenrich"]["t_vs_b"]["results"]
     direct = permenrich.genes(adata, groupby="cell_type", case="T", control="B", use_raw=True, **FAST)
-    pd.testing.assert_frame_equal(table.drop(columns="group"), direct, check_exact=True)
+    assert_identical(table.drop(columns="group"), direct)
     tl.ora(copied, _sets(), "cell_type", groups="NK", layer="counts", top=10, min_size=2, **FAST)
     assert set(copied.uns["permenrich"]) == {"t_vs_b", "permenrich_ora"}  # keys accumulate
     direct = permenrich.ora(None, _sets(), expr=adata, groupby="cell_type", case="NK", control="rest",
                             layer="counts", top=10, min_size=2, **FAST)
-    pd.testing.assert_frame_equal(copied.uns["permenrich"]["permenrich_ora"]["results"].drop(columns="group"),
-                                  direct, check_exact=True)
+    assert_identical(copied.uns["permenrich"]["permenrich_ora"]["results"].drop(columns="group"),
+                                  direct)
     copied.write_h5ad(tmp_path / "with_results.h5ad")  # what is stored can be saved
     categorical = adata.copy()
     categorical.obs["cell_type"] = pd.Categorical(GROUPS, categories=["T", "NK", "B", "Mono"])
@@ -340,7 +341,7 @@ def test_an_empty_cell_outside_the_comparison_is_ignored_in_memory_as_when_strea
     in_memory = permenrich.genes(adata, **kwargs)
     streamed = permenrich.genes(path, memory="1MB", **kwargs)
     assert streamed.attrs["run"]["design"]["matrix_storage"] == "streamed from disk"
-    pd.testing.assert_frame_equal(in_memory, streamed, check_exact=True)
+    assert_identical(in_memory, streamed)
     for case, message in (("NK", f"sample 'c{nk}' has no counts"), ("Mono", f"sample 'c{mono}' has a negative")):
         for source, memory in ((adata, "1GB"), (path, "1MB")):
             with pytest.raises(permenrich.InputError, match=message):
@@ -382,7 +383,7 @@ def test_numeric_obs_classes_are_named_by_their_numbers(cells):
     kwargs = dict(groupby="cluster", control="rest", layer="counts", **FAST)
     by_number = permenrich.genes(adata, case=1, **kwargs)
     by_text = permenrich.genes(adata, case="1", **kwargs)
-    pd.testing.assert_frame_equal(by_number, by_text, check_exact=True)
+    assert_identical(by_number, by_text)
 
 
 def test_cells_without_a_pseudobulk_key_are_said_to_be_left_out(cells, caplog):
@@ -417,7 +418,7 @@ def test_a_backed_anndata_reads_as_the_file(cells, tmp_path, storage):
         got = permenrich.genes(backed, **kwargs)
     finally:
         backed.file.close()
-    pd.testing.assert_frame_equal(got, permenrich.genes(path, **kwargs), check_exact=True)
+    assert_identical(got, permenrich.genes(path, **kwargs))
 
 
 def test_pseudo_sample_names_that_would_collide_are_refused(cells):

@@ -14,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 import permenrich
+from _tables import assert_identical
 
 N_CELLS, N_GENES = 240, 2600  # dense float64 ~5 MB: streamed with memory="1MB"
 
@@ -65,14 +66,14 @@ def test_streamed_equals_in_memory(cohort, kind, normalize):
     info = streamed.attrs["run"]["design"]
     assert info["matrix_storage"] == "streamed from disk"
     assert info["streaming"]["passes"] >= 3 and info["streaming"]["max_block_bytes"] < info["dense_bytes"]
-    pd.testing.assert_frame_equal(_drop_run(in_memory), _drop_run(streamed), check_exact=True)
+    assert_identical(_drop_run(in_memory), _drop_run(streamed))
     gene_kwargs = {k: v for k, v in kwargs.items() if k != "min_size"}
     for metric in ("signal_to_noise", "student_t", "welch_t"):
         genes_memory = permenrich.genes(paths[kind], None, memory="1GB", metric=metric, **gene_kwargs)
         genes_stream = permenrich.genes(paths[kind], None, memory="1MB", metric=metric, **gene_kwargs)
         # the t tests' textbook p-values come from the class sums: streamed too, the same bits
         assert genes_stream.pval_parametric.notna().all() == (metric != "signal_to_noise")
-        pd.testing.assert_frame_equal(_drop_run(genes_memory), _drop_run(genes_stream), check_exact=True)
+        assert_identical(_drop_run(genes_memory), _drop_run(genes_stream))
 
 
 @pytest.mark.parametrize("kind", ["dense", "csr"])
@@ -95,7 +96,7 @@ def test_streamed_constant_genes_are_those_in_memory(tmp_path, kind):
     streamed = permenrich.genes(path, None, memory="1MB", **kwargs)
     assert streamed.attrs["run"]["design"]["matrix_storage"] == "streamed from disk"
     assert not {"G0", "G1"} & set(streamed.gene)
-    pd.testing.assert_frame_equal(_drop_run(in_memory), _drop_run(streamed), check_exact=True)
+    assert_identical(_drop_run(in_memory), _drop_run(streamed))
     for memory in ("1GB", "1MB"):
         with pytest.raises(permenrich.InputError, match="gene 'G0' has zero variance .*zero_variance='drop'"):
             permenrich.genes(path, None, memory=memory, zero_variance="error", **kwargs)
@@ -129,7 +130,7 @@ def test_pseudobulk_gsea_and_contrasts_equal_single_runs(cohort, tmp_path):
     combined = permenrich.contrasts(paths["csr"], spec, sets, mode="gsea", **common)
     assert list(combined.columns[:2]) == ["contrast", "gene_set"]
     first = combined[combined.contrast == "T_vs_B"].drop(columns="contrast").reset_index(drop=True)
-    pd.testing.assert_frame_equal(_drop_run(first), _drop_run(single), check_exact=True)
+    assert_identical(_drop_run(first), _drop_run(single))
     paths_written = permenrich.write_results(combined, tmp_path / "out")
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.tsv", "run.json", "T_vs_B.tsv",
                                                               "NK_vs_rest.tsv"}

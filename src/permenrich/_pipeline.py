@@ -68,6 +68,15 @@ def parse_memory(memory: str | int) -> int:
     return value
 
 
+def format_bytes(n_bytes: float) -> str:
+    """A size as a user reads it: ``1.23 GB``, ``45.6 MB``, ``789 kB`` (powers of 1000, as
+    ``--memory`` takes them)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.3g} {unit}"
+    return f"{n_bytes / 1e3:.3g} kB"
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise OptionError(f"{option(name)} must be one of {', '.join(choices)}, got {value!r}")
@@ -382,6 +391,10 @@ def _warn_if_pseudoreplicated(obs: pd.DataFrame | None, where: str, info: dict) 
                 return
 
 
+#: Covariate models leaving fewer residual degrees of freedom than this are warned about.
+FEW_RESIDUAL_DF = 5
+
+
 def annotation_source(data: ExpressionData, phenotype: Any) -> str:
     """Where per-sample annotations (strata, pairs, covariates) come from, for messages:
     the sample sheet's path, else the expression data (its obs) or a DataFrame."""
@@ -506,6 +519,11 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
 
         statistic = CovariateStatistic(values, design.values, reduced_design, data.source)
         info["residual_df"] = statistic.df
+        if statistic.df < FEW_RESIDUAL_DF:
+            logger.warning("%s: %d samples leave %d residual degree(s) of freedom after %d covariate term(s): each "
+                           "gene's t rests on a variance estimated from almost nothing, and the test has little "
+                           "power; use fewer covariates or more samples", data.source, design.n_samples,
+                           statistic.df, reduced_design.shape[1] - 1)
     return Study(values, gene_ids, design, data.source, info, covariates=statistic)
 
 

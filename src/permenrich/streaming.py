@@ -20,6 +20,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+from ._pipeline import format_bytes
 from .errors import InputError, OptionError, option
 from .io.expression import (
     MAX_ABS_VALUE,
@@ -521,8 +522,8 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     result_bytes = 8 * uniques.size * source.n_genes
     if max_result_bytes is not None and result_bytes > max_result_bytes:
         raise OptionError(f"{source.source}: pseudobulk by {', '.join(keys.columns)} makes {uniques.size:,} samples x "
-                          f"{source.n_genes:,} genes = {result_bytes / 1e9:.2f} GB, over half of the memory budget "
-                          f"({2 * max_result_bytes / 1e9:.2f} GB); raise {option('memory')} or group by fewer "
+                          f"{source.n_genes:,} genes = {format_bytes(result_bytes)}, over half of the memory budget "
+                          f"({format_bytes(2 * max_result_bytes)}); raise {option('memory')} or group by fewer "
                           "columns")
     sums = np.zeros((uniques.size, source.n_genes))
     # Sparse storage is summed from its stored values (no dense fill): skipping zeros
