@@ -365,17 +365,17 @@ def two_group_design(
     )
 
 
-def _spelling(label: str) -> str:
+def spelling_key(label: str) -> str:
     """A label without case, spaces, underscores and hyphens: what a variant spelling of
-    the same class shares with it."""
+    the same class (or covariate level) shares with it."""
     return "".join(ch for ch in label.casefold() if not (ch.isspace() or ch in "_-"))
 
 
 def _warn_of_variants(others: dict[str, int], chosen: tuple[str, ...], source: str, fate: str = "left out") -> None:
     """Other classes spelled like a compared one but for case and spacing ('all' beside
     'ALL') are most likely typos of it: said, not left out (or put in 'rest') quietly."""
-    spellings = {_spelling(c): c for c in chosen}
-    variants = [(c, n, spellings[_spelling(c)]) for c, n in others.items() if _spelling(c) in spellings]
+    spellings = {spelling_key(c): c for c in chosen}
+    variants = [(c, n, spellings[spelling_key(c)]) for c, n in others.items() if spelling_key(c) in spellings]
     if variants:
         verb = "is" if len(variants) == 1 else "are"
         logger.warning("%s: class%s %s %s spelled like the compared %s but for case or spacing, and %s %s; correct "

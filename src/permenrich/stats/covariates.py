@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import InputError, option
 from ..io.expression import MAX_ABS_VALUE, _preview
-from ..io.phenotype import is_missing
+from ..io.phenotype import is_missing, spelling_key
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _check_levels(name: str, labels: np.ndarray, levels: list[str], source: str)
     spacing, and levels of one sample (fitted exactly, so that sample adds nothing)."""
     by_spelling: dict[str, list[str]] = {}
     for level in levels:
-        by_spelling.setdefault(re.sub(r"[\s_-]+", "", level).casefold(), []).append(level)
+        by_spelling.setdefault(spelling_key(level), []).append(level)
     variants = [group for group in by_spelling.values() if len(group) > 1]
     if variants:
         logger.warning("%s: covariate %r has levels that differ only in case or spacing (%s); each is its own "
