@@ -366,3 +366,47 @@ def test_device_chunks_of_a_batch_give_the_cpu_scores():
     got, got_stat = (gpu.to_host(a) for a in gpu.score(labellings, keep_stat=True))
     assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))
     assert np.array_equal(got_stat.view(np.uint64), expected_stat.view(np.uint64))
+
+
+def test_each_batch_frees_what_earlier_batches_dropped(monkeypatch):
+    """Numba frees device arrays lazily (ten at a time): every batch's labellings and
+    statistics first free what earlier batches dropped, so that their outputs do not
+    outlive them beyond the memory model (wired here; the simulator frees nothing)."""
+    import permenrich.backends.gpu as gpu_module
+    from numba import cuda as real_cuda
+
+    from permenrich.design import PermutationPlan, TwoGroupLabels
+    from permenrich.stats.metrics import get_metric
+
+    flushes = []
+
+    class Queue:
+        def clear(self):
+            flushes.append(True)
+
+    class Context:
+        deallocations = Queue()
+
+    class Cuda:
+        def __getattr__(self, name):
+            return getattr(real_cuda, name)
+
+        @staticmethod
+        def current_context():
+            return Context()
+
+    n_genes = 30
+    values = np.random.default_rng(6).normal(size=(n_genes, 9))
+    members, offsets = _sets_case(n_genes)
+    plan = PermutationPlan(TwoGroupLabels(np.array([True] * 4 + [False] * 5)), 12, seed=3, random_only=True)
+    gpu, cpu = GpuBackend(), CpuBackend(threads=1)
+    for backend in (cpu, gpu):
+        backend.prepare_statistic(values, get_metric("signal_to_noise"), drawn_is_case=True)
+        backend.prepare_sets("ks", members, offsets, 1.0, n_genes)
+    monkeypatch.setattr(gpu_module, "_cuda", lambda: Cuda())
+    gpu.simulated = False
+    for start in (0, 4, 8):
+        got = gpu.to_host(gpu.score(gpu.labellings(plan, start, start + 4))[0])
+        expected = cpu.score(cpu.labellings(plan, start, start + 4))[0]
+        assert np.array_equal(got.view(np.uint64), expected.view(np.uint64))
+    assert len(flushes) == 6  # labellings and statistics of each of the three batches

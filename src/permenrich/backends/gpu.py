@@ -241,6 +241,19 @@ class GpuBackend:
     def _empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
         return _cuda().device_array(shape, dtype=dtype, stream=self.stream)
 
+    def _free_dropped(self) -> None:
+        """Free now the device arrays that earlier batches dropped (their labellings, gene
+        statistics and scores). Numba frees lazily, ten arrays or a fifth of the device at a
+        time: three to four batches' outputs (at the cudaGSEA shape, 0.8 GB per 4,096
+        permutations) would otherwise outlive their batch, outside the memory model that
+        sizes the batches. Called before each batch allocates; a no-op in the simulator."""
+        if self.simulated:
+            return
+        try:
+            _cuda().current_context().deallocations.clear()
+        except AttributeError:  # a Numba-CUDA without this queue: its own lazy frees apply
+            pass
+
     def _uploaded_once(self, name: str, sources: tuple, make: Any) -> tuple:
         """``make()``'s items, its NumPy arrays copied to the device, made once for the same
         ``sources`` (numbers and strings by equality, anything else by identity) rather
@@ -380,6 +393,7 @@ class GpuBackend:
         from permenrich.kernels.permutations import launch_labellings
 
         mode, exact, offsets, members, drawn, radix, binom, factorial, largest = plan.generator_arrays()
+        self._free_dropped()
         n = stop - start
         self._width = int(plan.width)
         self._pool_width = max(1, int(largest))
@@ -394,6 +408,7 @@ class GpuBackend:
         from permenrich.kernels.statistics import launch_correlation, launch_two_group
 
         statistic = self._statistic
+        self._free_dropped()  # the previous device chunk's statistics, when a batch is split
         if isinstance(statistic, _DeviceStreamed):
             return self._streamed_statistics(labellings)
         drawn = self._as_device(labellings)
