@@ -246,7 +246,8 @@ class GpuBackend:
         statistics and scores). Numba frees lazily, ten arrays or a fifth of the device at a
         time: three to four batches' outputs (at the cudaGSEA shape, 0.8 GB per 4,096
         permutations) would otherwise outlive their batch, outside the memory model that
-        sizes the batches. Called before each batch allocates; a no-op in the simulator."""
+        sizes the batches. Called before each batch allocates (labellings, statistics, random
+        sets); a no-op in the simulator."""
         if self.simulated:
             return
         try:
@@ -622,6 +623,7 @@ class GpuBackend:
         from ..rng import sparse_table_capacity
         from .cpu import SET_STATISTIC_CODES, closed_form_inputs
 
+        self._free_dropped()
         n = perm_stop - perm_start
         largest = int(np.max(sizes))
         capacity = sparse_table_capacity(largest)
