@@ -256,3 +256,44 @@ def test_tail_counter_grid_counts_like_searchsorted():
         assert np.array_equal(by_grid.histogram, by_search.histogram)
     assert _TailCounter.create(np.ones(5), np).grid is None  # no spread: NumPy's search
     assert _TailCounter.create(np.array([0.5, np.inf]), np).grid is None
+
+
+@pytest.mark.parametrize("kwargs", [dict(metric="signal_to_noise"), dict(metric="pearson", phenotype_column="x"),
+                                    dict(metric="student_t", covariates=["x"], set_statistic="mean")])
+def test_a_finished_run_leaves_no_backend_behind(kwargs, monkeypatch):
+    """No reference cycle holds a run's backend (and its copy of the matrix) after the run:
+    it is freed when the run returns, without waiting for Python's cyclic collector (a
+    one-vs-rest screen had kept every contrast's matrix copies alive)."""
+    import gc
+    import weakref
+
+    from permenrich.backends.cpu import CpuBackend
+
+    created = []
+    original = CpuBackend.__init__
+
+    def recording(self, *args, **kw):
+        original(self, *args, **kw)
+        created.append(weakref.ref(self))
+
+    monkeypatch.setattr(CpuBackend, "__init__", recording)
+    rng = np.random.default_rng(4)
+    genes = [f"g{i}" for i in range(40)]
+    expr = pd.DataFrame(rng.normal(size=(40, 10)), index=genes, columns=[f"s{i}" for i in range(10)])
+    sheet = pd.DataFrame({"group": ["a"] * 5 + ["b"] * 5, "x": rng.normal(size=10)}, index=expr.columns)
+    two_group = {} if "phenotype_column" in kwargs else dict(groupby="group")
+
+    def run():
+        permenrich.gsea(expr, sheet, {"S": genes[:10], "T": genes[10:25]}, permutations=20, min_size=5,
+                        device="cpu", **two_group, **kwargs)
+
+    run()  # compiles what is not cached yet (Numba's compiler keeps its arguments' types a while)
+    created.clear()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        run()
+        assert created and all(ref() is None for ref in created)
+    finally:
+        if was_enabled:
+            gc.enable()
