@@ -716,3 +716,20 @@ def test_band_of_chunks_larger_than_budget_is_kept_in_chunk_cache(tmp_path: Path
         caches.clear()
         collect(source, 10 * n_samples * 8)  # whole bands: the file's cache will do
         assert caches == [("X", 0, 100_000)]
+
+
+def test_a_larger_chunk_cache_keeps_hdf5s_eviction_weight(tmp_path: Path) -> None:
+    """The reader's own chunk cache (for chunks larger than the file's default cache) is
+    bounded by its size: with the preemption weight w0 = 1, chunks that gapped slices (a
+    subset of cells) read only partly were kept beyond it, +388 MiB in one streamed pass."""
+    from permenrich.io.chunked import _open_dataset
+
+    path = tmp_path / "big_chunks.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(4_000_000, dtype=np.float32), chunks=(2_000_000,))
+    with h5py.File(path, "r") as f:
+        default = f.id.get_access_plist().get_cache()[2]
+        dataset = _open_dataset(f, "x", 4 * default)
+        _, nbytes, w0 = dataset.id.get_access_plist().get_chunk_cache()
+        assert nbytes == 4 * default and w0 == 0.75
+        assert np.array_equal(dataset[1_999_990:2_000_010], np.arange(1_999_990, 2_000_010, dtype=np.float32))

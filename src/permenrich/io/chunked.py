@@ -165,8 +165,10 @@ def _open_dataset(file: Any, path: str, cache_bytes: int = 0) -> Any:
         return file[path]
     n_chunks = max(1, cache_bytes // (int(np.prod(chunks)) * itemsize))
     dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
-    # w0=1: evict chunks that were read completely first.
-    dapl.set_chunk_cache(_next_prime(100 * n_chunks), int(cache_bytes), 1.0)
+    # HDF5's default preemption weight (0.75): with w0 = 1 the chunks that slices with
+    # gaps (a subset of cells) read only partly were kept beyond the cache's size, and a
+    # streamed pass grew by hundreds of MB (memory audit: +388 MiB against +44 MiB).
+    dapl.set_chunk_cache(_next_prime(100 * n_chunks), int(cache_bytes), 0.75)
     return h5py.Dataset(h5py.h5d.open(file.id, path.encode("utf-8"), dapl=dapl))
 
 
