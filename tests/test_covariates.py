@@ -287,3 +287,21 @@ def test_few_residual_degrees_of_freedom_are_warned_about(caplog):
                                  covariates=["age", "site"], permutations=50, device="cpu")
     assert table.attrs["run"]["design"]["residual_df"] == 3
     assert "10 samples leave 3 residual degree(s) of freedom after 5 covariate term(s)" in caplog.text
+
+
+def test_samples_dropped_for_missing_covariates_leave_their_strata_too():
+    """nan_policy='drop' with strata: the design keeps the strata of the samples analysed
+    (the strata of all samples had been kept, one more than the samples, and the kernels
+    read past the matrix), so the run equals one on the sheet without those samples."""
+    from _tables import assert_identical
+
+    expr, sheet = _cohort(seed=10)
+    sheet["site"] = ["a", "b", "c"] * 10
+    sheet.loc["s4", "age"] = np.nan
+    kwargs = dict(groupby="group", case="case", control="control", metric="student_t", covariates=["age"],
+                  strata="site", permutations=200, seed=5, device="cpu")
+    dropped = permenrich.genes(expr, sheet, nan_policy="drop", **kwargs)
+    kept = sheet.drop(index="s4")
+    expected = permenrich.genes(expr[kept.index], kept, **kwargs)
+    dropped.attrs, expected.attrs = {}, {}
+    assert_identical(dropped, expected)

@@ -43,6 +43,13 @@ def _stratum_layout(strata: np.ndarray | None, n_samples: int) -> tuple[np.ndarr
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order
 
 
+def _check_strata_length(strata: np.ndarray | None, n_samples: int) -> None:
+    """One stratum per analysed sample: the kernels index samples through the strata
+    without bounds checks, so a stale strata array would read past the matrix."""
+    if strata is not None and np.asarray(strata).size != n_samples:
+        raise ValueError(f"{np.asarray(strata).size} strata for {n_samples} samples")
+
+
 @dataclass(frozen=True)
 class TwoGroupLabels:
     """Case/control labels of the analysed samples.
@@ -56,6 +63,9 @@ class TwoGroupLabels:
 
     is_case: np.ndarray
     strata: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        _check_strata_length(self.strata, int(np.asarray(self.is_case).size))
 
     @property
     def n_samples(self) -> int:
@@ -99,6 +109,9 @@ class ContinuousPhenotype:
 
     values: np.ndarray
     strata: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        _check_strata_length(self.strata, int(np.asarray(self.values).size))
 
     @property
     def n_samples(self) -> int:
