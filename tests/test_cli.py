@@ -258,6 +258,27 @@ def test_interrupt_anywhere_in_main_is_one_line_exit_130(small_study, capsys, mo
     assert sorted(p.name for p in small_study.iterdir()) == ["expr.gct", "out", "pheno.cls", "sets.gmt"]
 
 
+def test_out_of_memory_is_one_line(small_study, capsys, monkeypatch):
+    """A budget beyond what the machine (or a job's limit) holds ends in numpy's
+    MemoryError: one line naming --memory and what was left, status 2, not a traceback."""
+    import permenrich.api
+
+    out = small_study / "out"
+    args = ["genes", "--expr", small_study / "expr.gct", "--cls", small_study / "pheno.cls",
+            "--permutations", 20, "--memory", "20GB", "--out", out, "--quiet"]
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 7.45 GiB for an array with shape (20000, 50000)")
+
+    monkeypatch.setattr(permenrich.api, "genes", exhausted)
+    status, _, err = _run(args, capsys)
+    assert status == 2 and err.splitlines() == [
+        "permenrich: error: out of memory (--memory 20GB): this machine or job has less free memory than the run "
+        "needs; give a smaller --memory (a matrix over half of it is then streamed from an HDF5/h5ad file) or run "
+        "where more memory is free; no output was written"]
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("args,command", [
     ([], ""),
     (["nosuch"], ""),

@@ -78,8 +78,9 @@ def test_two_workers_equal_the_local_run_byte_for_byte(client, mode):
 
 
 def test_a_partly_cached_null_on_two_workers_equals_the_local_run(client):
-    """200 sets: half of 1 MB keeps 312 of the 2,000 first-pass permutations; the ranges
-    within that are replayed for the second pass and only the others sent out again."""
+    """200 sets: what 1 MB leaves beside the matrix and a batch keeps 289 of the 2,000
+    first-pass permutations; the ranges within that are replayed for the second pass and
+    only the others sent out again."""
     expr, labels, _ = _cohort()
     rng = np.random.default_rng(7)
     sets = {f"R{j}": list(rng.choice(expr.index, size=int(k), replace=False))
@@ -88,9 +89,10 @@ def test_a_partly_cached_null_on_two_workers_equals_the_local_run(client):
                   memory="1MB")
     local = permenrich.gsea(expr, labels, sets, **kwargs)
     on_cluster = permenrich.gsea(expr, labels, sets, client=client, **kwargs)
-    assert "up to 312 permutations" in local.attrs["run"]["null_storage"]
+    assert "up to 289 permutations" in local.attrs["run"]["null_storage"]
+    assert local.attrs["run"]["memory_plan"]["null_cache_bytes"] == 289 * 8 * 200
     size = on_cluster.attrs["run"]["timings"]["dask"]["range_size"]
-    kept = 312 // size * size
+    kept = 289 // size * size
     assert 0 < kept < 2000 and on_cluster.attrs["run"]["timings"]["permutations_scored"] == 4000 - kept
     assert _tsv(on_cluster) == _tsv(local)
 

@@ -103,15 +103,19 @@ def test_same_seed_different_batch_sizes_and_two_pass_identical(leukemia):
     kwargs = dict(permutations=400, seed=12345, threads=2)
     a = permenrich.gsea(expr, cls, gmts, batch_size=400, **kwargs)
     b = permenrich.gsea(expr, cls, gmts, batch_size=7, **kwargs)
-    # A budget too small to cache the null forces the second pass to regenerate it.
-    c = permenrich.gsea(expr, cls, gmts, batch_size=64, memory="1MB", threads=1, permutations=400, seed=12345)
-    # Half of 1 MB holds 304 permutations of the 205 sets' scores: 4 whole batches (256)
-    # are kept for the second pass and the other 144 permutations scored again.
-    assert 500_000 // (8 * len(c)) == 304
+    # A budget too small to cache the whole null forces the second pass to regenerate part
+    # of it: the budget less the matrix and a batch of 64 holds 304 permutations of the 205
+    # sets' scores, so 4 whole batches (256) are kept and the other 144 scored again.
+    plan = a.attrs["run"]["memory_plan"]
+    batch_64 = plan["batch_bytes"] // 400 * 64
+    budget = plan["matrix_bytes"] + batch_64 + 304 * 8 * len(a)
+    c = permenrich.gsea(expr, cls, gmts, batch_size=64, memory=budget, threads=1, permutations=400, seed=12345)
+    assert c.attrs["run"]["memory_plan"] == {"budget_bytes": budget, "matrix_bytes": plan["matrix_bytes"],
+                                             "batch_bytes": batch_64, "null_cache_bytes": 304 * 8 * len(a)}
     assert c.attrs["run"]["null_storage"].startswith("recomputed") and "up to 304 " in c.attrs["run"]["null_storage"]
     assert c.attrs["run"]["timings"]["permutations_scored"] == 400 + 144
     e = permenrich.gsea(expr, cls, gmts, batch_size=400, memory="1MB", threads=1, permutations=400, seed=12345)
-    assert e.attrs["run"]["timings"]["permutations_scored"] == 800  # one batch of 400 > 304: nothing kept
+    assert e.attrs["run"]["timings"]["permutations_scored"] == 800  # the budget leaves no room: nothing kept
     assert a.attrs["run"]["null_storage"].startswith("cached")
     assert_identical(a, e)
     assert_identical(a, b)

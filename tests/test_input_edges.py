@@ -266,6 +266,8 @@ def test_more_options_that_would_be_ignored_are_refused(study, capsys):
         (["ora", "--gene-sets", study / "sets.gmt", "--gene-list", study / "list.txt", "--expr", study / "expr.gct",
           "--cls", study / "pheno.cls", "--min-size", 5],
          "give either --gene-list or --expr with a phenotype, not both"),
+        (["ora", "--gene-sets", study / "sets.gmt", "--gene-list", study / "list.txt", "--cls", study / "pheno.cls",
+          "--min-size", 5], "give either --gene-list or --expr with a phenotype, not both"),
         (["gsea", *base, "--sample-sheet", sheet, "--contrasts", study / "contrasts.tsv", "--case", "t"],
          "--contrasts names the groups of every contrast; drop --case"),
         (["prerank", "--rnk", study / "ranks.rnk", "--gene-sets", study / "sets.gmt", "--min-size", 5,
@@ -320,3 +322,25 @@ def test_numeric_cls_with_several_phenotypes_says_which_and_same_study_twice_in_
     assert "studies 'a' and 'b' read the same expression data" in caplog.text
     with pytest.raises(OptionError, match="gene_sets= are tested with mode='gsea' or mode='ora'"):
         permenrich.meta(twice, study / "sets.gmt", permutations=20)
+    with pytest.raises(OptionError, match="top= chooses the genes of mode='ora'"):
+        permenrich.meta(twice, top=10, permutations=20)
+
+
+def test_a_budget_too_small_for_the_run_is_said(tmp_path, caplog):
+    """Memory audit: a text matrix over half of --memory was read whole, and batches of 64
+    permutations exceeded a budget too small for them, both without a word."""
+    import logging
+
+    rng = np.random.default_rng(3)
+    lines = ["#1.2", "2000\t40", "\t".join(["NAME", "Description", *[f"S{i}" for i in range(40)]])]
+    lines += ["\t".join([f"G{g}", "na", *(f"{v:.4f}" for v in rng.normal(size=40))]) for g in range(2000)]
+    (tmp_path / "big.gct").write_text("\n".join(lines) + "\n")
+    (tmp_path / "pheno.cls").write_text("40 2 1\n# t n\n" + " ".join(["t"] * 20 + ["n"] * 20) + "\n")
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        table = permenrich.genes(tmp_path / "big.gct", tmp_path / "pheno.cls", permutations=100, memory="1MB",
+                                 device="cpu")
+    warnings = table.attrs["run"]["warnings"]
+    assert any("big.gct: read whole (640 kB as float64), over half of memory=: a text matrix cannot be streamed"
+               in w for w in warnings), warnings
+    assert any(w.startswith("a quarter of memory= holds the buffers of 3 permutations (64.2 kB each); batches take "
+                            "64, 4.11 MB, above the budget") for w in warnings), warnings

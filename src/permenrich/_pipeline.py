@@ -5,6 +5,7 @@ is turned into and in the accumulator that reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -35,6 +36,7 @@ from .io import (
 )
 from .io.expression import check_constant_genes
 from .io.geo import looks_like_series_matrix, warn_if_unlogged
+from .io.phenotype import is_sample_sheet
 from .stats.metrics import Metric
 
 logger = logging.getLogger("permenrich")
@@ -70,9 +72,9 @@ def parse_memory(memory: str | int) -> int:
 
 def format_bytes(n_bytes: float) -> str:
     """A size as a user reads it: ``1.23 GB``, ``45.6 MB``, ``789 kB`` (powers of 1000, as
-    ``--memory`` takes them)."""
+    ``--memory`` takes them; 999.6 MB is ``1 GB``, as three digits round it)."""
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
-        if n_bytes >= size:
+        if n_bytes >= 0.9995 * size:
             return f"{n_bytes / size:.3g} {unit}"
     return f"{n_bytes / 1e3:.3g} kB"
 
@@ -137,6 +139,17 @@ class Study:
     @property
     def in_memory(self) -> bool:
         return isinstance(self.values, np.ndarray)
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes the study holds for the whole analysis: the matrix in memory (one copy, which
+        the CPU backend's two-group statistics read in place) and, with covariates, the
+        reduced model's residuals; 0 for a streamed matrix, whose blocks belong to each
+        batch."""
+        if not self.in_memory:
+            return 0
+        residuals = self.covariates.residuals_by_sample.nbytes if self.covariates is not None else 0
+        return int(self.values.nbytes) + int(residuals)
 
 
 @dataclass
@@ -272,6 +285,10 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
     else:
         data = read_expression(expr, nan_policy=nan_policy, layer=layer, use_raw=use_raw)
         info["matrix_storage"] = "in memory"
+        if data.values.nbytes > budget // 2 and isinstance(expr, (str, os.PathLike)) and not _is_hdf5_path(expr):
+            design_warning(info, f"{data.source}: read whole ({format_bytes(data.values.nbytes)} as float64), over half "
+                                 f"of {option('memory')}: a text matrix cannot be streamed; write it as an h5ad file to "
+                                 "stream it within the budget, or raise the budget")
         if normalize == "none" and looks_like_series_matrix(expr):
             warn_if_unlogged(data)
         if normalize == "log1p_cpm":
@@ -287,6 +304,10 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
         data = ExpressionData(values=values, gene_ids=data.gene_ids, sample_ids=data.sample_ids, source=data.source,
                               dataset=data.dataset, obs=data.obs)
     data = apply_chip(data, chip, method=collapse) if chip is not None else collapse_duplicates(data, method=collapse)
+    # Samples-major (values.T C-ordered), once: the kernels read samples x genes, so the
+    # backend and the t tests' p-values read it in place, and a study of every sample (or
+    # each one-vs-rest contrast) shares this one copy, which the budget counts.
+    data = dataclasses.replace(data, values=np.asfortranarray(data.values))
     return LoadedData(data, None, info, unusable)
 
 
@@ -397,8 +418,9 @@ FEW_RESIDUAL_DF = 5
 
 def annotation_source(data: ExpressionData, phenotype: Any) -> str:
     """Where per-sample annotations (strata, pairs, covariates) come from, for messages:
-    the sample sheet's path, else the expression data (its obs) or a DataFrame."""
-    if isinstance(phenotype, (str, os.PathLike)):
+    the sample sheet's path, a DataFrame, else the expression data (an h5ad's obs, a GEO
+    series' characteristics; a CLS file holds only the labels)."""
+    if isinstance(phenotype, (str, os.PathLike)) and is_sample_sheet(phenotype):
         return str(phenotype)
     return "<DataFrame>" if isinstance(phenotype, pd.DataFrame) else data.source
 
@@ -487,7 +509,8 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         reduced_design, terms = covariate_matrix(columns, annotation_source(data, phenotype),
                                                  sample_ids=np.asarray(data.sample_ids, dtype=object)[keep])
         x = design.values if isinstance(design, ContinuousPhenotype) else design.is_case.astype(np.float64)
-        design = ContinuousPhenotype(np.asarray(x, dtype=np.float64), stratum)  # residuals move, not labels
+        # residuals move, not labels; the strata of the samples analysed (after any drop)
+        design = ContinuousPhenotype(np.asarray(x, dtype=np.float64), design.strata)
         info["covariates"] = terms
         info["permutation_of"] = "residuals of expression ~ covariates (Freedman-Lane)"
     if loaded.source is not None:
@@ -503,8 +526,7 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         for sample in np.asarray(data.sample_ids, dtype=object)[keep]:
             if sample in loaded.unusable:
                 raise InputError(loaded.unusable[sample])
-    # Kept samples-major (values.T C-ordered): the kernels read samples x genes, so the
-    # backends then need no copy; none at all when every sample is analysed.
+    # Samples-major as loaded (load_data); a subset of the samples is copied, as such.
     values = data.values if keep.all() else np.ascontiguousarray(data.values.T[keep]).T
     gene_ids = np.asarray(data.gene_ids, dtype=object)
     if metric.positive_values and (values <= 0).any():
@@ -583,6 +605,11 @@ def load_gene_sets(gene_sets: Any, gene_ids: np.ndarray, *, min_size: int, max_s
 
 
 # ---- running permutations ------------------------------------------------------------------
+#: Fewest permutations per batch (below it, per-batch overheads dominate): a budget that
+#: holds fewer is exceeded, with a warning.
+MIN_BATCH = 64
+
+
 def choose_batch_size(batch_size: int | None, budget: int, bytes_per_permutation: int, n_perm: int,
                       streamed: bool = False) -> int:
     """Permutations per batch: explicit, or from the budget (a quarter of it for a batch's
@@ -594,9 +621,14 @@ def choose_batch_size(batch_size: int | None, budget: int, bytes_per_permutation
     if batch_size is not None:
         return min(int(batch_size), n_perm)
     fit = budget // 4 // max(1, bytes_per_permutation)
+    if fit < MIN_BATCH and n_perm > fit:
+        logger.warning("a quarter of %s holds the buffers of %d permutations (%s each); batches take %d, %s, above "
+                       "the budget: raise %s", option("memory"), fit, format_bytes(bytes_per_permutation),
+                       min(n_perm, MIN_BATCH), format_bytes(min(n_perm, MIN_BATCH) * bytes_per_permutation),
+                       option("memory"))
     if streamed:
-        return int(min(n_perm, max(64, fit)))
-    return int(min(n_perm, max(64, min(fit, 8192, max(256, -(-n_perm // 20))))))
+        return int(min(n_perm, max(MIN_BATCH, fit)))
+    return int(min(n_perm, max(MIN_BATCH, min(fit, 8192, max(256, -(-n_perm // 20))))))
 
 
 COMPILE_NOTICE = "compiling kernels (first run only: about a minute; cached for later runs)"

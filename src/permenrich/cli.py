@@ -106,10 +106,13 @@ def _add_run_options(parser: argparse.ArgumentParser, permutations: int) -> None
     parser.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=None, help="permutations per batch (default: from --memory)")
-    parser.add_argument("--memory", default="1GB", help="memory budget for permutation batches (default 1GB)")
+    parser.add_argument("--memory", default="1GB",
+                        help="memory budget (default 1GB) shared by the matrix (streamed from an HDF5/h5ad file when "
+                             "over half of it), the permutation batches and GSEA's kept null scores")
     parser.add_argument("--device", default="auto",
                         help="cpu, gpu or auto (default: the GPU when Numba sees a CUDA device, else the CPU)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar or warnings on the console (run.json still records the warnings)")
     cluster = parser.add_mutually_exclusive_group()
     cluster.add_argument("--scheduler", help="address of a Dask scheduler (e.g. tcp://node01:8786): the permutations "
                                              "run as ranges on its workers (needs the dask extra)")
@@ -537,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mistake one line and status 2.
     """
     previous_handler = _interrupt_on_sigterm()
-    out, before = None, None
+    out, before, args = None, None, None
     try:
         # cli_option_names: messages name options as flags (--min-size), not keywords (min_size=).
         with cli_option_names():
@@ -561,6 +564,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     _WRITTEN_RESULT.reset(token)
     except PermenrichError as error:
         print(f"permenrich: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:  # the machine (or a job's limit) has less memory than the run asked for
+        memory = getattr(args, "memory", None)
+        told = f" (--memory {memory})" if memory is not None else ""
+        left = _interrupted(out, before).replace("interrupted; ", "", 1)
+        print(f"permenrich: error: out of memory{told}: this machine or job has less free memory than the run "
+              "needs; give a smaller --memory (a matrix over half of it is then streamed from an HDF5/h5ad file) or "
+              f"run where more memory is free; {left}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"permenrich: {_interrupted(out, before)}", file=sys.stderr)

@@ -123,6 +123,11 @@ def _check_nothing_ignored(options: dict[str, Any]) -> None:
         raise OptionError(f"{option('weight')} weighs the running sum (set statistic ks); "
                           f"{option('set_statistic', options['set_statistic'])} averages the gene statistics "
                           f"unweighted: drop {option('weight')}")
+    if "studies" in options and options.get("mode", "genes") != "ora":
+        for name, default in (("top", None), ("direction", "both")):
+            if options.get(name, default) != default:
+                raise OptionError(f"{option(name)} chooses the genes of {option('mode', 'ora')}; give that mode, or "
+                                  f"drop {option(name)}")
     if "studies" in options and options.get("mode", "genes") == "genes" and options.get("gene_sets") is not None:
         raise OptionError(f"{option('gene_sets')} are tested with {option('mode', 'gsea')} or "
                           f"{option('mode', 'ora')}; the default mode genes tests genes: give a mode, or drop "

@@ -409,7 +409,7 @@ class GpuBackend:
         from permenrich.kernels.statistics import launch_correlation, launch_two_group
 
         statistic = self._statistic
-        self._free_dropped()  # the previous device chunk's statistics, when a batch is split
+        self._free_dropped()  # what was dropped since (an earlier device chunk's statistics, when a batch is split)
         if isinstance(statistic, _DeviceStreamed):
             return self._streamed_statistics(labellings)
         drawn = self._as_device(labellings)

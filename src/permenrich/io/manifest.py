@@ -11,12 +11,15 @@ from pathlib import Path
 import pandas as pd
 
 from permenrich.errors import InputError
+from permenrich.io.expression import _format_suffix, _read_text
 
 
 def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], required: tuple[str, ...],
-                       what: str, entry: str) -> list[ManifestRow]:
-    """The rows of a manifest: a TSV (CSV for ``.csv``) whose header names some of
-    ``columns`` (any case) and one ``entry`` per row.
+                       what: str, entry: str, other_columns: bool = False) -> list[ManifestRow]:
+    """The rows of a manifest: a TSV (CSV for ``.csv``; gzip for ``.gz``) whose header
+    names some of ``columns`` (any case) and one ``entry`` per row; other columns are
+    refused (a misspelt option), or left aside with ``other_columns`` (notes beside
+    contrasts).
 
     Returns
     -------
@@ -38,15 +41,15 @@ def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], req
     try:
         # A line starting with '#' is a comment; a '#' inside a cell is part of the cell
         # (pandas' comment= would cut the row there and leave its other cells empty).
-        text = Path(path).read_text(encoding="utf-8-sig")
+        text = _read_text(Path(path))  # UTF-8 or Latin-1, gzip, UTF-16 refused: as every reader
         kept = "\n".join("" if _is_comment(line) else line for line in text.splitlines())
         with warnings.catch_warnings():
             # A row with one cell more than the header would make its first cell an index
             # and shift the others under the wrong columns; index_col=False turns that into
             # pandas' warning about lost data, refused here.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            table = pd.read_csv(io.StringIO(kept), sep="," if where.lower().endswith(".csv") else "\t", dtype=str,
-                                keep_default_na=False, index_col=False)
+            table = pd.read_csv(io.StringIO(kept), sep="," if _format_suffix(Path(path)) == ".csv" else "\t",
+                                dtype=str, keep_default_na=False, index_col=False)
     except pd.errors.ParserWarning:
         raise InputError(f"{where}: a row has more cells than the header; give {expected}") from None
     except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
@@ -58,7 +61,7 @@ def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], req
     header_line = lines[0] if lines else 1
     row_lines = (lines[1:] if len(lines) == len(table) + 1
                  else list(range(header_line + 1, header_line + 1 + len(table))))
-    unknown = [c for c in table.columns if c not in columns]
+    unknown = [] if other_columns else [c for c in table.columns if c not in columns]
     if unknown:
         raise InputError(f"{where}: line {header_line}: unknown column {unknown[0]!r}; a {what} has the columns "
                          f"{', '.join(columns)}")
@@ -88,8 +91,8 @@ class ManifestRow(dict):
 def _content_lines(path: str | os.PathLike) -> list[int]:
     """1-based numbers of the lines pandas reads (not blank, not starting with '#')."""
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = _read_text(Path(path))
+    except InputError:
         return []
     return [number for number, line in enumerate(text.splitlines(), start=1)
             if line.strip() and not _is_comment(line)]

@@ -606,6 +606,11 @@ def _is_float(text: str) -> bool:
     return True
 
 
+def is_sample_sheet(path: str | Path) -> bool:
+    """Whether a phenotype path is a sample sheet (by its extension), not a CLS file."""
+    return _format_suffix(Path(path)) in _SHEET_SUFFIXES
+
+
 def sample_annotation(expr: ExpressionData, phenotype: Any, column: str, *, what: str) -> np.ndarray:
     """One per-sample annotation column (strata, pairs, a numeric phenotype) in expression
     column order, from the same sources as :func:`design_from_phenotype`: a sample sheet
@@ -615,7 +620,7 @@ def sample_annotation(expr: ExpressionData, phenotype: Any, column: str, *, what
     -------
     ndarray of object (str), length n_samples; "" where missing.
     """
-    if isinstance(phenotype, (str, Path)) and _format_suffix(Path(phenotype)) in _SHEET_SUFFIXES:
+    if isinstance(phenotype, (str, Path)) and is_sample_sheet(phenotype):
         sheet = read_sample_sheet(phenotype, column=column)
         return np.array(_match_by_sample(expr, sheet, str(phenotype)), dtype=object)
     if isinstance(phenotype, pd.DataFrame):

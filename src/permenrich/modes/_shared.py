@@ -64,6 +64,16 @@ class StudyRun:
     read_seconds: float
     centre: float
 
+    @property
+    def resident_bytes(self) -> int:
+        """What the run holds throughout (:attr:`Study.resident_bytes`), and the backend's
+        own copy where its statistic needs one: the ranks of a rank metric, the
+        normalised matrix of a correlation."""
+        study = self.study
+        extra = study.in_memory and study.covariates is None and (
+            self.metric.kind == "correlation" or self.metric.rank_transform)
+        return study.resident_bytes + (int(study.values.nbytes) if extra else 0)
+
 
 def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | None = None, *,
                   ranking: bool = False) -> StudyRun:
@@ -204,30 +214,37 @@ def score_scale(set_statistic: str, gene_scores: np.ndarray) -> float:
 
 def null_storage(cached: int, n_perm: int) -> str:
     """What run.json says of the null between GSEA's two passes (``cached``: the
-    permutations whose scores half of the memory budget holds)."""
+    permutations whose scores the memory budget leaves room for)."""
     if cached >= n_perm:
         return "cached in memory"
     if cached <= 0:
         return "recomputed from (seed, k) in a second pass"
     return (f"recomputed from (seed, k) in a second pass, except up to {cached:,} permutations kept in memory "
-            "(half of the memory budget)")
+            "(what the memory budget leaves beside the matrix and a batch)")
 
 
 def gsea_job(score: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: int, exact: bool, xp: Any,
              n_sets: int, batch_size: int | None, budget: int, extra_bytes: int, scale: float,
-             streamed: bool = False) -> tuple[Job, dict[str, Any]]:
+             streamed: bool = False, resident_bytes: int = 0) -> tuple[Job, dict[str, Any]]:
     """The two-pass GSEA null over the permutations of ``score`` as a runner job
     (``streamed``: each batch reads the matrix from disk once, see
     :func:`choose_batch_size`); ``scale`` is the scores' magnitude (:func:`score_scale`),
-    which sets the tie tolerance. Also returns what run.json says of it."""
-    chosen = choose_batch_size(batch_size, budget, 8 * n_sets * 6 + extra_bytes, n_perm, streamed=streamed)
-    # The null is kept for the second pass up to half of the budget; the rest is scored again.
-    cache = min(n_perm, (budget // 2) // max(1, 8 * n_sets))
+    which sets the tie tolerance; ``resident_bytes``: what the run holds throughout (the
+    matrix in memory, :attr:`~permenrich._pipeline.Study.resident_bytes`). Also returns
+    what run.json says of it."""
+    per_permutation = 8 * n_sets * 6 + extra_bytes
+    chosen = choose_batch_size(batch_size, budget, per_permutation, n_perm, streamed=streamed)
+    # The null is kept for the second pass in what the budget leaves beside the matrix and
+    # a batch's buffers; the rest is scored again.
+    room = max(0, budget - resident_bytes - chosen * per_permutation)
+    cache = min(n_perm, room // max(1, 8 * n_sets))
     tolerance = tie_tolerance(scale)
     job = Job(n_perm=n_perm, batch_size=chosen, cache=cache, score=score,
               new_accumulator=lambda: GseaNullAccumulator(observed, n_perm, exact, xp=xp, tie_tolerance=tolerance))
     info = {"batch_size": chosen, "tie_tolerance": tolerance,
-            "null_storage": null_storage(cache, n_perm)}
+            "null_storage": null_storage(cache, n_perm),
+            "memory_plan": {"budget_bytes": int(budget), "matrix_bytes": int(resident_bytes),
+                            "batch_bytes": int(chosen * per_permutation), "null_cache_bytes": int(cache * 8 * n_sets)}}
     return job, info
 
 

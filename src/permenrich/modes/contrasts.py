@@ -90,7 +90,7 @@ def read_contrasts(spec: Any, *, one_vs_rest: str | None = None, levels: list[st
         # the manifests' reader: line numbers, '#' comment lines only, a row longer than its header refused
         where = str(spec)
         rows = read_manifest_rows(spec, columns=CONTRAST_COLUMNS, required=CONTRAST_COLUMNS, what="contrasts table",
-                                  entry="contrast")
+                                  entry="contrast", other_columns=True)
         for row in rows:
             if row["case"] == row["control"]:
                 raise InputError(f"{where}: line {row.line}: contrast {row['name']!r} compares {row['case']!r} with "

@@ -318,7 +318,8 @@ def prepare_gsea(options: dict) -> Prepared:
     job, null_info = gsea_job(lambda a, b: backend.score(backend.labellings(plan, a, b))[0], observed,
                               n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp, n_sets=index.n_sets,
                               batch_size=o.batch_size, budget=budget, extra_bytes=8 * plan.width + per_gene_bytes,
-                              scale=score_scale(o.set_statistic, observed_stat), streamed=not study.in_memory)
+                              scale=score_scale(o.set_statistic, observed_stat), streamed=not study.in_memory,
+                              resident_bytes=study_run.resident_bytes)
 
     def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
         table = gsea_table(index, accumulator.finish(), observed,
@@ -340,6 +341,7 @@ def prepare_gsea(options: dict) -> Prepared:
             permutation_plan=plan.describe(),
             permutation_type="phenotype (sample labels)",
             null_storage=null_info["null_storage"],
+            memory_plan=null_info["memory_plan"],
             tie_tolerance=null_info["tie_tolerance"],
             data={"n_genes": n_genes, **index.census(),
                   "expression": file_digest(o.expr) or {"object": type(o.expr).__name__},
@@ -481,6 +483,7 @@ def prepare_prerank(options: dict) -> Prepared:
                                            "(partial Fisher-Yates), the set of size n takes its first n"},
             permutation_type="gene set (gene labels)",
             null_storage=null_info["null_storage"],
+            memory_plan=null_info["memory_plan"],
             tie_tolerance=null_info["tie_tolerance"],
             data={"n_genes": n_genes, **index.census(),
                   "ranked_list": file_digest(o.rnk) or {"object": type(o.rnk).__name__},

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._pipeline import choose_batch_size, digests, file_digest, load_gene_sets
+from .._pipeline import choose_batch_size, digests, file_digest, load_gene_sets, parse_memory
 from ..errors import InputError, OptionError, gene_set_inputs, option
 from ..io.manifest import read_manifest_rows, relative_to
 from ..nulls import ExceedanceAccumulator, GseaNullAccumulator, StackedAccumulator, bh_adjust
@@ -258,10 +258,16 @@ def prepare_meta(options: dict) -> Prepared:
                               f"model (Freedman-Lane); use {option('metric', 'student_t')} with "
                               f"{option('method', 'stouffer')}, not {o.metric!r}")
         study_options = SimpleNamespace(**_study_options(options, study, i, names[i]))
+        # All studies are held at once: each one's matrix is kept in memory (or streamed)
+        # within its share of the budget.
+        study_options.memory = max(10**6, parse_memory(o.memory) // len(o.studies))
         try:
             study_run = prepare_study(study_options, started)
         except (InputError, OptionError) as error:  # say which study, keep the one-line message
-            raise type(error)(f"study {names[i]!r}: {error}") from None
+            text = str(error)
+            if option("memory") in text and len(o.studies) > 1:
+                text += f" (each of the {len(o.studies)} studies has 1/{len(o.studies)} of {option('memory')})"
+            raise type(error)(f"study {names[i]!r}: {text}") from None
         n_case, n_control = _class_sizes(study_run.study, names[i])
         if min(n_case, n_control) < MIN_PER_CLASS:
             raise InputError(f"study {names[i]!r} has {n_case} case and {n_control} control samples; "
@@ -335,8 +341,8 @@ def prepare_meta(options: dict) -> Prepared:
     check_observed_statistics(observed.statistic, genes, o.metric, "the combined statistic",
                               o.set_statistic if o.mode == "gsea" else None)
     n_perm = int(o.permutations)
-    budget, backend = runs[0].budget, runs[0].backend
-    studies_record = [{"name": name, "seed": r.plan.seed, "n_case": n_case,
+    budget, backend = parse_memory(o.memory), runs[0].backend
+    studies_record = [{"name": name, "seed": r.plan.seed, "memory_bytes": r.budget, "n_case": n_case,
                        "n_control": n_control, "n_genes": int(r.study.n_genes),
                        "n_genes_joined": int((found >= 0).sum()), "case": r.study.info.get("case"),
                        "control": r.study.info.get("control"), "permutation_plan": r.plan.describe(),
@@ -349,7 +355,7 @@ def prepare_meta(options: dict) -> Prepared:
     parameters = {"mode": o.mode, "method": o.method, "join": o.join, "metric": o.metric,
                   "alternative": o.alternative, "permutations": n_perm, "seed": int(o.seed), "memory_bytes": budget,
                   "device": o.device, "stouffer_weights": "sqrt(n)" if o.method == "stouffer" else None,
-                  "leave_one_out": bool(o.leave_one_out)}
+                  "leave_one_out": bool(o.leave_one_out), "nan_policy": o.nan_policy, "zero_variance": o.zero_variance}
     data = {"n_genes": int(genes.size), "manifest": file_digest(options["studies"])}
 
     def record(table: pd.DataFrame, timings: dict, **sections: Any) -> None:
@@ -367,7 +373,8 @@ def prepare_meta(options: dict) -> Prepared:
                                 data, record)
     if o.mode == "gsea":
         return _gsea_of_combined(o, backend, genes, names, observed_subsets, per_study_observed,
-                                 combined_statistics, n_perm, budget, parameters, data, record)
+                                 combined_statistics, n_perm, budget, parameters, data, record,
+                                 resident_bytes=sum(r.resident_bytes for r in runs))
 
     chosen = choose_batch_size(o.batch_size, budget, 8 * genes.size * (len(runs) + 4), n_perm)
     parameters["batch_size"] = chosen
@@ -429,7 +436,7 @@ def _ora_of_combined(o: Any, genes: np.ndarray, statistic: np.ndarray, combined_
 
 def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str], statistics: np.ndarray,
                       per_study: np.ndarray, combined_statistics: Any, n_perm: int, budget: int, parameters: dict,
-                      data: dict, record: Any) -> Prepared:
+                      data: dict, record: Any, resident_bytes: int = 0) -> Prepared:
     """GSEA on the combined ranking: the set statistic of the combined per-gene statistic,
     its null from the same permutations (the combination of every study's permutation k).
     ``statistics``: the observed combined statistic of each subset (all studies first,
@@ -455,7 +462,8 @@ def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str],
     job, null_info = gsea_job(score, observed[0], n_perm=n_perm, exact=False, xp=np, n_sets=index.n_sets * n_parts,
                               batch_size=o.batch_size, budget=budget,
                               extra_bytes=8 * genes.size * (len(names) + 4 * n_parts),
-                              scale=max(score_scale(o.set_statistic, s) for s in statistics))
+                              scale=max(score_scale(o.set_statistic, s) for s in statistics),
+                              resident_bytes=resident_bytes)
     tolerance = null_info["tie_tolerance"]
     job = dataclasses.replace(job, new_accumulator=lambda: StackedAccumulator(
         [GseaNullAccumulator(part, n_perm, False, xp=np, tie_tolerance=tolerance) for part in observed]))
@@ -474,7 +482,8 @@ def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str],
         for name, part in zip(names, without):
             for column in ("nes", "pval", "fdr"):
                 table[f"{column}_without_{name}"] = part[column][rows]
-        record(table, timings, null_storage=null_info["null_storage"], tie_tolerance=null_info["tie_tolerance"])
+        record(table, timings, null_storage=null_info["null_storage"], memory_plan=null_info["memory_plan"],
+               tie_tolerance=null_info["tie_tolerance"])
         table.attrs["ranking"] = _ranking(index, genes, statistic, float(o.weight), o.set_statistic)
         return table
 

@@ -210,11 +210,11 @@ def prepare_ora(options: dict) -> Prepared:
     if expression_mode and o.map is not None:
         raise OptionError(f"{option('map')} maps the items of a list to genes (list mode): give "
                           f"{option('gene_list')} too")
-    if not expression_mode and o.expr is not None and o.phenotype is not None:
+    if not expression_mode and o.phenotype is not None:
         raise InputError(f"give either {option('gene_list')} or {option('expr')} with a phenotype, not both")
     if not expression_mode:  # options of expression mode would be ignored: the list is the selection
-        chosen = next((name for name in ("top", "fdr", "groupby", "case", "control", "covariates")
-                       if o.__dict__.get(name) is not None), None)
+        chosen = next((name for name in ("top", "fdr", "groupby", "case", "control", "covariates", "strata",
+                                         "pairs", "phenotype_column") if o.__dict__.get(name) is not None), None)
         if chosen is not None:
             raise OptionError(f"{option(chosen)} belongs to expression mode, where the altered genes are chosen "
                               f"from {option('expr')} and a phenotype; with {option('gene_list')} the list is the "
@@ -337,7 +337,8 @@ def prepare_ora(options: dict) -> Prepared:
              "top": o.top, "fdr": o.fdr, "direction": o.direction,
              "permutations": int(o.permutations) if expression_mode else None,  # list mode permutes nothing
              "seed": int(o.seed), "min_size": o.min_size, "max_size": o.max_size, "strata": o.strata,
-             "pairs": o.pairs, "memory_bytes": budget, "device": o.device},
+             "pairs": o.pairs, "memory_bytes": budget,
+             "batch_size": test.job.batch_size if test.job is not None else None, "device": o.device},
             started,
             data={"n_universe": int(gene_ids.size), "n_selected": int(selected.sum()),
                   **index.census(),
