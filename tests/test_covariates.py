@@ -272,6 +272,14 @@ def test_covariate_levels_that_look_like_mistakes_are_warned_about(caplog):
     assert terms == ["sex[M]", "sex[m]", "sex[male]"]
     assert "covariate 'sex' has levels that differ only in case or spacing ('M' and 'm')" in caplog.text
     assert "covariate 'sex' has 2 level(s) of one sample ('m', 'male'): such a sample is fitted exactly" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        _, percent = covariate_matrix({"fat": np.array(["10%", "20%", "15%", "30%", "12%", "25%", "18%", "22%"])},
+                                      "sheet.tsv")
+        _, mixed = covariate_matrix({"age": np.array(["6 months", "2 yrs", "6 months", "3 yrs", "5 months", "2 yrs",
+                                                      "6 months", "3 yrs"])}, "sheet.tsv")
+    assert percent == ["fat"] and len(mixed) == 3
+    assert "covariate 'age' is a number in different units ('months', 'yrs'): fitted as categories" in caplog.text
     with pytest.raises(permenrich.PermenrichError, match="is a number for 7 analysed sample.s. but 'x' for sample 's4'"):
         covariate_matrix({"age": np.array(["30", "41", "52", "33", "x", "45", "38", "29"])}, "sheet.tsv",
                          sample_ids=[f"s{i}" for i in range(8)])

@@ -467,7 +467,9 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         if strata is not None:
             stratum = strata_codes(sample_annotation(data, phenotype, strata, what="strata")[keep],
                                    source=annotation_source(data, phenotype), sample_ids=kept_ids)
-            if not any(np.unique(is_case[stratum == code]).size == 2 for code in range(int(stratum.max()) + 1)):
+            # (with covariates the residuals move within strata, and a test remains)
+            if not covariates and not any(np.unique(is_case[stratum == code]).size == 2
+                                          for code in range(int(stratum.max()) + 1)):
                 raise InputError(f"{annotation_source(data, phenotype)}: every stratum of {option('strata', strata)} "
                                  f"holds one class only, so no label can move and no permutation test is possible; "
                                  f"use a stratum column that mixes {two.case!r} and {two.control!r}, or leave "

@@ -26,8 +26,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["TwoGroupDesign", "read_cls", "read_sample_sheet", "two_group_design", "design_from_phenotype"]
 
 # Labels meaning "no value" in sample sheets and obs columns (a group, a covariate):
-# pandas' default missing-value spellings that occur in sample annotations, GEO's "null".
-_MISSING_LABELS = ("", "NA", "na", "N/A", "n/a", "#N/A", "<NA>", "nan", "NaN", "None", "NULL", "null")
+# pandas' default missing-value spellings that occur in sample annotations ("null" is left
+# out: a genotype class may be called so).
+_MISSING_LABELS = ("", "NA", "na", "N/A", "n/a", "#N/A", "<NA>", "nan", "NaN", "None")
 _SHEET_SUFFIXES = {".tsv", ".txt", ".csv", ".tab"}
 _MIN_PER_CLASS = 2
 

@@ -240,7 +240,7 @@ def prepare_ora(options: dict) -> Prepared:
             if not keep_genes.any():
                 raise InputError(f"{gene_list_source(o.universe)}: the universe shares no gene with the expression "
                                  f"data {study.source}; check the gene id type (symbols vs probe or Ensembl ids)")
-            values = study.values[keep_genes]
+            values = np.ascontiguousarray(study.values.T[:, keep_genes]).T  # samples-major, as loaded
             covariates = None
             if study.covariates is not None:
                 covariates = CovariateStatistic(values, study.design.values, study.covariates.reduced_design,

@@ -59,7 +59,7 @@ def _finite_number(value: object) -> bool:
 #: (batches coded 1, 2, 3), as in R's and statsmodels' formulas.
 _CATEGORICAL = re.compile(r"^C\((.+)\)$")
 #: A number followed by a unit, as GEO characteristics often write ages ("45 yrs").
-_NUMBER_WITH_UNIT = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\W\d_][^\d]*)$")
+_NUMBER_WITH_UNIT = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%|[^\W\d_][^\d]*)$")
 #: Numbers coded as consecutive integers from 0 or 1 with at most this many values look
 #: like category codes (batch 1, 2, 3): the fit of a slope is said, and C(name) offered.
 _MAX_CODES = 12
@@ -80,6 +80,10 @@ def _unit_numbers(name: str, values: Sequence[str], source: str) -> np.ndarray |
         return None
     units = {m.group(2).strip().rstrip(".").lower().removesuffix("s") for m in matches}
     if len(units) > 1:  # ordinals ('1st', '2nd') or mixed units: categories, whose levels are checked
+        if len(units) < len(set(values)):  # fewer units than values: numbers in units, not ordinals
+            logger.warning("%s: covariate %r is a number in different units (%s): fitted as categories, one per "
+                           "value; convert every value to one unit to fit it as a number", source, name,
+                           _preview(sorted({m.group(2).strip() for m in matches}), 4))
         return None
     logger.warning("%s: covariate %r: every value carries the unit %r (e.g. %r); fitted as the number", source,
                    name, matches[0].group(2).strip(), values[0])
