@@ -57,7 +57,7 @@ def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], req
         raise InputError(f"{where}: cannot read the {what} ({reason}); give {expected}") from exc
     table.columns = [str(c).strip().lower() for c in table.columns]
     # The file's own line numbers: pandas skips comment and blank lines.
-    lines = _content_lines(path)
+    lines = _content_lines(text)
     header_line = lines[0] if lines else 1
     row_lines = (lines[1:] if len(lines) == len(table) + 1
                  else list(range(header_line + 1, header_line + 1 + len(table))))
@@ -88,12 +88,8 @@ class ManifestRow(dict):
         self.line = line
 
 
-def _content_lines(path: str | os.PathLike) -> list[int]:
+def _content_lines(text: str) -> list[int]:
     """1-based numbers of the lines pandas reads (not blank, not starting with '#')."""
-    try:
-        text = _read_text(Path(path))
-    except InputError:
-        return []
     return [number for number, line in enumerate(text.splitlines(), start=1)
             if line.strip() and not _is_comment(line)]
 
