@@ -286,9 +286,9 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
         data = read_expression(expr, nan_policy=nan_policy, layer=layer, use_raw=use_raw)
         info["matrix_storage"] = "in memory"
         if data.values.nbytes > budget // 2 and isinstance(expr, (str, os.PathLike)) and not _is_hdf5_path(expr):
-            design_warning(info, f"{data.source}: read whole ({format_bytes(data.values.nbytes)} as float64), over half "
-                                 f"of {option('memory')}: a text matrix cannot be streamed; write it as an h5ad file to "
-                                 "stream it within the budget, or raise the budget")
+            design_warning(info, f"{data.source}: read whole ({format_bytes(data.values.nbytes)} as float64), over "
+                                 f"half of {option('memory')}: a text matrix cannot be streamed; write it as an h5ad "
+                                 "file to stream it within the budget, or raise the budget")
         if normalize == "none" and looks_like_series_matrix(expr):
             warn_if_unlogged(data)
         if normalize == "log1p_cpm":

@@ -112,8 +112,8 @@ def _check_levels(name: str, labels: np.ndarray, levels: list[str], source: str)
     single = [level for level in levels if int((labels == level).sum()) == 1]
     if single:
         logger.warning("%s: covariate %r has %d level(s) of one sample (%s): such a sample is fitted exactly and "
-                       "adds nothing to the test; correct their spelling, merge rare levels or leave the covariate out", source, name,
-                       len(single), _preview(single, 4))
+                       "adds nothing to the test; correct their spelling, merge rare levels or leave the covariate out",
+                       source, name, len(single), _preview(single, 4))
 
 
 def covariate_matrix(columns: dict[str, np.ndarray], source: str,
