@@ -517,7 +517,7 @@ def _label(value: Any) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
         return ""
     text = str(value).strip()
-    return "" if text in _MISSING_LABELS else text
+    return "" if is_missing(text) else text
 
 
 def _categories(values: Any) -> list[str] | None:
