@@ -509,6 +509,18 @@ def test_probe_map_of_a_chip_with_a_byte_order_mark_and_multi_gene_probes(tmp_pa
     assert read_probe_map(chip) == {"p1": ["TP53"], "p2": ["EGFR", "ERBB2"], "p3": ["MYC"]}
 
 
+def test_chip_columns_in_any_order(tmp_path: Path) -> None:
+    """Only the fields up to the later of the two columns are split off: the symbol before
+    the probe, titles with tabs' neighbours after them, and short rows all read as a full
+    split reads them."""
+    chip = write(tmp_path / "o.chip", "Gene Title\tGene Symbol\tProbe Set ID\tExtra\tMore\n"
+                 "tumour protein\tTP53 \t p1\tx\ty\n"
+                 "kinase\tEGFR\tp2\n"
+                 "none\t---\tp3\tz\n"
+                 "short\tMYC\n")
+    assert read_chip(chip) == {"p1": "TP53", "p2": "EGFR"}
+
+
 def test_chip_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="h.chip.*line 1.*'Gene Symbol'"):
         read_chip(write(tmp_path / "h.chip", "Probe Set ID\tSymbol\np1\tA\n"))

@@ -71,6 +71,9 @@ def read_chip(path: str | Path) -> dict[str, str]:
             "the header must name 'Probe Set ID' and 'Gene Symbol' (tab-separated)"
         )
     probe_col, symbol_col = header.index(_PROBE_COLUMN), header.index(_SYMBOL_COLUMN)
+    # Only the fields up to the later of the two columns are split off (a CHIP's last
+    # column, the gene title, is its longest).
+    last_needed = max(probe_col, symbol_col) + 1
 
     mapping: dict[str, str] = {}
     seen: set[str] = set()
@@ -78,7 +81,7 @@ def read_chip(path: str | Path) -> dict[str, str]:
     for line in lines[header_at + 1 :]:
         if not line.strip():
             continue
-        fields = line.split("\t")
+        fields = line.split("\t", last_needed)
         probe = fields[probe_col].strip() if probe_col < len(fields) else ""
         if not probe:
             n_no_probe += 1

@@ -188,7 +188,9 @@ def _preview(items: Sequence[Any], limit: int = 5) -> str:
 def _split_lines(text: str) -> list[str]:
     """Split on ``\\n``, ``\\r\\n`` or a lone ``\\r`` (old Mac files; GSEA's readers end lines
     at all three), and nothing else (``str.splitlines`` also splits on form feeds etc.)."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if "\r" in text:  # a scan is cheap; two replacements copy the whole text twice
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.split("\n")
 
 
 def data_place(source: str, dataset: str | None) -> str:
