@@ -5,7 +5,8 @@ First pass and exact sums: one thread per column (set) adds the column's values 
 every row in turn, so no two threads touch the same digits (no atomics); consecutive
 threads read consecutive columns of a row (coalesced). Second pass: one thread per
 permutation computes its null NES, bisects the thresholds and adds to the FDR and FWER
-histograms with integer atomics. The arithmetic is the CPU's
+histograms with integer atomics (for preranked GSEA's FWER, one row per group of sets of
+the same null: :func:`group_tails_kernel`). The arithmetic is the CPU's
 (:func:`permenrich.nulls._add_to_digits`, :func:`~permenrich.nulls._first_pass_value`,
 :func:`~permenrich.nulls._second_pass_value`), and sums and counts are exact integers,
 so any order gives the CPU's numbers.
@@ -62,10 +63,11 @@ def gsea_first_pass_kernel(null_es, bits, tie, observed, positive_observed, n_po
 
 @kernel_jit
 def gsea_second_pass_kernel(null_es, tie, scale_positive, scale_negative, thresholds_positive, thresholds_negative,
-                            fdr_positive, fdr_negative, fwer_positive, fwer_negative, totals):
+                            fdr_positive, fdr_negative, fwer_positive, fwer_negative, count_maxima, totals):
     """The GSEA null's second pass over a batch (permutations x sets): each null NES of
     each sign counted in the FDR histogram at the number of thresholds it reaches, each
-    permutation's largest of each sign in the FWER one; ``totals`` += the NES counted."""
+    permutation's largest of each sign in the FWER one (if ``count_maxima``); ``totals``
+    += the NES counted."""
     b = cuda.grid(1)
     if b < null_es.shape[0]:
         top_positive = -math.inf
@@ -83,12 +85,30 @@ def gsea_second_pass_kernel(null_es, tie, scale_positive, scale_negative, thresh
                 cuda.atomic.add(fdr_negative, count_at_most(thresholds_negative, nes), 1)
                 n_negative += 1
                 top_negative = max(top_negative, nes)
-        if top_positive >= 0:
+        if count_maxima and top_positive >= 0:
             cuda.atomic.add(fwer_positive, count_at_most(thresholds_positive, top_positive), 1)
-        if top_negative > 0:
+        if count_maxima and top_negative > 0:
             cuda.atomic.add(fwer_negative, count_at_most(thresholds_negative, top_negative), 1)
         cuda.atomic.add(totals, 0, n_positive)
         cuda.atomic.add(totals, 1, n_negative)
+
+
+@kernel_jit
+def group_tails_kernel(null_es, columns, tie, scale_positive, scale_negative, thresholds_positive,
+                       thresholds_negative, histogram_positive, histogram_negative):
+    """The FWER tails of independently drawn sets (:func:`permenrich.nulls._group_tails`),
+    one thread per permutation: each group's null NES (column ``columns[g]``) of each sign
+    counted in row ``g`` of that sign's histogram."""
+    b = cuda.grid(1)
+    if b < null_es.shape[0]:
+        for g in range(columns.shape[0]):
+            s = columns[g]
+            nes, keep_positive, keep_negative = second_pass_value(null_es[b, s], tie, scale_positive[s],
+                                                                  scale_negative[s])
+            if keep_positive:
+                cuda.atomic.add(histogram_positive, (g, count_at_most(thresholds_positive, nes)), 1)
+            if keep_negative:
+                cuda.atomic.add(histogram_negative, (g, count_at_most(thresholds_negative, nes)), 1)
 
 
 def _flag():  # noqa: ANN202 - a device array
@@ -119,13 +139,28 @@ def launch_gsea_second_pass(null_es, tie: float, scale_positive, scale_negative,
                             fdr_negative, fwer_positive, fwer_negative) -> tuple[int, int]:
     """:func:`gsea_second_pass_kernel` on the default stream; the tail counters are
     :class:`permenrich.nulls._TailCounter` (thresholds and histogram on the device).
-    The FWER counters share the FDR ones' thresholds (both are made from the observed NES).
-    Returns how many null NES of each sign were counted."""
+    The FWER counters share the FDR ones' thresholds (both are made from the observed NES);
+    None: no FWER of the permutations' largest scores (:func:`launch_group_tails` counts
+    it instead). Returns how many null NES of each sign were counted."""
     totals = cuda.to_device(np.zeros(2, dtype=np.int64))
+    count_maxima = fwer_positive is not None
     if null_es.shape[0] and null_es.shape[1]:
         blocks, threads = grid_1d(null_es.shape[0])
         gsea_second_pass_kernel[blocks, threads](
             null_es, float(tie), scale_positive, scale_negative, fdr_positive.thresholds, fdr_negative.thresholds,
-            fdr_positive.histogram, fdr_negative.histogram, fwer_positive.histogram, fwer_negative.histogram, totals)
+            fdr_positive.histogram, fdr_negative.histogram,
+            (fwer_positive if count_maxima else fdr_positive).histogram,
+            (fwer_negative if count_maxima else fdr_negative).histogram, count_maxima, totals)
     n_positive, n_negative = totals.copy_to_host()
     return int(n_positive), int(n_negative)
+
+
+def launch_group_tails(null_es, columns, tie: float, scale_positive, scale_negative, fwer_positive,  # noqa: ANN001
+                       fwer_negative) -> None:
+    """:func:`group_tails_kernel` on the default stream; the counters are
+    :class:`permenrich.nulls._GroupTailCounter` (thresholds and histograms on the device)."""
+    if null_es.shape[0] and columns.shape[0]:
+        blocks, threads = grid_1d(null_es.shape[0])
+        group_tails_kernel[blocks, threads](null_es, columns, float(tie), scale_positive, scale_negative,
+                                            fwer_positive.thresholds, fwer_negative.thresholds,
+                                            fwer_positive.histogram, fwer_negative.histogram)

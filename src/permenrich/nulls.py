@@ -14,7 +14,12 @@ Definitions (GSEA, Subramanian et al. 2005, with empirical p-values (b+1)/(m+1))
   >= NES* among null NES >= 0, divided by the fraction of observed NES >= NES* among
   observed NES >= 0; capped at 1.
 * FWER p: the fraction of permutations whose largest null NES over all sets (smallest,
-  for negative NES*) reaches NES*, as (b+1)/(m+1).
+  for negative NES*) reaches NES*, as (b+1)/(m+1). Where the sets' null scores are not
+  drawn jointly as GSEA draws them (preranked GSEA scores every set from one random
+  sequence, GSEA draws each set's random sets on their own), the largest of a
+  permutation's scores is not GSEA's: FWER is then P(some set's null NES >= NES*) for
+  independently drawn sets, 1 - prod_s (1 - q_s), q_s the fraction of set s's null NES
+  >= NES*, as (m P + 1)/(m + 1) (see ``fwer_groups``).
 
 Under exact enumeration the observed labelling is one of the enumerated ones, so
 p = b/m with no +1 (the observed score is already counted).
@@ -179,6 +184,7 @@ _add_to_digits_cpu = _cpu._add_to_digits
 _carry_digits_cpu = _cpu._carry_digits
 _first_pass_value_cpu = _cpu._first_pass_value
 _second_pass_value_cpu = _cpu._second_pass_value
+_count_at_most_cpu = _cpu._count_at_most
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
@@ -452,6 +458,55 @@ def _second_pass_split(null_es, tie, scale_positive, scale_negative, positive_ne
     return n_positive, n_negative
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _group_tails(null_es, columns, tie, scale_positive, scale_negative, thresholds_positive, thresholds_negative,
+                 histogram_positive, histogram_negative):
+    """CPU kernel of the FWER tails of independently drawn sets: each group's null NES
+    (its first set's column, ``columns[g]``) of each sign counted in row ``g`` of that
+    sign's histogram at the number of thresholds it reaches."""
+    for b in range(null_es.shape[0]):
+        for g in range(columns.shape[0]):
+            s = columns[g]
+            nes, keep_positive, keep_negative = _second_pass_value_cpu(null_es[b, s], tie, scale_positive[s],
+                                                                       scale_negative[s])
+            if keep_positive:
+                histogram_positive[g, _count_at_most_cpu(thresholds_positive, nes)] += 1
+            if keep_negative:
+                histogram_negative[g, _count_at_most_cpu(thresholds_negative, nes)] += 1
+
+
+@dataclass
+class _GroupTailCounter:
+    """Per group of sets, how many of its null NES reach each threshold (one sign of the
+    FWER of independently drawn sets); thresholds as :class:`_TailCounter`'s."""
+
+    thresholds: Any  # sorted ascending, minus the tolerance, xp array
+    histogram: Any  # (groups, thresholds + 1)
+
+    @classmethod
+    def create(cls, thresholds: np.ndarray, n_groups: int, xp: Any) -> _GroupTailCounter:
+        shifted = _TailCounter.create(thresholds, xp).thresholds
+        return cls(shifted, xp.zeros((n_groups, shifted.size + 1), dtype=xp.int64))
+
+    def counts_at_least(self, queries: np.ndarray, xp: Any) -> np.ndarray:
+        """count[g, i] = #null NES of group g >= queries[i] (queries among the thresholds)."""
+        h = np.asarray(_to_host(self.histogram, xp))
+        at_least = np.cumsum(h[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        t = np.asarray(_to_host(self.thresholds, xp))
+        return at_least[:, np.searchsorted(t, np.asarray(queries) - TIE_TOLERANCE, side="left")]
+
+
+def independent_sets_fwer(counts: np.ndarray, sets_per_group: np.ndarray, n_perm: int, exact: bool) -> np.ndarray:
+    """FWER of independently drawn sets from each group's tail counts ``counts[g, i]``
+    (null NES of group g reaching query i, of ``n_perm``): P = 1 - prod over sets of
+    (1 - q), q = counts / n_perm, summed in logs (``log1p``) over the groups in order;
+    (n_perm P + 1)/(n_perm + 1), or P under exact enumeration."""
+    with np.errstate(divide="ignore"):
+        log_none = (sets_per_group[:, None] * np.log1p(-counts / float(n_perm))).sum(axis=0)
+    reached = -np.expm1(log_none)
+    return reached if exact else (n_perm * reached + 1.0) / (n_perm + 1.0)
+
+
 def _to_host(a: Any, xp: Any) -> np.ndarray:
     return a.get() if hasattr(a, "get") and xp is not np else np.asarray(a)
 
@@ -476,11 +531,26 @@ class GseaNullAccumulator:
         Scores closer than this to an observed score tie with it (and count as
         exceedances): :func:`tie_tolerance` of the scores' scale. NES comparisons (FDR,
         FWER) use :data:`TIE_TOLERANCE`, NES being a ratio of scores.
+    fwer_groups : ndarray of int, shape (n_sets,), optional
+        For a null whose sets are not drawn jointly as GSEA draws them: group ids
+        0..G-1 such that sets of one group have the same null scores in every
+        permutation (preranked GSEA: the sets of one size). FWER is then that of sets
+        drawn independently (GSEA preranked's: each set its own random sets), from each
+        group's null distribution (:func:`independent_sets_fwer`), not from each
+        permutation's largest score. None: the sets' nulls are drawn jointly (sample
+        labels permuted), FWER from the largest score of each permutation.
     """
 
     def __init__(self, observed_es: np.ndarray, n_perm: int, exact: bool, xp: Any = np,
-                 tie_tolerance: float = TIE_TOLERANCE) -> None:
+                 tie_tolerance: float = TIE_TOLERANCE, fwer_groups: np.ndarray | None = None) -> None:
         self.xp = xp
+        self.fwer_groups = None
+        if fwer_groups is not None:
+            groups = np.asarray(fwer_groups, dtype=np.int64)
+            self.fwer_groups = groups
+            self._sets_per_group = np.bincount(groups).astype(np.float64)
+            first = np.unique(groups, return_index=True)[1]  # groups are 0..G-1
+            self._group_columns = xp.asarray(first.astype(np.int64))
         self.tie_tolerance = float(tie_tolerance)
         self.observed_es = self._snap_zero(np.asarray(observed_es, dtype=np.float64), np)
         self.n_perm = int(n_perm)
@@ -571,8 +641,13 @@ class GseaNullAccumulator:
         self._neg_thresholds = np.asarray(setup["neg_thresholds"])
         self._fdr_pos = _TailCounter.create(self._pos_thresholds, xp)
         self._fdr_neg = _TailCounter.create(self._neg_thresholds, xp)
-        self._fwer_pos = _TailCounter.create(self._pos_thresholds, xp)
-        self._fwer_neg = _TailCounter.create(self._neg_thresholds, xp)
+        if self.fwer_groups is None:
+            self._fwer_pos = _TailCounter.create(self._pos_thresholds, xp)
+            self._fwer_neg = _TailCounter.create(self._neg_thresholds, xp)
+        else:
+            n_groups = self._sets_per_group.size
+            self._fwer_pos = _GroupTailCounter.create(self._pos_thresholds, n_groups, xp)
+            self._fwer_neg = _GroupTailCounter.create(self._neg_thresholds, n_groups, xp)
         self._scale_pos = xp.asarray(setup["scale_pos"])
         self._scale_neg = xp.asarray(setup["scale_neg"])
         self._null_nes_pos_total = 0
@@ -623,9 +698,16 @@ class GseaNullAccumulator:
         else:  # device arrays: one CUDA thread per permutation, counting straight into the tails
             from permenrich.kernels.accumulators import launch_gsea_second_pass
 
+            null_es = xp.ascontiguousarray(null_es, dtype=xp.float64)
+            joint = self.fwer_groups is None
             n_pos, n_neg = launch_gsea_second_pass(
-                xp.ascontiguousarray(null_es, dtype=xp.float64), self.tie_tolerance, self._scale_pos,
-                self._scale_neg, self._fdr_pos, self._fdr_neg, self._fwer_pos, self._fwer_neg)
+                null_es, self.tie_tolerance, self._scale_pos, self._scale_neg, self._fdr_pos, self._fdr_neg,
+                self._fwer_pos if joint else None, self._fwer_neg if joint else None)
+            if not joint:
+                from permenrich.kernels.accumulators import launch_group_tails
+
+                launch_group_tails(null_es, self._group_columns, self.tie_tolerance, self._scale_pos,
+                                   self._scale_neg, self._fwer_pos, self._fwer_neg)
             self._null_nes_pos_total += n_pos
             self._null_nes_neg_total += n_neg
             self.seen_second += int(null_es.shape[0])
@@ -634,8 +716,13 @@ class GseaNullAccumulator:
         self._null_nes_neg_total += int(neg_values.size)
         self._fdr_pos.add(pos_values, xp)
         self._fdr_neg.add(neg_values, xp)
-        self._fwer_pos.add(max_pos[max_pos >= 0], xp)
-        self._fwer_neg.add(max_neg[max_neg > 0], xp)
+        if self.fwer_groups is None:
+            self._fwer_pos.add(max_pos[max_pos >= 0], xp)
+            self._fwer_neg.add(max_neg[max_neg > 0], xp)
+        else:
+            _group_tails(null_es, self._group_columns, self.tie_tolerance, self._scale_pos, self._scale_neg,
+                         self._fwer_pos.thresholds, self._fwer_neg.thresholds, self._fwer_pos.histogram,
+                         self._fwer_neg.histogram)
         self.seen_second += int(null_es.shape[0])
 
     def finish(self) -> dict[str, np.ndarray]:
@@ -666,8 +753,12 @@ class GseaNullAccumulator:
                 null_fraction = null_at_least / null_total if null_total else np.zeros_like(magnitude)
                 obs_fraction = obs_at_least / thresholds.size
                 fdr[which] = np.minimum(1.0, null_fraction / obs_fraction)
-            fwer[which] = empirical_p(fwer_counter.lookup(magnitude, xp), np.full(magnitude.shape, self.n_perm),
-                                      self.exact)
+            if self.fwer_groups is None:
+                fwer[which] = empirical_p(fwer_counter.lookup(magnitude, xp), np.full(magnitude.shape, self.n_perm),
+                                          self.exact)
+            else:
+                fwer[which] = independent_sets_fwer(fwer_counter.counts_at_least(magnitude, xp),
+                                                    self._sets_per_group, self.n_perm, self.exact)
         return {"es": self.observed_es, "nes": nes, "pval": self.pval, "n_null_same_sign": self.n_same_sign,
                 "fdr": fdr, "fwer": fwer}
 

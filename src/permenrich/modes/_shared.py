@@ -225,26 +225,32 @@ def null_storage(cached: int, n_perm: int) -> str:
 
 def gsea_job(score: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: int, exact: bool, xp: Any,
              n_sets: int, batch_size: int | None, budget: int, extra_bytes: int, scale: float,
-             streamed: bool = False, resident_bytes: int = 0) -> tuple[Job, dict[str, Any]]:
+             streamed: bool = False, resident_bytes: int = 0,
+             fwer_groups: np.ndarray | None = None) -> tuple[Job, dict[str, Any]]:
     """The two-pass GSEA null over the permutations of ``score`` as a runner job
     (``streamed``: each batch reads the matrix from disk once, see
     :func:`choose_batch_size`); ``scale`` is the scores' magnitude (:func:`score_scale`),
     which sets the tie tolerance; ``resident_bytes``: what the run holds throughout (the
-    matrix in memory, :attr:`~permenrich._pipeline.Study.resident_bytes`). Also returns
-    what run.json says of it."""
+    matrix in memory, :attr:`~permenrich._pipeline.Study.resident_bytes`); ``fwer_groups``: see
+    :class:`~permenrich.nulls.GseaNullAccumulator` (their tail counts are held throughout,
+    two int64 per group, observed set and sign). Also returns what run.json says of it."""
     per_permutation = 8 * n_sets * 6 + extra_bytes
     chosen = choose_batch_size(batch_size, budget, per_permutation, n_perm, streamed=streamed)
-    # The null is kept for the second pass in what the budget leaves beside the matrix and
-    # a batch's buffers; the rest is scored again.
-    room = max(0, budget - resident_bytes - chosen * per_permutation)
+    fwer_bytes = 0 if fwer_groups is None else 16 * (int(np.max(fwer_groups, initial=-1)) + 1) * (n_sets + 1)
+    # The null is kept for the second pass in what the budget leaves beside the matrix, the
+    # FWER tails and a batch's buffers; the rest is scored again.
+    room = max(0, budget - resident_bytes - fwer_bytes - chosen * per_permutation)
     cache = min(n_perm, room // max(1, 8 * n_sets))
     tolerance = tie_tolerance(scale)
     job = Job(n_perm=n_perm, batch_size=chosen, cache=cache, score=score,
-              new_accumulator=lambda: GseaNullAccumulator(observed, n_perm, exact, xp=xp, tie_tolerance=tolerance))
-    info = {"batch_size": chosen, "tie_tolerance": tolerance,
-            "null_storage": null_storage(cache, n_perm),
-            "memory_plan": {"budget_bytes": int(budget), "matrix_bytes": int(resident_bytes),
-                            "batch_bytes": int(chosen * per_permutation), "null_cache_bytes": int(cache * 8 * n_sets)}}
+              new_accumulator=lambda: GseaNullAccumulator(observed, n_perm, exact, xp=xp, tie_tolerance=tolerance,
+                                                          fwer_groups=fwer_groups))
+    plan = {"budget_bytes": int(budget), "matrix_bytes": int(resident_bytes),
+            "batch_bytes": int(chosen * per_permutation), "null_cache_bytes": int(cache * 8 * n_sets)}
+    if fwer_groups is not None:
+        plan["fwer_tail_bytes"] = fwer_bytes
+    info = {"batch_size": chosen, "tie_tolerance": tolerance, "null_storage": null_storage(cache, n_perm),
+            "memory_plan": plan}
     return job, info
 
 

@@ -418,7 +418,11 @@ def prerank(
     random sequence of distinct genes as long as the largest set, and the random set of
     size n is its first n genes (a uniform random n-subset), so every size is scored from
     one draw (permutation k is a pure function of (seed, k)). This null ignores gene-gene
-    correlation: prefer :func:`gsea` when the samples are at hand.
+    correlation: prefer :func:`gsea` when the samples are at hand. Because one draw
+    scores every size, the sets' null scores are nested, where GSEA draws each set's
+    random sets on their own; ``fwer`` is therefore computed as for independent draws,
+    from each set's own null (see :mod:`permenrich.nulls`), not from each permutation's
+    largest score, which would be anti-conservative.
     """
     return run(prepare_prerank, options_of(locals()), client=client, progress=progress)
 
@@ -449,16 +453,18 @@ def prepare_prerank(options: dict) -> Prepared:
     if floor is not None:  # as gsea and genes say
         logger.warning("%s", floor)
 
-    size_slot = backend.xp.asarray(size_slot)  # on the device once, not per batch
+    size_slot_on_device = backend.xp.asarray(size_slot)  # on the device once, not per batch
 
     def score_batch(start: int, stop: int) -> Any:
         null_by_size = backend.random_set_null(int(o.seed), start, stop, ranked_stat, float(o.weight),
                                                o.set_statistic, sizes)
-        return null_by_size[:, size_slot]
+        return null_by_size[:, size_slot_on_device]
 
+    # Sets of one size share one draw per permutation, where GSEA draws each set's random
+    # sets on their own: FWER is that of independent draws, from each size's null.
     job, null_info = gsea_job(score_batch, observed, n_perm=n_perm, exact=False, xp=backend.xp,
                               n_sets=index.n_sets, batch_size=o.batch_size, budget=budget, extra_bytes=0,
-                              scale=score_scale(o.set_statistic, ranked_stat))
+                              scale=score_scale(o.set_statistic, ranked_stat), fwer_groups=size_slot)
 
     def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
         stats = accumulator.finish()
