@@ -76,7 +76,8 @@ def genes(
     -------
     pandas.DataFrame
         One row per gene: ``gene``, ``statistic``, ``pval_parametric`` (SciPy's textbook
-        p-value where one exists), ``pval`` (permutation, (b+1)/(m+1)), ``qval_bh``
+        p-value where one exists; NaN with ``strata`` or ``pairs``, whose design only the
+        permutations respect), ``pval`` (permutation, (b+1)/(m+1)), ``qval_bh``
         (Benjamini–Hochberg of ``pval``), ``pval_maxt`` (Westfall–Young step-down maxT,
         FWER-adjusted); sorted by ``pval`` then decreasing ``|statistic|``.
 
@@ -115,7 +116,13 @@ def prepare_genes(options: dict) -> Prepared:
         # need the values in memory (a streamed matrix has none of those metrics). SciPy's
         # temporaries are as large as its input, so genes go in slices of ~64 MB.
         parametric = np.full(n_genes, np.nan)
-        if study.covariates is not None:
+        # With strata or pairs the statistic is the unrestricted one and only its
+        # permutations respect the design; its textbook p would not (an unpaired test of
+        # paired samples), so none is put beside the permutation p.
+        restricted = o.strata is not None or o.pairs is not None
+        if restricted:
+            pass
+        elif study.covariates is not None:
             parametric = t_pvalues(observed, study.covariates.df, o.alternative)
         elif metric_record.parametric_from_sums:
             parametric = metric_record.parametric(study.values, parametric_phenotype, o.alternative)
