@@ -133,6 +133,28 @@ def test_a_worker_killed_mid_run_changes_nothing(client):
     client.wait_for_workers(2, timeout=120)
 
 
+def test_every_worker_killed_at_once_changes_nothing(client):
+    """Both worker processes killed after the first range (their nannies start new ones):
+    the options scattered to them are lost with them, which Dask cannot recompute; the
+    run sends them again and resubmits what was left, with the same table."""
+    expr, labels, _ = _cohort(n_genes=2000, n_case=20, n_control=20)
+    kwargs = dict(case="A", control="B", permutations=20_000, seed=6, batch_size=250, threads=1, device="cpu")
+    local = permenrich.genes(expr, labels, **kwargs)
+    victims = list(client.run(os.getpid).values())
+    killed = []
+
+    def kill_all_once(done: int, total: int) -> None:
+        if not killed:
+            for victim in victims:
+                os.kill(victim, signal.SIGKILL)
+            killed.append(done)
+
+    on_cluster = permenrich.genes(expr, labels, client=client, progress=kill_all_once, **kwargs)
+    assert killed and killed[0] < 20_000
+    assert _tsv(on_cluster) == _tsv(local)
+    client.wait_for_workers(2, timeout=120)
+
+
 def _prepare_that_fails_on_workers(options: dict) -> runner.Prepared:
     try:
         distributed.get_worker()

@@ -40,6 +40,11 @@ class OptionError(PermenrichError):
     """An invalid option value (unknown metric, negative permutations, ...)."""
 
 
+class ClusterError(PermenrichError):
+    """The Dask cluster could not finish a run's tasks (workers died repeatedly, or every
+    copy of the run's options was lost more often than the run resends them)."""
+
+
 class ClassEmptiedError(InputError):
     """``min_cells`` dropped every pseudo-sample of a compared class (``level``): that
     comparison cannot run (``permenrich.tl`` skips such a group when it runs every group)."""

@@ -39,6 +39,8 @@ from typing import Any
 
 import pandas as pd
 
+from .errors import ClusterError
+
 logger = logging.getLogger("permenrich")
 
 ProgressCallback = Callable[[int, int], None]
@@ -48,6 +50,8 @@ LONG_RUN_SECONDS = 3600.0
 #: Ranges per Dask thread: enough to balance the load and to lose little when a worker
 #: dies (its ranges are recomputed), few enough that each task runs for seconds.
 RANGES_PER_THREAD = 4
+#: How often a run sends its options to the workers again after losing every copy.
+MAX_RESENDS = 3
 
 
 @dataclass
@@ -351,10 +355,28 @@ class _Cluster:
     def __init__(self, client: Any, prepare: Callable[[dict], Prepared], options: dict) -> None:
         self.client = client
         self.token = uuid.uuid4().hex
-        [self.spec] = client.scatter([(prepare, options, self.token)], broadcast=True, hash=False)
+        self._prepare, self._options = prepare, options
+        self.resends = 0
+        self.spec = self._scatter()
         self.warm_up = [client.submit(_worker_job_ready, self.spec, workers=[worker], pure=False,
                                       key=f"permenrich-prepare-{self.token}-{index}")
                         for index, worker in enumerate(client.nthreads())]
+
+    def _scatter(self) -> Any:
+        [spec] = self.client.scatter([(self._prepare, self._options, self.token)], broadcast=True, hash=False)
+        return spec
+
+    def resend(self) -> None:
+        """Scatter the options again: scattered data cannot be recomputed, so when every
+        worker holding them is lost (a one-node cluster, all workers restarted), Dask
+        cancels the tasks that need them."""
+        if self.resends >= MAX_RESENDS:
+            raise ClusterError(
+                f"the Dask workers holding this run's options were lost {self.resends + 1} times (workers "
+                "restarted or killed, e.g. out of memory: check the workers' logs); no output was written"
+            )
+        self.resends += 1
+        self.spec = self._scatter()
 
     def cancel(self) -> None:
         self.client.cancel(self.warm_up)
@@ -367,11 +389,17 @@ def run_distributed(cluster: _Cluster, job: Job, progress: ProgressCallback | bo
     prepares the job from them (ahead of time, or on its first task) and keeps it for the
     run's other tasks. A task returns its accumulator's state; the client merges the
     states as they complete, then sends the next pass its setup. A worker lost mid-run
-    only means its ranges are computed again elsewhere (Dask reschedules them).
+    only means its ranges are computed again elsewhere (Dask reschedules them). Losing
+    every worker at once also loses the options (scattered data cannot be recomputed):
+    they are sent again, up to :data:`MAX_RESENDS` times, and the unfinished ranges
+    resubmitted. Workers that keep dying on a range end the run with a
+    :class:`~permenrich.errors.ClusterError`.
     """
-    from distributed import as_completed
+    from concurrent.futures import CancelledError
 
-    client, spec, token = cluster.client, cluster.spec, cluster.token
+    from distributed import KilledWorker, as_completed
+
+    client, token = cluster.client, cluster.token
     threads = sum(client.nthreads().values())
     size = range_size(job.n_perm, job.batch_size, threads)
     ranges = list(batches(0, job.n_perm, size))
@@ -398,19 +426,43 @@ def run_distributed(cluster: _Cluster, job: Job, progress: ProgressCallback | bo
             if kept_until:
                 tracker.advance(kept_until)
             todo = [(start, stop) for start, stop in ranges if start >= kept_until]
-        futures = {client.submit(_run_range, spec, pass_index, setup, start, stop,
-                                 pass_index == 0 and stop <= kept_until,
-                                 pure=False, key=f"permenrich-{token}-{pass_index}-{start}"): stop - start
-                   for start, stop in todo}
+
+        def submit(start: int, stop: int) -> Any:
+            attempt = f"-r{cluster.resends}" if cluster.resends else ""
+            return client.submit(_run_range, cluster.spec, pass_index, setup, start, stop,
+                                 pass_index == 0 and stop <= kept_until, pure=False,
+                                 key=f"permenrich-{token}-{pass_index}-{start}{attempt}")
+
+        def merge(future: Any) -> None:
+            state, seconds, scores = future.result()  # a cancelled range stays pending
+            start, stop = pending.pop(future)
+            accumulator.merge(pass_index, state)
+            kept.extend(scores)
+            task_seconds.append(seconds)
+            tracker.advance(stop - start)
+
+        pending = {submit(start, stop): (start, stop) for start, stop in todo}
         try:
-            for future in as_completed(futures):
-                state, seconds, scores = future.result()
-                accumulator.merge(pass_index, state)
-                kept.extend(scores)
-                task_seconds.append(seconds)
-                tracker.advance(futures[future])
+            while pending:
+                try:
+                    for future in as_completed(list(pending)):
+                        merge(future)
+                except CancelledError:
+                    # The options were lost with every worker holding them: what finished
+                    # counts, the rest runs again from options sent anew.
+                    for future in [f for f in pending if f.status == "finished"]:
+                        merge(future)
+                    cluster.resend()
+                    pending = {submit(start, stop): (start, stop) for start, stop in sorted(pending.values())}
+        except KilledWorker as error:
+            client.cancel(list(pending))
+            deaths = getattr(error, "allowed_failures", None)
+            times = f" {deaths + 1} times" if isinstance(deaths, int) else " repeatedly"
+            raise ClusterError(f"Dask workers died{times} while running one range of this run's permutations (out "
+                               "of memory? give a smaller --memory or --batch-size, or workers with more memory; see "
+                               "the workers' logs); no output was written") from None
         except BaseException:
-            client.cancel(list(futures))
+            client.cancel(list(pending))
             raise
         setup = accumulator.end_pass(pass_index)
     wall = time.perf_counter() - started
