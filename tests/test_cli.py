@@ -286,6 +286,7 @@ def test_out_of_memory_is_one_line(small_study, capsys, monkeypatch):
     (["genes", "--expr", "x.gct", "--cls", "x.cls", "--out", "o", "--permutations", "many"], "genes "),
     (["genes", "--expr", "x.gct", "--cls", "x.cls", "--sample-sheet", "s.tsv", "--out", "o"], "genes "),
     (["prerank", "--rnk", "x.rnk", "--gene-sets", "s.gmt", "--out", "o", "--bogus"], "prerank "),
+    (["prerank", "--rnk", "x.rnk", "--gene-set", "s.gmt", "--out", "o"], "prerank "),  # a typo, not a prefix
 ])
 def test_usage_errors_are_one_line(capsys, args, command):
     status, stdout, err = _run(args, capsys)
@@ -336,3 +337,15 @@ def test_progress_delay_zero_prints_after_the_first_batch(small_study, capsys, m
     assert status == 0, err
     progress = [line for line in err.splitlines() if line.startswith("permutations ")]
     assert progress[0].startswith("permutations 100/300 (33%) "), err
+
+
+@pytest.mark.parametrize("flags, out, permutations", [
+    ([], "demo_out", 10000), (["--cohort"], "demo_cohort_out", 2000), (["--meta"], "demo_meta_out", 2000),
+    (["--meta", "--permutations", "10000"], "demo_meta_out", 10000),  # was silently 2,000
+    (["--cohort", "--out", "mine", "--permutations", "500"], "mine", 500)])
+def test_each_demo_has_its_own_folder_and_permutations_as_given(flags, out, permutations):
+    from permenrich.cli import _demo_defaults, build_parser
+
+    args = build_parser().parse_args(["demo", *flags])
+    _demo_defaults(args)
+    assert (args.out, args.permutations) == (out, permutations)

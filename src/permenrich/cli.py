@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from .errors import PermenrichError, cli_option_names
@@ -42,6 +42,12 @@ class _Parser(argparse.ArgumentParser):
     """argparse with usage mistakes as one line (main prints it) instead of the usage block."""
 
     commands: dict[str, argparse.ArgumentParser]  # the top parser's subcommands, set by build_parser
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No prefixes of long options: a typo (--gene-set for --gene-sets) must not pass for
+        # an abbreviation, and a new option must not change what an old prefix means.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}; see '{self.prog} --help'")
@@ -99,10 +105,11 @@ def _column_names(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"{text!r} names no column; give e.g. age,sex")
     return names
 
-def _add_run_options(parser: argparse.ArgumentParser, permutations: int) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, permutations: int, *, labellings: bool = True) -> None:
+    exact = ("; all labellings are enumerated exactly when there are no more than this" if labellings
+             else ": random gene sets of each set's size")
     parser.add_argument("--permutations", type=int, default=permutations,
-                        help=f"permutations (default {permutations}); all labellings are enumerated "
-                             "exactly when there are no more than this")
+                        help=f"permutations (default {permutations}){exact}")
     parser.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=None, help="permutations per batch (default: from --memory)")
@@ -202,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-size", type=int, default=101, help="multilevel: random sets per level (default 101)")
     p.add_argument("--eps", type=float, default=1e-50, help="multilevel: smallest p-value estimated (default 1e-50)")
     p.add_argument("--out", required=True, help=OUT_HELP)
-    _add_run_options(p, permutations=1000)
+    _add_run_options(p, permutations=1000, labellings=False)
 
     n = sub.add_parser("genes", help="per-gene permutation tests with maxT (FWER) adjustment",
                        description="Per-gene permutation p-values, BH q-values and Westfall-Young maxT. "
@@ -280,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="GSEA on the embedded SIMULATED VTE-like cohort",
                        description="Generates (once) a SIMULATED cohort shaped like public VTE whole-blood "
                                    "studies and runs GSEA with JAK-STAT gene sets.")
-    d.add_argument("--out", default="demo_out", help=OUT_HELP + " (default demo_out)")
-    d.add_argument("--permutations", type=int, default=10000, help="permutations (default 10000)")
+    d.add_argument("--out", default=None,
+                   help=OUT_HELP + " (default demo_out; demo_cohort_out with --cohort, demo_meta_out with --meta)")
+    d.add_argument("--permutations", type=int, default=None,
+                   help="permutations (default 10000; 2000 with --cohort or --meta, which run several analyses)")
     d.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     d.add_argument("--quiet", action="store_true", help="no progress bar or warnings")
@@ -493,6 +502,16 @@ def _run_meta(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_defaults(args: argparse.Namespace) -> None:
+    """Each demo's own output folder (one never replaces another's) and permutations: the
+    cohort and meta demos run several analyses, 2,000 permutations each, unless told."""
+    several = args.cohort or args.meta
+    if args.out is None:
+        args.out = "demo_cohort_out" if args.cohort else "demo_meta_out" if args.meta else "demo_out"
+    if args.permutations is None:
+        args.permutations = 2000 if several else 10000
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import format_demo_summary, run_demo
 
@@ -504,8 +523,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     if getattr(args, "meta", False):
         from .demo_meta import format_meta_summary, run_meta_demo
 
-        table = run_meta_demo(args.out, permutations=2000 if args.permutations == 10000 else args.permutations,
-                              seed=args.seed, threads=args.threads, progress=_progress_bar(args))
+        table = run_meta_demo(args.out, permutations=args.permutations, seed=args.seed, threads=args.threads,
+                              progress=_progress_bar(args))
         print(format_meta_summary(table))
         print(f"\nwrote {Path(args.out) / 'results.tsv'} and {Path(args.out) / 'run.json'}")
         _WRITTEN_RESULT.set(table)  # for --report
@@ -514,8 +533,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         from .demo_cohort import format_cohort_summary, run_cohort_demo
 
         out = args.out
-        table = run_cohort_demo(out, permutations=min(args.permutations, 2000) if args.permutations == 10000
-                                else args.permutations, seed=args.seed, threads=args.threads,
+        table = run_cohort_demo(out, permutations=args.permutations, seed=args.seed, threads=args.threads,
                                 progress=_progress_bar(args))
         print(format_cohort_summary(table))
         print(f"\nwrote {Path(out) / 'results.tsv'} (both analyses) and {Path(out) / 'run.json'}")
@@ -545,6 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # cli_option_names: messages name options as flags (--min-size), not keywords (min_size=).
         with cli_option_names():
             args = build_parser().parse_args(argv)
+            if args.command == "demo":
+                _demo_defaults(args)
             _size_thread_pool(args)
             if args.command == "report":  # reads a finished output: no new output folder to check or lock
                 return _run_report(args)
