@@ -163,6 +163,7 @@ def test_cli_report_flag_on_gsea_and_genes_and_the_report_command(study, capsys)
     ("missing", "does not exist"),
     ("empty", "run.json' is missing"),
     ("bad_json", "cannot read"),
+    ("cohort_demo", "cohort demo's two analyses"),  # run.json as demo --cohort writes it
 ])
 def test_report_errors_are_one_line(tmp_path, capsys, setup, expected):
     folder = tmp_path / "out"
@@ -170,6 +171,10 @@ def test_report_errors_are_one_line(tmp_path, capsys, setup, expected):
         folder.mkdir()
     if setup == "bad_json":
         (folder / "run.json").write_text("{not json")
+    if setup == "cohort_demo":
+        (folder / "run.json").write_text(json.dumps({"demo": {"simulated": True}, "analyses": {"unadjusted": {},
+                                                                                                "adjusted": {}}}))
+        (folder / "results.tsv").write_text("analysis\tgene_set\n")
     assert main(["report", str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("permenrich: error: ") and expected in err

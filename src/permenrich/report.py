@@ -125,7 +125,9 @@ def _read_output(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else f"not valid JSON: {exc}"
         raise InputError(f"cannot read {str(run_file)!r} ({reason}); rerun the analysis to write it again") from None
-    if isinstance(run, dict) and "analyses" in (run.get("demo") or {}):
+    # The record as run.json holds it (analyses beside the demo's description) or as the
+    # table's attrs hold it (analyses inside it).
+    if isinstance(run, dict) and "demo" in run and ("analyses" in run or "analyses" in (run["demo"] or {})):
         raise InputError(f"{str(run_file)!r} records the cohort demo's two analyses (without and with covariates) in "
                          "one folder; a report draws one analysis: run gsea with and without --covariates into "
                          "folders of their own")
