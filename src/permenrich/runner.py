@@ -416,7 +416,9 @@ def run_distributed(cluster: _Cluster, job: Job, progress: ProgressCallback | bo
     kept: list[Any] = []
     setup = None
     started = time.perf_counter()
+    pass_seconds = [0.0, 0.0]
     for pass_index in range(accumulator.passes):
+        pass_started = time.perf_counter()
         todo = ranges
         if pass_index > 0:
             accumulator.begin_pass(pass_index, setup)
@@ -465,10 +467,11 @@ def run_distributed(cluster: _Cluster, job: Job, progress: ProgressCallback | bo
             client.cancel(list(pending))
             raise
         setup = accumulator.end_pass(pass_index)
+        pass_seconds[pass_index] = time.perf_counter() - pass_started
     wall = time.perf_counter() - started
     scored = job.n_perm * accumulator.passes - kept_until * (accumulator.passes - 1)
-    timings.update(first_pass_seconds=wall, second_pass_seconds=0.0, permutations_scored=scored,
-                   per_permutation_ms=1000 * wall / scored)
+    timings.update(first_pass_seconds=pass_seconds[0], second_pass_seconds=pass_seconds[1],
+                   permutations_scored=scored, per_permutation_ms=1000 * wall / scored)
     timings["dask"].update(task_seconds_mean=sum(task_seconds) / len(task_seconds),
                            task_seconds_max=max(task_seconds),
                            busy_fraction=sum(task_seconds) / (wall * max(1, threads)))
