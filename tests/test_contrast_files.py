@@ -117,3 +117,21 @@ def test_unreadable_contrast_file_is_one_line(cells: Path, tmp_path: Path, capsy
                    "--quiet"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(lines) == 1 and expected in lines[0]
+
+
+def test_a_contrast_of_a_level_without_samples_names_its_line_and_the_levels(cells: Path, tmp_path: Path,
+                                                                             capsys) -> None:
+    spec = tmp_path / "c.tsv"
+    spec.write_text("name\tgroupby\tcase\tcontrol\n# a comment line\nok\tcell_type\tB\trest\n"
+                    "bad\tcell_type\tMono\trest\nalso\tcell_type\tB\tNK\n")
+    status = main(["genes", "--expr", str(cells), "--contrasts", str(spec), "--out", str(tmp_path / "out"),
+                   "--quiet", "--permutations", "20"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(lines) == 1
+    assert f"{spec}: line 4: contrast 'bad': level 'Mono' of 'cell_type' has no samples; its levels are " \
+           f"'B', '{TREG}', 'results'" in lines[0]
+    assert not (tmp_path / "out").exists()
+    spec.write_text("name\tgroupby\tcase\tcontrol\nalso\tcell_type\tB\tNK\n")  # a control without samples
+    assert main(["genes", "--expr", str(cells), "--contrasts", str(spec), "--out", str(tmp_path / "out"),
+                 "--quiet", "--permutations", "20"]) == 2
+    assert f"{spec}: line 2: contrast 'also': level 'NK'" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from .._pipeline import (
 )
 from ..errors import InputError, OptionError, option
 from ..io import sample_annotation
+from ..io.expression import _preview
 from ..io.manifest import read_manifest_rows
 from ..io.output import write_output_dir
 from ..options import check_options
@@ -107,7 +108,11 @@ def read_contrasts(spec: Any, *, one_vs_rest: str | None = None, levels: list[st
             raise InputError(f"{where}: contrast {row} has no name (got {name!r}); give every contrast a name")
     if table.name.duplicated().any():
         raise InputError(f"{where}: contrast name {table.name[table.name.duplicated()].iloc[0]!r} is used twice")
-    return table[["name", "groupby", "case", "control"]].reset_index(drop=True)
+    contrasts = table[["name", "groupby", "case", "control"]].reset_index(drop=True)
+    # Where each contrast was given, for the messages about its levels.
+    contrasts.attrs["places"] = ([f"{where}: line {row.line}" for row in rows] if not isinstance(spec, pd.DataFrame)
+                                 else [f"{where}: row {i}" for i in range(1, len(contrasts) + 1)])
+    return contrasts
 
 
 def contrasts(
@@ -190,22 +195,27 @@ def contrasts(
         table = read_contrasts(None, one_vs_rest=one_vs_rest, levels=levels)
     # Before any permutation: every name gets its own file, whatever characters it holds.
     files = contrast_file_names(table["name"])
-    parts, runs, per_contrast = [], {}, {}
-    for contrast in table.itertuples(index=False):
+    places = table.attrs.get("places") or [None] * len(table)
+    # Every contrast's levels are checked before the first one runs.
+    labelled = []
+    for place, contrast in zip(places, table.itertuples(index=False)):
+        said = f"{place}: contrast {contrast.name!r}" if place else f"contrast {contrast.name!r}"
         labels = annotations.get(contrast.groupby)
         if labels is None:
-            raise InputError(f"contrast {contrast.name!r}: group column {contrast.groupby!r} is not available")
-        if contrast.case not in set(labels):
-            raise InputError(f"contrast {contrast.name!r}: level {contrast.case!r} of {contrast.groupby!r} has no "
-                             "samples; check the contrast table")
+            raise InputError(f"{said}: group column {contrast.groupby!r} is not available")
+        present = set(labels) - {""}
+        for level in (contrast.case,) if contrast.control == "rest" else (contrast.case, contrast.control):
+            if level not in present:
+                raise InputError(f"{said}: level {level!r} of {contrast.groupby!r} has no samples; its levels are "
+                                 f"{_preview(sorted(present))}; check the contrast table")
         if contrast.control == "rest":
             contrast_labels = np.where(labels == contrast.case, contrast.case,
                                        np.where(labels == "", "", "rest")).astype(object)
         else:
-            if contrast.control not in set(labels):
-                raise InputError(f"contrast {contrast.name!r}: level {contrast.control!r} of {contrast.groupby!r} "
-                                 "has no samples; check the contrast table")
             contrast_labels = labels
+        labelled.append((contrast, contrast_labels))
+    parts, runs, per_contrast = [], {}, {}
+    for contrast, contrast_labels in labelled:
         kwargs = dict(options, case=contrast.case, control=contrast.control, memory=memory)
         try:
             if mode == "gsea":
