@@ -160,6 +160,13 @@ def test_prerank_genes_ora_commands(small_study, capsys, tmp_path):
     (["ora", "--gene-list", "{d}/none.txt", "--universe", "{d}/none.txt"], "none.txt"),
     (["gsea", "--expr", "{d}/expr.gct", "--sample-sheet", "{d}/sheet.tsv", "--groupby", "group",
       "--strata", "batch"], "single sample"),
+    # a file in another file's place is named by its part in the run, not by a parse error
+    (["gsea", "--expr", "{d}/sets.gmt", "--cls", "{d}/pheno.cls"], "sets.gmt: this is a gene-set file, not an "
+     "expression matrix (by its .gmt ending); give it as --gene-sets"),
+    (["prerank", "--rnk", "{d}/expr.gct"], "this is an expression matrix (GCT), not a ranked list"),
+    (["gsea", "--expr", "{d}/pheno.cls", "--cls", "{d}/pheno.cls"], "give it as --cls/--sample-sheet"),
+    (["gsea", "--expr", "{d}/expr.gct", "--cls", "{d}/pheno.cls", "--gene-sets", "{d}/expr.gct"],
+     "not a gene-set file (by its .gct ending); give it as --expr"),
 ])
 def test_more_bad_inputs(small_study, capsys, args, expected):
     (small_study / "dup.rnk").write_text("G1\t1.0\nG2\t0.5\nG1\t0.1\n")

@@ -118,6 +118,26 @@ def _existing_file(path: str | Path, what: str) -> Path:
     return p
 
 
+#: Files known by their ending to play another part in a run: what they are, and the
+#: option they go to.
+_ROLES = {".gmt": ("a gene-set file", "gene_sets"), ".gmx": ("a gene-set file", "gene_sets"),
+          ".grp": ("a gene-set file", "gene_sets"), ".cls": ("a phenotype (CLS) file", "phenotype"),
+          ".rnk": ("a ranked list (RNK)", "rnk"), ".chip": ("a probe annotation (CHIP)", "chip"),
+          ".gct": ("an expression matrix (GCT)", "expr"), ".h5ad": ("an expression matrix (h5ad)", "expr")}
+
+
+def refuse_other_role(path: Path, source: str, what: str, *, own: str) -> None:
+    """Refuse a file whose ending says it belongs to another option (a GMT given as the
+    expression matrix), in one line naming that option, rather than let a parser fail on
+    its layout; ``own``: the option reading it now."""
+    suffix = _format_suffix(path)
+    role = _ROLES.get(suffix)
+    if role is not None and role[1] != own:
+        where = " (of gsea, genes, ora or meta; prerank takes genes and their scores)" if own == "rnk" else ""
+        raise InputError(f"{source}: this is {role[0]}, not {what} (by its {suffix} ending); give it as "
+                         f"{option(role[1])}{where}")
+
+
 def _format_suffix(path: Path) -> str:
     """Lower-case extension, looking through a trailing ``.gz``."""
     suffixes = [s.lower() for s in path.suffixes]
@@ -415,6 +435,7 @@ def _dispatch(source: Any, *, layer: str | None, use_raw: bool, h5_dataset: str)
             f"got {type(source).__name__}"
         )
     path = _existing_file(source, "expression")
+    refuse_other_role(path, str(source), "an expression matrix", own="expr")
     suffix = _format_suffix(path)
     if suffix in _H5AD_SUFFIXES or suffix in _HDF5_SUFFIXES:
         return _read_matrix_source(path, str(source), h5_dataset=h5_dataset, layer=layer, use_raw=use_raw)

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from permenrich.errors import InputError
-from permenrich.io.expression import _existing_file, _format_suffix, _preview, _read_text, _split_lines, _text_lines
+from permenrich.io.expression import (
+    _existing_file,
+    _format_suffix,
+    _preview,
+    _read_text,
+    _split_lines,
+    _text_lines,
+    refuse_other_role,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +175,7 @@ def _located(items: Mapping[str, Iterable[str]] | list) -> _Located:
         if isinstance(item, GeneSet):
             yield item, item.source
         elif isinstance(item, (str, Path)):
+            refuse_other_role(Path(item).expanduser(), str(item), "a gene-set file", own="gene_sets")
             yield from (_gmx_sets if _format_suffix(Path(item)) == ".gmx" else _gmt_sets)(item)
         else:
             raise InputError(

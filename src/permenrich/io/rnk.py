@@ -25,6 +25,7 @@ from permenrich.io.expression import (
     _format_suffix,
     _read_text,
     _split_lines,
+    refuse_other_role,
 )
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ def read_rnk(
     elif isinstance(source, (str, Path)):
         where = str(source)
         path = _existing_file(source, "RNK")
+        refuse_other_role(path, where, "a ranked list", own="rnk")
         suffix = _format_suffix(path)
         if suffix not in _TEXT_SUFFIXES:
             logger.warning("%s: unknown extension %r, reading it as tab-separated RNK", where, suffix)
