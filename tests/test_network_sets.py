@@ -1,7 +1,7 @@
 """Gene sets as a decoupler/OmniPath network table, and progress=True."""
 
 import io
-import warnings
+import logging
 
 import numpy as np
 import pandas as pd
@@ -33,15 +33,22 @@ def test_network_gives_the_same_sets_as_a_dict():
     assert_identical(*by_name)
 
 
-def test_network_weights_are_not_used_and_say_so():
+def test_network_weights_are_not_used_and_say_so(caplog):
     network = pd.DataFrame({"source": ["A", "A", "B"], "target": ["x", "y", "x"], "weight": [1.0, -1.0, 1.0]})
-    with pytest.warns(UserWarning, match="weight.*not used"):
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
         sets = network_sets(network)
     assert sets == {"A": ["x", "y"], "B": ["x"]}
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # weights all 1: nothing to say
-        network_sets(network.assign(weight=1.0))
+    assert "weight' column is not used" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        network_sets(network.assign(weight=1.0))  # weights all 1: nothing to say
+    assert caplog.text == ""
     assert [s.name for s in read_gene_sets(network.assign(weight=1))] == ["A", "B"]
+    # a run records it with its other warnings
+    expr, labels, genes = _data()
+    weighted = pd.DataFrame({"source": ["S"] * 10, "target": genes[:10], "weight": [-1.0] * 10})
+    table = permenrich.gsea(expr, labels, weighted, case="a", control="b", permutations=20, min_size=5)
+    assert any("weight' column is not used" in w for w in table.attrs["run"]["warnings"])
 
 
 @pytest.mark.parametrize(("frame", "message"), [

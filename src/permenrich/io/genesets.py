@@ -8,7 +8,6 @@ bounds: a collection of a million sets is never held in memory.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,9 +306,10 @@ def network_sets(network: Any) -> dict[str, list[str]]:
     if "weight" in network.columns:
         weights = network["weight"].to_numpy(dtype=float)
         if not (weights == 1.0).all():
-            warnings.warn("<network>: the 'weight' column is not used (set statistics here are unweighted); "
-                          "for signed regulons, analyse e.g. network[network.weight > 0] and "
-                          "network[network.weight < 0] as separate sets", UserWarning, stacklevel=3)
+            # A run's warning like the others (console, run.json), not a Python warning.
+            logger.warning("<network>: the 'weight' column is not used (set statistics here are unweighted); "
+                           "for signed regulons, analyse e.g. network[network.weight > 0] and "
+                           "network[network.weight < 0] as separate sets")
     sets: dict[str, list[str]] = {}
     for source, target in zip(sources, targets):
         sets.setdefault(str(source), []).append(str(target))
