@@ -265,7 +265,7 @@ def test_tl_gsea_stores_what_direct_calls_give(cells):
                                  layer="counts", **options)
         part = table[table.group == group].drop(columns="group").reset_index(drop=True)
         assert_identical(part, direct)
-        assert json.loads(stored["runs"][group])["parameters"]["case"] == group
+        assert json.loads(stored["runs"].loc[group, "run"])["parameters"]["case"] == group
     assert stored["params"] == {"mode": "gsea", "groupby": "cell_type", "reference": "rest",
                                 "groups": ["B", "Mono", "NK", "T"], "layer": "counts", "use_raw": False,
                                 "min_size": 2, "permutations": 200, "seed": 3, "device": "cpu"}
@@ -457,3 +457,19 @@ def test_tl_genes_on_pbmc68k_agrees_with_scanpys_rank_genes_groups(metric, metho
             mine = (mine - n_a * n_b / 2) / np.sqrt(n_a * n_b * (n_a + n_b + 1) / 12)
         # scanpy keeps its scores as float32: agreement to its precision
         np.testing.assert_allclose(mine.to_numpy(), theirs.to_numpy(dtype=np.float64), rtol=1e-6, atol=1e-6)
+
+
+def test_tl_results_of_a_group_named_with_a_slash_save_to_h5ad(cells, tmp_path):
+    """scanpy's pbmc68k_reduced has 'CD4+/CD25 T Reg': a key of an h5 store may not hold a
+    '/' (anndata warns, and will refuse), so the runs are a table indexed by group."""
+    import warnings
+
+    adata, _ = cells
+    adata.obs["cell_type"] = np.where(GROUPS == "T", "CD4+/CD25 T Reg", GROUPS)
+    tl.genes(adata, "cell_type", groups=["CD4+/CD25 T Reg"], reference="B", layer="counts", **FAST)
+    path = tmp_path / "slash.h5ad"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # anndata's "Forward slashes will be disallowed" included
+        adata.write_h5ad(path)
+    stored = anndata.read_h5ad(path).uns["permenrich"]["permenrich_genes"]
+    assert json.loads(stored["runs"].loc["CD4+/CD25 T Reg", "run"])["parameters"]["case"] == "CD4+/CD25 T Reg"

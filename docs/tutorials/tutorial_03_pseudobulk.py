@@ -66,7 +66,7 @@ stored["results"][["group", "gene_set", "nes", "pval", "fdr"]].groupby("group").
 
 import json  # noqa: E402
 
-nk_run = json.loads(stored["runs"]["NK"])
+nk_run = json.loads(stored["runs"].loc["NK", "run"])
 nk_run["design"]["pseudobulk"]["dropped"], nk_run["design"]["warnings"]
 
 # %%

@@ -13,8 +13,10 @@ those arguments. What is stored, under ``adata.uns["permenrich"][key_added]``:
     The mode, ``groupby``, ``reference``, ``groups``, ``layer``, ``use_raw`` and the
     options passed on (those that are plain values).
 ``runs``
-    Each group's run provenance (what ``run.json`` holds), as JSON text, so the AnnData
-    can be written to h5ad.
+    Each group's run provenance (what ``run.json`` holds), as JSON text: a DataFrame
+    indexed by group with one column ``run`` (``json.loads(stored["runs"].loc["NK",
+    "run"])``), so the AnnData can be written to h5ad whatever the groups' names (a
+    ``/``, as in ``CD4+/CD25 T Reg``, may not be a key of an h5 store).
 
 As scanpy does, ``copy=False`` (default) adds to ``adata`` and returns None;
 ``copy=True`` returns a changed copy and leaves ``adata`` as it was.
@@ -213,8 +215,9 @@ def _each_group(mode: str, run: Callable[..., pd.DataFrame], adata: Any, groupby
               **{name: value for name, value in options.items() if isinstance(value, (str, int, float, bool))}}
     target = adata.copy() if copy else adata
     store = dict(target.uns.get("permenrich", {}))
+    runs_table = pd.DataFrame({"run": list(runs.values())}, index=pd.Index(list(runs), name="group", dtype=object))
     store[key_added] = {"results": results, "params": {k: v for k, v in params.items() if v is not None},
-                        "runs": runs}
+                        "runs": runs_table}
     target.uns["permenrich"] = store
     return target if copy else None
 
