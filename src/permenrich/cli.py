@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.commands = sub.choices
 
     g = sub.add_parser("gsea", help="phenotype-permutation GSEA on an expression matrix",
-                       description="Phenotype-permutation GSEA. Writes OUT/results.tsv and OUT/run.json.")
+                       description="Phenotype-permutation GSEA. Writes OUT/results.tsv, OUT/ranking.tsv (the observed "
+                                   "ranked list) and OUT/run.json; with --contrasts or --one-vs-rest, one table "
+                                   "per contrast instead of the ranked list.")
     _add_expression_options(g)
     _add_set_options(g)
     g.add_argument("--metric", default="signal_to_noise",
@@ -197,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prerank", help="preranked GSEA with the gene-set permutation null",
                        description="Preranked GSEA on an RNK list (gene, score). "
-                                   "Writes OUT/results.tsv and OUT/run.json.")
+                                   "Writes OUT/results.tsv, OUT/ranking.tsv and OUT/run.json.")
     p.add_argument("--rnk", required=True, help="ranked list: two columns, gene and score")
     p.add_argument("--duplicates", default="error", help="duplicated genes in the list: error, mean, max, min, first")
     _add_set_options(p)
@@ -213,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     n = sub.add_parser("genes", help="per-gene permutation tests with maxT (FWER) adjustment",
                        description="Per-gene permutation p-values, BH q-values and Westfall-Young maxT. "
-                                   "Writes OUT/results.tsv and OUT/run.json.")
+                                   "Writes OUT/results.tsv and OUT/run.json (with --contrasts or --one-vs-rest, "
+                                   "also one table per contrast).")
     _add_expression_options(n)
     n.add_argument("--metric", default="welch_t",
                    help="welch_t (default), student_t, mann_whitney, hedges_g, pearson, spearman, or a GSEA metric")
@@ -422,7 +425,8 @@ def _report(table: object, out: str, what: str) -> None:
     contrast_tables = len(table.attrs.get("per_contrast") or {})  # type: ignore[attr-defined]
     kind = "list" if "lists" in run.get("command", "") else "contrast"  # ora --lists: one table per list
     written = (f"wrote {Path(paths['results']).parent} (results.tsv, run.json and {contrast_tables} {kind} tables)"
-               if contrast_tables else f"wrote {paths['results']} and {paths['run']}")
+               if contrast_tables else f"wrote {', '.join(str(paths[k]) for k in ('results', 'ranking') if k in paths)}"
+                                       f" and {paths['run']}")
     plan = run.get("permutation_plan") or {}
     exact = " (exact enumeration of all labellings)" if plan.get("exact_enumeration") else ""
     permutations = f", {plan['permutations']} permutations{exact}" if plan else ""

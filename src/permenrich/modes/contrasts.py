@@ -263,8 +263,9 @@ def write_results(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, 
     Returns
     -------
     dict of str to pathlib.Path
-        ``results`` and ``run``, and each contrast's table under the contrast's name
-        (except contrasts named ``results`` or ``run``: their files are in run.json's
+        ``results``, ``run``, ``ranking`` where the ranked list was written (not with
+        contrasts), and each contrast's table under the contrast's name (except
+        contrasts named ``results`` or ``run``: their files are in run.json's
         ``contrast_files``).
 
     Raises
@@ -292,4 +293,4 @@ def write_results(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict[str, 
         tables["ranking.tsv"] = ranking.frame()
     out = write_output_dir(out_dir, tables, run)
     return {**{name: out / files[name] for name in per_contrast}, "results": out / "results.tsv",
-            "run": out / "run.json"}
+            **({"ranking": out / "ranking.tsv"} if "ranking.tsv" in tables else {}), "run": out / "run.json"}
