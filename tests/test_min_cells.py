@@ -128,3 +128,19 @@ def test_tl_over_every_group_leaves_out_a_group_too_rare_to_pseudobulk(cells, ca
     assert "pDC" in store["params"]["skipped_groups"] and "group 'pDC' left out" in caplog.text
     with pytest.raises(permenrich.InputError, match=r"dropped every pseudo-sample of cell_type 'pDC'"):
         tl.genes(adata, "cell_type", groups=["pDC"], **options)
+
+
+def test_only_the_compared_groups_pseudo_samples_are_warned_about(cells):
+    """A group outside the comparison (NK, here d4's three B cells renamed) is not
+    analysed: its dropped pseudo-sample is recorded but not warned about."""
+    obs = cells.obs.copy()
+    obs["cell_type"] = np.where((obs.donor == "d4") & (obs.cell_type == "B"), "NK", obs.cell_type)
+    cells.obs = obs
+    design = permenrich.genes(cells, pseudobulk="donor", **FAST).attrs["run"]["design"]
+    assert design["pseudobulk"]["dropped"] == ["d4|NK", "d5|T"]
+    warned = [w for w in design["warnings"] if "pseudo-samples" in w]
+    assert len(warned) == 1 and warned[0].endswith("dropped 1 of 12 pseudo-samples with fewer than min_cells=10 "
+                                                   "cells: d5|T (4)")
+    # against the rest every group is analysed, so each dropped one is said
+    rest = permenrich.genes(cells, pseudobulk="donor", **{**FAST, "control": "rest"}).attrs["run"]["design"]
+    assert any("dropped 2 of 12" in w for w in rest["warnings"])

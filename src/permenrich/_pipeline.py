@@ -197,7 +197,7 @@ class _InMemorySource:
 def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize: str, budget: int,
               pseudobulk: str | None = None, pseudobulk_keys: tuple[str, ...] = (),
               pseudobulk_method: str = "sum", layer: str | None = None, use_raw: bool = False,
-              min_cells: int = 10) -> LoadedData:
+              min_cells: int = 10, compared: tuple[str, frozenset[str]] | None = None) -> LoadedData:
     """Read (or open for streaming) the expression data, pseudobulk and normalise it.
 
     A matrix stored in HDF5/h5ad/10x whose dense float64 size exceeds half the memory
@@ -207,7 +207,8 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
     pseudo-samples of fewer than ``min_cells`` cells are then dropped (0 keeps all).
     ``layer``/``use_raw`` choose the matrix of an h5ad or AnnData (``layers[layer]`` or
     ``raw.X``; default ``X``). Design warnings (see :func:`design_warnings`) are logged
-    and kept in ``info["warnings"]``.
+    and kept in ``info["warnings"]``; ``compared`` (a group column and the levels a run
+    compares) confines the warning about dropped pseudo-samples to those levels'.
     """
     from .io.expression import _is_anndata, check_layer_options, data_place, open_hdf5_matrix
     from .streaming import NORMALISATIONS, log1p_cpm, log2_values, pseudobulk_expression
@@ -260,7 +261,7 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
         if unkeyed:
             design_warning(info, f"{matrix_source.source}: {unkeyed} of {len(obs)} cells have no value in "
                                  f"{' or '.join(repr(c) for c in columns)} and are left out of the pseudobulk")
-        data, dropped = _drop_small_pseudo_samples(data, min_cells, columns, info)
+        data, dropped = _drop_small_pseudo_samples(data, min_cells, columns, info, compared)
         info.update({"matrix_storage": "in memory (pseudobulk)", "pseudobulk": {
             "by": columns, "method": pseudobulk_method, "samples": int(data.n_samples),
             "cells_per_sample_min": int(data.obs["n_cells"].min()),
@@ -322,12 +323,14 @@ REPLICATE_COLUMNS = ("donor", "sample", "patient", "individual", "subject", "don
 P_FLOOR_WARNING = 0.01
 
 
-def _drop_small_pseudo_samples(data: ExpressionData, min_cells: int, columns: list[str], info: dict
-                               ) -> tuple[ExpressionData, dict]:
+def _drop_small_pseudo_samples(data: ExpressionData, min_cells: int, columns: list[str], info: dict,
+                               compared: tuple[str, frozenset[str]] | None = None) -> tuple[ExpressionData, dict]:
     """Drop the pseudo-samples of fewer than ``min_cells`` cells (their sums are too noisy
-    to weigh like the others), with one design warning naming them. Returns the kept data
-    and, when any was dropped, ``{"dropped": [...], "levels_dropped": {column: [...]}}``:
-    the levels of each key column left without any pseudo-sample (a class emptied)."""
+    to weigh like the others), with one design warning naming them (those of the
+    ``compared`` levels only, when given: the others are not analysed). Returns the kept
+    data and, when any was dropped, ``{"dropped": [...], "levels_dropped": {column:
+    [...]}}``: the levels of each key column left without any pseudo-sample (a class
+    emptied)."""
     n_cells = np.asarray(data.obs["n_cells"])
     small = n_cells < min_cells
     if not small.any():
@@ -336,11 +339,16 @@ def _drop_small_pseudo_samples(data: ExpressionData, min_cells: int, columns: li
     if small.all():
         raise InputError(f"{data.source}: every pseudo-sample has fewer than {option('min_cells', min_cells)} cells "
                          f"(at most {int(n_cells.max())}); lower {option('min_cells')}")
-    shown = ", ".join(f"{name} ({int(n)})" for name, n in zip(names[:10], n_cells[small][:10]))
-    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
-    design_warning(info, f"{data.source}: dropped {len(names)} of {data.n_samples} pseudo-samples with fewer than "
-                         f"{option('min_cells', min_cells)} cells: {shown}{more}")
     obs = data.obs
+    said = small
+    if compared is not None and compared[0] in obs.columns:
+        said = small & obs[compared[0]].astype(str).isin(compared[1]).to_numpy()
+    if said.any():
+        said_names = [str(s) for s in data.sample_ids[said]]
+        shown = ", ".join(f"{name} ({int(n)})" for name, n in zip(said_names[:10], n_cells[said][:10]))
+        more = f" and {len(said_names) - 10} more" if len(said_names) > 10 else ""
+        design_warning(info, f"{data.source}: dropped {len(said_names)} of {data.n_samples} pseudo-samples with "
+                             f"fewer than {option('min_cells', min_cells)} cells: {shown}{more}")
     levels_dropped = {column: sorted(set(map(str, obs.loc[small, column])) - set(map(str, obs.loc[~small, column])))
                       for column in columns}
     kept = ExpressionData(values=np.ascontiguousarray(data.values.T[~small]).T, gene_ids=data.gene_ids,
@@ -572,10 +580,13 @@ def load_study(expr: Any, phenotype: Any, *, metric: Metric, groupby: str | None
 
     columns = [covariate_column(name)[0] for name in covariates or ()]
     keys = tuple(c for c in (groupby, strata, pairs, phenotype_column, *columns) if c is not None)
+    # Two named levels: only their pseudo-samples are analysed (against "rest", all are).
+    compared = (groupby, frozenset(map(str, (case, control)))) if (
+        groupby is not None and case is not None and control not in (None, "rest")) else None
     loaded = expr if isinstance(expr, LoadedData) else load_data(
         expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
         budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys, pseudobulk_method=pseudobulk_method,
-        layer=layer, use_raw=use_raw, min_cells=min_cells)
+        layer=layer, use_raw=use_raw, min_cells=min_cells, compared=compared)
     return make_study(loaded, phenotype, metric=metric, groupby=groupby, case=case, control=control,
                       phenotype_column=phenotype_column, strata=strata, pairs=pairs, zero_variance=zero_variance,
                       covariates=covariates, nan_policy=nan_policy)
