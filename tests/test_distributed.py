@@ -192,3 +192,21 @@ def test_cli_scheduler_option_writes_the_local_table(client, tmp_path):
 def test_range_sizes_take_seconds_not_milliseconds():
     assert runner.range_size(1_000_000, 500, threads=200) == 1250  # 4 ranges per thread
     assert runner.range_size(10_000, 500, threads=64) == 500  # never less than one batch
+
+
+def _permenrich_handlers() -> list[str]:
+    return [type(handler).__name__ for handler in logging.getLogger("permenrich").handlers]
+
+
+def test_worker_processes_do_not_print_the_inputs_warnings_again(client, caplog):
+    """The client says the inputs' warnings (and records them in run.json); a worker
+    process of its own would print each again through Python's last-resort handler."""
+    expr, labels, _ = _cohort(n_genes=100)
+    expr.iloc[3] = 1.0  # a constant gene: dropped with a warning
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        table = permenrich.genes(expr, labels, case="A", control="B", permutations=200, seed=1, batch_size=50,
+                                 zero_variance="drop", threads=1, device="cpu", client=client)
+    assert sum("constant" in r.getMessage() for r in caplog.records) == 1
+    assert any("constant" in w for w in table.attrs["run"]["warnings"])
+    assert all(handlers == ["NullHandler"] for handlers in client.run(_permenrich_handlers).values())
+    assert "NullHandler" not in _permenrich_handlers()  # not in the client's own process

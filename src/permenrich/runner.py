@@ -28,6 +28,7 @@ import contextlib
 import gc
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -363,7 +364,8 @@ class _Cluster:
                         for index, worker in enumerate(client.nthreads())]
 
     def _scatter(self) -> Any:
-        [spec] = self.client.scatter([(self._prepare, self._options, self.token)], broadcast=True, hash=False)
+        spec = (self._prepare, self._options, self.token, os.getpid())
+        [spec] = self.client.scatter([spec], broadcast=True, hash=False)
         return spec
 
     def resend(self) -> None:
@@ -486,11 +488,21 @@ _WORKER_JOBS_KEPT = 2
 _WORKER_LOCK = threading.Lock()
 
 
-def _worker_job(spec: tuple[Callable[[dict], Prepared], dict, str]) -> Job:
+#: What a run sends its workers: the mode's prepare function, the options, the run's
+#: token and the client's process id.
+_Spec = tuple[Callable[[dict], Prepared], dict, str, int]
+
+
+def _worker_job(spec: _Spec) -> Job:
     """This worker process's copy of a run's job, prepared on first use (hold the lock)."""
-    prepare, options, token = spec
+    prepare, options, token, client_process = spec
     job = _WORKER_JOBS.get(token)
     if job is None:
+        if client_process != os.getpid() and not logger.handlers:
+            # A worker process of its own: the client has already said the inputs'
+            # warnings (and recorded them); Python's last-resort handler would print
+            # them again once per worker. Records still reach handlers set up there.
+            logger.addHandler(logging.NullHandler())
         job = prepare(options).job
         _WORKER_JOBS[token] = job
         while len(_WORKER_JOBS) > _WORKER_JOBS_KEPT:
@@ -498,14 +510,14 @@ def _worker_job(spec: tuple[Callable[[dict], Prepared], dict, str]) -> Job:
     return job
 
 
-def _worker_job_ready(spec: tuple[Callable[[dict], Prepared], dict, str]) -> bool:
+def _worker_job_ready(spec: _Spec) -> bool:
     """A Dask task: prepare the job on this worker ahead of its ranges."""
     with _WORKER_LOCK:
         _worker_job(spec)
     return True
 
 
-def _run_range(spec: tuple[Callable[[dict], Prepared], dict, str], pass_index: int, setup: dict | None,
+def _run_range(spec: _Spec, pass_index: int, setup: dict | None,
                start: int, stop: int, return_scores: bool) -> tuple[dict, float, list[Any]]:
     """A Dask task: permutations [start, stop) of one pass, on this worker's copy of the
     job; returns the accumulator's state, the seconds spent scoring and, when asked, the
