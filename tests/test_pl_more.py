@@ -300,3 +300,26 @@ def test_saved_png_is_not_empty(small_gsea, genes_result, ora_result, tmp_path):
         path = tmp_path / f"{name}.png"
         figure.savefig(path, dpi=60)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def test_long_set_names_keep_their_ends_and_a_missing_fdr_is_grey(small_gsea):
+    """A 300-character name cut the axes down to nothing, and names that differ at the end
+    were drawn alike; a NaN FDR was a transparent dot (only its outline) with no legend."""
+    long_one, long_two = "X" * 100 + "_END_ONE", "X" * 100 + "_END_TWO"
+    assert len(pl.short_label(long_one)) == pl.LABEL_CHARACTERS
+    assert pl.short_label(long_one) != pl.short_label(long_two) and pl.short_label(long_one).endswith("_END_ONE")
+    assert pl.short_label("HALLMARK_APOPTOSIS") == "HALLMARK_APOPTOSIS"
+    table = small_gsea.copy()
+    table.loc[table.index[0], "gene_set"] = long_one
+    table.loc[table.index[0], "fdr"] = np.nan
+    figure = pl.dotplot(table, top=5)
+    ax = figure.axes[0]
+    labels = [label.get_text() for label in ax.get_yticklabels()]
+    assert pl.short_label(long_one) in labels and all(len(label) <= pl.LABEL_CHARACTERS for label in labels)
+    [dots] = [c for c in ax.collections if len(c.get_offsets()) == len(labels)]
+    figure.draw_without_rendering()  # colours are mapped when drawn
+    faces = dots.get_facecolors()
+    assert len(faces) == len(labels) and (faces[:, 3] > 0).all()  # every dot filled, the NaN one grey
+    assert figure.axes[-1].get_ylabel() == "FDR q (grey: none)"
+    bars = pl.barplot(table, top=5)
+    assert all(patch.get_facecolor()[3] > 0 for patch in bars.axes[0].patches)

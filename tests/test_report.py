@@ -127,6 +127,14 @@ def test_report_from_the_folder_alone_draws_enrichment_plots_while_the_gene_sets
     from_folder = (out / "report.html", permenrich.report(out).read_bytes())
     with_result = permenrich.report(out, result=table).read_bytes()
     assert from_folder[1] == with_result
+    # the ranked list read back is the run's to the bit (pandas' default parser was an ulp
+    # off in about half of the values, which moved anti-aliased pixels of the plots)
+    from permenrich.report import _folder_ranking
+
+    import numpy as np
+
+    assert np.array_equal(_folder_ranking(out, run)[0].statistic.view(np.int64),
+                          table.attrs["ranking"].statistic.view(np.int64))
     page = _check_page(from_folder[0], top_rows=len(table), n_images=1 + len(table), run=run)
     assert sum(link.startswith("#set-") for link in page.links) == len(table)
     # the gene sets changed since the run: their members are unknown, so no enrichment plot
@@ -245,3 +253,24 @@ def test_a_report_of_several_contrasts_draws_each_contrast_and_states_the_floor(
     assert "contrast tumour_vs_normal: Top gene sets by NES" in text and "contrast a_vs_b: Top gene sets" in text
     assert "1/(200+1) = 0.00498 (random permutations), in every contrast" in text
     assert "not a permutation test" not in text
+
+
+def test_top_rows_take_each_contrast_and_long_names_keep_their_ends_and_nan_says_na():
+    """One contrast's ties at the p-value floor filled the top table; names over 300
+    characters that differ at the end were cut to the same text; NaN was an empty cell."""
+    import pandas as pd
+
+    from permenrich.report import _results_section, _top_rows
+
+    table = pd.DataFrame({"contrast": ["a"] * 30 + ["b"] * 30 + ["c"] * 30, "gene": [f"g{i}" for i in range(90)],
+                          "statistic": 1.0, "pval": 0.001, "qval_bh": 0.01, "pval_maxt": 0.05})
+    rows, columns = _top_rows("genes", table)
+    assert columns[0] == "contrast" and rows.contrast.value_counts().to_dict() == {"a": 7, "b": 7, "c": 7}
+    assert list(dict.fromkeys(rows.contrast)) == ["a", "b", "c"]
+    long = "X" * 320
+    sets = pd.DataFrame({"gene_set": [long + "_END_ONE", long + "_END_TWO"], "size": [10, 12], "es": [0.5, 0.4],
+                         "nes": [1.5, 1.2], "pval": [0.01, float("nan")], "fdr": [0.02, float("nan")]})
+    page = _results_section("gene_sets", sets, {})
+    assert "_END_ONE</td>" in page and "_END_TWO</td>" in page and f'title="{long}_END_ONE"' in page
+    assert '<td class="num">NA</td>' in page
+

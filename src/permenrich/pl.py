@@ -109,6 +109,29 @@ def _result_table(result: Any, function: str, key: str | None, group: str | None
     return table
 
 
+#: Longest set name drawn whole; longer ones keep their start and end (MSigDB names differ
+#: in either), so that two of them stay apart and the axes keep their room.
+LABEL_CHARACTERS = 60
+
+
+def short_label(name: Any, limit: int = LABEL_CHARACTERS) -> str:
+    """``name`` as text of at most ``limit`` characters: the start, an ellipsis and the end."""
+    text = str(name)
+    if len(text) <= limit:
+        return text
+    tail = (limit - 1) // 3
+    return f"{text[:limit - 1 - tail]}…{text[len(text) - tail:]}"
+
+
+def _fdr_colours(cmap_name: str) -> Any:
+    """The FDR colour map, with a NaN (no FDR) drawn light grey rather than transparent."""
+    from matplotlib import colormaps
+
+    cmap = colormaps[cmap_name].copy()
+    cmap.set_bad("0.85")
+    return cmap
+
+
 def _figure_and_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     """The caller's axes and its figure, or a new Figure with one axes."""
     if ax is not None:
@@ -225,7 +248,7 @@ def enrichment(result: pd.DataFrame, set_name: str, *, ax: Axes | None = None) -
     ax_sum.plot([peak + 1], [curve[peak]], "o", color="tab:red")
     ax_sum.axvline(peak + 1, color="tab:red", linestyle="--", linewidth=0.8)
     ax_sum.set_ylabel("running enrichment score")
-    ax_sum.set_title(f"{set_name}\nES = {row['es']:.3f}, NES = {row['nes']:.3f}, FDR = {row['fdr']:.3g}",
+    ax_sum.set_title(f"{short_label(set_name)}\nES = {row['es']:.3f}, NES = {row['nes']:.3f}, FDR = {row['fdr']:.3g}",
                      fontsize="medium")
     ax_sum.legend(loc="best", fontsize="small", frameon=False)
 
@@ -283,19 +306,20 @@ def dotplot(result: pd.DataFrame | Any, *, top: int = 10, ax: Axes | None = None
     y = np.arange(len(shown))[::-1]  # first row at the top
     sizes = shown["size"].to_numpy(dtype=np.float64)
     area = 20.0 + 180.0 * sizes / sizes.max() if sizes.size else sizes
-    dots = ax.scatter(shown["nes"], y, s=area, c=shown["fdr"], cmap="viridis_r", vmin=0.0,
-                      vmax=max(float(shown["fdr"].max()), 1e-3) if len(shown) else 1.0, edgecolors="0.3",
-                      linewidths=0.5)
+    fdr = shown["fdr"].to_numpy(dtype=np.float64)
+    vmax = max(float(np.nanmax(fdr)), 1e-3) if np.isfinite(fdr).any() else 1.0
+    dots = ax.scatter(shown["nes"], y, s=area, c=fdr, cmap=_fdr_colours("viridis_r"), vmin=0.0, vmax=vmax,
+                      edgecolors="0.3", linewidths=0.5, plotnonfinite=True)
     if len(positive) and len(negative):  # a line between the two signs
         ax.axhline(y[len(positive) - 1] - 0.5, color="0.7", linewidth=0.8)
     ax.axvline(0.0, color="0.5", linewidth=0.8)
-    ax.set_yticks(y, shown["gene_set"].astype(str))
+    ax.set_yticks(y, [short_label(name) for name in shown["gene_set"]])
     ax.set_xlabel("NES")
     ax.set_ylim(-0.8, len(shown) - 0.2)
     if len(shown):  # room for the dots on both sides of 0
         reach = float(np.abs(shown["nes"]).max()) * 1.15
         ax.set_xlim(-reach if len(negative) else -0.1 * reach, reach if len(positive) else 0.1 * reach)
-    figure.colorbar(dots, ax=ax, label="FDR q")
+    figure.colorbar(dots, ax=ax, label=_fdr_label(fdr))
     if sizes.size:  # size legend: smallest and largest set shown
         handles = [ax.scatter([], [], s=20.0 + 180.0 * value / sizes.max(), color="0.6", label=f"{int(value)} genes")
                    for value in sorted({sizes.min(), sizes.max()})]
@@ -305,6 +329,10 @@ def dotplot(result: pd.DataFrame | Any, *, top: int = 10, ax: Axes | None = None
         else:
             ax.legend(handles=handles, title="set size", fontsize="small", frameon=False, loc="best")
     return figure
+
+
+def _fdr_label(fdr: np.ndarray) -> str:
+    return "FDR q (grey: none)" if np.isnan(fdr).any() else "FDR q"
 
 
 def _top_by_sign(result: pd.DataFrame, top: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -345,27 +373,27 @@ def barplot(result: pd.DataFrame | Any, *, top: int = 10, ax: Axes | None = None
         When matplotlib is missing.
     """
     result = _figure_table(result, "barplot", _GSEA_MODES, ("gene_set", "nes", "fdr", "size"), key, group)
-    from matplotlib import cm, colormaps, colors  # present: _figure_table checked
+    from matplotlib import cm, colors  # present: _figure_table checked
     _check_top(top, "barplot")
     positive, negative = _top_by_sign(result, top)
     shown = pd.concat([positive, negative])
     figure, ax = _figure_and_axes(ax, (7.5, 1.6 + 0.3 * max(len(shown), 1)))
     y = np.arange(len(shown))[::-1]  # first row at the top
     fdr = shown["fdr"].to_numpy(dtype=np.float64)
-    scale = colors.Normalize(vmin=0.0, vmax=max(float(np.nanmax(fdr)), 1e-3) if fdr.size else 1.0)
-    colours = colormaps["viridis_r"](scale(fdr))
+    scale = colors.Normalize(vmin=0.0, vmax=max(float(np.nanmax(fdr)), 1e-3) if np.isfinite(fdr).any() else 1.0)
+    colours = _fdr_colours("viridis_r")(np.ma.masked_invalid(scale(fdr)))
     bars = ax.barh(y, shown["nes"], color=colours, edgecolor="0.3", linewidth=0.5)
     ax.bar_label(bars, labels=[f"{int(size)}" for size in shown["size"]], padding=2, fontsize="x-small")
     if len(positive) and len(negative):
         ax.axhline(y[len(positive) - 1] - 0.5, color="0.7", linewidth=0.8)
     ax.axvline(0.0, color="0.5", linewidth=0.8)
-    ax.set_yticks(y, shown["gene_set"].astype(str))
+    ax.set_yticks(y, [short_label(name) for name in shown["gene_set"]])
     ax.set_xlabel("NES (bar labels: set size)")
     ax.set_ylim(-0.8, len(shown) - 0.2)
     if len(shown):  # room for the size labels on both sides of 0
         reach = float(np.abs(shown["nes"]).max()) * 1.2
         ax.set_xlim(-reach if len(negative) else -0.1 * reach, reach if len(positive) else 0.1 * reach)
-    figure.colorbar(cm.ScalarMappable(norm=scale, cmap="viridis_r"), ax=ax, label="FDR q")
+    figure.colorbar(cm.ScalarMappable(norm=scale, cmap="viridis_r"), ax=ax, label=_fdr_label(fdr))
     return figure
 
 
@@ -587,7 +615,7 @@ def null_distribution(result: pd.DataFrame, set_name: str, *, ax: Axes | None = 
     ax.set_xlabel("enrichment score" if ranking.set_statistic == "ks" else f"set score ({ranking.set_statistic})")
     ax.set_ylabel("permutations")
     formula = f"{exceed}/{same_sign}" if exact else f"({exceed}+1)/({same_sign}+1)"
-    ax.set_title(f"{set_name}\nnominal p = {formula} = {pval:.3g}", fontsize="medium")
+    ax.set_title(f"{short_label(set_name)}\nnominal p = {formula} = {pval:.3g}", fontsize="medium")
     ax.legend(fontsize="small", frameon=False, loc="best")
     return figure
 
@@ -706,12 +734,14 @@ def leading_edge_heatmap(result: pd.DataFrame, set_names: str | list[str], *, ax
         ax_heat.axvline(boundary - 0.5, color="black", linewidth=0.8)
         for x, (_, label) in zip((boundary / 2 - 0.5, (boundary + len(classes)) / 2 - 0.5), class_labels):
             ax_class.text(x, 0, label, ha="center", va="center", fontsize="small", color="white")
-    ax_class.set_title(", ".join(names) if len(names) <= 3 else f"{len(names)} gene sets", fontsize="medium")
+    ax_class.set_title(", ".join(map(short_label, names)) if len(names) <= 3 else f"{len(names)} gene sets",
+                       fontsize="medium")
     ax_sets = figure.add_subplot(grid[1, 0], sharey=ax_heat)
     if len(names) > 1:  # which sets each gene leads
         membership = np.array([[g in set(edges[name]) for name in names] for g in genes], dtype=float)
         ax_sets.imshow(membership, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-        ax_sets.set_xticks(np.arange(len(names)), names, rotation=90, fontsize="x-small")
+        ax_sets.set_xticks(np.arange(len(names)), [short_label(name) for name in names], rotation=90,
+                           fontsize="x-small")
         ax_heat.tick_params(labelleft=False)
         ax_sets.tick_params(labelleft=len(genes) <= max_label_genes)
     else:
@@ -840,7 +870,7 @@ def overlap(result: pd.DataFrame | Any, *, top: int = 15, ax: Axes | None = None
     dots = ax.scatter(observed, y, s=50, c=strength, cmap="viridis", vmin=0.0,
                       vmax=max(float(strength.max()) if strength.size else 1.0, 1e-3), edgecolors="0.3",
                       linewidths=0.5, label="observed overlap", zorder=3)
-    ax.set_yticks(y, shown["gene_set"].astype(str))
+    ax.set_yticks(y, [short_label(name) for name in shown["gene_set"]])
     ax.set_ylim(-0.8, len(shown) - 0.2)
     ax.set_xlim(left=0.0)
     ax.set_xlabel("genes of the list in the set")

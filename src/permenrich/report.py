@@ -40,6 +40,8 @@ GENERATOR_MARK = '<meta name="generator" content="permenrich'
 #: Rows of the top-results table, and enrichment plots drawn (the top sets only: each
 #: figure is ~50 kB of PNG).
 TOP_ROWS = 20
+#: The top table's order: the first of these columns that holds a value.
+_ORDER_COLUMNS = ("fdr", "pval", "pval_perm", "pval_hypergeom")
 ENRICHMENT_PLOTS = 10
 
 _GENE_SET_MODES = ("gsea", "prerank")
@@ -138,7 +140,7 @@ def _read_output(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
 
     results_file = out / "results.tsv"
     try:
-        table = pd.read_csv(results_file, sep="\t")
+        table = pd.read_csv(results_file, sep="\t", float_precision="round_trip")  # the run's own bits
     except FileNotFoundError:
         raise InputError(f"{str(results_file)!r} is missing; rerun the analysis to write the output folder "
                          "again") from None
@@ -270,12 +272,21 @@ def _design_section(run: Mapping[str, Any]) -> str:
 
 
 def _top_rows(analysis: str, table: pd.DataFrame) -> tuple[pd.DataFrame, tuple[str, ...]]:
-    """The rows and columns of the top table (the best p-values first)."""
+    """The rows and columns of the top table (the best p-values first; with contrasts,
+    the best of each contrast, so that one contrast's ties at the p-value floor do not
+    fill the table)."""
     columns = {"gene_sets": _SET_COLUMNS, "ora": _ORA_COLUMNS, "genes": _GENE_COLUMNS}.get(analysis,
                                                                                           tuple(table.columns[:8]))
     shown = tuple(c for c in columns if c in table.columns)
-    order = next((c for c in ("fdr", "pval", "pval_perm", "pval_hypergeom") if c in table.columns), None)
+    # the first p-value column that holds any (ORA's permutation columns are empty for a list)
+    order = next((c for c in _ORDER_COLUMNS if c in table.columns and table[c].notna().any()), None)
     rows = table.sort_values(order, kind="stable") if order else table
+    if "contrast" in table.columns and table["contrast"].nunique() > 1:
+        each = max(5, -(-TOP_ROWS // int(table["contrast"].nunique())))
+        position = {name: i for i, name in enumerate(dict.fromkeys(table["contrast"]))}  # the table's order
+        rows = rows.groupby("contrast", sort=False).head(each).sort_values(
+            "contrast", key=lambda names: names.map(position), kind="stable")
+        return rows, ("contrast", *shown) if "contrast" not in shown else shown
     return rows.head(TOP_ROWS), shown
 
 
@@ -289,15 +300,19 @@ def _results_section(analysis: str, table: pd.DataFrame, anchors: Mapping[str, s
         for column in columns:
             value = row[column]
             if column == "gene_set" and str(value) in anchors:
-                cells.append(f'<td><a href="#{anchors[str(value)]}">{_e(str(value))}</a></td>')
+                cells.append(f'<td title="{_e(str(value))}"><a href="#{anchors[str(value)]}">'
+                             f"{_e(_text(str(value)))}</a></td>")
             elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-                cells.append(f'<td class="num">{_e(_number(value))}</td>')
+                cells.append(f'<td class="num">{_e(_number(value) or "NA")}</td>')
+            elif column == "gene_set":  # the whole name on hover when the cell shortens it
+                cells.append(f'<td title="{_e(str(value))}">{_e(_text(value))}</td>')
             else:
                 cells.append(f"<td>{_e(_text(value))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
+    each = " of each contrast" if "contrast" in columns else ""
     return (f'<h2 id="results">Top {len(rows)} of {len(table)} {what}</h2>'
-            f'<p class="note">Sorted by the first of fdr, pval, pval_perm, pval_hypergeom the table has; the full '
-            f"table is results.tsv.</p>"
+            f'<p class="note">The best rows{each}, sorted by the first of {", ".join(_ORDER_COLUMNS)} that the '
+            f"table holds; the full table is results.tsv.</p>"
             f'<table id="top-results"><thead><tr>{head}</tr></thead><tbody>' + "".join(body) + "</tbody></table>")
 
 
@@ -335,7 +350,9 @@ def _folder_ranking(out: Path, run: Mapping[str, Any]) -> tuple[Any, str]:
         if digest["sha256"] != source.get("sha256"):
             return None, f"{source['path']} changed since the run (SHA-256 differs)"
     # keep_default_na=False: gene symbols such as NA or NULL stay names
-    ranked = pd.read_csv(ranked_file, sep="\t", keep_default_na=False, dtype={"gene": str})
+    # round_trip: pandas' default float parser is off by an ulp in about half of the values
+    ranked = pd.read_csv(ranked_file, sep="\t", keep_default_na=False, dtype={"gene": str},
+                         float_precision="round_trip")
     gene_ids = ranked["gene"].to_numpy(dtype=object)
     parameters = run.get("parameters") or {}
     index = load_gene_sets([s["path"] for s in sources], gene_ids, min_size=int(parameters.get("min_size", 1)),
@@ -453,7 +470,8 @@ def _text(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str)
     text = "" if value is None else str(value)
-    return text if len(text) <= 300 else text[:297] + "..."
+    # the start and the end: long names often differ only at the end
+    return text if len(text) <= 300 else f"{text[:199]}…{text[-100:]}"
 
 
 def _key_values(mapping: Mapping[str, Any]) -> str:
