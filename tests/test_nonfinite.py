@@ -125,3 +125,20 @@ def test_undefined_statistic_is_refused_naming_the_gene():
     with pytest.raises(InputError, match=r"data.gct: the welch_t statistic of gene 'B' is undefined \(NaN\)"):
         check_observed_statistics(np.array([1.0, np.nan, np.inf]), np.array(["A", "B", "C"]), "welch_t", "data.gct")
     check_observed_statistics(np.array([1.0, -np.inf, np.inf]), np.array(["A", "B", "C"]), "welch_t", "x", "ks")
+
+
+def test_an_observed_running_sum_that_is_not_finite_is_refused_naming_the_set():
+    """Statistics near 1e-160 with weight 2: |s| ** 2 is subnormal, 1/(the set's sum)
+    overflows and the ES was reported as inf beside an ordinary p-value."""
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(40, 8))
+    values[:6] *= 1e-160
+    genes = [f"G{i}" for i in range(40)]
+    expr = pd.DataFrame(values, index=genes, columns=[f"S{j}" for j in range(8)])
+    sets = {"TINY": genes[:6], "OTHER": genes[10:20]}
+    with pytest.raises(InputError, match="observed enrichment score of set 'TINY' is not finite.*weight="):
+        permenrich.gsea(expr, ["A"] * 4 + ["B"] * 4, sets, metric="diff_of_classes", weight=2.0, permutations=20,
+                        min_size=5)
+    # weight 1: |s| = 1e-160 is an ordinary float, nothing to refuse
+    assert np.isfinite(permenrich.gsea(expr, ["A"] * 4 + ["B"] * 4, sets, metric="diff_of_classes",
+                                       permutations=20, min_size=5).es).all()

@@ -189,3 +189,33 @@ def test_random_sequence_prefixes_are_uniform_subsets():
         counts[pair] = counts.get(pair, 0) + 1
     assert len(counts) == 15
     assert sps.chisquare(list(counts.values())).pvalue > 1e-3
+
+
+def test_scores_whose_hit_weights_leave_float64_are_scaled_by_a_power_of_two():
+    """p-values as scores: 1e-160 ** 2 is subnormal and 1/(a set's sum) overflowed, so a
+    set of such genes had ES = inf beside an ordinary p-value. The running sum now runs on
+    the scores times 2**j (ES does not depend on their scale): the same table as a list the
+    user scaled so, and ordinary lists untouched to the bit."""
+    from permenrich.enrich.running_sum import scaled_for_weights
+
+    ordinary = np.linspace(3.0, -3.0, 50)
+    assert scaled_for_weights(ordinary, 2.0)[0] is ordinary and scaled_for_weights(ordinary, 2.0)[1] == 0
+    genes = [f"g{i}" for i in range(60)]
+    scores = pd.Series(np.r_[np.linspace(2.0, 0.5, 30), np.geomspace(1e-150, 1e-170, 30)], index=genes)
+    sets = {"TINY": genes[35:45], "TOP": genes[:10], "MIXED": genes[20:40]}
+    scaled, shift = scaled_for_weights(scores.to_numpy(), 2.0)
+    assert shift > 0 and np.array_equal(scaled, np.ldexp(scores.to_numpy(), shift))
+    kwargs = dict(weight=2.0, permutations=300, seed=2, min_size=5, threads=1)
+    table = permenrich.prerank(scores, sets, **kwargs)
+    assert np.isfinite(table.es).all() and table.attrs["run"]["data"]["running_sum_scale"].startswith(f"2**{shift}")
+    by_user = permenrich.prerank(pd.Series(scaled, index=genes), sets, **kwargs)
+    columns = ["gene_set", "es", "nes", "pval", "fdr", "fwer", "leading_edge"]
+    assert_identical(table[columns], by_user[columns])
+    # the figures' running sum and null are the run's
+    tiny = table.set_index("gene_set").loc["TINY"]
+    assert permenrich.pl.running_sum_curve(table, "TINY")[0][np.argmax(np.abs(
+        permenrich.pl.running_sum_curve(table, "TINY")[0]))] == pytest.approx(tiny.es, abs=1e-12)
+    null = permenrich.pl.null_scores(table, "TINY")
+    assert np.isfinite(null).all()
+    with pytest.raises(ValueError, match="cannot all be held in float64"):
+        scaled_for_weights(np.array([1e-300, 1e300]), 4.0)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .enrich.running_sum import running_sum, running_sum_dense
+from .enrich.running_sum import running_sum, running_sum_dense, scaled_for_weights
 
 if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions
     from matplotlib.axes import Axes
@@ -178,8 +178,9 @@ def running_sum_curve(result: pd.DataFrame, set_name: str) -> tuple[np.ndarray, 
         raise ValueError(f"gene set {set_name!r} is not in the result ({len(result)} sets); "
                          "check the name, or min_size/max_size")
     positions = ranking.members(set_name)
-    weights = np.abs(ranking.statistic) ** ranking.weight
-    in_set = np.zeros(ranking.statistic.size, dtype=bool)
+    statistic = _running_sum_statistic(ranking)
+    weights = np.abs(statistic) ** ranking.weight
+    in_set = np.zeros(statistic.size, dtype=bool)
     in_set[positions] = True
     member_weights = weights[positions]
     if np.isinf(member_weights).any():
@@ -188,7 +189,7 @@ def running_sum_curve(result: pd.DataFrame, set_name: str) -> tuple[np.ndarray, 
     elif member_weights.sum() == 0.0:
         curve = np.zeros(in_set.size)  # ES defined as 0 when no member has weight
     else:
-        curve = running_sum_dense(in_set, ranking.statistic, ranking.weight)
+        curve = running_sum_dense(in_set, statistic, ranking.weight)
     return curve, positions, running_sum(positions, weights).peak_position
 
 
@@ -499,6 +500,18 @@ def _gsea_null(ranking: Any, s: int) -> np.ndarray:
     return np.concatenate(parts)[:, 0]
 
 
+def _running_sum_statistic(ranking: Any) -> np.ndarray:
+    """The ranked statistic as the run's running sum used it: a fixed list scaled by a
+    power of two where its hit weights would leave float64 (see
+    :func:`permenrich.enrich.running_sum.scaled_for_weights`; the same bits otherwise)."""
+    if ranking.set_statistic != "ks" or ranking.study is not None:  # gsea's statistics are not scaled
+        return ranking.statistic
+    try:
+        return scaled_for_weights(ranking.statistic, float(ranking.weight))[0]
+    except ValueError:  # the run refused such a list
+        return ranking.statistic
+
+
 def _prerank_null(result: pd.DataFrame, ranking: Any, s: int) -> np.ndarray:
     """Set ``s``'s gene-set permutation null as the run computed it: random sets of every
     size of the run from (seed, k), the column of this set's size."""
@@ -510,8 +523,9 @@ def _prerank_null(result: pd.DataFrame, ranking: Any, s: int) -> np.ndarray:
     run_sizes = np.diff(ranking.offsets)
     sizes = np.unique(run_sizes)
     column = int(np.searchsorted(sizes, run_sizes[s]))
-    null = backend.random_set_null(int(parameters["seed"]), 0, int(parameters["permutations"]), ranking.statistic,
-                                   float(ranking.weight), ranking.set_statistic, sizes)
+    null = backend.random_set_null(int(parameters["seed"]), 0, int(parameters["permutations"]),
+                                   _running_sum_statistic(ranking), float(ranking.weight), ranking.set_statistic,
+                                   sizes)
     return np.asarray(backend.to_host(null))[:, column]
 
 

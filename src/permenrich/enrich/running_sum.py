@@ -69,6 +69,41 @@ class RunningSumResult:
     signal_fraction: float
 
 
+#: Hit weights are kept within 2**+-960 (and a set's sum of them well inside float64):
+#: below, 1 / (sum of a set's weights) overflows or subnormal weights lose their digits.
+WEIGHT_RANGE_LOG2 = 960
+
+
+def scaled_for_weights(scores: np.ndarray, weight: float) -> tuple[np.ndarray, int]:
+    """Fixed scores (a preranked list) scaled by a power of two, when needed, so that
+    every hit weight ``|s| ** weight`` lies within 2**+-:data:`WEIGHT_RANGE_LOG2`; the
+    running sum's ES does not depend on the scores' scale, and scaling by 2**j leaves
+    every bit of ordinary lists as it was (then ``j = 0`` and ``scores`` is returned).
+    Returns the scores and ``j``.
+
+    Raises
+    ------
+    ValueError
+        The nonzero |scores| span more than the float64 range allows at this weight.
+    """
+    if weight <= 0:
+        return scores, 0
+    magnitude = np.abs(scores[np.isfinite(scores) & (scores != 0)])
+    if magnitude.size == 0:
+        return scores, 0
+    low = weight * math.log2(float(magnitude.min()))
+    high = weight * math.log2(float(magnitude.max())) + math.log2(scores.size)  # a set's sum of weights
+    if low >= -WEIGHT_RANGE_LOG2 and high <= WEIGHT_RANGE_LOG2:
+        return scores, 0
+    shift = math.ceil((-WEIGHT_RANGE_LOG2 - low) / weight) if low < -WEIGHT_RANGE_LOG2 else \
+        math.floor((WEIGHT_RANGE_LOG2 - high) / weight)
+    if low + weight * shift < -WEIGHT_RANGE_LOG2 or high + weight * shift > WEIGHT_RANGE_LOG2:
+        top = (high - math.log2(scores.size)) / weight
+        raise ValueError(f"the nonzero |scores| span 2**{low / weight:.0f} to 2**{top:.0f}: their hit weights "
+                         f"|s| ** {weight:g} cannot all be held in float64")
+    return np.ldexp(scores, shift), shift
+
+
 def running_sum(member_positions: np.ndarray, ranked_weights: np.ndarray) -> RunningSumResult:
     """ES and leading edge of one set from its members' ranked positions.
 

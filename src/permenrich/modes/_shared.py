@@ -223,17 +223,32 @@ def null_storage(cached: int, n_perm: int) -> str:
             "(what the memory budget leaves beside the matrix and a batch)")
 
 
+def check_observed_scores(observed: np.ndarray, set_names: np.ndarray | None = None) -> None:
+    """Refuse observed set scores that are not finite: a running sum whose hit weights
+    |statistic| ** p under- or overflow float64 (1/norm infinite) would be reported as
+    ES = inf with an ordinary-looking p-value."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(observed, dtype=np.float64)))
+    if bad.size:
+        which = f"set {str(set_names[bad[0]])!r}" if set_names is not None else f"{bad.size} sets"
+        raise InputError(f"the observed enrichment score of {which} is not finite: the hit weights |statistic| ** p "
+                         "of its genes under- or overflow float64 (statistics near 1e-160 with p = 2, or huge ones "
+                         "with a large p); multiply the data by a constant (the running sum does not depend on the "
+                         f"statistics' scale) or use another {option('weight')}")
+
+
 def gsea_job(score: Callable[[int, int], Any], observed: np.ndarray, *, n_perm: int, exact: bool, xp: Any,
              n_sets: int, batch_size: int | None, budget: int, extra_bytes: int, scale: float,
              streamed: bool = False, resident_bytes: int = 0,
-             fwer_groups: np.ndarray | None = None) -> tuple[Job, dict[str, Any]]:
+             fwer_groups: np.ndarray | None = None, set_names: np.ndarray | None = None) -> tuple[Job, dict[str, Any]]:
     """The two-pass GSEA null over the permutations of ``score`` as a runner job
     (``streamed``: each batch reads the matrix from disk once, see
     :func:`choose_batch_size`); ``scale`` is the scores' magnitude (:func:`score_scale`),
     which sets the tie tolerance; ``resident_bytes``: what the run holds throughout (the
     matrix in memory, :attr:`~permenrich._pipeline.Study.resident_bytes`); ``fwer_groups``: see
     :class:`~permenrich.nulls.GseaNullAccumulator` (their tail counts are held throughout,
-    two int64 per group, observed set and sign). Also returns what run.json says of it."""
+    two int64 per group, observed set and sign); ``set_names`` name a set whose observed
+    score is not finite (refused). Also returns what run.json says of it."""
+    check_observed_scores(observed, set_names)
     per_permutation = 8 * n_sets * 6 + extra_bytes
     chosen = choose_batch_size(batch_size, budget, per_permutation, n_perm, streamed=streamed)
     fwer_bytes = 0 if fwer_groups is None else 16 * (int(np.max(fwer_groups, initial=-1)) + 1) * (n_sets + 1)

@@ -22,7 +22,8 @@ from .._pipeline import (
 from ..backends.cpu import sorted_positions_scores
 from ..enrich.linear import SetStatisticName
 from ..enrich.multilevel import DEFAULT_EPS, DEFAULT_SAMPLE_SIZE
-from ..errors import OptionError, option
+from ..enrich.running_sum import scaled_for_weights
+from ..errors import InputError, OptionError, option
 from ..io.rnk import read_rnk
 from ..runner import Prepared, ProgressCallback, run
 from ..stats.metrics import MetricName
@@ -319,7 +320,7 @@ def prepare_gsea(options: dict) -> Prepared:
                               n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp, n_sets=index.n_sets,
                               batch_size=o.batch_size, budget=budget, extra_bytes=8 * plan.width + per_gene_bytes,
                               scale=score_scale(o.set_statistic, observed_stat), streamed=not study.in_memory,
-                              resident_bytes=study_run.resident_bytes)
+                              resident_bytes=study_run.resident_bytes, set_names=index.names)
 
     def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
         table = gsea_table(index, accumulator.finish(), observed,
@@ -446,7 +447,16 @@ def prepare_prerank(options: dict) -> Prepared:
 
     # Observed: the null's own function (closed form from sorted ranked positions) on the
     # sets' positions, so that a random set equal to a real one gets the same bits.
-    observed = sorted_positions_scores(index.members, index.offsets, ranked_stat, float(o.weight), o.set_statistic)
+    # Hit weights |s| ** p inside float64 (p-values as small as 1e-160 with p = 2 gave
+    # ES = inf): the running sum is computed on the scores scaled by 2**shift, which
+    # changes no ES and no bit of ordinary lists (shift 0). Figures scale the same way.
+    es_stat, shift = ranked_stat, 0
+    if o.set_statistic == "ks":
+        try:
+            es_stat, shift = scaled_for_weights(ranked_stat, float(o.weight))
+        except ValueError as error:
+            raise InputError(f"{ranked.source}: {error}; use a smaller {option('weight')}") from None
+    observed = sorted_positions_scores(index.members, index.offsets, es_stat, float(o.weight), o.set_statistic)
     sizes, size_slot = np.unique(index.sizes, return_inverse=True)
     n_perm = int(o.permutations)
     floor = p_floor_warning(ranked.source, n_perm) if o.p_method == "permutation" else None
@@ -456,7 +466,7 @@ def prepare_prerank(options: dict) -> Prepared:
     size_slot_on_device = backend.xp.asarray(size_slot)  # on the device once, not per batch
 
     def score_batch(start: int, stop: int) -> Any:
-        null_by_size = backend.random_set_null(int(o.seed), start, stop, ranked_stat, float(o.weight),
+        null_by_size = backend.random_set_null(int(o.seed), start, stop, es_stat, float(o.weight),
                                                o.set_statistic, sizes)
         return null_by_size[:, size_slot_on_device]
 
@@ -464,17 +474,18 @@ def prepare_prerank(options: dict) -> Prepared:
     # sets on their own: FWER is that of independent draws, from each size's null.
     job, null_info = gsea_job(score_batch, observed, n_perm=n_perm, exact=False, xp=backend.xp,
                               n_sets=index.n_sets, batch_size=o.batch_size, budget=budget, extra_bytes=0,
-                              scale=score_scale(o.set_statistic, ranked_stat), fwer_groups=size_slot)
+                              scale=score_scale(o.set_statistic, ranked_stat), fwer_groups=size_slot,
+                              set_names=index.names)
 
     def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
         stats = accumulator.finish()
         if o.p_method == "multilevel":
             started_multilevel = time.perf_counter()
             workers = o.threads or numba.get_num_threads()  # --threads, else Numba's (all cores)
-            stats["pval"], stats["log2err"] = _multilevel(index, stats, ranked_stat, n_perm, o, workers)
+            stats["pval"], stats["log2err"] = _multilevel(index, stats, es_stat, n_perm, o, workers)
             timings["multilevel_seconds"] = time.perf_counter() - started_multilevel
         table = gsea_table(index, stats, observed,
-                           leading_edges(index, gene_ids, ranked_stat, float(o.weight), o.set_statistic))
+                           leading_edges(index, gene_ids, es_stat, float(o.weight), o.set_statistic))
         timings["read_seconds"] = read_seconds
         table.attrs["run"] = provenance(
             "prerank",
@@ -492,6 +503,8 @@ def prepare_prerank(options: dict) -> Prepared:
             memory_plan=null_info["memory_plan"],
             tie_tolerance=null_info["tie_tolerance"],
             data={"n_genes": n_genes, **index.census(),
+                  **({"running_sum_scale": f"2**{shift}: scores scaled so that every |s| ** p fits float64"}
+                     if shift else {}),
                   "ranked_list": file_digest(o.rnk) or {"object": type(o.rnk).__name__},
                   "gene_sets": digests(o.gene_sets)},
             backend=backend.describe(),

@@ -25,6 +25,7 @@ from ..stats.meta import combine_studies, gather, join_genes, study_seed
 from ..enrich.linear import SetStatisticName
 from ..stats.metrics import Alternative, MetricName
 from ._shared import (
+    check_observed_scores,
     check_observed_statistics,
     gsea_job,
     gsea_table,
@@ -459,6 +460,8 @@ def _gsea_of_combined(o: Any, backend: Any, genes: np.ndarray, names: list[str],
         return parts[0][None] if len(parts) == 1 else np.stack(parts)
 
     n_parts = observed.shape[0]
+    for part in observed:  # every part (leave-one-out included) is reported
+        check_observed_scores(part, index.names)
     job, null_info = gsea_job(score, observed[0], n_perm=n_perm, exact=False, xp=np, n_sets=index.n_sets * n_parts,
                               batch_size=o.batch_size, budget=budget,
                               extra_bytes=8 * genes.size * (len(names) + 4 * n_parts),
