@@ -135,3 +135,23 @@ def test_a_contrast_of_a_level_without_samples_names_its_line_and_the_levels(cel
     assert main(["genes", "--expr", str(cells), "--contrasts", str(spec), "--out", str(tmp_path / "out"),
                  "--quiet", "--permutations", "20"]) == 2
     assert f"{spec}: line 2: contrast 'also': level 'NK'" in capsys.readouterr().err
+
+
+def test_contrasts_on_a_dataframe_take_strata_from_the_sample_sheet() -> None:
+    """The labels alone sent each contrast's run to the matrix's obs for strata=, which a
+    DataFrame has none of: refused, with a sheet given. The same table as from an AnnData
+    whose obs is that sheet."""
+    rng = np.random.default_rng(0)
+    cells, genes = [f"c{i}" for i in range(40)], [f"G{i}" for i in range(30)]
+    values = rng.poisson(4, size=(40, 30)).astype(float)
+    sheet = pd.DataFrame({"group": np.array(["T", "B", "NK"])[np.arange(40) % 3],
+                          "batch": np.where(np.arange(40) < 20, "b1", "b2")}, index=cells)
+    kwargs = dict(mode="genes", one_vs_rest="group", strata="batch", permutations=50, seed=1, device="cpu")
+    import permenrich
+
+    from_frame = permenrich.contrasts(pd.DataFrame(values.T, index=genes, columns=cells), None, None,
+                                      phenotype=sheet, **kwargs)
+    from_anndata = permenrich.contrasts(anndata.AnnData(X=values, obs=sheet, var=pd.DataFrame(index=genes)), None,
+                                        None, **kwargs)
+    assert_identical(from_frame, from_anndata)
+    assert all(run["permutation_plan"]["strata"] == 2 for run in from_frame.attrs["run"]["contrasts"].values())

@@ -214,14 +214,25 @@ def contrasts(
         else:
             contrast_labels = labels
         labelled.append((contrast, contrast_labels))
+    # Strata and pairs come from where the groups came from: a sample sheet given as
+    # phenotype= travels with each contrast's labels (the labels alone would send the
+    # runs to the matrix's own obs, which a DataFrame or text matrix does not have).
+    design_columns = {column: sample_annotation(loaded.data, phenotype, column, what=what)
+                      for column, what in ((options.get("strata"), "strata"), (options.get("pairs"), "pairs"))
+                      if column and phenotype is not None}
     parts, runs, per_contrast = [], {}, {}
     for contrast, contrast_labels in labelled:
         kwargs = dict(options, case=contrast.case, control=contrast.control, memory=memory)
+        labels_given: Any = list(contrast_labels)
+        if design_columns:
+            labels_given = pd.DataFrame({**design_columns, contrast.groupby: contrast_labels},
+                                        index=pd.Index(loaded.data.sample_ids.astype(str)))
+            kwargs["groupby"] = contrast.groupby
         try:
             if mode == "gsea":
-                result = gsea(loaded, list(contrast_labels), gene_sets, **kwargs)
+                result = gsea(loaded, labels_given, gene_sets, **kwargs)
             else:
-                result = genes(loaded, list(contrast_labels), **kwargs)
+                result = genes(loaded, labels_given, **kwargs)
         except (InputError, OptionError) as error:  # say which contrast, keep the one line
             raise type(error)(f"contrast {contrast.name!r}: {error}") from None
         per_contrast[contrast.name] = result
