@@ -273,10 +273,11 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
         raise OptionError(f"{option('normalize', 'log2')} needs the matrix in memory, but {source.source} is streamed "
                           f"(larger than half of {option('memory')}): raise {option('memory')}")
     elif source is not None:
-        if pd.Index(source.gene_ids).has_duplicates:
-            raise InputError(f"{source.source}: duplicated gene ids; a streamed matrix cannot be collapsed on the "
-                             f"fly: deduplicate the features, or raise {option('memory')} so that it is read into "
-                             "memory")
+        ids = pd.Index(source.gene_ids)
+        if ids.has_duplicates:
+            raise InputError(f"{source.source}: duplicated gene ids (e.g. {str(ids[ids.duplicated()][0])!r}); a "
+                             "streamed matrix cannot be collapsed on the fly: deduplicate the genes in the file, "
+                             f"or raise {option('memory')} so that it is read into memory and collapsed")
         header = ExpressionData(values=np.empty((0, source.n_samples)), gene_ids=np.empty(0, dtype=object),
                                 sample_ids=np.asarray(source.sample_ids, dtype=object), source=source.source,
                                 obs=source.obs)

@@ -954,8 +954,8 @@ def _open_10x(f: Any, where: str, *, gene_id_field: str) -> _Parts:
     duplicated = pd.Index(gene_ids).duplicated(keep=False)
     if duplicated.any():
         logger.warning(
-            "%s: %d features share %d duplicated %s values (e.g. %s); they are kept and collapsed later "
-            "(gene_id_field='id' gives unique ids)",
+            "%s: %d features share %d duplicated %s values (e.g. %s); they are collapsed when the matrix is read "
+            "into memory, and a streamed one refuses them",
             where, int(duplicated.sum()), int(pd.Index(gene_ids[duplicated]).nunique()), names_path,
             _preview(pd.unique(gene_ids[duplicated]), limit=3),
         )
