@@ -208,7 +208,7 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
     ``layer``/``use_raw`` choose the matrix of an h5ad or AnnData (``layers[layer]`` or
     ``raw.X``; default ``X``). Design warnings (see :func:`design_warnings`) are logged
     and kept in ``info["warnings"]``; ``compared`` (a group column and the levels a run
-    compares) confines the warning about dropped pseudo-samples to those levels'.
+    compares) confines the warning about dropped pseudo-samples to those levels.
     """
     from .io.expression import _is_anndata, check_layer_options, data_place, open_hdf5_matrix
     from .streaming import NORMALISATIONS, log1p_cpm, log2_values, pseudobulk_expression
