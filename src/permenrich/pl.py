@@ -506,10 +506,7 @@ def _running_sum_statistic(ranking: Any) -> np.ndarray:
     :func:`permenrich.enrich.running_sum.scaled_for_weights`; the same bits otherwise)."""
     if ranking.set_statistic != "ks" or ranking.study is not None:  # gsea's statistics are not scaled
         return ranking.statistic
-    try:
-        return scaled_for_weights(ranking.statistic, float(ranking.weight))[0]
-    except ValueError:  # the run refused such a list
-        return ranking.statistic
+    return scaled_for_weights(ranking.statistic, float(ranking.weight))[0]
 
 
 def _prerank_null(result: pd.DataFrame, ranking: Any, s: int) -> np.ndarray:

@@ -75,16 +75,14 @@ WEIGHT_RANGE_LOG2 = 960
 
 
 def scaled_for_weights(scores: np.ndarray, weight: float) -> tuple[np.ndarray, int]:
-    """Fixed scores (a preranked list) scaled by a power of two, when needed, so that
-    every hit weight ``|s| ** weight`` lies within 2**+-:data:`WEIGHT_RANGE_LOG2`; the
-    running sum's ES does not depend on the scores' scale, and scaling by 2**j leaves
+    """Fixed scores (a preranked list) scaled by a power of two, when needed and possible,
+    so that every hit weight ``|s| ** weight`` lies within 2**+-:data:`WEIGHT_RANGE_LOG2`;
+    the running sum's ES does not depend on the scores' scale, and scaling by 2**j leaves
     every bit of ordinary lists as it was (then ``j = 0`` and ``scores`` is returned).
+    Where no power of two fits the whole range (a huge weight: weights of 0, 1 and inf),
+    the scores are returned as they are: overflowing weights follow the infinite-weight
+    rule, and an observed score that is still not finite is refused by the caller.
     Returns the scores and ``j``.
-
-    Raises
-    ------
-    ValueError
-        The nonzero |scores| span more than the float64 range allows at this weight.
     """
     if weight <= 0:
         return scores, 0
@@ -95,12 +93,12 @@ def scaled_for_weights(scores: np.ndarray, weight: float) -> tuple[np.ndarray, i
     high = weight * math.log2(float(magnitude.max())) + math.log2(scores.size)  # a set's sum of weights
     if low >= -WEIGHT_RANGE_LOG2 and high <= WEIGHT_RANGE_LOG2:
         return scores, 0
+    if not (math.isfinite(low) and math.isfinite(high)) or high - low > 2 * WEIGHT_RANGE_LOG2:
+        return scores, 0
     shift = math.ceil((-WEIGHT_RANGE_LOG2 - low) / weight) if low < -WEIGHT_RANGE_LOG2 else \
         math.floor((WEIGHT_RANGE_LOG2 - high) / weight)
-    if low + weight * shift < -WEIGHT_RANGE_LOG2 or high + weight * shift > WEIGHT_RANGE_LOG2:
-        top = (high - math.log2(scores.size)) / weight
-        raise ValueError(f"the nonzero |scores| span 2**{low / weight:.0f} to 2**{top:.0f}: their hit weights "
-                         f"|s| ** {weight:g} cannot all be held in float64")
+    if not (-1020 <= low + weight * shift and high + weight * shift <= 1020):  # a large p steps too far
+        return scores, 0
     return np.ldexp(scores, shift), shift
 
 

@@ -23,7 +23,7 @@ from ..backends.cpu import sorted_positions_scores
 from ..enrich.linear import SetStatisticName
 from ..enrich.multilevel import DEFAULT_EPS, DEFAULT_SAMPLE_SIZE
 from ..enrich.running_sum import scaled_for_weights
-from ..errors import InputError, OptionError, option
+from ..errors import OptionError, option
 from ..io.rnk import read_rnk
 from ..runner import Prepared, ProgressCallback, run
 from ..stats.metrics import MetricName
@@ -450,12 +450,7 @@ def prepare_prerank(options: dict) -> Prepared:
     # Hit weights |s| ** p inside float64 (p-values as small as 1e-160 with p = 2 gave
     # ES = inf): the running sum is computed on the scores scaled by 2**shift, which
     # changes no ES and no bit of ordinary lists (shift 0). Figures scale the same way.
-    es_stat, shift = ranked_stat, 0
-    if o.set_statistic == "ks":
-        try:
-            es_stat, shift = scaled_for_weights(ranked_stat, float(o.weight))
-        except ValueError as error:
-            raise InputError(f"{ranked.source}: {error}; use a smaller {option('weight')}") from None
+    es_stat, shift = scaled_for_weights(ranked_stat, float(o.weight)) if o.set_statistic == "ks" else (ranked_stat, 0)
     observed = sorted_positions_scores(index.members, index.offsets, es_stat, float(o.weight), o.set_statistic)
     sizes, size_slot = np.unique(index.sizes, return_inverse=True)
     n_perm = int(o.permutations)
