@@ -469,9 +469,9 @@ def _text(value: Any) -> str:
         return _number(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str)
-    text = "" if value is None else str(value)
-    # the start and the end: long names often differ only at the end
-    return text if len(text) <= 300 else f"{text[:199]}…{text[-100:]}"
+    from .pl import short_label  # the figures' rule: start and end (long names often differ at the end)
+
+    return short_label("" if value is None else value, 300)
 
 
 def _key_values(mapping: Mapping[str, Any]) -> str:
