@@ -426,3 +426,51 @@ def test_pseudobulk_sums_beyond_max_abs_value_are_refused(tmp_path):
     assert str(info.value) == (f"{path}, dataset 'X' (pseudobulk sums): gene 'G5', sample 'd0|B' has value "
                                "3.5e+100; values beyond ±1e100 overflow float64 moment sums; rescale (e.g. "
                                "log-transform) the data")
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr"])
+def test_missing_values_count_only_in_analysed_samples(tmp_path, kind):
+    """A value missing in a cell the run does not analyse (an NK cell of a T vs B run) left
+    the streamed run untouched, while in memory it refused the file (nan_policy 'error') or
+    dropped the gene ('drop'): the tables differed by input size. The nan_policy now
+    applies to the analysed samples in memory too, as streamed."""
+    def edit(counts):
+        counts[2, 5] = np.nan  # cell 2: NK
+        counts[5, 41] = np.inf  # cell 5: NK
+    path = _cells_with(tmp_path, kind, edit)
+    kwargs = dict(groupby="group", case="T", control="B", permutations=30, seed=4, device="cpu", batch_size=16)
+    sets = {"S": [f"G{i}" for i in range(40)], "SPREAD": [f"G{i}" for i in range(0, 2600, 13)]}
+    for normalize in ("none", "log1p_cpm"):
+        streamed = permenrich.genes(path, None, memory="1MB", normalize=normalize, **kwargs)
+        assert streamed.attrs["run"]["design"]["matrix_storage"] == "streamed from disk"
+        assert {"G5", "G41"} <= set(streamed.gene)
+        for nan_policy in ("error", "drop"):
+            in_memory = permenrich.genes(path, None, memory="1GB", normalize=normalize, nan_policy=nan_policy,
+                                         **kwargs)
+            assert_identical(_drop_run(in_memory), _drop_run(streamed))
+        assert_identical(_drop_run(permenrich.gsea(path, None, sets, memory="1GB", normalize=normalize, **kwargs)),
+                         _drop_run(permenrich.gsea(path, None, sets, memory="1MB", normalize=normalize, **kwargs)))
+    # the NK cells analysed: refused in memory under 'error' (streamed: always), dropped under 'drop'
+    nk = dict(kwargs, case="NK")
+    with pytest.raises(permenrich.InputError, match=r"gene 'G5' has 1 missing or non-finite values in the analysed "
+                                                    r"samples \(2 genes in all have some\); use nan_policy='drop'"):
+        permenrich.genes(path, None, memory="1GB", **nk)
+    with pytest.raises(permenrich.InputError, match="gene 'G5', sample 'c2' has a missing or non-finite value"):
+        permenrich.genes(path, None, memory="1MB", **nk)
+    dropped = permenrich.genes(path, None, memory="1GB", nan_policy="drop", **nk)
+    (tmp_path / "clean").mkdir()
+    clean = permenrich.genes(_cells_with(tmp_path / "clean", kind, lambda counts: None), None, **nk)
+    assert set(dropped.gene) == set(clean.gene) - {"G5", "G41"}
+
+
+def test_contrasts_decide_missing_values_on_their_own_samples(tmp_path):
+    """One matrix read once for several contrasts: each contrast drops (or refuses) only
+    the genes missing in the samples it compares."""
+    path = _cells_with(tmp_path, "dense", lambda counts: counts.__setitem__((2, 5), np.nan))  # an NK cell
+    kwargs = dict(permutations=20, seed=4, device="cpu", nan_policy="drop")
+    spec = tmp_path / "contrasts.tsv"
+    spec.write_text("name\tgroupby\tcase\tcontrol\nTB\tgroup\tT\tB\nNK\tgroup\tNK\trest\n")
+    tables = permenrich.contrasts(path, spec, mode="genes", **kwargs).attrs["per_contrast"]
+    assert "G5" in set(tables["TB"].gene) and "G5" not in set(tables["NK"].gene)
+    single = permenrich.genes(path, None, groupby="group", case="T", control="B", **kwargs)
+    assert_identical(_drop_run(tables["TB"]), _drop_run(single))

@@ -166,6 +166,38 @@ class LoadedData:
     #: Samples that log1p_cpm could not normalise (id -> why): refused only if analysed,
     #: as a streamed matrix refuses them (a contrast may leave them out).
     unusable: dict = field(default_factory=dict)
+    #: Set when ``data`` holds missing values: they count only in the samples a study
+    #: analyses, so the ``nan_policy``, normalisation and probe collapse wait for them.
+    deferred: DeferredPreparation | None = None
+
+
+@dataclass(frozen=True)
+class DeferredPreparation:
+    """What :func:`load_data` leaves to each study when the matrix has missing values."""
+
+    chip: Any
+    collapse: str
+    normalize: str
+    nan_policy: str
+
+    def prepare(self, data: ExpressionData, analysed: np.ndarray) -> ExpressionData:
+        """The analysed samples of ``data`` (a boolean mask), with the ``nan_policy``
+        applied to them alone, normalised and collapsed.
+
+        Raises
+        ------
+        InputError
+            A gene missing in an analysed sample under ``nan_policy="error"``, a value out
+            of range, or an analysed sample that cannot be normalised.
+        """
+        from .io.expression import apply_nan_policy
+
+        obs = None if data.obs is None else data.obs.iloc[np.flatnonzero(analysed)]
+        subset = ExpressionData(values=np.ascontiguousarray(data.values[:, analysed]), gene_ids=data.gene_ids,
+                                sample_ids=np.asarray(data.sample_ids, dtype=object)[analysed], source=data.source,
+                                obs=obs, dataset=data.dataset)
+        subset = apply_nan_policy(subset, self.nan_policy, scope=" in the analysed samples")
+        return prepare_values(subset, chip=self.chip, collapse=self.collapse, normalize=self.normalize)[0]
 
 
 _HDF5_SUFFIXES = (".h5ad", ".h5", ".hdf5")
@@ -211,7 +243,7 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
     compares) confines the warning about dropped pseudo-samples to those levels.
     """
     from .io.expression import _is_anndata, check_layer_options, data_place, open_hdf5_matrix
-    from .streaming import NORMALISATIONS, log1p_cpm, log2_values, pseudobulk_expression
+    from .streaming import NORMALISATIONS, pseudobulk_expression
 
     check_choice("collapse", collapse, ("mean", "max", "median"))
     check_choice("nan_policy", nan_policy, ("error", "drop"))
@@ -285,7 +317,9 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
                      "max_block_bytes": block_bytes})
         return LoadedData(header, source, info)
     else:
-        data = read_expression(expr, nan_policy=nan_policy, layer=layer, use_raw=use_raw)
+        # A missing value counts only in the samples analysed (as for a streamed matrix):
+        # the nan_policy waits for the study (DeferredPreparation).
+        data = read_expression(expr, nan_policy="defer", layer=layer, use_raw=use_raw)
         info["matrix_storage"] = "in memory"
         if data.values.nbytes > budget // 2 and isinstance(expr, (str, os.PathLike)) and not _is_hdf5_path(expr):
             design_warning(info, f"{data.source}: read whole ({format_bytes(data.values.nbytes)} as float64), over "
@@ -297,9 +331,26 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
             _warn_unless_counts(data.values, data_place(data.source, data.dataset), info)
         if _is_hdf5_path(expr) or _is_anndata(expr):  # cells; not the annotated samples of a GEO series
             _warn_if_pseudoreplicated(data.obs, data.source, info)
+    if _has_missing(data.values):  # (only read "defer"s them: pseudobulk cells follow nan_policy)
+        return LoadedData(data, None, info, deferred=DeferredPreparation(chip, collapse, normalize, nan_policy))
+    data, unusable = prepare_values(data, chip=chip, collapse=collapse, normalize=normalize, unusable={})
+    return LoadedData(data, None, info, unusable)
+
+
+def _has_missing(values: np.ndarray) -> bool:
+    step = max(1, (1 << 24) // max(1, values.shape[1]))  # blocks of rows: no matrix-sized mask
+    return any(not np.isfinite(values[start:start + step]).all() for start in range(0, values.shape[0], step))
+
+
+def prepare_values(data: ExpressionData, *, chip: Any, collapse: str, normalize: str,
+                   unusable: dict[Any, str] | None = None) -> tuple[ExpressionData, dict[Any, str]]:
+    """Normalise, collapse probes (``chip``) or duplicated ids, and lay the matrix out
+    samples-major. With ``unusable`` (a dict), samples that cannot be normalised are
+    recorded there instead of refused."""
+    from .streaming import log1p_cpm, log2_values
+
     # Normalised before probes or duplicated ids are merged: a library size is the sum of
     # every count of the sample, as a streamed matrix's is.
-    unusable: dict[Any, str] = {}
     if normalize in ("log1p_cpm", "log2"):
         values = (log1p_cpm(data.values, source=data, unusable=unusable) if normalize == "log1p_cpm"
                   else log2_values(data))
@@ -309,8 +360,7 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
     # Samples-major (values.T C-ordered), once: the kernels read samples x genes, so the
     # backend and the t tests' p-values read it in place, and a study of every sample (or
     # each one-vs-rest contrast) shares this one copy, which the budget counts.
-    data = dataclasses.replace(data, values=np.asfortranarray(data.values))
-    return LoadedData(data, None, info, unusable)
+    return dataclasses.replace(data, values=np.asfortranarray(data.values)), (unusable or {})
 
 
 # ---- design warnings -------------------------------------------------------------------------
@@ -533,6 +583,9 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         matrix = StreamedMatrix(loaded.source, np.flatnonzero(keep), max_block_bytes=info["max_block_bytes"],
                                 normalise=info.get("normalize", "none"), zero_variance=zero_variance)
         return Study(matrix, matrix.gene_ids, design, data.source, info)
+    if loaded.deferred is not None:  # missing values, which count in the analysed samples only
+        data = loaded.deferred.prepare(data, keep)
+        keep = np.ones(data.n_samples, dtype=bool)
     if loaded.unusable:  # samples log1p_cpm could not normalise, analysed here: refused as streaming does
         for sample in np.asarray(data.sample_ids, dtype=object)[keep]:
             if sample in loaded.unusable:

@@ -147,7 +147,7 @@ def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool =
                              "(metric student_t or pearson)")
     parser.add_argument("--collapse", default="mean", help="merge duplicated genes/probes: mean, max, median")
     parser.add_argument("--chip", help="probe ids -> gene symbols: a GSEA CHIP, a GEO platform table (GPL) or a two-column TSV")
-    parser.add_argument("--nan-policy", default="error", help="genes with missing values: error or drop")
+    parser.add_argument("--nan-policy", default="error", help="genes with missing values in the analysed samples: error or drop")
     parser.add_argument("--zero-variance", default="drop", help="constant genes: drop (with a warning) or error")
     parser.add_argument("--normalize", default="none",
                         help="none (default), log1p_cpm (for counts) or log2 (a linear-scale matrix, e.g. an unlogged "
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-study statistic: welch_t for stouffer (default), hedges_g for fixed/random")
     m.add_argument("--alternative", default="two-sided", help="two-sided (default); greater: case above control (or positive correlation); less: below")
     m.add_argument("--nan-policy", default="error",
-                   help="genes with missing values: error or drop, for studies whose manifest row sets none")
+                   help="genes with missing values in the analysed samples: error or drop, for studies whose manifest row sets none")
     m.add_argument("--zero-variance", default="drop",
                    help="constant genes: drop (with a warning) or error, for studies whose manifest row sets none")
     m.add_argument("--mode", default="genes",

@@ -335,9 +335,11 @@ def read_expression(
         together with ``layer``.
     h5_dataset : str, default "X"
         Plain HDF5 only: path of the 2-D dataset.
-    nan_policy : {"error", "drop"}, default "error"
-        What to do with genes that have some non-finite values (NaN, ±inf). Genes with
-        no finite value at all are always dropped with a warning.
+    nan_policy : {"error", "drop", "defer"}, default "error"
+        What to do with genes that have some non-finite values (NaN, ±inf): refuse the
+        file, drop such genes, or keep them for the caller to decide on the samples it
+        analyses (:func:`apply_nan_policy`; the value range is then checked there too).
+        Genes with no finite value at all are always dropped with a warning.
 
     Returns
     -------
@@ -358,8 +360,8 @@ def read_expression(
     -----
     The caller's DataFrame/AnnData is never modified; values are always copied.
     """
-    if nan_policy not in ("error", "drop"):
-        raise OptionError(f"nan_policy must be 'error' or 'drop', got {nan_policy!r}")
+    if nan_policy not in ("error", "drop", "defer"):
+        raise OptionError(f"nan_policy must be 'error', 'drop' or 'defer', got {nan_policy!r}")
     check_layer_options(layer, use_raw)
     expr = _dispatch(source, layer=layer, use_raw=use_raw, h5_dataset=h5_dataset)
     return _finalize(expr, nan_policy=nan_policy)
@@ -486,37 +488,62 @@ def _finalize(expr: ExpressionData, *, nan_policy: str) -> ExpressionData:
         raise InputError(f"{where}: gene id of row {empty_gene[0] + 1} is empty; every row needs a gene id")
 
     finite = np.isfinite(expr.values)
-    any_finite = finite.any(axis=1)
+    no_finite = ~finite.any(axis=1)
+    if no_finite.any():
+        logger.warning("%s: dropped %d genes with no finite value (all NaN/inf)", where, int(no_finite.sum()))
+        if no_finite.all():
+            raise InputError(
+                f"{where}: no gene left after dropping genes with missing or non-finite values; "
+                "check that the value columns hold numbers"
+            )
+        expr = _gene_rows(expr, ~no_finite)
+        finite = finite[~no_finite]
+    if nan_policy == "defer" and not finite.all():
+        expr.values = np.ascontiguousarray(expr.values, dtype=np.float64)
+        return expr
+    return apply_nan_policy(expr, "error" if nan_policy == "defer" else nan_policy)
+
+
+def _gene_rows(expr: ExpressionData, rows: np.ndarray) -> ExpressionData:
+    return ExpressionData(values=expr.values[rows], gene_ids=expr.gene_ids[rows], sample_ids=expr.sample_ids,
+                          source=expr.source, obs=expr.obs, dataset=expr.dataset)
+
+
+def apply_nan_policy(expr: ExpressionData, nan_policy: str, *, scope: str = "") -> ExpressionData:
+    """Refuse (``"error"``) or drop (``"drop"``) the genes of ``expr`` with a missing or
+    non-finite value, then check the value range.
+
+    ``scope`` qualifies the samples in messages (e.g. ``" in the analysed samples"``,
+    when ``expr`` holds only those: a value missing in a sample that is not analysed
+    does not count, as for a streamed matrix).
+
+    Raises
+    ------
+    InputError
+        A gene with missing values under ``"error"``, no gene left, or a value beyond
+        ±:data:`MAX_ABS_VALUE`.
+    """
+    where = expr.source
+    finite = np.isfinite(expr.values)
     keep = finite.all(axis=1)
-    n_all_missing = int((~any_finite).sum())
-    partial = np.flatnonzero(any_finite & ~keep)
-    if n_all_missing:
-        logger.warning("%s: dropped %d genes with no finite value (all NaN/inf)", where, n_all_missing)
+    partial = np.flatnonzero(~keep)
     if partial.size:
         if nan_policy == "error":
             first = partial[0]
             n_bad = int((~finite[first]).sum())
             raise InputError(
-                f"{where}: gene {expr.gene_ids[first]!r} has {n_bad} missing or non-finite values "
+                f"{where}: gene {expr.gene_ids[first]!r} has {n_bad} missing or non-finite values{scope} "
                 f"({partial.size} genes in all have some); use {option('nan_policy', 'drop')} "
                 "to drop such genes, or fill them before reading"
             )
-        logger.warning("%s: dropped %d genes with some NaN/inf values (%s)", where, partial.size,
+        logger.warning("%s: dropped %d genes with some NaN/inf values%s (%s)", where, partial.size, scope,
                        option("nan_policy", "drop"))
-    if not keep.all():
         if not keep.any():
             raise InputError(
-                f"{where}: no gene left after dropping genes with missing or non-finite values; "
+                f"{where}: no gene left after dropping genes with missing or non-finite values{scope}; "
                 "check that the value columns hold numbers"
             )
-        expr = ExpressionData(
-            values=expr.values[keep],
-            gene_ids=expr.gene_ids[keep],
-            sample_ids=expr.sample_ids,
-            source=expr.source,
-            obs=expr.obs,
-            dataset=expr.dataset,
-        )
+        expr = _gene_rows(expr, keep)
     values = np.ascontiguousarray(expr.values, dtype=np.float64)
     if values is not expr.values:
         expr.values = values

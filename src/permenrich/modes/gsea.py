@@ -223,7 +223,8 @@ def gsea(
         counts for each gene.
     nan_policy
         ``"error"`` (default) stops on the first gene with a missing/non-finite value;
-        ``"drop"`` removes such genes with a warning.
+        ``"drop"`` removes such genes with a warning. Only the analysed samples count: a
+        value missing in a sample that the design leaves out changes nothing.
     zero_variance
         Genes constant across the analysed samples: ``"drop"`` (default, with a
         warning) or ``"error"``.
