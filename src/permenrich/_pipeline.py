@@ -526,13 +526,7 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
         if strata is not None:
             stratum = strata_codes(sample_annotation(data, phenotype, strata, what="strata")[keep],
                                    source=annotation_source(data, phenotype), sample_ids=kept_ids)
-            # (with covariates the residuals move within strata, and a test remains)
-            if not covariates and not any(np.unique(is_case[stratum == code]).size == 2
-                                          for code in range(int(stratum.max()) + 1)):
-                raise InputError(f"{annotation_source(data, phenotype)}: every stratum of {option('strata', strata)} "
-                                 f"holds one class only, so no label can move and no permutation test is possible; "
-                                 f"use a stratum column that mixes {two.case!r} and {two.control!r}, or leave "
-                                 f"{option('strata')} out")
+            _refuse_one_class_strata(is_case, stratum, annotation_source(data, phenotype), strata, two)
         elif pairs is not None:
             stratum = pair_codes(sample_annotation(data, phenotype, pairs, what="pairs")[keep], is_case,
                                  source=annotation_source(data, phenotype))
@@ -566,6 +560,11 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
                 keep[positions[~complete]] = False
                 columns = {name: values[complete] for name, values in columns.items()}
                 design = _subset_design(design, complete)
+                if isinstance(design, TwoGroupLabels):  # the classes as analysed
+                    info.update({"n_case": int(design.is_case.sum()), "n_control": int((~design.is_case).sum())})
+                    if design.strata is not None and strata is not None:
+                        _refuse_one_class_strata(design.is_case, design.strata, annotation_source(data, phenotype),
+                                                 strata, two)
                 info["n_samples_without_covariates"] = int((~complete).sum())
         reduced_design, terms = covariate_matrix(columns, annotation_source(data, phenotype),
                                                  sample_ids=np.asarray(data.sample_ids, dtype=object)[keep])
@@ -611,6 +610,16 @@ def make_study(loaded: LoadedData, phenotype: Any, *, metric: Metric, groupby: s
                            "power; use fewer covariates or more samples", data.source, design.n_samples,
                            statistic.df, reduced_design.shape[1] - 1)
     return Study(values, gene_ids, design, data.source, info, covariates=statistic)
+
+
+def _refuse_one_class_strata(is_case: np.ndarray, stratum: np.ndarray, source: str, strata: str, two: Any) -> None:
+    """Refuse strata that each hold one class: no label can move, and with covariates the
+    residuals move only among samples of one class, which leaves every class difference
+    as it was (the test then has no power at all)."""
+    if not any(np.unique(is_case[stratum == code]).size == 2 for code in range(int(stratum.max()) + 1)):
+        raise InputError(f"{source}: every stratum of {option('strata', strata)} holds one class only, so no label "
+                         f"can move and no permutation test is possible; use a stratum column that mixes "
+                         f"{two.case!r} and {two.control!r}, or leave {option('strata')} out")
 
 
 def _subset_design(design: TwoGroupLabels | ContinuousPhenotype, rows: np.ndarray
