@@ -342,3 +342,22 @@ def test_class_counts_in_the_run_are_those_analysed():
                               covariates=["age"], permutations=20, device="cpu", nan_policy="drop")
     design = result.attrs["run"]["design"]
     assert (design["n_case"], design["n_control"], design["n_samples_without_covariates"]) == (9, 10, 1)
+
+
+@pytest.mark.parametrize("strata", [None, "site"])
+def test_contrasts_take_covariates_from_the_sample_sheet(strata):
+    """contrasts() passed only the strata and pairs columns of a sample sheet on to each
+    contrast, so covariates held there were 'not found'; each contrast now equals its own
+    run exactly."""
+    from _tables import assert_identical
+
+    expr, sheet = _cohort(seed=13, n=24)
+    sheet["site"] = ["a", "b"] * 12
+    spec = pd.DataFrame({"name": ["cc"], "groupby": ["group"], "case": ["case"], "control": ["control"]})
+    kwargs = dict(metric="student_t", covariates=["age", "C(site)"], strata=strata, permutations=60, seed=2,
+                  device="cpu")
+    table = permenrich.contrasts(expr, spec, mode="genes", phenotype=sheet, **kwargs).attrs["per_contrast"]["cc"]
+    alone = permenrich.genes(expr, sheet, groupby="group", case="case", control="control", **kwargs)
+    assert table.attrs["run"]["design"]["covariates"] == alone.attrs["run"]["design"]["covariates"]
+    table.attrs, alone.attrs = {}, {}
+    assert_identical(table, alone)

@@ -214,12 +214,15 @@ def contrasts(
         else:
             contrast_labels = labels
         labelled.append((contrast, contrast_labels))
-    # Strata and pairs come from where the groups came from: a sample sheet given as
-    # phenotype= travels with each contrast's labels (the labels alone would send the
-    # runs to the matrix's own obs, which a DataFrame or text matrix does not have).
+    # Strata, pairs and covariates come from where the groups came from: a sample sheet
+    # given as phenotype= travels with each contrast's labels (the labels alone would send
+    # the runs to the matrix's own obs, which a DataFrame or text matrix does not have).
+    from ..stats.covariates import covariate_column
+
+    wanted = [(options.get("strata"), "strata"), (options.get("pairs"), "pairs"),
+              *((covariate_column(name)[0], "covariate") for name in options.get("covariates") or ())]
     design_columns = {column: sample_annotation(loaded.data, phenotype, column, what=what)
-                      for column, what in ((options.get("strata"), "strata"), (options.get("pairs"), "pairs"))
-                      if column and phenotype is not None}
+                      for column, what in wanted if column and phenotype is not None}
     parts, runs, per_contrast = [], {}, {}
     for contrast, contrast_labels in labelled:
         kwargs = dict(options, case=contrast.case, control=contrast.control, memory=memory)
