@@ -416,6 +416,19 @@ def test_leave_one_out_keeps_the_main_result_and_shows_the_driving_study() -> No
         permenrich.meta(studies[:1], leave_one_out=True, permutations=20)
 
 
+def test_leave_one_out_leaves_genes_only_the_left_out_study_measures_empty() -> None:
+    """Outer join: a gene only study 1 measures was reported as statistic 0, p = 1 without
+    study 1; it has no statistic there."""
+    rng = np.random.default_rng(13)
+    studies = [_study(rng, n_genes=40, n_case=8, n_control=8, shift=2.0, shifted=range(4)) for _ in range(2)]
+    studies[1]["expr"] = studies[1]["expr"].iloc[4:]  # g0-g3 measured by study 1 only
+    table = permenrich.meta(studies, join="outer", leave_one_out=True, permutations=100, threads=1).set_index("gene")
+    only_first = [f"g{i}" for i in range(4)]
+    assert table.loc[only_first, ["statistic_without_study1", "pval_without_study1"]].isna().all().all()
+    assert table.loc[only_first, "statistic_without_study2"].notna().all()
+    assert table.drop(index=only_first)[["statistic_without_study1", "pval_without_study1"]].notna().all().all()
+
+
 def test_simulated_three_study_demo_finds_jak_stat_only_in_the_combination(tmp_path, capsys) -> None:
     from permenrich.demo_meta import make_meta_studies, run_meta_demo
 

@@ -394,9 +394,11 @@ def prepare_meta(options: dict) -> Prepared:
         for name, values in zip(names, per_study_observed):
             columns[f"statistic_{name}"] = values
         columns.update(pval=result["pval"], qval_bh=bh_adjust(result["pval"]), pval_maxt=result["p_maxt"])
-        for name, statistic, part in zip(names, observed_subsets[1:], without):
-            columns[f"statistic_without_{name}"] = statistic
-            columns[f"pval_without_{name}"] = part["pval"]
+        for s, (name, statistic, part) in enumerate(zip(names, observed_subsets[1:], without)):
+            # a gene only study s measures has no statistic without it (scored as 0 above)
+            unmeasured = ~(np.delete(positions, s, axis=0) >= 0).any(axis=0)
+            columns[f"statistic_without_{name}"] = np.where(unmeasured, np.nan, statistic)
+            columns[f"pval_without_{name}"] = np.where(unmeasured, np.nan, part["pval"])
         table = pd.DataFrame(columns)
         order = np.lexsort((table.gene.to_numpy(), -np.abs(table.statistic.to_numpy()), table.pval.to_numpy()))
         table = table.iloc[order].reset_index(drop=True)
