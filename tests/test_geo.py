@@ -155,3 +155,43 @@ def test_log2_refuses_non_positive_values(tmp_path):
     with pytest.raises(InputError, match=r"gene '4_at', sample 'GSM2' has value 0; log2 needs positive values"):
         permenrich.genes(series, None, groupby="disease state", case="VTE", control="control", normalize="log2",
                          permutations=20, device="cpu")
+
+
+def test_annotations_follow_the_table_columns_by_accession(tmp_path, caplog):
+    """The !Sample_ lines' annotations were attached to the table's columns by position: a
+    table listing its GSM columns in another order (an edited or merged file) gave each
+    sample another sample's disease state. Matched by GSM id now; ids that differ are refused."""
+    path = _series(tmp_path)
+    text = path.read_text()
+    header = '"ID_REF"\t' + "\t".join(f'"GSM{i}"' for i in range(N))
+    order = [1, 0, *range(2, N)]
+    lines = text.split("\n")
+    at = lines.index(header)
+    swapped = ['"ID_REF"\t' + "\t".join(f'"GSM{i}"' for i in order)]
+    for line in lines[at + 1:]:
+        fields = line.split("\t")
+        swapped.append(line if len(fields) != N + 1 else "\t".join([fields[0], *(fields[1 + i] for i in order)]))
+    reordered = tmp_path / "reordered_series_matrix.txt"
+    reordered.write_text("\n".join(lines[:at] + swapped))
+    with caplog.at_level("WARNING"):
+        data, original = read_series_matrix(reordered), read_series_matrix(path)
+    assert any("matched to the columns by GSM id" in r.getMessage() for r in caplog.records)
+    assert list(data.sample_ids[:2]) == ["GSM1", "GSM0"]
+    assert data.obs.loc["GSM1"].equals(original.obs.loc["GSM1"])
+    assert (data.obs.geo_accession == data.obs.index).all()
+    np.testing.assert_array_equal(data.values[:, 0], original.values[:, 1])
+    renamed = tmp_path / "renamed_series_matrix.txt"
+    renamed.write_text(text.replace(header, header.replace('"GSM3"', '"GSM99"')))
+    with pytest.raises(InputError, match=r"line 10: the table's samples differ from !Sample_geo_accession \(line 4\), "
+                                         r"e.g. 'GSM99' is in one only"):
+        read_series_matrix(renamed)
+
+
+def test_characteristic_keys_differing_in_capitals_are_one_column(tmp_path, caplog):
+    """'Age' for some samples and 'age' for others made two half-empty columns."""
+    weights = [f"{'Weight' if i % 3 == 0 else 'weight'}: {40 + i}" for i in range(N)]
+    path = _series(tmp_path, extra_lines=["!Sample_characteristics_ch1\t" + "\t".join(f'"{w}"' for w in weights)])
+    with caplog.at_level("WARNING"):
+        obs = read_series_matrix(path).obs
+    assert "weight" not in obs.columns and list(obs["Weight"]) == [str(40 + i) for i in range(N)]
+    assert any("spelled with other capitals" in r.getMessage() for r in caplog.records)

@@ -98,6 +98,9 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
     annotations: dict[str, list[str]] = {}
     characteristics: list[dict[str, str]] = [{} for _ in samples]
     keyless: list[tuple[int, str]] = []  # (line, first entry) of characteristics without a key
+    accession_line = 0
+    spellings: dict[str, str] = {}  # casefolded key -> the spelling first seen
+    respelled: dict[str, int] = {}  # key -> first line spelling it otherwise
     for number, line in enumerate(lines[:begin], start=1):
         if not line.startswith("!Sample_"):
             continue
@@ -107,6 +110,8 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
             raise InputError(f"{where}: line {number}: {key} lists {len(values)} values for {len(samples)} samples")
         if key in _SAMPLE_FIELDS:
             annotations[_SAMPLE_FIELDS[key]] = values
+            if key == "!Sample_geo_accession":
+                accession_line = number
         elif key.startswith("!Sample_characteristics_ch1"):
             for sample, value in enumerate(values):
                 if not value:
@@ -115,10 +120,18 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
                     keyless.append((number, value))
                     continue
                 name, entry = (part.strip() for part in value.split(":", 1))
+                # 'Age' in one sample and 'age' in another: one column, named as first seen
+                spelling = spellings.setdefault(name.casefold(), name)
+                if spelling != name:
+                    respelled.setdefault(spelling, number)
+                    name = spelling
                 if name in characteristics[sample] and characteristics[sample][name] != entry:
                     raise InputError(f"{where}: line {number}, sample {samples[sample]}: characteristic {name!r} "
                                      f"is given twice ({characteristics[sample][name]!r}, {entry!r})")
                 characteristics[sample][name] = entry
+    for name, number in respelled.items():
+        logger.warning("%s: line %d: characteristic %r is spelled with other capitals for some samples; read as one "
+                       "column %r", where, number, name, name)
     if keyless:
         logger.warning("%s: line %d: %d sample characteristic(s) are not 'key: value' (e.g. %r) and are not read as "
                        "annotation columns; give such annotations in a sample sheet (%s) if the analysis needs "
@@ -149,9 +162,35 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
     obs = pd.DataFrame(annotations, index=samples) if annotations else pd.DataFrame(index=samples)
     for name in dict.fromkeys(k for entry in characteristics for k in entry):
         obs[name] = [entry.get(name, "") for entry in characteristics]
+    obs = _annotations_by_accession(obs, samples, where, accession_line, begin + 2)
     obs.index = obs.index.astype(str)
     return ExpressionData(values=values, gene_ids=np.array(ids, dtype=object),
                           sample_ids=np.array(samples, dtype=object), source=where, obs=obs)
+
+
+def _annotations_by_accession(obs: pd.DataFrame, samples: list[str], where: str, accession_line: int,
+                              header_line: int) -> pd.DataFrame:
+    """The ``!Sample_`` lines' annotations in the order of the table's columns.
+
+    GEO writes both in one order, and the annotations are read by position; a file whose
+    table names its samples by GSM id in another order (edited, or merged from parts) is
+    matched by id instead, and one whose ids differ from ``!Sample_geo_accession`` is
+    refused: a label or covariate must never attach to another sample.
+    """
+    if not accession_line:
+        return obs
+    accessions = [str(a) for a in obs["geo_accession"]]
+    if accessions == samples or not all(s.upper().startswith("GSM") for s in samples):
+        return obs  # the same order, or a table whose columns are not named by accession
+    if sorted(accessions) != sorted(samples):
+        differ = next(s for s in samples if s not in accessions) if set(samples) - set(accessions) else (
+            next(a for a in accessions if a not in samples))
+        raise InputError(f"{where}: line {header_line}: the table's samples differ from !Sample_geo_accession (line "
+                         f"{accession_line}), e.g. {differ!r} is in one only; the annotations cannot be matched to "
+                         "the columns: use the series matrix as GEO wrote it")
+    logger.warning("%s: line %d: the table lists the samples in another order than !Sample_geo_accession (line %d); "
+                   "annotations matched to the columns by GSM id", where, header_line, accession_line)
+    return obs.iloc[[accessions.index(sample) for sample in samples]].set_axis(samples)
 
 
 def warn_if_unlogged(data: ExpressionData) -> None:
