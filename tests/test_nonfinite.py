@@ -128,17 +128,18 @@ def test_undefined_statistic_is_refused_naming_the_gene():
 
 
 def test_an_observed_running_sum_that_is_not_finite_is_refused_naming_the_set():
-    """Statistics near 1e-160 with weight 2: |s| ** 2 is subnormal, 1/(the set's sum)
-    overflows and the ES was reported as inf beside an ordinary p-value."""
+    """Statistics near 1e-90 with weight 3.5: |s| ** 3.5 is subnormal, 1/(the set's sum)
+    overflows and the ES was reported as inf beside an ordinary p-value (values nearer 0
+    than 1e-100 are refused on reading)."""
     rng = np.random.default_rng(4)
     values = rng.normal(size=(40, 8))
-    values[:6] *= 1e-160
+    values[:6] = 1e-90 * rng.uniform(1, 2, size=(6, 8)) * rng.choice([-1, 1], size=(6, 8))
     genes = [f"G{i}" for i in range(40)]
     expr = pd.DataFrame(values, index=genes, columns=[f"S{j}" for j in range(8)])
     sets = {"TINY": genes[:6], "OTHER": genes[10:20]}
     with pytest.raises(InputError, match="observed enrichment score of set 'TINY' is not finite.*weight="):
-        permenrich.gsea(expr, ["A"] * 4 + ["B"] * 4, sets, metric="diff_of_classes", weight=2.0, permutations=20,
+        permenrich.gsea(expr, ["A"] * 4 + ["B"] * 4, sets, metric="diff_of_classes", weight=3.5, permutations=20,
                         min_size=5)
-    # weight 1: |s| = 1e-160 is an ordinary float, nothing to refuse
+    # weight 1: |s| = 1e-90 is an ordinary float, nothing to refuse
     assert np.isfinite(permenrich.gsea(expr, ["A"] * 4 + ["B"] * 4, sets, metric="diff_of_classes",
                                        permutations=20, min_size=5).es).all()

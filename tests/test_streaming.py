@@ -415,6 +415,36 @@ def test_streamed_values_beyond_max_abs_value_are_refused(tmp_path, kind):
         assert str(info.value) == expected, extra
 
 
+@pytest.mark.parametrize("kind", ["dense", "csr", "csc"])
+def test_values_too_near_zero_are_refused(tmp_path, kind):
+    """A gene of values ~1e-170 gave a t of inf (squares underflow: a variance of 0) and,
+    near 1e-158, a t right to 7 digits only, silently; in memory, streamed and before a
+    pseudobulk alike such values are refused in one line. Zeros are fine."""
+    path = _cells_with(tmp_path, kind, lambda counts: counts.__setitem__((7, 5), 3e-170))
+    expected = (f"{path}, dataset 'X': gene 'G5', sample 'c7' has value 3e-170; nonzero values nearer 0 than ±1e-100 "
+                "underflow float64 moment sums (a variance of 0 or an inexact one); rescale the data, or write such "
+                "values as 0")
+    sets = {"S": [f"G{i}" for i in range(40)]}
+    kwargs = dict(groupby="group", case="T", control="B", permutations=10, device="cpu")
+    for extra in ({"memory": "1GB"}, {"memory": "1MB"}, {"pseudobulk": "donor"}):
+        with pytest.raises(permenrich.InputError) as info:
+            permenrich.gsea(path, None, sets, **kwargs, **extra)
+        assert str(info.value) == expected, extra
+
+
+def test_tiny_values_are_found_in_any_block():
+    from permenrich.io.expression import first_out_of_range
+
+    values = np.ones((5000, 300))
+    values[4321, 17] = -2e-101
+    values[:, 5] = 0.0
+    assert first_out_of_range(values) == (4321, 17)
+    assert first_out_of_range(values.ravel()) == (4321 * 300 + 17,)
+    assert first_out_of_range(np.asfortranarray(values)) == (4321, 17)
+    values[4321, 17] = 1e-100
+    assert first_out_of_range(values) is None and first_out_of_range(values.astype(np.float32)) is None
+
+
 def test_pseudobulk_sums_beyond_max_abs_value_are_refused(tmp_path):
     """Cells within range can add up beyond it: the sums are checked too."""
     def edit(counts):

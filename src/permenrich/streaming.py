@@ -24,6 +24,7 @@ from ._pipeline import format_bytes
 from .errors import InputError, OptionError, option
 from .io.expression import (
     MAX_ABS_VALUE,
+    MIN_ABS_VALUE,
     ExpressionData,
     check_constant_genes,
     data_place,
@@ -64,12 +65,12 @@ def _log1p_cpm_values(values, sample_of_value, library_sizes):
 
 @numba.njit(cache=True, error_model="numpy")
 def _sparse_quality(data, indices, indptr, line_start, lines_are_samples, position, sizes, minimum, maximum,
-                    stored, bound, refuse_negative):
+                    stored, bound, floor, refuse_negative):
     """Library sizes, per-gene min/max and stored-value counts of the analysed samples
     (``position[file sample]`` >= 0) from a CSR (lines = samples) or CSC slice.
 
-    Returns -1; or the offset of the first value that is non-finite, beyond ``±bound`` or
-    (``refuse_negative``) negative; or -2 when a line's indices are not strictly
+    Returns -1; or the offset of the first value that is non-finite, beyond ``±bound``,
+    nonzero and nearer 0 than ``±floor``, or (``refuse_negative``) negative; or -2 when a line's indices are not strictly
     increasing (then the sums' order or duplicates would differ from the dense path's:
     the caller reads dense blocks instead).
     """
@@ -91,6 +92,8 @@ def _sparse_quality(data, indices, indptr, line_start, lines_are_samples, positi
                 continue
             value = np.float64(data[k])
             if not abs(value) <= bound or (refuse_negative and value < 0):  # NaN fails the first test
+                return k
+            if value != 0 and abs(value) < floor:
                 return k
             sizes[row] += value
             if value < minimum[gene]:
@@ -356,7 +359,8 @@ class StreamedMatrix:
         try:
             for start, _, data, indices, indptr in self.source.sparse_blocks(self.max_block_bytes):
                 status = _sparse_quality(data, indices, indptr, start, lines_are_samples, position, sizes, minimum,
-                                         maximum, stored, MAX_ABS_VALUE, self.normalise == "log1p_cpm")
+                                         maximum, stored, MAX_ABS_VALUE, MIN_ABS_VALUE,
+                                         self.normalise == "log1p_cpm")
                 if status == -2:
                     return False
                 if status >= 0:

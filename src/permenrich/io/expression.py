@@ -27,7 +27,7 @@ from permenrich.errors import InputError, OptionError, option
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExpressionData", "read_expression", "collapse_duplicates", "MAX_ABS_VALUE"]
+__all__ = ["ExpressionData", "read_expression", "collapse_duplicates", "MAX_ABS_VALUE", "MIN_ABS_VALUE"]
 
 #: Largest magnitude accepted for an expression value (or a ranking score). The moment
 #: sums behind every statistic add squares: beyond about 1e154 one square overflows
@@ -35,6 +35,11 @@ __all__ = ["ExpressionData", "read_expression", "collapse_duplicates", "MAX_ABS_
 #: quality pass and the pseudobulk sums refuse larger values (:func:`check_value_range`).
 MAX_ABS_VALUE = 1e100
 _MAX_ABS_TEXT = f"±{MAX_ABS_VALUE:.0e}".replace("e+", "e")
+#: Smallest magnitude accepted for a nonzero expression value: squares of differences
+#: below about 1e-154 underflow, so a gene of such values got a zero or inexact variance
+#: (a t of inf, silently). 1e-100 mirrors MAX_ABS_VALUE. Ranking scores are exempt: the
+#: running sum scales them (:func:`permenrich.enrich.running_sum.scaled_for_weights`).
+MIN_ABS_VALUE = 1e-100
 
 # Text that means "missing" in a value cell (FORMATS.md: empty or NA). Python's float()
 # also takes "nan"/"NaN"/"inf", so those parse without being listed here.
@@ -249,7 +254,8 @@ def check_constant_genes(constant: np.ndarray, gene_ids: Sequence[Any], policy: 
 
 
 def first_out_of_range(values: np.ndarray) -> tuple[int, ...] | None:
-    """Index of the first value (C order) that is NaN, ±inf or beyond ±``MAX_ABS_VALUE``.
+    """Index of the first value (C order) that is NaN, ±inf, beyond ±``MAX_ABS_VALUE`` or
+    nonzero and nearer 0 than ±``MIN_ABS_VALUE``.
 
     Parameters
     ----------
@@ -265,10 +271,19 @@ def first_out_of_range(values: np.ndarray) -> tuple[int, ...] | None:
         return None
     # min and max make no temporary copy; a NaN propagates into both and fails the test.
     # Compared as Python floats: 1e100 cast to a float32 array's dtype would overflow.
-    if float(values.min()) >= -MAX_ABS_VALUE and float(values.max()) <= MAX_ABS_VALUE:
+    if not (float(values.min()) >= -MAX_ABS_VALUE and float(values.max()) <= MAX_ABS_VALUE):
+        flat = np.flatnonzero(~(np.abs(values) <= np.float64(MAX_ABS_VALUE)))
+        return tuple(int(i) for i in np.unravel_index(flat[0], values.shape))
+    if values.dtype.itemsize < 8:  # float32 holds nothing below 1.4e-45 but 0: nothing too small
         return None
-    flat = np.flatnonzero(~(np.abs(values) <= np.float64(MAX_ABS_VALUE)))
-    return tuple(int(i) for i in np.unravel_index(flat[0], values.shape))
+    rows = values.reshape(values.shape[0], -1) if values.ndim > 1 else values.reshape(-1, 1)
+    step = max(1, (1 << 20) // rows.shape[1])  # blocks of rows: temporaries of ~8 MB, not of the matrix
+    for start in range(0, rows.shape[0], step):
+        block = np.abs(rows[start:start + step])
+        tiny = np.flatnonzero((block < MIN_ABS_VALUE) & (block > 0))
+        if tiny.size:
+            return tuple(int(i) for i in np.unravel_index(start * rows.shape[1] + int(tiny[0]), values.shape))
+    return None
 
 
 def value_error(where: str, gene: Any, sample: Any, value: float) -> InputError:
@@ -282,6 +297,12 @@ def value_error(where: str, gene: Any, sample: Any, value: float) -> InputError:
             f"{where}: gene {str(gene)!r}, sample {str(sample)!r} has a missing or non-finite value ({value}); "
             f"streamed and pseudobulk data must be complete: fix the file (data read into memory may drop such "
             f"genes with {option('nan_policy', 'drop')})"
+        )
+    if abs(value) < MIN_ABS_VALUE:
+        return InputError(
+            f"{where}: gene {str(gene)!r}, sample {str(sample)!r} has value {value:g}; nonzero values nearer 0 than "
+            f"±{MIN_ABS_VALUE:.0e} underflow float64 moment sums (a variance of 0 or an inexact one); rescale the "
+            "data, or write such values as 0"
         )
     return InputError(
         f"{where}: gene {str(gene)!r}, sample {str(sample)!r} has value {value:g}; values beyond {_MAX_ABS_TEXT} "
