@@ -163,6 +163,57 @@ def _prepare_that_fails_on_workers(options: dict) -> runner.Prepared:
     raise InputError("expr.gct: line 7, column 3: expected a number, found 'n/a'; use an empty field or NA")
 
 
+def _prepare_that_kills_its_worker(options: dict) -> runner.Prepared:
+    try:
+        distributed.get_worker()
+    except ValueError:  # the client: prepare as usual
+        return prepare_genes(options)
+    os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+
+
+def test_workers_that_keep_dying_end_the_run_in_one_line(client):
+    """A range whose every attempt kills its worker (out of memory, say) ends the run with
+    one ClusterError, not a traceback: on two workers both die with the options scattered
+    to them (sent again up to MAX_RESENDS times); on a larger cluster Dask's allowed
+    failures end it first (KilledWorker)."""
+    from permenrich.errors import ClusterError
+
+    expr, labels, _ = _cohort(n_genes=100)
+    options = dict(expr=expr, phenotype=labels, groupby=None, case="A", control="B", phenotype_column=None,
+                   strata=None, pairs=None, covariates=None, metric="welch_t", alternative="two-sided",
+                   permutations=200, seed=0,
+                   collapse="mean", chip=None, nan_policy="error", zero_variance="drop", normalize="none",
+                   pseudobulk=None, pseudobulk_method="sum", batch_size=200, memory="1GB", threads=1, device="cpu")
+    try:
+        with pytest.raises(ClusterError, match=r"^(the Dask workers holding this run's options were lost \d+ times|"
+                                               r"Dask workers died (once|\d+ times|repeatedly) while running one range of "
+                                               r"this run's permutations) \(.*out of memory.*no output was written$"):
+            runner.run(_prepare_that_kills_its_worker, options, client=client)
+    finally:
+        client.wait_for_workers(2, timeout=120)
+
+
+def test_killed_worker_is_one_line():
+    """Dask gives up on a range after its allowed failures (here none): KilledWorker
+    becomes the run's one-line ClusterError."""
+    import dask
+
+    from permenrich.errors import ClusterError
+
+    expr, labels, _ = _cohort(n_genes=100)
+    options = dict(expr=expr, phenotype=labels, groupby=None, case="A", control="B", phenotype_column=None,
+                   strata=None, pairs=None, covariates=None, metric="welch_t", alternative="two-sided",
+                   permutations=200, seed=0,
+                   collapse="mean", chip=None, nan_policy="error", zero_variance="drop", normalize="none",
+                   pseudobulk=None, pseudobulk_method="sum", batch_size=200, memory="1GB", threads=1, device="cpu")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                      silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as one:
+            with pytest.raises(ClusterError, match=r"^Dask workers died once while running one range of this "
+                                                   r"run's permutations \(out of memory\?"):
+                runner.run(_prepare_that_kills_its_worker, options, client=one)
+
+
 def test_an_input_error_on_a_worker_is_the_same_one_line_error(client):
     expr, labels, _ = _cohort(n_genes=100)
     options = dict(expr=expr, phenotype=labels, groupby=None, case="A", control="B", phenotype_column=None,

@@ -461,7 +461,8 @@ def run_distributed(cluster: _Cluster, job: Job, progress: ProgressCallback | bo
         except KilledWorker as error:
             client.cancel(list(pending))
             deaths = getattr(error, "allowed_failures", None)
-            times = f" {deaths + 1} times" if isinstance(deaths, int) else " repeatedly"
+            times = (" repeatedly" if not isinstance(deaths, int) else " once" if deaths == 0
+                     else f" {deaths + 1} times")
             raise ClusterError(f"Dask workers died{times} while running one range of this run's permutations (out "
                                "of memory? give a smaller --memory or --batch-size, or workers with more memory; see "
                                "the workers' logs); no output was written") from None
