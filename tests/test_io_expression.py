@@ -171,6 +171,32 @@ def test_tsv_drops_descriptive_columns(tmp_path: Path) -> None:
     assert list(expr.gene_ids) == ["MAPK3"]
 
 
+@pytest.mark.parametrize("description", ["na", "", "NA"])
+def test_gsea_txt_with_descriptions_all_missing(tmp_path: Path, description: str) -> None:
+    """GSEA's TXT format (NAME, DESCRIPTION, samples) with every description 'na' or
+    empty: the column was taken for a sample of missing values, and the CLS no longer
+    matched ('8 labels but 9 samples')."""
+    rows = [f"G{i}\t{description}\t{i}.5\t{2 * i}\t7\n" for i in range(200)]
+    rows[150] = rows[150].replace("7", '"7"')  # quoted: the row parser, not the plain one
+    for text in (f"NAME\tDESCRIPTION\tS1\tS2\tS3\n{''.join(rows)}",
+                 f"NAME\tDescription\tS1\tS2\tS3\n{''.join(rows[:3])}"):
+        expr = read_expression(write(tmp_path / "gsea.txt", text))
+        assert list(expr.sample_ids) == ["S1", "S2", "S3"]
+        assert expr.values[1].tolist() == [1.5, 2.0, 7.0]
+    # a sample column of missing values is still a sample
+    expr = read_expression(write(tmp_path / "t.txt", "gene\tS0\tS1\ng1\tNA\t1\ng2\tNA\t2\n"), nan_policy="defer")
+    assert list(expr.sample_ids) == ["S0", "S1"]
+
+
+def test_table_without_a_header_row_is_refused(tmp_path: Path) -> None:
+    """The first gene's values were taken for sample names: the gene lost, exit 0."""
+    with pytest.raises(InputError, match=r"t.txt: line 1: the sample names are all numbers \('7.25', '1.5'\): the "
+                                         r"file seems to lack its header row"):
+        read_expression(write(tmp_path / "t.txt", "G0\t7.25\t1.5\nG1\t3\t4\n"))
+    expr = read_expression(write(tmp_path / "n.txt", "gene\t1\t2\nG1\t3\t4\n"))  # samples named 1 and 2
+    assert list(expr.sample_ids) == ["1", "2"]
+
+
 def test_csv_with_quotes_and_r_style_header(tmp_path: Path) -> None:
     text = '"S1","S2"\n"g1",1,2\n"g,2",3.5,-4\n'
     expr = read_expression(write(tmp_path / "r.csv", text))

@@ -855,6 +855,11 @@ def _table_samples(header: list[str], n_lead: int, header_line: int, where: str)
     if n_lead > 1:
         logger.debug("%s: ignoring descriptive columns %s", where, header[1:n_lead])
     sample_ids = np.array([h.strip() for h in header[n_lead:]], dtype=object)
+    if all(_is_float_text(h) for h in sample_ids) and any(not h.lstrip("+-").isdigit() for h in sample_ids):
+        raise InputError(
+            f"{where}: line {header_line}: the sample names are all numbers ({_preview(list(sample_ids), 3)}): the "
+            "file seems to lack its header row; add one (a name for the gene ids, then one name per sample)"
+        )
     empty = np.flatnonzero(sample_ids == "")
     if empty.size:
         raise InputError(
@@ -862,6 +867,14 @@ def _table_samples(header: list[str], n_lead: int, header_line: int, where: str)
             "name every sample column"
         )
     return sample_ids
+
+
+def _is_float_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _line_list(text: str) -> list[str]:
@@ -913,7 +926,7 @@ def _parse_plain_table(text: str, where: str, sep: str) -> ExpressionData | None
     leading = [line.split(sep, width)[:width] for line in rows[:_chunk_rows(n_fields)]]
     if any(len(fields) != width for fields in leading):
         return None
-    n_lead = _descriptive_columns(np.array(leading, dtype=object), width)
+    n_lead = _descriptive_columns(np.array(leading, dtype=object), width, header)
     plain = None if n_lead == width else _plain_rows(rows, n_lead, n_fields, sep)
     if plain is None:
         return None
@@ -951,7 +964,7 @@ def _parse_table_rows(handle: TextIO, where: str, sep: str) -> ExpressionData:
     # Leading non-numeric columns after the ids (NAME, Description, ...) are descriptive;
     # decided on the first block of rows.
     _fix_field_counts(rows, n_fields, np.asarray(numbers), where)
-    n_lead = _descriptive_columns(np.array(rows, dtype=object), n_fields)
+    n_lead = _descriptive_columns(np.array(rows, dtype=object), n_fields, header)
     sample_ids = _table_samples(header, n_lead, header_line, where)
     blocks = _Blocks()
     while rows:
@@ -964,17 +977,25 @@ def _parse_table_rows(handle: TextIO, where: str, sep: str) -> ExpressionData:
     return ExpressionData(values=values, gene_ids=gene_ids, sample_ids=sample_ids, source=where)
 
 
-def _descriptive_columns(grid: np.ndarray, n_fields: int) -> int:
-    """Index of the first value column: columns 1.. with text only are descriptive."""
+def _descriptive_columns(grid: np.ndarray, n_fields: int, header: list[str]) -> int:
+    """Index of the first value column: columns 1.. with text only are descriptive, and
+    so is a ``Description`` column of missing values only (GSEA's TXT format, whose
+    descriptions are often all ``na``)."""
     first_value = 1
     while first_value < n_fields:
         column = pd.Series(grid[:, first_value])
-        present = ~column.isin(_MISSING_TOKENS)
+        present = ~column.isin(_MISSING_TOKENS) & (column.str.strip().str.lower() != "na")
         numeric = pd.to_numeric(column[present], errors="coerce").notna()
-        if numeric.any() or not present.any():
+        if numeric.any():
             break
+        if not present.any() and header[first_value].strip().lower() not in _DESCRIPTION_HEADERS:
+            break  # a sample whose every value is missing
         first_value += 1
     return first_value
+
+
+#: Header names of a descriptive column whose values may all be missing (``na``).
+_DESCRIPTION_HEADERS = ("description", "desc", "descriptions")
 
 
 # --------------------------------------------------------------------------------------
