@@ -36,6 +36,9 @@ def test_read_gmt(tmp_path: Path) -> None:
         ("A\td\tG1\n\td\tG2\n", ["line 2", "name is empty"]),
         ("Alpha\td\tG1\nB\td\tG2\nALPHA\td\tG3\n", ["'ALPHA'", "line 3", "'Alpha'", "line 1", "case-insensitively"]),
         ("# only a comment\n\n", ["no gene sets"]),
+        # a GMX file named .gmt: its gene rows were read as sets named after their first gene
+        ("SET_A\tSET_B\tSET_C\nna\tna\tna\nG1\tG2\tG3\n", ["line 2", "GMX", "name the file .gmx"]),
+        ("SET_A\tSET_B\tSET_C\nhttp://x/a\thttp://x/b\t\nG1\tG2\tG3\n", ["line 2", "GMX"]),
     ],
 )
 def test_gmt_bad_input(tmp_path: Path, text: str, fragments: list[str]) -> None:

@@ -222,12 +222,23 @@ def _gmt_sets(path: str | Path) -> _Located:
         name = fields[0].strip()
         if not name:
             raise InputError(f"{where}: line {line_number}, column 1: gene-set name is empty")
+        if len(fields) >= 3 and all(_is_description_cell(field) for field in fields):
+            raise InputError(
+                f"{where}: line {line_number}: every field is 'na' or a URL, as on the description line of a GMX "
+                "file (one set per column): name the file .gmx, or write one set per line "
+                "('name<tab>description<tab>genes...')"
+            )
         n_sets += 1
         yield GeneSet(name=name, description=fields[1].strip(), genes=_unique(fields[2:]), source=where), (
             f"{where} line {line_number}"
         )
     if not n_sets:
         raise InputError(f"{where}: no gene sets found; expected one 'name<tab>description<tab>genes...' per line")
+
+
+def _is_description_cell(field: str) -> bool:
+    text = field.strip().lower()
+    return text in ("na", "") or text.startswith(("http://", "https://"))
 
 
 def _gmx_sets(path: str | Path) -> _Located:
