@@ -136,6 +136,19 @@ def test_malformed_series_are_one_line(tmp_path, break_it, message):
         read_series_matrix(_series(tmp_path, **break_it))
 
 
+def test_a_truncated_platform_table_is_refused(tmp_path):
+    """A SOFT file cut short (no '!platform_table_end') was read up to the cut: the probes
+    after it were 'absent from the platform', one warning among others."""
+    from permenrich.io.geo import read_platform_table
+
+    path = _platform(tmp_path)
+    text = path.read_text()
+    path.write_text(text[:text.index("10_at") + 3])
+    with pytest.raises(InputError, match=r"GPL0001_family.soft: line 3: '!platform_table_begin' has no "
+                                         r"'!platform_table_end' line after it; the file looks truncated"):
+        read_platform_table(path)
+
+
 def test_platform_without_symbols_or_matching_probes(tmp_path):
     path = tmp_path / "GPL9.soft"
     path.write_text("^PLATFORM = GPL9\n!platform_table_begin\nID\tSPOT_ID\n1_at\tx\n!platform_table_end\n")

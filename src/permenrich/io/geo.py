@@ -223,7 +223,10 @@ def read_platform_table(path: str | Path) -> dict[str, list[str]]:
     lines = _split_lines(_read_text(_existing_file(path, "platform table")))
     begin = next((i for i, line in enumerate(lines) if line.strip().lower() == _PLATFORM_BEGIN), None)
     if begin is not None:
-        end = next((i for i, line in enumerate(lines) if line.strip().lower() == _PLATFORM_END), len(lines))
+        end = next((i for i, line in enumerate(lines) if line.strip().lower() == _PLATFORM_END), None)
+        if end is None:  # a download cut short: probes past the cut would be "absent", silently
+            raise InputError(f"{where}: line {begin + 1}: '{_PLATFORM_BEGIN}' has no '{_PLATFORM_END}' line after it; "
+                             "the file looks truncated: download it again")
         header_at, table = begin + 1, lines[begin + 1:end]
     else:  # a two-column TSV, with or without a header
         header_at = next((i for i, line in enumerate(lines) if line.strip() and not line.startswith(("#", "!", "^"))),
