@@ -233,3 +233,20 @@ def test_real_leukemia_cls(shared_data: Path) -> None:
     assert (design.case, design.control) == ("ALL", "AML")
     assert (design.n_case, design.n_control) == (24, 24)
     assert design.keep.all() and design.is_case[:24].all() and not design.is_case[24:].any()
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("dup.tsv", "sample\tgroup\tgroup\nS0\tA\tX\nS1\tB\tY\n",
+     "dup.tsv: line 1: column 'group' appears twice (columns 2 and 3); name each column once"),
+    ("semi.csv", "sample;group\nS0;A\nS1;B\n",
+     "semi.csv: line 1: the header is one column ('sample;group'); this sample sheet seems to separate its columns "
+     "with semicolons, where its suffix says commas: separate them with tabs (.tsv, .txt) or commas (.csv)"),
+    ("spaces.tsv", "\nsample  group\nS0  A\n", "spaces.tsv: line 2: the header is one column ('sample  group'); this "
+     "sample sheet seems to separate its columns with spaces, where its suffix says tabs"),
+])
+def test_sheet_headers_that_would_be_misread(tmp_path: Path, name: str, text: str, message: str) -> None:
+    """A second 'group' column was renamed 'group.1' by pandas and the first used,
+    silently; a sheet of another separator said only that 'group' was not found."""
+    with pytest.raises(InputError) as info:
+        read_sample_sheet(write(tmp_path / name, text), column="group")
+    assert str(info.value).startswith(f"{tmp_path}/{message}")

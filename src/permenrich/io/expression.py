@@ -210,6 +210,33 @@ def _preview(items: Sequence[Any], limit: int = 5) -> str:
     return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"
 
 
+def check_header_row(text: str, sep: str, where: str, what: str) -> None:
+    """Refuse the header row of a delimited table (a sample sheet, a manifest) that
+    names a column twice (pandas would rename the second 'x.1' and the first would be
+    used, silently) or holds one column that another separator would split (a
+    ';'-separated sheet named .csv, a space-separated .tsv). ``what`` names the table."""
+
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not lines:
+        return
+    number, line = lines[0]
+    names = [name.strip() for name in next(csv.reader([line], delimiter=sep))]
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name and name in seen:
+            raise InputError(f"{where}: line {number}: column {name!r} appears twice (columns {seen[name]} and "
+                             f"{position}); name each column once")
+        seen.setdefault(name, position)
+    if len(names) == 1:
+        other = next((mark for mark in ("\t", ";", ",", " ") if mark != sep and mark in line.strip()), None)
+        if other is not None:
+            said = {"\t": "tabs", ";": "semicolons", ",": "commas", " ": "spaces"}
+            raise InputError(f"{where}: line {number}: the header is one column ({line.strip()[:60]!r}); this {what} "
+                             f"seems to separate its columns with {said[other]}, where its suffix says "
+                             f"{'commas' if sep == ',' else 'tabs'}: separate them with tabs (.tsv, .txt) or commas "
+                             "(.csv)")
+
+
 def _split_lines(text: str) -> list[str]:
     """Split on ``\\n``, ``\\r\\n`` or a lone ``\\r`` (old Mac files; GSEA's readers end lines
     at all three), and nothing else (``str.splitlines`` also splits on form feeds etc.)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from permenrich.errors import InputError
-from permenrich.io.expression import _format_suffix, _read_text
+from permenrich.io.expression import _format_suffix, _read_text, check_header_row
 
 
 def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], required: tuple[str, ...],
@@ -43,6 +43,7 @@ def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], req
         # (pandas' comment= would cut the row there and leave its other cells empty).
         text = _read_text(Path(path))  # UTF-8 or Latin-1, gzip, UTF-16 refused: as every reader
         kept = "\n".join("" if _is_comment(line) else line for line in text.splitlines())
+        check_header_row(kept, "," if _format_suffix(Path(path)) == ".csv" else "\t", where, what)
         with warnings.catch_warnings():
             # A row with one cell more than the header would make its first cell an index
             # and shift the others under the wrong columns; index_col=False turns that into

@@ -13,6 +13,7 @@ import pandas as pd
 
 from permenrich.errors import InputError, OptionError, option
 from permenrich.io.expression import (
+    check_header_row,
     ExpressionData,
     _existing_file,
     _format_suffix,
@@ -208,6 +209,7 @@ def read_sample_sheet(
     if not isinstance(table.index, pd.RangeIndex):
         # Header one field short (R's write.table): pandas made the ids the index.
         table = table.reset_index(names=[""] if table.index.nlevels == 1 else None)
+    check_header_row(text, sep, where, "sample sheet")
     table.columns = [str(c).strip() for c in table.columns]
     columns = list(table.columns)
     if sample_column is None:
