@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -292,3 +293,19 @@ def _refusal(out: Path) -> str:
     except PermenrichError as error:
         return str(error).split(" '")[0].split("='")[0]
     return "written"
+
+
+def test_an_out_name_too_long_for_the_file_system_is_refused_before_computing(tmp_path):
+    """A 245-character --out fitted the file system but '.OUT.tmp-XXXXXXXX' beside it did
+    not: a traceback after all the computing (300 characters: one at the start)."""
+    from permenrich.errors import OptionError
+    from permenrich.io.output import check_output_dir
+
+    for length, said in ((245, "its name is too long for the file system (259 bytes with the temporary folder"),
+                         (300, "its name is too long for the file system (314 bytes")):
+        with pytest.raises(OptionError, match=re.escape(said)):
+            check_output_dir(tmp_path / ("y" * length))
+    with pytest.raises(OptionError, match=r"the folder name 'xxxx.*is too long for the file system \(300 bytes"):
+        check_output_dir(tmp_path / ("x" * 300) / "out")
+    assert check_output_dir(tmp_path / ("z" * 200)).is_dir()
+    assert not any(p.name.startswith(("y", "x")) for p in tmp_path.iterdir())

@@ -76,6 +76,27 @@ def _sibling(out: Path, kind: str) -> Path:
     return out.parent / f".{out.name}.{kind}-{secrets.token_hex(4)}"
 
 
+def _check_name_lengths(out: Path, given: str) -> None:
+    """Refuse an ``--out`` whose name, or the names written beside it while a run
+    publishes (``.OUT.tmp-XXXXXXXX``, the longest), exceed the file system's limit:
+    found only when the output is written, after all the computing, it was a traceback."""
+    limit = 255
+    for probe in out.parents:  # the nearest folder that exists says its file system's limit
+        try:
+            if probe.is_dir():
+                limit = os.pathconf(probe, "PC_NAME_MAX")
+                break
+        except (OSError, ValueError, AttributeError):
+            continue
+    longest = _sibling(out, "tmp").name
+    for part in (*out.parts[1:-1], longest):
+        if len(os.fsencode(part)) > limit:
+            said = "its name" if part == longest else f"the folder name {part[:40]!r}..."
+            raise OptionError(f"{_out(given)}: {said} is too long for the file system ({len(os.fsencode(part))} "
+                              f"bytes{' with the temporary folder written beside it' if part == longest else ''}, "
+                              f"at most {limit}); choose a shorter {_out()}")
+
+
 def _lock_path(out: Path) -> Path:
     return out.parent / f".{out.name}.lock"
 
@@ -177,6 +198,7 @@ def check_output_dir(path: str | os.PathLike, *, create: bool = True) -> Path:
     directory = Path(given).expanduser().resolve()
     if directory.parent == directory:
         raise OptionError(f"{_out(given)} is a file system root; give a folder inside it")
+    _check_name_lengths(directory, given)
     exists = _check_existing(directory, given)
     if create and not exists:
         try:
