@@ -194,7 +194,9 @@ def test_multilevel_rulers_on_threads_give_the_same_table():
 @pytest.mark.parametrize("bad, message", [
     (dict(p_method="multilevel", set_statistic="mean"), "p_method='multilevel' applies to the running-sum"),
     (dict(p_method="exact"), "p_method= must be one of permutation, multilevel"),
-    (dict(p_method="multilevel", sample_size=2), "sample_size= must be at least 3"),
+    (dict(p_method="multilevel", sample_size=2), "sample_size= must lie between 3 and 100,000"),
+    # was a traceback after all the permutations had run
+    (dict(p_method="multilevel", sample_size=10**20), "sample_size= must lie between 3 and 100,000"),
     (dict(p_method="multilevel", eps=1.5), "eps= must lie in [0, 1)"),
 ])
 def test_multilevel_options_are_checked(bad, message):

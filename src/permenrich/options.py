@@ -36,6 +36,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "join": ("inner", "outer"),
 }
 
+#: Largest multilevel sample: each level keeps this many random sets per gene set, and
+#: the error estimate's digamma terms fail beyond float range (a 1e20 sample was a
+#: traceback after every permutation had run).
+MAX_SAMPLE_SIZE = 100_000
+
 
 def _positive_integer(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__") or int(value) < 1:
@@ -83,8 +88,10 @@ def check_options(options: dict[str, Any]) -> None:
         fdr = options["fdr"]
         if isinstance(fdr, bool) or not isinstance(fdr, (int, float)) or not 0 < float(fdr) < 1:
             raise OptionError(f"{option('fdr')} must lie in (0, 1), got {fdr!r}")
-    if "sample_size" in options and _positive_integer("sample_size", options["sample_size"]) < 3:
-        raise OptionError(f"{option('sample_size')} must be at least 3, got {options['sample_size']!r}")
+    if "sample_size" in options and not 3 <= _positive_integer("sample_size", options["sample_size"]) <= \
+            MAX_SAMPLE_SIZE:
+        raise OptionError(f"{option('sample_size')} must lie between 3 and {MAX_SAMPLE_SIZE:,} (fgsea's default is "
+                          f"101; a larger sample narrows log2err slowly), got {options['sample_size']!r}")
     if "eps" in options:
         eps = options["eps"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= float(eps) < 1:
