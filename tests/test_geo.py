@@ -208,3 +208,23 @@ def test_characteristic_keys_differing_in_capitals_are_one_column(tmp_path, capl
         obs = read_series_matrix(path).obs
     assert "weight" not in obs.columns and list(obs["Weight"]) == [str(40 + i) for i in range(N)]
     assert any("spelled with other capitals" in r.getMessage() for r in caplog.records)
+
+
+def test_probe_tables_are_read_by_their_header_or_refused(tmp_path):
+    """'probe_id, gene_title, gene_symbol' was not known as a header: the titles (column 2)
+    became gene ids and the run failed later at the gene sets, naming no chip; a
+    comma-separated table said only that no probe had a symbol."""
+    from permenrich.io.chip import read_probe_map
+
+    headed = tmp_path / "p3col.tsv"
+    headed.write_text("probe_id\tgene_title\tgene_symbol\nP0_at\ttitle of G0\tG0\nP1_at\ttitle of G1\tG1 /// G9\n")
+    assert read_probe_map(headed) == {"P0_at": ["G0"], "P1_at": ["G1", "G9"]}
+    unknown = tmp_path / "unknown.tsv"
+    unknown.write_text("P0_at\ttitle of G0\tG0\n")
+    with pytest.raises(InputError, match="unknown.tsv: line 1: no gene symbol column"):
+        read_probe_map(unknown)
+    commas = tmp_path / "commas.tsv"
+    commas.write_text("Probe Set ID,Gene Symbol\nP0_at,G0\n")
+    with pytest.raises(InputError, match="no probe of the platform table has a gene symbol; its columns seem to be "
+                                         "separated by commas"):
+        read_probe_map(commas)

@@ -242,10 +242,12 @@ def read_platform_table(path: str | Path) -> dict[str, list[str]]:
             raise InputError(f"{where}: line {header_at + 1}: the platform table has no gene symbol column (looked "
                              f"for 'Gene Symbol', 'GENE_SYMBOL', 'Symbol'); found {_preview(_fields(table[0]))}")
         rows = table[1:]
-    elif header and header[0] in ("id", "id_ref", "probe", "probe set id"):  # a headed table
+    elif header and (_plain_name(header[0]) in _PROBE_HEADERS or len(header) > 2):  # a headed table
         # the symbols' column by its name (a header such as 'Probe Set ID, Gene Title'
-        # must not turn titles into gene ids)
-        symbol_col = next((header.index(name) for name in _SYMBOL_COLUMNS if name in header), None)
+        # must not turn titles into gene ids); a table of three or more columns is
+        # never guessed at
+        plain = [_plain_name(name) for name in header]
+        symbol_col = next((plain.index(name) for name in map(_plain_name, _SYMBOL_COLUMNS) if name in plain), None)
         if symbol_col is None:
             raise InputError(f"{where}: line {header_at + 1}: no gene symbol column (looked for 'Gene Symbol', "
                              f"'GENE_SYMBOL', 'Symbol'); found {_preview(_fields(table[0]))}; name the symbols' "
@@ -263,5 +265,17 @@ def read_platform_table(path: str | Path) -> dict[str, list[str]]:
         if genes and fields[0] not in mapping:
             mapping[fields[0]] = genes
     if not mapping:
-        raise InputError(f"{where}: no probe of the platform table has a gene symbol")
+        other = next((mark for mark in (",", ";") if table and mark in table[0] and "\t" not in table[0]), None)
+        hint = (f"; its columns seem to be separated by {'commas' if other == ',' else 'semicolons'}, where a "
+                "platform table's are tabs" if other else "")
+        raise InputError(f"{where}: no probe of the platform table has a gene symbol{hint}")
     return mapping
+
+
+#: First header names of a probe table with a header row (compared by :func:`_plain_name`).
+_PROBE_HEADERS = ("id", "id ref", "probe", "probe id", "probe set id", "probeset id", "probeset", "probe set")
+
+
+def _plain_name(name: str) -> str:
+    """A column name lower-cased, with '_' and '-' as spaces and runs of spaces as one."""
+    return " ".join(re.sub(r"[_\-]", " ", name.strip().lower()).split())
