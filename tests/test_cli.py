@@ -356,3 +356,14 @@ def test_each_demo_has_its_own_folder_and_permutations_as_given(flags, out, perm
     args = build_parser().parse_args(["demo", *flags])
     _demo_defaults(args)
     assert (args.out, args.permutations) == (out, permutations)
+
+
+def test_python_dash_m_runs_the_command():
+    """'python -m permenrich' said 'No module named permenrich.__main__'."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "permenrich", "gsea", "--permutations", "-3"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.startswith("permenrich: error: ")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,6 @@
+"""``python -m permenrich``: the same command as ``permenrich`` (for environments whose
+scripts folder is not on PATH)."""
+
+from permenrich.cli import entry
+
+entry()
