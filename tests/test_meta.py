@@ -316,7 +316,13 @@ def test_cli_manifest_run_equals_the_api_and_bad_manifests_are_one_line(tmp_path
         "study twice": ("study\texpr\nx\tdata/gpl571.tsv\nx\tdata/gpl10558.tsv\n",
                         r"studies.tsv: line 3: study 'x' is listed twice \(also line 2\)"),
         "missing file": ("study\texpr\tphenotype\tcase\tcontrol\nx\tdata/none.tsv\tdata/gpl571.cls\tcase\tctrl\n",
-                         r"study 'x': .*none.tsv"),
+                         r"studies.tsv: line 2: study 'x': .*none.tsv"),
+        # a study's options are its row's cells, not flags 'meta' does not have
+        "wrong level": ("study\texpr\tphenotype\tcase\tcontrol\n# x\nx\tdata/gpl571.tsv\tdata/gpl571.cls\tcase\tC\n",
+                        r"studies.tsv: line 3: study 'x': .*gpl571.cls: control 'C' is not a class"),
+        "bad policy": ("study\texpr\tphenotype\tcase\tcontrol\tnan_policy\n"
+                       "x\tdata/gpl571.tsv\tdata/gpl571.cls\tcase\tctrl\tfoo\n",
+                       r"studies.tsv: line 2: study 'x': 'nan_policy' must be one of error, drop, got 'foo'$"),
     }
     for label, (text, pattern) in bad.items():
         manifest.write_text(text)
@@ -359,7 +365,7 @@ def test_missing_values_policy_for_every_study_or_per_manifest_row(tmp_path, cap
     # '#' inside a cell: a class 'case#2' that does not exist, not 'case' with the rest of the row cut off
     manifest.write_text("study\texpr\tphenotype\tcase\tcontrol\na\tdata/a.tsv\tdata/a.cls\tcase#2\tctrl\n")
     assert main(["meta", "--manifest", str(manifest), "--permutations", "20", "--out", str(tmp_path / "hash")]) == 2
-    assert "case='case#2' is not a class" in capsys.readouterr().err.replace("--case case#2", "case='case#2'")
+    assert "studies.tsv: line 2: study 'a': " in (err := capsys.readouterr().err) and "case 'case#2' is not a class" in err
 
 
 def _sets(genes):

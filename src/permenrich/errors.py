@@ -11,7 +11,7 @@ the command line; the CLI runs inside :func:`cli_option_names`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 
 __all__ = ["PermenrichError", "InputError", "OptionError", "option", "cli_option_names"]
@@ -19,6 +19,7 @@ __all__ = ["PermenrichError", "InputError", "OptionError", "option", "cli_option
 # A context variable, not a module flag: ``permenrich.cli.main`` may be called from Python
 # (tests, notebooks) while other code keeps using the Python names.
 _CLI_RUNNING: ContextVar[bool] = ContextVar("permenrich_cli_option_names", default=False)
+_TABLE_COLUMNS: ContextVar[frozenset[str]] = ContextVar("permenrich_table_column_names", default=frozenset())
 
 # Python keywords whose command-line flag is not the keyword with dashes.
 _CLI_FLAGS = {"phenotype": "--cls/--sample-sheet", "out_dir": "--out"}
@@ -78,6 +79,8 @@ def option(name: str, value: object = None) -> str:
     ...     option("zero_variance", "drop")
     '--zero-variance drop'
     """
+    if name in _TABLE_COLUMNS.get():  # a cell of a table the user wrote (a meta manifest)
+        return f"{name!r}" if value is None or value is True else f"{name} {value!r}"
     if _CLI_RUNNING.get():
         flag = _CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
         return flag if value is None or value is True else f"{flag} {value}"  # True: a switch
@@ -87,6 +90,18 @@ def option(name: str, value: object = None) -> str:
 def gene_set_inputs() -> str:
     """What gene sets can be, as the interface in use takes them."""
     return "GMT/GMX file(s)" if _CLI_RUNNING.get() else "GMT/GMX file(s) or a mapping of set name to genes"
+
+
+@contextlib.contextmanager
+def table_column_names(columns: Iterable[str]) -> Iterator[None]:
+    """Within this block, :func:`option` spells the options in ``columns`` as the columns
+    of a table the user wrote (``'control'``, ``control 'C'``): a study of a meta-analysis
+    manifest sets them in its row, not with flags."""
+    token = _TABLE_COLUMNS.set(frozenset(columns))
+    try:
+        yield
+    finally:
+        _TABLE_COLUMNS.reset(token)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .._pipeline import choose_batch_size, digests, file_digest, load_gene_sets, parse_memory
-from ..errors import InputError, OptionError, gene_set_inputs, option
+from ..errors import InputError, OptionError, gene_set_inputs, option, table_column_names
 from ..io.manifest import read_manifest_rows, relative_to
 from ..nulls import ExceedanceAccumulator, GseaNullAccumulator, StackedAccumulator, bh_adjust
 from ..runner import Job, Prepared, ProgressCallback, run
@@ -54,16 +54,24 @@ INNER_JOIN_LOSS_WARNED = 0.1
 MANIFEST_COLUMNS = ("study", "expr", "phenotype", "groupby", "case", "control", "strata", "pairs", "covariates",
                     "chip", "collapse", "normalize", "nan_policy", "zero_variance")
 _PATH_COLUMNS = ("expr", "phenotype", "chip")
+#: Manifest columns whose study option has another name.
+MANIFEST_OPTION = {"study": "name"}
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Studies from a manifest: a TSV (CSV for ``.csv``) with one row per study and the
-    columns :data:`MANIFEST_COLUMNS` (``study`` and ``expr`` required, the others
+    """Studies from a manifest: see :func:`manifest_studies`."""
+    return manifest_studies(path)[0]
+
+
+def manifest_studies(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[int]]:
+    """Studies from a manifest, and the line of each: a TSV (CSV for ``.csv``) with one
+    row per study and the columns :data:`MANIFEST_COLUMNS` (``study`` and ``expr`` required, the others
     optional; an empty cell leaves the default). ``phenotype`` is a CLS file or a sample
     sheet, ``covariates`` a comma-separated list of its columns; relative paths are
     relative to the manifest's folder."""
     studies = []
     line_of: dict[str, int] = {}
+    lines: list[int] = []
     for cells in read_manifest_rows(path, columns=MANIFEST_COLUMNS, required=("study", "expr"),
                                     what="manifest", entry="study"):
         study: dict[str, Any] = {}
@@ -80,8 +88,9 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
             raise InputError(f"{path}: line {cells.line}: study {study['name']!r} is listed twice (also line "
                              f"{line_of[study['name']]}); give every study its own name")
         line_of[study["name"]] = cells.line
+        lines.append(cells.line)
         studies.append(study)
-    return studies
+    return studies, lines
 
 
 def meta(
@@ -240,8 +249,10 @@ def prepare_meta(options: dict) -> Prepared:
     if o.method in ("fixed", "random") and o.metric != "hedges_g":
         raise OptionError(f"{option('method', o.method)} combines Hedges' g; use {option('metric', 'hedges_g')} "
                           f"(got {o.metric!r})")
+    manifest, lines = None, []
     if isinstance(o.studies, (str, os.PathLike)):
-        o.studies = read_manifest(o.studies)
+        manifest = o.studies
+        o.studies, lines = manifest_studies(manifest)
     if not isinstance(o.studies, Sequence) or not o.studies:
         raise OptionError("studies must be a non-empty list of mappings, one per study")
     for i, study in enumerate(o.studies):
@@ -262,13 +273,17 @@ def prepare_meta(options: dict) -> Prepared:
         # All studies are held at once: each one's matrix is kept in memory (or streamed)
         # within its share of the budget.
         study_options.memory = max(10**6, parse_memory(o.memory) // len(o.studies))
+        # A manifest's study sets its options in its row: messages name those columns.
+        columns = [MANIFEST_OPTION.get(c, c) for c in MANIFEST_COLUMNS] if manifest is not None else []
         try:
-            study_run = prepare_study(study_options, started)
+            with table_column_names(columns):
+                study_run = prepare_study(study_options, started)
         except (InputError, OptionError) as error:  # say which study, keep the one-line message
             text = str(error)
             if option("memory") in text and len(o.studies) > 1:
                 text += f" (each of the {len(o.studies)} studies has 1/{len(o.studies)} of {option('memory')})"
-            raise type(error)(f"study {names[i]!r}: {text}") from None
+            place = f"{manifest}: line {lines[i]}: " if manifest is not None else ""
+            raise type(error)(f"{place}study {names[i]!r}: {text}") from None
         n_case, n_control = _class_sizes(study_run.study, names[i])
         if min(n_case, n_control) < MIN_PER_CLASS:
             raise InputError(f"study {names[i]!r} has {n_case} case and {n_control} control samples; "
