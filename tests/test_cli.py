@@ -367,3 +367,19 @@ def test_python_dash_m_runs_the_command():
                           text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.startswith("permenrich: error: ")
     assert "Traceback" not in done.stderr
+
+
+def test_an_error_spanning_lines_is_printed_on_one(tmp_path, monkeypatch, capsys):
+    """h5py's messages span lines: the CLI's one-line promise held only for our own text."""
+    import permenrich.cli
+    from permenrich.errors import InputError
+
+    def fails(args):
+        raise InputError("cells.h5ad: cannot read (Unable to open file\n  (file read failed)\r\n)")
+
+    monkeypatch.setitem(permenrich.cli._COMMANDS, "gsea", fails)
+    status = main(["gsea", "--expr", "cells.h5ad", "--gene-sets", "s.gmt", "--out",
+                                  str(tmp_path / "o")])
+    assert status == 2
+    assert capsys.readouterr().err == ("permenrich: error: cells.h5ad: cannot read (Unable to open file (file read "
+                                       "failed) )\n")

@@ -17,6 +17,7 @@ import gc
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -95,6 +96,10 @@ class ProgressBar:
                 self.stream.write(f"permutations {done}/{total} ({100 * fraction:.0f}%) {elapsed:.0f}s\n")
         self.stream.flush()
 
+
+#: Line breaks inside an error's text (a library's message, such as h5py's, may span
+#: lines): the CLI prints every error on one line.
+_ONE_LINE = re.compile(r"\s*[\r\n]+\s*")
 
 
 def _column_names(text: str) -> list[str]:
@@ -587,7 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 finally:
                     _WRITTEN_RESULT.reset(token)
     except PermenrichError as error:
-        print(f"permenrich: error: {error}", file=sys.stderr)
+        # one line, whatever a library's text inside it holds (h5py's errors span lines)
+        print("permenrich: error: " + _ONE_LINE.sub(" ", str(error).strip()), file=sys.stderr)
         return EXIT_USER_ERROR
     except MemoryError:  # the machine (or a job's limit) has less memory than the run asked for
         memory = getattr(args, "memory", None)
