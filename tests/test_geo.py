@@ -228,3 +228,15 @@ def test_probe_tables_are_read_by_their_header_or_refused(tmp_path):
     with pytest.raises(InputError, match="no probe of the platform table has a gene symbol; its columns seem to be "
                                          "separated by commas"):
         read_probe_map(commas)
+
+
+def test_a_bad_value_after_a_blank_line_names_its_own_line(tmp_path):
+    """The line of a bad value assumed a table without blank lines: one off after one."""
+    path = _series(tmp_path)
+    lines = path.read_text().split("\n")
+    first = next(i for i, line in enumerate(lines) if line.startswith('"0_at"'))
+    lines.insert(first + 1, "")
+    lines[first + 3] = lines[first + 3].replace("\t", "\tx", 1)  # probe 2_at's first value
+    path.write_text("\n".join(lines))
+    with pytest.raises(InputError, match=rf"line {first + 4}, column 2: expected a number, found 'x"):
+        read_series_matrix(path)

@@ -98,7 +98,8 @@ def test_gzipped_text(tmp_path: Path) -> None:
         (GCT12.replace("g2\tna\t-3\t4e2", "g2\tna\t-3\t4e2\t7"), ["line 5", "5 fields", "expected 4"]),
         (GCT12.replace("4e2", "high"), ["line 5", "column 4", "'high'"]),
         (GCT12.replace("g3\t", "\t"), ["line 6", "row name is empty"]),
-        (GCT12.replace("S1\tS2", "S1\tS1"), ["sample name 'S1'", "more than once"]),
+        (GCT12.replace("S1\tS2", "S1\tS1"), ["sample name 'S1'", "more than once", "samples 1 and 2 of 2"]),
+        ("#1.2\n3\t2\n\n", ["line 3", "expected the header", "missing or empty"]),  # was "-1 sample names"
         (GCT12.replace("S1\tS2", "S1\t"), ["line 3", "column 4", "sample name is empty"]),
     ],
 )

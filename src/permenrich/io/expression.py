@@ -528,7 +528,8 @@ def _finalize(expr: ExpressionData, *, nan_policy: str) -> ExpressionData:
         dup = samples[samples.duplicated()][0]
         cols = np.flatnonzero(samples == dup) + 1
         raise InputError(
-            f"{where}: sample name {dup!r} appears more than once (sample columns {cols[0]} and {cols[1]}); "
+            f"{where}: sample name {dup!r} appears more than once (samples {cols[0]} and {cols[1]} of {len(samples)}, "
+            "counted after any descriptive columns); "
             "sample names must be unique, rename one of them"
         )
     empty_gene = np.flatnonzero(pd.Series(expr.gene_ids, dtype=object).str.strip().fillna("").eq("").to_numpy())
@@ -766,6 +767,9 @@ def _parse_gct(path: Path, where: str, *, encoding: str) -> ExpressionData:
             header.pop()  # trailing tabs
         if len(header) == 1 and " " in header[0]:
             raise InputError(f"{where}: line 3: the header has no tabs; GCT fields are separated by tabs, not spaces")
+        if len(header) < n_lead or not "".join(header).strip():
+            raise InputError(f"{where}: line 3: expected the header ('NAME<tab>Description<tab>' then the sample "
+                             "names); the line is missing or empty (a truncated file?)")
         if len(header) != n_fields:
             raise InputError(
                 f"{where}: line 3: header has {len(header) - n_lead} sample names after {n_lead} leading columns "

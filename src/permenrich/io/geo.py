@@ -136,7 +136,7 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
         logger.warning("%s: line %d: %d sample characteristic(s) are not 'key: value' (e.g. %r) and are not read as "
                        "annotation columns; give such annotations in a sample sheet (%s) if the analysis needs "
                        "them", where, keyless[0][0], len(keyless), keyless[0][1], option("phenotype"))
-    ids, rows = [], []
+    ids, rows, row_lines = [], [], []
     for number in range(begin + 2, end):
         line = lines[number]
         if not line.strip():
@@ -147,6 +147,7 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
                              "(ID_REF and one value per sample); the table is ragged")
         ids.append(fields[0])
         rows.append(fields[1:])
+        row_lines.append(number + 1)
     if not rows:
         raise InputError(f"{where}: the table between lines {begin + 1} and {end + 1} has a header but no data rows; "
                          "the download may be incomplete")
@@ -157,7 +158,7 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
         values[~missing] = table[~missing].astype(np.float64)
     except ValueError:
         bad = next((i, j) for i, j in zip(*np.nonzero(~missing)) if not _is_number(table[i, j]))
-        raise InputError(f"{where}: line {begin + 3 + bad[0]}, column {bad[1] + 2}: expected a number, found "
+        raise InputError(f"{where}: line {row_lines[bad[0]]}, column {bad[1] + 2}: expected a number, found "
                          f"{table[bad]!r}; use an empty field or null for a missing value") from None
     obs = pd.DataFrame(annotations, index=samples) if annotations else pd.DataFrame(index=samples)
     for name in dict.fromkeys(k for entry in characteristics for k in entry):
