@@ -49,12 +49,19 @@ def test_a_mapped_list_equals_the_ora_of_its_target_genes(tmp_path) -> None:
 
 def test_map_errors_are_one_line(tmp_path) -> None:
     bad = _write(tmp_path / "bad.tsv", "mirna\ttarget\nhsa-miR-1\tG1\n")
-    with pytest.raises(InputError, match=r"bad.tsv: line 1: the map needs the columns item and gene"):
+    with pytest.raises(InputError, match=r"bad.tsv: the map needs the columns item and gene"):
         permenrich.ora(["hsa-miR-1"], SETS, map=str(bad))
+    # a row with a cell more than the header shifted the columns ('none of the items is in the map')
+    ragged = _write(tmp_path / "ragged.tsv", "item\tgene\nhsa-miR-1\tx\tG1\n")
+    with pytest.raises(InputError, match=r"ragged.tsv: a row has more cells than the header"):
+        permenrich.ora(["hsa-miR-1"], SETS, map=str(ragged))
+    (tmp_path / "folder.tsv").mkdir()
+    with pytest.raises(InputError, match=r"folder.tsv: map not found \(it is a directory\)"):
+        permenrich.ora(["hsa-miR-1"], SETS, map=str(tmp_path / "folder.tsv"))
     good = _write(tmp_path / "good.tsv", "item\tgene\nhsa-miR-1\tG1\n")
     with pytest.raises(InputError, match=r"none of the 1 items of the gene list is in the map"):
         permenrich.ora(["hsa-let-7"], SETS, map=str(good))
-    with pytest.raises(InputError, match=r"missing.tsv: map file not found"):
+    with pytest.raises(InputError, match=r"missing.tsv: map not found"):
         permenrich.ora(["hsa-miR-1"], SETS, map=str(tmp_path / "missing.tsv"))
     with pytest.raises(OptionError, match=r"maps the items of a list"):
         permenrich.ora(None, SETS, map=str(good), expr=pd.DataFrame(np.ones((3, 4))), phenotype=["a", "a", "b", "b"],

@@ -160,23 +160,23 @@ def read_item_map(source: str | Path | pd.DataFrame | dict) -> dict[str, list[st
     else:
         if isinstance(source, pd.DataFrame):
             table = source.astype(str)
-        else:
-            if not Path(source).is_file():
-                raise InputError(f"{where}: map file not found; give a TSV with the columns item and gene")
-            try:
-                table = pd.read_csv(source, sep="," if where.lower().endswith((".csv", ".csv.gz")) else "\t",
-                                    dtype=str, keep_default_na=False, comment="#")
-            except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
-                reason = "empty file" if isinstance(exc, pd.errors.EmptyDataError) else str(exc).splitlines()[-1]
-                raise InputError(f"{where}: cannot read the map ({reason}); give a UTF-8 TSV with the columns "
-                                 "item and gene") from exc
-        columns = {str(c).strip().lower(): c for c in table.columns}
-        missing = [c for c in ("item", "gene") if c not in columns]
-        if missing:
-            raise InputError(f"{where}: line 1: the map needs the columns item and gene (one pair per row); "
-                             f"column {missing[0]!r} is missing (found {', '.join(map(str, table.columns))})")
-        pairs = [(str(item).strip(), str(gene).strip())
-                 for item, gene in zip(table[columns["item"]], table[columns["gene"]])]
+            columns = {str(c).strip().lower(): c for c in table.columns}
+            missing = [c for c in ("item", "gene") if c not in columns]
+            if missing:
+                raise InputError(f"{where}: the map needs the columns item and gene (one pair per row); column "
+                                 f"{missing[0]!r} is missing (found {', '.join(map(str, table.columns))})")
+            pairs = [(str(item).strip(), str(gene).strip())
+                     for item, gene in zip(table[columns["item"]], table[columns["gene"]])]
+        else:  # read as every table a user writes: line numbers, comments, extra cells refused
+            from .manifest import read_manifest_rows
+
+            rows = read_manifest_rows(source, columns=("item", "gene"), required=(), what="map",
+                                      entry="item-gene pair", other_columns=True)
+            absent = next((c for c in ("item", "gene") if not any(row[c] for row in rows)), None)
+            if absent is not None:
+                raise InputError(f"{where}: the map needs the columns item and gene (one pair per row); column "
+                                 f"{absent!r} is missing or empty")
+            pairs = [(row["item"], row["gene"]) for row in rows]
     mapping: dict[str, dict[str, None]] = {}
     for item, gene in pairs:
         if item and gene:

@@ -34,7 +34,8 @@ def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], req
         unknown or missing column, no row, an empty ``required`` cell.
     """
     where = str(path)
-    expected = f"a UTF-8 TSV with the columns {', '.join(columns)} (required: {', '.join(required)})"
+    expected = (f"a UTF-8 TSV with the columns {', '.join(columns)}"
+                + (f" (required: {', '.join(required)})" if required and required != columns else ""))
     if not Path(path).is_file():
         found = " (it is a directory)" if Path(path).is_dir() else ""
         raise InputError(f"{where}: {what} not found{found}; give {expected}")
