@@ -172,6 +172,8 @@ def test_cli_report_flag_on_gsea_and_genes_and_the_report_command(study, capsys)
     ("empty", "run.json' is missing"),
     ("bad_json", "cannot read"),
     ("cohort_demo", "cohort demo's two analyses"),  # run.json as demo --cohort writes it
+    # a table cut after its first columns: the report was written, empty, without a word
+    ("cut_table", "holds the columns gene_set, size, size_original, not those of a permenrich table"),
 ])
 def test_report_errors_are_one_line(tmp_path, capsys, setup, expected):
     folder = tmp_path / "out"
@@ -183,6 +185,9 @@ def test_report_errors_are_one_line(tmp_path, capsys, setup, expected):
         (folder / "run.json").write_text(json.dumps({"demo": {"simulated": True}, "analyses": {"unadjusted": {},
                                                                                                 "adjusted": {}}}))
         (folder / "results.tsv").write_text("analysis\tgene_set\n")
+    if setup == "cut_table":
+        (folder / "run.json").write_text(json.dumps({"command": "gsea", "output": {"written_by": "permenrich"}}))
+        (folder / "results.tsv").write_text("gene_set\tsize\tsize_original\nSET_UP\t8\t8\n")
     assert main(["report", str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("permenrich: error: ") and expected in err

@@ -147,6 +147,11 @@ def _read_output(out: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {str(results_file)!r} ({exc}); rerun the analysis to write it "
                          "again") from None
+    if _analysis_kind(run, table) == "other":  # cut or edited: a report of it would be empty
+        raise InputError(f"{str(results_file)!r} holds the columns {', '.join(map(str, table.columns[:6]))}"
+                         f"{', ...' if table.shape[1] > 6 else ''}, not those of a permenrich table (gene sets with "
+                         "nes and fdr, an ORA table, or genes with statistic and pval); rerun the analysis to write "
+                         "it again")
     return run, table
 
 
