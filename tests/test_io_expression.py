@@ -189,6 +189,16 @@ def test_gsea_txt_with_descriptions_all_missing(tmp_path: Path, description: str
     assert list(expr.sample_ids) == ["S0", "S1"]
 
 
+def test_a_missing_value_names_its_sample_and_an_overflow_says_so(tmp_path: Path) -> None:
+    """The message named the gene only, and 1e400 (read as inf) was 'missing'."""
+    with pytest.raises(InputError, match=r"gene 'g2' has 1 missing or non-finite values, e.g. sample 'B': missing "
+                                         r"\(1 genes in all have some\)"):
+        read_expression(write(tmp_path / "t.txt", "gene\tA\tB\ng1\t1\t2\ng2\t3\tNA\n"))
+    with pytest.raises(InputError, match=r"e.g. sample 'A': inf \(a number beyond float64's range, such as 1e400, "
+                                         r"reads as infinite\)"):
+        read_expression(write(tmp_path / "t.txt", "gene\tA\tB\ng1\t1\t2\ng2\t1e400\t4\n"))
+
+
 def test_table_without_a_header_row_is_refused(tmp_path: Path) -> None:
     """The first gene's values were taken for sample names: the gene lost, exit 0."""
     with pytest.raises(InputError, match=r"t.txt: line 1: the sample names are all numbers \('7.25', '1.5'\): the "

@@ -483,7 +483,8 @@ def test_missing_values_count_only_in_analysed_samples(tmp_path, kind):
     # the NK cells analysed: refused in memory under 'error' (streamed: always), dropped under 'drop'
     nk = dict(kwargs, case="NK")
     with pytest.raises(permenrich.InputError, match=r"gene 'G5' has 1 missing or non-finite values in the analysed "
-                                                    r"samples \(2 genes in all have some\); use nan_policy='drop'"):
+                                                    r"samples, e.g. sample 'c2': missing \(2 genes in all have some\); "
+                                                    r"use nan_policy='drop'"):
         permenrich.genes(path, None, memory="1GB", **nk)
     with pytest.raises(permenrich.InputError, match="gene 'G5', sample 'c2' has a missing or non-finite value"):
         permenrich.genes(path, None, memory="1MB", **nk)

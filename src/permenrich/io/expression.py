@@ -580,10 +580,14 @@ def apply_nan_policy(expr: ExpressionData, nan_policy: str, *, scope: str = "") 
         if nan_policy == "error":
             first = partial[0]
             n_bad = int((~finite[first]).sum())
+            column = int(np.flatnonzero(~finite[first])[0])
+            value = float(expr.values[first, column])
+            what = ("missing" if np.isnan(value) else
+                    f"{value} (a number beyond float64's range, such as 1e400, reads as infinite)")
             raise InputError(
-                f"{where}: gene {expr.gene_ids[first]!r} has {n_bad} missing or non-finite values{scope} "
-                f"({partial.size} genes in all have some); use {option('nan_policy', 'drop')} "
-                "to drop such genes, or fill them before reading"
+                f"{where}: gene {expr.gene_ids[first]!r} has {n_bad} missing or non-finite values{scope}, e.g. "
+                f"sample {str(expr.sample_ids[column])!r}: {what} ({partial.size} genes in all have some); use "
+                f"{option('nan_policy', 'drop')} to drop such genes, or fill them before reading"
             )
         logger.warning("%s: dropped %d genes with some NaN/inf values%s (%s)", where, partial.size, scope,
                        option("nan_policy", "drop"))
