@@ -155,6 +155,15 @@ def test_every_worker_killed_at_once_changes_nothing(client):
     client.wait_for_workers(2, timeout=120)
 
 
+def _genes_options(expr: pd.DataFrame, labels: list, **changed) -> dict:
+    """prepare_genes' options for a plain welch_t run of ``expr`` (classes A and B)."""
+    return {**dict(expr=expr, phenotype=labels, groupby=None, case="A", control="B", phenotype_column=None,
+                strata=None, pairs=None, covariates=None, metric="welch_t", alternative="two-sided",
+                permutations=200, seed=0, collapse="mean", chip=None, nan_policy="error", zero_variance="drop",
+                normalize="none", pseudobulk=None, pseudobulk_method="sum", batch_size=50, memory="1GB", threads=1,
+                device="cpu"), **changed}
+
+
 def _prepare_that_fails_on_workers(options: dict) -> runner.Prepared:
     try:
         distributed.get_worker()
@@ -179,11 +188,7 @@ def test_workers_that_keep_dying_end_the_run_in_one_line(client):
     from permenrich.errors import ClusterError
 
     expr, labels, _ = _cohort(n_genes=100)
-    options = dict(expr=expr, phenotype=labels, groupby=None, case="A", control="B", phenotype_column=None,
-                   strata=None, pairs=None, covariates=None, metric="welch_t", alternative="two-sided",
-                   permutations=200, seed=0,
-                   collapse="mean", chip=None, nan_policy="error", zero_variance="drop", normalize="none",
-                   pseudobulk=None, pseudobulk_method="sum", batch_size=200, memory="1GB", threads=1, device="cpu")
+    options = _genes_options(expr, labels, batch_size=200)
     try:
         with pytest.raises(ClusterError, match=r"^(the Dask workers holding this run's options were lost \d+ times|"
                                                r"Dask workers died (once|\d+ times|repeatedly) while running one range of "
@@ -201,11 +206,7 @@ def test_killed_worker_is_one_line():
     from permenrich.errors import ClusterError
 
     expr, labels, _ = _cohort(n_genes=100)
-    options = dict(expr=expr, phenotype=labels, groupby=None, case="A", control="B", phenotype_column=None,
-                   strata=None, pairs=None, covariates=None, metric="welch_t", alternative="two-sided",
-                   permutations=200, seed=0,
-                   collapse="mean", chip=None, nan_policy="error", zero_variance="drop", normalize="none",
-                   pseudobulk=None, pseudobulk_method="sum", batch_size=200, memory="1GB", threads=1, device="cpu")
+    options = _genes_options(expr, labels, batch_size=200)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                       silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as one:
@@ -216,11 +217,7 @@ def test_killed_worker_is_one_line():
 
 def test_an_input_error_on_a_worker_is_the_same_one_line_error(client):
     expr, labels, _ = _cohort(n_genes=100)
-    options = dict(expr=expr, phenotype=labels, groupby=None, case="A", control="B", phenotype_column=None,
-                   strata=None, pairs=None, covariates=None, metric="welch_t", alternative="two-sided",
-                   permutations=200, seed=0,
-                   collapse="mean", chip=None, nan_policy="error", zero_variance="drop", normalize="none",
-                   pseudobulk=None, pseudobulk_method="sum", batch_size=50, memory="1GB", threads=1, device="cpu")
+    options = _genes_options(expr, labels, batch_size=50)
     with pytest.raises(InputError, match=r"^expr.gct: line 7, column 3: expected a number, found 'n/a'"):
         runner.run(_prepare_that_fails_on_workers, options, client=client)
 

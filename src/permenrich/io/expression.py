@@ -890,7 +890,7 @@ def _table_samples(header: list[str], n_lead: int, header_line: int, where: str)
     if n_lead > 1:
         logger.debug("%s: ignoring descriptive columns %s", where, header[1:n_lead])
     sample_ids = np.array([h.strip() for h in header[n_lead:]], dtype=object)
-    if all(_is_float_text(h) for h in sample_ids) and any(not h.lstrip("+-").isdigit() for h in sample_ids):
+    if all(is_number(h) for h in sample_ids) and any(not h.lstrip("+-").isdigit() for h in sample_ids):
         raise InputError(
             f"{where}: line {header_line}: the sample names are all numbers ({_preview(list(sample_ids), 3)}): the "
             "file seems to lack its header row; add one (a name for the gene ids, then one name per sample)"
@@ -904,9 +904,10 @@ def _table_samples(header: list[str], n_lead: int, header_line: int, where: str)
     return sample_ids
 
 
-def _is_float_text(text: str) -> bool:
+def is_number(text: object) -> bool:
+    """Whether ``text`` reads as a number (as ``float()`` reads it: 'nan' and 'inf' too)."""
     try:
-        float(text)
+        float(str(text))
     except ValueError:
         return False
     return True

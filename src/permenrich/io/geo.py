@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from permenrich.errors import InputError, option
-from permenrich.io.expression import ExpressionData, _existing_file, _preview, _read_text, _split_lines
+from permenrich.io.expression import ExpressionData, _existing_file, _preview, _read_text, _split_lines, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
     try:
         values[~missing] = table[~missing].astype(np.float64)
     except ValueError:
-        bad = next((i, j) for i, j in zip(*np.nonzero(~missing)) if not _is_number(table[i, j]))
+        bad = next((i, j) for i, j in zip(*np.nonzero(~missing)) if not is_number(table[i, j]))
         raise InputError(f"{where}: line {row_lines[bad[0]]}, column {bad[1] + 2}: expected a number, found "
                          f"{table[bad]!r}; use an empty field or null for a missing value") from None
     obs = pd.DataFrame(annotations, index=samples) if annotations else pd.DataFrame(index=samples)
@@ -201,14 +201,6 @@ def warn_if_unlogged(data: ExpressionData) -> None:
     if finite.size and finite.max() > UNLOGGED_ABOVE:
         logger.warning("%s: values reach %.4g: the series looks unlogged; most analyses expect log2 values "
                        "(%s)", data.source, float(finite.max()), option("normalize", "log2"))
-
-
-def _is_number(text: object) -> bool:
-    try:
-        float(str(text))
-    except ValueError:
-        return False
-    return True
 
 
 def read_platform_table(path: str | Path) -> dict[str, list[str]]:

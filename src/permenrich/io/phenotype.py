@@ -14,6 +14,7 @@ import pandas as pd
 from permenrich.errors import InputError, OptionError, option
 from permenrich.io.expression import (
     check_header_row,
+    is_number,
     ExpressionData,
     _existing_file,
     _format_suffix,
@@ -599,17 +600,9 @@ def read_numeric_cls(path: str | Path, name: str | None = None) -> tuple[str, np
     try:
         values = np.array([float(f) for f in fields])
     except ValueError:
-        bad = next(f for f in fields if not _is_float(f))
+        bad = next(f for f in fields if not is_number(f))
         raise InputError(f"{where}: line {line}: value {bad!r} is not a number") from None
     return chosen, values
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def is_sample_sheet(path: str | Path) -> bool:
@@ -668,7 +661,7 @@ def continuous_phenotype(expr: ExpressionData, phenotype: Any, column: str | Non
     numbers = np.empty(len(values))
     for i, v in enumerate(values):
         text = str(v).strip()
-        if text == "" or not _is_float(text):
+        if text == "" or not is_number(text):
             raise InputError(f"{source}: phenotype {name!r} of sample {expr.sample_ids[i]!r} is {text!r}, "
                              "not a number; give every sample a numeric value")
         numbers[i] = float(text)

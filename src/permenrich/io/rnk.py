@@ -25,6 +25,7 @@ from permenrich.io.expression import (
     _format_suffix,
     _read_text,
     _split_lines,
+    is_number,
     refuse_other_role,
 )
 
@@ -235,7 +236,7 @@ def _parse_rnk_text(text: str, where: str, *, sep: str) -> tuple[np.ndarray, np.
 
     # GSEA's rule: a first line whose score does not parse is a header.
     first_score = score_text.iloc[0]
-    if not missing[0] and not _is_number(first_score):
+    if not missing[0] and not is_number(first_score):
         if len(rows) == 1:
             raise InputError(
                 f"{where}: line {line_numbers[0]} is the only data line and looks like a header (column 2 is "
@@ -275,14 +276,6 @@ def _unquote(values: pd.Series) -> pd.Series:
     return values.str.replace(r'^"(.*)"$', r"\1", regex=True).str.strip()
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _parse_scores(
     text: np.ndarray, missing: np.ndarray, numbers: np.ndarray, where: str, unit: str = "line"
 ) -> np.ndarray:
@@ -296,7 +289,7 @@ def _parse_scores(
     # each candidate with float() and report the first in file order.
     parsed = pd.to_numeric(pd.Series(cleaned, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
     for i in np.flatnonzero(np.isnan(parsed) & ~missing):
-        if not _is_number(cleaned[i]):
+        if not is_number(cleaned[i]):
             column = ", column 2" if unit == "line" else ""
             hint = (
                 "use '.' as the decimal separator" if _DECIMAL_COMMA.match(str(cleaned[i]))
