@@ -256,7 +256,8 @@ def test_a_report_of_several_contrasts_draws_each_contrast_and_states_the_floor(
     text = " ".join(page.text)
     assert len(page.images) == 2
     assert "contrast tumour_vs_normal: Top gene sets by NES" in text and "contrast a_vs_b: Top gene sets" in text
-    assert "1/(200+1) = 0.00498 (random permutations), in every contrast" in text
+    assert ("about 0.00995 (2 x 1/(200+1): a set's p counts only the null scores of its sign); random permutations, "
+            "in every contrast") in text
     assert "not a permutation test" not in text
 
 

@@ -192,3 +192,40 @@ def test_plain_python_still_prints_a_runs_warnings(tmp_path):
             "print(len(t.attrs['run']['warnings']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "no p-value can fall below" in done.stderr and done.stdout.strip() == "1"
+
+
+def test_the_p_floor_warning_states_the_attainable_floor(caplog):
+    """The warning said 1/labellings everywhere: 3 vs 3 two-sided reaches only 2/20 (a
+    labelling and its complement score alike), 7 pairs two-sided 2/128 (no warning was
+    given), and GSEA's sign-specific p about twice the floor; checked against the p-values
+    the runs reach."""
+    import logging
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(30, 14))
+    values[0, :7] += 50.0  # as extreme as a gene can be
+    expr = pd.DataFrame(values, index=[f"g{i}" for i in range(30)], columns=[f"s{j}" for j in range(14)])
+    six = expr.iloc[:, [0, 1, 2, 7, 8, 9]]
+    sets = {"S": [f"g{i}" for i in range(8)]}
+
+    def said(run):
+        with caplog.at_level(logging.WARNING, logger="permenrich"):
+            caplog.clear()
+            table = run()
+        floors = [r.getMessage() for r in caplog.records if "no p-value can fall below" in r.getMessage()]
+        return table, floors
+
+    table, floors = said(lambda: permenrich.genes(six, ["a"] * 3 + ["b"] * 3, permutations=100, device="cpu"))
+    assert table.pval.min() == 0.1 and "below 0.1 (2 x 1/20: each labelling's complement" in floors[0]
+    table, floors = said(lambda: permenrich.genes(six, ["a"] * 3 + ["b"] * 3, permutations=100, device="cpu",
+                                                  alternative="greater"))
+    assert table.pval.min() == 0.05 and "below 0.05 (1/20)" in floors[0]
+    sheet = pd.DataFrame({"group": ["a"] * 7 + ["b"] * 7, "pair": [f"p{i % 7}" for i in range(14)]},
+                         index=expr.columns)
+    table, floors = said(lambda: permenrich.genes(expr, sheet, groupby="group", case="a", control="b", pairs="pair",
+                                                  permutations=1000, device="cpu"))
+    assert table.pval.min() == 2 / 128 and "below 0.0156 (2 x 1/128" in floors[0]
+    table, floors = said(lambda: permenrich.gsea(six, ["a"] * 3 + ["b"] * 3, sets, min_size=5, permutations=100,
+                                                 device="cpu"))
+    assert "below about 0.1 (2 x 1/20: a set's p counts only the null scores of its sign)" in floors[0]
+    assert table.pval.min() >= 1 / table.n_null_same_sign.max()

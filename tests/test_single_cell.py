@@ -233,7 +233,7 @@ def test_smallest_attainable_p_value_is_said_up_front(cells, caplog):
     labels = list(adata.obs.cell_type)
     with caplog.at_level(logging.WARNING, logger="permenrich"):
         result = permenrich.genes(frame, labels, case="T", control="B", permutations=50, device="cpu")
-    message = "<DataFrame>: no p-value can fall below 0.0196: 50 permutations; raise permutations="
+    message = "<DataFrame>: no p-value can fall below 0.0196 (1/(50+1)): 50 permutations; raise permutations="
     assert any(m.startswith(message) for m in _warnings(caplog))
     assert any(m.startswith(message) for m in result.attrs["run"]["design"]["warnings"])
     small = frame.iloc[:, [0, 1, 2, 10, 11, 12]]
@@ -242,7 +242,8 @@ def test_smallest_attainable_p_value_is_said_up_front(cells, caplog):
         result = permenrich.genes(small, ["T"] * 3 + ["B"] * 3, case="T", control="B", permutations=1000,
                                   device="cpu")
     assert result.attrs["run"]["permutation_plan"]["exact_enumeration"]
-    assert any("no p-value can fall below 0.05: the design has only 20 distinct labellings" in m
+    assert any("no p-value can fall below 0.1 (2 x 1/20: each labelling's complement scores alike, two-sided): the "
+               "design has only 20 distinct labellings" in m
                for m in _warnings(caplog))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="permenrich"):

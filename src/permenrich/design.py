@@ -221,6 +221,14 @@ class PermutationPlan:
         sizes = np.diff(self._offsets)
         return int(((self._drawn == 0) | (self._drawn == sizes)).sum()) if sizes.size > 1 else 0
 
+    @property
+    def mirrored(self) -> bool:
+        """Whether every labelling's complement (the classes swapped) is a labelling too:
+        two groups of equal size in every stratum (pairs included). A two-sided statistic
+        then scores a labelling and its complement alike, and no exact p-value falls below
+        2/labellings."""
+        return self.mode == MODE_SUBSET and bool(np.all(2 * self._drawn == np.diff(self._offsets)))
+
     def labellings(self, perm_start: int, perm_stop: int) -> np.ndarray:
         """Labellings ``[perm_start, perm_stop)``.
 
@@ -264,4 +272,5 @@ class PermutationPlan:
         if isinstance(self.design, TwoGroupLabels):
             info["drawn_class"] = "case" if self.design.drawn_is_case else "control"
             info["strata_with_fixed_labels"] = self.fixed_strata
+            info["complements_are_labellings"] = self.mirrored
         return info

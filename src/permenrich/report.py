@@ -241,10 +241,16 @@ def _p_floor(run: Mapping[str, Any]) -> str:
         return "not a permutation test (analytic p-values)"
     if parameters.get("p_method") == "multilevel":
         return f"multilevel estimation down to eps = {parameters.get('eps')}"
-    if plan.get("exact_enumeration"):
-        return (f"1/{permutations} = {1 / permutations:.3g} (exact: all {permutations} distinct labellings "
-                "enumerated)")
-    return f"1/({permutations}+1) = {1 / (permutations + 1):.3g} (random permutations)"
+    from .modes._shared import p_floor
+
+    exact = bool(plan.get("exact_enumeration"))
+    command = str(run.get("command", ""))
+    said = p_floor(permutations, exact, mirrored=bool(plan.get("complements_are_labellings")),
+                   two_sided=parameters.get("alternative") == "two-sided",
+                   sign_specific=(command.split() or [""])[0] in ("gsea", "prerank")
+                   or parameters.get("mode") == "gsea")[1]
+    return said + (f"; exact: all {permutations} distinct labellings enumerated" if exact
+                   else "; random permutations")
 
 
 def _design_section(run: Mapping[str, Any]) -> str:

@@ -96,7 +96,7 @@ def prepare_study(o: Any, started: float, restrict: Callable[[Study], Study] | N
         study = restrict(study)
     design = study.design
     plan = PermutationPlan(design, int(o.permutations), int(o.seed), random_only=getattr(o, "random_only", False))
-    _warn_about_p_floor(plan, study)
+    _warn_about_p_floor(plan, study, o, ranking)
     read_seconds = time.perf_counter() - started
     prepare_gene_statistic(backend, study, metric)
     centre = 0.0
@@ -121,25 +121,45 @@ def prepare_gene_statistic(backend: Any, study: Study, metric: Metric) -> None:
                               drawn_is_case=getattr(design, "drawn_is_case", True), covariates=study.covariates)
 
 
-def _warn_about_p_floor(plan: PermutationPlan, study: Study) -> None:
+def _warn_about_p_floor(plan: PermutationPlan, study: Study, o: Any, ranking: bool) -> None:
     """Say up front when no p-value of the run can fall below :data:`P_FLOOR_WARNING`."""
-    message = p_floor_warning(study.source, plan.n_perm, plan.exact)
+    message = p_floor_warning(study.source, plan.n_perm, plan.exact, mirrored=plan.mirrored,
+                              two_sided=getattr(o, "alternative", None) == "two-sided",
+                              sign_specific=ranking)  # GSEA's p, whatever the set statistic
     if message is not None:
         design_warning(study.info, message)
 
 
-def p_floor_warning(source: str, n_perm: int, exact: bool = False) -> str | None:
+def p_floor(n_perm: int, exact: bool = False, *, mirrored: bool = False, two_sided: bool = False,
+            sign_specific: bool = False) -> tuple[float, str]:
+    """The smallest p-value a run can report, and in words how it comes about.
+
+    1/labellings under exact enumeration (the observed labelling is one of them), else
+    1/(permutations + 1); twice that for a two-sided test when every labelling's
+    complement is a labelling (it scores alike), and about twice that for GSEA's
+    sign-specific p-value (only the null scores of the observed sign count: about half;
+    the words then begin with "about").
+    """
+    base = 1.0 / n_perm if exact else 1.0 / (n_perm + 1)
+    said = f"1/{n_perm}" if exact else f"1/({n_perm}+1)"
+    if sign_specific:
+        return 2 * base, f"about {2 * base:.3g} (2 x {said}: a set's p counts only the null scores of its sign)"
+    if two_sided and exact and mirrored:
+        return 2 * base, f"{2 * base:.3g} (2 x {said}: each labelling's complement scores alike, two-sided)"
+    return base, f"{base:.3g} ({said})"
+
+
+def p_floor_warning(source: str, n_perm: int, exact: bool = False, **design: bool) -> str | None:
     """The warning that no p-value of a run of ``n_perm`` permutations (all of them, when
-    ``exact``) can fall below :data:`P_FLOOR_WARNING`, or None when one can. The floor
-    is 1/labellings under exact enumeration (the observed labelling is one of them),
-    else 1/(permutations + 1)."""
-    floor = 1.0 / n_perm if exact else 1.0 / (n_perm + 1)
+    ``exact``) can fall below :data:`P_FLOOR_WARNING`, or None when one can; ``design``
+    as :func:`p_floor`."""
+    floor, said = p_floor(n_perm, exact, **design)
     if floor <= P_FLOOR_WARNING:
         return None
     why = (f"the design has only {n_perm} distinct labellings (all enumerated); smaller p-values need more "
            "samples (or fewer strata)" if exact
            else f"{n_perm} permutations; raise {option('permutations')} for smaller p-values")
-    return f"{source}: no p-value can fall below {floor:.3g}: {why}"
+    return f"{source}: no p-value can fall below {said}: {why}"
 
 
 def check_observed_statistics(stat: np.ndarray, gene_ids: np.ndarray, metric: str, source: str,

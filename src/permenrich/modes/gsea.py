@@ -455,7 +455,7 @@ def prepare_prerank(options: dict) -> Prepared:
     observed = sorted_positions_scores(index.members, index.offsets, es_stat, float(o.weight), o.set_statistic)
     sizes, size_slot = np.unique(index.sizes, return_inverse=True)
     n_perm = int(o.permutations)
-    floor = p_floor_warning(ranked.source, n_perm) if o.p_method == "permutation" else None
+    floor = p_floor_warning(ranked.source, n_perm, sign_specific=True) if o.p_method == "permutation" else None
     if floor is not None:  # as gsea and genes say
         logger.warning("%s", floor)
 
