@@ -59,7 +59,7 @@ def test_small_pseudo_samples_are_dropped_with_one_warning(cells, caplog):
     design = result.attrs["run"]["design"]
     assert design["pseudobulk"]["dropped"] == SMALL and design["pseudobulk"]["samples"] == 10
     assert design["pseudobulk"]["min_cells"] == 10 and design["pseudobulk"]["cells_per_sample_min"] == 12
-    warned = [w for w in design["warnings"] if "pseudo-samples" in w]
+    warned = [w for w in design["warnings"] if "pseudo-samples with fewer than" in w]
     assert len(warned) == 1
     assert "dropped 2 of 12 pseudo-samples with fewer than min_cells=10 cells: d4|B (3), d5|T (4)" in warned[0]
     assert sum("dropped 2 of 12" in r.getMessage() for r in caplog.records) == 1
@@ -69,7 +69,7 @@ def test_small_pseudo_samples_are_dropped_with_one_warning(cells, caplog):
 def test_min_cells_zero_keeps_every_pseudo_sample(cells):
     design = permenrich.genes(cells, pseudobulk="donor", min_cells=0, **FAST).attrs["run"]["design"]
     assert design["pseudobulk"]["samples"] == 12 and "dropped" not in design["pseudobulk"]
-    assert not [w for w in design.get("warnings", []) if "pseudo-samples" in w]
+    assert not [w for w in design.get("warnings", []) if "pseudo-samples with fewer than" in w]
 
 
 @pytest.mark.parametrize("min_cells, drop", [(10, SMALL), (0, [])])
@@ -125,7 +125,8 @@ def test_tl_over_every_group_leaves_out_a_group_too_rare_to_pseudobulk(cells, ca
         tl.genes(adata, "cell_type", **options)
     store = adata.uns["permenrich"]["permenrich_genes"]
     assert set(store["results"].group) == {"B", "T"} and store["params"]["groups"] == ["B", "T"]
-    assert "pDC" in store["params"]["skipped_groups"] and "group 'pDC' left out" in caplog.text
+    assert "pDC" in store["params"]["skipped_groups"]
+    assert "group 'pDC': min_cells=10 dropped every pseudo-sample" in caplog.text and "the group is left out" in caplog.text
     with pytest.raises(permenrich.InputError, match=r"dropped every pseudo-sample of cell_type 'pDC'"):
         tl.genes(adata, "cell_type", groups=["pDC"], **options)
 
@@ -138,9 +139,21 @@ def test_only_the_compared_groups_pseudo_samples_are_warned_about(cells):
     cells.obs = obs
     design = permenrich.genes(cells, pseudobulk="donor", **FAST).attrs["run"]["design"]
     assert design["pseudobulk"]["dropped"] == ["d4|NK", "d5|T"]
-    warned = [w for w in design["warnings"] if "pseudo-samples" in w]
+    warned = [w for w in design["warnings"] if "pseudo-samples with fewer than" in w]
     assert len(warned) == 1 and warned[0].endswith("dropped 1 of 12 pseudo-samples with fewer than min_cells=10 "
                                                    "cells: d5|T (4)")
     # against the rest every group is analysed, so each dropped one is said
     rest = permenrich.genes(cells, pseudobulk="donor", **{**FAST, "control": "rest"}).attrs["run"]["design"]
     assert any("dropped 2 of 12" in w for w in rest["warnings"])
+
+
+def test_unnormalised_sums_of_unequal_pseudo_samples_are_warned_about(cells):
+    """Summed pseudo-samples grow with their numbers of cells: without normalisation the
+    cell counts decide the test (iid counts, 4x rarer cells in one group: every gene
+    'significant'), and nothing said so."""
+    def warned(**options):
+        design = permenrich.genes(cells, pseudobulk="donor", **FAST, **options).attrs["run"]["design"]
+        return [w for w in design.get("warnings", []) if "not normalised" in w]
+
+    assert "summed over 12 to 15 cells and not normalised" in warned()[0]
+    assert not warned(normalize="log1p_cpm") and not warned(pseudobulk_method="mean")

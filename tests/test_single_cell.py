@@ -474,3 +474,66 @@ def test_tl_results_of_a_group_named_with_a_slash_save_to_h5ad(cells, tmp_path):
         adata.write_h5ad(path)
     stored = anndata.read_h5ad(path).uns["permenrich"]["permenrich_genes"]
     assert json.loads(stored["runs"].loc["CD4+/CD25 T Reg", "run"])["parameters"]["case"] == "CD4+/CD25 T Reg"
+
+
+def test_tl_reads_group_labels_as_the_design_does(cells):
+    """'T ' beside 'T' was a group of its own for tl (which then failed) and a second
+    pseudo-sample per donor (two pseudoreplicates, silently); 'nan' (a scanpy astype(str)
+    of missing values) was a group that failed after the others had run; duplicated
+    groups= stored every row twice."""
+    adata, _ = cells
+    donors = np.tile([f"d{i}" for i in range(5)], N_CELLS // 5)
+    labels = GROUPS.astype(object).copy()
+    labels[GROUPS == "T"] = np.where(np.arange(int((GROUPS == "T").sum())) % 2, "T ", "T")
+    labels[-3:] = "nan"
+    tidy = GROUPS.astype(object).copy()
+    tidy[-3:] = None
+    messy, clean = adata.copy(), adata.copy()
+    messy.obs = pd.DataFrame({"cell_type": labels, "donor": donors}, index=adata.obs_names)
+    clean.obs = pd.DataFrame({"cell_type": tidy, "donor": donors}, index=adata.obs_names)
+    options = dict(layer="counts", pseudobulk="donor", min_cells=0, **FAST)
+    tl.genes(messy, "cell_type", groups=["T", "T", "B"], reference="Mono", **options)
+    tl.genes(clean, "cell_type", groups=["T", "B"], reference="Mono", **options)
+    got, expected = (a.uns["permenrich"]["permenrich_genes"] for a in (messy, clean))
+    assert got["params"]["groups"] == ["T", "B"]
+    assert_identical(got["results"], expected["results"])
+    runs = json.loads(got["runs"].loc["T", "run"])
+    assert runs["design"]["n_case"] == 5  # one pseudo-sample per donor, not two
+    tl.genes(messy, "cell_type", key_added="every", **dict(options, min_cells=0))
+    assert "nan" not in set(messy.uns["permenrich"]["every"]["results"].group)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(key_added="run/1"), "'/' cannot be part of a key that an h5ad file keeps"),
+    (dict(permutation=10), "permenrich.tl.genes: unknown option 'permutation'"),
+    (dict(metric="pearson"), "metric 'pearson' correlates with a numeric phenotype"),
+])
+def test_tl_refuses_before_running(cells, change, message):
+    adata, _ = cells
+    with pytest.raises(permenrich.OptionError, match=message):
+        tl.genes(adata, "cell_type", **{**FAST, **change})
+
+
+def test_tl_copy_of_a_backed_anndata_is_refused_before_running(cells, tmp_path):
+    adata, _ = cells
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    backed = anndata.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    with pytest.raises(permenrich.OptionError, match="copy=True needs an AnnData in memory"):
+        tl.genes(backed, "cell_type", copy=True, **FAST)
+    backed.file.close()
+
+
+def test_tl_over_every_group_leaves_out_one_that_cannot_be_tested(cells, caplog):
+    """One pseudo-sample left in a group (other causes than min_cells emptying it) ended
+    the whole run after the other groups had been computed, and nothing was stored."""
+    adata, _ = cells
+    donors = np.tile([f"d{i}" for i in range(5)], N_CELLS // 5).astype(object)
+    donors[GROUPS == "NK"] = "d0"  # NK: one pseudo-sample
+    adata.obs["donor"] = donors
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        tl.genes(adata, "cell_type", layer="counts", pseudobulk="donor", min_cells=0, **FAST)
+    store = adata.uns["permenrich"]["permenrich_genes"]
+    assert set(store["results"].group) == {"T", "B", "Mono"} and "NK" in json.loads(store["params"]["skipped_groups"])
+    assert "permenrich.tl.genes: group 'NK': " in caplog.text
+    with pytest.raises(permenrich.InputError, match="permenrich.tl.genes: group 'NK': "):
+        tl.genes(adata, "cell_type", groups=["NK"], layer="counts", pseudobulk="donor", min_cells=0, **FAST)

@@ -294,6 +294,13 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
             design_warning(info, f"{matrix_source.source}: {unkeyed} of {len(obs)} cells have no value in "
                                  f"{' or '.join(repr(c) for c in columns)} and are left out of the pseudobulk")
         data, dropped = _drop_small_pseudo_samples(data, min_cells, columns, info, compared)
+        cells = data.obs["n_cells"]
+        if pseudobulk_method == "sum" and normalize == "none" and cells.min() != cells.max():
+            design_warning(info, f"{matrix_source.source}: pseudo-samples summed over {int(cells.min())} to "
+                                 f"{int(cells.max())} cells and not normalised: each one's values grow with its "
+                                 f"number of cells, which then decides the test; give "
+                                 f"{option('normalize', 'log1p_cpm')} (counts) or "
+                                 f"{option('pseudobulk_method', 'mean')} (normalised data)")
         info.update({"matrix_storage": "in memory (pseudobulk)", "pseudobulk": {
             "by": columns, "method": pseudobulk_method, "samples": int(data.n_samples),
             "cells_per_sample_min": int(data.obs["n_cells"].min()),

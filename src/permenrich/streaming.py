@@ -22,6 +22,7 @@ import pandas as pd
 
 from ._pipeline import format_bytes
 from .errors import InputError, OptionError, option
+from .io.phenotype import clean_labels
 from .io.expression import (
     MAX_ABS_VALUE,
     MIN_ABS_VALUE,
@@ -505,7 +506,7 @@ def pseudobulk(source: Any, keys: pd.DataFrame, *, method: str = "sum", max_bloc
     # Group code per cell from the per-column codes (no per-cell string building).
     column_codes, column_levels = [], []
     for column in keys.columns:
-        codes, levels = pd.factorize(keys[column].astype("string"), sort=True)
+        codes, levels = pd.factorize(clean_labels(keys[column]), sort=True)  # as the design reads labels
         column_codes.append(codes)
         column_levels.append(np.asarray(levels, dtype=object))
     codes_matrix = np.stack(column_codes, axis=1)

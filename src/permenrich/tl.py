@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ClassEmptiedError, InputError, OptionError, option
-from .io.phenotype import REST
+from .io.phenotype import REST, clean_labels
 
 logger = logging.getLogger("permenrich")
 
@@ -186,6 +186,24 @@ def _each_group(mode: str, run: Callable[..., pd.DataFrame], adata: Any, groupby
                           "groups= and reference=; drop it")
     if not isinstance(key_added, str) or not key_added:
         raise OptionError(f"key_added must be a non-empty string, got {key_added!r}")
+    if "/" in key_added:  # h5ad would store it as nested groups, and read it back as such
+        raise OptionError(f"key_added={key_added!r}: '/' cannot be part of a key that an h5ad file keeps; use "
+                          "another character")
+    if copy and getattr(adata, "isbacked", False):  # found only after every permutation had run
+        raise OptionError(f"permenrich.tl.{mode}: copy=True needs an AnnData in memory, and this one is backed by "
+                          f"{adata.filename}: use copy=False (the results go to its uns), or adata.to_memory()")
+    import inspect
+
+    from . import api
+
+    unknown = sorted(set(options) - set(inspect.signature(getattr(api, mode)).parameters))
+    if unknown:  # (a TypeError from the run otherwise)
+        raise OptionError(f"permenrich.tl.{mode}: unknown option {unknown[0]!r}; it takes the options of "
+                          f"permenrich.{mode}")
+    metric = options.get("metric")
+    if isinstance(metric, str) and metric in ("pearson", "spearman"):
+        raise OptionError(f"permenrich.tl.{mode} compares groups of {groupby!r}; metric {metric!r} correlates with a "
+                          f"numeric phenotype: use permenrich.{mode} with phenotype_column=")
     chosen, reference = _groups(adata.obs, groupby, groups, reference)
     use_raw = bool(use_raw)  # None (scanpy's "not given") reads X, as False does
     parts = []
@@ -195,12 +213,16 @@ def _each_group(mode: str, run: Callable[..., pd.DataFrame], adata: Any, groupby
         try:
             table = run(adata, groupby=groupby, case=group, control=reference, layer=layer, use_raw=use_raw,
                         **options)
-        except ClassEmptiedError as error:
-            # Running every group: one too rare to pseudobulk (at min_cells) should not
-            # discard the others; a group asked for by name, or the reference, still stops.
-            if groups is not None or error.level != str(group) or len(skipped) + 1 == len(chosen):
-                raise
-            logger.warning("permenrich.tl.%s: group %r left out: %s", mode, group, error)
+        except (InputError, OptionError) as error:
+            # Running every group: one that cannot be tested (too rare to pseudobulk at
+            # min_cells, a single pseudo-sample) should not discard the others; a group
+            # asked for by name still stops, and so does an error every group meets.
+            said = f"permenrich.tl.{mode}: group {group!r}: {error}"
+            if groups is not None or len(skipped) + 1 == len(chosen) or (
+                    isinstance(error, ClassEmptiedError) and error.level != str(group)):
+                raise (ClassEmptiedError(said, error.level) if isinstance(error, ClassEmptiedError)
+                       else type(error)(said)) from None
+            logger.warning("%s; the group is left out", said)
             skipped[group] = str(error)
             continue
         runs[group] = json.dumps(table.attrs["run"], default=str)
@@ -230,9 +252,9 @@ def _groups(obs: pd.DataFrame, groupby: str, groups: Sequence[str] | None, refer
         raise InputError(f"<AnnData>: obs has no column {groupby!r}; available columns: "
                          f"{', '.join(map(repr, list(obs.columns)[:10])) or 'none'}")
     column = obs[groupby]
-    present = set(column.dropna().astype(str))
+    present = set(clean_labels(column).dropna())  # as the design reads them: 'T ' is 'T', 'nan' no group
     if isinstance(column.dtype, pd.CategoricalDtype):
-        levels = [str(c) for c in column.cat.categories if str(c) in present]
+        levels = list(dict.fromkeys(str(c).strip() for c in column.cat.categories if str(c).strip() in present))
     else:
         levels = sorted(present)
     listing = ", ".join(map(repr, levels[:10])) + (", ..." if len(levels) > 10 else "")
@@ -245,7 +267,7 @@ def _groups(obs: pd.DataFrame, groupby: str, groups: Sequence[str] | None, refer
     else:
         if isinstance(groups, str):
             groups = [groups]
-        chosen = [str(g) for g in groups]
+        chosen = list(dict.fromkeys(str(g).strip() for g in groups))  # each group once
         unknown = [g for g in chosen if g not in present]
         if unknown:
             raise OptionError(f"groups: {unknown[0]!r} is not a group of obs[{groupby!r}] ({listing})")

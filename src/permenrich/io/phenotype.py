@@ -524,6 +524,15 @@ def _label(value: Any) -> str:
     return "" if is_missing(text) else text
 
 
+def clean_labels(values: pd.Series) -> pd.Series:
+    """Labels as the design reads them (:func:`_label`), vectorised: text stripped,
+    missing values and the texts that mean "no value" as ``pd.NA`` (dtype ``string``).
+    Grouping cells by these (pseudobulk, tl's groups) joins 'T ' to 'T' as the design
+    does, and leaves 'nan' out."""
+    text = values.astype("string").str.strip()
+    return text.mask(text.isin(_MISSING_LABELS))
+
+
 def _categories(values: Any) -> list[str] | None:
     """Category order of a categorical, so that the first category is the case by default."""
     dtype = getattr(values, "dtype", None)
