@@ -537,3 +537,14 @@ def test_tl_over_every_group_leaves_out_one_that_cannot_be_tested(cells, caplog)
     assert "permenrich.tl.genes: group 'NK': " in caplog.text
     with pytest.raises(permenrich.InputError, match="permenrich.tl.genes: group 'NK': "):
         tl.genes(adata, "cell_type", groups=["NK"], layer="counts", pseudobulk="donor", min_cells=0, **FAST)
+
+
+def test_the_counts_warning_fits_the_matrix_chosen(cells):
+    """With use_raw=True already given, the warning still said 'pass ... use_raw=True'."""
+    adata, _ = cells
+    logged = adata.copy()
+    logged.raw = anndata.AnnData(X=np.log1p(adata.layers["counts"]) + 0.5, obs=adata.obs, var=adata.var)
+    design = permenrich.genes(logged, groupby="cell_type", case="T", control="B", use_raw=True,
+                              normalize="log1p_cpm", **FAST).attrs["run"]["design"]
+    said = [w for w in design["warnings"] if "expects raw counts" in w]
+    assert said and "raw.X holds no counts: pass the layer that does" in said[0] and "use_raw=True" not in said[0]

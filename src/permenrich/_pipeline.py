@@ -457,9 +457,13 @@ def _warn_unless_counts(values: np.ndarray, where: str, info: dict) -> None:
     columns = finite if finite.ndim == 1 else finite[:, :max(1, 4_000_000 // max(1, finite.shape[0]))]
     if np.array_equal(columns, np.floor(columns)):
         return
+    chosen = info.get("matrix")  # layer= or use_raw= given already: another matrix is needed
+    fix = (f"pass the counts, e.g. {option('layer', 'counts')} or {option('use_raw', True)}" if chosen is None
+           else f"{chosen} holds no counts: pass the layer that does, or give the data as normalised "
+                f"({option('normalize', 'none')})")
     design_warning(info, f"{where}: {option('normalize', 'log1p_cpm')} expects raw counts, but the values are "
                          f"non-integer and at most {float(finite.max()):.3g} (log-transformed or normalised?); "
-                         f"pass the counts, e.g. {option('layer', 'counts')} or {option('use_raw', True)}")
+                         f"{fix}")
 
 
 def _warn_if_pseudoreplicated(obs: pd.DataFrame | None, where: str, info: dict) -> None:
