@@ -274,6 +274,9 @@ def test_more_options_that_would_be_ignored_are_refused(study, capsys):
           "--eps", 1e-10], "--eps sets the multilevel p-values; give --p-method multilevel too"),
         (["gsea", *base, "--cls", study / "pheno.cls", "--set-statistic", "maxmean", "--weight", 2],
          "--weight weighs the running sum (set statistic ks)"),
+        # recorded in run.json, changing nothing
+        (["gsea", *base, "--cls", study / "pheno.cls", "--min-cells", 50],
+         "--min-cells 50 drops small pseudo-samples, and this run makes none: give --pseudobulk"),
     ]
     (study / "list.txt").write_text("\n".join(f"G{i}" for i in range(30)) + "\n")
     (study / "contrasts.tsv").write_text("name\tgroupby\tcase\tcontrol\ntn\tgroup\tt\tn\n")

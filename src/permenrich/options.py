@@ -36,6 +36,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "join": ("inner", "outer"),
 }
 
+#: The default of ``min_cells``: another value without ``pseudobulk`` would be ignored.
+DEFAULT_MIN_CELLS = 10
+
 #: Largest multilevel sample: each level keeps this many random sets per gene set, and
 #: the error estimate's digamma terms fail beyond float range (a 1e20 sample was a
 #: traceback after every permutation had run).
@@ -82,6 +85,9 @@ def check_options(options: dict[str, Any]) -> None:
         if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 0:
             raise OptionError(f"{option('min_cells')} must be a non-negative integer (0 keeps every pseudo-sample), "
                               f"got {value!r}")
+        if "pseudobulk" in options and options["pseudobulk"] is None and int(value) != DEFAULT_MIN_CELLS:
+            raise OptionError(f"{option('min_cells', value)} drops small pseudo-samples, and this run makes none: give "
+                              f"{option('pseudobulk')} (the donor column), or drop {option('min_cells')}")
     if options.get("top") is not None:
         _positive_integer("top", options["top"])
     if options.get("fdr") is not None:
