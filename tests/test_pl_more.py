@@ -323,3 +323,17 @@ def test_long_set_names_keep_their_ends_and_a_missing_fdr_is_grey(small_gsea):
     assert figure.axes[-1].get_ylabel() == "FDR q (grey: none)"
     bars = pl.barplot(table, top=5)
     assert all(patch.get_facecolor()[3] > 0 for patch in bars.axes[0].patches)
+
+
+def test_long_names_that_differ_in_the_middle_keep_distinct_ticks():
+    """Two names differing only in the middle got one tick label."""
+    from permenrich.pl import LABEL_CHARACTERS, short_label, short_labels
+
+    start, end = "HALLMARK_" + "A" * 60, "_" + "Z" * 40
+    names = [start + "_UP" + end, start + "_DN" + end, "SHORT"]
+    assert short_label(names[0]) == short_label(names[1])
+    labels = short_labels(names)
+    assert len(set(labels)) == 3 and labels[2] == "SHORT"
+    assert all(len(label) <= len(name) for label, name in zip(labels, names))
+    assert short_labels(["x" * 100, "y" * 100]) == [short_label("x" * 100), short_label("y" * 100)]
+    assert len(short_labels(["x" * 100])[0]) == LABEL_CHARACTERS

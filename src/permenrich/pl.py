@@ -123,6 +123,22 @@ def short_label(name: Any, limit: int = LABEL_CHARACTERS) -> str:
     return f"{text[:limit - 1 - tail]}…{text[len(text) - tail:]}"
 
 
+def short_labels(names: Any, limit: int = LABEL_CHARACTERS) -> list[str]:
+    """:func:`short_label` of each name, longer where that would make two distinct names
+    read the same (names that differ only in the middle): a figure's ticks must tell its
+    rows apart."""
+    names = [str(name) for name in names]
+    labels = [short_label(name, limit) for name in names]
+    width = limit
+    while len(set(labels)) < len(set(names)):
+        width += 10
+        seen: dict[str, set[str]] = {}
+        for name, label in zip(names, labels):
+            seen.setdefault(label, set()).add(name)
+        labels = [short_label(name, width) if len(seen[label]) > 1 else label for name, label in zip(names, labels)]
+    return labels
+
+
 def _fdr_colours(cmap_name: str) -> Any:
     """The FDR colour map, with a NaN (no FDR) drawn light grey rather than transparent."""
     from matplotlib import colormaps
@@ -314,7 +330,7 @@ def dotplot(result: pd.DataFrame | Any, *, top: int = 10, ax: Axes | None = None
     if len(positive) and len(negative):  # a line between the two signs
         ax.axhline(y[len(positive) - 1] - 0.5, color="0.7", linewidth=0.8)
     ax.axvline(0.0, color="0.5", linewidth=0.8)
-    ax.set_yticks(y, [short_label(name) for name in shown["gene_set"]])
+    ax.set_yticks(y, short_labels(shown["gene_set"]))
     ax.set_xlabel("NES")
     ax.set_ylim(-0.8, len(shown) - 0.2)
     if len(shown):  # room for the dots on both sides of 0
@@ -388,7 +404,7 @@ def barplot(result: pd.DataFrame | Any, *, top: int = 10, ax: Axes | None = None
     if len(positive) and len(negative):
         ax.axhline(y[len(positive) - 1] - 0.5, color="0.7", linewidth=0.8)
     ax.axvline(0.0, color="0.5", linewidth=0.8)
-    ax.set_yticks(y, [short_label(name) for name in shown["gene_set"]])
+    ax.set_yticks(y, short_labels(shown["gene_set"]))
     ax.set_xlabel("NES (bar labels: set size)")
     ax.set_ylim(-0.8, len(shown) - 0.2)
     if len(shown):  # room for the size labels on both sides of 0
@@ -751,7 +767,7 @@ def leading_edge_heatmap(result: pd.DataFrame, set_names: str | list[str], *, ax
     if len(names) > 1:  # which sets each gene leads
         membership = np.array([[g in set(edges[name]) for name in names] for g in genes], dtype=float)
         ax_sets.imshow(membership, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-        ax_sets.set_xticks(np.arange(len(names)), [short_label(name) for name in names], rotation=90,
+        ax_sets.set_xticks(np.arange(len(names)), short_labels(names), rotation=90,
                            fontsize="x-small")
         ax_heat.tick_params(labelleft=False)
         ax_sets.tick_params(labelleft=len(genes) <= max_label_genes)
@@ -881,7 +897,7 @@ def overlap(result: pd.DataFrame | Any, *, top: int = 15, ax: Axes | None = None
     dots = ax.scatter(observed, y, s=50, c=strength, cmap="viridis", vmin=0.0,
                       vmax=max(float(strength.max()) if strength.size else 1.0, 1e-3), edgecolors="0.3",
                       linewidths=0.5, label="observed overlap", zorder=3)
-    ax.set_yticks(y, [short_label(name) for name in shown["gene_set"]])
+    ax.set_yticks(y, short_labels(shown["gene_set"]))
     ax.set_ylim(-0.8, len(shown) - 0.2)
     ax.set_xlim(left=0.0)
     ax.set_xlabel("genes of the list in the set")
