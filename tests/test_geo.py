@@ -193,6 +193,12 @@ def test_annotations_follow_the_table_columns_by_accession(tmp_path, caplog):
     assert data.obs.loc["GSM1"].equals(original.obs.loc["GSM1"])
     assert (data.obs.geo_accession == data.obs.index).all()
     np.testing.assert_array_equal(data.values[:, 0], original.values[:, 1])
+    twice = tmp_path / "twice_series_matrix.txt"  # GSM1's age given twice: named as GSM1, not by table position
+    twice.write_text(reordered.read_text().replace(
+        "!series_matrix_table_begin", "!Sample_characteristics_ch1\t" + "\t".join(
+            f'"age: {99 if i == 1 else "x"}"' for i in range(N)) + "\n!series_matrix_table_begin"))
+    with pytest.raises(InputError, match=r"sample GSM0: characteristic 'age' is given twice"):
+        read_series_matrix(twice)
     renamed = tmp_path / "renamed_series_matrix.txt"
     renamed.write_text(text.replace(header, header.replace('"GSM3"', '"GSM99"')))
     with pytest.raises(InputError, match=r"line 10: the table's samples differ from !Sample_geo_accession \(line 4\), "

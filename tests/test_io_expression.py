@@ -206,6 +206,9 @@ def test_table_without_a_header_row_is_refused(tmp_path: Path) -> None:
         read_expression(write(tmp_path / "t.txt", "G0\t7.25\t1.5\nG1\t3\t4\n"))
     expr = read_expression(write(tmp_path / "n.txt", "gene\t1\t2\nG1\t3\t4\n"))  # samples named 1 and 2
     assert list(expr.sample_ids) == ["1", "2"]
+    # donor.replicate names under a header word: a header
+    expr = read_expression(write(tmp_path / "d.txt", "gene\t1.1\t1.2\nG1\t3\t4\n"))
+    assert list(expr.sample_ids) == ["1.1", "1.2"]
 
 
 def test_csv_with_quotes_and_r_style_header(tmp_path: Path) -> None:

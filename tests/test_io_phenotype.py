@@ -254,11 +254,17 @@ def test_sheet_headers_that_would_be_misread(tmp_path: Path, name: str, text: st
 
 def test_sheets_whose_ids_are_not_in_the_first_column_say_so(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"sample 'A' appears on lines 2 and 3; each sample needs one row \(the "
-                                         r"sheet's first column, here 'group', holds the sample ids\)"):
+                                         r"sheet's sample ids are its column 'group'\)"):
         read_sample_sheet(write(tmp_path / "g.tsv", "group\tsample\nA\tS0\nA\tS1\n"), column="sample")
     expr = ExpressionData(values=np.zeros((2, 2)), gene_ids=np.array(["g1", "g2"], dtype=object),
                           sample_ids=np.array(["S0", "S1"], dtype=object), source="m.tsv")
     sheet = write(tmp_path / "i.tsv", "id\tsample\tgroup\nx0\tS0\tA\nx1\tS1\tB\n")
-    with pytest.raises(InputError, match=r"have no label .*\(the sheet's first column, here 'id', holds the sample "
-                                         r"ids\)$"):
+    with pytest.raises(InputError, match=r"have no label .*\(the sheet's sample ids are its column 'id'\)$"):
         design_from_phenotype(expr, str(sheet), groupby="group")
+
+
+def test_r_style_sheet_whose_one_label_column_has_a_space_is_read(tmp_path: Path) -> None:
+    """write.table's header (one name short of the rows) of 'disease state' was taken for
+    a one-column header of space-separated names."""
+    sheet = read_sample_sheet(write(tmp_path / "r.tsv", "disease state\nS0\tA\nS1\tB\n"), column="disease state")
+    assert list(sheet) == ["A", "B"] and list(sheet.index) == ["S0", "S1"]

@@ -157,3 +157,19 @@ def test_unnormalised_sums_of_unequal_pseudo_samples_are_warned_about(cells):
 
     assert "summed over 12 to 15 cells and not normalised" in warned()[0]
     assert not warned(normalize="log1p_cpm") and not warned(pseudobulk_method="mean")
+
+
+def test_contrasts_refuse_min_cells_without_pseudobulk_and_keep_covariates_through_it(cells):
+    """contrasts() missed both: min_cells without pseudobulk ran (ignored), and covariates
+    in obs were lost by its pseudobulk ('not in obs') while genes() kept them."""
+    spec = pd.DataFrame({"name": ["tb"], "groupby": ["cell_type"], "case": ["T"], "control": ["B"]})
+    with pytest.raises(permenrich.OptionError, match="min_cells=3 drops small pseudo-samples, and this run makes none"):
+        permenrich.contrasts(cells, spec, mode="genes", min_cells=3, permutations=20, device="cpu")
+    donor_age = {d: 30.0 + 7 * i for i, d in enumerate(DONORS)}
+    cells.obs["age"] = cells.obs.donor.map(donor_age)
+    options = dict(pseudobulk="donor", normalize="log1p_cpm", covariates=["age"], metric="student_t", min_cells=0,
+                   permutations=50, seed=2, device="cpu")
+    table = permenrich.contrasts(cells, spec, mode="genes", **options).attrs["per_contrast"]["tb"]
+    alone = permenrich.genes(cells, groupby="cell_type", case="T", control="B", **options)
+    table.attrs, alone.attrs = {}, {}
+    assert_identical(table, alone)

@@ -55,6 +55,9 @@ def test_map_errors_are_one_line(tmp_path) -> None:
     ragged = _write(tmp_path / "ragged.tsv", "item\tgene\nhsa-miR-1\tx\tG1\n")
     with pytest.raises(InputError, match=r"ragged.tsv: a row has more cells than the header"):
         permenrich.ora(["hsa-miR-1"], SETS, map=str(ragged))
+    twice = _write(tmp_path / "twice.tsv", "item\tGene\tgene\nhsa-miR-1\tG1\tG2\n")  # read as one column
+    with pytest.raises(InputError, match=r"twice.tsv: line 1: column 'gene' appears twice \(columns 2 and 3\)"):
+        permenrich.ora(["hsa-miR-1"], SETS, map=str(twice))
     (tmp_path / "folder.tsv").mkdir()
     with pytest.raises(InputError, match=r"folder.tsv: map not found \(it is a directory\)"):
         permenrich.ora(["hsa-miR-1"], SETS, map=str(tmp_path / "folder.tsv"))
@@ -121,3 +124,15 @@ def test_cli_lists_and_map(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(r"lists.tsv: line 1: unknown column 'colour'", err[0])
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_matrix_giving_only_the_universe_is_not_refused_for_its_values() -> None:
+    """List mode reads the matrix for its genes alone: a tiny value in it was refused (no
+    value is analysed), while genes with a missing value still leave the universe."""
+    genes = [f"G{i}" for i in range(60)]
+    values = np.ones((60, 4))
+    values[3, 2] = 1e-150
+    values[5, 1] = np.nan
+    expr = pd.DataFrame(values, index=genes, columns=[f"s{j}" for j in range(4)])
+    table = permenrich.ora(genes[:10], {"S": genes[:20]}, expr=expr, min_size=5, permutations=20)
+    assert table.attrs["run"]["data"]["n_universe"] == 59

@@ -229,3 +229,13 @@ def test_the_p_floor_warning_states_the_attainable_floor(caplog):
                                                  device="cpu"))
     assert "below about 0.1 (2 x 1/20: a set's p counts only the null scores of its sign)" in floors[0]
     assert table.pval.min() >= 1 / table.n_null_same_sign.max()
+    # a ratio turns into its inverse, not its negative: 1/20 is reached
+    positive = six - six.min().min() + 1.0
+    table, floors = said(lambda: permenrich.genes(positive, ["a"] * 3 + ["b"] * 3, permutations=100, device="cpu",
+                                                  metric="ratio_of_classes"))
+    assert table.pval.min() == 0.05 and "below 0.05 (1/20)" in floors[0]
+    # ORA of the genes most extreme either way: a complement selects the same genes
+    table, floors = said(lambda: permenrich.ora(None, {"S": [f"g{i}" for i in range(10)]}, expr=six,
+                                                phenotype=["a"] * 3 + ["b"] * 3, permutations=100, device="cpu",
+                                                top=5, min_size=5))
+    assert "below 0.1 (2 x 1/20" in floors[0]

@@ -2,6 +2,7 @@
 pseudobulk equals a pandas groupby; contrasts equal single runs; faults are one line."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -492,6 +493,19 @@ def test_missing_values_count_only_in_analysed_samples(tmp_path, kind):
     (tmp_path / "clean").mkdir()
     clean = permenrich.genes(_cells_with(tmp_path / "clean", kind, lambda counts: None), None, **nk)
     assert set(dropped.gene) == set(clean.gene) - {"G5", "G41"}
+
+
+@pytest.mark.parametrize("value", [1e-150, 1e200])
+def test_values_out_of_range_count_only_in_analysed_samples(tmp_path, value):
+    """A value out of range in a cell the run does not analyse was refused in memory and
+    passed streamed; in an analysed one, both refuse it."""
+    path = _cells_with(tmp_path, "dense", lambda counts: counts.__setitem__((2, 5), value))  # cell 2: NK
+    kwargs = dict(groupby="group", case="T", control="B", permutations=20, seed=4, device="cpu")
+    assert_identical(_drop_run(permenrich.genes(path, None, memory="1GB", **kwargs)),
+                     _drop_run(permenrich.genes(path, None, memory="1MB", **kwargs)))
+    for memory in ("1GB", "1MB"):
+        with pytest.raises(permenrich.InputError, match=re.escape(f"gene 'G5', sample 'c2' has value {value:g}")):
+            permenrich.genes(path, None, memory=memory, **dict(kwargs, case="NK"))
 
 
 def test_contrasts_decide_missing_values_on_their_own_samples(tmp_path):

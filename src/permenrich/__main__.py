@@ -3,4 +3,5 @@ scripts folder is not on PATH)."""
 
 from permenrich.cli import entry
 
-entry()
+if __name__ == "__main__":
+    entry()

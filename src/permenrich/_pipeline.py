@@ -34,7 +34,7 @@ from .io import (
     read_expression,
     sample_annotation,
 )
-from .io.expression import check_constant_genes
+from .io.expression import check_constant_genes, first_out_of_range
 from .io.geo import looks_like_series_matrix, warn_if_unlogged
 from .io.phenotype import is_sample_sheet
 from .stats.metrics import Metric
@@ -166,8 +166,9 @@ class LoadedData:
     #: Samples that log1p_cpm could not normalise (id -> why): refused only if analysed,
     #: as a streamed matrix refuses them (a contrast may leave them out).
     unusable: dict = field(default_factory=dict)
-    #: Set when ``data`` holds missing values: they count only in the samples a study
-    #: analyses, so the ``nan_policy``, normalisation and probe collapse wait for them.
+    #: Set when ``data`` holds missing or out-of-range values: they count only in the
+    #: samples a study analyses, so the ``nan_policy``, the value range, normalisation and
+    #: probe collapse wait for them.
     deferred: DeferredPreparation | None = None
 
 
@@ -295,7 +296,7 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
                                  f"{' or '.join(repr(c) for c in columns)} and are left out of the pseudobulk")
         data, dropped = _drop_small_pseudo_samples(data, min_cells, columns, info, compared)
         cells = data.obs["n_cells"]
-        if pseudobulk_method == "sum" and normalize == "none" and cells.min() != cells.max():
+        if pseudobulk_method == "sum" and normalize != "log1p_cpm" and cells.min() != cells.max():
             design_warning(info, f"{matrix_source.source}: pseudo-samples summed over {int(cells.min())} to "
                                  f"{int(cells.max())} cells and not normalised: each one's values grow with its "
                                  f"number of cells, which then decides the test; give "
@@ -338,15 +339,13 @@ def load_data(expr: Any, *, chip: Any, collapse: str, nan_policy: str, normalize
             _warn_unless_counts(data.values, data_place(data.source, data.dataset), info)
         if _is_hdf5_path(expr) or _is_anndata(expr):  # cells; not the annotated samples of a GEO series
             _warn_if_pseudoreplicated(data.obs, data.source, info)
-    if _has_missing(data.values):  # (only read "defer"s them: pseudobulk cells follow nan_policy)
+    # A missing or out-of-range value counts only in the samples analysed, as streamed:
+    # then each study prepares its own samples (only read "defer"s them; pseudobulk cells
+    # follow nan_policy, and their sums are checked).
+    if first_out_of_range(data.values) is not None:
         return LoadedData(data, None, info, deferred=DeferredPreparation(chip, collapse, normalize, nan_policy))
     data, unusable = prepare_values(data, chip=chip, collapse=collapse, normalize=normalize, unusable={})
     return LoadedData(data, None, info, unusable)
-
-
-def _has_missing(values: np.ndarray) -> bool:
-    step = max(1, (1 << 24) // max(1, values.shape[1]))  # blocks of rows: no matrix-sized mask
-    return any(not np.isfinite(values[start:start + step]).all() for start in range(0, values.shape[0], step))
 
 
 def prepare_values(data: ExpressionData, *, chip: Any, collapse: str, normalize: str,

@@ -258,7 +258,7 @@ def _groups(obs: pd.DataFrame, groupby: str, groups: Sequence[str] | None, refer
     else:
         levels = sorted(present)
     listing = ", ".join(map(repr, levels[:10])) + (", ..." if len(levels) > 10 else "")
-    reference = str(reference)
+    reference = str(reference).strip()
     if reference != REST and reference not in present:
         raise OptionError(f"reference={reference!r} is not a group of obs[{groupby!r}] ({listing}); give one of them "
                           f"or {REST!r}")

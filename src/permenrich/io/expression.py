@@ -210,11 +210,12 @@ def _preview(items: Sequence[Any], limit: int = 5) -> str:
     return shown if len(items) <= limit else f"{shown}, ... ({len(items)} in all)"
 
 
-def check_header_row(text: str, sep: str, where: str, what: str) -> None:
+def check_header_row(text: str, sep: str, where: str, what: str, *, any_case: bool = False) -> None:
     """Refuse the header row of a delimited table (a sample sheet, a manifest) that
     names a column twice (pandas would rename the second 'x.1' and the first would be
-    used, silently) or holds one column that another separator would split (a
-    ';'-separated sheet named .csv, a space-separated .tsv). ``what`` names the table."""
+    used, silently; ``any_case``: names compared as the table's reader does, ignoring
+    case) or holds one column that another separator would split (a ';'-separated sheet
+    named .csv, a space-separated .tsv). ``what`` names the table."""
 
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if not lines:
@@ -223,11 +224,14 @@ def check_header_row(text: str, sep: str, where: str, what: str) -> None:
     names = [name.strip() for name in next(csv.reader([line], delimiter=sep))]
     seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
-        if name and name in seen:
-            raise InputError(f"{where}: line {number}: column {name!r} appears twice (columns {seen[name]} and "
+        key = name.lower() if any_case else name
+        if name and key in seen:
+            raise InputError(f"{where}: line {number}: column {name!r} appears twice (columns {seen[key]} and "
                              f"{position}); name each column once")
-        seen.setdefault(name, position)
-    if len(names) == 1:
+        seen.setdefault(key, position)
+    # one header name over rows of two fields is R's write.table (row names): not a wrong separator
+    rows_wider = len(lines) > 1 and len(next(csv.reader([lines[1][1]], delimiter=sep))) > len(names)
+    if len(names) == 1 and not rows_wider:
         other = next((mark for mark in ("\t", ";", ",", " ") if mark != sep and mark in line.strip()), None)
         if other is not None:
             said = {"\t": "tabs", ";": "semicolons", ",": "commas", " ": "spaces"}
@@ -301,7 +305,7 @@ def first_out_of_range(values: np.ndarray) -> tuple[int, ...] | None:
     if not (float(values.min()) >= -MAX_ABS_VALUE and float(values.max()) <= MAX_ABS_VALUE):
         flat = np.flatnonzero(~(np.abs(values) <= np.float64(MAX_ABS_VALUE)))
         return tuple(int(i) for i in np.unravel_index(flat[0], values.shape))
-    if values.dtype.itemsize < 8:  # float32 holds nothing below 1.4e-45 but 0: nothing too small
+    if values.dtype.kind != "f" or values.dtype.itemsize < 8:  # integers, float32 (nothing below 1.4e-45 but 0)
         return None
     rows = values.reshape(values.shape[0], -1) if values.ndim > 1 else values.reshape(-1, 1)
     step = max(1, (1 << 20) // rows.shape[1])  # blocks of rows: temporaries of ~8 MB, not of the matrix
@@ -547,7 +551,7 @@ def _finalize(expr: ExpressionData, *, nan_policy: str) -> ExpressionData:
             )
         expr = _gene_rows(expr, ~no_finite)
         finite = finite[~no_finite]
-    if nan_policy == "defer" and not finite.all():
+    if nan_policy == "defer":  # missing values and the value range: judged on the analysed samples
         expr.values = np.ascontiguousarray(expr.values, dtype=np.float64)
         return expr
     return apply_nan_policy(expr, "error" if nan_policy == "defer" else nan_policy)
@@ -890,7 +894,8 @@ def _table_samples(header: list[str], n_lead: int, header_line: int, where: str)
     if n_lead > 1:
         logger.debug("%s: ignoring descriptive columns %s", where, header[1:n_lead])
     sample_ids = np.array([h.strip() for h in header[n_lead:]], dtype=object)
-    if all(is_number(h) for h in sample_ids) and any(not h.lstrip("+-").isdigit() for h in sample_ids):
+    if (all(is_number(h) for h in sample_ids) and any(not h.lstrip("+-").isdigit() for h in sample_ids)
+            and header[0].strip().lower() not in _ID_HEADERS):
         raise InputError(
             f"{where}: line {header_line}: the sample names are all numbers ({_preview(list(sample_ids), 3)}): the "
             "file seems to lack its header row; add one (a name for the gene ids, then one name per sample)"
@@ -902,6 +907,12 @@ def _table_samples(header: list[str], n_lead: int, header_line: int, where: str)
             "name every sample column"
         )
     return sample_ids
+
+
+#: First header cells that name a gene id column: with them a header of numbers
+#: (``1.1``, ``1.2``: donor.replicate) is still a header.
+_ID_HEADERS = ("", "gene", "genes", "gene_id", "gene id", "id", "id_ref", "name", "symbol", "probe", "probe_id",
+               "feature", "features")
 
 
 def is_number(text: object) -> bool:

@@ -126,7 +126,8 @@ def read_series_matrix(path: str | Path) -> ExpressionData:
                     respelled.setdefault(spelling, number)
                     name = spelling
                 if name in characteristics[sample] and characteristics[sample][name] != entry:
-                    raise InputError(f"{where}: line {number}, sample {samples[sample]}: characteristic {name!r} "
+                    said = annotations.get("geo_accession", samples)[sample]  # the !Sample_ lines' order
+                    raise InputError(f"{where}: line {number}, sample {said}: characteristic {name!r} "
                                      f"is given twice ({characteristics[sample][name]!r}, {entry!r})")
                 characteristics[sample][name] = entry
     for name, number in respelled.items():
@@ -191,7 +192,8 @@ def _annotations_by_accession(obs: pd.DataFrame, samples: list[str], where: str,
                          "the columns: use the series matrix as GEO wrote it")
     logger.warning("%s: line %d: the table lists the samples in another order than !Sample_geo_accession (line %d); "
                    "annotations matched to the columns by GSM id", where, header_line, accession_line)
-    return obs.iloc[[accessions.index(sample) for sample in samples]].set_axis(samples)
+    position = {accession: i for i, accession in enumerate(accessions)}
+    return obs.iloc[[position[sample] for sample in samples]].set_axis(samples)
 
 
 def warn_if_unlogged(data: ExpressionData) -> None:

@@ -44,7 +44,7 @@ def read_manifest_rows(path: str | os.PathLike, *, columns: tuple[str, ...], req
         # (pandas' comment= would cut the row there and leave its other cells empty).
         text = _read_text(Path(path))  # UTF-8 or Latin-1, gzip, UTF-16 refused: as every reader
         kept = "\n".join("" if _is_comment(line) else line for line in text.splitlines())
-        check_header_row(kept, "," if _format_suffix(Path(path)) == ".csv" else "\t", where, what)
+        check_header_row(kept, "," if _format_suffix(Path(path)) == ".csv" else "\t", where, what, any_case=True)
         with warnings.catch_warnings():
             # A row with one cell more than the header would make its first cell an index
             # and shift the others under the wrong columns; index_col=False turns that into

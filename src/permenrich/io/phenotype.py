@@ -246,7 +246,7 @@ def read_sample_sheet(
         lines = np.flatnonzero(samples.eq(first).to_numpy())[:2] + 2
         raise InputError(
             f"{where}: sample {first!r} appears on lines {lines[0]} and {lines[1]}; each sample needs one row "
-            f"(the sheet's first column, here {sample_column!r}, holds the sample ids)"
+            f"(the sheet's sample ids are its column {sample_column!r})"
         )
     labels = table[column].str.strip().replace(list(_MISSING_LABELS), "")
     index = pd.Index(samples.to_numpy(dtype=object), name=sample_column)
@@ -553,8 +553,8 @@ def _match_by_sample(expr: ExpressionData, labels: pd.Series, source: str) -> li
             f"{source}: {len(missing)} of {expr.n_samples} samples of {expr.source} have no label "
             f"(e.g. {_preview(missing, 3)}); sheet samples look like {_preview(list(index[:3]), 3)}; "
             "add them or check that the sample names match"
-            + (f" (the sheet's first column, here {labels.index.name!r}, holds the sample ids)"
-               if labels.index.name else "")
+            + (f" (the sheet's sample ids are its column {labels.index.name!r})"
+               if labels.index.name and source != "<DataFrame>" else "")
         )
     matrix_samples = set(expr.sample_ids)
     absent = [s for s in index if s not in matrix_samples]

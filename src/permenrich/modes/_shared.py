@@ -123,8 +123,12 @@ def prepare_gene_statistic(backend: Any, study: Study, metric: Metric) -> None:
 
 def _warn_about_p_floor(plan: PermutationPlan, study: Study, o: Any, ranking: bool) -> None:
     """Say up front when no p-value of the run can fall below :data:`P_FLOOR_WARNING`."""
-    message = p_floor_warning(study.source, plan.n_perm, plan.exact, mirrored=plan.mirrored,
-                              two_sided=getattr(o, "alternative", None) == "two-sided",
+    # a complement scores alike two-sided only for statistics that change sign with the
+    # classes (ratio_of_classes turns r into 1/r)
+    antisymmetric = getattr(o, "metric", None) != "ratio_of_classes"
+    message = p_floor_warning(study.source, plan.n_perm, plan.exact, mirrored=plan.mirrored and antisymmetric,
+                              two_sided=getattr(o, "alternative", None) == "two-sided"
+                              or getattr(o, "direction", None) == "both",  # ORA: the most extreme either way
                               sign_specific=ranking)  # GSEA's p, whatever the set statistic
     if message is not None:
         design_warning(study.info, message)

@@ -169,8 +169,8 @@ def contrasts(
     """
     started = time.perf_counter()
     check_options(dict(options, mode=mode, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
-                       pseudobulk_method=pseudobulk_method, min_cells=min_cells, memory=memory, layer=layer,
-                       use_raw=use_raw))
+                       pseudobulk=pseudobulk, pseudobulk_method=pseudobulk_method, min_cells=min_cells,
+                       memory=memory, layer=layer, use_raw=use_raw))
     budget = parse_memory(memory)
     if spec is None and one_vs_rest is None:
         raise InputError("give contrasts (a table of name, groupby, case, control) or a one-vs-rest column")
@@ -179,7 +179,11 @@ def contrasts(
         columns = list(dict.fromkeys(table["groupby"]))
     else:
         table, columns = None, [one_vs_rest]
-    keys = tuple(dict.fromkeys([*columns, *(c for c in (options.get("strata"), options.get("pairs")) if c)]))
+    from ..stats.covariates import covariate_column
+
+    # every column a contrast's design reads survives the pseudobulk (covariates too)
+    keys = tuple(dict.fromkeys([*columns, *(c for c in (options.get("strata"), options.get("pairs")) if c),
+                                *(covariate_column(name)[0] for name in options.get("covariates") or ())]))
     with WarningsRecorded() as loading:  # each contrast's run records its own
         loaded = load_data(expr, chip=chip, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
                            budget=budget, pseudobulk=pseudobulk, pseudobulk_keys=keys,
@@ -217,8 +221,6 @@ def contrasts(
     # Strata, pairs and covariates come from where the groups came from: a sample sheet
     # given as phenotype= travels with each contrast's labels (the labels alone would send
     # the runs to the matrix's own obs, which a DataFrame or text matrix does not have).
-    from ..stats.covariates import covariate_column
-
     wanted = [(options.get("strata"), "strata"), (options.get("pairs"), "pairs"),
               *((covariate_column(name)[0], "covariate") for name in options.get("covariates") or ())]
     design_columns = {column: sample_annotation(loaded.data, phenotype, column, what=what)

@@ -273,6 +273,7 @@ def prepare_meta(options: dict) -> Prepared:
         # All studies are held at once: each one's matrix is kept in memory (or streamed)
         # within its share of the budget.
         study_options.memory = max(10**6, parse_memory(o.memory) // len(o.studies))
+        place = f"{manifest}: line {lines[i]}: " if manifest is not None else ""
         # A manifest's study sets its options in its row: messages name those columns.
         columns = [MANIFEST_OPTION.get(c, c) for c in MANIFEST_COLUMNS] if manifest is not None else []
         try:
@@ -282,11 +283,10 @@ def prepare_meta(options: dict) -> Prepared:
             text = str(error)
             if option("memory") in text and len(o.studies) > 1:
                 text += f" (each of the {len(o.studies)} studies has 1/{len(o.studies)} of {option('memory')})"
-            place = f"{manifest}: line {lines[i]}: " if manifest is not None else ""
             raise type(error)(f"{place}study {names[i]!r}: {text}") from None
         n_case, n_control = _class_sizes(study_run.study, names[i])
         if min(n_case, n_control) < MIN_PER_CLASS:
-            raise InputError(f"study {names[i]!r} has {n_case} case and {n_control} control samples; "
+            raise InputError(f"{place}study {names[i]!r} has {n_case} case and {n_control} control samples; "
                              f"each class needs at least {MIN_PER_CLASS}: drop the study or add samples")
         runs.append(study_run)
         class_sizes.append((n_case, n_control))

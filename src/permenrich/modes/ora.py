@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -295,7 +296,12 @@ def prepare_ora(options: dict) -> Prepared:
             universe_name = f"the genes of the map {gene_list_source(o.map)}"
         elif o.expr is not None:
             from ..io import read_expression
-            expression = read_expression(o.expr, nan_policy="drop", layer=o.layer, use_raw=o.use_raw)
+            # only its genes: those measured in every sample (no value is analysed, so
+            # none is refused for its range)
+            expression = read_expression(o.expr, nan_policy="defer", layer=o.layer, use_raw=o.use_raw)
+            complete = np.isfinite(expression.values).all(axis=1)
+            expression = dataclasses.replace(expression, values=expression.values[complete],
+                                             gene_ids=expression.gene_ids[complete])
             if o.chip is not None:  # probes to the list's kind of id, as an expression analysis maps them
                 from ..io import apply_chip
 
