@@ -174,7 +174,8 @@ class LoadedData:
 
 @dataclass(frozen=True)
 class DeferredPreparation:
-    """What :func:`load_data` leaves to each study when the matrix has missing values."""
+    """What :func:`load_data` leaves to each study when the matrix has missing or
+    out-of-range values."""
 
     chip: Any
     collapse: str

@@ -245,9 +245,9 @@ def _p_floor(run: Mapping[str, Any]) -> str:
 
     exact = bool(plan.get("exact_enumeration"))
     command = str(run.get("command", ""))
-    said = p_floor(permutations, exact, mirrored=bool(plan.get("complements_are_labellings"))
-                   and parameters.get("metric") != "ratio_of_classes",
-                   two_sided=parameters.get("alternative") == "two-sided" or parameters.get("direction") == "both",
+    said = p_floor(permutations, exact, mirrored=bool(plan.get("complements_are_labellings")),
+                   metric=parameters.get("metric"), alternative=parameters.get("alternative"),
+                   direction=parameters.get("direction"),
                    sign_specific=(command.split() or [""])[0] in ("gsea", "prerank")
                    or parameters.get("mode") == "gsea")[1]
     return said + (f"; exact: all {permutations} distinct labellings enumerated" if exact

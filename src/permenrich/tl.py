@@ -200,8 +200,10 @@ def _each_group(mode: str, run: Callable[..., pd.DataFrame], adata: Any, groupby
     if unknown:  # (a TypeError from the run otherwise)
         raise OptionError(f"permenrich.tl.{mode}: unknown option {unknown[0]!r}; it takes the options of "
                           f"permenrich.{mode}")
+    from .stats.metrics import get_metric
+
     metric = options.get("metric")
-    if isinstance(metric, str) and metric in ("pearson", "spearman"):
+    if isinstance(metric, str) and get_metric(metric).kind == "correlation":
         raise OptionError(f"permenrich.tl.{mode} compares groups of {groupby!r}; metric {metric!r} correlates with a "
                           f"numeric phenotype: use permenrich.{mode} with phenotype_column=")
     chosen, reference = _groups(adata.obs, groupby, groups, reference)

@@ -123,37 +123,38 @@ def prepare_gene_statistic(backend: Any, study: Study, metric: Metric) -> None:
 
 def _warn_about_p_floor(plan: PermutationPlan, study: Study, o: Any, ranking: bool) -> None:
     """Say up front when no p-value of the run can fall below :data:`P_FLOOR_WARNING`."""
-    # a complement scores alike two-sided only for statistics that change sign with the
-    # classes (ratio_of_classes turns r into 1/r)
-    antisymmetric = getattr(o, "metric", None) != "ratio_of_classes"
-    message = p_floor_warning(study.source, plan.n_perm, plan.exact, mirrored=plan.mirrored and antisymmetric,
-                              two_sided=getattr(o, "alternative", None) == "two-sided"
-                              or getattr(o, "direction", None) == "both",  # ORA: the most extreme either way
-                              sign_specific=ranking)  # GSEA's p, whatever the set statistic
+    message = p_floor_warning(study.source, plan.n_perm, plan.exact, mirrored=plan.mirrored,
+                              sign_specific=ranking,  # GSEA's p, whatever the set statistic
+                              metric=getattr(o, "metric", None), alternative=getattr(o, "alternative", None),
+                              direction=getattr(o, "direction", None))
     if message is not None:
         design_warning(study.info, message)
 
 
-def p_floor(n_perm: int, exact: bool = False, *, mirrored: bool = False, two_sided: bool = False,
-            sign_specific: bool = False) -> tuple[float, str]:
+def p_floor(n_perm: int, exact: bool = False, *, mirrored: bool = False, sign_specific: bool = False,
+            metric: str | None = None, alternative: str | None = None, direction: str | None = None
+            ) -> tuple[float, str]:
     """The smallest p-value a run can report, and in words how it comes about.
 
     1/labellings under exact enumeration (the observed labelling is one of them), else
-    1/(permutations + 1); twice that for a two-sided test when every labelling's
-    complement is a labelling (it scores alike), and about twice that for GSEA's
+    1/(permutations + 1); twice that for a two-sided test (``alternative``, or ORA's
+    ``direction="both"``) when every labelling's complement is a labelling
+    (``mirrored``) and the ``metric`` changes sign with the classes (ratio_of_classes
+    turns r into 1/r): the complement scores alike; and about twice that for GSEA's
     sign-specific p-value (only the null scores of the observed sign count: about half;
     the words then begin with "about").
     """
     base = 1.0 / n_perm if exact else 1.0 / (n_perm + 1)
     said = f"1/{n_perm}" if exact else f"1/({n_perm}+1)"
+    two_sided = alternative == "two-sided" or direction == "both"
     if sign_specific:
         return 2 * base, f"about {2 * base:.3g} (2 x {said}: a set's p counts only the null scores of its sign)"
-    if two_sided and exact and mirrored:
+    if two_sided and exact and mirrored and metric != "ratio_of_classes":
         return 2 * base, f"{2 * base:.3g} (2 x {said}: each labelling's complement scores alike, two-sided)"
     return base, f"{base:.3g} ({said})"
 
 
-def p_floor_warning(source: str, n_perm: int, exact: bool = False, **design: bool) -> str | None:
+def p_floor_warning(source: str, n_perm: int, exact: bool = False, **design: Any) -> str | None:
     """The warning that no p-value of a run of ``n_perm`` permutations (all of them, when
     ``exact``) can fall below :data:`P_FLOOR_WARNING`, or None when one can; ``design``
     as :func:`p_floor`."""
