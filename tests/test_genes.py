@@ -69,6 +69,32 @@ def test_correlation_statistics(metric):
     assert np.abs(result.pval - result.pval_parametric).max() < 0.1
 
 
+def test_spearman_values_equal_in_exact_arithmetic_are_equal():
+    """With 7 samples, 400 genes share 54 exact Spearman correlations with the phenotype
+    (1 - 6 sum d^2 / (n(n^2 - 1))): each must come out as one float, the correctly
+    rounded value or next to it, so that tied genes keep their row order in a ranking.
+    Unit-vector products had given 39 of the 54 two or more floats."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(1)
+    n, n_genes = 7, 400
+    values = np.array([rng.permutation(n) for _ in range(n_genes)], dtype=float) * 0.37 + 5
+    age = rng.permutation(n).astype(float) * 3 + 20
+    expr = pd.DataFrame(values, index=[f"g{i}" for i in range(n_genes)], columns=[f"s{i}" for i in range(n)])
+    sheet = pd.DataFrame({"age": age}, index=expr.columns)
+    result = permenrich.genes(expr, sheet, metric="spearman", phenotype_column="age", permutations=50,
+                              threads=1).set_index("gene").loc[expr.index]
+    squared_rank_differences = ((values.argsort(axis=1).argsort(axis=1) - age.argsort().argsort()) ** 2).sum(axis=1)
+    by_exact_value: dict[int, set[float]] = {}
+    for d2, r in zip(squared_rank_differences, result.statistic):
+        by_exact_value.setdefault(int(d2), set()).add(float(r))
+    assert len(by_exact_value) > 40
+    for d2, floats in by_exact_value.items():
+        assert len(floats) == 1, (d2, floats)
+        exact = 1 - Fraction(6 * d2, n * (n * n - 1))
+        assert abs(Fraction(floats.pop()) - exact) <= abs(exact) * Fraction(2, 2**53) + Fraction(1, 2**60)
+
+
 def _brute_force(values, n_case, alternative):
     n = values.shape[1]
     def welch(mask):

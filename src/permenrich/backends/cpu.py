@@ -761,6 +761,8 @@ class _CorrelationKernel:
         else:
             correlation_batch(statistic.genes_by_sample, statistic.phenotype, shuffles,
                               self.backend.chunks(shuffles.shape[0]), out)
+        if statistic.gene_scale is not None:
+            out *= statistic.gene_scale  # Spearman's exact sums to r (one rounding, as on the GPU)
         return out
 
 

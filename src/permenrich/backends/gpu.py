@@ -119,6 +119,7 @@ class _DeviceCorrelation:
     genes_by_sample: Any
     phenotype: Any
     two_valued: tuple | None  # (picked, step, other, gene totals on the device) for a 0/1 label
+    gene_scale: Any  # Spearman's per-gene factor from exact sums to r (an xp array), or None
 
 
 @dataclass
@@ -340,8 +341,9 @@ class GpuBackend:
             statistic = CorrelationStatistic(values, phenotype, spearman=metric.rank_transform)
             two_valued = ((statistic.picked, statistic.step, statistic.other, self._to_device(statistic.gene_totals))
                           if statistic.two_valued else None)
+            gene_scale = None if statistic.gene_scale is None else self.xp.asarray(statistic.gene_scale)
             self._statistic = _DeviceCorrelation(self._to_device(statistic.genes_by_sample),
-                                                 self._to_device(statistic.phenotype), two_valued)
+                                                 self._to_device(statistic.phenotype), two_valued, gene_scale)
             return
         from .cpu import InMemoryMatrix, class_moment_totals
 
@@ -425,6 +427,10 @@ class GpuBackend:
             out = self._empty((drawn.shape[0], n_genes), np.float64)
             launch_correlation(statistic.genes_by_sample, statistic.phenotype, drawn, out, self.stream,
                                statistic.two_valued)
+            if statistic.gene_scale is not None:
+                scaled = self._as_xp(out)
+                scaled *= statistic.gene_scale  # Spearman's exact sums to r (one rounding, as on the CPU)
+                return scaled
         else:
             n_genes = statistic.arrays[0].shape[1]
             out = self._empty((drawn.shape[0], n_genes), np.float64)

@@ -1,10 +1,17 @@
 """Correlation with a continuous phenotype for batches of shuffled phenotypes.
 
-Genes and phenotype are centred and scaled once (mid-ranks first for Spearman); the
-correlation of a gene with a shuffled phenotype is then a dot product, summed over the
-samples in their order by :func:`_shuffled_correlation` (compiled for the CPU and for
-CUDA). A fixed order makes r independent of the batch shape, threads and device, which
-a BLAS matrix product is not (its blocking follows the shapes).
+Genes and phenotype are centred once (mid-ranks first for Spearman); the correlation of
+a gene with a shuffled phenotype is then a dot product, summed over the samples in their
+order by :func:`_shuffled_correlation` (compiled for the CPU and for CUDA). A fixed order
+makes r independent of the batch shape, threads and device, which a BLAS matrix product
+is not (its blocking follows the shapes).
+
+Pearson's vectors are scaled to unit length before the products. Spearman's are not:
+centred mid-ranks are multiples of 1/2, so their products and sums are exact and r is
+the exact dot product times one per-gene scale (:attr:`CorrelationStatistic.gene_scale`),
+applied after the sums. Correlations equal in exact arithmetic (frequent with few
+samples) then have the same bits, whichever order the shuffle adds the samples in, and
+tied genes keep their row order in a ranked list instead of an order set by rounding.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ def _scipy_stats():  # noqa: ANN202
 
 
 def _shuffled_correlation(genes_by_sample, g, phenotype, shuffle):
-    """r of gene ``g`` with the phenotype shuffled by ``shuffle``: the dot product of unit
-    vectors, summed over samples in order (the CPU kernel runs the same sums)."""
+    """The dot product of gene ``g`` with the phenotype shuffled by ``shuffle``, summed
+    over samples in order (the CPU kernel runs the same sums): r for unit vectors
+    (Pearson), r / gene_scale[g] for Spearman's centred mid-ranks."""
     total = 0.0
     for j in range(shuffle.shape[0]):
         total += phenotype[shuffle[j]] * genes_by_sample[j, g]
@@ -59,6 +67,12 @@ class CorrelationStatistic:
     phenotype : ndarray, shape (n_samples,)
     spearman : bool
         Correlate mid-ranks instead of values.
+
+    Attributes
+    ----------
+    gene_scale : ndarray or None
+        For Spearman, the factor each gene's sums are multiplied by to give r (the sums
+        are exact; see the module docstring); None for Pearson, whose sums are r.
     """
 
     def __init__(self, values: np.ndarray, phenotype: np.ndarray, *, spearman: bool) -> None:
@@ -70,10 +84,19 @@ class CorrelationStatistic:
         x = x - x.mean(axis=1, keepdims=True)
         norms = np.sqrt((x * x).sum(axis=1))
         y = y - y.mean()
-        # Unit-norm genes: r is then a plain dot product. Samples-major, so that a sample's
-        # values for consecutive genes are contiguous (CPU vector loads, coalesced on GPU).
-        self.genes_by_sample = np.ascontiguousarray((x / norms[:, None]).T)
-        self.phenotype = np.ascontiguousarray(y / np.sqrt(y @ y))
+        self.gene_scale: np.ndarray | None = None
+        if spearman:
+            # Exact: mid-ranks, their mean (n + 1)/2 and the differences are multiples of
+            # 1/2, so every product and sum below is exact and one rounding scales it.
+            self.gene_scale = 1.0 / (norms * np.sqrt(y @ y))
+        else:
+            # Unit-norm vectors: r is then a plain dot product.
+            x = x / norms[:, None]
+            y = y / np.sqrt(y @ y)
+        # Samples-major, so that a sample's values for consecutive genes are contiguous
+        # (CPU vector loads, coalesced on GPU).
+        self.genes_by_sample = np.ascontiguousarray(x.T)
+        self.phenotype = np.ascontiguousarray(y)
         # A phenotype of two values (a 0/1 label: fgseaLabel's design) correlates through
         # its smaller class's sums (:func:`_two_valued_correlation`), half the work or less.
         values, counts = np.unique(self.phenotype, return_counts=True)
