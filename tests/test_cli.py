@@ -56,6 +56,28 @@ def test_gsea_cli_writes_results_and_provenance(small_study, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["ranking.tsv", "results.tsv", "run.json"]
     ranked = pd.read_csv(out / "ranking.tsv", sep="\t")
     assert list(ranked.columns) == ["gene", "statistic"] and ranked.statistic.is_monotonic_decreasing
+    assert stdout.rstrip().endswith(f"wrote {out / 'results.tsv'}, {out / 'ranking.tsv'} and {out / 'run.json'}")
+
+
+def test_demo_names_every_file_it_wrote(small_study, capsys, monkeypatch):
+    """The demo's last line listed results.tsv and run.json, not the ranking.tsv beside
+    them: it now lists the files as run.json records them (a small GSEA stands in for
+    the demo's 20,000-gene run)."""
+    import permenrich
+    from permenrich import demo
+
+    def small_demo(out, **_):
+        table = permenrich.gsea(str(small_study / "expr.gct"), str(small_study / "pheno.cls"),
+                                str(small_study / "sets.gmt"), permutations=50, threads=1)
+        permenrich.write_results(table, out)
+        return table
+
+    monkeypatch.setattr(demo, "run_demo", small_demo)
+    monkeypatch.setattr(demo, "format_demo_summary", lambda table: "summary")
+    out = small_study / "demo_out"
+    status, stdout, err = _run(["demo", "--out", out, "--quiet"], capsys)
+    assert status == 0, err
+    assert stdout.rstrip().splitlines()[-1] == f"wrote {out / 'results.tsv'}, {out / 'ranking.tsv'} and {out / 'run.json'}"
 
 
 def test_exact_enumeration_is_reported(small_study, capsys):

@@ -414,6 +414,17 @@ def _write_html_report(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _files_written(out: str, note: str = "") -> str:
+    """``wrote OUT/a, OUT/b and OUT/run.json``: the files a run just wrote into ``out``,
+    as its run.json lists them (``note`` follows the first, the result table)."""
+    import json
+
+    folder = Path(out)
+    files = json.loads((folder / "run.json").read_text(encoding="utf-8"))["output"]["files"]
+    named = [str(folder / name) + (note if i == 0 else "") for i, name in enumerate(files)]
+    return "wrote " + (", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0])
+
+
 def _run_report(args: argparse.Namespace) -> int:
     from .report import report
 
@@ -430,8 +441,7 @@ def _report(table: object, out: str, what: str) -> None:
     contrast_tables = len(table.attrs.get("per_contrast") or {})  # type: ignore[attr-defined]
     kind = "list" if "lists" in run.get("command", "") else "contrast"  # ora --lists: one table per list
     written = (f"wrote {Path(paths['results']).parent} (results.tsv, run.json and {contrast_tables} {kind} tables)"
-               if contrast_tables else f"wrote {', '.join(str(paths[k]) for k in ('results', 'ranking') if k in paths)}"
-                                       f" and {paths['run']}")
+               if contrast_tables else _files_written(str(Path(paths["run"]).parent)))
     plan = run.get("permutation_plan") or {}
     exact = " (exact enumeration of all labellings)" if plan.get("exact_enumeration") else ""
     permutations = f", {plan['permutations']} permutations{exact}" if plan else ""
@@ -535,7 +545,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         table = run_meta_demo(args.out, permutations=args.permutations, seed=args.seed, threads=args.threads,
                               progress=_progress_bar(args))
         print(format_meta_summary(table))
-        print(f"\nwrote {Path(args.out) / 'results.tsv'} and {Path(args.out) / 'run.json'}")
+        print(f"\n{_files_written(args.out)}")
         _WRITTEN_RESULT.set(table)  # for --report
         return 0
     if getattr(args, "cohort", False):
@@ -545,12 +555,12 @@ def _run_demo(args: argparse.Namespace) -> int:
         table = run_cohort_demo(out, permutations=args.permutations, seed=args.seed, threads=args.threads,
                                 progress=_progress_bar(args))
         print(format_cohort_summary(table))
-        print(f"\nwrote {Path(out) / 'results.tsv'} (both analyses) and {Path(out) / 'run.json'}")
+        print(f"\n{_files_written(out, note=' (both analyses)')}")
         return 0
     table = run_demo(args.out, permutations=args.permutations, seed=args.seed, threads=args.threads,
                      quiet=args.quiet, progress=_progress_bar(args))
     print(format_demo_summary(table))
-    print(f"\nwrote {Path(args.out) / 'results.tsv'} and {Path(args.out) / 'run.json'}")
+    print(f"\n{_files_written(args.out)}")
     _WRITTEN_RESULT.set(table)  # for --report
     return 0
 
