@@ -134,5 +134,55 @@ def test_a_matrix_giving_only_the_universe_is_not_refused_for_its_values() -> No
     values[3, 2] = 1e-150
     values[5, 1] = np.nan
     expr = pd.DataFrame(values, index=genes, columns=[f"s{j}" for j in range(4)])
-    table = permenrich.ora(genes[:10], {"S": genes[:20]}, expr=expr, min_size=5, permutations=20)
+    table = permenrich.ora(genes[:10], {"S": genes[:20]}, expr=expr, min_size=5)
     assert table.attrs["run"]["data"]["n_universe"] == 59
+
+
+def test_lists_take_a_shared_universe_and_refuse_options_they_would_ignore(tmp_path, capsys) -> None:
+    """--lists ignored every other option, invalid ones too (--top 5, --seed -5, a map
+    that does not exist): each is now refused in one line, except --universe and --map,
+    the default of every list that names none of its own."""
+    manifest = _lists_folder(tmp_path)
+    gmt = _write(tmp_path / "sets.gmt", "".join(f"{name}\tna\t" + "\t".join(genes) + "\n"
+                                                for name, genes in SETS.items()))
+    base = ["ora", "--lists", str(manifest), "--gene-sets", str(gmt), "--min-size", "5"]
+    for extra, flag in ((["--top", "5"], "--top"), (["--seed", "-5"], "--seed"), (["--permutations", "0"],
+                         "--permutations"), (["--device", "tpu"], "--device"), (["--metric", "nosuch"], "--metric"),
+                        (["--threads", "2"], "--threads")):
+        out = tmp_path / f"out{flag}"
+        assert main([*base, *extra, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"permenrich: error: {flag} does not apply here"), err
+        assert not out.exists()
+    # a manifest without universes, and one universe for all of its lists
+    shared = _write(tmp_path / "shared.tsv", "list\tgenes\nmRNA\tmrna.txt\nmore\tmirnas.txt\n")
+    _write(tmp_path / "mirnas.txt", "\n".join(GENES[10:40]) + "\n")
+    universe = str(tmp_path / "universe.txt")
+    table = permenrich.ora_lists(str(shared), SETS, universe=universe, min_size=5)
+    single = permenrich.ora(str(tmp_path / "mrna.txt"), SETS, universe=universe, min_size=5)
+    part = table[table.list == "mRNA"].drop(columns=["list", "padj_bh_all"]).set_index("gene_set")
+    assert part.loc[single.gene_set].to_csv() == single.set_index("gene_set").to_csv()
+    assert table.attrs["run"]["parameters"]["universe"]["sha256"] == single.attrs["run"]["data"]["universe"]["sha256"]
+    assert main(["ora", "--lists", str(shared), "--gene-sets", str(gmt), "--min-size", "5", "--universe", universe,
+                 "--out", str(tmp_path / "shared_out")]) == 0
+    with pytest.raises(permenrich.InputError, match="needs a universe"):
+        permenrich.ora_lists(str(shared), SETS, min_size=5)
+
+
+@pytest.mark.parametrize("options, refused", [
+    (dict(direction="up"), "direction="), (dict(metric="welch_t"), "metric="), (dict(permutations=5), "permutations="),
+    (dict(seed=9), "seed="), (dict(nan_policy="drop"), "nan_policy="), (dict(normalize="log2"), "normalize="),
+    (dict(collapse="max"), "collapse= reads expr="),
+    (dict(expr="x.gct"), "expr= only gives the background genes")])
+def test_list_mode_refuses_options_it_would_ignore(tmp_path, options, refused) -> None:
+    """These ran, with results identical to the run without them, and run.json recorded
+    direction and seed as if used."""
+    _lists_folder(tmp_path)
+    with pytest.raises(permenrich.OptionError, match=re.escape(refused)):
+        permenrich.ora(str(tmp_path / "mrna.txt"), SETS, universe=str(tmp_path / "universe.txt"), min_size=5,
+                       **options)
+    table = permenrich.ora(str(tmp_path / "mrna.txt"), SETS, universe=str(tmp_path / "universe.txt"), min_size=5,
+                           permutations=1000, direction="both", device="auto")  # the defaults, given: accepted
+    parameters = table.attrs["run"]["parameters"]
+    assert parameters["seed"] is None and parameters["direction"] is None and parameters["device"] is None
+    assert parameters["permutations"] is None

@@ -484,6 +484,18 @@ def _run_genes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_unused(args: argparse.Namespace, command: str, used: tuple[str, ...], why: str) -> None:
+    """Refuse any option of ``command`` given a value other than its default that this
+    run does not use (``used``: the destinations it does): the user meant something by it."""
+    parser = build_parser().commands[command]
+    for action in parser._actions:
+        dest = action.dest
+        if dest in used or dest == "help" or not action.option_strings:
+            continue
+        if getattr(args, dest, action.default) != action.default:
+            raise PermenrichError(f"{action.option_strings[0]} does not apply here: {why}; drop it")
+
+
 def _run_ora(args: argparse.Namespace) -> int:
     from .api import ora
 
@@ -492,7 +504,11 @@ def _run_ora(args: argparse.Namespace) -> int:
 
         if args.gene_list or args.expr:
             raise PermenrichError("--lists runs several gene lists; give it without --gene-list and --expr")
-        table = ora_lists(args.lists, args.gene_sets, min_size=args.min_size, max_size=args.max_size)
+        _refuse_unused(args, "ora", ("lists", "gene_sets", "universe", "map", "min_size", "max_size", "out", "quiet",
+                                     "report"), "--lists tests each list's own selection against its universe "
+                                                "(nothing is permuted)")
+        table = ora_lists(args.lists, args.gene_sets, universe=args.universe, map=args.map, min_size=args.min_size,
+                          max_size=args.max_size)
         _report(table, args.out, f"rows from {len(table.attrs['per_contrast'])} lists")
         return 0
     expression_mode = args.gene_list is None

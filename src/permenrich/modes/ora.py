@@ -195,6 +195,42 @@ class _OverlapNull(ExceedanceAccumulator):
                 "max": self.list_size_max}
 
 
+#: Options that only expression mode uses (list mode: the list is the selection, and
+#: nothing is permuted; the resources, threads to device, are accepted as in any run);
+#: and those that only reading ``expr`` for a universe uses.
+_EXPRESSION_MODE_ONLY = ("top", "fdr", "groupby", "case", "control", "covariates", "strata", "pairs",
+                         "phenotype_column", "metric", "direction", "permutations", "seed", "nan_policy",
+                         "zero_variance", "normalize", "pseudobulk", "pseudobulk_method", "min_cells")
+_UNIVERSE_READING = ("chip", "collapse", "layer", "use_raw")
+
+
+def _check_list_mode_options(options: dict) -> None:
+    """Refuse, in list mode, an option set to anything but its default that the run would
+    ignore (the user meant something by it), and ``expr`` when a universe or map already
+    gives the background."""
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(ora).parameters.items()}
+
+    def given(name: str) -> bool:
+        value = options.get(name, defaults[name])
+        return value is not None and not (isinstance(value, type(defaults[name])) and value == defaults[name])
+
+    chosen = next((name for name in _EXPRESSION_MODE_ONLY if given(name)), None)
+    if chosen is not None:
+        raise OptionError(f"{option(chosen)} belongs to expression mode, where the altered genes are chosen "
+                          f"from {option('expr')} and a phenotype; with {option('gene_list')} the list is the "
+                          f"selection and nothing is permuted: drop {option(chosen)} (or the gene list)")
+    if options.get("expr") is not None and (options.get("universe") is not None or options.get("map") is not None):
+        background = "universe" if options.get("universe") is not None else "map"
+        raise OptionError(f"in list mode {option('expr')} only gives the background genes, and {option(background)} "
+                          f"already does: drop one of them")
+    unused = next((name for name in _UNIVERSE_READING if options.get("expr") is None and given(name)), None)
+    if unused is not None:
+        raise OptionError(f"{option(unused)} reads {option('expr')}, which in list mode gives the background genes; "
+                          f"without it there is nothing to read: drop {option(unused)} (or give {option('expr')})")
+
+
 def prepare_ora(options: dict) -> Prepared:
     """Read and check the inputs of :func:`ora` and the observed overlaps; the runner's
     :class:`~permenrich.runner.Prepared` (no job in list mode; also run on Dask workers)."""
@@ -213,13 +249,8 @@ def prepare_ora(options: dict) -> Prepared:
                           f"{option('gene_list')} too")
     if not expression_mode and o.phenotype is not None:
         raise InputError(f"give either {option('gene_list')} or {option('expr')} with a phenotype, not both")
-    if not expression_mode:  # options of expression mode would be ignored: the list is the selection
-        chosen = next((name for name in ("top", "fdr", "groupby", "case", "control", "covariates", "strata",
-                                         "pairs", "phenotype_column") if o.__dict__.get(name) is not None), None)
-        if chosen is not None:
-            raise OptionError(f"{option(chosen)} belongs to expression mode, where the altered genes are chosen "
-                              f"from {option('expr')} and a phenotype; with {option('gene_list')} the list is the "
-                              f"selection: drop {option(chosen)} (or the gene list)")
+    if not expression_mode:
+        _check_list_mode_options(options)
     sections: dict[str, Any] = {}
     if expression_mode:
         if (o.top is None) == (o.fdr is None):
@@ -340,11 +371,13 @@ def prepare_ora(options: dict) -> Prepared:
         table.attrs["run"] = provenance(
             "ora",
             {"mode": "expression" if expression_mode else "list", "metric": o.metric if expression_mode else None,
-             "top": o.top, "fdr": o.fdr, "direction": o.direction,
-             "permutations": int(o.permutations) if expression_mode else None,  # list mode permutes nothing
-             "seed": int(o.seed), "min_size": o.min_size, "max_size": o.max_size, "strata": o.strata,
-             "pairs": o.pairs, "memory_bytes": budget,
-             "batch_size": test.job.batch_size if test.job is not None else None, "device": o.device},
+             "top": o.top, "fdr": o.fdr, "direction": o.direction if expression_mode else None,
+             # list mode permutes nothing: no permutations, seed or device
+             "permutations": int(o.permutations) if expression_mode else None,
+             "seed": int(o.seed) if expression_mode else None, "min_size": o.min_size, "max_size": o.max_size,
+             "strata": o.strata, "pairs": o.pairs, "memory_bytes": budget,
+             "batch_size": test.job.batch_size if test.job is not None else None,
+             "device": o.device if expression_mode else None},
             started,
             data={"n_universe": int(gene_ids.size), "n_selected": int(selected.sum()),
                   **index.census(),

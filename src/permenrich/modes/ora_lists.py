@@ -36,6 +36,8 @@ def ora_lists(
     lists: Sequence[Mapping[str, Any]] | str | os.PathLike,
     gene_sets: Any,
     *,
+    universe: Any = None,
+    map: Any = None,  # noqa: A002 - the option's name on the command line (--map)
     min_size: int = 15,
     max_size: int = 500,
 ) -> pd.DataFrame:
@@ -50,6 +52,9 @@ def ora_lists(
         in :func:`permenrich.ora`).
     gene_sets
         GMT/GMX path(s), or a mapping of set name to genes.
+    universe, map
+        The universe and map of every list that names none of its own (e.g. one platform's
+        genes as the background of all lists).
     min_size, max_size
         Sets whose size in a list's universe falls outside are excluded for that list.
 
@@ -84,8 +89,9 @@ def ora_lists(
         if spec.get("gene_list") is None:
             raise OptionError(f"list {name!r}: 'gene_list' is required")
         try:
-            table = ora(spec["gene_list"], gene_sets, universe=spec.get("universe"), map=spec.get("map"),
-                        min_size=min_size, max_size=max_size)
+            table = ora(spec["gene_list"], gene_sets,
+                        universe=spec["universe"] if spec.get("universe") is not None else universe,
+                        map=spec["map"] if spec.get("map") is not None else map, min_size=min_size, max_size=max_size)
         except (InputError, OptionError) as error:  # say which list, keep the one-line message
             raise type(error)(f"list {name!r}: {error}") from None
         tables[name] = table
@@ -98,6 +104,8 @@ def ora_lists(
     combined.attrs["run"] = {
         "command": "ora_lists",
         "parameters": {"min_size": min_size, "max_size": max_size,
+                       "universe": None if universe is None else file_digest(universe),
+                       "map": None if map is None else file_digest(map),
                        "multiple_testing": "padj_bh_all: Benjamini-Hochberg across all lists x sets; "
                                            "padj_bh_hypergeom: within each list"},
         "manifest": file_digest(source),
