@@ -193,3 +193,39 @@ def test_cpu_exceedance_kernel_equals_array_module_path(alternative, array_centr
         np.testing.assert_array_equal(counts, results[0][0])
         np.testing.assert_array_equal(counts_max, results[0][1])
     assert results[0][0].sum() > 0 and results[0][1].sum() > 0
+
+
+def test_welch_parametric_p_at_every_accepted_scale():
+    """The Welch-Satterthwaite degrees of freedom squared the class variances (fourth
+    powers of the data): NaN p for genes near 1e80 or 1e-82 and a p three times too large
+    at 1e-80, where t itself was exact. p does not depend on the scale: SciPy's at scale 1."""
+    rng = np.random.default_rng(2)
+    base = np.r_[2.0 + 0.3 * rng.normal(size=4), 1.0 + 0.2 * rng.normal(size=6)]
+    scales = [3e-99, 1e-82, 1e-80, 1.0, 1e78, 1e99]
+    expr = pd.DataFrame(np.vstack([s * base for s in scales]), index=[f"g{i}" for i in range(len(scales))],
+                        columns=[f"s{j}" for j in range(10)])
+    result = permenrich.genes(expr, ["a"] * 4 + ["b"] * 6, case="a", control="b", metric="welch_t",
+                              permutations=50, threads=1).set_index("gene").loc[expr.index]
+    expected = sps.ttest_ind(base[:4], base[4:], equal_var=False).pvalue
+    np.testing.assert_allclose(result.pval_parametric, expected, rtol=1e-9)
+
+
+def test_pearson_of_a_nearly_constant_gene_or_phenotype():
+    """One centring pass left the rounding of the mean as a constant residue as large as
+    the variation of a gene at 0.1 plus 0-3 units in the last place (r 0.466 for 0.494,
+    and the parametric p of np.corrcoef's r off alike). Such a gene is an affine image of
+    its integer offsets, so its exact r is Pearson's r of those integers; likewise for a
+    phenotype at 5 plus a few units in the last place."""
+    y = np.array([0.3, -1.2, 0.8, 1.9, -0.4, 0.1, -0.7, 1.1, 0.5, -1.5, 0.9, -0.2])
+    steps = np.array([0, 3, 1, 3, 0, 2, 1, 3, 2, 0, 3, 1], dtype=float)
+    near_constant = 0.1 + np.spacing(0.1) * steps
+    other = np.random.default_rng(0).normal(size=12)
+    expr = pd.DataFrame(np.vstack([near_constant, other]), index=["near_constant", "other"],
+                        columns=[f"s{j}" for j in range(12)])
+    result = permenrich.genes(expr, list(y), metric="pearson", permutations=50, threads=1).set_index("gene")
+    expected = sps.pearsonr(steps, y)
+    assert result.statistic["near_constant"] == pytest.approx(expected.statistic, rel=1e-12)
+    assert result.pval_parametric["near_constant"] == pytest.approx(expected.pvalue, rel=1e-9)
+    phenotype = 5.0 + np.spacing(5.0) * steps
+    result = permenrich.genes(expr, list(phenotype), metric="pearson", permutations=50, threads=1).set_index("gene")
+    assert result.statistic["other"] == pytest.approx(sps.pearsonr(other, steps).statistic, rel=1e-12)

@@ -274,3 +274,51 @@ def test_tiled_correlation_adds_samples_in_order():
         for j in range(n_samples):
             expected = expected + phenotype[shuffles[b, j]] * genes_by_sample[j]
         assert np.array_equal(out[b], expected)
+
+
+@pytest.mark.parametrize("metric", ["signal_to_noise", "t_test", "diff_of_classes", "welch_t", "student_t",
+                                    "hedges_g"])
+def test_a_class_of_exact_zeros_and_a_large_offset_keep_their_digits(metric):
+    """Two failures of the class means rebuilt as (mean of gene-centred values) + gene
+    mean: a class of exact zeros (log-CPM, counts) came out ~1e-16, so GSEA's sd floor
+    took 0.2 x 1e-16 instead of 0.2 (signal-to-noise -5.00 for -4.19, t_test -15.81 for
+    -15.53); and a gene at 1e12 + a 3-unit effect kept six digits of the difference.
+    Compared with the NumPy reference, which takes the means of the values themselves,
+    on CPU and on the GPU (simulator), exactly equal to each other."""
+    import pandas as pd
+
+    import permenrich
+    from _tables import assert_identical
+
+    rng = np.random.default_rng(7)
+    n = 10
+    zeros_vs_expressed = np.r_[np.zeros(n), rng.normal(5, 0.7, n)]
+    expressed_vs_zeros = zeros_vs_expressed[::-1].copy()
+    offset = 1e12 + np.r_[rng.normal(3, 0.5, n), rng.normal(0, 0.5, n)]
+    noise = rng.normal(8, 1, size=(5, 2 * n))
+    values = np.vstack([zeros_vs_expressed, expressed_vs_zeros, offset, noise])
+    is_case = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    expected = metric_reference(values, is_case, metric)
+    # The offset gene's reference: NumPy's means of values near 1e12 keep six digits of
+    # the difference too, so the moments come from the gene minus 1e12 (exact).
+    shifted = (offset - 1e12)[None, :]
+    if metric in ("signal_to_noise", "t_test"):  # the sd floors 0.2 |mean| (2e11) dominate
+        mean_a, mean_b = 1e12 + shifted[0, is_case].mean(), 1e12 + shifted[0, ~is_case].mean()
+        difference = shifted[0, is_case].mean() - shifted[0, ~is_case].mean()
+        expected[2] = (difference / (0.2 * mean_a + 0.2 * mean_b) if metric == "signal_to_noise"
+                       else difference / np.sqrt((0.2 * mean_a) ** 2 / n + (0.2 * mean_b) ** 2 / n))
+    else:
+        expected[2] = metric_reference(shifted, is_case, metric)[0]
+    backend = CpuBackend(threads=1)
+    backend.prepare_statistic(values, get_metric(metric))
+    observed = backend.gene_statistics(np.flatnonzero(is_case)[None, :])[0]
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(observed[finite], expected[finite], rtol=1e-12, atol=0)
+    genes = [f"g{i}" for i in range(values.shape[0])]
+    expr = pd.DataFrame(values, index=genes, columns=[f"s{j}" for j in range(2 * n)])
+    labels = ["a"] * n + ["b"] * n
+    kwargs = dict(case="a", control="b", metric=metric, permutations=20, seed=3)
+    cpu = permenrich.genes(expr, labels, device="cpu", **kwargs)
+    assert_identical(cpu, permenrich.genes(expr, labels, device="gpu", **kwargs))
+    np.testing.assert_allclose(cpu.set_index("gene").statistic.loc[genes].to_numpy()[finite], expected[finite],
+                               rtol=1e-12)

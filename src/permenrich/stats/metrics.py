@@ -124,8 +124,13 @@ def _ttest_p(equal_var: bool) -> Callable[[Any, np.ndarray, str], np.ndarray]:
         if equal_var:
             return _t_tail(statistic, n_a + n_b - 2, alternative)
         share_a, share_b = np.maximum(var_a, 0.0) / n_a, np.maximum(var_b, 0.0) / n_b
+        # Welch-Satterthwaite in the shares' fractions: the textbook form squares the
+        # variances (fourth powers of the data), out of float64 range for genes near
+        # 1e80 or 1e-80, well inside the accepted values (NaN p where t was exact).
         with np.errstate(divide="ignore", invalid="ignore"):  # both classes constant: NaN, as SciPy
-            df = (share_a + share_b) ** 2 / (share_a ** 2 / (n_a - 1) + share_b ** 2 / (n_b - 1))
+            fraction_a = share_a / (share_a + share_b)
+            fraction_b = share_b / (share_a + share_b)
+            df = 1.0 / (fraction_a ** 2 / (n_a - 1) + fraction_b ** 2 / (n_b - 1))
         return _t_tail(statistic, df, alternative)
     return pvalues
 
@@ -254,11 +259,13 @@ def _floored_sd(sd, mean):
 
 
 @inline
-def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b):
+def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b, difference):
     """One two-group statistic from class means, sample variances (ddof=1) and sizes.
-    For ``mann_whitney`` the means are mean mid-ranks."""
+    For ``mann_whitney`` the means are mean mid-ranks. ``difference`` is mean_a - mean_b
+    taken before a common offset was added back to the means (a gene at 1e10 + 3 vs
+    1e10 keeps its 3 to all digits, where the means' difference keeps about six)."""
     if code == 3:
-        return mean_a - mean_b
+        return difference
     if code == 2:
         return mean_a / mean_b
     if code == 4:
@@ -267,21 +274,21 @@ def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b):
     var_b = var_b if var_b > 0.0 else 0.0
     if code == 5:
         pooled = ((n_a - 1) * var_a + (n_b - 1) * var_b) / (n_a + n_b - 2)
-        return (mean_a - mean_b) / math.sqrt(pooled * (1.0 / n_a + 1.0 / n_b))
+        return difference / math.sqrt(pooled * (1.0 / n_a + 1.0 / n_b))
     if code == 6:
-        return (mean_a - mean_b) / math.sqrt(var_a / n_a + var_b / n_b)
+        return difference / math.sqrt(var_a / n_a + var_b / n_b)
     if code == 7:
         return n_a * mean_a - n_a * (n_a + 1) * 0.5
     if code == 11:  # U - n_A n_B / 2: ranking_metric's centred U
         return n_a * mean_a - n_a * (n_a + n_b + 1) * 0.5
     if code == 10:  # Hedges' g: the pooled-sd standardized difference, small-sample corrected
         pooled = ((n_a - 1) * var_a + (n_b - 1) * var_b) / (n_a + n_b - 2)
-        return (1.0 - 3.0 / (4.0 * (n_a + n_b) - 9.0)) * (mean_a - mean_b) / math.sqrt(pooled)
+        return (1.0 - 3.0 / (4.0 * (n_a + n_b) - 9.0)) * difference / math.sqrt(pooled)
     sd_a = _floored_sd(math.sqrt(var_a), mean_a)
     sd_b = _floored_sd(math.sqrt(var_b), mean_b)
     if code == 0:
-        return (mean_a - mean_b) / (sd_a + sd_b)
-    return (mean_a - mean_b) / math.sqrt(sd_a * sd_a / n_a + sd_b * sd_b / n_b)
+        return difference / (sd_a + sd_b)
+    return difference / math.sqrt(sd_a * sd_a / n_a + sd_b * sd_b / n_b)
 
 
 #: Scalar device-neutral functions; GPU kernels compile the same list for CUDA.
@@ -350,11 +357,15 @@ def _metric_reference(values: np.ndarray, is_case: np.ndarray, metric: str) -> n
 
 def correlation_reference(values: np.ndarray, phenotype: np.ndarray, *, spearman: bool) -> np.ndarray:
     """Per-gene Pearson (or Spearman) correlation with a numeric phenotype (NumPy
-    reference, via ``np.corrcoef``)."""
+    reference: centred twice, as :func:`permenrich.stats.correlation.centred` says why,
+    where ``np.corrcoef`` centres once)."""
+    from .correlation import centred
+
     x = np.asarray(values, dtype=np.float64)
     y = np.asarray(phenotype, dtype=np.float64)
     if spearman:
         x = mid_ranks(x)
         y = _scipy_stats().rankdata(y)
+    x, y = centred(x), centred(y)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.corrcoef(np.vstack([x, y[None, :]]))[-1, :-1]
+        return np.clip((x @ y) / np.sqrt((x * x).sum(axis=1) * (y @ y)), -1.0, 1.0)

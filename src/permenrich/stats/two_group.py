@@ -11,22 +11,40 @@ from .metrics import SCALAR_FUNCTIONS as METRIC_FUNCTIONS
 from .metrics import _metric_from_moments  # noqa: F401  (bound by jit_family)
 
 
+#: 2**-52: a bound on one float64 rounding relative to its result (twice the unit roundoff).
+ROUNDING = 2.220446049250313e-16
+
+
+@inline
+def _class_mean(centred_mean, gene_mean, n_class):
+    """A class's mean from the mean of its gene-centred values. The centring's rounding
+    leaves a class of exact zeros (log-CPM, counts) about n x 1e-16 x the gene mean away
+    from 0, and GSEA's standard-deviation floor takes 0.2 at a mean of exactly 0 but
+    0.2 x |mean| elsewhere (2e-17 there: signal-to-noise -5.0 for -4.19); a mean within
+    (n + 2) roundings of the gene mean of 0 is therefore exactly 0."""
+    mean = centred_mean + gene_mean
+    if abs(mean) <= (n_class + 2) * ROUNDING * abs(gene_mean):
+        return 0.0
+    return mean
+
+
 @inline
 def _statistic_from_sums(sum_drawn, sumsq_drawn, total_sum, total_sumsq, gene_mean, n_samples, n_drawn,
                          drawn_is_case, metric):
     """One gene's statistic from the drawn class's sums of the gene-centred values and of
     their squares (the other class is total minus drawn)."""
     n_other = n_samples - n_drawn
-    # Moments of the gene-centred data; the mean is added back for metrics that use it.
-    mean_d = sum_drawn * (1.0 / n_drawn)
-    var_d = (sumsq_drawn - n_drawn * mean_d * mean_d) / (n_drawn - 1)
-    mean_o = (total_sum - sum_drawn) * (1.0 / n_other)
-    var_o = (total_sumsq - sumsq_drawn - n_other * mean_o * mean_o) / (n_other - 1)
-    mean_d += gene_mean
-    mean_o += gene_mean
+    # Moments of the gene-centred data; the difference of the means is taken there, and
+    # the gene mean is added back for the metrics that use the means themselves.
+    centred_d = sum_drawn * (1.0 / n_drawn)
+    var_d = (sumsq_drawn - n_drawn * centred_d * centred_d) / (n_drawn - 1)
+    centred_o = (total_sum - sum_drawn) * (1.0 / n_other)
+    var_o = (total_sumsq - sumsq_drawn - n_other * centred_o * centred_o) / (n_other - 1)
+    mean_d = _class_mean(centred_d, gene_mean, n_drawn)
+    mean_o = _class_mean(centred_o, gene_mean, n_other)
     if drawn_is_case:
-        return _metric_from_moments(metric, mean_d, var_d, n_drawn, mean_o, var_o, n_other)
-    return _metric_from_moments(metric, mean_o, var_o, n_other, mean_d, var_d, n_drawn)
+        return _metric_from_moments(metric, mean_d, var_d, n_drawn, mean_o, var_o, n_other, centred_d - centred_o)
+    return _metric_from_moments(metric, mean_o, var_o, n_other, mean_d, var_d, n_drawn, centred_o - centred_d)
 
 
 def _accumulate_rows(block, block_start, block_stop, gene_offset, drawn, cursor, gene_mean, sums, sumsqs):
@@ -67,4 +85,4 @@ def _accumulate_totals(block, gene_offset, gene_mean, centre, sums, sumsqs):
 
 
 #: With the metric functions they call; compile together.
-SCALAR_FUNCTIONS = (*METRIC_FUNCTIONS, _statistic_from_sums, _accumulate_rows, _accumulate_totals)
+SCALAR_FUNCTIONS = (*METRIC_FUNCTIONS, _class_mean, _statistic_from_sums, _accumulate_rows, _accumulate_totals)
