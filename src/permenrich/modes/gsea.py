@@ -513,19 +513,27 @@ def prepare_prerank(options: dict) -> Prepared:
     return Prepared(job, finish)
 
 
+#: The smallest positive float64: a multilevel p below it is reported as it, not as 0.
+SMALLEST_P = float(np.nextafter(0.0, 1.0))
+
+
 def _multilevel(index: Any, stats: dict, ranked_stat: np.ndarray, n_perm: int, o: Any, workers: int
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Nominal p-values and their log2 errors with multilevel estimates where they are the
-    more precise (fgseaMultilevel's rule): the multilevel probability of the score with
-    its sign (one ruler per set size and sign) divided by the permutations' estimate of
-    P(sign), (m + 1)/(permutations + 1); elsewhere the permutation p and its error.
-    p-values below ``eps`` are reported as ``eps`` with no error.
+    """Nominal p-values and their log2 errors with multilevel estimates for the sets where
+    they are the more precise (fgseaMultilevel's rule): the multilevel probability of the
+    score with its sign (one ruler per set size and sign) divided by the permutations'
+    estimate of P(sign), (m + 1)/(permutations + 1); elsewhere the permutation p and its
+    error. p-values below ``eps`` are reported as ``eps`` with no error.
 
-    A set whose permutation error is already at most the smallest error a multilevel
-    estimate can have (that of p = 1) keeps its permutation p whatever a ruler would say,
-    so no ruler is run for it. The rulers of different sizes run on ``workers`` threads
-    (each is a pure function of (seed, size, sign), so the result does not depend on
-    their number)."""
+    Which sets get a ruler is decided once, at the permutation p: those whose permutation
+    error exceeds the error a multilevel estimate would have at that p. Their ruler's p
+    is then taken whatever it is. (Comparing the errors again at the ruler's p threw the
+    smallest p-values away: the multilevel error grows like sqrt(-log2 p) and passes the
+    permutation error of p at its floor near p = 1e-50, so the most enriched sets fell
+    back to 1/(m + 1) while weaker ones kept 1e-34.) A probability below the smallest
+    float64 is reported as ``eps``, or as that smallest float where ``eps`` is 0, never
+    as 0. The rulers of different sizes run on ``workers`` threads (each is a pure
+    function of (seed, size, sign), so the result does not depend on their number)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ..enrich.multilevel import multilevel_error, multilevel_pvalues, permutation_error
@@ -533,7 +541,7 @@ def _multilevel(index: Any, stats: dict, ranked_stat: np.ndarray, n_perm: int, o
     es, pval, n_same = stats["es"], stats["pval"].copy(), stats["n_null_same_sign"]
     sample_size = int(o.sample_size) | 1
     errors = np.array([permutation_error(int(round(p * (m + 1))) - 1, int(m)) for p, m in zip(pval, n_same)])
-    may_gain = errors > multilevel_error(1.0, sample_size)
+    may_gain = errors > np.array([multilevel_error(p, sample_size) for p in pval])
 
     def estimate(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         which = np.flatnonzero((index.sizes == size) & may_gain)
@@ -546,9 +554,10 @@ def _multilevel(index: Any, stats: dict, ranked_stat: np.ndarray, n_perm: int, o
         for which, joint, reliable in pool.map(estimate, sizes):
             for i, probability, good in zip(which, joint, reliable):
                 p = min(1.0, probability / ((n_same[i] + 1) / (n_perm + 1)))
-                error = multilevel_error(p, sample_size) if p > 0 else np.inf
-                if error < errors[i]:
-                    pval[i], errors[i] = p, (error if good else np.nan)
+                if p > 0:
+                    pval[i], errors[i] = p, (multilevel_error(p, sample_size) if good else np.nan)
+                else:  # below float64's range: below eps too, or at the range's end
+                    pval[i], errors[i] = max(float(o.eps), SMALLEST_P), np.nan
     below = pval < o.eps
     pval[below], errors[below] = o.eps, np.nan
     return pval, errors
