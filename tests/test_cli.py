@@ -113,7 +113,7 @@ BAD_CASES = {
     "one_class_only": (lambda d: (d / "pheno.cls").write_text(
         "12 1 1\n# tumour\n" + " ".join(["tumour"] * 12) + "\n"), {}, "tumour"),
     "nan_value": (lambda d: _edit_gct_field(d, "G7", 2, "NA"), {}, "G7"),
-    "unknown_metric": (lambda d: None, {"--metric": "snr"}, "unknown metric"),
+    "unknown_metric": (lambda d: None, {"--metric": "snr"}, "--metric snr is not a metric"),
     "no_set_survives": (lambda d: (d / "sets.gmt").write_text("TINY\tx\tG1\tG2\n"), {}, "--min-size"),
     "gmt_short_line": (lambda d: (d / "sets.gmt").write_text("BROKEN\n"), {}, "sets.gmt"),
     "unknown_case": (lambda d: None, {"--case": "healthy"}, "healthy"),
@@ -199,7 +199,9 @@ def test_more_bad_inputs(small_study, capsys, args, expected):
     full = [a.format(d=small_study) for a in args]
     if "--gene-sets" not in full and args[0] != "genes":
         full += ["--gene-sets", str(small_study / "sets.gmt")]
-    full += ["--out", str(small_study / "out"), "--quiet", "--permutations", "20"]
+    full += ["--out", str(small_study / "out"), "--quiet"]
+    if "--gene-list" not in full:  # list mode permutes nothing, and refuses the option
+        full += ["--permutations", "20"]
     status, stdout, err = _run(full, capsys)
     lines = err.strip().splitlines()
     assert status == 2 and len(lines) == 1 and expected in lines[0], err

@@ -61,7 +61,7 @@ def test_sd_floor_rules():
 
 
 def test_unknown_metric():
-    with pytest.raises(OptionError, match="unknown metric 'snr'.*signal_to_noise"):
+    with pytest.raises(OptionError, match="metric='snr' is not a metric.*signal_to_noise"):
         metric_code("snr")
 
 

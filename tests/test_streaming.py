@@ -136,7 +136,7 @@ def test_pseudobulk_gsea_and_contrasts_equal_single_runs(cohort, tmp_path):
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.tsv", "run.json", "T_vs_B.tsv",
                                                               "NK_vs_rest.tsv"}
     assert paths_written["NK_vs_rest"].exists()
-    one_vs_rest = permenrich.contrasts(paths["csr"], None, sets, one_vs_rest="group", mode="genes",
+    one_vs_rest = permenrich.contrasts(paths["csr"], None, one_vs_rest="group", mode="genes",
                                        pseudobulk="donor", normalize="log1p_cpm", permutations=30, device="cpu",
                                        min_cells=0)
     assert sorted(set(one_vs_rest.contrast)) == ["B_vs_rest", "NK_vs_rest", "T_vs_rest"]

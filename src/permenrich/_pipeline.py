@@ -101,10 +101,10 @@ def check_run_options(*, permutations: int, seed: int, batch_size: int | None, t
                           "(p-values down to 1e-10); ask for fewer")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
         raise OptionError(f"{option('seed')} must be an integer in [0, 2**64), got {seed!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-        raise OptionError(f"{option('batch_size')} must be a positive integer, got {batch_size!r}")
-    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
-        raise OptionError(f"{option('threads')} must be a positive integer, got {threads!r}")
+    for name, value in (("batch_size", batch_size), ("threads", threads)):
+        # 2.7 was cut to 2, "2" was a TypeError and 1.5 threads ran and was recorded
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise OptionError(f"{option(name)} must be a positive integer, got {value!r}")
     if threads is not None and int(threads) > MAX_THREADS:
         # each is an OS thread with its own stack: 100,000 of them crashed the process
         raise OptionError(f"{option('threads', threads)} is above the limit of {MAX_THREADS:,}; give at most "

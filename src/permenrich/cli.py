@@ -110,12 +110,29 @@ def _column_names(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"{text!r} names no column; give e.g. age,sex")
     return names
 
-def _add_run_options(parser: argparse.ArgumentParser, permutations: int, *, labellings: bool = True) -> None:
-    exact = ("; all labellings are enumerated exactly when there are no more than this" if labellings
-             else ": random gene sets of each set's size")
-    parser.add_argument("--permutations", type=int, default=permutations,
+def _count(text: str) -> int:
+    """A whole number, also written as a float literal (1e5, as the README writes limits)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (e.g. 10000 or 1e4)")
+    return int(value)
+
+
+def _add_run_options(parser: argparse.ArgumentParser, permutations: int, *, labellings: bool = True,
+                     enumerated: bool = True) -> None:
+    exact = (": random gene sets of each set's size" if not labellings
+             else "; all labellings are enumerated exactly when there are no more than this" if enumerated
+             else ": each relabels every study at once, always drawn (never enumerated)")
+    parser.add_argument("--permutations", type=_count, default=permutations,
                         help=f"permutations (default {permutations}){exact}")
-    parser.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
+    parser.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k) (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=None, help="permutations per batch (default: from --memory)")
     parser.add_argument("--memory", default="1GB",
@@ -150,10 +167,11 @@ def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool =
                         help="comma-separated columns to adjust for (e.g. age,sex): t of the phenotype in "
                              "expression ~ covariates + phenotype, Freedman-Lane permutations "
                              "(metric student_t or pearson)")
-    parser.add_argument("--collapse", default="mean", help="merge duplicated genes/probes: mean, max, median")
+    parser.add_argument("--collapse", default="mean", help="merge duplicated genes/probes: mean (default), max, median")
     parser.add_argument("--chip", help="probe ids -> gene symbols: a GSEA CHIP, a GEO platform table (GPL) or a two-column TSV")
-    parser.add_argument("--nan-policy", default="error", help="genes with missing values in the analysed samples: error or drop")
-    parser.add_argument("--zero-variance", default="drop", help="constant genes: drop (with a warning) or error")
+    parser.add_argument("--nan-policy", default="error",
+                        help="genes with missing values in the analysed samples: error (default) or drop")
+    parser.add_argument("--zero-variance", default="drop", help="constant genes: drop (default, with a warning) or error")
     parser.add_argument("--normalize", default="none",
                         help="none (default), log1p_cpm (for counts) or log2 (a linear-scale matrix, e.g. an unlogged "
                              "GEO series)")
@@ -195,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_options(g)
     g.add_argument("--metric", default="signal_to_noise",
                    help="signal_to_noise (default), t_test, ratio_of_classes, diff_of_classes, log2_ratio_of_classes, "
-                        "student_t, welch_t, mann_whitney, pearson, spearman")
+                        "student_t, welch_t, mann_whitney, hedges_g, pearson, spearman")
     g.add_argument("--set-statistic", default="ks", help="ks (weighted running sum, default), mean, maxmean")
     g.add_argument("--weight", type=float, default=1.0, help=WEIGHT_HELP)
     _add_contrast_options(g)
@@ -206,15 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Preranked GSEA on an RNK list (gene, score). "
                                    "Writes OUT/results.tsv, OUT/ranking.tsv and OUT/run.json.")
     p.add_argument("--rnk", required=True, help="ranked list: two columns, gene and score")
-    p.add_argument("--duplicates", default="error", help="duplicated genes in the list: error, mean, max, min, first")
+    p.add_argument("--duplicates", default="error",
+                   help="duplicated genes in the list: error (default), mean, max, min, first")
     _add_set_options(p)
     p.add_argument("--set-statistic", default="ks", help="ks (weighted running sum, default), mean, maxmean")
     p.add_argument("--weight", type=float, default=1.0, help=WEIGHT_HELP)
     p.add_argument("--p-method", default="permutation",
                    help="permutation (default) or multilevel: p-values far below 1/permutations with a log2 "
                         "error (fgseaMultilevel's method)")
-    p.add_argument("--sample-size", type=int, default=101, help="multilevel: random sets per level (default 101)")
-    p.add_argument("--eps", type=float, default=1e-50, help="multilevel: smallest p-value estimated (default 1e-50)")
+    p.add_argument("--sample-size", type=int, default=101,
+                   help="multilevel: random sets per level (default 101; an even number is raised by one)")
+    p.add_argument("--eps", type=float, default=1e-50,
+                   help="multilevel: smallest p-value estimated, smaller ones reported as it (default 1e-50; 0: no "
+                        "bound)")
     p.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(p, permutations=1000, labellings=False)
 
@@ -235,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Expression mode: --expr + phenotype + --top N or --fdr Q. "
                                    "Writes OUT/results.tsv and OUT/run.json.")
     o.add_argument("--gene-list", help="list mode: genes of interest, one per line")
-    o.add_argument("--universe", help="background genes, one per line (default: the expression data's genes)")
+    o.add_argument("--universe", help="background genes, one per line (default: the expression data's genes; in list "
+                                      "mode those of --expr or of the --map)")
     o.add_argument("--map", help="list mode: TSV with the columns item and gene (e.g. miRNA -> target genes, "
                                  "protein -> gene), applied to the list and the universe alike")
     o.add_argument("--lists", help="several lists in one run: TSV with the columns list, genes[, universe, map] "
@@ -245,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--metric", default="student_t", help="expression mode: per-gene statistic (default student_t)")
     o.add_argument("--top", type=int, help="expression mode: the N most extreme genes are 'altered'")
     o.add_argument("--fdr", type=float, help="expression mode: genes with BH q < FDR are 'altered'")
-    o.add_argument("--direction", default="both", help="up, down or both (default)")
+    o.add_argument("--direction", default="both", help="expression mode: up, down or both (default)")
     o.add_argument("--out", required=True, help=OUT_HELP)
     _add_run_options(o, permutations=1000)
 
@@ -255,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(per-study statistic columns) and OUT/run.json.")
     m.add_argument("--manifest", required=True,
                    help="TSV, one row per study: study, expr (required); phenotype (CLS or sample sheet), groupby, "
-                        "case, control, strata, pairs, covariates, chip, collapse, normalize, nan_policy, "
-                        "zero_variance (optional); paths relative to the manifest")
+                        "case, control, phenotype_column, strata, pairs, covariates, chip, collapse, normalize, "
+                        "nan_policy, zero_variance, pseudobulk, pseudobulk_method, min_cells, layer, use_raw "
+                        "(optional); paths relative to the manifest")
     m.add_argument("--method", default="stouffer",
                    help="stouffer (default; weights sqrt(n)), fixed or random (DerSimonian-Laird) on Hedges' g")
     m.add_argument("--join", default="inner", help="inner (genes in every study, default) or outer (any study)")
@@ -273,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--gene-sets")
     m.add_argument("--top", type=int, help="--mode ora: the N most extreme genes of the combined statistic")
     m.add_argument("--direction", default="both", help="--mode ora: up, down or both (default)")
-    m.add_argument("--gene-sets", nargs="+", help="GMT/GMX files (--mode gsea)")
+    m.add_argument("--gene-sets", nargs="+", help="GMT/GMX files (--mode gsea or ora)")
     m.add_argument("--leave-one-out", action="store_true",
                    help="also the meta-analysis without each study, from the same permutations "
                         "(columns *_without_<study>)")
@@ -282,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--min-size", type=int, default=15, help="smallest set size in the data (default 15)")
     m.add_argument("--max-size", type=int, default=500, help="largest set size in the data (default 500)")
     m.add_argument("--out", required=True, help=OUT_HELP)
-    _add_run_options(m, permutations=10000)
+    _add_run_options(m, permutations=10000, enumerated=False)
 
     r = sub.add_parser("report", help="write OUT/report.html for a finished run's output folder",
                        description="Writes one self-contained HTML page (figures embedded, no network needed): "
@@ -297,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "studies and runs GSEA with JAK-STAT gene sets.")
     d.add_argument("--out", default=None,
                    help=OUT_HELP + " (default demo_out; demo_cohort_out with --cohort, demo_meta_out with --meta)")
-    d.add_argument("--permutations", type=int, default=None,
+    d.add_argument("--permutations", type=_count, default=None,
                    help="permutations (default 10000; 2000 with --cohort or --meta, which run several analyses)")
     d.add_argument("--seed", type=int, default=0, help="permutation k is a pure function of (seed, k)")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")

@@ -88,6 +88,11 @@ def check_options(options: dict[str, Any]) -> None:
         if "pseudobulk" in options and options["pseudobulk"] is None and int(value) != DEFAULT_MIN_CELLS:
             raise OptionError(f"{option('min_cells', value)} drops small pseudo-samples, and this run makes none: give "
                               f"{option('pseudobulk')} (the donor column), or drop {option('min_cells')}")
+    if options.get("pseudobulk") is None and options.get("pseudobulk_method", "sum") != "sum" \
+            and "pseudobulk" in options:
+        raise OptionError(f"{option('pseudobulk_method', options['pseudobulk_method'])} says how cells are combined "
+                          f"into pseudo-samples, and this run makes none: give {option('pseudobulk')} (the donor "
+                          f"column), or drop {option('pseudobulk_method')}")
     if options.get("top") is not None:
         _positive_integer("top", options["top"])
     if options.get("fdr") is not None:
@@ -102,8 +107,11 @@ def check_options(options: dict[str, Any]) -> None:
         eps = options["eps"]
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= float(eps) < 1:
             raise OptionError(f"{option('eps')} must lie in [0, 1), got {eps!r}")
-    if options.get("covariates"):
+    if options.get("covariates") is not None:
         covariates = options["covariates"]
+        if not isinstance(covariates, str) and len(covariates) == 0:  # as --covariates "," is: not an unadjusted run
+            raise OptionError(f"{option('covariates')} names no column; give e.g. ['age', 'sex'], or leave it None "
+                              "for an unadjusted run")
         if isinstance(covariates, str) or not all(isinstance(c, str) and c for c in covariates):
             raise OptionError(f"{option('covariates')} must be a list of column names, got {covariates!r}")
         if options.get("metric") not in ("student_t", "pearson"):
@@ -141,6 +149,16 @@ def _check_nothing_ignored(options: dict[str, Any]) -> None:
             if options.get(name, default) != default:
                 raise OptionError(f"{option(name)} chooses the genes of {option('mode', 'ora')}; give that mode, or "
                                   f"drop {option(name)}")
+    if "studies" in options:
+        mode = options.get("mode", "genes")
+        # (name, default, the modes that use it)
+        for name, default, modes in (("set_statistic", "ks", ("gsea",)), ("weight", 1.0, ("gsea",)),
+                                     ("min_size", 15, ("gsea", "ora")), ("max_size", 500, ("gsea", "ora"))):
+            value = options.get(name, default)
+            if mode not in modes and value is not None and value != default:
+                uses = " or ".join(option("mode", m) for m in modes)
+                raise OptionError(f"{option(name)} applies to {uses}, not to {option('mode', mode)}: give that mode, "
+                                  f"or drop {option(name)}")
     if "studies" in options and options.get("mode", "genes") == "genes" and options.get("gene_sets") is not None:
         raise OptionError(f"{option('gene_sets')} are tested with {option('mode', 'gsea')} or "
                           f"{option('mode', 'ora')}; the default mode genes tests genes: give a mode, or drop "

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._pipeline import (
+    file_digest,
     P_FLOOR_WARNING,
     TIE_RULE,
     Study,
@@ -298,6 +299,18 @@ def options_of(arguments: dict) -> dict:
     """A public function's arguments as the options of its run (what workers receive):
     all of them but the client and the progress callback, which stay with the caller."""
     return {name: value for name, value in arguments.items() if name not in ("client", "progress")}
+
+
+def reading_record(o: Any) -> tuple[dict, dict]:
+    """How a run read its expression data, for run.json: the options that change the
+    matrix analysed (parameters) and the digests of the files it came from (data), one
+    record for gsea, genes and ora's expression mode."""
+    parameters = {"collapse": o.collapse, "nan_policy": o.nan_policy, "zero_variance": o.zero_variance,
+                  "groupby": o.groupby}
+    data = {"expression": file_digest(o.expr) or {"object": type(o.expr).__name__},
+            "phenotype": file_digest(o.phenotype) if o.phenotype is not None else None,
+            "chip": file_digest(o.chip) if o.chip is not None else None}
+    return parameters, data
 
 
 def provenance(command: str, parameters: dict, started: float, **sections: Any) -> dict:

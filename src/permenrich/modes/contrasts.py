@@ -115,6 +115,26 @@ def read_contrasts(spec: Any, *, one_vs_rest: str | None = None, levels: list[st
     return contrasts
 
 
+def _check_contrast_options(mode: str, gene_sets: Any, options: dict[str, Any]) -> None:
+    """Refuse, before the matrix is read, what each contrast would override or ignore:
+    the groups (the contrasts name them), gene sets in genes mode, and a keyword the
+    mode's function does not take (a misspelling was a TypeError after the reading)."""
+    import inspect
+
+    for name in ("case", "control", "groupby"):
+        if options.get(name) is not None:
+            raise OptionError(f"the contrasts name the groups of every contrast; drop {option(name)}")
+    if mode == "genes" and gene_sets is not None:
+        raise OptionError(f"{option('mode', 'genes')} tests genes: drop {option('gene_sets')}, or give "
+                          f"{option('mode', 'gsea')}")
+    function = gsea if mode == "gsea" else genes
+    accepted = set(inspect.signature(function).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise OptionError(f"{unknown[0]}= is not an option of {function.__name__}() (what each contrast runs); "
+                          f"check its spelling")
+
+
 def contrasts(
     expr: Any,
     spec: Any = None,
@@ -171,6 +191,7 @@ def contrasts(
     check_options(dict(options, mode=mode, collapse=collapse, nan_policy=nan_policy, normalize=normalize,
                        pseudobulk=pseudobulk, pseudobulk_method=pseudobulk_method, min_cells=min_cells,
                        memory=memory, layer=layer, use_raw=use_raw))
+    _check_contrast_options(mode, gene_sets, options)
     budget = parse_memory(memory)
     if spec is None and one_vs_rest is None:
         raise InputError("give contrasts (a table of name, groupby, case, control) or a one-vs-rest column")
@@ -226,6 +247,10 @@ def contrasts(
     design_columns = {column: sample_annotation(loaded.data, phenotype, column, what=what)
                       for column, what in wanted if column and phenotype is not None}
     parts, runs, per_contrast = [], {}, {}
+    shared = dict(chip=None if chip is None else str(chip), collapse=collapse, nan_policy=nan_policy,
+                  normalize=normalize, pseudobulk=pseudobulk, pseudobulk_method=pseudobulk_method if pseudobulk else None,
+                  min_cells=min_cells if pseudobulk else None, layer=layer, use_raw=use_raw)
+    phenotype_digest = file_digest(phenotype) if isinstance(phenotype, (str, os.PathLike)) else None
     for contrast, contrast_labels in labelled:
         kwargs = dict(options, case=contrast.case, control=contrast.control, memory=memory)
         labels_given: Any = list(contrast_labels)
@@ -241,6 +266,9 @@ def contrasts(
         except (InputError, OptionError) as error:  # say which contrast, keep the one line
             raise type(error)(f"contrast {contrast.name!r}: {error}") from None
         per_contrast[contrast.name] = result
+        # the contrast ran on the matrix read here: its record says how it was read
+        result.attrs["run"]["parameters"].update(shared)
+        result.attrs["run"]["data"]["phenotype"] = phenotype_digest
         runs[contrast.name] = result.attrs["run"]
         part = result.copy()
         part.insert(0, "contrast", contrast.name)
@@ -249,9 +277,12 @@ def contrasts(
         loaded.source.close()
     combined = pd.concat(parts, ignore_index=True)
     combined.attrs["run"] = provenance(f"{mode} (contrasts)", {"mode": mode, "contrasts": table.to_dict("records"),
+                                                               "one_vs_rest": one_vs_rest, **shared,
                                                                "memory_bytes": budget}, started,
                                         data={"expression": file_digest(expr) or {"object": type(expr).__name__},
-                                              **loaded.info}, contrasts=runs, contrast_files=files)
+                                              "chip": file_digest(chip) if chip is not None else None,
+                                              "phenotype": phenotype_digest, **loaded.info},
+                                        contrasts=runs, contrast_files=files)
     warnings = loading.messages + [f"contrast {name!r}: {w}" for name, part in runs.items()
                                    for w in part.get("warnings", [])]
     if warnings:

@@ -11,16 +11,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._pipeline import (
-    choose_batch_size,
-    file_digest,
-)
+from .._pipeline import choose_batch_size
 from ..design import TwoGroupLabels
 from ..nulls import ExceedanceAccumulator, bh_adjust
 from ..stats.metrics import Alternative, MetricName
 from ..runner import Job, Prepared, ProgressCallback, run
 from ..stats.covariates import t_pvalues
-from ._shared import check_observed_statistics, options_of, prepare_study, provenance
+from ._shared import check_observed_statistics, options_of, prepare_study, provenance, reading_record
 
 
 def genes(
@@ -141,19 +138,19 @@ def prepare_genes(options: dict) -> Prepared:
         if not study.in_memory:
             study.info["streaming"] = study.values.describe()
             study.values.release()  # the file is free for others
+        read_parameters, read_data = reading_record(o)
         table.attrs["run"] = provenance(
             "genes",
             {"metric": o.metric, "alternative": o.alternative, "permutations": int(o.permutations),
-             "seed": int(o.seed), "collapse": o.collapse, "nan_policy": o.nan_policy,
-             "zero_variance": o.zero_variance, "case": study.info.get("case"), "control": study.info.get("control"),
+             "seed": int(o.seed), **read_parameters, "case": study.info.get("case"),
+             "control": study.info.get("control"),
              "phenotype": study.info.get("phenotype"), "strata": o.strata, "pairs": o.pairs, "null_centre": centre,
              "memory_bytes": budget, "batch_size": chosen, "device": o.device},
             started,
             design={k: v for k, v in study.info.items() if k not in ("case", "control", "strata", "pairs")},
             permutation_plan=plan.describe(),
             permutation_type="phenotype (sample labels)",
-            data={"n_genes": n_genes, "expression": file_digest(o.expr) or {"object": type(o.expr).__name__},
-                  "phenotype": file_digest(o.phenotype) if o.phenotype is not None else None},
+            data={"n_genes": n_genes, **read_data},
             backend=backend.describe(),
             timings=timings,
         )

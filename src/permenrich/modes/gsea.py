@@ -38,6 +38,7 @@ from ._shared import (
     gsea_table,
     leading_edges,
     provenance,
+    reading_record,
     score_scale,
 )
 
@@ -330,12 +331,13 @@ def prepare_gsea(options: dict) -> Prepared:
         if not study.in_memory:
             study.info["streaming"] = study.values.describe()
             study.values.release()  # the file is free for others; a figure that reads it again reopens it
+        read_parameters, read_data = reading_record(o)
         table.attrs["run"] = provenance(
             "gsea",
             {"metric": o.metric, "set_statistic": o.set_statistic, "weight": float(o.weight),
              "permutations": int(o.permutations), "seed": int(o.seed), "min_size": o.min_size,
-             "max_size": o.max_size, "collapse": o.collapse, "nan_policy": o.nan_policy,
-             "zero_variance": o.zero_variance, "case": study.info.get("case"), "control": study.info.get("control"),
+             "max_size": o.max_size, **read_parameters, "case": study.info.get("case"),
+             "control": study.info.get("control"),
              "phenotype": study.info.get("phenotype"), "strata": o.strata, "pairs": o.pairs,
              "memory_bytes": budget, "batch_size": null_info["batch_size"], "device": o.device},
             started,
@@ -345,10 +347,7 @@ def prepare_gsea(options: dict) -> Prepared:
             null_storage=null_info["null_storage"],
             memory_plan=null_info["memory_plan"],
             tie_tolerance=null_info["tie_tolerance"],
-            data={"n_genes": n_genes, **index.census(),
-                  "expression": file_digest(o.expr) or {"object": type(o.expr).__name__},
-                  "phenotype": file_digest(o.phenotype) if o.phenotype is not None else None,
-                  "gene_sets": digests(o.gene_sets), "chip": file_digest(o.chip) if o.chip is not None else None},
+            data={"n_genes": n_genes, **index.census(), **read_data, "gene_sets": digests(o.gene_sets)},
             backend=backend.describe(),
             timings=timings,
         )
@@ -400,7 +399,9 @@ def prerank(
         below that with a stated error (column ``log2err``); running-sum statistic only.
         NES, FDR and FWER still come from the permutations.
     sample_size
-        Multilevel: random sets per level (odd; default 101, as fgsea).
+        Multilevel: random sets per level (default 101, as fgsea); an even number is
+        raised by one (the ruler's median needs an odd sample), and run.json records
+        the number used.
     eps
         Multilevel: the smallest p-value estimated (default 1e-50; smaller ones are
         reported as ``eps``); 0 for no bound.
@@ -487,7 +488,7 @@ def prepare_prerank(options: dict) -> Prepared:
             "prerank",
             {"set_statistic": o.set_statistic, "weight": float(o.weight), "permutations": n_perm,
              "seed": int(o.seed), "min_size": o.min_size, "max_size": o.max_size, "duplicates": o.duplicates,
-             "p_method": o.p_method, "sample_size": int(o.sample_size), "eps": float(o.eps),
+             "p_method": o.p_method, "sample_size": int(o.sample_size) | 1, "eps": float(o.eps),
              "memory_bytes": budget, "batch_size": null_info["batch_size"], "device": o.device},
             started,
             permutation_plan={"seed": int(o.seed), "permutations": n_perm, "exact_enumeration": False,

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 #: What one study may set: the single-study input options of :func:`permenrich.genes`.
 STUDY_KEYS = ("name", "expr", "phenotype", "groupby", "case", "control", "phenotype_column", "strata", "pairs",
               "covariates", "collapse", "chip", "nan_policy", "zero_variance", "normalize", "pseudobulk",
-              "pseudobulk_method", "min_cells")
+              "pseudobulk_method", "min_cells", "layer", "use_raw")
 #: Fewest samples per class a study needs: Hedges' g's variance needs n > 3.94 overall
 #: and a permutation null needs labellings to draw from.
 MIN_PER_CLASS = 2
@@ -50,9 +50,10 @@ MIN_PER_CLASS = 2
 #: A study losing this fraction of its genes to the inner join is warned about.
 INNER_JOIN_LOSS_WARNED = 0.1
 
-#: Manifest columns (one row per study); the file-path ones are relative to the manifest.
-MANIFEST_COLUMNS = ("study", "expr", "phenotype", "groupby", "case", "control", "strata", "pairs", "covariates",
-                    "chip", "collapse", "normalize", "nan_policy", "zero_variance")
+#: Manifest columns (one row per study): every study option, ``study`` for its name; the
+#: file-path ones are relative to the manifest.
+MANIFEST_COLUMNS = ("study", *(key for key in STUDY_KEYS if key != "name"))
+_BOOLEAN_CELLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _PATH_COLUMNS = ("expr", "phenotype", "chip")
 #: Manifest columns whose study option has another name.
 MANIFEST_OPTION = {"study": "name"}
@@ -82,6 +83,16 @@ def manifest_studies(path: str | os.PathLike) -> tuple[list[dict[str, Any]], lis
                 study[column] = relative_to(path, text)
             elif column == "covariates":
                 study[column] = [c.strip() for c in text.split(",") if c.strip()]
+            elif column == "min_cells":
+                if not text.strip().isdigit():
+                    raise InputError(f"{path}: line {cells.line}: column 'min_cells' must be a whole number of "
+                                     f"cells, got {text!r}")
+                study[column] = int(text)
+            elif column == "use_raw":
+                if text.strip().lower() not in _BOOLEAN_CELLS:
+                    raise InputError(f"{path}: line {cells.line}: column 'use_raw' must be true or false, got "
+                                     f"{text!r}")
+                study[column] = _BOOLEAN_CELLS[text.strip().lower()]
             else:
                 study["name" if column == "study" else column] = text
         if study["name"] in line_of:
@@ -364,7 +375,9 @@ def prepare_meta(options: dict) -> Prepared:
                        "control": r.study.info.get("control"), "permutation_plan": r.plan.describe(),
                        "design": {k: v for k, v in r.study.info.items() if k not in ("case", "control")},
                        "expression": file_digest(s.get("expr")) or {"object": type(s.get("expr")).__name__},
-                       "phenotype": file_digest(s.get("phenotype"))}
+                       "phenotype": file_digest(s.get("phenotype")),
+                       "chip": file_digest(s["chip"]) if s.get("chip") is not None else None,
+                       "collapse": s.get("collapse", "mean"), "normalize": s.get("normalize", "none")}
                       for name, r, found, s, (n_case, n_control) in zip(names, runs, positions, o.studies,
                                                                          class_sizes)]
     _warn_of_shared_data(names, studies_record)

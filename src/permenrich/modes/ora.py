@@ -31,7 +31,7 @@ from ..nulls import ALTERNATIVE_CODES, ExceedanceAccumulator, bh_adjust
 from ..stats.covariates import CovariateStatistic, t_pvalues
 from ..stats.metrics import MetricName, get_metric
 from ..runner import Job, Prepared, ProgressCallback, run
-from ._shared import options_of, prepare_study, provenance
+from ._shared import options_of, prepare_study, provenance, reading_record
 
 logger = logging.getLogger("permenrich")
 
@@ -377,7 +377,8 @@ def prepare_ora(options: dict) -> Prepared:
              "seed": int(o.seed) if expression_mode else None, "min_size": o.min_size, "max_size": o.max_size,
              "strata": o.strata, "pairs": o.pairs, "memory_bytes": budget,
              "batch_size": test.job.batch_size if test.job is not None else None,
-             "device": o.device if expression_mode else None},
+             "device": o.device if expression_mode else None,
+             **(reading_record(o)[0] if expression_mode else {"collapse": o.collapse if o.chip else None})},
             started,
             data={"n_universe": int(gene_ids.size), "n_selected": int(selected.sum()),
                   **index.census(),
@@ -386,6 +387,8 @@ def prepare_ora(options: dict) -> Prepared:
                   "universe": file_digest(o.universe) if o.universe is not None else None,
                   "map": file_digest(o.map) if o.map is not None else None,
                   "expression": file_digest(o.expr) if o.expr is not None else None,
+                  "phenotype": file_digest(o.phenotype) if o.phenotype is not None else None,
+                  "chip": file_digest(o.chip) if o.chip is not None else None,
                   "gene_sets": digests(o.gene_sets)},
             timings=timings,
             **sections,

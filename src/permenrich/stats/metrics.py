@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._compile import cpu_family, inline
-from ..errors import OptionError
+from ..errors import OptionError, option
 from ..portable_math import SCALAR_FUNCTIONS as PORTABLE_MATH_FUNCTIONS
 from ..portable_math import _log2
 
@@ -244,7 +244,7 @@ def get_metric(name: str) -> Metric:
     try:
         return METRICS[name]
     except KeyError:
-        raise OptionError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}") from None
+        raise OptionError(f"{option('metric', name)} is not a metric; choose one of {', '.join(METRICS)}") from None
 
 
 def metric_code(name: str) -> int:
