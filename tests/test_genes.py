@@ -229,3 +229,23 @@ def test_pearson_of_a_nearly_constant_gene_or_phenotype():
     phenotype = 5.0 + np.spacing(5.0) * steps
     result = permenrich.genes(expr, list(phenotype), metric="pearson", permutations=50, threads=1).set_index("gene")
     assert result.statistic["other"] == pytest.approx(sps.pearsonr(other, steps).statistic, rel=1e-12)
+
+
+def test_a_gene_on_a_large_scale_leaves_the_others_ties_alone():
+    """With diff_of_classes, near ties were judged relative to the largest observed
+    difference of all genes: one unrelated gene at 1e15 made every other gene's null
+    values "tie" with its observed one (p 0.001 -> 0.31, 0.27 -> 1). Differences of means
+    have a scale per gene; their p-values no longer depend on the other genes. The t
+    statistics share one scale and keep theirs."""
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(6, 16))
+    values[:3, :8] += 3.0
+    big = 1e15 * (1 + 0.1 * rng.normal(size=16))
+    genes = [f"g{i}" for i in range(7)]
+    labels = ["a"] * 8 + ["b"] * 8
+    kwargs = dict(case="a", control="b", metric="diff_of_classes", permutations=500, seed=4, threads=1)
+    alone = permenrich.genes(pd.DataFrame(values, index=genes[:6]), labels, **kwargs).set_index("gene").pval
+    beside = permenrich.genes(pd.DataFrame(np.vstack([values, big]), index=genes), labels,
+                              **kwargs).set_index("gene").pval
+    assert beside.loc[genes[:6]].to_list() == alone.loc[genes[:6]].to_list()
+    assert (alone.loc[genes[:3]] < 0.01).all()

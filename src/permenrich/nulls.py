@@ -778,7 +778,9 @@ class ExceedanceAccumulator:
 
     Memory is O(n_features) for any number of permutations: the null matrix is never
     kept. Values within 1e-12 relative to the larger of the observed value and the
-    largest finite observed extremeness count as ties, and ties count as exceedances.
+    largest finite observed extremeness count as ties (relative to the observed value
+    alone where features have scales of their own, ``shared_scale=False``), and ties count
+    as exceedances.
 
     Parameters
     ----------
@@ -790,10 +792,13 @@ class ExceedanceAccumulator:
         As for :class:`GseaNullAccumulator`.
     threads
         Threads of the CPU kernel used when ``xp`` is NumPy (None: Numba's default).
+    shared_scale
+        Whether every feature's statistic has the same scale (see
+        :attr:`permenrich.stats.metrics.Metric.shared_scale`).
     """
 
     def __init__(self, observed: np.ndarray, *, alternative: str, centre: Any, n_perm: int, exact: bool,
-                 xp: Any = np, threads: int | None = None) -> None:
+                 xp: Any = np, threads: int | None = None, shared_scale: bool = True) -> None:
         self.xp = xp
         self.threads = threads
         self.alternative = alternative
@@ -808,8 +813,7 @@ class ExceedanceAccumulator:
         # Relative to the larger of the value and the statistics' scale (the largest finite
         # observed extremeness): values near 0 get the scale's rounding, not a fixed 1e-12.
         finite = np.abs(u[np.isfinite(u)])
-        scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-        self.tie_tolerance = TIE_TOLERANCE * scale
+        scale = float(finite.max()) if finite.size and finite.max() > 0 and shared_scale else 0.0
         with np.errstate(invalid="ignore"):
             threshold = u - TIE_TOLERANCE * np.maximum(scale, np.abs(u))
         # An infinite observed value (t of a gene constant within both classes) is reached

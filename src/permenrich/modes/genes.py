@@ -94,6 +94,7 @@ def prepare_genes(options: dict) -> Prepared:
     started = time.perf_counter()
     study_run = prepare_study(o, started)
     metric_record, budget, backend = study_run.metric, study_run.budget, study_run.backend
+    shared_scale = metric_record.shared_scale
     study, plan = study_run.study, study_run.plan
     n_genes, design, centre, read_seconds = study.n_genes, study.design, study_run.centre, study_run.read_seconds
     observed = np.asarray(backend.to_host(backend.gene_statistics(plan.observed())))[0]
@@ -105,7 +106,7 @@ def prepare_genes(options: dict) -> Prepared:
               score=lambda a, b: backend.gene_statistics(backend.labellings(plan, a, b)),
               new_accumulator=lambda: ExceedanceAccumulator(observed, alternative=o.alternative, centre=centre,
                                                             n_perm=plan.n_perm, exact=plan.exact, xp=backend.xp,
-                                                            threads=o.threads))
+                                                            threads=o.threads, shared_scale=shared_scale))
 
     def finish(accumulator: Any, timings: dict) -> pd.DataFrame:
         result = accumulator.finish()

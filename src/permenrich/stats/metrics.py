@@ -98,6 +98,11 @@ class Metric:
         function mapping a (n_batch, n_genes) array of statistics to p-values, so that a
         rule such as "BH q < 0.05" can be re-applied under each permutation. None for
         statistics whose null changes with the labels (Welch's df, GSEA's floored sd).
+    shared_scale
+        The statistic has one scale for every gene (t, r, U, signal-to-noise), so near
+        ties are judged against the largest; False where each gene has its own (a
+        difference or ratio of means), and one gene at 1e15 must not make every other
+        gene's null values "tie" with its observed one.
     """
 
     name: str
@@ -109,6 +114,7 @@ class Metric:
     parametric: Callable[[Any, np.ndarray, str], np.ndarray] | None = None
     parametric_from_sums: bool = False
     pvalue_of_statistic: Callable[..., Callable[[np.ndarray], np.ndarray]] | None = None
+    shared_scale: bool = True
 
 
 def _ttest_p(equal_var: bool) -> Callable[[Any, np.ndarray, str], np.ndarray]:
@@ -205,8 +211,8 @@ def _mann_whitney_p_of_u(values: np.ndarray, n_case: int, n_control: int, altern
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("signal_to_noise", 0, "two_group", gsea_desktop=True),
     Metric("t_test", 1, "two_group", gsea_desktop=True),
-    Metric("ratio_of_classes", 2, "two_group", positive_values=True, gsea_desktop=True),
-    Metric("diff_of_classes", 3, "two_group", gsea_desktop=True),
+    Metric("ratio_of_classes", 2, "two_group", positive_values=True, gsea_desktop=True, shared_scale=False),
+    Metric("diff_of_classes", 3, "two_group", gsea_desktop=True, shared_scale=False),
     Metric("log2_ratio_of_classes", 4, "two_group", positive_values=True, gsea_desktop=True),
     Metric("student_t", 5, "two_group", parametric=_ttest_p(equal_var=True), parametric_from_sums=True,
            pvalue_of_statistic=_student_p_of_t),
