@@ -136,8 +136,9 @@ def _add_run_options(parser: argparse.ArgumentParser, permutations: int, *, labe
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=None, help="permutations per batch (default: from --memory)")
     parser.add_argument("--memory", default="1GB",
-                        help="memory budget (default 1GB) shared by the matrix (streamed from an HDF5/h5ad file when "
-                             "over half of it), the permutation batches and GSEA's kept null scores")
+                        help="memory budget (default 1GB) shared by what the run holds: an expression matrix "
+                             "(streamed from an HDF5/h5ad file when over half of it), the permutation batches and "
+                             "the null scores GSEA keeps for FDR")
     parser.add_argument("--device", default="auto",
                         help="cpu, gpu or auto (default: the GPU when Numba sees a CUDA device, else the CPU)")
     parser.add_argument("--quiet", action="store_true",
@@ -186,8 +187,10 @@ def _add_expression_options(parser: argparse.ArgumentParser, *, required: bool =
 
 def _add_set_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gene-sets", nargs="+", required=True, help="GMT/GMX files")
-    parser.add_argument("--min-size", type=int, default=15, help="smallest set size in the data (default 15)")
-    parser.add_argument("--max-size", type=int, default=500, help="largest set size in the data (default 500)")
+    parser.add_argument("--min-size", type=int, default=15,
+                        help="smallest set size among the analysed genes (ORA: the universe; default 15)")
+    parser.add_argument("--max-size", type=int, default=500,
+                        help="largest set size among the analysed genes (ORA: the universe; default 500)")
 
 
 OUT_HELP = ("output folder: new, empty, or an earlier permenrich output, which is replaced as a whole "
