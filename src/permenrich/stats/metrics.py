@@ -266,8 +266,9 @@ def _floored_sd(sd, mean):
 
 @inline
 def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b, difference):
-    """One two-group statistic from class means, sample variances (ddof=1) and sizes.
-    For ``mann_whitney`` the means are mean mid-ranks. ``difference`` is mean_a - mean_b
+    """One two-group statistic from class means, sample variances (ddof=1) and sizes
+    (Mann-Whitney's U comes from exact rank sums in
+    :func:`permenrich.stats.two_group._statistic_from_sums`). ``difference`` is mean_a - mean_b
     taken before a common offset was added back to the means (a gene at 1e10 + 3 vs
     1e10 keeps its 3 to all digits, where the means' difference keeps about six)."""
     if code == 3:
@@ -283,10 +284,6 @@ def _metric_from_moments(code, mean_a, var_a, n_a, mean_b, var_b, n_b, differenc
         return difference / math.sqrt(pooled * (1.0 / n_a + 1.0 / n_b))
     if code == 6:
         return difference / math.sqrt(var_a / n_a + var_b / n_b)
-    if code == 7:
-        return n_a * mean_a - n_a * (n_a + 1) * 0.5
-    if code == 11:  # U - n_A n_B / 2: ranking_metric's centred U
-        return n_a * mean_a - n_a * (n_a + n_b + 1) * 0.5
     if code == 10:  # Hedges' g: the pooled-sd standardized difference, small-sample corrected
         pooled = ((n_a - 1) * var_a + (n_b - 1) * var_b) / (n_a + n_b - 2)
         return (1.0 - 3.0 / (4.0 * (n_a + n_b) - 9.0)) * difference / math.sqrt(pooled)

@@ -34,6 +34,13 @@ def _statistic_from_sums(sum_drawn, sumsq_drawn, total_sum, total_sumsq, gene_me
     """One gene's statistic from the drawn class's sums of the gene-centred values and of
     their squares (the other class is total minus drawn)."""
     n_other = n_samples - n_drawn
+    if metric == 7 or metric == 11:
+        # Mann-Whitney on mid-ranks: U - n_A n_B / 2 is the case class's sum of centred
+        # mid-ranks, multiples of 1/2 summed exactly, so U is exact (tied U, frequent,
+        # are equal floats) instead of rebuilt from a rounded mean rank.
+        centred_u = sum_drawn if drawn_is_case else total_sum - sum_drawn
+        n_case = n_drawn if drawn_is_case else n_other
+        return centred_u if metric == 11 else centred_u + n_case * (n_samples - n_case) * 0.5
     # Moments of the gene-centred data; the difference of the means is taken there, and
     # the gene mean is added back for the metrics that use the means themselves.
     centred_d = sum_drawn * (1.0 / n_drawn)
