@@ -103,6 +103,7 @@ def test_run_json_records_how_the_data_were_read(tmp_path, capsys):
     each = run["contrasts"]["tn"]
     assert each["parameters"]["collapse"] == "max" and each["parameters"]["nan_policy"] == "drop"
     assert each["data"]["phenotype"]["sha256"] == run["data"]["phenotype"]["sha256"]
+    assert each["data"]["expression"] == run["data"]["expression"] and each["data"]["chip"] == run["data"]["chip"]
     scores = pd.Series(np.random.default_rng(3).normal(size=40), index=expr.index)
     pre = permenrich.prerank(scores, {"A": list(expr.index[:10])}, p_method="multilevel", sample_size=100,
                              permutations=20, min_size=5)

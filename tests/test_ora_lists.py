@@ -147,13 +147,16 @@ def test_lists_take_a_shared_universe_and_refuse_options_they_would_ignore(tmp_p
                                                 for name, genes in SETS.items()))
     base = ["ora", "--lists", str(manifest), "--gene-sets", str(gmt), "--min-size", "5"]
     for extra, flag in ((["--top", "5"], "--top"), (["--seed", "-5"], "--seed"), (["--permutations", "0"],
-                         "--permutations"), (["--device", "tpu"], "--device"), (["--metric", "nosuch"], "--metric"),
-                        (["--threads", "2"], "--threads")):
+                         "--permutations"), (["--metric", "nosuch"], "--metric")):
         out = tmp_path / f"out{flag}"
         assert main([*base, *extra, "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"permenrich: error: {flag} does not apply here"), err
         assert not out.exists()
+    # the resources are accepted, as in any run, and checked
+    assert main([*base, "--threads", "1", "--device", "cpu", "--out", str(tmp_path / "resources")]) == 0
+    assert main([*base, "--device", "tpu", "--out", str(tmp_path / "tpu")]) == 2
+    assert "--device must be one of cpu, gpu, auto, got 'tpu'" in capsys.readouterr().err
     # a manifest without universes, and one universe for all of its lists
     shared = _write(tmp_path / "shared.tsv", "list\tgenes\nmRNA\tmrna.txt\nmore\tmirnas.txt\n")
     _write(tmp_path / "mirnas.txt", "\n".join(GENES[10:40]) + "\n")
@@ -186,3 +189,22 @@ def test_list_mode_refuses_options_it_would_ignore(tmp_path, options, refused) -
     parameters = table.attrs["run"]["parameters"]
     assert parameters["seed"] is None and parameters["direction"] is None and parameters["device"] is None
     assert parameters["permutations"] is None
+
+
+def test_a_list_with_its_own_map_keeps_its_background_beside_a_shared_universe(tmp_path) -> None:
+    """The shared universe (gene symbols) was given to a list whose row names a map of its
+    own (miRNAs): read as miRNA ids, no item of it was in the map and the run failed.
+    Shared defaults go only to rows that name neither; numpy numbers equal to a default
+    are defaults in list mode."""
+    import numpy as np
+
+    _lists_folder(tmp_path)
+    universe = str(tmp_path / "universe.txt")
+    lists = [{"name": "mRNA", "gene_list": str(tmp_path / "mrna.txt")},
+             {"name": "miRNA", "gene_list": str(tmp_path / "mirnas.txt"), "map": str(tmp_path / "mirtarbase.tsv")}]
+    table = permenrich.ora_lists(lists, SETS, universe=universe, min_size=5)
+    alone = permenrich.ora(str(tmp_path / "mirnas.txt"), SETS, map=str(tmp_path / "mirtarbase.tsv"), min_size=5)
+    part = table[table.list == "miRNA"].drop(columns=["list", "padj_bh_all"]).set_index("gene_set")
+    assert part.loc[alone.gene_set].to_csv() == alone.set_index("gene_set").to_csv()
+    permenrich.ora(str(tmp_path / "mrna.txt"), SETS, universe=universe, min_size=5, permutations=np.int64(1000),
+                   seed=np.uint64(0), min_cells=np.int64(10))

@@ -531,9 +531,13 @@ def _run_ora(args: argparse.Namespace) -> int:
 
         if args.gene_list or args.expr:
             raise PermenrichError("--lists runs several gene lists; give it without --gene-list and --expr")
+        # the resources (threads to device) are accepted as in any run; a cluster is not used
         _refuse_unused(args, "ora", ("lists", "gene_sets", "universe", "map", "min_size", "max_size", "out", "quiet",
-                                     "report"), "--lists tests each list's own selection against its universe "
-                                                "(nothing is permuted)")
+                                     "report", "threads", "batch_size", "memory", "device"),
+                       "--lists tests each list's own selection against its universe (nothing is permuted)")
+        from .options import check_options
+
+        check_options({"device": args.device, "memory": args.memory})
         table = ora_lists(args.lists, args.gene_sets, universe=args.universe, map=args.map, min_size=args.min_size,
                           max_size=args.max_size)
         _report(table, args.out, f"rows from {len(table.attrs['per_contrast'])} lists")

@@ -251,6 +251,8 @@ def contrasts(
                   normalize=normalize, pseudobulk=pseudobulk, pseudobulk_method=pseudobulk_method if pseudobulk else None,
                   min_cells=min_cells if pseudobulk else None, layer=layer, use_raw=use_raw)
     phenotype_digest = file_digest(phenotype) if isinstance(phenotype, (str, os.PathLike)) else None
+    expression_digest = file_digest(expr) or {"object": type(expr).__name__}
+    chip_digest = file_digest(chip) if chip is not None else None
     for contrast, contrast_labels in labelled:
         kwargs = dict(options, case=contrast.case, control=contrast.control, memory=memory)
         labels_given: Any = list(contrast_labels)
@@ -268,7 +270,7 @@ def contrasts(
         per_contrast[contrast.name] = result
         # the contrast ran on the matrix read here: its record says how it was read
         result.attrs["run"]["parameters"].update(shared)
-        result.attrs["run"]["data"]["phenotype"] = phenotype_digest
+        result.attrs["run"]["data"].update(expression=expression_digest, chip=chip_digest, phenotype=phenotype_digest)
         runs[contrast.name] = result.attrs["run"]
         part = result.copy()
         part.insert(0, "contrast", contrast.name)
@@ -279,8 +281,7 @@ def contrasts(
     combined.attrs["run"] = provenance(f"{mode} (contrasts)", {"mode": mode, "contrasts": table.to_dict("records"),
                                                                "one_vs_rest": one_vs_rest, **shared,
                                                                "memory_bytes": budget}, started,
-                                        data={"expression": file_digest(expr) or {"object": type(expr).__name__},
-                                              "chip": file_digest(chip) if chip is not None else None,
+                                        data={"expression": expression_digest, "chip": chip_digest,
                                               "phenotype": phenotype_digest, **loaded.info},
                                         contrasts=runs, contrast_files=files)
     warnings = loading.messages + [f"contrast {name!r}: {w}" for name, part in runs.items()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -213,8 +214,16 @@ def _check_list_mode_options(options: dict) -> None:
     defaults = {name: p.default for name, p in inspect.signature(ora).parameters.items()}
 
     def given(name: str) -> bool:
-        value = options.get(name, defaults[name])
-        return value is not None and not (isinstance(value, type(defaults[name])) and value == defaults[name])
+        value, default = options.get(name, defaults[name]), defaults[name]
+        if value is None:
+            return False
+        if isinstance(default, bool):  # use_raw
+            return bool(value) != default
+        if isinstance(value, (bool, np.bool_)):  # True is not the number 1 here
+            return True
+        if isinstance(value, numbers.Number) and isinstance(default, numbers.Number):
+            return value != default  # np.int64(1000) is the default 1000
+        return not (isinstance(value, type(default)) and value == default)
 
     chosen = next((name for name in _EXPRESSION_MODE_ONLY if given(name)), None)
     if chosen is not None:
@@ -386,7 +395,8 @@ def prepare_ora(options: dict) -> Prepared:
                   "gene_list": file_digest(o.gene_list) if o.gene_list is not None else None,
                   "universe": file_digest(o.universe) if o.universe is not None else None,
                   "map": file_digest(o.map) if o.map is not None else None,
-                  "expression": file_digest(o.expr) if o.expr is not None else None,
+                  "expression": (file_digest(o.expr) or {"object": type(o.expr).__name__}) if o.expr is not None
+                  else None,
                   "phenotype": file_digest(o.phenotype) if o.phenotype is not None else None,
                   "chip": file_digest(o.chip) if o.chip is not None else None,
                   "gene_sets": digests(o.gene_sets)},

@@ -53,8 +53,9 @@ def ora_lists(
     gene_sets
         GMT/GMX path(s), or a mapping of set name to genes.
     universe, map
-        The universe and map of every list that names none of its own (e.g. one platform's
-        genes as the background of all lists).
+        The universe and map of every list that names neither a universe nor a map of its
+        own (e.g. one platform's genes as the background of all gene lists); a list with
+        a map of its own keeps its map's genes as its background, in its own ids.
     min_size, max_size
         Sets whose size in a list's universe falls outside are excluded for that list.
 
@@ -89,9 +90,9 @@ def ora_lists(
         if spec.get("gene_list") is None:
             raise OptionError(f"list {name!r}: 'gene_list' is required")
         try:
-            table = ora(spec["gene_list"], gene_sets,
-                        universe=spec["universe"] if spec.get("universe") is not None else universe,
-                        map=spec["map"] if spec.get("map") is not None else map, min_size=min_size, max_size=max_size)
+            own = spec.get("universe") is not None or spec.get("map") is not None
+            table = ora(spec["gene_list"], gene_sets, universe=spec.get("universe") if own else universe,
+                        map=spec.get("map") if own else map, min_size=min_size, max_size=max_size)
         except (InputError, OptionError) as error:  # say which list, keep the one-line message
             raise type(error)(f"list {name!r}: {error}") from None
         tables[name] = table
@@ -104,8 +105,8 @@ def ora_lists(
     combined.attrs["run"] = {
         "command": "ora_lists",
         "parameters": {"min_size": min_size, "max_size": max_size,
-                       "universe": None if universe is None else file_digest(universe),
-                       "map": None if map is None else file_digest(map),
+                       "universe": None if universe is None else file_digest(universe) or {"object": type(universe).__name__},
+                       "map": None if map is None else file_digest(map) or {"object": type(map).__name__},
                        "multiple_testing": "padj_bh_all: Benjamini-Hochberg across all lists x sets; "
                                            "padj_bh_hypergeom: within each list"},
         "manifest": file_digest(source),

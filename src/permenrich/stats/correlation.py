@@ -10,8 +10,9 @@ Pearson's vectors are scaled to unit length before the products. Spearman's are 
 centred mid-ranks are multiples of 1/2, so their products and sums are exact and r is
 the exact dot product times one per-gene scale (:attr:`CorrelationStatistic.gene_scale`),
 applied after the sums. Correlations equal in exact arithmetic (frequent with few
-samples) then have the same bits, whichever order the shuffle adds the samples in, and
-tied genes keep their row order in a ranked list instead of an order set by rounding.
+samples) then have the same bits, whichever order the shuffle adds the samples in, among
+genes with the same scale (the same ties: all genes without ties share one), and such
+genes keep their row order in a ranked list instead of an order set by rounding.
 """
 
 from __future__ import annotations
