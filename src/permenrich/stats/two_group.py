@@ -43,15 +43,20 @@ def _statistic_from_sums(sum_drawn, sumsq_drawn, total_sum, total_sumsq, gene_me
         return centred_u if metric == 11 else centred_u + n_case * (n_samples - n_case) * 0.5
     # Moments of the gene-centred data; the difference of the means is taken there, and
     # the gene mean is added back for the metrics that use the means themselves.
+    sum_other = total_sum - sum_drawn
     centred_d = sum_drawn * (1.0 / n_drawn)
     var_d = (sumsq_drawn - n_drawn * centred_d * centred_d) / (n_drawn - 1)
-    centred_o = (total_sum - sum_drawn) * (1.0 / n_other)
+    centred_o = sum_other * (1.0 / n_other)
     var_o = (total_sumsq - sumsq_drawn - n_other * centred_o * centred_o) / (n_other - 1)
     mean_d = _class_mean(centred_d, gene_mean, n_drawn)
     mean_o = _class_mean(centred_o, gene_mean, n_other)
+    # One rounding, of the quotient: with sums on a binary grid (integer data; see
+    # backends.cpu.coarse_centre) the numerator is exact, so differences equal in exact
+    # arithmetic, (9, 7) and (6, 4) over 6 and 6, are equal floats.
+    difference = (sum_drawn * n_other - sum_other * n_drawn) / (n_drawn * n_other)
     if drawn_is_case:
-        return _metric_from_moments(metric, mean_d, var_d, n_drawn, mean_o, var_o, n_other, centred_d - centred_o)
-    return _metric_from_moments(metric, mean_o, var_o, n_other, mean_d, var_d, n_drawn, centred_o - centred_d)
+        return _metric_from_moments(metric, mean_d, var_d, n_drawn, mean_o, var_o, n_other, difference)
+    return _metric_from_moments(metric, mean_o, var_o, n_other, mean_d, var_d, n_drawn, -difference)
 
 
 def _accumulate_rows(block, block_start, block_stop, gene_offset, drawn, cursor, gene_mean, sums, sumsqs):
