@@ -57,6 +57,7 @@ def test_gsea_cli_writes_results_and_provenance(small_study, capsys):
     ranked = pd.read_csv(out / "ranking.tsv", sep="\t")
     assert list(ranked.columns) == ["gene", "statistic"] and ranked.statistic.is_monotonic_decreasing
     assert stdout.rstrip().endswith(f"wrote {out / 'results.tsv'}, {out / 'ranking.tsv'} and {out / 'run.json'}")
+    assert "tumour (n = 6) vs normal (n = 6), 200 permutations" in stdout  # which class is the case
 
 
 def test_demo_names_every_file_it_wrote(small_study, capsys, monkeypatch):

@@ -548,3 +548,14 @@ def test_the_counts_warning_fits_the_matrix_chosen(cells):
                               normalize="log1p_cpm", **FAST).attrs["run"]["design"]
     said = [w for w in design["warnings"] if "expects raw counts" in w]
     assert said and "raw.X holds no counts: pass the layer that does" in said[0] and "use_raw=True" not in said[0]
+
+
+def test_tl_stops_at_the_first_group_on_an_error_every_group_meets(cells, caplog):
+    """A missing layer was reported as 'the group is left out' for every group but the
+    last, which then raised (each group re-reading the data first): only a group that
+    cannot be tested on its own is left out."""
+    adata, _ = cells
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        with pytest.raises(permenrich.InputError, match="layer 'nothing'"):
+            tl.genes(adata, "cell_type", layer="nothing", **FAST)
+    assert "left out" not in caplog.text

@@ -472,7 +472,12 @@ def _report(table: object, out: str, what: str) -> None:
     plan = run.get("permutation_plan") or {}
     exact = " (exact enumeration of all labellings)" if plan.get("exact_enumeration") else ""
     permutations = f", {plan['permutations']} permutations{exact}" if plan else ""
-    print(f"{len(table)} {what}{permutations}, {run['timings']['total_seconds']:.1f}s; {written}")
+    # which class is the case decides every sign: say it (a sample sheet's default is its first sample's)
+    design, parameters = run.get("design") or {}, run.get("parameters") or {}
+    case, control = (parameters.get(key) or design.get(key) for key in ("case", "control"))
+    classes = (f", {case} (n = {design['n_case']}) vs {control} (n = {design['n_control']})"
+               if case is not None and control is not None and "n_case" in design else "")
+    print(f"{len(table)} {what}{classes}{permutations}, {run['timings']['total_seconds']:.1f}s; {written}")
 
 
 def _run_gsea(args: argparse.Namespace) -> int:

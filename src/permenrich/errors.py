@@ -47,8 +47,10 @@ class ClusterError(PermenrichError):
 
 
 class ClassEmptiedError(InputError):
-    """``min_cells`` dropped every pseudo-sample of a compared class (``level``): that
-    comparison cannot run (``permenrich.tl`` skips such a group when it runs every group)."""
+    """A compared class (``level``) has too few samples to test: fewer than two, or
+    ``min_cells`` dropped its pseudo-samples. That comparison cannot run, and
+    ``permenrich.tl`` skips such a group when it runs every group (any other error stops
+    it: it would meet every group)."""
 
     def __init__(self, message: str, level: str) -> None:
         super().__init__(message)

@@ -178,7 +178,7 @@ def _render(out: Path, run: dict[str, Any], table: pd.DataFrame, result: pd.Data
         '<nav><a href="#design">Design</a><a href="#results">Top results</a><a href="#figures">Figures</a>'
         '<a href="#run">Run details</a></nav>',
         # What a reviewer reads first: the design and the findings; the full record last.
-        _design_section(run),
+        _design_section(run, table),
         _results_section(analysis, table, anchors),
         _figures_section(figures, notes),
         _run_section(run),
@@ -254,14 +254,42 @@ def _p_floor(run: Mapping[str, Any]) -> str:
                    else "; random permutations")
 
 
-def _design_section(run: Mapping[str, Any]) -> str:
+def _set_floors(run: Mapping[str, Any], table: pd.DataFrame) -> str | None:
+    """For GSEA's sign-specific p, each set's own floor, 1/(its null scores of the same
+    sign + 1): with a lopsided null (a ranked list whose random sets mostly score one
+    sign) far above the run's floor for the sets of the rare sign; None elsewhere."""
+    import pandas as pd
+
+    if ("n_null_same_sign" not in table.columns or "pval" not in table.columns or run.get("contrasts")
+            or (run.get("parameters") or {}).get("p_method") == "multilevel"):
+        return None
+    counts = pd.to_numeric(table["n_null_same_sign"], errors="coerce")
+    if not counts.notna().any():
+        return None
+    floors = 1.0 / (counts + 1.0)
+    exact = bool((run.get("permutation_plan") or {}).get("exact_enumeration"))
+    if exact:  # b/m: the smallest is 1/m
+        floors = 1.0 / counts.where(counts > 0)
+    at_floor = int((pd.to_numeric(table["pval"], errors="coerce") <= floors * (1 + 1e-9)).sum())
+    said = (f"per set 1/(n_null_same_sign{'' if exact else ' + 1'}): from {floors.min():.3g} to {floors.max():.3g} "
+            f"in this run")
+    if at_floor:
+        multilevel = " or use --p-method multilevel" if str(run.get("command", "")).startswith("prerank") else ""
+        said += (f"; {at_floor} set{'s' if at_floor != 1 else ''} sit at their floor, so their p only bounds the "
+                 f"evidence (raise --permutations{multilevel})")
+    return said
+
+
+def _design_section(run: Mapping[str, Any], table: pd.DataFrame) -> str:
     parameters = run.get("parameters") or {}
     design = run.get("design") or {}
     plan = run.get("permutation_plan") or {}
     summary: dict[str, Any] = {}
     if "n_case" in design:
-        summary["case vs control"] = (f"{parameters.get('case', 'case')} (n = {design['n_case']}) vs "
-                                      f"{parameters.get('control', 'control')} (n = {design.get('n_control')})")
+        # gsea and genes keep the classes with the parameters, ORA's expression mode in its design
+        case, control = (parameters.get(key) or design.get(key) or key for key in ("case", "control"))
+        summary["case vs control"] = (f"{case} (n = {design['n_case']}) vs {control} "
+                                      f"(n = {design.get('n_control')})")
     for key in ("groupby", "phenotype_column", "strata", "pairs", "covariates", "method", "mode", "alternative",
                 "metric", "set_statistic", "weight"):
         if parameters.get(key) not in (None, [], ""):
@@ -275,6 +303,9 @@ def _design_section(run: Mapping[str, Any]) -> str:
         if "strata" in plan:
             summary["permutation strata"] = plan["strata"]
     summary["smallest attainable p-value"] = _p_floor(run)
+    per_set = _set_floors(run, table)
+    if per_set:
+        summary["smallest attainable p-value of each set"] = per_set
     parts = ['<h2 id="design">Design</h2>', _key_values(summary)]
     if design:
         parts.append("<h3>Design record</h3>" + _key_values(design))

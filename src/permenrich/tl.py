@@ -217,11 +217,12 @@ def _each_group(mode: str, run: Callable[..., pd.DataFrame], adata: Any, groupby
                         **options)
         except (InputError, OptionError) as error:
             # Running every group: one that cannot be tested (too rare to pseudobulk at
-            # min_cells, a single pseudo-sample) should not discard the others; a group
-            # asked for by name still stops, and so does an error every group meets.
+            # min_cells, a single sample or pseudo-sample) should not discard the others;
+            # a group asked for by name still stops, and so does any other error (a
+            # missing layer, a normalisation the matrix refuses): every group would meet it.
             said = f"permenrich.tl.{mode}: group {group!r}: {error}"
-            if groups is not None or len(skipped) + 1 == len(chosen) or (
-                    isinstance(error, ClassEmptiedError) and error.level != str(group)):
+            untestable = isinstance(error, ClassEmptiedError) and error.level == str(group)
+            if groups is not None or len(skipped) + 1 == len(chosen) or not untestable:
                 raise (ClassEmptiedError(said, error.level) if isinstance(error, ClassEmptiedError)
                        else type(error)(said)) from None
             logger.warning("%s; the group is left out", said)

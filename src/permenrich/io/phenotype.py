@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from permenrich.errors import InputError, OptionError, option
+from permenrich.errors import ClassEmptiedError, InputError, OptionError, option
 from permenrich.io.expression import (
     check_header_row,
     is_number,
@@ -350,9 +350,9 @@ def two_group_design(
 
     for name in (case, control):
         if counts[name] < _MIN_PER_CLASS:
-            raise InputError(
+            raise ClassEmptiedError(
                 f"{source}: class {name!r} has {counts[name]} sample; each group needs at least "
-                f"{_MIN_PER_CLASS} samples for a two-group test"
+                f"{_MIN_PER_CLASS} samples for a two-group test", str(name)
             )
     keep = (labels_arr == case) | (labels_arr == control)
     is_case = labels_arr[keep] == case
