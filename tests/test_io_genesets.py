@@ -243,3 +243,25 @@ def test_full_set_error_names_the_gene_set_file(tmp_path: Path) -> None:
         load_gene_sets(path, np.array(["G0", "G1", "G2"], dtype=object), min_size=1, max_size=10)
     assert load_gene_sets(path, np.array(["G0", "G1", "G2"], dtype=object), min_size=1, max_size=10,
                           allow_full=True).n_sets == 1
+
+
+def test_members_matching_only_ignoring_case_are_warned_about(caplog):
+    """A matrix with one gene id in three lowercased ran without a word while its sets
+    lost a third of their members: members that match a gene of the data only when case
+    is ignored are now counted and warned about."""
+    import logging
+
+    from permenrich.genesets import build_gene_set_index
+    from permenrich.io.genesets import GeneSet
+
+    genes = [f"GENE{i}" if i % 3 else f"gene{i}" for i in range(90)]
+    sets = [GeneSet(f"S{k}", "", [f"GENE{i}" for i in range(30 * k, 30 * k + 30)], "sets.gmt") for k in range(3)]
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        index = build_gene_set_index(sets, genes, min_size=5, max_size=500)
+    assert list(index.sizes) == [20, 20, 20]
+    assert "30 gene-set members (e.g. 'GENE0') match a gene of the data only when case is ignored ('gene0')" \
+        in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="permenrich"):
+        build_gene_set_index(sets, [g.upper() for g in genes], min_size=5, max_size=500)
+    assert "case is ignored" not in caplog.text

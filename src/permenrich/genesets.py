@@ -158,7 +158,7 @@ def build_gene_set_index(
     members: list[np.ndarray] = []
     for gene_set in gene_sets:
         found = row_of.keys() & gene_set.genes  # walks the set's genes, not the data's
-        size = census.add(gene_set, len(found), row_of, min_size, max_size)
+        size = census.add(gene_set, found, row_of, min_size, max_size)
         if min_size <= size <= max_size:
             names.append(gene_set.name)
             descriptions.append(gene_set.description)
@@ -172,6 +172,12 @@ def build_gene_set_index(
         raise InputError("no gene sets given")
     if not names:
         raise InputError(census.no_set_message(genes, min_size, max_size))
+    if census.case_matches and census.case_matches >= 0.05 * (census.n_found + census.case_matches):
+        logger.warning("%d gene-set members (e.g. %r) match a gene of the data only when case is ignored (%r) and "
+                       "are left out of their sets (%.0f%% of the matches): if the ids differ only in case, make "
+                       "them agree (human symbols are upper case); genes of another species need an ortholog map",
+                       census.case_matches, census.case_example[0], census.case_example[1],
+                       100 * census.case_matches / (census.n_found + census.case_matches))
     if len(names) < census.n_read:
         logger.info(
             "kept %d of %d gene sets; excluded %d with fewer than %d and %d with more than %d genes in the data",
@@ -208,10 +214,13 @@ class _Census:
     sources: dict[str, None] = field(default_factory=dict)
     example_genes: list[str] = field(default_factory=list)
     case_matches: int = 0
-    _upper_ids: set[str] | None = None
+    case_example: tuple[str, str] = ("", "")
+    n_found: int = 0
+    _upper_ids: dict[str, str] | None = None
 
-    def add(self, gene_set: GeneSet, size: int, row_of: dict[str, int], min_size: int, max_size: int) -> int:
-        """Count one set with ``size`` genes in the data; returns ``size``."""
+    def add(self, gene_set: GeneSet, found: set[str], row_of: dict[str, int], min_size: int, max_size: int) -> int:
+        """Count one set whose genes ``found`` are in the data; returns their number."""
+        size = len(found)
         self.size_min = size if self.n_read == 0 else min(self.size_min, size)
         self.size_max = max(self.size_max, size)
         self.n_read += 1
@@ -221,12 +230,16 @@ class _Census:
         self.sources.setdefault(gene_set.source)
         if len(self.example_genes) < 3:
             self.example_genes.extend(gene_set.genes[: 3 - len(self.example_genes)])
-        if self.size_max == 0:
-            # While no gene has matched exactly, count matches ignoring case for the hint;
-            # once one matches, that hint is never given, so stop paying for it.
+        self.n_found += size
+        if len(gene_set.genes) > size:  # members missing from the data: do they match ignoring case?
             if self._upper_ids is None:
-                self._upper_ids = {str(g).upper() for g in row_of}
-            self.case_matches += sum(g.upper() in self._upper_ids for g in set(gene_set.genes))
+                self._upper_ids = {str(g).upper(): str(g) for g in row_of}
+            for gene in (g for g in gene_set.genes if g not in found):  # file order: a stable example
+                match = self._upper_ids.get(gene.upper())
+                if match is not None:
+                    if not self.case_matches:
+                        self.case_example = (gene, match)
+                    self.case_matches += 1
         return size
 
     def no_set_message(self, genes: pd.Index, min_size: int, max_size: int) -> str:
