@@ -52,7 +52,9 @@ class ClassEmptiedError(InputError):
     ``permenrich.tl`` skips such a group when it runs every group (any other error stops
     it: it would meet every group)."""
 
-    def __init__(self, message: str, level: str) -> None:
+    def __init__(self, message: str, level: str = "") -> None:
+        # level "" where a wrapper re-raised the message alone (type(error)(said)): then
+        # no group is known to be the one that cannot be tested
         super().__init__(message)
         self.level = level
 
