@@ -130,6 +130,25 @@ def check_options(options: dict[str, Any]) -> None:
         raise OptionError(f"give either {option('strata')} or {option('pairs')}, not both")
 
 
+def differs_from_default(value: Any, default: Any) -> bool:
+    """Whether an option was given a value other than its default (None: not given):
+    numbers compare by value (np.int64(1000) is the default 1000), a bool is not a
+    number, and a bool default takes any truthy or falsy value."""
+    import numbers
+
+    import numpy as np
+
+    if value is None:
+        return False
+    if isinstance(default, bool):
+        return bool(value) != default
+    if isinstance(value, (bool, np.bool_)):
+        return True
+    if isinstance(value, numbers.Number) and isinstance(default, numbers.Number):
+        return value != default
+    return not (isinstance(value, type(default)) and value == default)
+
+
 def _check_nothing_ignored(options: dict[str, Any]) -> None:
     """Refuse an option that the rest of the run would ignore: the user meant something by it."""
     from .enrich.multilevel import DEFAULT_EPS, DEFAULT_SAMPLE_SIZE
@@ -150,12 +169,15 @@ def _check_nothing_ignored(options: dict[str, Any]) -> None:
                 raise OptionError(f"{option(name)} chooses the genes of {option('mode', 'ora')}; give that mode, or "
                                   f"drop {option(name)}")
     if "studies" in options:
+        import inspect
+
+        from .modes.meta import meta
+
         mode = options.get("mode", "genes")
-        # (name, default, the modes that use it)
-        for name, default, modes in (("set_statistic", "ks", ("gsea",)), ("weight", 1.0, ("gsea",)),
-                                     ("min_size", 15, ("gsea", "ora")), ("max_size", 500, ("gsea", "ora"))):
-            value = options.get(name, default)
-            if mode not in modes and value is not None and value != default:
+        defaults = {name: p.default for name, p in inspect.signature(meta).parameters.items()}
+        for name, modes in (("set_statistic", ("gsea",)), ("weight", ("gsea",)), ("min_size", ("gsea", "ora")),
+                            ("max_size", ("gsea", "ora"))):
+            if mode not in modes and differs_from_default(options.get(name), defaults[name]):
                 uses = " or ".join(option("mode", m) for m in modes)
                 raise OptionError(f"{option(name)} applies to {uses}, not to {option('mode', mode)}: give that mode, "
                                   f"or drop {option(name)}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import numbers
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -211,19 +210,12 @@ def _check_list_mode_options(options: dict) -> None:
     gives the background."""
     import inspect
 
+    from ..options import differs_from_default
+
     defaults = {name: p.default for name, p in inspect.signature(ora).parameters.items()}
 
     def given(name: str) -> bool:
-        value, default = options.get(name, defaults[name]), defaults[name]
-        if value is None:
-            return False
-        if isinstance(default, bool):  # use_raw
-            return bool(value) != default
-        if isinstance(value, (bool, np.bool_)):  # True is not the number 1 here
-            return True
-        if isinstance(value, numbers.Number) and isinstance(default, numbers.Number):
-            return value != default  # np.int64(1000) is the default 1000
-        return not (isinstance(value, type(default)) and value == default)
+        return differs_from_default(options.get(name), defaults[name])
 
     chosen = next((name for name in _EXPRESSION_MODE_ONLY if given(name)), None)
     if chosen is not None:
